@@ -1,0 +1,275 @@
+"""The ``hardnet-desc`` command line. Each subcommand is a thin wrapper over the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _make_dataset(args: argparse.Namespace) -> int:
+    from .train.synthetic import make_dataset
+
+    summary = make_dataset(
+        args.images, args.out, points=args.points, views=args.views, patch_scale=args.patch_scale,
+        val_fraction=args.val_fraction, val_pairs=args.val_pairs, seed=args.seed, workers=args.workers,
+    )
+    for split in ("train", "val"):
+        s = summary[split]
+        print(f"{split}: {s['photos']} photos, {s['points']} points, {s['patches']} patches -> {args.out}/{split}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train.trainer import run
+
+    run(args)
+    return 0
+
+
+def _match(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from .descriptor import HardNetDescriptor
+    from .features_io import detect_sift
+    from .image import read_image
+    from .matching import match_descriptors
+    from .viz import draw_matches
+
+    if args.max_keypoints < 0:
+        raise ValueError(f"--max-keypoints must be >= 0, got {args.max_keypoints}")
+    images = [read_image(p) for p in (args.image1, args.image2)]  # bad paths fail before the weights load
+    hardnet = HardNetDescriptor(args.weights, device=args.device)
+    points, descs = [], []
+    for image in images:
+        kps = detect_sift(image, args.max_keypoints or None)
+        descs.append(hardnet.compute(image, kps)[1])
+        points.append(np.array([k.pt for k in kps], np.float64).reshape(-1, 2))
+    matches = match_descriptors(descs[0], descs[1], ratio=args.ratio, mutual=True, device=hardnet.device)
+    p1, p2 = points[0][matches.query_idx], points[1][matches.train_idx]
+
+    threshold = args.threshold or (3.0 if args.geometry == "homography" else 1.0)
+    inliers = np.zeros(len(matches), bool)
+    if len(matches) >= (4 if args.geometry == "homography" else 8):  # minimal samples (H: 4, F: 8 for a unique model)
+        find = cv2.findHomography if args.geometry == "homography" else cv2.findFundamentalMat
+        _, mask = find(p1, p2, cv2.USAC_MAGSAC, threshold, confidence=0.999, maxIters=10_000)
+        if mask is not None:  # None: RANSAC found no model
+            inliers = mask.ravel().astype(bool)
+
+    counts = (f"{len(points[0])} + {len(points[1])} keypoints, {len(matches)} matches, "
+              f"{int(inliers.sum())} inliers ({args.geometry})")
+    picture = draw_matches(images[0], images[1], p1[inliers], p2[inliers],
+                           [f"HardNet: {args.image1.name} - {args.image2.name}", counts])
+    try:
+        ok = cv2.imwrite(str(args.out), picture)
+    except cv2.error as err:
+        raise ValueError(f"cannot write {args.out}: {str(err).strip().splitlines()[-1]}") from None
+    if not ok:
+        raise OSError(f"cannot write {args.out} (does its folder exist?)")
+    print(f"keypoints: {len(points[0])} ({args.image1}), {len(points[1])} ({args.image2})")
+    print(f"matches:   {len(matches)} (mutual nearest neighbours" + (f", ratio < {args.ratio})" if args.ratio else ")"))
+    print(f"inliers:   {int(inliers.sum())} ({args.geometry}, MAGSAC, {threshold:g} px)")
+    print(f"picture:   {args.out}")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .descriptor import HardNetDescriptor
+    from .features_io import extract_folder, list_images
+
+    if args.max_keypoints < 0 or args.batch_images < 1:
+        raise ValueError("need --max-keypoints >= 0 and --batch-images >= 1")
+    if not list_images(args.images):  # a bad folder fails before the weights load
+        raise FileNotFoundError(f"no image files in {args.images}")
+    hardnet = HardNetDescriptor(args.weights, device=args.device)
+
+    def on_error(name: str, reason: str) -> None:
+        tqdm.write(f"hardnet-desc extract: error: {name}: {reason}", file=sys.stderr)
+
+    report = extract_folder(args.images, args.out, hardnet, max_keypoints=args.max_keypoints or None,
+                            batch_images=args.batch_images, progress=not args.quiet, on_error=on_error)
+    print(f"{len(report.done)} images extracted, {len(report.skipped)} already in {args.out}, "
+          f"{len(report.failed)} failed")
+    return 1 if report.failed else 0
+
+
+def _eval_sequences(args: argparse.Namespace) -> int:
+    from .evaluation.sequences import evaluate_sequences, format_table, plot_mma, save_json
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    results = evaluate_sequences(
+        args.root, methods, weights=args.weights, max_keypoints=args.max_keypoints, ratio=args.ratio,
+        device=args.device, precision=args.precision, progress=not args.quiet,
+    )
+    print(format_table(results), end="")
+    if args.json:
+        print(f"json: {save_json(results, args.json)}")
+    if args.plot:
+        print(f"plot: {plot_mma(results, args.plot)}")
+    return 0
+
+
+def _eval_fpr95(args: argparse.Namespace) -> int:
+    from .descriptor import HardNetDescriptor
+    from .evaluation.phototour import evaluate_fpr95
+
+    if not args.root.is_dir():  # fail before the weights load
+        raise FileNotFoundError(f"PhotoTour folder not found: {args.root}")
+    hardnet = HardNetDescriptor(args.weights, device=args.device, precision=args.precision)
+    for name, value in evaluate_fpr95(args.root, hardnet, args.pairs).items():
+        print(f"{name}: FPR95 = {100 * value:.2f}%")
+    return 0
+
+
+def _make_sequences(args: argparse.Namespace) -> int:
+    from .evaluation.synthetic_sequences import make_sequences
+
+    folders = make_sequences(args.images, args.out, n_images=args.n_images, seed=args.seed,
+                             illumination=not args.no_illumination, max_side=args.max_side, suffix=f".{args.format}")
+    print(f"{len(folders)} sequences -> {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .patches import DEFAULT_PATCH_SCALE
+
+    parser = argparse.ArgumentParser(prog="hardnet-desc", description="HardNet local descriptors: a drop-in for SIFT descriptors.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("make-dataset", help="synthetic correspondences from your photos, in the PhotoTour layout",
+                       description="Warp each photo into several views, re-detect SIFT keypoints, keep those that agree "
+                       "with the known homography, and write their patches to OUT/train and OUT/val (split by photo).")
+    p.add_argument("images", help="folder of photos (searched recursively)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--points", type=int, default=1000, help="3D points per photo at most (default: %(default)s)")
+    p.add_argument("--views", type=int, default=3, help="warped views per photo (default: %(default)s)")
+    p.add_argument("--patch-scale", type=float, default=DEFAULT_PATCH_SCALE, help="patch side / kp.size (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="photos held out for validation (default: %(default)s)")
+    p.add_argument("--val-pairs", type=int, default=50_000, help="pairs in the validation pair file (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    p.set_defaults(func=_make_dataset)
+
+    from .train.trainer import add_arguments
+
+    p = sub.add_parser("train", help="train HardNet with the hardest-in-batch loss",
+                       description="Train on a PhotoTour-layout folder; checkpoints, resumes and exports .safetensors.")
+    add_arguments(p)
+    p.set_defaults(func=_train)
+
+    from pathlib import Path
+
+    p = sub.add_parser("match", help="match two images: SIFT keypoints, HardNet descriptors, RANSAC",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Detect SIFT keypoints in both images, describe them with HardNet, keep mutual "
+                       "nearest neighbours\nthat pass the ratio test, fit a homography or fundamental matrix with "
+                       "RANSAC, print the counts\nand save a side-by-side picture of the inlier matches.",
+                       epilog="example:\n  hardnet-desc match a.jpg b.jpg --out matches.png --geometry homography")
+    p.add_argument("image1", type=Path, help="first image (any format OpenCV reads)")
+    p.add_argument("image2", type=Path, help="second image")
+    p.add_argument("--out", type=Path, default=Path("matches.png"), metavar="PNG",
+                   help="picture of the inlier matches (default: %(default)s)")
+    p.add_argument("--ratio", type=float, default=0.8,
+                   help="Lowe's ratio test threshold, 1 turns it off (default: %(default)s)")
+    p.add_argument("--max-keypoints", type=int, default=2048, metavar="N",
+                   help="strongest SIFT keypoints per image, 0 for all (default: %(default)s)")
+    p.add_argument("--geometry", choices=["fundamental", "homography"], default="fundamental",
+                   help="model fitted by RANSAC: fundamental (any static scene) or homography (planar scene or "
+                   "camera rotation) (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None, metavar="PX",
+                   help="RANSAC inlier threshold in pixels (default: 1 for fundamental, 3 for homography)")
+    p.add_argument("--weights", default="default", help="weights: a bundled name, a .safetensors/.pth file or "
+                   "hf://owner/repo/file (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
+    p.set_defaults(func=_match)
+
+    p = sub.add_parser("extract", help="features of a folder of images into an hloc-compatible HDF5 file",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Detect SIFT keypoints and describe them with HardNet for every image below "
+                       "IMAGES_DIR.\nOne HDF5 group per image, named by its path relative to IMAGES_DIR, with the "
+                       "datasets\n  keypoints (N, 2), descriptors (128, N), scores (N,), scales (N,), oris (N,), "
+                       "image_size (2,)\nas hloc's extract_features writes them. Images already in the file are "
+                       "skipped, so an interrupted\nrun resumes. Images that cannot be read are reported and the exit "
+                       "code is then 1.",
+                       epilog="example:\n  hardnet-desc extract images/ --out outputs/feats-hardnet.h5")
+    p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images (searched recursively)")
+    p.add_argument("--out", type=Path, default=Path("features.h5"), metavar="H5",
+                   help="HDF5 file to create or extend (default: %(default)s)")
+    p.add_argument("--max-keypoints", type=int, default=4096, metavar="N",
+                   help="strongest SIFT keypoints per image, 0 for all (default: %(default)s)")
+    p.add_argument("--batch-images", type=int, default=8, metavar="B",
+                   help="images whose patches share network calls (default: %(default)s)")
+    p.add_argument("--weights", default="default", help="weights: a bundled name, a .safetensors/.pth file or "
+                   "hf://owner/repo/file (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_extract)
+
+    p = sub.add_parser("eval-sequences", help="matching benchmark on HPatches/Oxford-layout image sequences",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="For every pair (1, k) of every sequence: detect SIFT keypoints once per image, describe "
+                       "them with each\nmethod, match by mutual nearest neighbour (+ ratio test) and score against the "
+                       "ground-truth\nhomography: MMA at 1..10 px (mean over pairs), matches and correct (3 px) matches per "
+                       "pair,\nand homography accuracy (RANSAC 3 px, mean corner error <= 1/3/5 px). Grouped by v_ / i_.\n"
+                       "ROOT is one sequence or a folder of them: <seq>/1.ppm..6.ppm + H_1_2..H_1_6 (HPatches) or\n"
+                       "<seq>/img1.ppm..img6.ppm + H1to2p..H1to6p (Oxford); .png/.jpg/.pgm images are accepted too.",
+                       epilog="example:\n  hardnet-desc eval-sequences hpatches-sequences-release --json hp.json --plot mma.png")
+    p.add_argument("root", type=Path, help="a sequence folder or a folder of sequences")
+    p.add_argument("--methods", default="sift,rootsift,hardnet,kornia",
+                   help="comma-separated, from sift, rootsift, hardnet, kornia (default: %(default)s)")
+    p.add_argument("--weights", default="default", help="HardNet weights for hardnet and kornia: a bundled name, a "
+                   ".safetensors/.pth file or hf://owner/repo/file (default: %(default)s)")
+    p.add_argument("--max-keypoints", type=int, default=2000, metavar="N",
+                   help="strongest SIFT keypoints per image (default: %(default)s)")
+    p.add_argument("--ratio", type=float, default=None, metavar="R",
+                   help="add Lowe's ratio test to mutual nearest neighbours (default: off)")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all numbers, per sequence too")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save an MMA-vs-threshold plot")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="HardNet precision (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_eval_sequences)
+
+    p = sub.add_parser("eval-fpr95", help="FPR95 on PhotoTour-layout patch pairs",
+                       description="False-positive rate at 95%% recall of HardNet on the m50_*.txt pair files of a "
+                       "PhotoTour-layout folder (Brown's liberty/notredame/yosemite, or make-dataset's val split).")
+    p.add_argument("root", type=Path, help="folder with info.txt, patches*.bmp and m50_*.txt")
+    p.add_argument("--pairs", action="append", default=None, metavar="FILE",
+                   help="pair file (a bare name is looked up in ROOT); repeatable (default: every m50_*.txt in ROOT)")
+    p.add_argument("--weights", default="default", help="weights: a bundled name, a .safetensors/.pth file or "
+                   "hf://owner/repo/file (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="(default: %(default)s)")
+    p.set_defaults(func=_eval_fpr95)
+
+    p = sub.add_parser("make-sequences", help="synthetic HPatches-layout sequences from held-out photos",
+                       description="For each photo write v_<photo> (5 homographies of increasing strength plus mild "
+                       "photometric changes) and i_<photo> (photometric changes only, identity homographies) in the "
+                       "HPatches layout: 1.png..6.png and H_1_2..H_1_6. Use photos not seen in training.")
+    p.add_argument("images", help="folder of photos (searched recursively)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--n-images", type=int, default=None, metavar="N", help="use N photos, a seeded random choice (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-side", type=int, default=1024, help="downscale photos to this longer side (default: %(default)s)")
+    p.add_argument("--format", choices=["png", "ppm"], default="png", help="image format (default: %(default)s)")
+    p.add_argument("--no-illumination", action="store_true", help="write only the v_ sequences")
+    p.set_defaults(func=_make_sequences)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
+        print(f"hardnet-desc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

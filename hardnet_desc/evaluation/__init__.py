@@ -1,0 +1,40 @@
+"""Evaluation: FPR95 on patch pairs and the image-sequence matching benchmark.
+
+* :mod:`~hardnet_desc.evaluation.fpr95`: the FPR95 metric; :mod:`~hardnet_desc.evaluation.phototour`
+  applies it to PhotoTour-layout folders (``hardnet-desc eval-fpr95``).
+* :mod:`~hardnet_desc.evaluation.layouts`: HPatches / Oxford sequence folders.
+* :mod:`~hardnet_desc.evaluation.metrics`: MMA, corner error, homography accuracy.
+* :mod:`~hardnet_desc.evaluation.methods`: sift, rootsift, hardnet and kornia on the same keypoints.
+* :mod:`~hardnet_desc.evaluation.sequences`: the benchmark (``hardnet-desc eval-sequences``).
+* :mod:`~hardnet_desc.evaluation.synthetic_sequences`: sequences from photos (``hardnet-desc make-sequences``).
+"""
+
+from .fpr95 import fpr95, fpr_at_recall, pair_distances
+from .layouts import ImageSequence, find_sequences, read_homography, read_sequence
+from .methods import METHODS, build_methods
+from .metrics import matching_accuracy, pair_metrics, summarize
+from .phototour import evaluate_fpr95, pairs_fpr95
+from .sequences import evaluate_sequences, format_table, plot_mma, save_json
+from .synthetic_sequences import make_sequences
+
+__all__ = [
+    "METHODS",
+    "ImageSequence",
+    "build_methods",
+    "evaluate_fpr95",
+    "evaluate_sequences",
+    "find_sequences",
+    "format_table",
+    "fpr95",
+    "fpr_at_recall",
+    "make_sequences",
+    "matching_accuracy",
+    "pair_distances",
+    "pair_metrics",
+    "pairs_fpr95",
+    "plot_mma",
+    "read_homography",
+    "read_sequence",
+    "save_json",
+    "summarize",
+]

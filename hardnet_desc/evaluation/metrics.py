@@ -1,0 +1,160 @@
+"""Matching metrics for image pairs related by a known homography.
+
+Definitions (fixed here, used by :mod:`hardnet_desc.evaluation.sequences`):
+
+* The **error** of a match is ``|| H(x1) - x2 ||`` in pixels of image ``k``, ``x1`` its keypoint in
+  the reference image, ``x2`` its keypoint in image ``k`` and ``H`` the ground truth ``H_1_k``.
+  A point that ``H`` sends to or behind infinity has error ``inf``.
+* **Matching accuracy** of a pair at threshold ``t``: the fraction of its matches with
+  ``error <= t``; a pair with no match scores 0.
+* **MMA** (mean matching accuracy) at ``t``: the mean over pairs of that per-pair accuracy (each
+  pair weighs the same, as in the HPatches evaluations of D2-Net and later papers), not the
+  fraction of all matches pooled over pairs.
+* **Corner error** of an estimated homography: the mean distance between the four reference
+  image corners (pixel centres ``(0, 0)``, ``(w-1, 0)``, ``(w-1, h-1)``, ``(0, h-1)``) mapped by the
+  estimate and by the ground truth. A pair with fewer than 4 matches, or where RANSAC finds no
+  model, is a failure with corner error ``inf``.
+* **Homography accuracy** at ``t``: the fraction of pairs with ``corner error <= t``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+#: Default pixel thresholds of the MMA curve.
+MMA_THRESHOLDS = tuple(range(1, 11))
+#: Default corner-error thresholds of homography accuracy.
+H_THRESHOLDS = (1, 3, 5)
+#: A match is "correct" in the per-pair counts at this error.
+CORRECT_PX = 3.0
+#: RANSAC reprojection threshold for the estimated homography.
+RANSAC_PX = 3.0
+
+
+def project(H: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map ``(N, 2)`` points ``(x, y)`` by the ``(3, 3)`` homography ``H``.
+
+    Returns:
+        ``(N, 2)`` float64; rows with ``w <= 0`` (at or behind infinity) are ``inf``.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    xyw = pts @ H[:, :2].T + H[:, 2]
+    w = xyw[:, 2:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = xyw[:, :2] / w
+    out[(w[:, 0] <= 0) | ~np.isfinite(out).all(axis=1)] = np.inf
+    return out
+
+
+def match_errors(points1: np.ndarray, points2: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Errors ``|| H(points1) - points2 ||`` of ``M`` matches, ``(M, 2)`` each -> ``(M,)`` float64."""
+    p1 = np.asarray(points1, dtype=np.float64).reshape(-1, 2)
+    p2 = np.asarray(points2, dtype=np.float64).reshape(-1, 2)
+    if len(p1) != len(p2):
+        raise ValueError(f"points1 and points2 differ in length: {len(p1)} vs {len(p2)}")
+    with np.errstate(invalid="ignore"):
+        err = np.linalg.norm(project(H, p1) - p2, axis=1)
+    return np.where(np.isnan(err), np.inf, err)
+
+
+def matching_accuracy(errors: np.ndarray, thresholds: Iterable[float] = MMA_THRESHOLDS) -> np.ndarray:
+    """Fraction of matches with ``error <= t`` for each threshold; all 0 when there is no match.
+
+    Args:
+        errors: ``(M,)`` match errors in pixels.
+        thresholds: ``T`` thresholds.
+
+    Returns:
+        ``(T,)`` float64 in [0, 1].
+    """
+    err = np.asarray(errors, dtype=np.float64).reshape(-1)
+    t = np.asarray(list(thresholds), dtype=np.float64)
+    if err.size == 0:
+        return np.zeros(len(t))
+    return (err[None, :] <= t[:, None]).mean(axis=1)
+
+
+def corner_error(H_est: np.ndarray | None, H_gt: np.ndarray, height: int, width: int) -> float:
+    """Mean distance of the 4 reference corners under ``H_est`` vs ``H_gt``; ``inf`` if ``H_est`` is None."""
+    if H_est is None:
+        return float("inf")
+    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        err = np.linalg.norm(project(H_est, corners) - project(H_gt, corners), axis=1).mean()
+    return float(err) if np.isfinite(err) else float("inf")
+
+
+def estimate_homography(points1: np.ndarray, points2: np.ndarray, threshold: float = RANSAC_PX) -> np.ndarray | None:
+    """RANSAC homography (``cv2.findHomography``) from matched ``(M, 2)`` points, or None.
+
+    None when there are fewer than 4 matches or OpenCV finds no model.
+    """
+    p1 = np.asarray(points1, dtype=np.float64).reshape(-1, 2)
+    p2 = np.asarray(points2, dtype=np.float64).reshape(-1, 2)
+    if len(p1) < 4:
+        return None
+    H, _ = cv2.findHomography(p1, p2, cv2.RANSAC, threshold)
+    if H is None or H.shape != (3, 3) or not np.isfinite(H).all():
+        return None
+    return H
+
+
+def pair_metrics(
+    points1: np.ndarray,
+    points2: np.ndarray,
+    H_gt: np.ndarray,
+    image_shape: tuple[int, int],
+    thresholds: Sequence[float] = MMA_THRESHOLDS,
+) -> dict:
+    """All metrics of one image pair from its matched points.
+
+    Args:
+        points1: ``(M, 2)`` matched keypoint positions in the reference image.
+        points2: ``(M, 2)`` their matches in image ``k``.
+        H_gt: ``(3, 3)`` ground truth reference -> image ``k``.
+        image_shape: ``(height, width)`` of the reference image (for the corner error).
+        thresholds: pixel thresholds of the accuracy curve.
+
+    Returns:
+        ``{'matches': M, 'correct': #errors <= 3 px, 'accuracy': [T floats], 'h_error': float (inf = failure)}``.
+    """
+    err = match_errors(points1, points2, H_gt)
+    H_est = estimate_homography(points1, points2)
+    return {
+        "matches": int(len(err)),
+        "correct": int(np.count_nonzero(err <= CORRECT_PX)),
+        "accuracy": matching_accuracy(err, thresholds).tolist(),
+        "h_error": corner_error(H_est, H_gt, *image_shape),
+    }
+
+
+def summarize(
+    pairs: Sequence[dict],
+    thresholds: Sequence[float] = MMA_THRESHOLDS,
+    h_thresholds: Sequence[float] = H_THRESHOLDS,
+) -> dict:
+    """Average :func:`pair_metrics` results over pairs (each pair weighs the same).
+
+    Returns:
+        ``{'pairs', 'mma': [T], 'mma@t' for each t, 'matches', 'correct', 'h_acc@t' for each h threshold}``;
+        with no pairs every mean is NaN.
+    """
+    n = len(pairs)
+    nan = float("nan")
+    out: dict = {"pairs": n}
+    if n:
+        mma = np.mean([p["accuracy"] for p in pairs], axis=0)
+    else:
+        mma = np.full(len(thresholds), nan)
+    out["mma"] = [float(x) for x in mma]
+    for t, value in zip(thresholds, mma):
+        out[f"mma@{t:g}"] = float(value)
+    out["matches"] = float(np.mean([p["matches"] for p in pairs])) if n else nan
+    out["correct"] = float(np.mean([p["correct"] for p in pairs])) if n else nan
+    h_err = np.array([p["h_error"] for p in pairs], dtype=np.float64)
+    for t in h_thresholds:
+        out[f"h_acc@{t:g}"] = float(np.mean(h_err <= t)) if n else nan
+    return out

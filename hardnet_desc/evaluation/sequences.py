@@ -1,0 +1,239 @@
+"""Image-sequence matching benchmark (HPatches / Oxford style).
+
+For every sequence and every pair ``(1, k)``: keypoints are detected once per image (OpenCV SIFT,
+the ``max_keypoints`` strongest by response), every method describes the *same* keypoints, and
+descriptors are matched by mutual nearest neighbour (plus the ratio test if ``ratio`` is given).
+The metrics are defined in :mod:`hardnet_desc.evaluation.metrics`.
+
+Example::
+
+    results = evaluate_sequences("hpatches-sequences-release", methods=["sift", "hardnet"])
+    print(format_table(results))
+    plot_mma(results, "mma.png")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..descriptor import resolve_device
+from ..features_io import detect_sift
+from ..image import read_image, to_uint8
+from ..matching import match_descriptors
+from ..model import HardNet
+from .layouts import GROUPS, ImageSequence, find_sequences
+from .methods import DescribeFn, build_methods
+from .metrics import H_THRESHOLDS, MMA_THRESHOLDS, pair_metrics, summarize
+
+
+def evaluate_sequences(
+    root: str | Path | Sequence[ImageSequence],
+    methods: Sequence[str] | Mapping[str, DescribeFn] = ("sift", "rootsift", "hardnet", "kornia"),
+    *,
+    weights: str | Path | HardNet | None = None,
+    max_keypoints: int = 2000,
+    ratio: float | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    detector: Any = None,
+    thresholds: Sequence[float] = MMA_THRESHOLDS,
+    progress: bool = False,
+) -> dict:
+    """Run the matching benchmark.
+
+    Args:
+        root: a folder of sequences, one sequence folder (HPatches or Oxford layout, see
+            :mod:`hardnet_desc.evaluation.layouts`), or already read sequences.
+        methods: names from :data:`~hardnet_desc.evaluation.methods.METHODS`, or a mapping
+            name -> ``describe(grey_uint8, keypoints) -> (N, D)`` for custom methods.
+        weights: HardNet weights for ``hardnet``/``kornia`` (path, bundled name or a
+            :class:`~hardnet_desc.HardNet` module); None = the default weights.
+        max_keypoints: keypoints per image, the strongest by detector response.
+        ratio: Lowe's ratio threshold on top of mutual NN, or None for mutual NN only.
+        device: for HardNet, kornia and the matcher (``'auto'`` = CUDA if present).
+        precision: HardNet precision (``'fp32'``, ``'bf16'``, ``'fp16'``).
+        detector: a ``cv2.Feature2D``; default OpenCV SIFT.
+        thresholds: pixel thresholds of the MMA curve.
+        progress: show a progress bar over sequences.
+
+    Returns:
+        A JSON-ready dict::
+
+            {"config": {...},                     # arguments, skipped methods and why
+             "thresholds": [1, ..., 10],
+             "summary": {method: {group: {...}}},  # group: "overall", "v", "i", "other" (those present);
+                                                   # values from metrics.summarize + "sequences"
+             "timing": {method: seconds describing},
+             "sequences": [{"name", "group", "layout",
+                            "pairs": [{"target": k, "keypoints": [n1, nk],
+                                       "methods": {method: {"matches", "correct", "accuracy": [T],
+                                                            "h_error": px or None (failure)}}}]}]}
+    """
+    if max_keypoints < 1:
+        raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
+    if ratio is not None and not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
+    sequences = list(root) if not isinstance(root, (str, Path)) else find_sequences(root)
+    if isinstance(methods, Mapping):
+        describe, skipped = dict(methods), {}
+    else:
+        describe, skipped = build_methods(methods, weights=weights, device=device, precision=precision)
+    if not describe:
+        raise ValueError(f"no method can run: {skipped}")
+    match_device = resolve_device(device)
+    thresholds = [float(t) for t in thresholds]
+
+    timing = dict.fromkeys(describe, 0.0)
+    per_sequence = []
+    for seq in tqdm(sequences, desc="sequences", disable=not progress):
+        # each image is detected and described once, then reused by its pairs
+        features = []  # per image: (xy (N, 2), {method: (N, D)}, (h, w))
+        for path in seq.images:
+            image = to_uint8(read_image(path))
+            kps = detect_sift(image, max_keypoints, detector)  # strongest by response
+            descs = {}
+            for name, fn in describe.items():
+                t0 = time.perf_counter()
+                descs[name] = fn(image, kps)
+                timing[name] += time.perf_counter() - t0
+            xy = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
+            features.append((xy, descs, image.shape[:2]))
+        xy1, desc1, shape1 = features[0]
+        pairs = []
+        for k, H in enumerate(seq.homographies, start=2):
+            xyk, desck, _ = features[k - 1]
+            pair: dict = {"target": k, "keypoints": [len(xy1), len(xyk)], "methods": {}}
+            for name in describe:
+                m = match_descriptors(desc1[name], desck[name], ratio=ratio, mutual=True, device=match_device)
+                pair["methods"][name] = pair_metrics(xy1[m.query_idx], xyk[m.train_idx], H, shape1, thresholds)
+            pairs.append(pair)
+        per_sequence.append({"name": seq.name, "group": seq.group, "layout": seq.layout, "pairs": pairs})
+
+    summary = {name: _summarize_groups(per_sequence, name, thresholds) for name in describe}
+    for seq in per_sequence:  # JSON has no inf: a failed homography is null
+        for pair in seq["pairs"]:
+            for r in pair["methods"].values():
+                r["h_error"] = r["h_error"] if math.isfinite(r["h_error"]) else None
+    return {
+        "config": {
+            "root": str(root) if isinstance(root, (str, Path)) else None,
+            "methods": list(describe),
+            "skipped": skipped,
+            "weights": "HardNet module" if isinstance(weights, HardNet) else (None if weights is None else str(weights)),
+            "max_keypoints": max_keypoints,
+            "ratio": ratio,
+            "matching": "mutual nearest neighbour" + (f" + ratio < {ratio}" if ratio else ""),
+            "detector": type(detector).__name__ if detector is not None else "SIFT",
+            "device": str(device),
+            "precision": precision,
+            "mma": "mean over pairs of the per-pair fraction of matches with error <= t px (0 without matches)",
+            "h_acc": "fraction of pairs with mean corner error <= t px (RANSAC 3 px; < 4 matches = failure)",
+        },
+        "thresholds": thresholds,
+        "summary": summary,
+        "timing": timing,
+        "sequences": per_sequence,
+    }
+
+
+def _summarize_groups(per_sequence: list[dict], method: str, thresholds: Sequence[float]) -> dict:
+    groups: dict[str, dict] = {}
+    for group in ("overall", *GROUPS):
+        seqs = [s for s in per_sequence if group == "overall" or s["group"] == group]
+        if not seqs:
+            continue
+        pairs = [p["methods"][method] for s in seqs for p in s["pairs"]]
+        groups[group] = {"sequences": len(seqs), **summarize(pairs, thresholds, H_THRESHOLDS)}
+    return groups
+
+
+_TITLES = {"overall": "overall", "v": "viewpoint (v_)", "i": "illumination (i_)", "other": "other"}
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table per group: one row per method.
+
+    Columns: MMA at 1/3/5 px, matches and correct (@3 px) matches per pair, homography accuracy at
+    1/3/5 px.
+    """
+    columns = [("MMA@1", "mma@1", "{:.3f}"), ("MMA@3", "mma@3", "{:.3f}"), ("MMA@5", "mma@5", "{:.3f}"),
+               ("matches", "matches", "{:.1f}"), ("correct", "correct", "{:.1f}"),
+               ("H@1", "h_acc@1", "{:.3f}"), ("H@3", "h_acc@3", "{:.3f}"), ("H@5", "h_acc@5", "{:.3f}")]
+    summary = results["summary"]
+    methods = list(summary)
+    width = max([len("method"), *map(len, methods)])
+    lines = []
+    for group in ("overall", *GROUPS):
+        rows = [(m, summary[m][group]) for m in methods if group in summary[m]]
+        if not rows:
+            continue
+        first = rows[0][1]
+        lines.append(f"{_TITLES[group]}: {first['sequences']} sequences, {first['pairs']} pairs")
+        lines.append(f"{'method':<{width}}" + "".join(f"{c:>9}" for c, _, _ in columns))
+        for name, s in rows:
+            cells = "".join(f"{fmt.format(s[key]) if key in s else '-':>9}" for _, key, fmt in columns)
+            lines.append(f"{name:<{width}}{cells}")
+        lines.append("")
+    skipped = results.get("config", {}).get("skipped") or {}
+    lines += [f"skipped {name}: {why}" for name, why in skipped.items()]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def save_json(results: dict, path: str | Path) -> Path:
+    """Write ``results`` as JSON (NaN becomes null)."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(results), indent=1))
+    return path
+
+
+def plot_mma(results: dict, path: str | Path) -> Path:
+    """Save an MMA-vs-threshold PNG: one line per method, one panel per group (overall, v, i, other)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    summary, t = results["summary"], results["thresholds"]
+    groups = [g for g in ("overall", *GROUPS) if any(g in s for s in summary.values())]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), sharey=True, squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        for name, s in summary.items():
+            if group in s:
+                ax.plot(t, s[group]["mma"], marker="o", markersize=3, label=name)
+        n = next(s[group] for s in summary.values() if group in s)
+        ax.set_title(f"{_TITLES[group]} ({n['sequences']} seq, {n['pairs']} pairs)")
+        ax.set_xlabel("threshold [px]")
+        ax.set_xlim(min(t), max(t))
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("MMA")
+    axes[0][-1].legend(loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["evaluate_sequences", "format_table", "plot_mma", "save_json"]

@@ -1,0 +1,168 @@
+"""Synthetic HPatches-layout sequences from held-out photos.
+
+Each photo gives
+
+* ``v_<photo>``: ``1.png`` (the grey photo) and 5 views ``2.png .. 6.png``, each a random
+  homography of level 1..5 (rotation, scale and perspective ranges grow with the level) plus mild
+  photometric changes, with the exact ``H_1_k``;
+* ``i_<photo>`` (optional): 5 views with photometric changes of growing strength only, and
+  identity homographies.
+
+The warps come from :func:`hardnet_desc.train.synthetic.random_homography` and
+:func:`~hardnet_desc.train.synthetic.photometric` with a :class:`~hardnet_desc.train.synthetic.WarpConfig`
+scaled per level, so training and evaluation share one warper. Use photos that were not used
+for training.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..image import read_image, to_uint8
+from ..train.synthetic import WarpConfig, list_images, photometric, random_homography
+
+LEVELS = 5
+#: Warp ranges at the hardest level (5); level ``l`` uses ``l / 5`` of each range.
+HARDEST_GEOMETRY = WarpConfig(max_rotation_deg=60.0, max_log2_scale=1.5, max_perspective=0.35)
+#: Photometric ranges at the hardest level of an ``i_`` sequence.
+HARDEST_PHOTOMETRIC = WarpConfig(
+    brightness=60.0, contrast=0.5, max_log2_gamma=1.2, blur_prob=0.5, max_blur_sigma=1.5,
+    noise_prob=0.5, max_noise_std=8.0, jpeg_prob=0.3, min_jpeg_quality=40, shading=1.5,
+)
+#: The warped reference must cover at least this fraction of the view's canvas.
+MIN_COVERAGE = 0.35
+
+
+def level_config(level: int, geometric: bool) -> WarpConfig:
+    """The :class:`WarpConfig` of difficulty ``level`` in 1..5.
+
+    Geometric (``v_``) levels scale :data:`HARDEST_GEOMETRY` and add mild photometric noise (a
+    third of the ``i_`` strength); photometric (``i_``) levels scale :data:`HARDEST_PHOTOMETRIC`.
+    """
+    if not 1 <= level <= LEVELS:
+        raise ValueError(f"level must be in 1..{LEVELS}, got {level}")
+    f = level / LEVELS
+    p = HARDEST_PHOTOMETRIC
+    photo = f if not geometric else f / 3
+    cfg = replace(
+        p, brightness=p.brightness * photo, contrast=p.contrast * photo, max_log2_gamma=p.max_log2_gamma * photo,
+        blur_prob=p.blur_prob * photo, max_blur_sigma=0.3 + (p.max_blur_sigma - 0.3) * photo,
+        noise_prob=p.noise_prob * photo, max_noise_std=p.max_noise_std * photo, jpeg_prob=p.jpeg_prob * photo,
+        shading=p.shading * photo,
+    )
+    g = HARDEST_GEOMETRY
+    if geometric:
+        return replace(cfg, max_rotation_deg=g.max_rotation_deg * f, max_log2_scale=g.max_log2_scale * f,
+                       max_perspective=g.max_perspective * f)
+    return replace(cfg, max_rotation_deg=0.0, max_log2_scale=0.0, max_perspective=0.0)
+
+
+def coverage(H: np.ndarray, height: int, width: int, out_height: int, out_width: int) -> float:
+    """Fraction of the ``out`` canvas covered by the reference image warped by ``H``."""
+    corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]]).reshape(-1, 1, 2)
+    quad = cv2.perspectiveTransform(corners, H).reshape(-1, 2)
+    x = np.clip(quad[:, 0], 0, out_width)
+    y = np.clip(quad[:, 1], 0, out_height)
+    area = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))  # shoelace
+    return float(area / (out_width * out_height))
+
+
+def warp_view(
+    image: np.ndarray, level: int, geometric: bool, rng: np.random.Generator, tries: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """One view of ``image`` (grey uint8) at ``level``: ``(view uint8, H (3, 3) float64)``.
+
+    Geometric warps are redrawn until the reference covers :data:`MIN_COVERAGE` of the view (the
+    canvas holds the whole warped reference, so every view overlaps the reference).
+    """
+    cfg = level_config(level, geometric)
+    h, w = image.shape
+    H, out_h, out_w = np.eye(3), h, w
+    if geometric:
+        for _ in range(tries):
+            H, out_h, out_w = random_homography(h, w, cfg, rng)
+            if coverage(H, h, w, out_h, out_w) >= MIN_COVERAGE:
+                break
+        else:
+            raise RuntimeError(f"no warp of level {level} reached {MIN_COVERAGE:.0%} coverage in {tries} tries")
+        view = cv2.warpPerspective(image, H, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=0)
+    else:
+        view = image
+    return photometric(view, cfg, rng), H / H[2, 2]
+
+
+def _sequence_name(path: Path, used: set[str]) -> str:
+    name = re.sub(r"[^A-Za-z0-9]+", "_", path.stem).strip("_") or "photo"
+    base, i = name, 2
+    while name in used:  # same stem in two sub-folders
+        name, i = f"{base}_{i}", i + 1
+    used.add(name)
+    return name
+
+
+def make_sequences(
+    images: str | Path,
+    out: str | Path,
+    *,
+    n_images: int | None = None,
+    seed: int = 0,
+    illumination: bool = True,
+    max_side: int = 1024,
+    suffix: str = ".png",
+) -> list[Path]:
+    """Write synthetic HPatches-layout sequences to ``out``.
+
+    Args:
+        images: folder of photos (searched recursively).
+        out: output folder; one sub-folder per sequence. Existing sequences are overwritten.
+        n_images: use this many photos (a seeded random choice), None for all.
+        seed: seeds the choice of photos and every warp; the output is reproducible.
+        illumination: also write the ``i_`` (photometric only) sequences.
+        max_side: photos are first downscaled so that their longer side is at most this.
+        suffix: image format, ``'.png'`` or ``'.ppm'`` (lossless).
+
+    Returns:
+        The written sequence folders.
+    """
+    if suffix not in (".png", ".ppm", ".pgm"):
+        raise ValueError(f"suffix must be .png, .ppm or .pgm (lossless), got {suffix!r}")
+    paths = list_images(images)
+    if not paths:
+        raise ValueError(f"no images found in {images}")
+    if n_images is not None:
+        if n_images < 1:
+            raise ValueError(f"n_images must be >= 1, got {n_images}")
+        pick = np.random.default_rng(seed).permutation(len(paths))[:n_images]
+        paths = [paths[i] for i in sorted(pick)]
+    out = Path(out)
+    written, used = [], set()
+    for index, path in enumerate(paths):
+        image = to_uint8(read_image(path))
+        scale = max_side / max(image.shape)
+        if scale < 1:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        name = _sequence_name(path, used)
+        kinds = [("v", True)] + ([("i", False)] if illumination else [])
+        for prefix, geometric in kinds:
+            rng = np.random.default_rng([seed, index, int(geometric)])
+            folder = out / f"{prefix}_{name}"
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_image(folder / f"1{suffix}", image)
+            for level in range(1, LEVELS + 1):
+                view, H = warp_view(image, level, geometric, rng)
+                _write_image(folder / f"{level + 1}{suffix}", view)
+                np.savetxt(folder / f"H_1_{level + 1}", H, fmt="%.12g")
+            written.append(folder)
+    return written
+
+
+def _write_image(path: Path, image: np.ndarray) -> None:
+    if path.suffix == ".ppm":  # OpenCV writes .ppm from BGR only
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"cannot write {path}")

@@ -1,0 +1,92 @@
+"""Image input: reading files and converting arrays to a grey float tensor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+import torch
+
+ImageLike = Union[np.ndarray, torch.Tensor]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as OpenCV does (BGR uint8, or uint16 if stored so).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for one
+    OpenCV cannot decode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot decode image file: {path}")
+    return image
+
+
+def to_grey_numpy(image: ImageLike) -> np.ndarray:
+    """Grey ``(H, W)`` array in the input's dtype family, for OpenCV detectors.
+
+    numpy input follows OpenCV: ``(H, W)``, ``(H, W, 1)``, BGR ``(H, W, 3)`` or
+    BGRA ``(H, W, 4)``. torch input follows kornia: ``(H, W)``, ``(C, H, W)`` or
+    ``(1, C, H, W)`` with C = 1 or RGB C = 3.
+    """
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.dim() == 4:
+            if t.shape[0] != 1:
+                raise ValueError(f"one image at a time: got a batch of shape {tuple(t.shape)}")
+            t = t[0]
+        if t.dim() == 3:
+            if t.shape[0] == 3:
+                t = t[[2, 1, 0]]  # RGB -> BGR, then OpenCV's conversion below
+            elif t.shape[0] != 1:
+                raise ValueError(f"torch image must have 1 or 3 channels first, got shape {tuple(image.shape)}")
+            t = t.permute(1, 2, 0)
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        image = t.numpy()
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
+    if image.dtype == np.float64 or image.dtype == np.float16:
+        image = image.astype(np.float32)
+    if image.dtype not in (np.uint8, np.uint16, np.float32):
+        raise TypeError(f"image dtype must be uint8, uint16 or float, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+        image = cv2.cvtColor(np.ascontiguousarray(image), code)
+    if image.ndim != 2:
+        raise ValueError(f"image must be (H, W) grey or (H, W, 3) BGR, got shape {image.shape}")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f"image is too small: {image.shape}")
+    if image.dtype == np.float32 and not np.isfinite(image).all():
+        raise ValueError("image contains NaN or inf")
+    return image
+
+
+def to_grey_tensor(image: ImageLike, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Grey float32 tensor ``(1, 1, H, W)`` on ``device``.
+
+    uint8 is scaled by 1/255 and uint16 by 1/65535; floats are kept as they are
+    (the network standardises each patch, so the intensity range does not matter).
+    """
+    grey = to_grey_numpy(image)
+    scale = {np.dtype(np.uint8): 1 / 255.0, np.dtype(np.uint16): 1 / 65535.0}.get(grey.dtype, 1.0)
+    t = torch.from_numpy(np.ascontiguousarray(grey)).to(device=device, dtype=torch.float32)
+    return (t * scale)[None, None]
+
+
+def to_uint8(image: ImageLike) -> np.ndarray:
+    """Grey uint8 view for 8-bit-only OpenCV detectors (floats assumed in 0..1 or 0..255)."""
+    grey = to_grey_numpy(image)
+    if grey.dtype == np.uint8:
+        return grey
+    if grey.dtype == np.uint16:
+        return (grey / 257.0).round().astype(np.uint8)
+    peak = 255.0 if float(grey.max(initial=0.0)) > 1.0 else 1.0
+    return np.clip(grey * (255.0 / peak), 0, 255).round().astype(np.uint8)

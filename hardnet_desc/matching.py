@@ -1,0 +1,360 @@
+"""Nearest-neighbour matching of local descriptors (L2 distance).
+
+A torch replacement for ``cv2.BFMatcher(cv2.NORM_L2)`` + Lowe's ratio test:
+distances come from a chunked matrix product, so large sets are matched in
+bounded memory and on the GPU when the descriptors live there.
+
+Conventions, as in OpenCV:
+
+* ``desc1`` is the *query* set (N1, D), ``desc2`` the *train* set (N2, D).
+* A match is a pair ``(query_idx, train_idx)`` with ``distance = ||d1 - d2||``.
+* Ties go to the lowest train index, like ``BFMatcher``.
+
+On a CPU shared with other busy processes, torch's OpenMP threads spin while
+waiting for each other and matching can get several times slower; there,
+``torch.set_num_threads(1)`` (or ``OMP_WAIT_POLICY=PASSIVE``) helps.
+
+Example::
+
+    matches = match_descriptors(desc1, desc2, ratio=0.8, mutual=True)
+    pts1 = kpts1[matches.query_idx]
+    pts2 = kpts2[matches.train_idx]
+    img = cv2.drawMatches(img1, kp1, img2, kp2, matches.to_dmatches(), None)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = ["DescriptorMatcher", "Matches", "match_descriptors"]
+
+ArrayLike = np.ndarray | torch.Tensor
+
+# Default chunk size: rows of desc1 per block such that one block of squared
+# distances holds about this many floats (64 MiB on CPU, 512 MiB on GPU).
+_CHUNK_ELEMS = {"cpu": 1 << 24, "cuda": 1 << 27}
+# Columns per block in the top-2 search (see _top2).
+_BLOCK = 128
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Putative correspondences, as numpy arrays of length M.
+
+    Attributes:
+        query_idx: (M,) int64, row of ``desc1`` (OpenCV's ``queryIdx``), ascending.
+        train_idx: (M,) int64, row of ``desc2`` (OpenCV's ``trainIdx``).
+        distances: (M,) float32, L2 distance to the nearest neighbour.
+        ratios: (M,) float32, ``distance / second_nearest_distance``; NaN when
+            ``desc2`` has a single row (no second neighbour), 1.0 on exact ties.
+    """
+
+    query_idx: np.ndarray
+    train_idx: np.ndarray
+    distances: np.ndarray
+    ratios: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.query_idx)
+
+    @property
+    def pairs(self) -> np.ndarray:
+        """(M, 2) int64 array of ``[query_idx, train_idx]`` rows."""
+        return np.stack([self.query_idx, self.train_idx], axis=1)
+
+    def to_dmatches(self) -> list[cv2.DMatch]:
+        """Convert to ``cv2.DMatch`` objects (e.g. for ``cv2.drawMatches``)."""
+        return [
+            cv2.DMatch(q, t, 0, d)  # imgIdx=0, like BFMatcher
+            for q, t, d in zip(self.query_idx.tolist(), self.train_idx.tolist(), self.distances.tolist(), strict=True)
+        ]
+
+    @classmethod
+    def empty(cls) -> Matches:
+        i, f = np.empty(0, np.int64), np.empty(0, np.float32)
+        return cls(i, i.copy(), f, f.copy())
+
+
+def match_descriptors(
+    desc1: ArrayLike | None,
+    desc2: ArrayLike | None,
+    *,
+    ratio: float | None = 0.8,
+    mutual: bool = True,
+    max_distance: float | None = None,
+    device: str | torch.device | None = None,
+    chunk_size: int | None = None,
+) -> Matches:
+    """Match each row of ``desc1`` to its nearest neighbour (L2) in ``desc2``.
+
+    The filters are applied together (a match must pass all that are enabled):
+
+    * ``ratio``: Lowe's ratio test ``d1 < ratio * d2`` (strict), ``d2`` being the
+      distance to the second nearest neighbour. When ``desc2`` has one row there
+      is no second neighbour and nothing passes, as with the usual
+      ``knnMatch(k=2)`` loop, where OpenCV returns a single neighbour.
+    * ``mutual``: keep ``(i, j)`` only if ``i`` is also the nearest neighbour of
+      ``j`` in ``desc1`` (``BFMatcher(crossCheck=True)``). If several rows of
+      ``desc1`` are equally near to ``j``, the lowest one that picked ``j`` wins.
+    * ``max_distance``: keep matches with ``d1 <= max_distance``.
+
+    Args:
+        desc1: (N1, D) query descriptors, numpy array or torch tensor of any
+            real dtype (computed in float32). ``None`` (what
+            ``cv2.Feature2D.compute`` returns for no keypoints) counts as empty.
+        desc2: (N2, D) train descriptors.
+        ratio: ratio-test threshold in (0, 1], or None to disable.
+        mutual: require mutual nearest neighbours.
+        max_distance: maximum L2 distance, or None.
+        device: where to compute; defaults to the device of ``desc1`` if it is a
+            tensor, else the CPU.
+        chunk_size: rows of ``desc1`` per block. The peak extra memory is about
+            ``chunk_size * N2`` floats; the default picks it from ``N2``.
+
+    Returns:
+        :class:`Matches` sorted by ``query_idx``. Distances are recomputed
+        directly from the matched descriptor pairs, so they agree with OpenCV to
+        float32 precision. The neighbour *ranking* uses
+        ``|a|^2 + |b|^2 - 2 a.b``, so near-ties (differences of ~1e-6 in squared
+        distance, relative to ``|a|^2``) may be ranked differently than by
+        OpenCV. On CUDA keep TF32 matmuls off (the torch default) for the same reason.
+
+    Raises:
+        ValueError: for bad shapes, mismatched dimensions, non-finite values or
+            out-of-range parameters.
+    """
+    if ratio is not None and not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
+    if max_distance is not None and not max_distance >= 0:
+        raise ValueError(f"max_distance must be >= 0 or None, got {max_distance}")
+    a, b = _prepare(desc1, desc2, device)
+    if len(a) == 0 or len(b) == 0:
+        return Matches.empty()
+
+    n1, n2 = len(a), len(b)
+    chunk = _chunk_rows(chunk_size, n2, a.device)
+    nn1 = torch.empty(n1, dtype=torch.long, device=a.device)
+    nn2 = torch.empty(n1, dtype=torch.long, device=a.device)  # valid if n2 > 1
+    sq1 = torch.empty(n1, device=a.device)  # squared NN distance, as ranked
+    col_min = torch.full((n2,), float("inf"), device=a.device) if mutual else None
+
+    for start, d in _sq_dist_chunks(a, b, chunk, pad_to=_BLOCK):
+        stop = start + len(d)
+        if col_min is not None:
+            # Running min over the columns gives the reverse NN distance in
+            # the same pass; the reverse check is then a comparison (below).
+            torch.minimum(col_min, d[:, :n2].amin(dim=0), out=col_min)
+        sq1[start:stop], nn1[start:stop], _, nn2[start:stop] = _top2(d, _BLOCK)
+
+    if col_min is not None:
+        # col_min[j] includes sq1[i] itself (the same float), so this holds
+        # iff no row of desc1 is strictly nearer to desc2[j].
+        keep = sq1 <= col_min[nn1]
+    else:
+        keep = torch.ones(n1, dtype=torch.bool, device=a.device)
+
+    q = keep.nonzero()[:, 0].cpu().numpy()
+    if mutual:
+        # Rows equally near to j may all have picked it: keep the first, as
+        # OpenCV's reverse NN would.
+        _, first = np.unique(nn1.cpu().numpy()[q], return_index=True)
+        q = q[np.sort(first)]
+
+    # Distances of the kept pairs computed directly: the matmul form loses
+    # precision for near-identical vectors (sqrt of a rounding error).
+    qt = torch.from_numpy(q).to(a.device)
+    t = nn1[qt]
+    d1 = torch.linalg.vector_norm(a[qt] - b[t], dim=1).cpu().numpy()
+    if n2 > 1:
+        d2 = torch.linalg.vector_norm(a[qt] - b[nn2[qt]], dim=1).cpu().numpy()
+    else:
+        d2 = np.full_like(d1, np.nan)
+    t = t.cpu().numpy()
+    # Compare in float64, like `m.distance < 0.8 * n.distance` in Python.
+    d1_64, ok = d1.astype(np.float64), np.ones(len(q), dtype=bool)
+    if ratio is not None:
+        ok &= d1_64 < ratio * d2.astype(np.float64)  # NaN (no 2nd neighbour) fails
+    if max_distance is not None:
+        ok &= d1_64 <= max_distance
+    q, t, d1, d2 = q[ok], t[ok], d1[ok], d2[ok]
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(d1 == d2, np.float32(1), d1 / d2).astype(np.float32)
+    return Matches(q.astype(np.int64), t.astype(np.int64), d1.astype(np.float32), ratios)
+
+
+class DescriptorMatcher:
+    """Drop-in for ``cv2.BFMatcher(cv2.NORM_L2, crossCheck=mutual)``.
+
+    ``match`` and ``knnMatch`` take the same arguments and return the same
+    ``cv2.DMatch`` lists as OpenCV, computed with :func:`match_descriptors`.
+
+    Args:
+        ratio: optional ratio test applied by :meth:`match` (OpenCV has none).
+        mutual: cross-check, like ``BFMatcher``'s ``crossCheck``.
+        device: compute device, see :func:`match_descriptors`.
+        chunk_size: rows per block, see :func:`match_descriptors`.
+    """
+
+    def __init__(
+        self,
+        ratio: float | None = None,
+        mutual: bool = False,
+        device: str | torch.device | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        if ratio is not None and not 0.0 < ratio <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
+        self.ratio = ratio
+        self.mutual = mutual
+        self.device = device
+        self.chunk_size = chunk_size
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(ratio={self.ratio}, mutual={self.mutual}, device={self.device})"
+
+    def match(self, query: ArrayLike, train: ArrayLike) -> list[cv2.DMatch]:
+        """Best match of each query row, filtered by ``mutual`` and ``ratio``."""
+        return match_descriptors(
+            query, train, ratio=self.ratio, mutual=self.mutual, device=self.device, chunk_size=self.chunk_size
+        ).to_dmatches()
+
+    def knnMatch(self, query: ArrayLike, train: ArrayLike, k: int = 2) -> list[list[cv2.DMatch]]:
+        """The ``k`` nearest train rows of every query row, nearest first.
+
+        Returns N1 lists of ``min(k, N2)`` matches. ``ratio`` is not applied
+        (apply the ratio test to the result, as with OpenCV). With
+        ``mutual=True`` only ``k=1`` is allowed and, like OpenCV's crossCheck,
+        the list of a row without a mutual match is empty. Equal distances
+        are ordered by train index for ``k <= 2``, arbitrarily for larger k.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if self.mutual:
+            if k != 1:
+                raise ValueError("mutual (crossCheck) matching supports only k=1")
+            n1 = 0 if query is None else len(query)
+            out: list[list[cv2.DMatch]] = [[] for _ in range(n1)]
+            matches = match_descriptors(
+                query, train, ratio=None, mutual=True, device=self.device, chunk_size=self.chunk_size
+            )
+            for m in matches.to_dmatches():
+                out[m.queryIdx].append(m)
+            return out
+
+        a, b = _prepare(query, train, self.device)
+        if len(a) == 0 or len(b) == 0:
+            return [[] for _ in range(len(a))]
+        k = min(k, len(b))
+        chunk = _chunk_rows(self.chunk_size, len(b), a.device)
+        out = []
+        for start, d in _sq_dist_chunks(a, b, chunk, pad_to=_BLOCK if k <= 2 else 1):
+            if k <= 2:  # the usual ratio-test case: faster, and ties ordered like OpenCV
+                _, i1, _, i2 = _top2(d, _BLOCK)
+                idx = torch.stack([i1, i2], dim=1)[:, :k]
+            else:
+                idx = d.topk(k, dim=1, largest=False).indices  # (n, k), nearest first
+            dist = torch.linalg.vector_norm(a[start : start + len(d), None] - b[idx], dim=2)
+            for q, (ts, ds) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True), start):
+                out.append([cv2.DMatch(q, t, 0, dd) for t, dd in zip(ts, ds, strict=True)])
+        return out
+
+
+def _prepare(
+    desc1: ArrayLike | None, desc2: ArrayLike | None, device: str | torch.device | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate both sets and return them as float32 tensors on one device."""
+    if device is None:
+        device = desc1.device if isinstance(desc1, torch.Tensor) else "cpu"
+    a = _to_tensor(desc1, "desc1", device)
+    b = _to_tensor(desc2, "desc2", device)
+    # None (no keypoints) has no dimension: take the other set's.
+    if a is None:
+        a = torch.empty(0, 0 if b is None else b.shape[1], device=device)
+    if b is None:
+        b = torch.empty(0, a.shape[1], device=device)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"descriptor dimensions differ: desc1 has shape {tuple(a.shape)}, desc2 has shape {tuple(b.shape)}"
+        )
+    return a, b
+
+
+def _to_tensor(x: ArrayLike | None, name: str, device: str | torch.device) -> torch.Tensor | None:
+    if x is None:
+        return None
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    elif x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, D), got shape {tuple(x.shape)}")
+    x = x.to(device=device, dtype=torch.float32).contiguous()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _chunk_rows(chunk_size: int | None, n2: int, device: torch.device) -> int:
+    if chunk_size is None:
+        return max(1, _CHUNK_ELEMS.get(device.type, _CHUNK_ELEMS["cpu"]) // max(n2, 1))
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return int(chunk_size)
+
+
+def _sq_dist_chunks(a: torch.Tensor, b: torch.Tensor, chunk: int, pad_to: int = 1):
+    """Yield ``(start, d)``, ``d`` (n, N2') holding the squared distances of rows
+    ``a[start:start + n]`` to all of ``b``.
+
+    ``N2'`` is ``N2`` rounded up to a multiple of ``pad_to``, the extra columns
+    being +inf. ``d`` is a reused buffer, overwritten by the next step. One
+    matmul of augmented vectors ``[a, |a|^2, 1] . [-2b, 1, |b|^2]`` gives
+    ``|a|^2 + |b|^2 - 2ab`` with no extra pass over the block.
+    """
+    n2 = -(-len(b) // pad_to) * pad_to
+    a_aug = torch.cat([a, a.square().sum(1, keepdim=True), a.new_ones(len(a), 1)], dim=1)  # (N1, D+2)
+    b_aug = b.new_zeros(n2, b.shape[1] + 2)  # (N2', D+2); padding rows give 1 * inf
+    torch.cat([-2 * b, b.new_ones(len(b), 1), b.square().sum(1, keepdim=True)], dim=1, out=b_aug[: len(b)])
+    b_aug[len(b) :, -1] = float("inf")
+    buf = a.new_empty(min(chunk, len(a)), n2)  # reused: allocating each block is slow on CPU
+    for start in range(0, len(a), chunk):
+        d = buf[: min(chunk, len(a) - start)]
+        torch.mm(a_aug[start : start + chunk], b_aug.T, out=d)
+        yield start, d
+
+
+def _top2(d: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Smallest and second smallest value of each row of ``d`` (n, nb * block)
+    and their column indices, lowest index first among equal values.
+
+    Reductions that also return indices (min, argmin, topk) are several times
+    slower on CPU than amin, so the one pass over ``d`` is an amin per block
+    of columns; indices are then found in the (n, nb) block minima and in the
+    two (n, block) blocks that hold the winners. The second value is inf if
+    ``d`` has a single finite column.
+    """
+    rows = torch.arange(len(d), device=d.device)
+    blocks = d.unflatten(1, (-1, block))  # (n, nb, block) view
+    bmin = blocks.amin(dim=2)
+    v1, b1 = bmin.min(dim=1)  # min() returns the first index on ties
+    inner1 = blocks[rows, b1]  # (n, block) copy
+    arg1 = inner1.argmin(dim=1)
+    # Runner-up: the second best in block b1 or the best of the other blocks.
+    inner1[rows, arg1] = float("inf")
+    v2_in, arg2_in = inner1.min(dim=1)
+    bmin[rows, b1] = float("inf")
+    v2_out, b2 = bmin.min(dim=1)
+    arg2_out = blocks[rows, b2].argmin(dim=1)
+    take_in = (v2_in < v2_out) | ((v2_in == v2_out) & (b1 < b2))
+    v2 = torch.where(take_in, v2_in, v2_out)
+    i2 = torch.where(take_in, b1 * block + arg2_in, b2 * block + arg2_out)
+    return v1, b1 * block + arg1, v2, i2

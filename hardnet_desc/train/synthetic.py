@@ -1,0 +1,304 @@
+"""Synthetic correspondences from a folder of photos, written in the PhotoTour layout.
+
+For each photo: detect SIFT keypoints, make several views with random homographies
+(viewpoint, scale, in-plane rotation) and photometric changes (brightness, contrast,
+gamma, blur, noise, JPEG), re-detect SIFT in every view and keep a keypoint wherever the
+re-detection agrees with the keypoint projected through the known homography (position,
+scale and orientation). The view's *detected* keypoint is used, so detector noise is real.
+Every view's patch is cut with :func:`hardnet_desc.patches.extract_patches`, the same code
+as inference, at 64x64 with ``supersample=1``; the loader's 2x2 mean then equals the 32x32
+inference patch exactly.
+
+Images are split into train and validation by image.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from ..image import read_image, to_grey_numpy, to_grey_tensor
+from ..patches import DEFAULT_PATCH_SCALE, extract_patches
+from .datasets import PhotoTourWriter, make_pairs
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class WarpConfig:
+    """Ranges of the random view changes (uniform unless said otherwise)."""
+
+    max_rotation_deg: float = 45.0  # in-plane rotation
+    max_log2_scale: float = 1.0  # zoom in [2^-m, 2^m]
+    max_perspective: float = 0.25  # corner displacement, fraction of the image side
+    brightness: float = 40.0  # additive, 8-bit units
+    contrast: float = 0.4  # multiplicative in [1 - c, 1 + c]
+    max_log2_gamma: float = 0.6
+    blur_prob: float = 0.3
+    max_blur_sigma: float = 1.5
+    noise_prob: float = 0.5
+    max_noise_std: float = 8.0
+    jpeg_prob: float = 0.5
+    min_jpeg_quality: int = 30
+    shading: float = 0.0  # smooth spatially varying gain, log2 amplitude (0 = off, draws nothing)
+
+
+@dataclass
+class MatchConfig:
+    """How close a re-detected keypoint must be to the projected one."""
+
+    max_px: float = 2.0  # centre distance, pixels of the view
+    max_rel_px: float = 0.1  # ... or this fraction of the projected size, if larger
+    max_scale_ratio: float = 1.3  # size ratio either way
+    max_angle_deg: float = 20.0
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """All image files below ``folder``, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such image folder: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def split_images(paths: list[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Deterministic train/validation split by image."""
+    order = np.random.default_rng(seed).permutation(len(paths))
+    n_val = int(round(val_fraction * len(paths)))
+    val = sorted(paths[i] for i in order[:n_val])
+    train = sorted(paths[i] for i in order[n_val:])
+    return train, val
+
+
+def random_homography(h: int, w: int, cfg: WarpConfig, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
+    """A random homography and the (height, width) of the canvas holding the warped image."""
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    centre = corners.mean(0)
+    angle = math.radians(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg))
+    scale = 2.0 ** rng.uniform(-cfg.max_log2_scale, cfg.max_log2_scale)
+    rot = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    moved = (corners - centre) @ rot.T + centre
+    moved += rng.uniform(-cfg.max_perspective, cfg.max_perspective, size=(4, 2)) * scale * np.float32([w, h])
+    moved -= moved.min(0)
+    H = cv2.getPerspectiveTransform(corners, moved.astype(np.float32))
+    # keep the canvas near the source's area so views stay comparable in cost
+    out_w, out_h = np.ceil(moved.max(0)).astype(int)
+    limit = 1.5 * max(h, w)
+    if max(out_w, out_h) > limit:
+        s = limit / max(out_w, out_h)
+        H = np.diag([s, s, 1.0]) @ H
+        out_w, out_h = int(out_w * s), int(out_h * s)
+    return H, max(out_h, 16), max(out_w, 16)
+
+
+def photometric(image: np.ndarray, cfg: WarpConfig, rng: np.random.Generator) -> np.ndarray:
+    """Random brightness/contrast/gamma, blur, noise and JPEG round trip of a uint8 image."""
+    x = image.astype(np.float32) / 255.0
+    x = np.clip(x ** (2.0 ** rng.uniform(-cfg.max_log2_gamma, cfg.max_log2_gamma)), 0, 1) * 255.0
+    x = x * rng.uniform(1 - cfg.contrast, 1 + cfg.contrast) + rng.uniform(-cfg.brightness, cfg.brightness)
+    if cfg.shading > 0:
+        # uneven light: a 4x4 grid of random log-gains, smoothly upsampled to the image
+        grid = rng.uniform(-cfg.shading, cfg.shading, size=(4, 4)).astype(np.float32)
+        x = x * np.exp2(cv2.resize(grid, (x.shape[1], x.shape[0]), interpolation=cv2.INTER_CUBIC))
+    if rng.random() < cfg.blur_prob:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, cfg.max_blur_sigma))
+    if rng.random() < cfg.noise_prob:
+        x = x + rng.normal(0.0, rng.uniform(0, cfg.max_noise_std), size=x.shape)
+    out = np.clip(x, 0, 255).round().astype(np.uint8)
+    if rng.random() < cfg.jpeg_prob:
+        quality = int(rng.integers(cfg.min_jpeg_quality, 96))
+        out = cv2.imdecode(cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
+    return out
+
+
+def project_keypoints(kps: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Map ``(N, 4)`` keypoints ``(x, y, size, angle_deg)`` through ``H`` with its local affine map."""
+    x, y = kps[:, 0], kps[:, 1]
+    den = H[2, 0] * x + H[2, 1] * y + H[2, 2]
+    u = (H[0, 0] * x + H[0, 1] * y + H[0, 2]) / den
+    v = (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / den
+    # Jacobian of the projective map at each point
+    j = np.empty((len(kps), 2, 2))
+    j[:, 0, 0] = (H[0, 0] - u * H[2, 0]) / den
+    j[:, 0, 1] = (H[0, 1] - u * H[2, 1]) / den
+    j[:, 1, 0] = (H[1, 0] - v * H[2, 0]) / den
+    j[:, 1, 1] = (H[1, 1] - v * H[2, 1]) / den
+    a = np.deg2rad(kps[:, 3])
+    d = np.einsum("nij,nj->ni", j, np.stack([np.cos(a), np.sin(a)], 1))
+    size = kps[:, 2] * np.sqrt(np.abs(np.linalg.det(j)))
+    angle = np.rad2deg(np.arctan2(d[:, 1], d[:, 0])) % 360.0
+    return np.stack([u, v, size, angle], 1)
+
+
+def detect(image: np.ndarray, n: int) -> np.ndarray:
+    """SIFT keypoints as ``(N, 4)`` ``(x, y, size, angle)``, strongest first."""
+    kps = cv2.SIFT_create(nfeatures=n).detect(image, None)
+    kps = sorted(kps, key=lambda k: -k.response)
+    return np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in kps], dtype=np.float64).reshape(-1, 4)
+
+
+def match_detections(expected: np.ndarray, found: np.ndarray, cfg: MatchConfig) -> np.ndarray:
+    """For each expected keypoint, the index of the agreeing detection, or -1."""
+    result = np.full(len(expected), -1)
+    if len(found) == 0 or len(expected) == 0:
+        return result
+    tree = cKDTree(found[:, :2])
+    radius = np.maximum(cfg.max_px, cfg.max_rel_px * expected[:, 2])
+    for i, cands in enumerate(tree.query_ball_point(expected[:, :2], radius)):
+        if not cands:
+            continue
+        c = found[cands]
+        ratio = np.abs(np.log(c[:, 2] / expected[i, 2]))
+        dang = np.abs((c[:, 3] - expected[i, 3] + 180.0) % 360.0 - 180.0)
+        ok = (ratio < math.log(cfg.max_scale_ratio)) & (dang < cfg.max_angle_deg)
+        if ok.any():
+            dist = np.linalg.norm(c[:, :2] - expected[i, :2], axis=1) / radius[i]
+            cost = dist + ratio / math.log(cfg.max_scale_ratio) + dang / cfg.max_angle_deg
+            result[i] = cands[int(np.argmin(np.where(ok, cost, np.inf)))]
+    return result
+
+
+def dedupe(kps: np.ndarray, min_px: float = 2.0) -> np.ndarray:
+    """Drop keypoints within ``min_px`` of a stronger one (SIFT repeats a point per orientation)."""
+    keep = np.ones(len(kps), bool)
+    tree = cKDTree(kps[:, :2])
+    for i, j in sorted(tree.query_pairs(min_px)):
+        if keep[i]:
+            keep[j] = False
+    return kps[keep]
+
+
+@dataclass
+class ImageJob:
+    path: str
+    seed: int
+    points: int
+    views: int
+    patch_scale: float
+    warp: WarpConfig
+    match: MatchConfig
+
+
+def correspondences_from_image(job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
+    """Patches ``(M, 64, 64)`` uint8 and local point ids ``(M,)`` of one photo."""
+    rng = np.random.default_rng(job.seed)
+    image = to_grey_numpy(read_image(job.path))
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    h, w = image.shape
+    base = dedupe(detect(image, 4 * job.points))[: 2 * job.points]
+    view_kps = [base]  # view 0 is the photo itself, with its own detections
+    view_images = [image]
+    for _ in range(job.views):
+        H, out_h, out_w = random_homography(h, w, job.warp, rng)
+        warped = cv2.warpPerspective(image, H, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=0)
+        valid = cv2.warpPerspective(np.full_like(image, 255), H, (out_w, out_h), flags=cv2.INTER_NEAREST)
+        view = photometric(warped, job.warp, rng)
+        found = detect(view, 4 * job.points)
+        # drop detections on the black outside of the warped photo
+        inner = cv2.erode(valid, np.ones((9, 9), np.uint8))
+        found = found[inner[found[:, 1].astype(int).clip(0, out_h - 1), found[:, 0].astype(int).clip(0, out_w - 1)] > 0]
+        idx = match_detections(project_keypoints(base, H), found, job.match)
+        kps = np.full_like(base, np.nan)
+        kps[idx >= 0] = found[idx[idx >= 0]]
+        view_kps.append(kps)
+        view_images.append(view)
+    seen = np.stack([~np.isnan(k[:, 0]) for k in view_kps])  # (V+1, N)
+    keep = np.flatnonzero(seen.sum(0) >= 2)[: job.points]
+    patches, ids = [], []
+    with torch.inference_mode():
+        for kps, img, s in zip(view_kps, view_images, seen):
+            sel = keep[s[keep]]
+            if len(sel) == 0:
+                continue
+            p = extract_patches(to_grey_tensor(img), kps[sel], patch_size=64, supersample=1, patch_scale=job.patch_scale)
+            patches.append((p[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy())
+            ids.append(sel)
+    if not patches:
+        return np.zeros((0, 64, 64), np.uint8), np.zeros(0, np.int64)
+    return np.concatenate(patches), np.concatenate(ids).astype(np.int64)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def make_dataset(
+    images: str | Path,
+    out: str | Path,
+    *,
+    points: int = 1000,
+    views: int = 3,
+    patch_scale: float = DEFAULT_PATCH_SCALE,
+    val_fraction: float = 0.1,
+    val_pairs: int = 50_000,
+    seed: int = 0,
+    workers: int | None = None,
+    warp: WarpConfig | None = None,
+    match: MatchConfig | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build ``out/train`` and ``out/val`` in the PhotoTour layout from the photos in ``images``.
+
+    Args:
+        images: folder searched recursively for photos.
+        out: output folder; also receives ``split.json`` (which photo went where) and ``meta.json``.
+        points: at most this many 3D points per photo.
+        views: warped views per photo (the photo itself is one more view).
+        patch_scale: patch side in units of ``kp.size`` (must match inference).
+        val_fraction: share of photos held out for validation.
+        val_pairs: number of pairs in the validation pair file (half matches).
+
+    Returns:
+        The summary written to ``meta.json``.
+    """
+    from tqdm import tqdm
+
+    warp, match = warp or WarpConfig(), match or MatchConfig()
+    paths = list_images(images)
+    if len(paths) < 2:
+        raise ValueError(f"need at least 2 photos in {images}, found {len(paths)}")
+    train, val = split_images(paths, val_fraction, seed)
+    if not val:
+        raise ValueError(f"val_fraction={val_fraction} leaves no validation photo out of {len(paths)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(images)
+    (out / "split.json").write_text(
+        json.dumps({"train": [str(p.relative_to(root)) for p in train], "val": [str(p.relative_to(root)) for p in val]}, indent=1)
+    )
+    workers = workers or min(2, os.cpu_count() or 1)
+    summary: dict = {"images": str(root), "patch_scale": patch_scale, "points_per_image": points, "views": views,
+                     "seed": seed, "warp": asdict(warp), "match": asdict(match)}
+    for split, files in (("train", train), ("val", val)):
+        jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, patch_scale, warp, match)
+                for i, p in enumerate(files)]
+        writer = PhotoTourWriter(out / split)
+        all_ids: list[np.ndarray] = []
+        next_id = 0
+        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+            results = pool.map(correspondences_from_image, jobs)
+            for patches, ids in tqdm(results, total=len(jobs), desc=f"{split} photos", disable=not progress):
+                _, local = np.unique(ids, return_inverse=True)  # contiguous ids per photo
+                writer.add(patches, local + next_id)
+                all_ids.append(local + next_id)
+                next_id += int(local.max()) + 1 if len(local) else 0
+        ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
+        pairs = None
+        if split == "val":
+            n = min(val_pairs, len(ids))
+            pairs = {f"m50_{n}_{n}_0.txt": make_pairs(ids, n, seed)}
+        writer.close(pairs)
+        summary[split] = {"photos": len(files), "points": next_id, "patches": len(ids)}
+    (out / "meta.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,97 @@
+"""Drawing matches: one function used by the CLI, the examples and the notebooks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8:
+        peak = 65535.0 if image.dtype == np.uint16 else (255.0 if float(image.max(initial=0)) > 1 else 1.0)
+        image = np.clip(image.astype(np.float32) * (255.0 / peak), 0, 255).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return image[:, :, :3].copy()
+
+
+def draw_matches(
+    image1: np.ndarray,
+    image2: np.ndarray,
+    points1: np.ndarray,
+    points2: np.ndarray,
+    text: str | Sequence[str] = (),
+    *,
+    height: int = 600,
+    max_lines: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Side-by-side picture of point correspondences, as a BGR uint8 image.
+
+    Both images are scaled to ``height`` pixels and slightly dimmed so that the lines stand
+    out; each match gets its own colour. ``text`` lines are written on a dark banner on top.
+
+    Args:
+        image1: ``(H, W, 3)`` BGR or ``(H, W)`` grey image (uint8, uint16 or float).
+        image2: the same for the second image.
+        points1: ``(M, 2)`` matched ``(x, y)`` pixel positions in image1 (OpenCV convention),
+            e.g. ``kpts1[matches.query_idx]``.
+        points2: ``(M, 2)`` the corresponding positions in image2.
+        text: a line or lines to write on the picture (e.g. the counts).
+        height: height of the picture's image row.
+        max_lines: draw at most this many matches (a random subset) to stay readable.
+        seed: for the subset and the colours.
+
+    Returns:
+        ``(banner + height, W, 3)`` uint8 BGR, ready for ``cv2.imwrite``.
+    """
+    points1 = np.asarray(points1, np.float64).reshape(-1, 2)
+    points2 = np.asarray(points2, np.float64).reshape(-1, 2)
+    if len(points1) != len(points2):
+        raise ValueError(f"points1 and points2 differ in length: {len(points1)} vs {len(points2)}")
+    rng = np.random.default_rng(seed)
+    if len(points1) > max_lines:
+        keep = np.sort(rng.choice(len(points1), max_lines, replace=False))
+        points1, points2 = points1[keep], points2[keep]
+
+    gap = max(4, height // 60)
+    tiles, scales = [], []
+    for image in (image1, image2):
+        s = height / image.shape[0]
+        size = (max(1, round(image.shape[1] * s)), height)
+        tiles.append((_to_bgr(image) * 0.75).astype(np.uint8))  # dimmed: lines read better
+        tiles[-1] = cv2.resize(tiles[-1], size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        scales.append(s)
+    width = tiles[0].shape[1] + gap + tiles[1].shape[1]
+
+    lines = [text] if isinstance(text, str) else list(text)
+    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.5, height / 900)
+    thick = max(1, round(font_scale * 2))
+    line_h = cv2.getTextSize("Ag", font, font_scale, thick)[0][1] * 2
+    banner = line_h * len(lines) + (line_h // 2 if lines else 0)
+
+    canvas = np.full((banner + height, width, 3), 255, np.uint8)
+    canvas[banner:, : tiles[0].shape[1]] = tiles[0]
+    canvas[banner:, tiles[0].shape[1] + gap :] = tiles[1]
+    # (x, y) in the picture; pixel centres stay centres under scaling: (p + 0.5) * s - 0.5
+    p1 = (points1 + 0.5) * scales[0] - 0.5 + [0, banner]
+    p2 = (points2 + 0.5) * scales[1] - 0.5 + [tiles[0].shape[1] + gap, banner]
+
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
+    hsv = np.full((1, len(p1), 3), 255, np.uint8)
+    hsv[0, :, 0] = rng.integers(0, 180, len(p1))  # random hues, full saturation and value
+    colors = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0] if len(p1) else np.empty((0, 3), np.uint8)
+    lw = max(1, round(height / 600))
+    for a, b, c in zip(np.round(p1 * 2**shift).astype(int), np.round(p2 * 2**shift).astype(int), colors.tolist()):
+        cv2.line(canvas, tuple(a), tuple(b), c, lw, cv2.LINE_AA, shift)
+        for q in (a, b):
+            cv2.circle(canvas, tuple(q), (lw + 2) << shift, c, -1, cv2.LINE_AA, shift)
+
+    if lines:
+        canvas[:banner] = 32
+        for i, line in enumerate(lines):
+            origin = (line_h // 2, line_h * (i + 1))
+            cv2.putText(canvas, line, origin, font, font_scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return canvas

@@ -1,0 +1,193 @@
+"""Finding and loading HardNet weights. Everything goes through :func:`load_weights`.
+
+Sources:
+
+* a bundled name (``"default"`` or a key of :data:`BUNDLED`), checked against a pinned sha256;
+* a local ``.safetensors`` file;
+* a local ``.pth`` / ``.pt`` file: the authors' ``{'epoch', 'state_dict'}`` checkpoint or a
+  bare state dict (e.g. kornia's), always read with ``torch.load(weights_only=True)``;
+* ``hf://owner/repo/path/file`` (optionally ``@revision``) from the Hugging Face Hub, cached by
+  ``huggingface_hub`` and honouring ``HF_HUB_OFFLINE``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .model import HardNet
+
+#: Bundled weight files: name -> (file name, sha256). The first entry is the default.
+BUNDLED: dict[str, tuple[str, str]] = {}
+DEFAULT_WEIGHTS = "default"
+_REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+class WeightsError(ValueError):
+    """A weight source that cannot be found, read, or does not fit HardNet."""
+
+
+@dataclass
+class Weights:
+    """A HardNet state dict plus where it came from and what its file says about itself."""
+
+    state_dict: dict[str, torch.Tensor]
+    source: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def patch_scale(self) -> float | None:
+        """The patch scale the weights were trained with, if the file records it."""
+        value = self.metadata.get("patch_scale")
+        return float(value) if value is not None else None
+
+
+def bundled_path(name: str) -> Path:
+    """Path of a bundled weight file, installed in the wheel or in a source checkout."""
+    filename = BUNDLED[name][0]
+    try:
+        candidate = Path(str(resources.files("hardnet_desc.weight_files") / filename))
+        if candidate.is_file():
+            return candidate
+    except ModuleNotFoundError:
+        pass
+    return _REPO_WEIGHTS_DIR / filename
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_weights(source: str | Path = DEFAULT_WEIGHTS) -> Weights:
+    """Load a HardNet state dict from any supported source (see module docstring).
+
+    Raises:
+        WeightsError: unknown name, missing/corrupt/truncated file, checksum mismatch,
+            or a state dict that is not HardNet's (the message names the file and the mismatch).
+    """
+    text = str(source)
+    if text == DEFAULT_WEIGHTS:
+        if not BUNDLED:
+            raise WeightsError(
+                "no bundled weights are installed in this build of hardnet-desc; "
+                "pass weights=<path to .safetensors/.pth> or weights='hf://owner/repo/file'"
+            )
+        text = next(iter(BUNDLED))
+    if text in BUNDLED:
+        path = bundled_path(text)
+        if not path.is_file():
+            raise WeightsError(f"bundled weights {text!r} are missing: {path} does not exist (broken install?)")
+        expected = BUNDLED[text][1]
+        actual = sha256_of(path)
+        if actual != expected:
+            raise WeightsError(f"{path}: sha256 {actual} does not match the pinned {expected} (corrupt file?)")
+        weights = _read_file(path)
+        weights.source = text
+    elif text.startswith("hf://"):
+        weights = _read_file(_download_from_hub(text))
+        weights.source = text
+    else:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            names = ", ".join(["default", *BUNDLED]) if BUNDLED else "none installed"
+            raise WeightsError(f"weights {text!r}: no such file, and not a bundled name (bundled: {names})")
+        weights = _read_file(path)
+    check_state_dict(weights.state_dict, weights.source)
+    return weights
+
+
+def _read_file(path: Path) -> Weights:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = dict(f.metadata() or {})
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise WeightsError(f"{path}: not a readable safetensors file ({err})") from err
+        return Weights(state, str(path), metadata)
+    if suffix in (".pth", ".pt", ".ckpt", ".bin"):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            # weights_only refused the pickle; keep its reason, not its advice to load with weights_only=False
+            reason = str(err).rpartition("WeightsUnpickler error:")[2].split("Please use")[0].strip().split("\n\n")[0]
+            raise WeightsError(
+                f"{path}: not a plain weights checkpoint ({' '.join(reason.split())}); "
+                "pickles that would run code on load are refused"
+            ) from err
+        except Exception as err:  # zip/format errors of corrupt or truncated files
+            raise WeightsError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0]})") from err
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict):
+            raise WeightsError(f"{path}: expected a state dict or {{'state_dict': ...}}, got {type(obj).__name__}")
+        # DataParallel checkpoints prefix every key with "module."
+        state = {k.removeprefix("module."): v for k, v in obj.items()}
+        return Weights(state, str(path))
+    raise WeightsError(f"{path}: unknown weight file type {suffix!r} (use .safetensors, .pth or .pt)")
+
+
+def _download_from_hub(uri: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    spec, _, revision = uri.removeprefix("hf://").partition("@")
+    parts = spec.split("/")
+    if len(parts) < 3 or not all(parts):
+        raise WeightsError(f"{uri!r}: expected hf://owner/repo/path/to/file[@revision]")
+    try:
+        return Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), revision=revision or None))
+    except Exception as err:  # network, offline-cache miss, 404, auth: all end here
+        raise WeightsError(f"{uri}: cannot fetch from the Hugging Face Hub ({type(err).__name__}: {err})") from err
+
+
+def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`WeightsError` unless ``state`` has HardNet's keys, shapes and finite values."""
+    reference = {k: v.shape for k, v in HardNet().state_dict().items() if not k.endswith("num_batches_tracked")}
+    given = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    missing = sorted(set(reference) - set(given))
+    unexpected = sorted(set(given) - set(reference))
+    if missing or unexpected:
+        raise WeightsError(
+            f"{source}: not a HardNet state dict (missing keys: {missing[:5]}{'...' if len(missing) > 5 else ''}; "
+            f"unexpected keys: {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
+        )
+    for key, shape in reference.items():
+        value = given[key]
+        if not isinstance(value, torch.Tensor) or value.shape != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise WeightsError(f"{source}: {key} has shape {got}, HardNet expects {tuple(shape)}")
+        if not torch.isfinite(value).all():
+            raise WeightsError(f"{source}: {key} contains NaN or inf")
+
+
+def load_hardnet(source: str | Path = DEFAULT_WEIGHTS) -> tuple[HardNet, Weights]:
+    """A :class:`HardNet` in eval mode with the given weights loaded (strict)."""
+    weights = load_weights(source)
+    net = HardNet()
+    net.load_state_dict(weights.state_dict, strict=True)
+    return net.eval(), weights
+
+
+def save_weights(net: HardNet, path: str | Path, metadata: dict | None = None) -> Path:
+    """Write ``net``'s weights as safetensors; metadata values are stored as strings (JSON for non-str)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    save_file(state, str(path), metadata=meta)
+    return path

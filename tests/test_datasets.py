@@ -1,0 +1,269 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hardnet_desc.train.datasets import (
+    HPATCHES_IMAGES,
+    PairDataset,
+    PhotoTourData,
+    PhotoTourWriter,
+    find_pair_files,
+    make_pairs,
+    read_hpatches,
+    read_pairs,
+    read_phototour,
+    write_phototour,
+)
+
+N = 300  # two bmp files, the second holds 44 patches
+
+
+def make_patches(n, seed=0):
+    """Random (asymmetric) content with the index stamped in the first pixels."""
+    p = np.random.default_rng(seed).integers(0, 256, (n, 64, 64), dtype=np.uint8)
+    p[:, 0, 0] = np.arange(n) // 256
+    p[:, 0, 1] = np.arange(n) % 256
+    return p
+
+
+def point_ids(n):
+    ids = np.arange(n) // 3  # 3 patches per point ...
+    ids[-2:] = [1000, 1001]  # ... and two single-patch points
+    return ids.astype(np.int64)
+
+
+def write_by_hand(root, patches, ids):
+    """The PhotoTour layout written independently of PhotoTourWriter."""
+    root.mkdir(parents=True, exist_ok=True)
+    for f in range((len(patches) + 255) // 256):
+        img = np.zeros((1024, 1024), np.uint8)
+        for k in range(256):
+            g = f * 256 + k
+            if g < len(patches):
+                r, c = k // 16, k % 16
+                img[64 * r : 64 * r + 64, 64 * c : 64 * c + 64] = patches[g]
+        cv2.imwrite(str(root / f"patches{f:04d}.bmp"), img)
+    (root / "info.txt").write_text("".join(f"{i} 0\n" for i in ids))
+
+
+@pytest.fixture
+def tour(tmp_path):
+    patches, ids = make_patches(N), point_ids(N)
+    write_by_hand(tmp_path / "tour", patches, ids)
+    return tmp_path / "tour", patches, ids
+
+
+def mean2x2(p):
+    s = p.reshape(len(p), 32, 2, 32, 2).astype(np.int32).sum((2, 4))
+    return ((s + 2) // 4).astype(np.uint8)  # round half up
+
+
+def test_read_grid_layout(tour):
+    root, patches, ids = tour
+    data = read_phototour(root, patch_size=64)
+    assert data.patches.shape == (N, 64, 64) and data.patches.dtype == np.uint8
+    np.testing.assert_array_equal(data.patches, patches)  # incl. the partial last file
+    np.testing.assert_array_equal(data.point_ids, ids)
+    assert data.point_ids.dtype == np.int64
+    # stamped index of patch 290 = file 1, cell 34 = row 2, col 2
+    assert data.patches[290, 0, 0] == 1 and data.patches[290, 0, 1] == 290 % 256
+
+
+def test_read_32_is_2x2_mean(tour):
+    root, patches, _ = tour
+    data = read_phototour(root)
+    assert data.patches.shape == (N, 32, 32)
+    np.testing.assert_array_equal(data.patches, mean2x2(patches))
+
+
+def test_writer_round_trip_and_layout(tmp_path, tour):
+    hand_root, patches, ids = tour
+    pairs = {"m50_20_20_0.txt": make_pairs(ids, 20, seed=1)}
+    write_phototour(tmp_path / "w", patches, ids, pairs)
+    for f in ("patches0000.bmp", "patches0001.bmp"):  # identical to the hand-made layout
+        np.testing.assert_array_equal(
+            cv2.imread(str(tmp_path / "w" / f), 0), cv2.imread(str(hand_root / f), 0)
+        )
+    last = cv2.imread(str(tmp_path / "w" / "patches0001.bmp"), 0)
+    # 44 patches fill grid rows 0-1 and row 2 up to col 11; the rest is black
+    assert last[192:].max() == 0 and last[128:192, 64 * 12 :].max() == 0
+    assert last[128:192, 64 * 11 : 64 * 12].max() > 0
+    data = read_phototour(tmp_path / "w", patch_size=64)
+    np.testing.assert_array_equal(data.patches, patches)
+    np.testing.assert_array_equal(data.point_ids, ids)
+    i1, i2, m = read_pairs(tmp_path / "w" / "m50_20_20_0.txt")
+    for got, want in zip((i1, i2, m), pairs["m50_20_20_0.txt"]):
+        np.testing.assert_array_equal(got, want)
+    assert find_pair_files(tmp_path / "w") == [tmp_path / "w" / "m50_20_20_0.txt"]
+
+
+def test_streaming_writer_in_pieces(tmp_path):
+    patches, ids = make_patches(600), point_ids(600)
+    with PhotoTourWriter(tmp_path) as w:
+        for s in range(0, 600, 100):
+            w.add(patches[s : s + 100], ids[s : s + 100])
+        # full files are already on disk before close
+        assert (tmp_path / "patches0001.bmp").exists() and not (tmp_path / "patches0002.bmp").exists()
+    data = read_phototour(tmp_path, patch_size=64)
+    np.testing.assert_array_equal(data.patches, patches)
+
+
+def test_writer_rejects_inconsistent_pairs(tmp_path):
+    patches, ids = make_patches(6), np.array([0, 0, 1, 1, 2, 2])
+    with pytest.raises(ValueError, match="is_match disagrees"):
+        write_phototour(tmp_path, patches, ids, {"m50.txt": ([0], [1], [False])})
+    with pytest.raises(ValueError, match=r"uint8 \(k, 64, 64\)"):
+        PhotoTourWriter(tmp_path).add(patches[:, :32], ids)
+
+
+def test_pair_file_parsing(tmp_path):
+    path = tmp_path / "m50_3_3_0.txt"
+    path.write_text("5 7 0 9 7 0\n1 2 0 3 4 0\n\n10 11 0 12 11 0\n")
+    i1, i2, m = read_pairs(path)
+    np.testing.assert_array_equal(i1, [5, 1, 10])
+    np.testing.assert_array_equal(i2, [9, 3, 12])
+    np.testing.assert_array_equal(m, [True, False, True])
+    path.write_text("5 7 0 9 7 0\n1 2 0 3 x 0\n")
+    with pytest.raises(ValueError, match=r"m50_3_3_0.txt:2: expected"):
+        read_pairs(path)
+
+
+def test_read_errors(tour):
+    root, _, _ = tour
+    info = root / "info.txt"
+    text = info.read_text()
+    info.write_text(text.replace("5 0\n", "5\n", 1))
+    with pytest.raises(ValueError, match=r"info.txt:16: expected 'pointID unused'"):
+        read_phototour(root)
+    info.write_text(text + "".join("7 0\n" for _ in range(300)))  # needs a 3rd bmp
+    with pytest.raises(FileNotFoundError, match="patches0002.bmp"):
+        read_phototour(root)
+    info.unlink()
+    with pytest.raises(FileNotFoundError, match="missing file: .*info.txt"):
+        read_phototour(root)
+    with pytest.raises(FileNotFoundError, match="folder not found"):
+        read_phototour(root / "nope")
+
+
+def test_make_pairs():
+    ids = point_ids(N)
+    i1, i2, m = make_pairs(ids, 1001, seed=0)
+    assert len(i1) == 1001 and m.sum() == 500
+    assert np.array_equal(m, ids[i1] == ids[i2])
+    assert np.all(i1[m] != i2[m])
+    for got, want in zip((i1, i2, m), make_pairs(ids, 1001, seed=0)):
+        np.testing.assert_array_equal(got, want)
+
+
+# --------------------------------------------------------------------------- HPatches
+
+
+def write_hpatches(root, rows, seed=0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for seq, n in rows.items():
+        (root / seq).mkdir(parents=True)
+        for name in HPATCHES_IMAGES:
+            img = rng.integers(0, 256, (65 * n, 65), dtype=np.uint8)
+            cv2.imwrite(str(root / seq / f"{name}.png"), img)
+            out[seq, name] = img
+    return out
+
+
+def test_read_hpatches(tmp_path):
+    imgs = write_hpatches(tmp_path, {"i_a": 5, "v_b": 3})
+    data = read_hpatches(tmp_path)
+    assert data.patches.shape == (16 * 8, 32, 32)
+    # order: sequence, image, row; point ids unique across sequences
+    np.testing.assert_array_equal(data.point_ids[:10], [0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(data.point_ids[80:86], [5, 6, 7, 5, 6, 7])
+    # patch 2 of v_b/e1 = ref block + e1 offset; INTER_AREA per patch
+    k = 80 + 3 + 2
+    assert data.source_names[data.source[k]] == "v_b/e1"
+    want = cv2.resize(imgs["v_b", "e1"][130:195], (32, 32), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(data.patches[k], want)
+    full = read_hpatches(tmp_path, patch_size=65, sequences=["v_b"], images=["ref", "h3"])
+    np.testing.assert_array_equal(full.patches[3:], imgs["v_b", "h3"].reshape(3, 65, 65))
+
+
+def test_hpatches_count_mismatch(tmp_path):
+    write_hpatches(tmp_path, {"i_a": 4})
+    cv2.imwrite(str(tmp_path / "i_a" / "t2.png"), np.zeros((65 * 3, 65), np.uint8))
+    with pytest.raises(ValueError, match="disagree in patch count"):
+        read_hpatches(tmp_path)
+    (tmp_path / "i_a" / "t2.png").unlink()
+    with pytest.raises(FileNotFoundError, match="t2.png"):
+        read_hpatches(tmp_path)
+
+
+# --------------------------------------------------------------------------- PairDataset
+
+
+@pytest.fixture
+def data():
+    ids = point_ids(N)
+    return PhotoTourData(mean2x2(make_patches(N)), ids)
+
+
+def test_pair_invariants(data):
+    ds = PairDataset(data, n_pairs=100, batch_size=32, seed=0)
+    assert len(ds) == 3
+    for b in range(len(ds)):
+        ia, ip = ds.pair_indices(0, b)
+        pa, pp = data.point_ids[ia], data.point_ids[ip]
+        assert np.array_equal(pa, pp) and np.all(ia != ip)
+        assert len(np.unique(pa)) == 32
+        assert not np.isin(pa, [1000, 1001]).any()  # single-patch points skipped
+    a, p = ds.get_batch(0, 1)
+    assert a.shape == p.shape == (32, 1, 32, 32) and a.dtype == torch.float32
+    ia, _ = ds.pair_indices(0, 1)
+    torch.testing.assert_close(a[:, 0], torch.from_numpy(data.patches[ia]).float() / 255)
+
+
+def test_deterministic_and_resumable(data):
+    ds = PairDataset(data, n_pairs=128, batch_size=32, seed=5)
+    full = list(ds.batches(epoch=2))
+    again = list(PairDataset(data, n_pairs=128, batch_size=32, seed=5).batches(epoch=2, start=2))
+    for x, y in zip(full[2:], again, strict=True):
+        assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
+    other_epoch = ds.get_batch(3, 0)[0]
+    other_seed = PairDataset(data, n_pairs=128, batch_size=32, seed=6).get_batch(2, 0)[0]
+    assert not torch.equal(full[0][0], other_epoch) and not torch.equal(full[0][0], other_seed)
+
+
+def dihedral(x):
+    return [np.rot90(y, k) for y in (x, x[:, ::-1]) for k in range(4)]
+
+
+def test_augment_same_transform_for_pair():
+    # the two patches of a point are identical, so a == p iff both got the same transform
+    base = np.random.default_rng(1).integers(0, 256, (50, 32, 32), dtype=np.uint8)
+    data = PhotoTourData(np.repeat(base, 2, axis=0), np.repeat(np.arange(50), 2))
+    ds = PairDataset(data, n_pairs=40, batch_size=40, seed=0, augment=True)
+    a, p = ds.get_batch(0, 0)
+    assert torch.equal(a, p)
+    ia, _ = ds.pair_indices(0, 0)
+    a8 = (a[:, 0] * 255).round().to(torch.uint8).numpy()
+    changed = 0
+    for x, i in zip(a8, ia):
+        orig = data.patches[i]
+        assert any(np.array_equal(x, t) for t in dihedral(orig))
+        changed += not np.array_equal(x, orig)
+    assert changed > 0
+
+
+def test_jitter(data):
+    ds = PairDataset(data, n_pairs=64, batch_size=32, seed=0, rot_deg=10, scale=0.1)
+    a, p = ds.get_batch(0, 0)
+    assert a.shape == (32, 1, 32, 32) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, ds.get_batch(0, 0)[0])
+    plain = PairDataset(data, n_pairs=64, batch_size=32, seed=0).get_batch(0, 0)[0]
+    assert not torch.equal(a, plain)
+
+
+def test_pair_dataset_errors(data):
+    with pytest.raises(ValueError, match="distinct points"):
+        PairDataset(data, n_pairs=1000, batch_size=500, seed=0)
+    with pytest.raises(IndexError, match="batch index"):
+        PairDataset(data, n_pairs=64, batch_size=32, seed=0).get_batch(0, 2)

@@ -1,0 +1,256 @@
+"""Evaluation toolkit: metrics with known answers, sequence layouts, methods, generator, FPR95."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hardnet_desc import HardNetDescriptor
+from hardnet_desc.evaluation import (
+    evaluate_fpr95,
+    evaluate_sequences,
+    find_sequences,
+    format_table,
+    make_sequences,
+    matching_accuracy,
+    read_homography,
+    read_sequence,
+    summarize,
+)
+from hardnet_desc.evaluation import methods as methods_module
+from hardnet_desc.evaluation.methods import build_methods
+from hardnet_desc.evaluation.metrics import corner_error, estimate_homography, match_errors, project
+from hardnet_desc.evaluation.synthetic_sequences import MIN_COVERAGE, coverage
+from hardnet_desc.features_io import detect_sift
+from hardnet_desc.train.datasets import make_pairs, write_phototour
+
+from conftest import DATA_DIR, make_hardnet
+
+SHIFT = np.array([[1.0, 0, 150], [0, 1, 0], [0, 0, 1]])  # a deliberately wrong ground truth
+
+
+def small_photo(seed: int = 0, size: tuple[int, int] = (160, 240)) -> np.ndarray:
+    """A grey uint8 photo ``size`` (h, w): a crop of a bundled photo, else a smooth random texture."""
+    h, w = size
+    photos = sorted(DATA_DIR.glob("*.jpg"))
+    if photos:
+        image = cv2.imread(str(photos[seed % len(photos)]), cv2.IMREAD_GRAYSCALE)
+        image = cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        y, x = (np.array(image.shape) - size) // 2
+        return np.ascontiguousarray(image[y : y + h, x : x + w])
+    rng = np.random.default_rng(seed)
+    noise = sum(cv2.resize(rng.random((h // s, w // s)).astype(np.float32), (w, h)) for s in (2, 4, 8, 16))
+    return cv2.normalize(noise, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def write_sequence(folder: Path, image: np.ndarray, warps: list[np.ndarray], layout: str = "hpatches",
+                   suffix: str = ".png", written_h: list[np.ndarray] | None = None) -> None:
+    """Image 1 plus one view per warp (same canvas size), with ``written_h`` (default: the warps) as ground truth."""
+    folder.mkdir(parents=True)
+    name = (lambda k: f"{k}{suffix}") if layout == "hpatches" else (lambda k: f"img{k}{suffix}")
+    h_name = (lambda k: f"H_1_{k}") if layout == "hpatches" else (lambda k: f"H1to{k}p")
+    for k, (H, H_file) in enumerate(zip([np.eye(3), *warps], [None, *(written_h or warps)]), start=1):
+        view = cv2.warpPerspective(image, H, image.shape[::-1], flags=cv2.INTER_LINEAR)
+        assert cv2.imwrite(str(folder / name(k)), cv2.cvtColor(view, cv2.COLOR_GRAY2BGR) if suffix == ".ppm" else view)
+        if H_file is not None:
+            np.savetxt(folder / h_name(k), H_file)
+
+
+def rotation(deg: float, shape: tuple[int, int], scale: float = 1.0) -> np.ndarray:
+    h, w = shape
+    return np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), deg, scale), [0, 0, 1]])
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_matching_accuracy_hand_case():
+    errors = [0.5, 1.0, 2.5, 4.0, np.inf]
+    # <= t: t=1 -> {0.5, 1.0}; t=2 -> same; t=3 -> + 2.5; t=5 -> + 4.0; inf never
+    np.testing.assert_allclose(matching_accuracy(errors, [1, 2, 3, 5]), [0.4, 0.4, 0.6, 0.8])
+    np.testing.assert_array_equal(matching_accuracy([], [1, 2, 3]), [0, 0, 0])
+
+
+def test_match_errors_and_projection():
+    H = np.array([[2.0, 0, 5], [0, 2, -2], [0, 0, 1]])  # x -> 2x + (5, -2)
+    p1 = np.array([[0.0, 0], [1, 1], [10, 5]])  # -> (5, -2), (7, 0), (25, 8)
+    p2 = np.array([[5.0, -2], [7, 3], [22, 12]])
+    np.testing.assert_allclose(match_errors(p1, p2, H), [0.0, 3.0, 5.0])
+    # a point sent to or behind infinity (w <= 0) has infinite error
+    assert np.isinf(project(np.array([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0.5]]), [[1.0, 0]])).all()
+
+
+def test_summarize_averages_per_pair_and_counts_empty_pairs_as_zero():
+    pairs = [
+        {"matches": 1, "correct": 1, "accuracy": [1.0, 1.0], "h_error": 0.5},
+        {"matches": 0, "correct": 0, "accuracy": [0.0, 0.0], "h_error": math.inf},  # no match: failure
+        {"matches": 3, "correct": 1, "accuracy": [0.0, 1 / 3], "h_error": 4.0},
+    ]
+    s = summarize(pairs, thresholds=[1, 3])
+    # mean over pairs (1 + 0 + 1/3) / 3, not pooled over matches (2 / 4)
+    assert s["mma@3"] == pytest.approx((1 + 0 + 1 / 3) / 3)
+    assert s["mma@1"] == pytest.approx(1 / 3)
+    assert s["matches"] == pytest.approx(4 / 3) and s["correct"] == pytest.approx(2 / 3)
+    assert (s["h_acc@1"], s["h_acc@3"], s["h_acc@5"]) == pytest.approx((1 / 3, 1 / 3, 2 / 3))
+    assert s["pairs"] == 3
+
+
+def test_corner_error_and_homography_failure():
+    H = rotation(10, (100, 200))
+    assert corner_error(H, H, 100, 200) == pytest.approx(0, abs=1e-9)
+    shifted = np.array([[1.0, 0, 2], [0, 1, 0], [0, 0, 1]]) @ H
+    assert corner_error(shifted, H, 100, 200) == pytest.approx(2.0)
+    assert corner_error(None, H, 100, 200) == math.inf
+    pts = np.random.default_rng(0).random((3, 2)) * 100
+    assert estimate_homography(pts, pts) is None  # fewer than 4 matches
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def test_both_layouts_parsed(tmp_path):
+    image = small_photo()
+    warps = [rotation(5 * k, image.shape) for k in range(1, 4)]
+    write_sequence(tmp_path / "v_hp", image, warps, "hpatches", ".png")
+    write_sequence(tmp_path / "i_hp", image, [np.eye(3)] * 2, "hpatches", ".jpg")
+    write_sequence(tmp_path / "graf", image, warps[:2], "oxford", ".ppm")
+    write_sequence(tmp_path / "boat", image, warps[:2], "oxford", ".pgm")
+    (tmp_path / "notes").mkdir()  # neither layout: ignored in a folder of sequences
+
+    seqs = {s.name: s for s in find_sequences(tmp_path)}
+    assert sorted(seqs) == ["boat", "graf", "i_hp", "v_hp"]
+    assert [seqs[n].layout for n in ("v_hp", "i_hp", "graf", "boat")] == ["hpatches", "hpatches", "oxford", "oxford"]
+    assert [seqs[n].group for n in ("v_hp", "i_hp", "graf")] == ["v", "i", "other"]
+    assert len(seqs["v_hp"]) == 4 and [p.name for p in seqs["graf"].images] == ["img1.ppm", "img2.ppm", "img3.ppm"]
+    np.testing.assert_allclose(seqs["v_hp"].homographies[2], warps[2] / warps[2][2, 2])
+    # ROOT may be one sequence
+    (one,) = find_sequences(tmp_path / "graf")
+    assert one.layout == "oxford" and len(one.homographies) == 2
+
+    with pytest.raises(ValueError, match="neither an image sequence nor a folder of sequences"):
+        find_sequences(tmp_path / "notes")
+    with pytest.raises(ValueError, match="not an image sequence in the HPatches layout"):
+        read_sequence(tmp_path / "notes")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        find_sequences(tmp_path / "missing")
+    (tmp_path / "v_hp" / "H_1_3").unlink()
+    with pytest.raises(FileNotFoundError, match="H_1_3"):
+        read_sequence(tmp_path / "v_hp")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("1 0 0\n0 1 0\n0 0", "expected 3x3 = 9 numbers, found 8"),
+     ("1 0 0\n0 1 x\n0 0 1", "'x' is not a number"),
+     ("1 0 0\n0 1 0\n0 0 nan", "NaN or inf"),
+     ("1 2 3\n2 4 6\n0 0 1", "singular")],
+)
+def test_malformed_homography_is_a_clear_error(tmp_path, text, message):
+    path = tmp_path / "H_1_2"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        read_homography(path)
+    assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- benchmark known answers
+
+
+@pytest.fixture(scope="module")
+def identity_root(tmp_path_factory):
+    """The photo against itself twice: v_same with the identity as ground truth, i_wrong with a wrong one.
+
+    (The v_/i_ prefixes only put the two cases in different summary groups.)
+    """
+    root = tmp_path_factory.mktemp("seqs")
+    image = small_photo()
+    write_sequence(root / "v_same", image, [np.eye(3)])
+    write_sequence(root / "i_wrong", image, [np.eye(3)], written_h=[SHIFT])
+    return root
+
+
+def test_identity_pair_scores_one_and_wrong_homography_scores_zero(identity_root):
+    methods, _ = build_methods(["sift", "rootsift", "hardnet", "kornia"], weights=make_hardnet(), device="cpu")
+    results = evaluate_sequences(identity_root, methods, max_keypoints=150, device="cpu")
+    for name in methods:
+        same, wrong = results["summary"][name]["v"], results["summary"][name]["i"]
+        assert same["mma"] == [1.0] * 10, name
+        assert same["h_acc@1"] == 1.0 and same["matches"] > 50, name
+        assert max(wrong["mma"]) < 0.05 and wrong["h_acc@5"] == 0.0, name
+    table = format_table(results)
+    assert "MMA@3" in table and "viewpoint (v_): 1 sequences, 1 pairs" in table
+
+
+def test_methods_share_keypoints_and_weights():
+    image = small_photo()
+    kps = detect_sift(image, 120)
+    methods, _ = build_methods(["sift", "rootsift", "hardnet", "kornia"], weights=make_hardnet(), device="cpu")
+    sift, root = methods["sift"](image, kps), methods["rootsift"](image, kps)
+    np.testing.assert_allclose(root, np.sqrt(sift / sift.sum(1, keepdims=True)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(root, axis=1), 1.0, atol=1e-5)
+    ours, kornia = methods["hardnet"](image, kps), methods["kornia"](image, kps)
+    assert ours.shape == kornia.shape == (len(kps), 128)
+    # same weights and patch regions: only the sampling differs (a flipped angle gives ~0.2)
+    assert np.median((ours * kornia).sum(1)) > 0.97
+
+
+def test_build_methods_errors_and_kornia_skip(monkeypatch):
+    with pytest.raises(ValueError, match="unknown method"):
+        build_methods(["sift", "surf"])
+    monkeypatch.setattr(methods_module, "kornia_available", lambda: False)
+    methods, skipped = build_methods(["sift", "kornia"], weights=make_hardnet(), device="cpu")
+    assert list(methods) == ["sift"] and "not installed" in skipped["kornia"]
+
+
+# --------------------------------------------------------------------------- generator
+
+
+def test_make_sequences_writes_readable_reproducible_sequences(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(photos / f"photo {i}.jpg"), small_photo(i))
+    written = make_sequences(photos, tmp_path / "a", n_images=1, seed=3)
+    assert sorted(p.name for p in written) in (["i_photo_0", "v_photo_0"], ["i_photo_1", "v_photo_1"])
+    seqs = {s.group: s for s in find_sequences(tmp_path / "a")}
+    assert len(seqs["v"]) == len(seqs["i"]) == 6
+    for H in seqs["i"].homographies:
+        np.testing.assert_allclose(H, np.eye(3))
+    ref = cv2.imread(str(seqs["v"].images[0]), cv2.IMREAD_GRAYSCALE)
+    h, w = ref.shape
+    for path, H in zip(seqs["v"].images[1:], seqs["v"].homographies):
+        view = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        assert coverage(H, h, w, *view.shape) >= MIN_COVERAGE
+        # the written H is the one that made the view: the reference warped by it correlates with the view
+        inside = cv2.warpPerspective(np.ones_like(ref), H, view.shape[::-1], flags=cv2.INTER_NEAREST) > 0
+        inside = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        warped = cv2.warpPerspective(ref, H, view.shape[::-1]).astype(float)
+        assert np.corrcoef(warped[inside], view[inside].astype(float))[0, 1] > 0.8
+    assert not all(np.allclose(H, np.eye(3)) for H in seqs["v"].homographies)
+    again = make_sequences(photos, tmp_path / "b", n_images=1, seed=3)
+    for p, q in zip(written, again):
+        np.testing.assert_array_equal(read_homography(p / "H_1_6"), read_homography(q / "H_1_6"))
+
+
+# --------------------------------------------------------------------------- FPR95
+
+
+def write_pair_fixture(root: Path, n_points: int = 40) -> None:
+    """Two identical 64x64 patches per point (distinct random textures per point)."""
+    rng = np.random.default_rng(0)
+    textures = rng.integers(0, 256, (n_points, 64, 64), dtype=np.uint8)
+    patches = np.repeat(textures, 2, axis=0)
+    ids = np.repeat(np.arange(n_points), 2)
+    write_phototour(root, patches, ids, {"m50_100_100_0.txt": make_pairs(ids, 100, 0)})
+
+
+def test_fpr95_zero_when_matching_patches_are_identical(tmp_path):
+    write_pair_fixture(tmp_path)
+    result = evaluate_fpr95(tmp_path, HardNetDescriptor(make_hardnet(), device="cpu"))
+    assert result == {"m50_100_100_0.txt": 0.0}
+    with pytest.raises(FileNotFoundError, match="not found"):
+        evaluate_fpr95(tmp_path, HardNetDescriptor(make_hardnet(), device="cpu"), ["m50_missing.txt"])

@@ -1,0 +1,98 @@
+"""Image reading and conversion to grey, for every accepted input form."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hardnet_desc.image import read_image, to_grey_numpy, to_grey_tensor, to_uint8
+
+
+def test_read_image(example_files, example_image, tmp_path):
+    image = read_image(example_files[0])
+    assert image.dtype == np.uint8 and image.shape == (520, 800, 3)
+    np.testing.assert_array_equal(image, example_image)
+    # 16-bit files keep their depth
+    deep = (np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    read = read_image(tmp_path / "deep.png")
+    assert read.dtype == np.uint16
+    np.testing.assert_array_equal(to_grey_numpy(read), deep)
+
+
+def test_read_image_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such image file: .*missing.jpg"):
+        read_image(tmp_path / "missing.jpg")
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match="cannot decode image file: .*bad.jpg"):
+        read_image(bad)
+
+
+def test_grey_forms_agree(example_image):
+    bgr = example_image
+    ref = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    rgb_chw = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)
+    forms = {
+        "bgr": bgr,
+        "grey": ref,
+        "grey (H, W, 1)": ref[:, :, None],
+        "bgra": cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA),
+        "torch rgb (3, H, W)": rgb_chw,
+        "torch rgb (1, 3, H, W)": rgb_chw[None],
+        "torch grey (H, W)": torch.from_numpy(ref),
+        "torch grey (1, 1, H, W)": torch.from_numpy(ref)[None, None],
+    }
+    for name, image in forms.items():
+        grey = to_grey_numpy(image)
+        assert grey.dtype == np.uint8, name
+        np.testing.assert_array_equal(grey, ref, err_msg=name)
+
+
+def test_float_types_become_float32(example_image):
+    ref = cv2.cvtColor(example_image.astype(np.float32) / 255, cv2.COLOR_BGR2GRAY)
+    for image in (example_image / 255.0, (example_image / 255.0).astype(np.float16)):
+        grey = to_grey_numpy(image)
+        assert grey.dtype == np.float32
+        np.testing.assert_allclose(grey, ref, atol=2e-3)
+    bf16 = torch.from_numpy(ref).to(torch.bfloat16)
+    np.testing.assert_allclose(to_grey_numpy(bf16), ref, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "image, error, match",
+    [
+        (torch.zeros(2, 3, 16, 16), ValueError, "one image at a time"),
+        (torch.zeros(2, 16, 16), ValueError, "1 or 3 channels first"),
+        (np.zeros((16, 16, 2), np.uint8), ValueError, r"\(H, W\) grey or \(H, W, 3\) BGR"),
+        (np.zeros((16,), np.uint8), ValueError, r"\(H, W\) grey or \(H, W, 3\) BGR"),
+        (np.zeros((1, 16), np.uint8), ValueError, "too small"),
+        (np.zeros((16, 16), np.int32), TypeError, "got int32"),
+        (np.zeros((16, 16), bool), TypeError, "got bool"),
+        (np.array([[0.0, np.inf], [0.0, 0.0]], np.float32), ValueError, "NaN or inf"),
+        ("image.png", TypeError, "numpy array or torch tensor, got str"),
+    ],
+)
+def test_bad_images(image, error, match):
+    with pytest.raises(error, match=match):
+        to_grey_numpy(image)
+
+
+def test_grey_tensor_scaling(example_image):
+    grey = cv2.cvtColor(example_image, cv2.COLOR_BGR2GRAY)
+    t = to_grey_tensor(example_image)
+    assert t.shape == (1, 1, 520, 800) and t.dtype == torch.float32
+    np.testing.assert_allclose(t[0, 0].numpy(), grey / 255.0, atol=1e-6)
+    deep = grey.astype(np.uint16) * 257
+    np.testing.assert_allclose(to_grey_tensor(deep)[0, 0].numpy(), grey / 255.0, atol=1e-6)
+    floats = grey.astype(np.float32) * 3.0  # any float range is kept as it is
+    np.testing.assert_array_equal(to_grey_tensor(floats)[0, 0].numpy(), floats)
+
+
+def test_to_uint8(example_image):
+    grey = cv2.cvtColor(example_image, cv2.COLOR_BGR2GRAY)
+    assert to_uint8(grey) is grey
+    np.testing.assert_array_equal(to_uint8(grey.astype(np.uint16) * 257), grey)
+    np.testing.assert_array_equal(to_uint8(grey / 255.0), grey)  # 0..1 floats
+    np.testing.assert_array_equal(to_uint8(grey.astype(np.float32)), grey)  # 0..255 floats
+    assert to_uint8(np.full((4, 4), 300.0, np.float32)).max() == 255

@@ -1,0 +1,282 @@
+"""Tests for hardnet_desc.matching, checked against cv2.BFMatcher(NORM_L2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hardnet_desc.matching import DescriptorMatcher, Matches, match_descriptors
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "examples" / "data"
+
+
+def _synthetic_pair() -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic textured image and a rotated, scaled, shifted copy."""
+    rng = np.random.default_rng(0)
+    h, w = 480, 640
+    img = np.full((h, w), 128, np.uint8)
+    for _ in range(300):
+        color = int(rng.integers(0, 256))
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        kind = rng.integers(3)
+        if kind == 0:
+            cv2.circle(img, (x, y), int(rng.integers(3, 40)), color, int(rng.choice([-1, 2])))
+        elif kind == 1:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(5, 60)), y + int(rng.integers(5, 60))), color, -1)
+        else:
+            cv2.line(img, (x, y), (int(rng.integers(0, w)), int(rng.integers(0, h))), color, 2)
+    noise = cv2.GaussianBlur(rng.normal(0, 25, (h, w)).astype(np.float32), (0, 0), 2)
+    img = cv2.GaussianBlur(np.clip(img + noise, 0, 255).astype(np.uint8), (0, 0), 1.0)
+    warp = cv2.getRotationMatrix2D((w / 2, h / 2), 20, 0.85)
+    warp[:, 2] += (15, -10)
+    return img, cv2.warpAffine(img, warp, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def _load_pair() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled photo pair if present (examples/data/*.jpg), else synthetic."""
+    paths = sorted(DATA_DIR.glob("*.jpg"))[:2]
+    if len(paths) < 2:
+        return _synthetic_pair()
+    imgs = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        scale = 640 / max(img.shape)  # keep SIFT and the tests fast
+        imgs.append(cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else img)
+    return imgs[0], imgs[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # ~1000 descriptors: threads add only sync overhead, which is large on a
+    # busy machine. Restored afterwards for the other test modules.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def sift_pair():
+    img1, img2 = _load_pair()
+    sift = cv2.SIFT_create(nfeatures=1000)
+    kp1, desc1 = sift.detectAndCompute(img1, None)
+    kp2, desc2 = sift.detectAndCompute(img2, None)
+    assert len(kp1) > 300 and len(kp2) > 300
+    return img1, kp1, desc1, img2, kp2, desc2
+
+
+@pytest.fixture(scope="module", params=["raw", "l2"])
+def descs(request, sift_pair):
+    """Raw SIFT (integer-valued float32) and L2-normalised SIFT."""
+    _, _, desc1, _, _, desc2 = sift_pair
+    if request.param == "l2":
+        desc1 = desc1 / np.linalg.norm(desc1, axis=1, keepdims=True)
+        desc2 = desc2 / np.linalg.norm(desc2, axis=1, keepdims=True)
+    return desc1, desc2
+
+
+def _cv2_ratio(desc1, desc2, ratio=0.8):
+    """The usual OpenCV recipe: [(query, train, distance)] passing the ratio test."""
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc1, desc2, k=2)
+    pairs = (p for p in knn if len(p) == 2)  # OpenCV returns one neighbour when N2 == 1
+    return [(m.queryIdx, m.trainIdx, m.distance) for m, n in pairs if m.distance < ratio * n.distance]
+
+
+def _dists(knn):
+    return [[m.distance for m in row] for row in knn]
+
+
+def _assert_same(matches: Matches, ref: list[tuple[int, int, float]]):
+    ref_arr = np.array(ref, dtype=np.float64).reshape(-1, 3)
+    assert len(matches) == len(ref)
+    np.testing.assert_array_equal(matches.pairs, ref_arr[:, :2].astype(np.int64))
+    np.testing.assert_allclose(matches.distances, ref_arr[:, 2], rtol=0, atol=1e-4)
+
+
+def test_ratio_test_matches_opencv(descs):
+    desc1, desc2 = descs
+    ref = _cv2_ratio(desc1, desc2)
+    assert len(ref) > 100  # the pair must actually match
+    m = match_descriptors(desc1, desc2, ratio=0.8, mutual=False)
+    _assert_same(m, ref)
+    assert m.query_idx.dtype == np.int64 and m.train_idx.dtype == np.int64
+    assert m.distances.dtype == np.float32 and m.ratios.dtype == np.float32
+    assert np.all(m.ratios < 0.8) and np.all(m.ratios > 0)
+
+
+def test_mutual_matches_opencv_cross_check(descs):
+    desc1, desc2 = descs
+    # Reverse nearest neighbour of every train row, from OpenCV.
+    rev = {m.queryIdx: m.trainIdx for m in cv2.BFMatcher(cv2.NORM_L2).match(desc2, desc1)}
+    ref = [(q, t, d) for q, t, d in _cv2_ratio(desc1, desc2) if rev[t] == q]
+    assert 0 < len(ref) <= len(_cv2_ratio(desc1, desc2))
+    _assert_same(match_descriptors(desc1, desc2, ratio=0.8, mutual=True), ref)
+
+
+def test_matcher_cross_check_equals_bfmatcher(descs):
+    desc1, desc2 = descs
+    ref = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(desc1, desc2)
+    ours = DescriptorMatcher(mutual=True).match(desc1, desc2)
+    assert 0 < len(ours) < len(desc1)
+    assert [(m.queryIdx, m.trainIdx) for m in ours] == [(m.queryIdx, m.trainIdx) for m in ref]
+    np.testing.assert_allclose([m.distance for m in ours], [m.distance for m in ref], atol=1e-4)
+
+
+def test_matcher_match_and_knn_equal_bfmatcher(descs):
+    desc1, desc2 = descs
+    bf, ours = cv2.BFMatcher(cv2.NORM_L2), DescriptorMatcher()
+    ref, got = bf.match(desc1, desc2), ours.match(desc1, desc2)
+    assert [(m.queryIdx, m.trainIdx) for m in got] == [(m.queryIdx, m.trainIdx) for m in ref]
+
+    knn_ref, knn = bf.knnMatch(desc1, desc2, k=2), ours.knnMatch(desc1, desc2, k=2)
+    assert len(knn) == len(desc1) and all(len(row) == 2 for row in knn)
+    assert [[(m.queryIdx, m.trainIdx) for m in row] for row in knn] == [
+        [(m.queryIdx, m.trainIdx) for m in row] for row in knn_ref
+    ]
+    np.testing.assert_allclose(_dists(knn), _dists(knn_ref), atol=1e-4)
+
+    # k > 2 takes the topk path: same sorted distances as OpenCV.
+    knn5, knn5_ref = ours.knnMatch(desc1, desc2, k=5), bf.knnMatch(desc1, desc2, k=5)
+    assert all(len(row) == 5 for row in knn5)
+    np.testing.assert_allclose(_dists(knn5), _dists(knn5_ref), atol=1e-4)
+    assert [row[0].trainIdx for row in knn5] == [row[0].trainIdx for row in knn_ref]
+
+    # The knnMatch output feeds the usual ratio-test loop.
+    good = [(m.queryIdx, m.trainIdx, m.distance) for m, n in knn if m.distance < 0.8 * n.distance]
+    _assert_same(match_descriptors(desc1, desc2, ratio=0.8, mutual=False), good)
+
+
+def test_ties_ordered_like_opencv():
+    # Binary descriptors: many exactly equal distances, spread over several
+    # column blocks of the top-2 search. OpenCV orders ties by train index.
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 2, (200, 5)).astype(np.float32)
+    b = rng.integers(0, 2, (300, 5)).astype(np.float32)
+    bf = cv2.BFMatcher(cv2.NORM_L2)
+    ours, ref = DescriptorMatcher().knnMatch(a, b, k=2), bf.knnMatch(a, b, k=2)
+    assert [[m.trainIdx for m in row] for row in ours] == [[m.trainIdx for m in row] for row in ref]
+    assert [m.trainIdx for m in DescriptorMatcher().match(a, b)] == [m.trainIdx for m in bf.match(a, b)]
+    assert len(match_descriptors(a, b, ratio=1.0, mutual=False)) == len(_cv2_ratio(a, b, ratio=1.0))
+
+
+def test_chunking_does_not_change_result(descs):
+    desc1, desc2 = descs
+    for kwargs in ({"ratio": 0.8, "mutual": True}, {"ratio": None, "mutual": False}):
+        big = match_descriptors(desc1, desc2, chunk_size=100_000, **kwargs)
+        tiny = match_descriptors(desc1, desc2, chunk_size=61, **kwargs)
+        for field in ("query_idx", "train_idx", "distances", "ratios"):
+            np.testing.assert_array_equal(getattr(tiny, field), getattr(big, field))
+    assert len(match_descriptors(desc1, desc2, ratio=None, mutual=False)) == len(desc1)
+
+
+def test_dmatches_draw(sift_pair):
+    img1, kp1, desc1, img2, kp2, desc2 = sift_pair
+    m = match_descriptors(desc1, desc2)
+    dms = m.to_dmatches()
+    assert len(dms) == len(m) > 0 and all(isinstance(d, cv2.DMatch) for d in dms)
+    assert [(d.queryIdx, d.trainIdx, d.imgIdx) for d in dms] == [(q, t, 0) for q, t in m.pairs.tolist()]
+    np.testing.assert_allclose([d.distance for d in dms], m.distances, rtol=1e-6)
+    canvas = cv2.drawMatches(img1, kp1, img2, kp2, dms, None)
+    assert canvas.shape[:2] == (max(img1.shape[0], img2.shape[0]), img1.shape[1] + img2.shape[1])
+    knn = DescriptorMatcher().knnMatch(desc1, desc2, k=2)
+    assert cv2.drawMatchesKnn(img1, kp1, img2, kp2, knn[:50], None) is not None
+    assert m.pairs.shape == (len(m), 2) and m.pairs.dtype == np.int64
+
+
+def test_input_types_and_dtypes(sift_pair):
+    # SIFT values are integers <= 255: exact in float16 and bfloat16 too.
+    _, _, desc1, _, _, desc2 = sift_pair
+    ref = match_descriptors(desc1, desc2)
+    for conv in (
+        lambda x: x.astype(np.float64),
+        lambda x: x.astype(np.float16),
+        lambda x: torch.from_numpy(x),
+        lambda x: torch.from_numpy(x).to(torch.bfloat16),
+    ):
+        m = match_descriptors(conv(desc1), conv(desc2))
+        np.testing.assert_array_equal(m.pairs, ref.pairs)
+        np.testing.assert_array_equal(m.distances, ref.distances)
+
+
+def test_near_identical_vectors_distance_precision():
+    # |a|^2 + |b|^2 - 2ab loses ~1e-3 here; distances must still match OpenCV.
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((300, 128)).astype(np.float32)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b = a + rng.normal(0, 1e-6, a.shape).astype(np.float32)
+    m = match_descriptors(a, b, ratio=0.8)
+    _assert_same(m, _cv2_ratio(a, b))
+    assert len(m) == 300 and m.distances.max() < 1e-4
+    exact = match_descriptors(a, a, ratio=None)
+    assert np.all(exact.distances == 0) and np.array_equal(exact.query_idx, exact.train_idx)
+
+
+def test_max_distance(descs):
+    desc1, desc2 = descs
+    full = match_descriptors(desc1, desc2, ratio=None, mutual=False)
+    limit = float(np.median(full.distances))
+    m = match_descriptors(desc1, desc2, ratio=None, mutual=False, max_distance=limit)
+    keep = full.distances <= limit
+    np.testing.assert_array_equal(m.pairs, full.pairs[keep])
+    assert 0 < len(m) < len(full)
+
+
+@pytest.mark.parametrize("n1, n2", [(0, 5), (5, 0), (0, 0)])
+def test_empty_inputs(n1, n2):
+    a, b = np.zeros((n1, 8), np.float32), np.ones((n2, 8), np.float32)
+    m = match_descriptors(a, b)
+    assert len(m) == 0 and m.pairs.shape == (0, 2) and m.to_dmatches() == []
+    assert DescriptorMatcher().match(a, b) == []
+    assert DescriptorMatcher().knnMatch(a, b, k=2) == [[] for _ in range(n1)]
+    # cv2's detectAndCompute returns None when it finds no keypoints.
+    assert len(match_descriptors(None, b)) == 0 and len(match_descriptors(a, None)) == 0
+
+
+def test_single_train_descriptor():
+    rng = np.random.default_rng(2)
+    a, b = rng.random((6, 16), dtype=np.float32), rng.random((1, 16), dtype=np.float32)
+    # No second neighbour: the ratio test cannot pass (as in the knnMatch loop).
+    assert len(match_descriptors(a, b, ratio=0.8, mutual=False)) == 0
+    assert len(_cv2_ratio(a, b)) == 0
+    m = match_descriptors(a, b, ratio=None, mutual=False)
+    assert len(m) == 6 and np.all(m.train_idx == 0) and np.all(np.isnan(m.ratios))
+    m = match_descriptors(a, b, ratio=None, mutual=True)
+    assert m.query_idx.tolist() == [int(np.argmin(np.linalg.norm(a - b, axis=1)))]
+    knn = DescriptorMatcher().knnMatch(a, b, k=2)
+    assert [len(row) for row in knn] == [1] * 6  # like OpenCV
+    assert [len(row) for row in cv2.BFMatcher(cv2.NORM_L2).knnMatch(a, b, k=2)] == [1] * 6
+
+
+def test_errors():
+    a = np.zeros((5, 128), np.float32)
+    with pytest.raises(ValueError, match=r"\(5, 128\).*\(4, 64\)"):
+        match_descriptors(a, np.zeros((4, 64), np.float32))
+    with pytest.raises(ValueError, match=r"\(0, 128\).*\(0, 64\)"):
+        match_descriptors(a[:0], np.zeros((0, 64), np.float32))
+    for bad in (np.nan, np.inf, -np.inf):
+        b = np.ones((4, 128), np.float32)
+        b[2, 7] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            match_descriptors(a, b)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            match_descriptors(torch.from_numpy(b), a)
+    with pytest.raises(ValueError, match="shape"):
+        match_descriptors(a[0], a)
+    with pytest.raises(ValueError, match="shape"):
+        match_descriptors(a, a[None])
+    for ratio in (0.0, -0.5, 1.01, float("nan")):
+        with pytest.raises(ValueError, match="ratio"):
+            match_descriptors(a, a, ratio=ratio)
+    with pytest.raises(ValueError, match="ratio"):
+        DescriptorMatcher(ratio=2.0)
+    assert len(match_descriptors(a[:2] + np.eye(2, 128, dtype=np.float32), a[:2], ratio=1.0, mutual=False)) == 0
+    with pytest.raises(ValueError, match="chunk_size"):
+        match_descriptors(a, a, chunk_size=0)
+    with pytest.raises(ValueError, match="crossCheck"):
+        DescriptorMatcher(mutual=True).knnMatch(a, a, k=2)
+    with pytest.raises(TypeError):
+        match_descriptors([[1.0, 2.0]], [[1.0, 2.0]])

@@ -1,0 +1,99 @@
+"""The trainer end to end: synthetic correspondences from real photos, training, exact resume, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hardnet_desc import HardNetDescriptor
+from hardnet_desc.cli import main
+from hardnet_desc.evaluation.phototour import pairs_fpr95
+from hardnet_desc.model import HardNet
+from hardnet_desc.train import TrainConfig, make_dataset, read_pairs, read_phototour, train
+from hardnet_desc.train.datasets import find_pair_files
+from hardnet_desc.train.trainer import describe
+
+from conftest import EXAMPLE_FILES
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory) -> Path:
+    """Six real photos: three crops of each bundled Sacré-Cœur photo."""
+    root = tmp_path_factory.mktemp("photos")
+    for k, path in enumerate(EXAMPLE_FILES):
+        img = cv2.imread(str(path))
+        h, w = img.shape[:2]
+        for j, (y, x) in enumerate([(0, 0), (h // 3, w // 3), (0, w // 2)]):
+            cv2.imwrite(str(root / f"photo{k}{j}.jpg"), img[y : y + h // 2 + 60, x : x + w // 2])
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(photo_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    summary = make_dataset(photo_dir, out, points=250, views=2, val_fraction=0.34, val_pairs=2000, workers=1, progress=False)
+    assert summary["train"]["photos"] == 4 and summary["val"]["photos"] == 2
+    return out
+
+
+def test_dataset_layout_and_split(dataset, photo_dir):
+    split = json.loads((dataset / "split.json").read_text())
+    assert not set(split["train"]) & set(split["val"]), "a photo is in both splits"
+    train_data = read_phototour(dataset / "train")
+    assert train_data.patches.shape[1:] == (32, 32) and len(train_data) > 500
+    counts = np.bincount(train_data.point_ids)
+    assert counts.min() >= 2, "every point must have at least two views"
+    idx1, idx2, match = read_pairs(find_pair_files(dataset / "val")[0])
+    n_val = len(read_phototour(dataset / "val"))
+    assert 0.4 < match.mean() < 0.6 and len(match) == min(2000, n_val)  # capped at the patch count
+
+
+def _config(dataset: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(dataset / "train"), out=str(out), val=str(dataset / "val"), epochs=2,
+                pairs_per_epoch=32 * 50, batch_size=32, lr=1.0, precision="fp32", device="cpu",
+                checkpoint_every=20)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_training_lowers_fpr95_on_held_out_photos(dataset, tmp_path):
+    val = read_phototour(dataset / "val")
+    pairs = read_pairs(find_pair_files(dataset / "val")[0])
+    torch.manual_seed(0)
+    untrained = pairs_fpr95(lambda p: describe(HardNet(), p, torch.device("cpu")), val.patches, pairs)
+
+    weights = train(_config(dataset, tmp_path), progress=False)
+    trained_net = HardNetDescriptor(weights, device="cpu")
+    trained = pairs_fpr95(trained_net.describe_patches, val.patches, pairs)
+    print(f"FPR95 untrained {untrained:.3f}, trained {trained:.3f}")
+    assert trained < 0.6 * untrained, (untrained, trained)
+
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,step,pairs_seen") and len(log) == 3
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert card["pairs_seen"] == 2 * 50 * 32 and card["patch_scale"] == trained_net.patch_scale
+    assert abs(card["val_fpr95"] - trained) < 0.02  # the trainer's own validation agrees
+
+
+def test_resume_continues_exactly(dataset, tmp_path):
+    small = dict(val=None, epochs=1, pairs_per_epoch=16 * 10, batch_size=16)
+    straight = train(_config(dataset, tmp_path / "a", **small), progress=False)
+    # the same run, stopped after 6 steps and resumed
+    cfg = _config(dataset, tmp_path / "b", checkpoint_every=3, **small)
+    train(TrainConfig(**{**cfg.__dict__, "max_steps": 6}), progress=False)
+    resumed = train(cfg, resume=True, progress=False)
+    a = HardNetDescriptor(straight, device="cpu").net.state_dict()
+    b = HardNetDescriptor(resumed, device="cpu").net.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, progress=False)
+
+
+def test_cli_train_errors(tmp_path):
+    assert main(["train", str(tmp_path / "missing"), str(tmp_path / "out"), "--quiet"]) == 2
+    assert main(["make-dataset", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2

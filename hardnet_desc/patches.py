@@ -135,7 +135,7 @@ def build_pyramid(image: torch.Tensor, levels: int) -> list[torch.Tensor]:
 def _pyr_down(x: torch.Tensor) -> torch.Tensor:
     """5x5 binomial blur (reflect-101 border) and drop odd rows and columns: ``(1, 1, H, W)``."""
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        # The same filter as the conv below (to ~1e-7), but ~20x faster than a 1-channel conv2d on CPU.
+        # The same filter as the conv below (to ~1e-7), and 20x+ faster than a 1-channel conv2d on CPU.
         return torch.from_numpy(cv2.pyrDown(x[0, 0].detach().contiguous().numpy()))[None, None]
     k = _BINOMIAL.to(x.device, x.dtype)
     x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k.view(1, 1, 1, 5), stride=(1, 2))

@@ -1,3 +1,5 @@
+"""The HardNet module: the authors' layout, normalised output, BatchNorm folding."""
+
 import pytest
 import torch
 
@@ -5,8 +7,15 @@ from hardnet_desc.model import DESCRIPTOR_DIM, HardNet, fuse_hardnet, standardiz
 
 CONV_IDX = (0, 3, 6, 9, 12, 15, 19)
 BN_IDX = (1, 4, 7, 10, 13, 16, 20)
-CONV_SHAPES = ((32, 1, 3, 3), (32, 32, 3, 3), (64, 32, 3, 3), (64, 64, 3, 3), (128, 64, 3, 3), (128, 128, 3, 3),
-               (128, 128, 8, 8))
+CONV_SHAPES = (
+    (32, 1, 3, 3),
+    (32, 32, 3, 3),
+    (64, 32, 3, 3),
+    (64, 64, 3, 3),
+    (128, 64, 3, 3),
+    (128, 128, 3, 3),
+    (128, 128, 8, 8),
+)
 
 
 def test_state_dict_has_the_authors_layout():

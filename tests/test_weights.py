@@ -191,11 +191,12 @@ def test_hf_uri_from_offline_cache(offline_hub, hardnet, example_patches, tmp_pa
     path = save_weights(hardnet, tmp_path / "w.safetensors", {"patch_scale": 5.5})
     commit = "0123456789abcdef0123456789abcdef01234567"
     _hf_cache(offline_hub, "someone/hardnet", "v1/hardnet.safetensors", path.read_bytes(), commit)
-    for uri in ("hf://someone/hardnet/v1/hardnet.safetensors", f"hf://someone/hardnet/v1/hardnet.safetensors@{commit}"):
+    base = "hf://someone/hardnet/v1/hardnet.safetensors"
+    for uri in (base, f"{base}@{commit}"):
         weights = load_weights(uri)
         assert weights.source == uri and weights.patch_scale == 5.5
-    _outputs_match(hardnet, "hf://someone/hardnet/v1/hardnet.safetensors", example_patches[:8])
-    with pytest.raises(WeightsError, match="hf://someone/hardnet/other.safetensors: cannot fetch from the Hugging Face"):
+    _outputs_match(hardnet, base, example_patches[:8])
+    with pytest.raises(WeightsError, match="hf://someone/hardnet/other.safetensors: cannot fetch from the Hugging"):
         load_weights("hf://someone/hardnet/other.safetensors")
 
 

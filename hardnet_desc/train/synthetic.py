@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -286,8 +288,10 @@ def make_dataset(
         writer = PhotoTourWriter(out / split)
         all_ids: list[np.ndarray] = []
         next_id = 0
-        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-            results = pool.map(correspondences_from_image, jobs)
+        # spawn, not fork: a forked child of a process whose torch/OpenMP threads already ran can deadlock
+        pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker) if workers > 1 else None
+        with pool or nullcontext():
+            results = pool.map(correspondences_from_image, jobs) if pool else map(correspondences_from_image, jobs)
             for patches, ids in tqdm(results, total=len(jobs), desc=f"{split} photos", disable=not progress):
                 _, local = np.unique(ids, return_inverse=True)  # contiguous ids per photo
                 writer.add(patches, local + next_id)

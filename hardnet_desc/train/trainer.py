@@ -134,11 +134,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         tmp.replace(ckpt_path)  # atomic: a kill mid-write never leaves a broken checkpoint
 
     log = out / "log.csv" if main_process else Path(os.devnull)
-    new_log = not log.exists() or step == 0
+    new_log = step == 0 or not log.exists() or log.stat().st_size == 0
     with open(log, "w" if new_log else "a", newline="") as f:
         writer = csv.writer(f)
         if new_log:
             writer.writerow(["epoch", "step", "pairs_seen", "loss", "lr", "val_fpr95", "pairs_per_s", "elapsed_s"])
+            f.flush()
         bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not progress)
         stop = min(total, cfg.max_steps) if cfg.max_steps else total
         while step < stop:

@@ -25,7 +25,7 @@ from .model import HardNet
 
 #: Bundled weight files: name -> (file name, sha256). The first entry is the default.
 BUNDLED: dict[str, tuple[str, str]] = {
-    "hardnet-desc-v1": ("hardnet-desc-v1.safetensors", "8852a6c4b0046178dc15249c5dd8e3e8d85fc02033b78b04ac1be616d377a979"),
+    "hardnet-desc-v1": ("hardnet-desc-v1.safetensors", "e9152550d1c7ee5216bd3df66b4635a8aa14a757bdc26ef351dc1d4315d46f7e"),
 }
 DEFAULT_WEIGHTS = "default"
 _REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"

@@ -142,11 +142,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             f.flush()
         bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not progress)
         stop = min(total, cfg.max_steps) if cfg.max_steps else total
-        while step < stop:
+        # also runs once with no training when the last step has no validation row yet (e.g. --max-steps)
+        while step < stop or not history or history[-1]["step"] != step:
             epoch, index = divmod(step, len(loader))
             losses, t0, n0 = [], time.time(), step
             net.train()
-            for anchor, positive in loader.batches(epoch, index):
+            for anchor, positive in loader.batches(epoch, index) if step < stop else ():
                 torch.manual_seed(cfg.seed * 1_000_003 + step + 7919 * rank)  # dropout, reproducible on resume
                 lr = cfg.lr * (1.0 - step / total)
                 for group in opt.param_groups:

@@ -8,11 +8,13 @@ from collections.abc import Sequence
 
 
 def _make_dataset(args: argparse.Namespace) -> int:
-    from .train.synthetic import make_dataset
+    from .train.synthetic import WARP_PRESETS, MatchConfig, make_dataset
 
     summary = make_dataset(
         args.images, args.out, points=args.points, views=args.views, patch_scale=args.patch_scale,
         val_fraction=args.val_fraction, val_pairs=args.val_pairs, seed=args.seed, workers=args.workers,
+        warp=WARP_PRESETS[args.warp], match=MatchConfig(**{k: v for k, v in (
+            ("max_angle_deg", args.match_angle), ("max_scale_ratio", args.match_scale)) if v is not None}),
     )
     for split in ("train", "val"):
         s = summary[split]
@@ -151,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-pairs", type=int, default=50_000, help="pairs in the validation pair file (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    p.add_argument("--warp", choices=["default", "hard"], default="default",
+                   help="view changes: 'default' (WarpConfig()) or 'hard' (HARD_WARP: the evaluation's hardest "
+                        "geometry and light) (default: %(default)s)")
+    p.add_argument("--match-angle", type=float, default=None, metavar="DEG",
+                   help="a re-detection agrees if its angle is within DEG of the projected one (default: 20)")
+    p.add_argument("--match-scale", type=float, default=None, metavar="RATIO",
+                   help="... and its size within RATIO either way (default: 1.3)")
     p.set_defaults(func=_make_dataset)
 
     from .train.trainer import add_arguments

@@ -25,7 +25,7 @@ from .model import HardNet
 
 #: Bundled weight files: name -> (file name, sha256). The first entry is the default.
 BUNDLED: dict[str, tuple[str, str]] = {
-    "hardnet-desc-v1": ("hardnet-desc-v1.safetensors", "e9152550d1c7ee5216bd3df66b4635a8aa14a757bdc26ef351dc1d4315d46f7e"),
+    "hardnet-desc-v2": ("hardnet-desc-v2.safetensors", "edcae6633b997ff6d5efc1de1a68035a0a8bdd350241ce66a88a90e97a7f9a34"),
 }
 DEFAULT_WEIGHTS = "default"
 _REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"

@@ -134,7 +134,7 @@ def test_read_errors(tour):
     info = root / "info.txt"
     text = info.read_text()
     info.write_text(text.replace("5 0\n", "5\n", 1))
-    with pytest.raises(ValueError, match=r"info.txt:16: expected 'pointID unused'"):
+    with pytest.raises(ValueError, match=r"info.txt:16: expected 'pointID photo'"):
         read_phototour(root)
     info.write_text(text + "".join("7 0\n" for _ in range(300)))  # needs a 3rd bmp
     with pytest.raises(FileNotFoundError, match="patches0002.bmp"):
@@ -267,3 +267,47 @@ def test_pair_dataset_errors(data):
         PairDataset(data, n_pairs=1000, batch_size=500, seed=0)
     with pytest.raises(IndexError, match="batch index"):
         PairDataset(data, n_pairs=64, batch_size=32, seed=0).get_batch(0, 2)
+
+
+def test_photo_column_round_trip(tmp_path, tour):
+    hand_root, patches, ids = tour
+    assert not read_phototour(hand_root).source.any()  # Brown's files: second column 0
+    with PhotoTourWriter(tmp_path / "w") as w:
+        w.add(patches[:100], ids[:100], photo=3)
+        w.add(patches[100:], ids[100:], photo=7)
+        with pytest.raises(ValueError, match="photo"):
+            w.add(patches[:1], ids[:1], photo=-1)
+    source = read_phototour(tmp_path / "w").source
+    np.testing.assert_array_equal(source, np.r_[np.full(100, 3), np.full(N - 100, 7)])
+
+
+@pytest.fixture
+def photo_data():
+    """Points of 3 patches, 10 per photo (photo 9: 9, its last point and 2 more have 1 patch)."""
+    ids = point_ids(N)
+    return PhotoTourData(mean2x2(make_patches(N)), ids, (np.minimum(ids, 99) // 10).astype(np.int32))
+
+
+@pytest.mark.parametrize("k, n_photos, most", [(4, 4, 8), (2, 4, 10)])
+def test_photos_per_batch(photo_data, k, n_photos, most):
+    # k=2 asks 16 points of photos holding 10: each gives all it has, further photos fill the batch
+    ds = PairDataset(photo_data, n_pairs=96, batch_size=32, seed=0, photos_per_batch=k)
+    seen = set()
+    for b in range(len(ds)):
+        ia, ip = ds.pair_indices(0, b)
+        pa = photo_data.point_ids[ia]
+        assert np.array_equal(pa, photo_data.point_ids[ip]) and np.all(ia != ip)
+        assert len(np.unique(pa)) == 32
+        photos, counts = np.unique(photo_data.source[ia], return_counts=True)
+        assert len(photos) == n_photos and counts.max() == most
+        seen.update(photos)
+    assert len(seen) > k  # batches differ in their photos
+    np.testing.assert_array_equal(ds.pair_indices(0, 1)[0], PairDataset(
+        photo_data, n_pairs=96, batch_size=32, seed=0, photos_per_batch=k).pair_indices(0, 1)[0])
+
+
+def test_photos_per_batch_errors(data, photo_data):
+    with pytest.raises(ValueError, match="data.source"):
+        PairDataset(data, n_pairs=64, batch_size=32, seed=0, photos_per_batch=4)
+    with pytest.raises(ValueError, match="photos_per_batch"):
+        PairDataset(photo_data, n_pairs=64, batch_size=32, seed=0, photos_per_batch=-1)

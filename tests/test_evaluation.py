@@ -254,3 +254,20 @@ def test_fpr95_zero_when_matching_patches_are_identical(tmp_path):
     assert result == {"m50_100_100_0.txt": 0.0}
     with pytest.raises(FileNotFoundError, match="not found"):
         evaluate_fpr95(tmp_path, HardNetDescriptor(make_hardnet(), device="cpu"), ["m50_missing.txt"])
+
+
+def test_hard_training_warp_covers_the_hardest_evaluation_level():
+    """make-dataset --warp hard promises views at least as hard as the evaluation's level 5."""
+    from dataclasses import fields
+
+    from hardnet_desc.evaluation.synthetic_sequences import level_config
+    from hardnet_desc.train.synthetic import HARD_WARP
+
+    for geometric in (True, False):
+        hardest = level_config(5, geometric)
+        for f in fields(hardest):
+            ours, theirs = getattr(HARD_WARP, f.name), getattr(hardest, f.name)
+            if f.name == "min_jpeg_quality":
+                assert ours <= theirs, f.name
+            else:
+                assert ours >= theirs, (f.name, ours, theirs)

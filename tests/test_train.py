@@ -17,6 +17,7 @@ from hardnet_desc.model import HardNet
 from hardnet_desc.train import TrainConfig, make_dataset, read_pairs, read_phototour, train
 from hardnet_desc.train.datasets import find_pair_files
 from hardnet_desc.train.trainer import describe
+from hardnet_desc.weights import BUNDLED
 
 from conftest import EXAMPLE_FILES
 
@@ -48,6 +49,10 @@ def test_dataset_layout_and_split(dataset, photo_dir):
     assert train_data.patches.shape[1:] == (32, 32) and len(train_data) > 500
     counts = np.bincount(train_data.point_ids)
     assert counts.min() >= 2, "every point must have at least two views"
+    # info.txt's second column names each patch's photo; a point never spans two photos
+    assert set(np.unique(train_data.source)) == set(range(len(split["train"])))
+    first = np.unique(train_data.point_ids, return_index=True)[1]
+    assert np.array_equal(train_data.source, train_data.source[first][train_data.point_ids])
     idx1, idx2, match = read_pairs(find_pair_files(dataset / "val")[0])
     n_val = len(read_phototour(dataset / "val"))
     assert 0.4 < match.mean() < 0.6 and len(match) == min(2000, n_val)  # capped at the patch count
@@ -92,6 +97,30 @@ def test_resume_continues_exactly(dataset, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, progress=False)
+
+
+@pytest.mark.skipif(not BUNDLED, reason="this build ships no weights")
+def test_init_fine_tunes_given_weights(dataset, tmp_path):
+    val = read_phototour(dataset / "val")
+    shipped = HardNetDescriptor(device="cpu")
+    before = shipped.describe_patches(val.patches[:300])
+    small = dict(val=None, epochs=1, pairs_per_epoch=32 * 4, batch_size=32, lr=0.01, photos_per_batch=2)
+    shipped_name = next(iter(BUNDLED))
+    tuned = HardNetDescriptor(train(_config(dataset, tmp_path / "a", init=shipped_name, **small), progress=False))
+    fresh = HardNetDescriptor(train(_config(dataset, tmp_path / "b", **small), progress=False))
+    cos_tuned = (tuned.describe_patches(val.patches[:300]) * before).sum(1).mean()
+    cos_fresh = (fresh.describe_patches(val.patches[:300]) * before).sum(1).mean()
+    print(f"mean cosine to the init: fine-tuned {cos_tuned:.3f}, fresh {cos_fresh:.3f}")
+    assert cos_tuned > 0.95 and cos_fresh < 0.8
+    card = json.loads((tmp_path / "a" / "model_card.json").read_text())
+    assert card["recipe"]["init"] == shipped_name and card["recipe"]["photos_per_batch"] == 2
+    other = tmp_path / "scale12"
+    (other / "train").mkdir(parents=True)
+    (other / "meta.json").write_text(json.dumps({"patch_scale": 12.0}))
+    for f in (dataset / "train").iterdir():
+        (other / "train" / f.name).symlink_to(f)
+    with pytest.raises(ValueError, match="patch_scale 6.0.*patch_scale 12.0"):
+        train(_config(dataset, tmp_path / "c", data=str(other / "train"), init=shipped_name, **small))
 
 
 def test_cli_train_errors(tmp_path):

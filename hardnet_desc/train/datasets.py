@@ -6,8 +6,10 @@ PhotoTour layout (also produced by our synthetic generator):
 - ``patches0000.bmp``, ``patches0001.bmp``, ...: 1024x1024 grayscale, a 16x16
   row-major grid of 64x64 patches; patch ``k`` of file ``f`` has global index
   ``256 * f + k`` and sits at grid row ``k // 16``, column ``k % 16``.
-- ``info.txt``: one ``pointID unused`` line per patch; its line count is the
-  number of patches (the last bmp may be partly black).
+- ``info.txt``: one ``pointID photo`` line per patch; its line count is the
+  number of patches (the last bmp may be partly black). Brown's files leave
+  the second column at 0; our generator writes the index of the source photo
+  there, which the sampler can use to draw negatives from the same photos.
 - ``m50_<N>_<N>_0.txt``: evaluation pairs, lines of
   ``patchID1 pointID1 unused patchID2 pointID2 unused``.
 
@@ -44,7 +46,8 @@ class PhotoTourData:
         patches: (N, S, S) uint8.
         point_ids: (N,) int64; equal ids = same 3D point.
         source: optional (N,) int32 index into ``source_names`` (HPatches:
-            which ``<seq>/<image>`` file each patch came from).
+            which ``<seq>/<image>`` file each patch came from; PhotoTour: the
+            second column of ``info.txt``, the photo index of synthetic data).
         source_names: names indexed by ``source``.
     """
 
@@ -132,9 +135,10 @@ def _check_patch_size(patch_size: int) -> None:
 # PhotoTour reading
 
 
-def read_info(path: str | Path) -> np.ndarray:
-    """Point ids (N,) int64 from a PhotoTour ``info.txt``."""
-    return _read_int_table(Path(path), 2, "pointID unused")[:, 0].copy()
+def read_info(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Point ids (N,) int64 and photo indices (N,) int64 (the second column) of a PhotoTour ``info.txt``."""
+    table = _read_int_table(Path(path), 2, "pointID photo")
+    return table[:, 0].copy(), table[:, 1].copy()
 
 
 def read_pairs(path: str | Path) -> PairArrays:
@@ -171,7 +175,7 @@ def read_phototour(root: str | Path, patch_size: int = 32) -> PhotoTourData:
     _check_patch_size(patch_size)
     if not root.is_dir():
         raise FileNotFoundError(f"PhotoTour folder not found: {root}")
-    point_ids = read_info(root / "info.txt")
+    point_ids, photos = read_info(root / "info.txt")
     n = len(point_ids)
     if n == 0:
         raise ValueError(f"{root / 'info.txt'} lists no patches")
@@ -185,7 +189,7 @@ def read_phototour(root: str | Path, patch_size: int = 32) -> PhotoTourData:
         grid = _resize(img, side, side).reshape(GRID, patch_size, GRID, patch_size).transpose(0, 2, 1, 3)
         count = min(PER_FILE, n - f * PER_FILE)
         patches[f * PER_FILE : f * PER_FILE + count] = grid.reshape(PER_FILE, patch_size, patch_size)[:count]
-    return PhotoTourData(patches, point_ids)
+    return PhotoTourData(patches, point_ids, photos.astype(np.int32))
 
 
 # --------------------------------------------------------------------------- #
@@ -211,13 +215,14 @@ class PhotoTourWriter:
         self._fill = 0
         self._files = 0
         self._ids: list[np.ndarray] = []
+        self._photos: list[np.ndarray] = []
         self._closed = False
 
     def __len__(self) -> int:
         return self._files * PER_FILE + self._fill
 
-    def add(self, patches: np.ndarray, point_ids: np.ndarray) -> None:
-        """Append patches (k, 64, 64) uint8 with their point ids (k,)."""
+    def add(self, patches: np.ndarray, point_ids: np.ndarray, photo: int = 0) -> None:
+        """Append patches (k, 64, 64) uint8 with their point ids (k,), all cut from photo number ``photo``."""
         if self._closed:
             raise RuntimeError("PhotoTourWriter is closed")
         patches = np.asarray(patches)
@@ -226,7 +231,10 @@ class PhotoTourWriter:
             raise ValueError(f"patches must be uint8 (k, 64, 64), got {patches.dtype} {patches.shape}")
         if len(point_ids) != len(patches) or not np.issubdtype(point_ids.dtype, np.integer):
             raise ValueError(f"point_ids must be {len(patches)} integers, got {point_ids.dtype} {point_ids.shape}")
+        if photo < 0:
+            raise ValueError(f"photo must be a non-negative index, got {photo}")
         self._ids.append(point_ids.astype(np.int64))
+        self._photos.append(np.full(len(point_ids), photo, np.int64))
         start = 0
         while start < len(patches):
             take = min(PER_FILE - self._fill, len(patches) - start)
@@ -259,7 +267,8 @@ class PhotoTourWriter:
         ids = np.concatenate(self._ids) if self._ids else np.zeros(0, np.int64)
         for name, (i1, i2, match) in (pairs or {}).items():
             self._write_pairs(name, ids, i1, i2, match)
-        np.savetxt(self.root / "info.txt", np.stack([ids, np.zeros_like(ids)], 1), fmt="%d")
+        photos = np.concatenate(self._photos) if self._photos else np.zeros(0, np.int64)
+        np.savetxt(self.root / "info.txt", np.stack([ids, photos], 1), fmt="%d")
         self._closed = True
 
     def _write_pairs(self, name: str, ids: np.ndarray, i1, i2, match) -> None:
@@ -446,6 +455,10 @@ class PairDataset:
             [-rot_deg, rot_deg] degrees (0 = off).
         scale: independent random zoom of each patch in [1 - scale, 1 + scale]
             (0 = off).
+        photos_per_batch: 0 draws the batch's points from the whole dataset;
+            ``k > 0`` draws them from ``k`` random photos (``data.source``),
+            ``batch_size / k`` from each, so the hardest negatives come from
+            the same photo, as the distractors do when two images are matched.
     """
 
     def __init__(
@@ -457,6 +470,7 @@ class PairDataset:
         augment: bool = False,
         rot_deg: float = 0.0,
         scale: float = 0.0,
+        photos_per_batch: int = 0,
     ) -> None:
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2, got {batch_size}")
@@ -478,6 +492,16 @@ class PairDataset:
             raise ValueError(
                 f"only {len(self._counts)} points have >= 2 patches; a batch needs {batch_size} distinct points"
             )
+        if photos_per_batch < 0:
+            raise ValueError(f"photos_per_batch must be >= 0, got {photos_per_batch}")
+        self.photos_per_batch = photos_per_batch
+        if photos_per_batch:
+            if data.source is None:
+                raise ValueError("photos_per_batch needs the photo of every patch (data.source), which this data lacks")
+            photo = data.source[order[self._starts]]  # a point's patches all come from one photo
+            by_photo = np.argsort(photo, kind="stable")
+            _, first, n = np.unique(photo[by_photo], return_index=True, return_counts=True)
+            self._photo_points = np.split(by_photo, first[1:])  # eligible points of each photo
 
     def __len__(self) -> int:
         return self.n_pairs // self.batch_size
@@ -488,12 +512,28 @@ class PairDataset:
         return np.random.default_rng([self.seed, epoch, index])
 
     def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        pt = rng.choice(len(self._counts), size=self.batch_size, replace=False)
+        pt = self._points_by_photo(rng) if self.photos_per_batch else rng.choice(
+            len(self._counts), size=self.batch_size, replace=False)
         counts = self._counts[pt]
         a = rng.integers(counts)
         b = rng.integers(counts - 1)
         b += b >= a
         return self._order[self._starts[pt] + a], self._order[self._starts[pt] + b]
+
+    def _points_by_photo(self, rng: np.random.Generator) -> np.ndarray:
+        """``batch_size`` distinct points, ``batch_size / photos_per_batch`` per random photo
+        (photos with fewer points give all they have, and further photos fill the batch)."""
+        per_photo = math.ceil(self.batch_size / self.photos_per_batch)
+        chosen: list[np.ndarray] = []
+        left = self.batch_size
+        for photo in rng.permutation(len(self._photo_points)):
+            points = self._photo_points[photo]
+            take = min(per_photo, left, len(points))
+            chosen.append(rng.choice(points, size=take, replace=False))
+            left -= take
+            if left == 0:
+                break
+        return np.concatenate(chosen)
 
     def pair_indices(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Patch indices (B,), (B,) of anchors and positives of one batch."""

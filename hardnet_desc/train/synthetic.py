@@ -62,6 +62,17 @@ class MatchConfig:
     max_rel_px: float = 0.1  # ... or this fraction of the projected size, if larger
     max_scale_ratio: float = 1.3  # size ratio either way
     max_angle_deg: float = 20.0
+    min_point_distance: float = 3.0  # points closer than this (pixels) to a stronger one are dropped
+
+
+#: Views as hard as the hardest level of the evaluation sequences
+#: (:mod:`hardnet_desc.evaluation.synthetic_sequences`), geometry and light together.
+HARD_WARP = WarpConfig(
+    max_rotation_deg=60.0, max_log2_scale=1.5, max_perspective=0.35, brightness=60.0, contrast=0.5,
+    max_log2_gamma=1.2, blur_prob=0.5, max_blur_sigma=1.5, noise_prob=0.5, max_noise_std=8.0,
+    jpeg_prob=0.5, min_jpeg_quality=30, shading=1.5,
+)
+WARP_PRESETS = {"default": WarpConfig(), "hard": HARD_WARP}
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -169,8 +180,12 @@ def match_detections(expected: np.ndarray, found: np.ndarray, cfg: MatchConfig) 
     return result
 
 
-def dedupe(kps: np.ndarray, min_px: float = 2.0) -> np.ndarray:
-    """Drop keypoints within ``min_px`` of a stronger one (SIFT repeats a point per orientation)."""
+def dedupe(kps: np.ndarray, min_px: float) -> np.ndarray:
+    """Drop keypoints within ``min_px`` of a stronger one.
+
+    SIFT repeats a point per orientation, and two points a few pixels apart look alike: as
+    in-batch negatives they would teach the net to separate what matching counts as the same.
+    """
     keep = np.ones(len(kps), bool)
     tree = cKDTree(kps[:, :2])
     for i, j in sorted(tree.query_pairs(min_px)):
@@ -197,7 +212,7 @@ def correspondences_from_image(job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
     if image.dtype != np.uint8:
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     h, w = image.shape
-    base = dedupe(detect(image, 4 * job.points))[: 2 * job.points]
+    base = dedupe(detect(image, 4 * job.points), job.match.min_point_distance)[: 2 * job.points]
     view_kps = [base]  # view 0 is the photo itself, with its own detections
     view_images = [image]
     for _ in range(job.views):
@@ -284,7 +299,7 @@ def make_dataset(
                      "seed": seed, "warp": asdict(warp), "match": asdict(match)}
     for split, files in (("train", train), ("val", val)):
         jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, patch_scale, warp, match)
-                for i, p in enumerate(files)]
+                for i, p in enumerate(files)]  # info.txt's second column: the photo's index in split.json
         writer = PhotoTourWriter(out / split)
         all_ids: list[np.ndarray] = []
         next_id = 0
@@ -292,9 +307,9 @@ def make_dataset(
         pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker) if workers > 1 else None
         with pool or nullcontext():
             results = pool.map(correspondences_from_image, jobs) if pool else map(correspondences_from_image, jobs)
-            for patches, ids in tqdm(results, total=len(jobs), desc=f"{split} photos", disable=not progress):
+            for photo, (patches, ids) in enumerate(tqdm(results, total=len(jobs), desc=f"{split} photos", disable=not progress)):
                 _, local = np.unique(ids, return_inverse=True)  # contiguous ids per photo
-                writer.add(patches, local + next_id)
+                writer.add(patches, local + next_id, photo)
                 all_ids.append(local + next_id)
                 next_id += int(local.max()) + 1 if len(local) else 0
         ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)

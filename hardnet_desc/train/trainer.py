@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..model import HardNet
-from ..weights import save_weights
+from ..weights import load_weights, save_weights
 from .datasets import PairDataset, PhotoTourData, find_pair_files, read_pairs, read_phototour
 from .loss import hardest_in_batch_loss
 
@@ -48,6 +48,8 @@ class TrainConfig:
     augment: bool = False
     rot_deg: float = 0.0
     scale_jitter: float = 0.0
+    photos_per_batch: int = 0  # > 0: each batch's points come from this many photos (harder negatives)
+    init: str | None = None  # start from these weights (fine-tuning) instead of a random init
     seed: int = 0
     precision: str = "auto"  # 'auto' = bf16 on CPU, fp16 AMP on CUDA; or 'fp32'
     device: str = "auto"
@@ -96,7 +98,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     progress = progress and main_process
     data = read_phototour(cfg.data)
     loader = PairDataset(data, cfg.pairs_per_epoch, cfg.batch_size, cfg.seed + 7919 * rank, cfg.augment,
-                         cfg.rot_deg, cfg.scale_jitter)
+                         cfg.rot_deg, cfg.scale_jitter, cfg.photos_per_batch)
     val_data = val_pairs = None
     if cfg.val:
         val_data = read_phototour(cfg.val)
@@ -106,7 +108,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         val_pairs = read_pairs(files[0])
 
     torch.manual_seed(cfg.seed)
-    net = HardNet(dropout=cfg.dropout).to(device).to(memory_format=torch.channels_last)
+    net = HardNet(dropout=cfg.dropout)
+    if cfg.init:
+        init = load_weights(cfg.init)
+        if None not in (init.patch_scale, data_patch_scale(cfg)) and init.patch_scale != data_patch_scale(cfg):
+            raise ValueError(f"--init {cfg.init} was trained at patch_scale {init.patch_scale}, but {cfg.data} "
+                             f"holds patches at patch_scale {data_patch_scale(cfg)}")
+        net.load_state_dict(init.state_dict)
+    net = net.to(device).to(memory_format=torch.channels_last)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
                           weight_decay=cfg.weight_decay)
@@ -187,12 +196,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     return export(net, cfg, history, out / "hardnet.safetensors") if main_process else out / "hardnet.safetensors"
 
 
-def export(net: HardNet, cfg: TrainConfig, history: list[dict], path: Path) -> Path:
-    """Write weights (safetensors, with the card in its metadata) and ``model_card.json`` beside them."""
+def data_patch_scale(cfg: TrainConfig) -> float | None:
+    """The training patches' scale: ``cfg.extra['patch_scale']``, else make-dataset's ``meta.json``, else None."""
     patch_scale = cfg.extra.get("patch_scale")
     if patch_scale is None:
         meta = Path(cfg.data).parent / "meta.json"
         patch_scale = json.loads(meta.read_text())["patch_scale"] if meta.is_file() else None
+    return None if patch_scale is None else float(patch_scale)
+
+
+def export(net: HardNet, cfg: TrainConfig, history: list[dict], path: Path) -> Path:
+    """Write weights (safetensors, with the card in its metadata) and ``model_card.json`` beside them."""
+    patch_scale = data_patch_scale(cfg)
     last = history[-1] if history else {}
     card = {
         "architecture": "HardNet (Mishchuk et al., NIPS 2017)",
@@ -215,7 +230,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="training folder in the PhotoTour layout (e.g. OUT/train from make-dataset)")
     p.add_argument("out", help="output folder for checkpoint.pt, log.csv, hardnet.safetensors, model_card.json")
     p.add_argument("--val", help="validation folder with an m50_*.txt pair file (FPR95 per epoch)")
-    for name in ("epochs", "pairs_per_epoch", "batch_size", "seed", "checkpoint_every", "max_steps"):
+    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (a bundled name or a file) instead of "
+                   "a random init")
+    for name in ("epochs", "pairs_per_epoch", "batch_size", "seed", "checkpoint_every", "max_steps", "photos_per_batch"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     for name in ("lr", "momentum", "dampening", "weight_decay", "margin", "dropout", "rot_deg", "scale_jitter"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))

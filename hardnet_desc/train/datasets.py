@@ -499,8 +499,7 @@ class PairDataset:
             if data.source is None:
                 raise ValueError("photos_per_batch needs the photo of every patch (data.source), which this data lacks")
             photo = data.source[order[self._starts]]  # a point's patches all come from one photo
-            by_photo = np.argsort(photo, kind="stable")
-            _, first, n = np.unique(photo[by_photo], return_index=True, return_counts=True)
+            by_photo, first, _ = _group_by_point(photo)  # the same grouping, by photo instead of point
             self._photo_points = np.split(by_photo, first[1:])  # eligible points of each photo
 
     def __len__(self) -> int:

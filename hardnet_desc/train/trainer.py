@@ -110,10 +110,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     torch.manual_seed(cfg.seed)
     net = HardNet(dropout=cfg.dropout)
     if cfg.init:
-        init = load_weights(cfg.init)
-        if None not in (init.patch_scale, data_patch_scale(cfg)) and init.patch_scale != data_patch_scale(cfg):
+        init, patch_scale = load_weights(cfg.init), data_patch_scale(cfg)
+        if None not in (init.patch_scale, patch_scale) and init.patch_scale != patch_scale:
             raise ValueError(f"--init {cfg.init} was trained at patch_scale {init.patch_scale}, but {cfg.data} "
-                             f"holds patches at patch_scale {data_patch_scale(cfg)}")
+                             f"holds patches at patch_scale {patch_scale}")
         net.load_state_dict(init.state_dict)
     net = net.to(device).to(memory_format=torch.channels_last)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net

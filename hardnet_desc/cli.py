@@ -12,8 +12,8 @@ def _make_dataset(args: argparse.Namespace) -> int:
 
     summary = make_dataset(
         args.images, args.out, points=args.points, views=args.views, patch_scale=args.patch_scale,
-        val_fraction=args.val_fraction, val_pairs=args.val_pairs, seed=args.seed, workers=args.workers,
-        warp=WARP_PRESETS[args.warp], match=MatchConfig(**{k: v for k, v in (
+        val_fraction=args.val_fraction, val_pairs=args.val_pairs, seed=args.seed, split_seed=args.split_seed,
+        workers=args.workers, warp=WARP_PRESETS[args.warp], match=MatchConfig(**{k: v for k, v in (
             ("max_angle_deg", args.match_angle), ("max_scale_ratio", args.match_scale)) if v is not None}),
     )
     for split in ("train", "val"):
@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-scale", type=float, default=DEFAULT_PATCH_SCALE, help="patch side / kp.size (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="photos held out for validation (default: %(default)s)")
     p.add_argument("--val-pairs", type=int, default=50_000, help="pairs in the validation pair file (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the warps and the validation pairs (default: %(default)s)")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seeds the train/validation split (default: --seed); fix it to draw new views of the same split")
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     p.add_argument("--warp", choices=["default", "hard"], default="default",
                    help="view changes: 'default' (WarpConfig()) or 'hard' (HARD_WARP: the evaluation's hardest "

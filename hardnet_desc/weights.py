@@ -25,7 +25,7 @@ from .model import HardNet
 
 #: Bundled weight files: name -> (file name, sha256). The first entry is the default.
 BUNDLED: dict[str, tuple[str, str]] = {
-    "hardnet-desc-v2": ("hardnet-desc-v2.safetensors", "edcae6633b997ff6d5efc1de1a68035a0a8bdd350241ce66a88a90e97a7f9a34"),
+    "hardnet-desc-v3": ("hardnet-desc-v3.safetensors", "92613e231a66c26241dd36064953f4355b41ca5b6c85caa5c7cd28a5f1894949"),
 }
 DEFAULT_WEIGHTS = "default"
 _REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"

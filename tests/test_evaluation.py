@@ -23,9 +23,10 @@ from hardnet_desc.evaluation import (
 )
 from hardnet_desc.evaluation import methods as methods_module
 from hardnet_desc.evaluation.methods import build_methods
-from hardnet_desc.evaluation.metrics import corner_error, estimate_homography, match_errors, project
+from hardnet_desc.evaluation.metrics import corner_error, estimate_homography, match_errors, matchable_pairs, project
 from hardnet_desc.evaluation.synthetic_sequences import MIN_COVERAGE, coverage
 from hardnet_desc.features_io import detect_sift
+from hardnet_desc.matching import match_descriptors
 from hardnet_desc.train.datasets import make_pairs, write_phototour
 
 from conftest import DATA_DIR, make_hardnet
@@ -82,6 +83,23 @@ def test_match_errors_and_projection():
     np.testing.assert_allclose(match_errors(p1, p2, H), [0.0, 3.0, 5.0])
     # a point sent to or behind infinity (w <= 0) has infinite error
     assert np.isinf(project(np.array([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0.5]]), [[1.0, 0]])).all()
+
+
+def test_matchable_pairs_hand_case():
+    H = np.array([[1.0, 0, 5], [0, 1, 0], [0, 0, 1]])  # x -> x + 5
+    # two detections at one place (SIFT's two orientations) and two near its image: both pair up;
+    # (10, 10) -> (15, 10) is 4 px from (15, 14): not within 3; (30, 0) has no counterpart.
+    p1 = np.array([[0.0, 0], [0, 0.5], [10, 10], [30, 0]])
+    p2 = np.array([[5.0, 0.2], [5.3, 0.4], [15, 14], [100, 100]])
+    i1, i2 = matchable_pairs(p1, p2, H)
+    assert sorted(i1.tolist()) == [0, 1] and sorted(i2.tolist()) == [0, 1]
+    assert len(matchable_pairs(p1, p2, H, threshold=4.5)[0]) == 3
+    # a greedy nearest-first pairing would give 1 here; the maximum matching finds 2
+    i1, _ = matchable_pairs(np.array([[0.0, 0], [2.0, 0]]), np.array([[6.0, 0], [4.0, 0]]), H)
+    assert len(i1) == 2
+    behind = np.array([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0.5]])  # sends x >= 0.5 to or behind infinity
+    assert len(matchable_pairs([[1.0, 0]], [[1.0, 0]], behind)[0]) == 0
+    assert len(matchable_pairs(np.zeros((0, 2)), p2, H)[0]) == 0
 
 
 def test_summarize_averages_per_pair_and_counts_empty_pairs_as_zero():
@@ -183,6 +201,23 @@ def test_identity_pair_scores_one_and_wrong_homography_scores_zero(identity_root
         assert max(wrong["mma"]) < 0.05 and wrong["h_acc@5"] == 0.0, name
     table = format_table(results)
     assert "MMA@3" in table and "viewpoint (v_): 1 sequences, 1 pairs" in table
+
+
+def test_no_method_beats_the_matchable_count_on_a_real_warp():
+    image = small_photo()
+    h, w = image.shape
+    H = rotation(25, (h, w), 0.8)
+    warped = cv2.warpPerspective(image, H, (w, h))
+    k1, k2 = detect_sift(image, 400), detect_sift(warped, 400)
+    xy1, xy2 = np.array([k.pt for k in k1]), np.array([k.pt for k in k2])
+    i1, i2 = matchable_pairs(xy1, xy2, H)
+    assert len(np.unique(i1)) == len(np.unique(i2)) == len(i1) > 50  # one-to-one, and plenty on a mild warp
+    assert (match_errors(xy1[i1], xy2[i2], H) <= 3).all()
+    methods, _ = build_methods(["rootsift", "hardnet"], device="cpu")
+    for name, fn in methods.items():
+        m = match_descriptors(fn(image, k1), fn(warped, k2), mutual=True)
+        correct = np.count_nonzero(match_errors(xy1[m.query_idx], xy2[m.train_idx], H) <= 3)
+        assert 0.5 * len(i1) < correct <= len(i1), name
 
 
 def test_methods_share_keypoints_and_weights():

@@ -58,6 +58,17 @@ def test_dataset_layout_and_split(dataset, photo_dir):
     assert 0.4 < match.mean() < 0.6 and len(match) == min(2000, n_val)  # capped at the patch count
 
 
+def test_split_seed_keeps_the_split_and_draws_new_views(dataset, photo_dir, tmp_path):
+    """--seed 1 --split-seed 0: new warps of the same photos, the validation photos unchanged."""
+    make_dataset(photo_dir, tmp_path, points=250, views=2, val_fraction=0.34, val_pairs=2000, seed=1,
+                 split_seed=0, workers=1, progress=False)
+    assert json.loads((tmp_path / "split.json").read_text()) == json.loads((dataset / "split.json").read_text())
+    assert json.loads((tmp_path / "meta.json").read_text())["split_seed"] == 0
+    old, new = read_phototour(dataset / "train"), read_phototour(tmp_path / "train")
+    n = min(len(old), len(new))
+    assert not np.array_equal(old.patches[:n], new.patches[:n]), "seed 1 drew the same views as seed 0"
+
+
 def _config(dataset: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data=str(dataset / "train"), out=str(out), val=str(dataset / "val"), epochs=2,
                 pairs_per_epoch=32 * 50, batch_size=32, lr=1.0, precision="fp32", device="cpu",

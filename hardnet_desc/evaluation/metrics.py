@@ -15,6 +15,9 @@ Definitions (fixed here, used by :mod:`hardnet_desc.evaluation.sequences`):
   estimate and by the ground truth. A pair with fewer than 4 matches, or where RANSAC finds no
   model, is a failure with corner error ``inf``.
 * **Homography accuracy** at ``t``: the fraction of pairs with ``corner error <= t``.
+* **Matchable** keypoints of a pair: the largest one-to-one pairing of reference and image-``k``
+  keypoints with error ``<= t``. No one-to-one matcher can have more correct matches, whatever
+  the descriptor; ``correct / matchable`` is a method's recall.
 """
 
 from __future__ import annotations
@@ -75,6 +78,37 @@ def matching_accuracy(errors: np.ndarray, thresholds: Iterable[float] = MMA_THRE
     if err.size == 0:
         return np.zeros(len(t))
     return (err[None, :] <= t[:, None]).mean(axis=1)
+
+
+def matchable_pairs(points1: np.ndarray, points2: np.ndarray, H: np.ndarray, threshold: float = CORRECT_PX) -> tuple[np.ndarray, np.ndarray]:
+    """The largest one-to-one pairing of keypoints within ``threshold`` px under ``H``.
+
+    Args:
+        points1: ``(N1, 2)`` all keypoints of the reference image.
+        points2: ``(N2, 2)`` all keypoints of image ``k``.
+        H: ``(3, 3)`` ground truth reference -> image ``k``.
+
+    Returns:
+        ``(idx1, idx2)``: ``(P,)`` int64 index arrays; ``P`` is the number of matchable keypoints.
+        A maximum bipartite matching, so duplicate detections (SIFT's second orientation at the same
+        place) pair up with each other instead of competing for one partner.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+    from scipy.spatial import cKDTree
+
+    p1 = project(H, np.asarray(points1, dtype=np.float64).reshape(-1, 2))
+    p2 = np.asarray(points2, dtype=np.float64).reshape(-1, 2)
+    ok = np.flatnonzero(np.isfinite(p1).all(axis=1))
+    if not len(ok) or not len(p2):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    near = cKDTree(p2).query_ball_point(p1[ok], r=threshold)
+    rows = np.repeat(ok, [len(n) for n in near])
+    cols = np.fromiter((j for n in near for j in n), np.int64, count=len(rows))
+    graph = csr_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(len(p1), len(p2)))
+    mate = maximum_bipartite_matching(graph, perm_type="column")  # mate[i]: column of row i, or -1
+    idx1 = np.flatnonzero(mate >= 0)
+    return idx1.astype(np.int64), mate[idx1].astype(np.int64)
 
 
 def corner_error(H_est: np.ndarray | None, H_gt: np.ndarray, height: int, width: int) -> float:

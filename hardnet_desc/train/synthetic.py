@@ -260,6 +260,7 @@ def make_dataset(
     val_fraction: float = 0.1,
     val_pairs: int = 50_000,
     seed: int = 0,
+    split_seed: int | None = None,
     workers: int | None = None,
     warp: WarpConfig | None = None,
     match: MatchConfig | None = None,
@@ -275,6 +276,9 @@ def make_dataset(
         patch_scale: patch side in units of ``kp.size`` (must match inference).
         val_fraction: share of photos held out for validation.
         val_pairs: number of pairs in the validation pair file (half matches).
+        seed: seeds the warps, the photometric changes and the validation pairs.
+        split_seed: seeds the train/validation split (default: ``seed``). Fix it to draw new
+            views of the same photos without moving validation photos into training.
 
     Returns:
         The summary written to ``meta.json``.
@@ -285,7 +289,8 @@ def make_dataset(
     paths = list_images(images)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 photos in {images}, found {len(paths)}")
-    train, val = split_images(paths, val_fraction, seed)
+    split_seed = seed if split_seed is None else split_seed
+    train, val = split_images(paths, val_fraction, split_seed)
     if not val:
         raise ValueError(f"val_fraction={val_fraction} leaves no validation photo out of {len(paths)}")
     out = Path(out)
@@ -296,7 +301,7 @@ def make_dataset(
     )
     workers = workers or min(2, os.cpu_count() or 1)
     summary: dict = {"images": str(root), "patch_scale": patch_scale, "points_per_image": points, "views": views,
-                     "seed": seed, "warp": asdict(warp), "match": asdict(match)}
+                     "seed": seed, "split_seed": split_seed, "warp": asdict(warp), "match": asdict(match)}
     for split, files in (("train", train), ("val", val)):
         jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, patch_scale, warp, match)
                 for i, p in enumerate(files)]  # info.txt's second column: the photo's index in split.json

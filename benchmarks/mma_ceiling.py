@@ -26,8 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from hardnet_desc.evaluation import build_methods, find_sequences
 from hardnet_desc.evaluation.metrics import CORRECT_PX, match_errors, matchable_pairs
-from hardnet_desc.features_io import detect_sift
-from hardnet_desc.image import read_image, to_uint8
+from hardnet_desc.evaluation.sequences import describe_sequence
 
 
 def mutual_nn(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,13 +53,9 @@ def main() -> None:
     rows: dict[str, list[tuple[float, float, int]]] = {m: [] for m in methods}
     matchable = []
     for seq in find_sequences(args.sequences):
-        feats = []
-        for path in seq.images:
-            image = to_uint8(read_image(path))
-            kps = detect_sift(image, args.max_keypoints)
-            feats.append((np.array([k.pt for k in kps]).reshape(-1, 2), {m: fn(image, kps) for m, fn in methods.items()}))
-        xy1, desc1 = feats[0]
-        for (xyk, desck), H in zip(feats[1:], seq.homographies):
+        feats = describe_sequence(seq, methods, args.max_keypoints)
+        xy1, desc1, _ = feats[0]
+        for (xyk, desck, _), H in zip(feats[1:], seq.homographies):
             g1, gk = matchable_pairs(xy1, xyk, H)
             matchable.append(len(g1))
             for name in methods:

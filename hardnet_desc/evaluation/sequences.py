@@ -35,6 +35,35 @@ from .methods import DescribeFn, build_methods
 from .metrics import H_THRESHOLDS, MMA_THRESHOLDS, pair_metrics, summarize
 
 
+def describe_sequence(
+    seq: ImageSequence,
+    describe: Mapping[str, DescribeFn],
+    max_keypoints: int = 2000,
+    detector: Any = None,
+    timing: dict[str, float] | None = None,
+) -> list[tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]]:
+    """Detect the ``max_keypoints`` strongest keypoints of each image of ``seq`` once and describe
+    them with every method.
+
+    Returns:
+        Per image: ``(xy (N, 2) float64, {method: (N, D)}, (height, width))``. Seconds spent in
+        each method are added to ``timing`` when given.
+    """
+    features = []
+    for path in seq.images:
+        image = to_uint8(read_image(path))
+        kps = detect_sift(image, max_keypoints, detector)  # strongest by response
+        descs = {}
+        for name, fn in describe.items():
+            t0 = time.perf_counter()
+            descs[name] = fn(image, kps)
+            if timing is not None:
+                timing[name] = timing.get(name, 0.0) + time.perf_counter() - t0
+        xy = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
+        features.append((xy, descs, image.shape[:2]))
+    return features
+
+
 def evaluate_sequences(
     root: str | Path | Sequence[ImageSequence],
     methods: Sequence[str] | Mapping[str, DescribeFn] = ("sift", "rootsift", "hardnet", "kornia"),
@@ -95,18 +124,7 @@ def evaluate_sequences(
     timing = dict.fromkeys(describe, 0.0)
     per_sequence = []
     for seq in tqdm(sequences, desc="sequences", disable=not progress):
-        # each image is detected and described once, then reused by its pairs
-        features = []  # per image: (xy (N, 2), {method: (N, D)}, (h, w))
-        for path in seq.images:
-            image = to_uint8(read_image(path))
-            kps = detect_sift(image, max_keypoints, detector)  # strongest by response
-            descs = {}
-            for name, fn in describe.items():
-                t0 = time.perf_counter()
-                descs[name] = fn(image, kps)
-                timing[name] += time.perf_counter() - t0
-            xy = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
-            features.append((xy, descs, image.shape[:2]))
+        features = describe_sequence(seq, describe, max_keypoints, detector, timing)
         xy1, desc1, shape1 = features[0]
         pairs = []
         for k, H in enumerate(seq.homographies, start=2):

@@ -27,7 +27,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
-from hardnet_desc.descriptor import HardNetDescriptor, resolve_device  # noqa: E402
+from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
+from hardnet_desc.device import resolve_device  # noqa: E402
 from hardnet_desc.model import HardNet  # noqa: E402
 from hardnet_desc.patches import extract_patches, keypoints_to_frames  # noqa: E402
 from hardnet_desc.image import read_image, to_grey_tensor  # noqa: E402

@@ -14,10 +14,9 @@ import os
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from hardnet_desc import HardNetDescriptor
-from hardnet_desc.matching import match_descriptors
+from hardnet_desc.pipeline import match_pair
 from hardnet_desc.viz import draw_matches
 
 DATA = Path(__file__).resolve().parent / "data"  # works from any working directory
@@ -37,26 +36,15 @@ def main() -> None:
         if image is None:
             parser.error(f"cannot read image {path}")
 
-    sift = cv2.SIFT_create(nfeatures=args.max_keypoints)
     hardnet = HardNetDescriptor(args.weights)  # CUDA if available, else CPU
+    # SIFT keypoints, HardNet descriptors, mutual NN + ratio 0.8, RANSAC on the fundamental matrix
+    r = match_pair(image1, image2, hardnet, max_keypoints=args.max_keypoints, geometry="fundamental")
 
-    kp1, kp2 = sift.detect(image1, None), sift.detect(image2, None)
-    kp1, desc1 = hardnet.compute(image1, kp1)  # (N1, 128) float32, unit rows
-    kp2, desc2 = hardnet.compute(image2, kp2)
-
-    matches = match_descriptors(desc1, desc2, ratio=0.8, mutual=True)
-    pts1 = np.float32([kp1[i].pt for i in matches.query_idx]).reshape(-1, 2)
-    pts2 = np.float32([kp2[i].pt for i in matches.train_idx]).reshape(-1, 2)
-
-    inliers = np.zeros(len(matches), bool)
-    if len(matches) >= 8:
-        _, mask = cv2.findFundamentalMat(pts1, pts2, cv2.USAC_MAGSAC, 1.0, 0.999, 10_000)
-        if mask is not None:
-            inliers = mask.ravel().astype(bool)
-
-    counts = f"{len(kp1)} + {len(kp2)} keypoints, {len(matches)} matches, {inliers.sum()} inliers"
+    inliers = r.inliers
+    counts = (f"{len(r.keypoints1)} + {len(r.keypoints2)} keypoints, {len(r.matches)} matches, "
+              f"{inliers.sum()} inliers")
     print(counts)
-    picture = draw_matches(image1, image2, pts1[inliers], pts2[inliers], ["HardNet + SIFT keypoints", counts])
+    picture = draw_matches(image1, image2, r.points1[inliers], r.points2[inliers], ["HardNet + SIFT keypoints", counts])
     cv2.imwrite(str(args.out), picture)
     print(f"wrote {args.out}")
 

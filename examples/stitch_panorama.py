@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from hardnet_desc import HardNetDescriptor
-from hardnet_desc.matching import match_descriptors
+from hardnet_desc.pipeline import match_pair
 
 DATA = Path(__file__).resolve().parent / "data"
 MIN_INLIERS = 15
@@ -32,16 +32,8 @@ MIN_INLIERS = 15
 
 def find_homography(image1: np.ndarray, image2: np.ndarray, hardnet: HardNetDescriptor, max_keypoints: int):
     """Homography ``H`` (3, 3) mapping pixels of image2 into image1, and its inlier count."""
-    sift = cv2.SIFT_create(nfeatures=max_keypoints)
-    kp1, desc1 = hardnet.compute(image1, sift.detect(image1, None))
-    kp2, desc2 = hardnet.compute(image2, sift.detect(image2, None))
-    matches = match_descriptors(desc1, desc2, ratio=0.8, mutual=True)
-    if len(matches) < 4:
-        return None, 0
-    pts1 = np.float32([kp1[i].pt for i in matches.query_idx])
-    pts2 = np.float32([kp2[i].pt for i in matches.train_idx])
-    H, mask = cv2.findHomography(pts2, pts1, cv2.USAC_MAGSAC, 3.0, confidence=0.999, maxIters=10_000)
-    return H, 0 if mask is None else int(mask.sum())
+    r = match_pair(image2, image1, hardnet, max_keypoints=max_keypoints, geometry="homography")  # x1 ~ H x2
+    return r.model, int(r.inliers.sum())
 
 
 def stitch(image1: np.ndarray, image2: np.ndarray, H: np.ndarray, max_growth: float = 4.0) -> np.ndarray | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.train import TrainConfig, make_dataset, train
-from hardnet_desc.train.synthetic import list_images
+from hardnet_desc.data.images import list_images
 
 DATA = Path(__file__).resolve().parent / "data"
 

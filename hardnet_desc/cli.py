@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _make_dataset(args: argparse.Namespace) -> int:
-    from .train.synthetic import WARP_PRESETS, MatchConfig, make_dataset
+    from .data.warps import WARP_PRESETS
+    from .train.synthetic import MatchConfig, make_dataset
 
     summary = make_dataset(
         args.images, args.out, points=args.points, views=args.views, patch_scale=args.patch_scale,
@@ -23,45 +25,32 @@ def _make_dataset(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train.trainer import run
+    from dataclasses import fields
 
-    run(args)
+    from .train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    print(f"weights: {train(cfg, resume=args.resume, progress=not args.quiet)}")
     return 0
 
 
 def _match(args: argparse.Namespace) -> int:
     import cv2
-    import numpy as np
 
     from .descriptor import HardNetDescriptor
-    from .features_io import detect_sift
     from .image import read_image
-    from .matching import match_descriptors
+    from .pipeline import match_pair
     from .viz import draw_matches
 
     if args.max_keypoints < 0:
         raise ValueError(f"--max-keypoints must be >= 0, got {args.max_keypoints}")
     images = [read_image(p) for p in (args.image1, args.image2)]  # bad paths fail before the weights load
     hardnet = HardNetDescriptor(args.weights, device=args.device)
-    points, descs = [], []
-    for image in images:
-        kps = detect_sift(image, args.max_keypoints or None)
-        descs.append(hardnet.compute(image, kps)[1])
-        points.append(np.array([k.pt for k in kps], np.float64).reshape(-1, 2))
-    matches = match_descriptors(descs[0], descs[1], ratio=args.ratio, mutual=True, device=hardnet.device)
-    p1, p2 = points[0][matches.query_idx], points[1][matches.train_idx]
-
-    threshold = args.threshold or (3.0 if args.geometry == "homography" else 1.0)
-    inliers = np.zeros(len(matches), bool)
-    if len(matches) >= (4 if args.geometry == "homography" else 8):  # minimal samples (H: 4, F: 8 for a unique model)
-        find = cv2.findHomography if args.geometry == "homography" else cv2.findFundamentalMat
-        _, mask = find(p1, p2, cv2.USAC_MAGSAC, threshold, confidence=0.999, maxIters=10_000)
-        if mask is not None:  # None: RANSAC found no model
-            inliers = mask.ravel().astype(bool)
-
-    counts = (f"{len(points[0])} + {len(points[1])} keypoints, {len(matches)} matches, "
-              f"{int(inliers.sum())} inliers ({args.geometry})")
-    picture = draw_matches(images[0], images[1], p1[inliers], p2[inliers],
+    r = match_pair(*images, hardnet, max_keypoints=args.max_keypoints or None, ratio=args.ratio,
+                   geometry=args.geometry, threshold=args.threshold)
+    n1, n2, n_inliers = len(r.keypoints1), len(r.keypoints2), int(r.inliers.sum())
+    counts = f"{n1} + {n2} keypoints, {len(r.matches)} matches, {n_inliers} inliers ({args.geometry})"
+    picture = draw_matches(images[0], images[1], r.points1[r.inliers], r.points2[r.inliers],
                            [f"HardNet: {args.image1.name} - {args.image2.name}", counts])
     try:
         ok = cv2.imwrite(str(args.out), picture)
@@ -69,9 +58,9 @@ def _match(args: argparse.Namespace) -> int:
         raise ValueError(f"cannot write {args.out}: {str(err).strip().splitlines()[-1]}") from None
     if not ok:
         raise OSError(f"cannot write {args.out} (does its folder exist?)")
-    print(f"keypoints: {len(points[0])} ({args.image1}), {len(points[1])} ({args.image2})")
-    print(f"matches:   {len(matches)} (mutual nearest neighbours" + (f", ratio < {args.ratio})" if args.ratio else ")"))
-    print(f"inliers:   {int(inliers.sum())} ({args.geometry}, MAGSAC, {threshold:g} px)")
+    print(f"keypoints: {n1} ({args.image1}), {n2} ({args.image2})")
+    print(f"matches:   {len(r.matches)} (mutual nearest neighbours" + (f", ratio < {args.ratio})" if args.ratio else ")"))
+    print(f"inliers:   {n_inliers} ({args.geometry}, MAGSAC, {r.threshold:g} px)")
     print(f"picture:   {args.out}")
     return 0
 
@@ -80,7 +69,8 @@ def _extract(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .descriptor import HardNetDescriptor
-    from .features_io import extract_folder, list_images
+    from .data.images import list_images
+    from .features_io import extract_folder
 
     if args.max_keypoints < 0 or args.batch_images < 1:
         raise ValueError("need --max-keypoints >= 0 and --batch-images >= 1")
@@ -135,11 +125,36 @@ def _make_sequences(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .patches import DEFAULT_PATCH_SCALE
+# --- options shared by several commands: declared once ----------------------------------------
+def _add_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default="default", help="HardNet weights: a bundled name, a .safetensors/.pth file "
+                   "or hf://owner/repo/file (default: %(default)s)")
 
-    parser = argparse.ArgumentParser(prog="hardnet-desc", description="HardNet local descriptors: a drop-in for SIFT descriptors.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
+
+
+def _add_precision(p: argparse.ArgumentParser, default: str) -> None:
+    from .device import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
+                   help="fp32, bf16, fp16 (CUDA) or auto (bf16 on CPU, fp16 on CUDA) (default: %(default)s)")
+
+
+def _add_max_keypoints(p: argparse.ArgumentParser, default: int, zero_keeps_all: bool = True) -> None:
+    all_ = ", 0 for all" if zero_keeps_all else ""
+    p.add_argument("--max-keypoints", type=int, default=default, metavar="N",
+                   help=f"strongest SIFT keypoints per image{all_} (default: %(default)s)")
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+# --- one function per subcommand ---------------------------------------------------------------
+def _add_make_dataset(sub) -> None:
+    from .patches import DEFAULT_PATCH_SCALE
 
     p = sub.add_parser("make-dataset", help="synthetic correspondences from your photos, in the PhotoTour layout",
                        description="Warp each photo into several views, re-detect SIFT keypoints, keep those that agree "
@@ -164,15 +179,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="... and its size within RATIO either way (default: 1.3)")
     p.set_defaults(func=_make_dataset)
 
-    from .train.trainer import add_arguments
 
+def _add_train(sub) -> None:
+    from .train.trainer import TrainConfig
+
+    d = TrainConfig(data="", out="")
     p = sub.add_parser("train", help="train HardNet with the hardest-in-batch loss",
                        description="Train on a PhotoTour-layout folder; checkpoints, resumes and exports .safetensors.")
-    add_arguments(p)
+    p.add_argument("data", help="training folder in the PhotoTour layout (e.g. OUT/train from make-dataset)")
+    p.add_argument("out", help="output folder for checkpoint.pt, log.csv, hardnet.safetensors, model_card.json")
+    p.add_argument("--val", help="validation folder with an m50_*.txt pair file (FPR95 per epoch)")
+    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (a bundled name or a file) instead of "
+                   "a random init")
+    for name in ("epochs", "pairs_per_epoch", "batch_size", "seed", "checkpoint_every", "max_steps", "photos_per_batch"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    for name in ("lr", "momentum", "dampening", "weight_decay", "margin", "dropout", "rot_deg", "scale_jitter"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    p.add_argument("--batch-reduce", choices=["min", "average", "random"], default=d.batch_reduce)
+    p.add_argument("--no-anchor-swap", dest="anchor_swap", action="store_false")
+    p.add_argument("--augment", action="store_true", help="'+' augmentation: random flip/rot90 of each pair")
+    _add_precision(p, default=d.precision)
+    _add_device(p)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    _add_quiet(p)
     p.set_defaults(func=_train)
 
-    from pathlib import Path
 
+def _add_match(sub) -> None:
     p = sub.add_parser("match", help="match two images: SIFT keypoints, HardNet descriptors, RANSAC",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Detect SIFT keypoints in both images, describe them with HardNet, keep mutual "
@@ -185,18 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="picture of the inlier matches (default: %(default)s)")
     p.add_argument("--ratio", type=float, default=0.8,
                    help="Lowe's ratio test threshold, 1 turns it off (default: %(default)s)")
-    p.add_argument("--max-keypoints", type=int, default=2048, metavar="N",
-                   help="strongest SIFT keypoints per image, 0 for all (default: %(default)s)")
+    _add_max_keypoints(p, default=2048)
     p.add_argument("--geometry", choices=["fundamental", "homography"], default="fundamental",
                    help="model fitted by RANSAC: fundamental (any static scene) or homography (planar scene or "
                    "camera rotation) (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=None, metavar="PX",
                    help="RANSAC inlier threshold in pixels (default: 1 for fundamental, 3 for homography)")
-    p.add_argument("--weights", default="default", help="weights: a bundled name, a .safetensors/.pth file or "
-                   "hf://owner/repo/file (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
+    _add_weights(p)
+    _add_device(p)
     p.set_defaults(func=_match)
 
+
+def _add_extract(sub) -> None:
     p = sub.add_parser("extract", help="features of a folder of images into an hloc-compatible HDF5 file",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Detect SIFT keypoints and describe them with HardNet for every image below "
@@ -209,16 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images (searched recursively)")
     p.add_argument("--out", type=Path, default=Path("features.h5"), metavar="H5",
                    help="HDF5 file to create or extend (default: %(default)s)")
-    p.add_argument("--max-keypoints", type=int, default=4096, metavar="N",
-                   help="strongest SIFT keypoints per image, 0 for all (default: %(default)s)")
+    _add_max_keypoints(p, default=4096)
     p.add_argument("--batch-images", type=int, default=8, metavar="B",
                    help="images whose patches share network calls (default: %(default)s)")
-    p.add_argument("--weights", default="default", help="weights: a bundled name, a .safetensors/.pth file or "
-                   "hf://owner/repo/file (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_weights(p)
+    _add_device(p)
+    _add_quiet(p)
     p.set_defaults(func=_extract)
 
+
+def _add_eval_sequences(sub) -> None:
     p = sub.add_parser("eval-sequences", help="matching benchmark on HPatches/Oxford-layout image sequences",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="For every pair (1, k) of every sequence: detect SIFT keypoints once per image, describe "
@@ -231,32 +264,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", type=Path, help="a sequence folder or a folder of sequences")
     p.add_argument("--methods", default="sift,rootsift,hardnet,kornia",
                    help="comma-separated, from sift, rootsift, hardnet, kornia (default: %(default)s)")
-    p.add_argument("--weights", default="default", help="HardNet weights for hardnet and kornia: a bundled name, a "
-                   ".safetensors/.pth file or hf://owner/repo/file (default: %(default)s)")
-    p.add_argument("--max-keypoints", type=int, default=2000, metavar="N",
-                   help="strongest SIFT keypoints per image (default: %(default)s)")
+    _add_weights(p)
+    _add_max_keypoints(p, default=2000, zero_keeps_all=False)
     p.add_argument("--ratio", type=float, default=None, metavar="R",
                    help="add Lowe's ratio test to mutual nearest neighbours (default: off)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all numbers, per sequence too")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save an MMA-vs-threshold plot")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="HardNet precision (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(p)
+    _add_precision(p, default="fp32")
+    _add_quiet(p)
     p.set_defaults(func=_eval_sequences)
 
+
+def _add_eval_fpr95(sub) -> None:
     p = sub.add_parser("eval-fpr95", help="FPR95 on PhotoTour-layout patch pairs",
-                       description="False-positive rate at 95%% recall of HardNet on the m50_*.txt pair files of a "
+                       description="False-positive rate at 95% recall of HardNet on the m50_*.txt pair files of a "
                        "PhotoTour-layout folder (Brown's liberty/notredame/yosemite, or make-dataset's val split).")
     p.add_argument("root", type=Path, help="folder with info.txt, patches*.bmp and m50_*.txt")
     p.add_argument("--pairs", action="append", default=None, metavar="FILE",
                    help="pair file (a bare name is looked up in ROOT); repeatable (default: every m50_*.txt in ROOT)")
-    p.add_argument("--weights", default="default", help="weights: a bundled name, a .safetensors/.pth file or "
-                   "hf://owner/repo/file (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="(default: %(default)s)")
+    _add_weights(p)
+    _add_device(p)
+    _add_precision(p, default="fp32")
     p.set_defaults(func=_eval_fpr95)
 
+
+def _add_make_sequences(sub) -> None:
     p = sub.add_parser("make-sequences", help="synthetic HPatches-layout sequences from held-out photos",
                        description="For each photo write v_<photo> (5 homographies of increasing strength plus mild "
                        "photometric changes) and i_<photo> (photometric changes only, identity homographies) in the "
@@ -269,6 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["png", "ppm"], default="png", help="image format (default: %(default)s)")
     p.add_argument("--no-illumination", action="store_true", help="write only the v_ sequences")
     p.set_defaults(func=_make_sequences)
+
+
+SUBCOMMANDS = (_add_make_dataset, _add_train, _add_match, _add_extract, _add_eval_sequences, _add_eval_fpr95,
+               _add_make_sequences)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hardnet-desc", description="HardNet local descriptors: a drop-in for SIFT descriptors.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 

@@ -6,7 +6,6 @@ returns: the keypoints and a float32 ``(N, 128)`` array with unit L2 norm rows, 
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .image import ImageLike, to_grey_tensor, to_uint8
+from .detection import detect_sift
+from .device import autocast, resolve_device, resolve_precision
+from .image import ImageLike, to_grey_tensor
 from .model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet, fuse_hardnet
 from .patches import (
     DEFAULT_PATCH_SCALE,
@@ -29,17 +30,53 @@ from .patches import (
 )
 from .weights import DEFAULT_WEIGHTS, Weights, load_hardnet
 
-_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+@torch.inference_mode()
+def describe_patches(
+    net: torch.nn.Module,
+    patches: np.ndarray | torch.Tensor,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    precision: str = "fp32",
+) -> np.ndarray | torch.Tensor:
+    """Descriptors of ready-made patches with ``net`` (in eval mode): the one network pass.
+
+    Used by :meth:`HardNetDescriptor.describe_patches` and by the trainer's validation.
+
+    Args:
+        net: a :class:`~hardnet_desc.model.HardNet` (or its fused form) on ``device``, in eval mode.
+        patches: ``(N, H, W)`` or ``(N, 1, H, W)``, any numeric dtype and range; other sizes
+            than 32x32 (e.g. HPatches' 65x65) are resized with area averaging.
+        device: where ``net`` runs.
+        batch_size: patches per forward pass.
+        precision: a name of :data:`~hardnet_desc.device.PRECISIONS`.
+
+    Returns:
+        ``(N, 128)`` float32, numpy for numpy input and a tensor (on ``device``) for a tensor.
+    """
+    as_numpy = not isinstance(patches, torch.Tensor)
+    x = torch.as_tensor(np.asarray(patches)) if as_numpy else patches
+    if x.dim() == 3:
+        x = x[:, None]
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"patches must be (N, H, W) or (N, 1, H, W), got {tuple(x.shape)}")
+    x = x.to(device, torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError("patches contain NaN or inf")
+    out = torch.empty((len(x), DESCRIPTOR_DIM), device=device)
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        if batch.shape[-2:] != (PATCH_SIZE, PATCH_SIZE):
+            mode = "area" if min(batch.shape[-2:]) >= PATCH_SIZE else "bilinear"
+            batch = F.interpolate(batch, size=(PATCH_SIZE, PATCH_SIZE), mode=mode)
+        out[start : start + len(batch)] = _forward(net, batch, device, precision)
+    return out.cpu().numpy() if as_numpy else out
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``'auto'`` picks CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available")
-    return device
+def _forward(net: torch.nn.Module, patches: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    with autocast(device, precision):
+        return net(patches.contiguous(memory_format=torch.channels_last)).float()
 
 
 class HardNetDescriptor:
@@ -51,7 +88,8 @@ class HardNetDescriptor:
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         batch_size: patches per forward pass; bounds memory, never changes results. On CPU 256
             is fastest (1024 is about 30 % slower: the activations no longer fit in cache).
-        precision: ``"fp32"``, ``"bf16"`` (about 2x faster on CPUs with AVX-512 BF16) or ``"fp16"`` (CUDA).
+        precision: ``"fp32"``, ``"bf16"`` (about 2x faster on CPUs with AVX-512 BF16), ``"fp16"`` (CUDA)
+            or ``"auto"``; the table is in :mod:`hardnet_desc.device`.
         patch_scale: patch side in units of ``kp.size``. ``None`` takes the value recorded in the
             weight file, else :data:`~hardnet_desc.patches.DEFAULT_PATCH_SCALE`.
         detector: any ``cv2.Feature2D`` used by :meth:`detect`; default ``cv2.SIFT_create()``.
@@ -67,22 +105,44 @@ class HardNetDescriptor:
         patch_scale: float | None = None,
         detector: Any = None,
     ) -> None:
-        if precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = resolve_device(device)
-        if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' on CPU")
+        self._device = resolve_device(device)
+        resolve_precision(precision, self._device)  # unknown names and fp16 off CUDA fail here
         if isinstance(weights, HardNet):
-            net, self.weights = weights, Weights(weights.state_dict(), "HardNet module")
+            net, self._weights = weights, Weights(weights.state_dict(), "HardNet module")
         else:
-            net, self.weights = load_hardnet(weights)
-        self.patch_scale = float(patch_scale or self.weights.patch_scale or DEFAULT_PATCH_SCALE)
-        self.batch_size = int(batch_size)
-        self.precision = precision
-        self.net = fuse_hardnet(net.eval()).to(self.device).to(memory_format=torch.channels_last)
-        self.detector = detector if detector is not None else cv2.SIFT_create()
+            net, self._weights = load_hardnet(weights)
+        self._patch_scale = float(patch_scale or self._weights.patch_scale or DEFAULT_PATCH_SCALE)
+        self._batch_size = int(batch_size)
+        self._precision = precision
+        self.net = fuse_hardnet(net.eval()).to(self._device).to(memory_format=torch.channels_last)
+        self._detector = detector if detector is not None else cv2.SIFT_create()
+
+    @property
+    def weights(self) -> Weights:
+        """The loaded weights (state dict, source, metadata); read-only."""
+        return self._weights
+
+    @property
+    def patch_scale(self) -> float:
+        """Patch side in units of ``kp.size``."""
+        return self._patch_scale
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network runs."""
+        return self._device
+
+    @property
+    def precision(self) -> str:
+        """Compute precision name (:data:`~hardnet_desc.device.PRECISIONS`)."""
+        return self._precision
+
+    @property
+    def batch_size(self) -> int:
+        """Patches per forward pass."""
+        return self._batch_size
 
     def __repr__(self) -> str:
         return (
@@ -103,9 +163,17 @@ class HardNetDescriptor:
     def getDefaultName(self) -> str:  # noqa: N802
         return "HardNetDescriptor"
 
-    def detect(self, image: ImageLike, mask: np.ndarray | None = None) -> tuple[cv2.KeyPoint, ...]:
-        """Keypoints from the detector (SIFT by default) on the grey 8-bit image."""
-        return self.detector.detect(to_uint8(image), mask)
+    def detect(
+        self, image: ImageLike, mask: np.ndarray | None = None, max_keypoints: int | None = None
+    ) -> list[cv2.KeyPoint]:
+        """Keypoints from the detector (SIFT by default) on the grey 8-bit image, strongest first.
+
+        Args:
+            image: as for :meth:`compute`.
+            mask: optional ``(H, W)`` uint8, non-zero where keypoints may lie.
+            max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
+        """
+        return detect_sift(image, max_keypoints, self._detector, mask)
 
     def compute(self, image: ImageLike, keypoints: KeypointsLike) -> tuple[KeypointsLike, np.ndarray]:
         """Describe ``keypoints`` of ``image``.
@@ -119,15 +187,31 @@ class HardNetDescriptor:
         Returns:
             ``(keypoints, descriptors)``: the keypoints as given and float32 ``(N, 128)``.
         """
-        frames = keypoints_to_frames(keypoints, self.patch_scale)
-        grey = to_grey_tensor(image, self.device)
-        return keypoints, self.describe_frames(grey, frames)
+        grey = to_grey_tensor(image, self._device)
+        return keypoints, self.describe_frames(grey, self.frames(keypoints))
 
     def detectAndCompute(  # noqa: N802
         self, image: ImageLike, mask: np.ndarray | None = None
-    ) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray]:
+    ) -> tuple[list[cv2.KeyPoint], np.ndarray]:
         keypoints = self.detect(image, mask)
         return self.compute(image, keypoints)
+
+    # --- the patch regions --------------------------------------------------------------
+    def frames(self, keypoints: KeypointsLike) -> torch.Tensor:
+        """The affine frames ``(N, 2, 3)`` (on this device) of the patches this descriptor describes.
+
+        Conventions (and kornia's LAF, which is the same): :mod:`hardnet_desc.patches`.
+        """
+        return keypoints_to_frames(keypoints, self._patch_scale).to(self._device)
+
+    @torch.inference_mode()
+    def cut_patches(self, image: ImageLike, keypoints: KeypointsLike) -> torch.Tensor:
+        """The ``(N, 1, 32, 32)`` float patches of ``keypoints`` that :meth:`compute` describes.
+
+        With :meth:`describe_patches` this splits :meth:`compute` in two, so the patches of
+        several images can share network calls.
+        """
+        return extract_patches(to_grey_tensor(image, self._device), self.frames(keypoints))
 
     # --- tensors in, descriptors out --------------------------------------------------------
     @torch.inference_mode()
@@ -136,15 +220,14 @@ class HardNetDescriptor:
         out = np.empty((len(frames), DESCRIPTOR_DIM), dtype=np.float32)
         if len(frames) == 0:
             return out
-        frames = frames.to(self.device)
+        frames = frames.to(self._device)
         check_inside(frames, grey.shape[-2], grey.shape[-1])
         pyramid = build_pyramid(grey, int(pyramid_levels(frames, PATCH_SIZE * SUPERSAMPLE).max()))
-        for start in range(0, len(frames), self.batch_size):
-            patches = extract_patches(grey, frames[start : start + self.batch_size], pyramid=pyramid)
-            out[start : start + len(patches)] = self._run_net(patches).cpu().numpy()
+        for start in range(0, len(frames), self._batch_size):
+            patches = extract_patches(grey, frames[start : start + self._batch_size], pyramid=pyramid)
+            out[start : start + len(patches)] = _forward(self.net, patches, self._device, self._precision).cpu().numpy()
         return out
 
-    @torch.inference_mode()
     def describe_patches(self, patches: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Describe ready-made patches.
 
@@ -155,28 +238,5 @@ class HardNetDescriptor:
         Returns:
             ``(N, 128)`` float32, numpy for numpy input and a tensor (on this device) for a tensor.
         """
-        as_numpy = not isinstance(patches, torch.Tensor)
-        x = torch.as_tensor(np.asarray(patches)) if as_numpy else patches
-        if x.dim() == 3:
-            x = x[:, None]
-        if x.dim() != 4 or x.shape[1] != 1:
-            raise ValueError(f"patches must be (N, H, W) or (N, 1, H, W), got {tuple(x.shape)}")
-        x = x.to(self.device, torch.float32)
-        if not torch.isfinite(x).all():
-            raise ValueError("patches contain NaN or inf")
-        out = torch.empty((len(x), DESCRIPTOR_DIM), device=self.device)
-        for start in range(0, len(x), self.batch_size):
-            batch = x[start : start + self.batch_size]
-            if batch.shape[-2:] != (PATCH_SIZE, PATCH_SIZE):
-                mode = "area" if min(batch.shape[-2:]) >= PATCH_SIZE else "bilinear"
-                batch = F.interpolate(batch, size=(PATCH_SIZE, PATCH_SIZE), mode=mode)
-            out[start : start + len(batch)] = self._run_net(batch)
-        return out.cpu().numpy() if as_numpy else out
-
-    def _run_net(self, patches: torch.Tensor) -> torch.Tensor:
-        dtype = _PRECISIONS[self.precision]
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-        )
-        with autocast:
-            return self.net(patches.contiguous(memory_format=torch.channels_last)).float()
+        return describe_patches(self.net, patches, device=self._device, batch_size=self._batch_size,
+                                precision=self._precision)

@@ -20,7 +20,6 @@ descriptor, the weights (and their sha256) and the patch scale.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,8 @@ import cv2
 import numpy as np
 import torch
 
-from .image import read_image, to_grey_tensor, to_uint8
-from .patches import extract_patches, keypoints_to_frames
+from .data.images import list_images
+from .image import read_image
 
 if TYPE_CHECKING:
     import h5py
@@ -40,30 +39,6 @@ if TYPE_CHECKING:
 
 #: Datasets of one image's group, in the order they are written.
 FEATURE_KEYS = ("keypoints", "descriptors", "scores", "scales", "oris", "image_size")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def detect_sift(
-    image: np.ndarray, max_keypoints: int | None = None, detector: cv2.Feature2D | None = None
-) -> list[cv2.KeyPoint]:
-    """SIFT keypoints sorted by response, strongest first, at most ``max_keypoints``.
-
-    Args:
-        image: any image :func:`hardnet_desc.image.to_uint8` accepts (BGR or grey).
-        max_keypoints: keep the strongest this many; ``None`` keeps all.
-        detector: a ``cv2.Feature2D``; default ``cv2.SIFT_create()``.
-    """
-    detector = detector if detector is not None else cv2.SIFT_create()
-    kps = sorted(detector.detect(to_uint8(image), None), key=lambda k: -k.response)
-    return kps[:max_keypoints] if max_keypoints else kps
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files below ``folder`` (recursive), sorted. Raises ``FileNotFoundError``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no such image folder: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def feature_names(h5: h5py.File) -> set[str]:
@@ -111,15 +86,6 @@ def read_features(path: str | Path, name: str) -> dict[str, np.ndarray]:
         return {k: h5[name][k][()] for k in FEATURE_KEYS}
 
 
-def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 of a state dict's tensors (names and values), to tell weight sets apart."""
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        digest.update(key.encode())
-        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 @dataclass
 class ExtractReport:
     """What :func:`extract_folder` did. ``failed`` holds ``(image name, one-line reason)``."""
@@ -165,34 +131,15 @@ def extract_folder(
     except OSError as err:
         raise OSError(f"cannot open {out} as an HDF5 file ({err})") from None
     with h5file as h5:
+        _stamp_weights(h5, out, descriptor)
         have = feature_names(h5)
         todo = [n for n in names if n not in have]
         report.skipped = [n for n in names if n in have]
-        attrs = {"descriptor": "HardNet", "detector": "OpenCV SIFT", "weights": str(descriptor.weights.source),
-                 "weights_sha256": weights_fingerprint(descriptor.weights.state_dict),
-                 "patch_scale": descriptor.patch_scale}
-        if "weights_sha256" in h5.attrs and (h5.attrs["weights_sha256"], h5.attrs["patch_scale"]) != (
-            attrs["weights_sha256"], attrs["patch_scale"]
-        ):  # resuming with other weights would mix two descriptor spaces in one file
-            raise ValueError(f"{out} holds features from other weights ({h5.attrs['weights']}); "
-                             "use the same --weights or another --out")
-        h5.attrs.update(attrs)
         bar = tqdm(total=len(todo), desc="extract", unit="img", disable=not progress)
-        for start in range(0, len(todo), max(1, batch_images)):
-            batch = todo[start : start + max(1, batch_images)]
-            ready = []  # (name, keypoints, patches, (w, h))
-            for name in batch:
-                try:
-                    image = read_image(root / name)
-                    kps = detect_sift(image, max_keypoints, descriptor.detector)
-                    grey = to_grey_tensor(image, descriptor.device)
-                    patches = extract_patches(grey, keypoints_to_frames(kps, descriptor.patch_scale))
-                    ready.append((name, kps, patches, (image.shape[1], image.shape[0])))
-                except (OSError, ValueError, cv2.error) as err:
-                    reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-                    report.failed.append((name, reason))
-                    if on_error is not None:
-                        on_error(name, reason)
+        step = max(1, batch_images)
+        for start in range(0, len(todo), step):
+            batch = todo[start : start + step]
+            ready = _cut_batch(root, batch, descriptor, max_keypoints, report, on_error)
             if ready:
                 # One pass of the network over the patches of the whole batch.
                 desc = descriptor.describe_patches(torch.cat([r[2] for r in ready]))
@@ -205,3 +152,40 @@ def extract_folder(
         bar.close()
     return report
 
+
+def _stamp_weights(h5: h5py.File, out: Path, descriptor: HardNetDescriptor) -> None:
+    """Record the descriptor in the file's attributes; refuse a file made with other weights."""
+    attrs = {"descriptor": "HardNet", "detector": "OpenCV SIFT", "weights": str(descriptor.weights.source),
+             "weights_sha256": descriptor.weights.fingerprint, "patch_scale": descriptor.patch_scale}
+    if "weights_sha256" in h5.attrs and (h5.attrs["weights_sha256"], h5.attrs["patch_scale"]) != (
+        attrs["weights_sha256"], attrs["patch_scale"]
+    ):  # resuming with other weights would mix two descriptor spaces in one file
+        raise ValueError(f"{out} holds features from other weights ({h5.attrs['weights']}); "
+                         "use the same --weights or another --out")
+    h5.attrs.update(attrs)
+
+
+def _cut_batch(
+    root: Path,
+    names: Sequence[str],
+    descriptor: HardNetDescriptor,
+    max_keypoints: int | None,
+    report: ExtractReport,
+    on_error: Callable[[str, str], None] | None,
+) -> list[tuple[str, list[cv2.KeyPoint], torch.Tensor, tuple[int, int]]]:
+    """Read, detect and cut the patches of each image: ``(name, keypoints, patches, (w, h))``.
+
+    An image that fails is added to ``report.failed`` (and passed to ``on_error``) and left out.
+    """
+    ready = []
+    for name in names:
+        try:
+            image = read_image(root / name)
+            kps = descriptor.detect(image, max_keypoints=max_keypoints)
+            ready.append((name, kps, descriptor.cut_patches(image, kps), (image.shape[1], image.shape[0])))
+        except (OSError, ValueError, cv2.error) as err:
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            report.failed.append((name, reason))
+            if on_error is not None:
+                on_error(name, reason)
+    return ready

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .model import PATCH_SIZE
+
 KeypointsLike = Union[Sequence[cv2.KeyPoint], np.ndarray, torch.Tensor]
 
 #: Default patch side in units of ``kp.size``; chosen by validation (see docs/conventions.md).
@@ -190,7 +192,7 @@ def extract_patches(
     image: torch.Tensor,
     keypoints: KeypointsLike,
     *,
-    patch_size: int = 32,
+    patch_size: int = PATCH_SIZE,
     patch_scale: float = DEFAULT_PATCH_SCALE,
     supersample: int = SUPERSAMPLE,
     pyramid: list[torch.Tensor] | None = None,

@@ -49,6 +49,15 @@ class Weights:
         value = self.metadata.get("patch_scale")
         return float(value) if value is not None else None
 
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the state dict's tensors (names and values), to tell weight sets apart."""
+        digest = hashlib.sha256()
+        for key in sorted(self.state_dict):
+            digest.update(key.encode())
+            digest.update(self.state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
 
 def bundled_path(name: str) -> Path:
     """Path of a bundled weight file, installed in the wheel or in a source checkout."""

@@ -3,18 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from hardnet_desc.train.datasets import (
-    HPATCHES_IMAGES,
-    PairDataset,
+from hardnet_desc.data.hpatches import HPATCHES_IMAGES, read_hpatches
+from hardnet_desc.data.phototour import (
     PhotoTourData,
     PhotoTourWriter,
     find_pair_files,
     make_pairs,
-    read_hpatches,
     read_pairs,
     read_phototour,
     write_phototour,
 )
+from hardnet_desc.train.sampler import PairDataset
 
 N = 300  # two bmp files, the second holds 44 patches
 

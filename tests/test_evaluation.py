@@ -25,9 +25,9 @@ from hardnet_desc.evaluation import methods as methods_module
 from hardnet_desc.evaluation.methods import build_methods
 from hardnet_desc.evaluation.metrics import corner_error, estimate_homography, match_errors, matchable_pairs, project
 from hardnet_desc.evaluation.synthetic_sequences import MIN_COVERAGE, coverage
-from hardnet_desc.features_io import detect_sift
+from hardnet_desc.detection import detect_sift
 from hardnet_desc.matching import match_descriptors
-from hardnet_desc.train.datasets import make_pairs, write_phototour
+from hardnet_desc.data.phototour import make_pairs, write_phototour
 
 from conftest import DATA_DIR, make_hardnet
 
@@ -296,7 +296,7 @@ def test_hard_training_warp_covers_the_hardest_evaluation_level():
     from dataclasses import fields
 
     from hardnet_desc.evaluation.synthetic_sequences import level_config
-    from hardnet_desc.train.synthetic import HARD_WARP
+    from hardnet_desc.data.warps import HARD_WARP
 
     for geometric in (True, False):
         hardest = level_config(5, geometric)

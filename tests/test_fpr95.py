@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from hardnet_desc.evaluation.fpr95 import fpr95, fpr_at_recall, pair_distances
+from hardnet_desc.fpr95 import fpr95, fpr_at_recall, pair_distances
 
 
 def labels(n_pos, n_neg):

@@ -12,11 +12,11 @@ import torch
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
-from hardnet_desc.evaluation.phototour import pairs_fpr95
+from hardnet_desc.data.phototour import find_pair_files, read_pairs, read_phototour
+from hardnet_desc.descriptor import describe_patches
+from hardnet_desc.fpr95 import pairs_fpr95
 from hardnet_desc.model import HardNet
-from hardnet_desc.train import TrainConfig, make_dataset, read_pairs, read_phototour, train
-from hardnet_desc.train.datasets import find_pair_files
-from hardnet_desc.train.trainer import describe
+from hardnet_desc.train import TrainConfig, make_dataset, train
 from hardnet_desc.weights import BUNDLED
 
 from conftest import EXAMPLE_FILES
@@ -80,7 +80,7 @@ def test_training_lowers_fpr95_on_held_out_photos(dataset, tmp_path):
     val = read_phototour(dataset / "val")
     pairs = read_pairs(find_pair_files(dataset / "val")[0])
     torch.manual_seed(0)
-    untrained = pairs_fpr95(lambda p: describe(HardNet(), p, torch.device("cpu")), val.patches, pairs)
+    untrained = pairs_fpr95(lambda p: describe_patches(HardNet().eval(), p, device=torch.device("cpu")), val.patches, pairs)
 
     weights = train(_config(dataset, tmp_path), progress=False)
     trained_net = HardNetDescriptor(weights, device="cpu")

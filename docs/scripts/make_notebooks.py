@@ -167,7 +167,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from hardnet_desc import HardNetDescriptor
-from hardnet_desc.train import TrainConfig, make_dataset, read_phototour, train
+from hardnet_desc.data import read_phototour
+from hardnet_desc.train import TrainConfig, make_dataset, train
 
 DATA = Path("data") if Path("data").is_dir() else Path("examples/data")
 shutil.rmtree(WORK, ignore_errors=True)  # start afresh on every run of the notebook

@@ -1,7 +1,7 @@
 """Evaluation: FPR95 on patch pairs and the image-sequence matching benchmark.
 
-* :mod:`~hardnet_desc.evaluation.fpr95`: the FPR95 metric; :mod:`~hardnet_desc.evaluation.phototour`
-  applies it to PhotoTour-layout folders (``hardnet-desc eval-fpr95``).
+* :mod:`~hardnet_desc.fpr95` (a leaf, shared with training): the FPR95 metric, re-exported here;
+  :mod:`~hardnet_desc.evaluation.phototour` applies it to PhotoTour-layout folders (``hardnet-desc eval-fpr95``).
 * :mod:`~hardnet_desc.evaluation.layouts`: HPatches / Oxford sequence folders.
 * :mod:`~hardnet_desc.evaluation.metrics`: MMA, corner error, homography accuracy.
 * :mod:`~hardnet_desc.evaluation.methods`: sift, rootsift, hardnet and kornia on the same keypoints.
@@ -9,11 +9,11 @@
 * :mod:`~hardnet_desc.evaluation.synthetic_sequences`: sequences from photos (``hardnet-desc make-sequences``).
 """
 
-from .fpr95 import fpr95, fpr_at_recall, pair_distances
+from ..fpr95 import fpr95, fpr_at_recall, pair_distances, pairs_fpr95
 from .layouts import ImageSequence, find_sequences, read_homography, read_sequence
 from .methods import METHODS, build_methods
 from .metrics import matching_accuracy, pair_metrics, summarize
-from .phototour import evaluate_fpr95, pairs_fpr95
+from .phototour import evaluate_fpr95
 from .sequences import evaluate_sequences, format_table, plot_mma, save_json
 from .synthetic_sequences import make_sequences
 

@@ -25,8 +25,7 @@ import torch
 
 from ..descriptor import HardNetDescriptor
 from ..image import to_grey_tensor
-from ..model import HardNet
-from ..patches import keypoints_to_frames
+from ..model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet
 from ..weights import DEFAULT_WEIGHTS
 
 DescribeFn = Callable[[np.ndarray, Sequence[cv2.KeyPoint]], np.ndarray]
@@ -39,7 +38,7 @@ def _sift_compute(image: np.ndarray, keypoints: Sequence[cv2.KeyPoint]) -> np.nd
     kps, desc = cv2.SIFT_create().compute(image, list(keypoints))
     if len(kps) != len(keypoints):  # OpenCV must keep them for the comparison to be fair
         raise RuntimeError(f"cv2.SIFT compute returned {len(kps)} of {len(keypoints)} keypoints")
-    return np.zeros((0, 128), np.float32) if desc is None else desc.astype(np.float32)
+    return np.zeros((0, DESCRIPTOR_DIM), np.float32) if desc is None else desc.astype(np.float32)
 
 
 def sift(image: np.ndarray, keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
@@ -67,8 +66,9 @@ class KorniaMethod:
     """``kornia``: kornia's LAFDescriptor + HardNet, with our weights and our patch regions.
 
     Args:
-        descriptor: the ``hardnet`` method's descriptor; its weights, ``patch_scale``, device and
-            ``batch_size`` are reused. kornia runs in float32 whatever its precision.
+        descriptor: the ``hardnet`` method's descriptor; its weights, patch regions
+            (:meth:`HardNetDescriptor.frames`), device and ``batch_size`` are reused. kornia runs in
+            float32 whatever its precision.
     """
 
     def __init__(self, descriptor: HardNetDescriptor) -> None:
@@ -77,20 +77,19 @@ class KorniaMethod:
         net = KF.HardNet(pretrained=False)
         # identical layer layout (the authors'), so the unfused state dict loads as is
         net.load_state_dict(descriptor.weights.state_dict, strict=True)
-        self.laf_descriptor = KF.LAFDescriptor(net.eval(), patch_size=32, grayscale_descriptor=True).to(
+        self.laf_descriptor = KF.LAFDescriptor(net.eval(), patch_size=PATCH_SIZE, grayscale_descriptor=True).to(
             descriptor.device
         )
-        self.patch_scale = descriptor.patch_scale
-        self.device = descriptor.device
-        self.batch_size = descriptor.batch_size
+        self.descriptor = descriptor
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
-        grey = to_grey_tensor(image, self.device)  # (1, 1, H, W) in [0, 1], as hardnet sees it
-        lafs = keypoints_to_frames(keypoints, self.patch_scale).to(self.device)[None]  # (1, N, 2, 3)
-        out = np.zeros((lafs.shape[1], 128), np.float32)
-        for start in range(0, lafs.shape[1], self.batch_size):
-            desc = self.laf_descriptor(grey, lafs[:, start : start + self.batch_size])
+        lafs = self.descriptor.frames(keypoints)[None]  # (1, N, 2, 3), the regions hardnet describes
+        grey = to_grey_tensor(image, lafs.device)  # (1, 1, H, W) in [0, 1], as hardnet sees it
+        out = np.zeros((lafs.shape[1], DESCRIPTOR_DIM), np.float32)
+        batch_size = self.descriptor.batch_size
+        for start in range(0, lafs.shape[1], batch_size):
+            desc = self.laf_descriptor(grey, lafs[:, start : start + batch_size])
             out[start : start + desc.shape[1]] = desc[0].float().cpu().numpy()
         return out
 

@@ -1,41 +1,18 @@
 """FPR95 of a descriptor on PhotoTour-layout patch pairs (Brown et al.; also our synthetic sets).
 
-The layout is described in :mod:`hardnet_desc.train.datasets`; the metric in
-:mod:`hardnet_desc.evaluation.fpr95`.
+The layout is described in :mod:`hardnet_desc.data.phototour`; the metric in
+:mod:`hardnet_desc.fpr95`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
+from ..data.phototour import find_pair_files, read_pairs, read_phototour
 from ..descriptor import HardNetDescriptor
-from ..train.datasets import find_pair_files, read_pairs, read_phototour
-from .fpr95 import fpr95, pair_distances
-
-PatchDescriber = Callable[[np.ndarray], np.ndarray]
-
-
-def pairs_fpr95(describe: PatchDescriber, patches: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
-    """FPR95 of ``describe`` on pairs of ``patches``.
-
-    Only the patches that some pair uses are described.
-
-    Args:
-        describe: ``(n, S, S)`` uint8 patches -> ``(n, D)`` descriptors, e.g.
-            ``HardNetDescriptor(...).describe_patches``.
-        patches: ``(N, S, S)`` uint8.
-        pairs: ``(idx1 (M,), idx2 (M,), is_match (M,))`` as from :func:`~hardnet_desc.train.datasets.read_pairs`.
-    """
-    idx1, idx2, is_match = pairs
-    used, inverse = np.unique(np.concatenate([idx1, idx2]), return_inverse=True)
-    if used.size and (used[0] < 0 or used[-1] >= len(patches)):
-        raise IndexError(f"pair indices outside the {len(patches)} patches (min {used[0]}, max {used[-1]})")
-    desc = np.asarray(describe(patches[used]))
-    local1, local2 = inverse[: len(idx1)], inverse[len(idx1) :]
-    return fpr95(pair_distances(desc, local1, local2), is_match)
+from ..fpr95 import pairs_fpr95
+from ..model import PATCH_SIZE
 
 
 def evaluate_fpr95(
@@ -69,5 +46,5 @@ def evaluate_fpr95(
         files = find_pair_files(root)
         if not files:
             raise FileNotFoundError(f"{root}: no m50_*.txt pair file (pass one with --pairs)")
-    data = read_phototour(root, patch_size=32)
+    data = read_phototour(root, patch_size=PATCH_SIZE)
     return {f.name: pairs_fpr95(descriptor.describe_patches, data.patches, read_pairs(f)) for f in files}

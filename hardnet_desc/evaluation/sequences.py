@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..descriptor import resolve_device
-from ..features_io import detect_sift
+from ..detection import detect_sift
+from ..device import resolve_device
 from ..image import read_image, to_uint8
 from ..matching import match_descriptors
 from ..model import HardNet
@@ -125,15 +125,7 @@ def evaluate_sequences(
     per_sequence = []
     for seq in tqdm(sequences, desc="sequences", disable=not progress):
         features = describe_sequence(seq, describe, max_keypoints, detector, timing)
-        xy1, desc1, shape1 = features[0]
-        pairs = []
-        for k, H in enumerate(seq.homographies, start=2):
-            xyk, desck, _ = features[k - 1]
-            pair: dict = {"target": k, "keypoints": [len(xy1), len(xyk)], "methods": {}}
-            for name in describe:
-                m = match_descriptors(desc1[name], desck[name], ratio=ratio, mutual=True, device=match_device)
-                pair["methods"][name] = pair_metrics(xy1[m.query_idx], xyk[m.train_idx], H, shape1, thresholds)
-            pairs.append(pair)
+        pairs = _score_pairs(seq, features, list(describe), ratio, match_device, thresholds)
         per_sequence.append({"name": seq.name, "group": seq.group, "layout": seq.layout, "pairs": pairs})
 
     summary = {name: _summarize_groups(per_sequence, name, thresholds) for name in describe}
@@ -142,24 +134,44 @@ def evaluate_sequences(
             for r in pair["methods"].values():
                 r["h_error"] = r["h_error"] if math.isfinite(r["h_error"]) else None
     return {
-        "config": {
-            "root": str(root) if isinstance(root, (str, Path)) else None,
-            "methods": list(describe),
-            "skipped": skipped,
-            "weights": "HardNet module" if isinstance(weights, HardNet) else (None if weights is None else str(weights)),
-            "max_keypoints": max_keypoints,
-            "ratio": ratio,
-            "matching": "mutual nearest neighbour" + (f" + ratio < {ratio}" if ratio else ""),
-            "detector": type(detector).__name__ if detector is not None else "SIFT",
-            "device": str(device),
-            "precision": precision,
-            "mma": "mean over pairs of the per-pair fraction of matches with error <= t px (0 without matches)",
-            "h_acc": "fraction of pairs with mean corner error <= t px (RANSAC 3 px; < 4 matches = failure)",
-        },
+        "config": _config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision),
         "thresholds": thresholds,
         "summary": summary,
         "timing": timing,
         "sequences": per_sequence,
+    }
+
+
+def _score_pairs(seq: ImageSequence, features: list, methods: list[str], ratio: float | None,
+                 device: torch.device, thresholds: Sequence[float]) -> list[dict]:
+    """Match image 1 with each image k of ``seq`` per method and score against ``H_1_k``."""
+    xy1, desc1, shape1 = features[0]
+    pairs = []
+    for k, H in enumerate(seq.homographies, start=2):
+        xyk, desck, _ = features[k - 1]
+        pair: dict = {"target": k, "keypoints": [len(xy1), len(xyk)], "methods": {}}
+        for name in methods:
+            m = match_descriptors(desc1[name], desck[name], ratio=ratio, mutual=True, device=device)
+            pair["methods"][name] = pair_metrics(xy1[m.query_idx], xyk[m.train_idx], H, shape1, thresholds)
+        pairs.append(pair)
+    return pairs
+
+
+def _config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision) -> dict:
+    """The ``config`` entry of :func:`evaluate_sequences`' result: its arguments, in words."""
+    return {
+        "root": str(root) if isinstance(root, (str, Path)) else None,
+        "methods": list(describe),
+        "skipped": skipped,
+        "weights": "HardNet module" if isinstance(weights, HardNet) else (None if weights is None else str(weights)),
+        "max_keypoints": max_keypoints,
+        "ratio": ratio,
+        "matching": "mutual nearest neighbour" + (f" + ratio < {ratio}" if ratio else ""),
+        "detector": type(detector).__name__ if detector is not None else "SIFT",
+        "device": str(device),
+        "precision": precision,
+        "mma": "mean over pairs of the per-pair fraction of matches with error <= t px (0 without matches)",
+        "h_acc": "fraction of pairs with mean corner error <= t px (RANSAC 3 px; < 4 matches = failure)",
     }
 
 

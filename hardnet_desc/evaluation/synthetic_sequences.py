@@ -8,8 +8,8 @@ Each photo gives
 * ``i_<photo>`` (optional): 5 views with photometric changes of growing strength only, and
   identity homographies.
 
-The warps come from :func:`hardnet_desc.train.synthetic.random_homography` and
-:func:`~hardnet_desc.train.synthetic.photometric` with a :class:`~hardnet_desc.train.synthetic.WarpConfig`
+The warps come from :func:`hardnet_desc.data.warps.random_homography` and
+:func:`~hardnet_desc.data.warps.photometric` with a :class:`~hardnet_desc.data.warps.WarpConfig`
 scaled per level, so training and evaluation share one warper. Use photos that were not used
 for training.
 """
@@ -23,8 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..data.images import list_images
+from ..data.warps import WarpConfig, photometric, random_homography
 from ..image import read_image, to_uint8
-from ..train.synthetic import WarpConfig, list_images, photometric, random_homography
 
 LEVELS = 5
 #: Warp ranges at the hardest level (5); level ``l`` uses ``l / 5`` of each range.

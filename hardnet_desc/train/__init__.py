@@ -1,23 +1,19 @@
-"""Training HardNet: hardest-in-batch loss, patch datasets, synthetic correspondences, trainer.
+"""Training HardNet: hardest-in-batch loss, the pair sampler, synthetic correspondences, trainer.
 
-CLI: ``hardnet-desc make-dataset`` and ``hardnet-desc train`` (or ``python -m hardnet_desc.train``).
+Dataset formats (PhotoTour, HPatches, pair files) live in :mod:`hardnet_desc.data`.
+
+CLI: ``hardnet-desc make-dataset`` and ``hardnet-desc train`` (or ``python -m hardnet_desc train``).
 """
 
-from .datasets import PairDataset, PhotoTourData, make_pairs, read_hpatches, read_pairs, read_phototour, write_phototour
 from .loss import hardest_in_batch_loss
+from .sampler import PairDataset
 from .synthetic import make_dataset
 from .trainer import TrainConfig, train
 
 __all__ = [
     "PairDataset",
-    "PhotoTourData",
     "TrainConfig",
     "hardest_in_batch_loss",
     "make_dataset",
-    "make_pairs",
-    "read_hpatches",
-    "read_pairs",
-    "read_phototour",
     "train",
-    "write_phototour",
 ]

@@ -28,30 +28,12 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from ..data.images import list_images
+from ..data.phototour import STORED_SIZE, PhotoTourWriter, make_pairs
+from ..data.warps import WarpConfig, photometric, project_keypoints, random_homography
+from ..detection import detect_sift
 from ..image import read_image, to_grey_numpy, to_grey_tensor
 from ..patches import DEFAULT_PATCH_SCALE, extract_patches
-from .datasets import PhotoTourWriter, make_pairs
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-@dataclass
-class WarpConfig:
-    """Ranges of the random view changes (uniform unless said otherwise)."""
-
-    max_rotation_deg: float = 45.0  # in-plane rotation
-    max_log2_scale: float = 1.0  # zoom in [2^-m, 2^m]
-    max_perspective: float = 0.25  # corner displacement, fraction of the image side
-    brightness: float = 40.0  # additive, 8-bit units
-    contrast: float = 0.4  # multiplicative in [1 - c, 1 + c]
-    max_log2_gamma: float = 0.6
-    blur_prob: float = 0.3
-    max_blur_sigma: float = 1.5
-    noise_prob: float = 0.5
-    max_noise_std: float = 8.0
-    jpeg_prob: float = 0.5
-    min_jpeg_quality: int = 30
-    shading: float = 0.0  # smooth spatially varying gain, log2 amplitude (0 = off, draws nothing)
 
 
 @dataclass
@@ -65,24 +47,6 @@ class MatchConfig:
     min_point_distance: float = 3.0  # points closer than this (pixels) to a stronger one are dropped
 
 
-#: Views as hard as the hardest level of the evaluation sequences
-#: (:mod:`hardnet_desc.evaluation.synthetic_sequences`), geometry and light together.
-HARD_WARP = WarpConfig(
-    max_rotation_deg=60.0, max_log2_scale=1.5, max_perspective=0.35, brightness=60.0, contrast=0.5,
-    max_log2_gamma=1.2, blur_prob=0.5, max_blur_sigma=1.5, noise_prob=0.5, max_noise_std=8.0,
-    jpeg_prob=0.5, min_jpeg_quality=30, shading=1.5,
-)
-WARP_PRESETS = {"default": WarpConfig(), "hard": HARD_WARP}
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """All image files below ``folder``, sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no such image folder: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
 def split_images(paths: list[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Deterministic train/validation split by image."""
     order = np.random.default_rng(seed).permutation(len(paths))
@@ -92,70 +56,9 @@ def split_images(paths: list[Path], val_fraction: float, seed: int) -> tuple[lis
     return train, val
 
 
-def random_homography(h: int, w: int, cfg: WarpConfig, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
-    """A random homography and the (height, width) of the canvas holding the warped image."""
-    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    centre = corners.mean(0)
-    angle = math.radians(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg))
-    scale = 2.0 ** rng.uniform(-cfg.max_log2_scale, cfg.max_log2_scale)
-    rot = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    moved = (corners - centre) @ rot.T + centre
-    moved += rng.uniform(-cfg.max_perspective, cfg.max_perspective, size=(4, 2)) * scale * np.float32([w, h])
-    moved -= moved.min(0)
-    H = cv2.getPerspectiveTransform(corners, moved.astype(np.float32))
-    # keep the canvas near the source's area so views stay comparable in cost
-    out_w, out_h = np.ceil(moved.max(0)).astype(int)
-    limit = 1.5 * max(h, w)
-    if max(out_w, out_h) > limit:
-        s = limit / max(out_w, out_h)
-        H = np.diag([s, s, 1.0]) @ H
-        out_w, out_h = int(out_w * s), int(out_h * s)
-    return H, max(out_h, 16), max(out_w, 16)
-
-
-def photometric(image: np.ndarray, cfg: WarpConfig, rng: np.random.Generator) -> np.ndarray:
-    """Random brightness/contrast/gamma, blur, noise and JPEG round trip of a uint8 image."""
-    x = image.astype(np.float32) / 255.0
-    x = np.clip(x ** (2.0 ** rng.uniform(-cfg.max_log2_gamma, cfg.max_log2_gamma)), 0, 1) * 255.0
-    x = x * rng.uniform(1 - cfg.contrast, 1 + cfg.contrast) + rng.uniform(-cfg.brightness, cfg.brightness)
-    if cfg.shading > 0:
-        # uneven light: a 4x4 grid of random log-gains, smoothly upsampled to the image
-        grid = rng.uniform(-cfg.shading, cfg.shading, size=(4, 4)).astype(np.float32)
-        x = x * np.exp2(cv2.resize(grid, (x.shape[1], x.shape[0]), interpolation=cv2.INTER_CUBIC))
-    if rng.random() < cfg.blur_prob:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, cfg.max_blur_sigma))
-    if rng.random() < cfg.noise_prob:
-        x = x + rng.normal(0.0, rng.uniform(0, cfg.max_noise_std), size=x.shape)
-    out = np.clip(x, 0, 255).round().astype(np.uint8)
-    if rng.random() < cfg.jpeg_prob:
-        quality = int(rng.integers(cfg.min_jpeg_quality, 96))
-        out = cv2.imdecode(cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
-    return out
-
-
-def project_keypoints(kps: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """Map ``(N, 4)`` keypoints ``(x, y, size, angle_deg)`` through ``H`` with its local affine map."""
-    x, y = kps[:, 0], kps[:, 1]
-    den = H[2, 0] * x + H[2, 1] * y + H[2, 2]
-    u = (H[0, 0] * x + H[0, 1] * y + H[0, 2]) / den
-    v = (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / den
-    # Jacobian of the projective map at each point
-    j = np.empty((len(kps), 2, 2))
-    j[:, 0, 0] = (H[0, 0] - u * H[2, 0]) / den
-    j[:, 0, 1] = (H[0, 1] - u * H[2, 1]) / den
-    j[:, 1, 0] = (H[1, 0] - v * H[2, 0]) / den
-    j[:, 1, 1] = (H[1, 1] - v * H[2, 1]) / den
-    a = np.deg2rad(kps[:, 3])
-    d = np.einsum("nij,nj->ni", j, np.stack([np.cos(a), np.sin(a)], 1))
-    size = kps[:, 2] * np.sqrt(np.abs(np.linalg.det(j)))
-    angle = np.rad2deg(np.arctan2(d[:, 1], d[:, 0])) % 360.0
-    return np.stack([u, v, size, angle], 1)
-
-
 def detect(image: np.ndarray, n: int) -> np.ndarray:
-    """SIFT keypoints as ``(N, 4)`` ``(x, y, size, angle)``, strongest first."""
-    kps = cv2.SIFT_create(nfeatures=n).detect(image, None)
-    kps = sorted(kps, key=lambda k: -k.response)
+    """SIFT keypoints (OpenCV's ``nfeatures=n``) as ``(N, 4)`` ``(x, y, size, angle)``, strongest first."""
+    kps = detect_sift(image, detector=cv2.SIFT_create(nfeatures=n))
     return np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in kps], dtype=np.float64).reshape(-1, 4)
 
 
@@ -237,11 +140,11 @@ def correspondences_from_image(job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
             sel = keep[s[keep]]
             if len(sel) == 0:
                 continue
-            p = extract_patches(to_grey_tensor(img), kps[sel], patch_size=64, supersample=1, patch_scale=job.patch_scale)
+            p = extract_patches(to_grey_tensor(img), kps[sel], patch_size=STORED_SIZE, supersample=1, patch_scale=job.patch_scale)
             patches.append((p[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy())
             ids.append(sel)
     if not patches:
-        return np.zeros((0, 64, 64), np.uint8), np.zeros(0, np.int64)
+        return np.zeros((0, STORED_SIZE, STORED_SIZE), np.uint8), np.zeros(0, np.int64)
     return np.concatenate(patches), np.concatenate(ids).astype(np.int64)
 
 
@@ -283,8 +186,6 @@ def make_dataset(
     Returns:
         The summary written to ``meta.json``.
     """
-    from tqdm import tqdm
-
     warp, match = warp or WarpConfig(), match or MatchConfig()
     paths = list_images(images)
     if len(paths) < 2:
@@ -305,24 +206,38 @@ def make_dataset(
     for split, files in (("train", train), ("val", val)):
         jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, patch_scale, warp, match)
                 for i, p in enumerate(files)]  # info.txt's second column: the photo's index in split.json
-        writer = PhotoTourWriter(out / split)
-        all_ids: list[np.ndarray] = []
-        next_id = 0
-        # spawn, not fork: a forked child of a process whose torch/OpenMP threads already ran can deadlock
-        pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker) if workers > 1 else None
-        with pool or nullcontext():
-            results = pool.map(correspondences_from_image, jobs) if pool else map(correspondences_from_image, jobs)
-            for photo, (patches, ids) in enumerate(tqdm(results, total=len(jobs), desc=f"{split} photos", disable=not progress)):
-                _, local = np.unique(ids, return_inverse=True)  # contiguous ids per photo
-                writer.add(patches, local + next_id, photo)
-                all_ids.append(local + next_id)
-                next_id += int(local.max()) + 1 if len(local) else 0
-        ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
-        pairs = None
-        if split == "val":
-            n = min(val_pairs, len(ids))
-            pairs = {f"m50_{n}_{n}_0.txt": make_pairs(ids, n, seed)}
-        writer.close(pairs)
-        summary[split] = {"photos": len(files), "points": next_id, "patches": len(ids)}
+        n_pairs = val_pairs if split == "val" else None
+        summary[split] = {"photos": len(files), **_write_split(out / split, jobs, workers, n_pairs, seed, progress)}
     (out / "meta.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _write_split(folder: Path, jobs: list[ImageJob], workers: int, val_pairs: int | None, seed: int,
+                 progress: bool) -> dict:
+    """Run the jobs of one split (in ``workers`` processes) and write their patches to ``folder``.
+
+    Point ids are made contiguous over the split; ``val_pairs`` (for the validation split) writes
+    a pair file of that many pairs, seeded by ``seed``. Returns ``{"points", "patches"}``.
+    """
+    from tqdm import tqdm
+
+    writer = PhotoTourWriter(folder)
+    all_ids: list[np.ndarray] = []
+    next_id = 0
+    # spawn, not fork: a forked child of a process whose torch/OpenMP threads already ran can deadlock
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker) if workers > 1 else None
+    with pool or nullcontext():
+        results = pool.map(correspondences_from_image, jobs) if pool else map(correspondences_from_image, jobs)
+        for photo, (patches, ids) in enumerate(tqdm(results, total=len(jobs), desc=f"{folder.name} photos",
+                                                    disable=not progress)):
+            _, local = np.unique(ids, return_inverse=True)  # contiguous ids per photo
+            writer.add(patches, local + next_id, photo)
+            all_ids.append(local + next_id)
+            next_id += int(local.max()) + 1 if len(local) else 0
+    ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
+    pairs = None
+    if val_pairs is not None:
+        n = min(val_pairs, len(ids))
+        pairs = {f"m50_{n}_{n}_0.txt": make_pairs(ids, n, seed)}
+    writer.close(pairs)
+    return {"points": next_id, "patches": len(ids)}

@@ -1,30 +1,41 @@
 """Training loop: hardest-in-batch loss, SGD with linear decay, checkpoints, exact resume, export.
 
 Exact resume: batch ``b`` of epoch ``e`` is rebuilt from ``(seed, e, b)`` by
-:class:`~hardnet_desc.train.datasets.PairDataset`, and the dropout RNG is reseeded from
+:class:`~hardnet_desc.train.sampler.PairDataset`, and the dropout RNG is reseeded from
 ``(seed, step)`` every step, so a resumed run continues the same sequence of updates.
+
+:func:`train` reads top to bottom as its steps: :func:`_start` (processes, device, data),
+:func:`_init_net` (random or ``init`` weights), :func:`_restore` (resume), then per epoch
+:func:`_train_epoch` (:func:`_train_step` per batch), :func:`_validate`, :func:`_save_checkpoint`,
+and at the end :func:`export`.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import time
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..data.phototour import PhotoTourData, find_pair_files, read_pairs, read_phototour
+from ..descriptor import describe_patches
+from ..device import autocast, resolve_device, resolve_precision
+from ..fpr95 import pairs_fpr95
 from ..model import HardNet
 from ..weights import load_weights, save_weights
-from .datasets import PairDataset, PhotoTourData, find_pair_files, read_pairs, read_phototour
 from .loss import hardest_in_batch_loss
+from .sampler import PairDataset
 
 CHECKPOINT = "checkpoint.pt"
+LOG_COLUMNS = ("epoch", "step", "pairs_seen", "loss", "lr", "val_fpr95", "pairs_per_s", "elapsed_s")
+VAL_BATCH = 2048  # patches per forward pass when validating
 
 
 @dataclass
@@ -58,32 +69,73 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # recorded in the model card (e.g. dataset summary)
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16 if precision in ("auto", "fp16") else torch.bfloat16)
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+@dataclass
+class _Run:
+    """The state of one training run, shared by the steps of :func:`train`."""
 
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    world: int  # processes (torchrun); 1 without DDP
+    rank: int
+    loader: PairDataset
+    val_data: PhotoTourData | None
+    val_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    net: HardNet | None = None
+    model: torch.nn.Module | None = None  # net, or its DDP wrapper
+    opt: torch.optim.Optimizer | None = None
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
 
-@torch.inference_mode()
-def describe(net: HardNet, patches_u8: np.ndarray, device: torch.device, batch: int = 2048) -> np.ndarray:
-    """Descriptors ``(N, 128)`` of uint8 patches ``(N, 32, 32)`` with ``net`` in eval mode."""
-    net.eval()
-    out = []
-    for i in range(0, len(patches_u8), batch):
-        x = torch.from_numpy(patches_u8[i : i + batch]).to(device).float().unsqueeze(1)
-        out.append(net(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+    @property
+    def main_process(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def total(self) -> int:
+        """Steps of the whole schedule (the learning rate decays to 0 over them)."""
+        return self.cfg.epochs * len(self.loader)
+
+    @property
+    def stop(self) -> int:
+        """The step this session stops at: the schedule's end or ``max_steps``."""
+        return min(self.total, self.cfg.max_steps) if self.cfg.max_steps else self.total
+
+    def lr(self) -> float:
+        return self.cfg.lr * (1.0 - self.step / self.total)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train, checkpointing to ``cfg.out``; returns the path of the exported ``.safetensors``."""
     from tqdm import tqdm
 
-    from ..descriptor import resolve_device
-    from ..evaluation.phototour import pairs_fpr95  # here: evaluation imports train.datasets
+    run = _start(cfg)
+    _init_net(run)
+    _restore(run, resume)
+    with _open_log(run) as write_row:
+        bar = tqdm(total=run.total, initial=run.step, desc="train", unit="step",
+                   disable=not (progress and run.main_process))
+        while _epochs_left(run):
+            epoch, losses, rate, t0 = _train_epoch(run, bar)
+            epoch_done = run.step % len(run.loader) == 0
+            validate = run.main_process and run.val_data is not None and (epoch_done or run.step == run.stop)
+            fpr = _validate(run) if validate else float("nan")
+            row = {"epoch": epoch + (1 if epoch_done else 0), "step": run.step,
+                   "pairs_seen": run.step * cfg.batch_size, "loss": float(np.mean(losses)) if losses else float("nan"),
+                   "lr": run.lr(), "val_fpr95": fpr, "pairs_per_s": rate, "elapsed_s": time.time() - t0}
+            run.history.append(row)
+            write_row(row)
+            bar.write(f"epoch {row['epoch']} step {run.step}: loss {row['loss']:.4f} val FPR95 {fpr:.4f}")
+            _save_checkpoint(run)
+        bar.close()
+    if run.world > 1:
+        torch.distributed.destroy_process_group()
+    path = run.out / "hardnet.safetensors"
+    return export(run.net, cfg, run.history, path) if run.main_process else path
 
+
+def _start(cfg: TrainConfig) -> _Run:
+    """Set-up: the output folder, the processes (torchrun) and device, the data and the sampler."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     # torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: one process per GPU, each with its own batches
@@ -91,11 +143,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     if world > 1:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}") if torch.cuda.is_available() else torch.device("cpu")
+        cuda = torch.cuda.is_available()
+        device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}") if cuda else torch.device("cpu")
     else:
         device = resolve_device(cfg.device)
-    main_process = rank == 0
-    progress = progress and main_process
+    resolve_precision(cfg.precision, device)  # an unknown name or fp16 off CUDA fails before any work
     data = read_phototour(cfg.data)
     loader = PairDataset(data, cfg.pairs_per_epoch, cfg.batch_size, cfg.seed + 7919 * rank, cfg.augment,
                          cfg.rot_deg, cfg.scale_jitter, cfg.photos_per_batch)
@@ -106,7 +158,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if not files:
             raise FileNotFoundError(f"no m50_*.txt pair file in validation folder {cfg.val}")
         val_pairs = read_pairs(files[0])
+    return _Run(cfg, out, device, world, rank, loader, val_data, val_pairs)
 
+
+def _init_net(run: _Run) -> None:
+    """The network (random init from ``seed``, or ``cfg.init`` weights), its DDP wrapper and SGD."""
+    cfg = run.cfg
     torch.manual_seed(cfg.seed)
     net = HardNet(dropout=cfg.dropout)
     if cfg.init:
@@ -115,85 +172,109 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             raise ValueError(f"--init {cfg.init} was trained at patch_scale {init.patch_scale}, but {cfg.data} "
                              f"holds patches at patch_scale {patch_scale}")
         net.load_state_dict(init.state_dict)
-    net = net.to(device).to(memory_format=torch.channels_last)
-    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
-                          weight_decay=cfg.weight_decay)
-    total = cfg.epochs * len(loader)
-    step, history = 0, []
-    ckpt_path = out / CHECKPOINT
-    if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt["config"]["seed"] != cfg.seed or ckpt["config"]["batch_size"] != cfg.batch_size:
-            raise ValueError(f"{ckpt_path} was made with another seed or batch size; resume with the same recipe")
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, history = int(ckpt["step"]), list(ckpt["history"])
-    elif ckpt_path.exists():
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it or choose another --out")
+    run.net = net.to(run.device).to(memory_format=torch.channels_last)
+    run.model = torch.nn.parallel.DistributedDataParallel(run.net) if run.world > 1 else run.net
+    run.opt = torch.optim.SGD(run.net.parameters(), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
+                              weight_decay=cfg.weight_decay)
 
-    def save_checkpoint() -> None:
-        if not main_process:
-            return
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "history": history, "config": asdict(cfg)}, tmp)
-        tmp.replace(ckpt_path)  # atomic: a kill mid-write never leaves a broken checkpoint
 
-    log = out / "log.csv" if main_process else Path(os.devnull)
-    new_log = step == 0 or not log.exists() or log.stat().st_size == 0
+def _restore(run: _Run, resume: bool) -> None:
+    """Resume: load ``checkpoint.pt`` (same seed and batch size); a fresh run refuses to overwrite one."""
+    path = run.out / CHECKPOINT
+    if not resume:
+        if path.exists():
+            raise FileExistsError(f"{path} exists: pass --resume to continue it or choose another --out")
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    ckpt = torch.load(path, map_location=run.device, weights_only=True)
+    if ckpt["config"]["seed"] != run.cfg.seed or ckpt["config"]["batch_size"] != run.cfg.batch_size:
+        raise ValueError(f"{path} was made with another seed or batch size; resume with the same recipe")
+    run.net.load_state_dict(ckpt["model"])
+    run.opt.load_state_dict(ckpt["optimizer"])
+    run.step, run.history = int(ckpt["step"]), list(ckpt["history"])
+
+
+@contextmanager
+def _open_log(run: _Run) -> Iterator[Callable[[dict], None]]:
+    """``log.csv`` (new, or appended to on resume); yields a function that writes one row."""
+    log = run.out / "log.csv" if run.main_process else Path(os.devnull)
+    new_log = run.step == 0 or not log.exists() or log.stat().st_size == 0
     with open(log, "w" if new_log else "a", newline="") as f:
         writer = csv.writer(f)
         if new_log:
-            writer.writerow(["epoch", "step", "pairs_seen", "loss", "lr", "val_fpr95", "pairs_per_s", "elapsed_s"])
+            writer.writerow(LOG_COLUMNS)
             f.flush()
-        bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not progress)
-        stop = min(total, cfg.max_steps) if cfg.max_steps else total
-        # also runs once with no training when the last step has no validation row yet (e.g. --max-steps)
-        while step < stop or not history or history[-1]["step"] != step:
-            epoch, index = divmod(step, len(loader))
-            losses, t0, n0 = [], time.time(), step
-            net.train()
-            for anchor, positive in loader.batches(epoch, index) if step < stop else ():
-                torch.manual_seed(cfg.seed * 1_000_003 + step + 7919 * rank)  # dropout, reproducible on resume
-                lr = cfg.lr * (1.0 - step / total)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                anchor = anchor.to(device).contiguous(memory_format=torch.channels_last)
-                positive = positive.to(device).contiguous(memory_format=torch.channels_last)
-                with _autocast(device, cfg.precision):
-                    desc = model(torch.cat([anchor, positive]))
-                loss = hardest_in_batch_loss(desc[: len(anchor)], desc[len(anchor):], margin=cfg.margin,
-                                             anchor_swap=cfg.anchor_swap, reduction_mode=cfg.batch_reduce)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                losses.append(loss.item())
-                rate = (step - n0) * cfg.batch_size / (time.time() - t0)
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", pairs_s=f"{rate:.0f}")
-                if step % cfg.checkpoint_every == 0:
-                    save_checkpoint()
-                if step >= stop:
-                    break
-            epoch_done = step % len(loader) == 0
-            validate = main_process and val_data is not None and (epoch_done or step == stop)
-            fpr = pairs_fpr95(lambda p: describe(net, p, device), val_data.patches, val_pairs) if validate else float("nan")
-            row = {"epoch": epoch + (1 if epoch_done else 0), "step": step, "pairs_seen": step * cfg.batch_size,
-                   "loss": float(np.mean(losses)) if losses else float("nan"), "lr": cfg.lr * (1.0 - step / total),
-                   "val_fpr95": fpr, "pairs_per_s": rate if losses else float("nan"), "elapsed_s": time.time() - t0}
-            history.append(row)
+
+        def write_row(row: dict) -> None:
             writer.writerow(list(row.values()))
             f.flush()
-            bar.write(f"epoch {row['epoch']} step {step}: loss {row['loss']:.4f} val FPR95 {fpr:.4f}")
-            save_checkpoint()
-        bar.close()
-    if world > 1:
-        torch.distributed.destroy_process_group()
-    return export(net, cfg, history, out / "hardnet.safetensors") if main_process else out / "hardnet.safetensors"
+
+        yield write_row
+
+
+def _epochs_left(run: _Run) -> bool:
+    """True while steps remain, or while the last step has no log row yet (a run resumed at its
+    ``max_steps``: it then validates and logs once without training)."""
+    return run.step < run.stop or not run.history or run.history[-1]["step"] != run.step
+
+
+def _train_epoch(run: _Run, bar) -> tuple[int, list[float], float, float]:
+    """Train from ``run.step`` to the end of its epoch or to ``run.stop``.
+
+    Returns:
+        ``(epoch, losses, pairs per second, start time)``; no losses and NaN pairs/s when no step was left.
+    """
+    epoch, index = divmod(run.step, len(run.loader))
+    losses, t0, first, rate = [], time.time(), run.step, float("nan")
+    run.net.train()
+    for anchor, positive in run.loader.batches(epoch, index) if run.step < run.stop else ():
+        losses.append(_train_step(run, anchor, positive))
+        rate = (run.step - first) * run.cfg.batch_size / (time.time() - t0)
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", pairs_s=f"{rate:.0f}")
+        if run.step % run.cfg.checkpoint_every == 0:
+            _save_checkpoint(run)
+        if run.step >= run.stop:
+            break
+    return epoch, losses, rate, t0
+
+
+def _train_step(run: _Run, anchor: torch.Tensor, positive: torch.Tensor) -> float:
+    """One SGD step on a batch of (anchor, positive) patches ``(B, 1, 32, 32)``; returns the loss."""
+    cfg = run.cfg
+    torch.manual_seed(cfg.seed * 1_000_003 + run.step + 7919 * run.rank)  # dropout, reproducible on resume
+    for group in run.opt.param_groups:
+        group["lr"] = run.lr()
+    anchor = anchor.to(run.device).contiguous(memory_format=torch.channels_last)
+    positive = positive.to(run.device).contiguous(memory_format=torch.channels_last)
+    with autocast(run.device, cfg.precision):
+        desc = run.model(torch.cat([anchor, positive]))
+    loss = hardest_in_batch_loss(desc[: len(anchor)], desc[len(anchor) :], margin=cfg.margin,
+                                 anchor_swap=cfg.anchor_swap, reduction_mode=cfg.batch_reduce)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    run.step += 1
+    return loss.item()
+
+
+def _validate(run: _Run) -> float:
+    """FPR95 on the validation pairs, with the network in eval mode (fp32)."""
+    net = run.net.eval()
+    return pairs_fpr95(lambda p: describe_patches(net, p, device=run.device, batch_size=VAL_BATCH),
+                       run.val_data.patches, run.val_pairs)
+
+
+def _save_checkpoint(run: _Run) -> None:
+    """Write ``checkpoint.pt`` atomically (main process only)."""
+    if not run.main_process:
+        return
+    path = run.out / CHECKPOINT
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": run.net.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
+                "history": run.history, "config": asdict(run.cfg)}, tmp)
+    tmp.replace(path)  # atomic: a kill mid-write never leaves a broken checkpoint
 
 
 def data_patch_scale(cfg: TrainConfig) -> float | None:
@@ -222,32 +303,4 @@ def export(net: HardNet, cfg: TrainConfig, history: list[dict], path: Path) -> P
     metadata["model_card"] = json.dumps(card)
     save_weights(net.eval(), path, metadata)
     path.with_name("model_card.json").write_text(json.dumps(card, indent=1, default=str))
-    return path
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig(data="", out="")
-    p.add_argument("data", help="training folder in the PhotoTour layout (e.g. OUT/train from make-dataset)")
-    p.add_argument("out", help="output folder for checkpoint.pt, log.csv, hardnet.safetensors, model_card.json")
-    p.add_argument("--val", help="validation folder with an m50_*.txt pair file (FPR95 per epoch)")
-    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (a bundled name or a file) instead of "
-                   "a random init")
-    for name in ("epochs", "pairs_per_epoch", "batch_size", "seed", "checkpoint_every", "max_steps", "photos_per_batch"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    for name in ("lr", "momentum", "dampening", "weight_decay", "margin", "dropout", "rot_deg", "scale_jitter"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    p.add_argument("--batch-reduce", choices=["min", "average", "random"], default=d.batch_reduce)
-    p.add_argument("--no-anchor-swap", dest="anchor_swap", action="store_false")
-    p.add_argument("--augment", action="store_true", help="'+' augmentation: random flip/rot90 of each pair")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=d.precision)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> Path:
-    fields = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    path = train(cfg, resume=args.resume, progress=not args.quiet)
-    print(f"weights: {path}")
     return path

@@ -3,11 +3,15 @@
 Pairs are ranked by descriptor distance (lower = more similar). The
 threshold is the smallest distance that accepts at least ``recall`` of the
 matching pairs; FPR is the fraction of non-matching pairs it also accepts.
+
+A leaf module (numpy and torch only), so that training (validation FPR95) and evaluation
+(``hardnet-desc eval-fpr95``) share it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -93,3 +97,26 @@ def pair_distances(
         diff = desc[i1[s : s + chunk]].astype(np.float32) - desc[i2[s : s + chunk]]
         out[s : s + chunk] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     return out
+
+
+PatchDescriber = Callable[[np.ndarray], np.ndarray]
+
+
+def pairs_fpr95(describe: PatchDescriber, patches: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+    """FPR95 of ``describe`` on pairs of ``patches``.
+
+    Only the patches that some pair uses are described.
+
+    Args:
+        describe: ``(n, S, S)`` uint8 patches -> ``(n, D)`` descriptors, e.g.
+            ``HardNetDescriptor(...).describe_patches``.
+        patches: ``(N, S, S)`` uint8.
+        pairs: ``(idx1 (M,), idx2 (M,), is_match (M,))`` as from :func:`~hardnet_desc.data.phototour.read_pairs`.
+    """
+    idx1, idx2, is_match = pairs
+    used, inverse = np.unique(np.concatenate([idx1, idx2]), return_inverse=True)
+    if used.size and (used[0] < 0 or used[-1] >= len(patches)):
+        raise IndexError(f"pair indices outside the {len(patches)} patches (min {used[0]}, max {used[-1]})")
+    desc = np.asarray(describe(patches[used]))
+    local1, local2 = inverse[: len(idx1)], inverse[len(idx1) :]
+    return fpr95(pair_distances(desc, local1, local2), is_match)

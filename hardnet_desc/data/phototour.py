@@ -1,5 +1,4 @@
-"""Patch datasets: PhotoTour (Brown) and HPatches readers, a PhotoTour writer
-and the training pair sampler.
+"""The PhotoTour (Brown) patch format: reader, streaming writer and pair files.
 
 PhotoTour layout (also produced by our synthetic generator):
 
@@ -20,20 +19,18 @@ network standardises every patch itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from ..model import PATCH_SIZE
 
 GRID = 16  # patches per row / column of a PhotoTour bmp
 STORED_SIZE = 64  # PhotoTour patch side in the bmp files
 PER_FILE = GRID * GRID
-HPATCHES_SIZE = 65
-HPATCHES_IMAGES = ("ref",) + tuple(f"{t}{i}" for t in "eht" for i in range(1, 6))
 
 PairArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -73,10 +70,10 @@ class PhotoTourData:
 
 
 # --------------------------------------------------------------------------- #
-# helpers
+# helpers (shared with the HPatches reader)
 
 
-def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize_area(img: np.ndarray, width: int, height: int) -> np.ndarray:
     """cv2 area resize. For a 2x reduction INTER_AREA is exactly the 2x2 mean
     rounded half up. Applied to a whole grid/strip of patches it equals the
     per-patch resize, because patch borders fall on output pixel borders."""
@@ -85,7 +82,7 @@ def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _read_gray(path: Path) -> np.ndarray:
+def read_gray(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"missing image file: {path}")
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -115,7 +112,7 @@ def _read_int_table(path: Path, n_cols: int, fmt: str) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, n_cols)
 
 
-def _png_shape(path: Path) -> tuple[int, int]:
+def png_shape(path: Path) -> tuple[int, int]:
     """(height, width) read from a PNG header without decoding the image."""
     if not path.is_file():
         raise FileNotFoundError(f"missing image file: {path}")
@@ -126,7 +123,7 @@ def _png_shape(path: Path) -> tuple[int, int]:
     return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
 
 
-def _check_patch_size(patch_size: int) -> None:
+def check_patch_size(patch_size: int) -> None:
     if not isinstance(patch_size, (int, np.integer)) or patch_size < 1:
         raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
 
@@ -157,7 +154,7 @@ def find_pair_files(root: str | Path) -> list[Path]:
     return sorted(Path(root).glob("m50_*.txt"))
 
 
-def read_phototour(root: str | Path, patch_size: int = 32) -> PhotoTourData:
+def read_phototour(root: str | Path, patch_size: int = PATCH_SIZE) -> PhotoTourData:
     """Read a PhotoTour / Brown folder.
 
     Files are read one at a time and downsampled on the fly, so peak memory is
@@ -172,7 +169,7 @@ def read_phototour(root: str | Path, patch_size: int = 32) -> PhotoTourData:
         PhotoTourData with patches (N, patch_size, patch_size) uint8.
     """
     root = Path(root)
-    _check_patch_size(patch_size)
+    check_patch_size(patch_size)
     if not root.is_dir():
         raise FileNotFoundError(f"PhotoTour folder not found: {root}")
     point_ids, photos = read_info(root / "info.txt")
@@ -183,10 +180,10 @@ def read_phototour(root: str | Path, patch_size: int = 32) -> PhotoTourData:
     patches = np.empty((n, patch_size, patch_size), dtype=np.uint8)
     for f in range(math.ceil(n / PER_FILE)):
         path = root / f"patches{f:04d}.bmp"
-        img = _read_gray(path)
+        img = read_gray(path)
         if img.shape != (GRID * STORED_SIZE,) * 2:
             raise ValueError(f"{path}: expected a {GRID * STORED_SIZE}x{GRID * STORED_SIZE} image, got {img.shape}")
-        grid = _resize(img, side, side).reshape(GRID, patch_size, GRID, patch_size).transpose(0, 2, 1, 3)
+        grid = resize_area(img, side, side).reshape(GRID, patch_size, GRID, patch_size).transpose(0, 2, 1, 3)
         count = min(PER_FILE, n - f * PER_FILE)
         patches[f * PER_FILE : f * PER_FILE + count] = grid.reshape(PER_FILE, patch_size, patch_size)[:count]
     return PhotoTourData(patches, point_ids, photos.astype(np.int32))
@@ -319,7 +316,7 @@ def make_pairs(point_ids: np.ndarray, n_pairs: int, seed: int) -> PairArrays:
     ids = np.asarray(point_ids).reshape(-1)
     rng = np.random.default_rng(seed)
     n_pos, n_neg = n_pairs // 2, n_pairs - n_pairs // 2
-    order, starts, counts = _group_by_point(ids)
+    order, starts, counts = group_by_point(ids)
     multi = np.flatnonzero(counts >= 2)
     if n_pos and not len(multi):
         raise ValueError("no point has two patches: cannot sample matching pairs")
@@ -343,244 +340,8 @@ def make_pairs(point_ids: np.ndarray, n_pairs: int, seed: int) -> PairArrays:
     return idx1, idx2, ids[idx1] == ids[idx2]
 
 
-def _group_by_point(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group_by_point(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Patch indices sorted by point, start offset and count of each point."""
     order = np.argsort(ids, kind="stable")
     _, starts, counts = np.unique(ids[order], return_index=True, return_counts=True)
     return order, starts, counts
-
-
-# --------------------------------------------------------------------------- #
-# HPatches
-
-
-def read_hpatches(
-    root: str | Path,
-    patch_size: int = 32,
-    sequences: Sequence[str] | None = None,
-    images: Sequence[str] = HPATCHES_IMAGES,
-) -> PhotoTourData:
-    """Read the HPatches patch release (``hpatches-release`` layout).
-
-    Each ``<root>/<seq>/<image>.png`` stacks n 65x65 patches vertically; row r
-    of every image of a sequence is the same 3D point. Patches are ordered by
-    sequence, then image (``images`` order), then row.
-
-    Args:
-        root: folder of sequence folders.
-        patch_size: output side (65 -> 32 uses cv2 INTER_AREA).
-        sequences: sequence names to load; all folders holding ``ref.png`` if None.
-        images: image names to load per sequence (default all 16).
-
-    Returns:
-        PhotoTourData; point ids are unique across sequences and ``source``
-        indexes ``'<seq>/<image>'`` names.
-    """
-    root = Path(root)
-    _check_patch_size(patch_size)
-    if not root.is_dir():
-        raise FileNotFoundError(f"HPatches folder not found: {root}")
-    if sequences is None:
-        sequences = sorted(p.name for p in root.iterdir() if (p / "ref.png").is_file())
-        if not sequences:
-            raise FileNotFoundError(f"no HPatches sequence (folder with ref.png) in {root}")
-    if isinstance(sequences, str):
-        sequences = [sequences]
-    if isinstance(images, str):
-        images = [images]
-    if not sequences or not images:
-        raise ValueError("sequences and images must each name at least one entry")
-
-    # Pass 1: patch counts from the PNG headers, so the mismatch error comes
-    # early and the output is allocated once.
-    files, n_rows = [], []
-    for seq in sequences:
-        if not (root / seq).is_dir():
-            raise FileNotFoundError(f"HPatches sequence not found: {root / seq}")
-        counts = {}
-        for name in images:
-            path = root / seq / f"{name}.png"
-            h, w = _png_shape(path)
-            if w != HPATCHES_SIZE or h % HPATCHES_SIZE:
-                raise ValueError(f"{path}: expected a 65-wide stack of 65x65 patches, got {h}x{w}")
-            counts[name] = h // HPATCHES_SIZE
-            files.append(path)
-        if len(set(counts.values())) > 1:
-            raise ValueError(f"HPatches sequence {seq!r}: images disagree in patch count: {counts}")
-        n_rows.append(counts[images[0]])
-
-    # Pass 2: decode and downsample file by file.
-    total = len(images) * sum(n_rows)
-    patches = np.empty((total, patch_size, patch_size), dtype=np.uint8)
-    point_ids = np.empty(total, dtype=np.int64)
-    source = np.empty(total, dtype=np.int32)
-    names = tuple(f"{p.parent.name}/{p.stem}" for p in files)
-    rows = np.repeat(n_rows, len(images))  # patches per file
-    first_point = np.repeat(np.cumsum([0] + n_rows[:-1]), len(images))
-    offset = 0
-    for f, path in enumerate(files):
-        n = int(rows[f])
-        img = _read_gray(path)
-        if img.shape != (n * HPATCHES_SIZE, HPATCHES_SIZE):
-            raise ValueError(f"{path}: decoded shape {img.shape} differs from its PNG header")
-        patches[offset : offset + n] = _resize(img, patch_size, n * patch_size).reshape(n, patch_size, patch_size)
-        point_ids[offset : offset + n] = first_point[f] + np.arange(n)
-        source[offset : offset + n] = f
-        offset += n
-    return PhotoTourData(patches, point_ids, source, names)
-
-
-# --------------------------------------------------------------------------- #
-# training pairs
-
-
-class PairDataset:
-    """Deterministic, resumable sampler of (anchor, positive) training batches.
-
-    Batch ``b`` of epoch ``e`` is drawn from its own RNG seeded with
-    ``(seed, e, b)``, so any batch can be rebuilt without replaying the epoch.
-    A batch holds ``batch_size`` distinct points (all in-batch negatives are
-    true negatives) and, per point, two different patches; points with a
-    single patch are never drawn.
-
-    Args:
-        data: patches and point ids.
-        n_pairs: pairs per epoch; ``len(self) = n_pairs // batch_size`` (the
-            remainder is dropped: hardest-in-batch mining depends on the size).
-        batch_size: pairs per batch.
-        seed: base seed (non-negative).
-        augment: "+" augmentation of HardNet+: a random flip and rot90 per
-            pair, the same for anchor and positive.
-        rot_deg: independent random rotation of each patch in
-            [-rot_deg, rot_deg] degrees (0 = off).
-        scale: independent random zoom of each patch in [1 - scale, 1 + scale]
-            (0 = off).
-        photos_per_batch: 0 draws the batch's points from the whole dataset;
-            ``k > 0`` draws them from ``k`` random photos (``data.source``),
-            ``batch_size / k`` from each, so the hardest negatives come from
-            the same photo, as the distractors do when two images are matched.
-    """
-
-    def __init__(
-        self,
-        data: PhotoTourData,
-        n_pairs: int,
-        batch_size: int,
-        seed: int,
-        augment: bool = False,
-        rot_deg: float = 0.0,
-        scale: float = 0.0,
-        photos_per_batch: int = 0,
-    ) -> None:
-        if batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2, got {batch_size}")
-        if n_pairs < batch_size:
-            raise ValueError(f"n_pairs ({n_pairs}) is smaller than batch_size ({batch_size})")
-        if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
-        if rot_deg < 0 or not 0 <= scale < 1:
-            raise ValueError(f"need rot_deg >= 0 and 0 <= scale < 1, got {rot_deg}, {scale}")
-        self.data = data
-        self.n_pairs, self.batch_size, self.seed = n_pairs, batch_size, seed
-        self.augment, self.rot_deg, self.scale = augment, rot_deg, scale
-
-        order, starts, counts = _group_by_point(data.point_ids)
-        keep = counts >= 2
-        self._order = order
-        self._starts, self._counts = starts[keep], counts[keep]
-        if len(self._counts) < batch_size:
-            raise ValueError(
-                f"only {len(self._counts)} points have >= 2 patches; a batch needs {batch_size} distinct points"
-            )
-        if photos_per_batch < 0:
-            raise ValueError(f"photos_per_batch must be >= 0, got {photos_per_batch}")
-        self.photos_per_batch = photos_per_batch
-        if photos_per_batch:
-            if data.source is None:
-                raise ValueError("photos_per_batch needs the photo of every patch (data.source), which this data lacks")
-            photo = data.source[order[self._starts]]  # a point's patches all come from one photo
-            by_photo, first, _ = _group_by_point(photo)  # the same grouping, by photo instead of point
-            self._photo_points = np.split(by_photo, first[1:])  # eligible points of each photo
-
-    def __len__(self) -> int:
-        return self.n_pairs // self.batch_size
-
-    def _rng(self, epoch: int, index: int) -> np.random.Generator:
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch index {index} outside [0, {len(self)})")
-        return np.random.default_rng([self.seed, epoch, index])
-
-    def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        pt = self._points_by_photo(rng) if self.photos_per_batch else rng.choice(
-            len(self._counts), size=self.batch_size, replace=False)
-        counts = self._counts[pt]
-        a = rng.integers(counts)
-        b = rng.integers(counts - 1)
-        b += b >= a
-        return self._order[self._starts[pt] + a], self._order[self._starts[pt] + b]
-
-    def _points_by_photo(self, rng: np.random.Generator) -> np.ndarray:
-        """``batch_size`` distinct points, ``batch_size / photos_per_batch`` per random photo
-        (photos with fewer points give all they have, and further photos fill the batch)."""
-        per_photo = math.ceil(self.batch_size / self.photos_per_batch)
-        chosen: list[np.ndarray] = []
-        left = self.batch_size
-        for photo in rng.permutation(len(self._photo_points)):
-            points = self._photo_points[photo]
-            take = min(per_photo, left, len(points))
-            chosen.append(rng.choice(points, size=take, replace=False))
-            left -= take
-            if left == 0:
-                break
-        return np.concatenate(chosen)
-
-    def pair_indices(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Patch indices (B,), (B,) of anchors and positives of one batch."""
-        return self._sample(self._rng(epoch, index))
-
-    def get_batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch ``index`` of ``epoch``: anchor, positive (B, 1, S, S) float32 in [0, 1]."""
-        rng = self._rng(epoch, index)
-        ia, ip = self._sample(rng)
-        a, p = self.data.patches[ia], self.data.patches[ip]  # (B, S, S) uint8 copies
-        if self.augment:
-            a, p = _flip_rot90(a, p, rng)
-        at = torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1).float().div_(255.0)
-        pt = torch.from_numpy(np.ascontiguousarray(p)).unsqueeze(1).float().div_(255.0)
-        if self.rot_deg > 0 or self.scale > 0:
-            both = _jitter(torch.cat([at, pt]), rng, self.rot_deg, self.scale)
-            at, pt = both[: len(at)], both[len(at) :]
-        return at, pt
-
-    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield the batches of ``epoch`` from batch index ``start`` on (resume)."""
-        for index in range(start, len(self)):
-            yield self.get_batch(epoch, index)
-
-
-def _flip_rot90(a: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Apply one random dihedral transform per pair, identical for a and p (B, S, S)."""
-    flip = rng.random(len(a)) < 0.5
-    k = rng.integers(4, size=len(a))
-    for x in (a, p):
-        x[flip] = x[flip, :, ::-1]
-        for r in (1, 2, 3):
-            sel = k == r
-            x[sel] = np.rot90(x[sel], r, axes=(1, 2))
-    return a, p
-
-
-def _jitter(x: torch.Tensor, rng: np.random.Generator, rot_deg: float, scale: float) -> torch.Tensor:
-    """Random rotation/zoom of each patch (B, 1, S, S) about its centre, one grid_sample."""
-    n, size = len(x), x.shape[-1]
-    ang = torch.from_numpy(np.deg2rad(rng.uniform(-rot_deg, rot_deg, n))).float()
-    zoom = torch.from_numpy(rng.uniform(1 - scale, 1 + scale, n)).float()
-    cos = (torch.cos(ang) / zoom)[:, None, None]
-    sin = (torch.sin(ang) / zoom)[:, None, None]
-    # Pixel centres in [-1, 1] (align_corners=False). Built elementwise: as
-    # fast as it gets here, F.affine_grid's batched 3x2 matmul is ~3x slower.
-    c = (torch.arange(size, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0
-    gx, gy = c[None, None, :], c[None, :, None]
-    grid = torch.stack([cos * gx - sin * gy, sin * gx + cos * gy], dim=-1)  # (B, S, S, 2)
-    # Reflection avoids black corners that would be an easy cue for the net.
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -1,0 +1,45 @@
+"""Data: dataset formats, view changes and image listing, shared by training and evaluation.
+
+* :mod:`~hardnet_desc.data.phototour`: the PhotoTour (Brown) patch format: reader, writer, pair files.
+* :mod:`~hardnet_desc.data.hpatches`: the HPatches patch release reader.
+* :mod:`~hardnet_desc.data.warps`: random homographies and photometric changes (:class:`WarpConfig`).
+* :mod:`~hardnet_desc.data.images`: :func:`list_images` and :data:`IMAGE_SUFFIXES`.
+
+This layer sits on the inference core (model, image, patches) and under both
+:mod:`hardnet_desc.train` and :mod:`hardnet_desc.evaluation`; it imports neither.
+"""
+
+from .hpatches import HPATCHES_IMAGES, read_hpatches
+from .images import IMAGE_SUFFIXES, list_images
+from .phototour import (
+    PhotoTourData,
+    PhotoTourWriter,
+    find_pair_files,
+    make_pairs,
+    read_info,
+    read_pairs,
+    read_phototour,
+    write_phototour,
+)
+from .warps import HARD_WARP, WARP_PRESETS, WarpConfig, photometric, project_keypoints, random_homography
+
+__all__ = [
+    "HARD_WARP",
+    "HPATCHES_IMAGES",
+    "IMAGE_SUFFIXES",
+    "WARP_PRESETS",
+    "PhotoTourData",
+    "PhotoTourWriter",
+    "WarpConfig",
+    "find_pair_files",
+    "list_images",
+    "make_pairs",
+    "photometric",
+    "project_keypoints",
+    "random_homography",
+    "read_hpatches",
+    "read_info",
+    "read_pairs",
+    "read_phototour",
+    "write_phototour",
+]

@@ -1,0 +1,123 @@
+"""Two-view matching in one call: detect, describe, match, verify.
+
+:func:`match_pair` is the pipeline behind ``hardnet-desc match`` and the examples: SIFT keypoints
+(the strongest ``max_keypoints`` per image), HardNet descriptors, mutual nearest neighbours with
+Lowe's ratio test, and a homography or fundamental matrix fitted with RANSAC (OpenCV's MAGSAC).
+
+Example::
+
+    result = match_pair(cv2.imread("a.jpg"), cv2.imread("b.jpg"), geometry="homography")
+    H = result.model                       # (3, 3): x2 ~ H x1
+    good1 = result.points1[result.inliers]  # (K, 2) pixels of image1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .descriptor import HardNetDescriptor
+from .image import ImageLike
+from .matching import Matches, match_descriptors
+
+GEOMETRIES = ("fundamental", "homography")
+#: RANSAC inlier threshold in pixels when none is given.
+DEFAULT_THRESHOLD = {"fundamental": 1.0, "homography": 3.0}
+#: Matches a model needs at least (H: 4; F: 8 for a unique model).
+MIN_MATCHES = {"fundamental": 8, "homography": 4}
+
+
+@dataclass
+class PairMatch:
+    """What :func:`match_pair` found.
+
+    Attributes:
+        keypoints1, keypoints2: the detected ``cv2.KeyPoint`` lists, strongest first.
+        matches: indices into them (``query_idx`` into image1, ``train_idx`` into image2).
+        points1, points2: ``(M, 2)`` float64 pixel positions of the matched keypoints (OpenCV
+            convention: the centre of the top-left pixel is ``(0, 0)``).
+        inliers: ``(M,)`` bool, the matches that agree with ``model``.
+        model: ``(3, 3)`` homography (``x2 ~ H x1``) or fundamental matrix (``x2^T F x1 = 0``);
+            ``None`` when too few matches or RANSAC found none.
+        geometry: ``"homography"`` or ``"fundamental"``.
+        threshold: the RANSAC threshold used, in pixels.
+    """
+
+    keypoints1: list[cv2.KeyPoint]
+    keypoints2: list[cv2.KeyPoint]
+    matches: Matches
+    points1: np.ndarray
+    points2: np.ndarray
+    inliers: np.ndarray
+    model: np.ndarray | None
+    geometry: str
+    threshold: float
+
+
+def fit_geometry(
+    points1: np.ndarray, points2: np.ndarray, geometry: str = "fundamental", threshold: float | None = None
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """RANSAC (MAGSAC, confidence 0.999, 10,000 iterations) of a homography or fundamental matrix.
+
+    Args:
+        points1, points2: ``(M, 2)`` matched pixel positions.
+        geometry: ``"homography"`` (planar scene or a turning camera) or ``"fundamental"`` (any static scene).
+        threshold: inlier threshold in pixels; ``None`` uses :data:`DEFAULT_THRESHOLD`.
+
+    Returns:
+        ``(model (3, 3) or None, inliers (M,) bool)``.
+    """
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    threshold = threshold or DEFAULT_THRESHOLD[geometry]
+    inliers = np.zeros(len(points1), bool)
+    if len(points1) < MIN_MATCHES[geometry]:
+        return None, inliers
+    find = cv2.findHomography if geometry == "homography" else cv2.findFundamentalMat
+    model, mask = find(points1, points2, cv2.USAC_MAGSAC, threshold, confidence=0.999, maxIters=10_000)
+    if mask is None:  # RANSAC found no model
+        return None, inliers
+    return model, mask.ravel().astype(bool)
+
+
+def match_pair(
+    image1: ImageLike,
+    image2: ImageLike,
+    descriptor: HardNetDescriptor | None = None,
+    *,
+    max_keypoints: int | None = 2048,
+    ratio: float | None = 0.8,
+    geometry: str = "fundamental",
+    threshold: float | None = None,
+) -> PairMatch:
+    """Detect, describe, match and verify two images.
+
+    Args:
+        image1, image2: images as :meth:`HardNetDescriptor.compute` takes them (BGR or grey numpy, ...).
+        descriptor: detects and describes; default ``HardNetDescriptor()`` (bundled weights, CUDA if present).
+        max_keypoints: strongest keypoints per image; ``None`` (or 0) keeps all.
+        ratio: Lowe's ratio threshold on top of mutual nearest neighbours (``None`` or 1: off).
+        geometry: model fitted by RANSAC, see :func:`fit_geometry`.
+        threshold: RANSAC inlier threshold in pixels (default: 1 for fundamental, 3 for homography).
+
+    Returns:
+        A :class:`PairMatch`.
+    """
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    if max_keypoints is not None and max_keypoints < 0:
+        raise ValueError(f"max_keypoints must be >= 0 or None, got {max_keypoints}")
+    descriptor = descriptor if descriptor is not None else HardNetDescriptor()
+    keypoints, descs, points = [], [], []
+    for image in (image1, image2):
+        kps, desc = descriptor.compute(image, descriptor.detect(image, max_keypoints=max_keypoints))
+        keypoints.append(kps)
+        descs.append(desc)
+        points.append(np.array([k.pt for k in kps], np.float64).reshape(-1, 2))
+    matches = match_descriptors(descs[0], descs[1], ratio=ratio, mutual=True, device=descriptor.device)
+    p1, p2 = points[0][matches.query_idx], points[1][matches.train_idx]
+    model, inliers = fit_geometry(p1, p2, geometry, threshold)
+    return PairMatch(keypoints[0], keypoints[1], matches, p1, p2, inliers, model, geometry,
+                     threshold or DEFAULT_THRESHOLD[geometry])

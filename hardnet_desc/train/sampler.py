@@ -1,0 +1,164 @@
+"""The training pair sampler: deterministic, resumable (anchor, positive) batches of a patch dataset."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.phototour import PhotoTourData, group_by_point
+
+
+class PairDataset:
+    """Deterministic, resumable sampler of (anchor, positive) training batches.
+
+    Batch ``b`` of epoch ``e`` is drawn from its own RNG seeded with
+    ``(seed, e, b)``, so any batch can be rebuilt without replaying the epoch.
+    A batch holds ``batch_size`` distinct points (all in-batch negatives are
+    true negatives) and, per point, two different patches; points with a
+    single patch are never drawn.
+
+    Args:
+        data: patches and point ids.
+        n_pairs: pairs per epoch; ``len(self) = n_pairs // batch_size`` (the
+            remainder is dropped: hardest-in-batch mining depends on the size).
+        batch_size: pairs per batch.
+        seed: base seed (non-negative).
+        augment: "+" augmentation of HardNet+: a random flip and rot90 per
+            pair, the same for anchor and positive.
+        rot_deg: independent random rotation of each patch in
+            [-rot_deg, rot_deg] degrees (0 = off).
+        scale: independent random zoom of each patch in [1 - scale, 1 + scale]
+            (0 = off).
+        photos_per_batch: 0 draws the batch's points from the whole dataset;
+            ``k > 0`` draws them from ``k`` random photos (``data.source``),
+            ``batch_size / k`` from each, so the hardest negatives come from
+            the same photo, as the distractors do when two images are matched.
+    """
+
+    def __init__(
+        self,
+        data: PhotoTourData,
+        n_pairs: int,
+        batch_size: int,
+        seed: int,
+        augment: bool = False,
+        rot_deg: float = 0.0,
+        scale: float = 0.0,
+        photos_per_batch: int = 0,
+    ) -> None:
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {batch_size}")
+        if n_pairs < batch_size:
+            raise ValueError(f"n_pairs ({n_pairs}) is smaller than batch_size ({batch_size})")
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        if rot_deg < 0 or not 0 <= scale < 1:
+            raise ValueError(f"need rot_deg >= 0 and 0 <= scale < 1, got {rot_deg}, {scale}")
+        self.data = data
+        self.n_pairs, self.batch_size, self.seed = n_pairs, batch_size, seed
+        self.augment, self.rot_deg, self.scale = augment, rot_deg, scale
+
+        order, starts, counts = group_by_point(data.point_ids)
+        keep = counts >= 2
+        self._order = order
+        self._starts, self._counts = starts[keep], counts[keep]
+        if len(self._counts) < batch_size:
+            raise ValueError(
+                f"only {len(self._counts)} points have >= 2 patches; a batch needs {batch_size} distinct points"
+            )
+        if photos_per_batch < 0:
+            raise ValueError(f"photos_per_batch must be >= 0, got {photos_per_batch}")
+        self.photos_per_batch = photos_per_batch
+        if photos_per_batch:
+            if data.source is None:
+                raise ValueError("photos_per_batch needs the photo of every patch (data.source), which this data lacks")
+            photo = data.source[order[self._starts]]  # a point's patches all come from one photo
+            by_photo, first, _ = group_by_point(photo)  # the same grouping, by photo instead of point
+            self._photo_points = np.split(by_photo, first[1:])  # eligible points of each photo
+
+    def __len__(self) -> int:
+        return self.n_pairs // self.batch_size
+
+    def _rng(self, epoch: int, index: int) -> np.random.Generator:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch index {index} outside [0, {len(self)})")
+        return np.random.default_rng([self.seed, epoch, index])
+
+    def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        pt = self._points_by_photo(rng) if self.photos_per_batch else rng.choice(
+            len(self._counts), size=self.batch_size, replace=False)
+        counts = self._counts[pt]
+        a = rng.integers(counts)
+        b = rng.integers(counts - 1)
+        b += b >= a
+        return self._order[self._starts[pt] + a], self._order[self._starts[pt] + b]
+
+    def _points_by_photo(self, rng: np.random.Generator) -> np.ndarray:
+        """``batch_size`` distinct points, ``batch_size / photos_per_batch`` per random photo
+        (photos with fewer points give all they have, and further photos fill the batch)."""
+        per_photo = math.ceil(self.batch_size / self.photos_per_batch)
+        chosen: list[np.ndarray] = []
+        left = self.batch_size
+        for photo in rng.permutation(len(self._photo_points)):
+            points = self._photo_points[photo]
+            take = min(per_photo, left, len(points))
+            chosen.append(rng.choice(points, size=take, replace=False))
+            left -= take
+            if left == 0:
+                break
+        return np.concatenate(chosen)
+
+    def pair_indices(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Patch indices (B,), (B,) of anchors and positives of one batch."""
+        return self._sample(self._rng(epoch, index))
+
+    def get_batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``index`` of ``epoch``: anchor, positive (B, 1, S, S) float32 in [0, 1]."""
+        rng = self._rng(epoch, index)
+        ia, ip = self._sample(rng)
+        a, p = self.data.patches[ia], self.data.patches[ip]  # (B, S, S) uint8 copies
+        if self.augment:
+            a, p = _flip_rot90(a, p, rng)
+        at = torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1).float().div_(255.0)
+        pt = torch.from_numpy(np.ascontiguousarray(p)).unsqueeze(1).float().div_(255.0)
+        if self.rot_deg > 0 or self.scale > 0:
+            both = _jitter(torch.cat([at, pt]), rng, self.rot_deg, self.scale)
+            at, pt = both[: len(at)], both[len(at) :]
+        return at, pt
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches of ``epoch`` from batch index ``start`` on (resume)."""
+        for index in range(start, len(self)):
+            yield self.get_batch(epoch, index)
+
+
+def _flip_rot90(a: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Apply one random dihedral transform per pair, identical for a and p (B, S, S)."""
+    flip = rng.random(len(a)) < 0.5
+    k = rng.integers(4, size=len(a))
+    for x in (a, p):
+        x[flip] = x[flip, :, ::-1]
+        for r in (1, 2, 3):
+            sel = k == r
+            x[sel] = np.rot90(x[sel], r, axes=(1, 2))
+    return a, p
+
+
+def _jitter(x: torch.Tensor, rng: np.random.Generator, rot_deg: float, scale: float) -> torch.Tensor:
+    """Random rotation/zoom of each patch (B, 1, S, S) about its centre, one grid_sample."""
+    n, size = len(x), x.shape[-1]
+    ang = torch.from_numpy(np.deg2rad(rng.uniform(-rot_deg, rot_deg, n))).float()
+    zoom = torch.from_numpy(rng.uniform(1 - scale, 1 + scale, n)).float()
+    cos = (torch.cos(ang) / zoom)[:, None, None]
+    sin = (torch.sin(ang) / zoom)[:, None, None]
+    # Pixel centres in [-1, 1] (align_corners=False). Built elementwise: as
+    # fast as it gets here, F.affine_grid's batched 3x2 matmul is ~3x slower.
+    c = (torch.arange(size, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0
+    gx, gy = c[None, None, :], c[None, :, None]
+    grid = torch.stack([cos * gx - sin * gy, sin * gx + cos * gy], dim=-1)  # (B, S, S, 2)
+    # Reflection avoids black corners that would be an easy cue for the net.
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -57,13 +57,7 @@ def draw_matches(
         points1, points2 = points1[keep], points2[keep]
 
     gap = max(4, height // 60)
-    tiles, scales = [], []
-    for image in (image1, image2):
-        s = height / image.shape[0]
-        size = (max(1, round(image.shape[1] * s)), height)
-        tiles.append((_to_bgr(image) * 0.75).astype(np.uint8))  # dimmed: lines read better
-        tiles[-1] = cv2.resize(tiles[-1], size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        scales.append(s)
+    tiles, scales = zip(*(_dimmed_tile(image, height) for image in (image1, image2)))
     width = tiles[0].shape[1] + gap + tiles[1].shape[1]
 
     lines = [text] if isinstance(text, str) else list(text)
@@ -79,15 +73,7 @@ def draw_matches(
     p1 = (points1 + 0.5) * scales[0] - 0.5 + [0, banner]
     p2 = (points2 + 0.5) * scales[1] - 0.5 + [tiles[0].shape[1] + gap, banner]
 
-    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
-    hsv = np.full((1, len(p1), 3), 255, np.uint8)
-    hsv[0, :, 0] = rng.integers(0, 180, len(p1))  # random hues, full saturation and value
-    colors = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0] if len(p1) else np.empty((0, 3), np.uint8)
-    lw = max(1, round(height / 600))
-    for a, b, c in zip(np.round(p1 * 2**shift).astype(int), np.round(p2 * 2**shift).astype(int), colors.tolist()):
-        cv2.line(canvas, tuple(a), tuple(b), c, lw, cv2.LINE_AA, shift)
-        for q in (a, b):
-            cv2.circle(canvas, tuple(q), (lw + 2) << shift, c, -1, cv2.LINE_AA, shift)
+    _draw_lines(canvas, p1, p2, rng, max(1, round(height / 600)))
 
     if lines:
         canvas[:banner] = 32
@@ -95,3 +81,23 @@ def draw_matches(
             origin = (line_h // 2, line_h * (i + 1))
             cv2.putText(canvas, line, origin, font, font_scale, (255, 255, 255), thick, cv2.LINE_AA)
     return canvas
+
+
+def _dimmed_tile(image: np.ndarray, height: int) -> tuple[np.ndarray, float]:
+    """``image`` as BGR, dimmed (lines read better) and scaled to ``height``; and the scale."""
+    s = height / image.shape[0]
+    size = (max(1, round(image.shape[1] * s)), height)
+    tile = (_to_bgr(image) * 0.75).astype(np.uint8)
+    return cv2.resize(tile, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR), s
+
+
+def _draw_lines(canvas: np.ndarray, p1: np.ndarray, p2: np.ndarray, rng: np.random.Generator, lw: int) -> None:
+    """A line with dots at both ends from each ``p1[i]`` to ``p2[i]`` (picture pixels), each in a random hue."""
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
+    hsv = np.full((1, len(p1), 3), 255, np.uint8)
+    hsv[0, :, 0] = rng.integers(0, 180, len(p1))  # random hues, full saturation and value
+    colors = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0] if len(p1) else np.empty((0, 3), np.uint8)
+    for a, b, c in zip(np.round(p1 * 2**shift).astype(int), np.round(p2 * 2**shift).astype(int), colors.tolist()):
+        cv2.line(canvas, tuple(a), tuple(b), c, lw, cv2.LINE_AA, shift)
+        for q in (a, b):
+            cv2.circle(canvas, tuple(q), (lw + 2) << shift, c, -1, cv2.LINE_AA, shift)

@@ -120,7 +120,8 @@ def _make_sequences(args: argparse.Namespace) -> int:
     from .evaluation.synthetic_sequences import make_sequences
 
     folders = make_sequences(args.images, args.out, n_images=args.n_images, seed=args.seed,
-                             illumination=not args.no_illumination, max_side=args.max_side, suffix=f".{args.format}")
+                             illumination=not args.no_illumination, noise=args.noise,
+                             max_side=args.max_side, suffix=f".{args.format}")
     print(f"{len(folders)} sequences -> {args.out}")
     return 0
 
@@ -300,7 +301,9 @@ def _add_make_sequences(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-side", type=int, default=1024, help="downscale photos to this longer side (default: %(default)s)")
     p.add_argument("--format", choices=["png", "ppm"], default="png", help="image format (default: %(default)s)")
-    p.add_argument("--no-illumination", action="store_true", help="write only the v_ sequences")
+    p.add_argument("--no-illumination", action="store_true", help="do not write the i_ sequences")
+    p.add_argument("--noise", action="store_true",
+                   help="also write n_<photo>: Gaussian sensor noise of growing strength only (sigma 4..24 grey levels)")
     p.set_defaults(func=_make_sequences)
 
 

@@ -24,7 +24,7 @@ from hardnet_desc.evaluation import (
 from hardnet_desc.evaluation import methods as methods_module
 from hardnet_desc.evaluation.methods import build_methods
 from hardnet_desc.evaluation.metrics import corner_error, estimate_homography, match_errors, matchable_pairs, project
-from hardnet_desc.evaluation.synthetic_sequences import MIN_COVERAGE, coverage
+from hardnet_desc.evaluation.synthetic_sequences import MIN_COVERAGE, NOISE_SIGMAS, coverage
 from hardnet_desc.detection import detect_sift
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.data.phototour import make_pairs, write_phototour
@@ -269,6 +269,25 @@ def test_make_sequences_writes_readable_reproducible_sequences(tmp_path):
     again = make_sequences(photos, tmp_path / "b", n_images=1, seed=3)
     for p, q in zip(written, again):
         np.testing.assert_array_equal(read_homography(p / "H_1_6"), read_homography(q / "H_1_6"))
+
+
+def test_noise_sequences_add_gaussian_noise_of_growing_strength_and_nothing_else(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "p.png"), small_photo(0))
+    written = make_sequences(photos, tmp_path / "a", seed=1, illumination=False, noise=True)
+    assert sorted(p.name for p in written) == ["n_p", "v_p"]
+    (seq,) = [s for s in find_sequences(tmp_path / "a") if s.group == "n"]
+    ref = cv2.imread(str(seq.images[0]), cv2.IMREAD_GRAYSCALE).astype(float)
+    inner = (ref > 30) & (ref < 225)  # away from clipping
+    stds = []
+    for path, H, sigma in zip(seq.images[1:], seq.homographies, NOISE_SIGMAS):
+        np.testing.assert_allclose(H, np.eye(3))
+        residual = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(float) - ref
+        assert abs(residual[inner].mean()) < 0.5  # zero mean: no brightness change
+        assert residual[inner].std() == pytest.approx(sigma, rel=0.1)
+        stds.append(residual[inner].std())
+    assert stds == sorted(stds)
 
 
 # --------------------------------------------------------------------------- FPR95

@@ -26,7 +26,7 @@ import numpy as np
 #: Image suffixes tried for each frame, in order of preference.
 SEQUENCE_SUFFIXES = (".ppm", ".png", ".jpg", ".jpeg", ".pgm")
 #: Sequence groups in reporting order.
-GROUPS = ("v", "i", "other")
+GROUPS = ("v", "i", "n", "other")
 
 # per layout: image stem and homography file name of frame k
 _LAYOUTS = {
@@ -54,9 +54,9 @@ class ImageSequence:
 
     @property
     def group(self) -> str:
-        """``'v'`` (viewpoint), ``'i'`` (illumination) or ``'other'``, from the name prefix."""
+        """``'v'`` (viewpoint), ``'i'`` (illumination), ``'n'`` (sensor noise) or ``'other'``, from the name prefix."""
         prefix = self.name[:2]
-        return {"v_": "v", "i_": "i"}.get(prefix, "other")
+        return {"v_": "v", "i_": "i", "n_": "n"}.get(prefix, "other")
 
     def __len__(self) -> int:
         return len(self.images)

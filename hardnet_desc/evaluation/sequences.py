@@ -186,7 +186,8 @@ def _summarize_groups(per_sequence: list[dict], method: str, thresholds: Sequenc
     return groups
 
 
-_TITLES = {"overall": "overall", "v": "viewpoint (v_)", "i": "illumination (i_)", "other": "other"}
+_TITLES = {"overall": "overall", "v": "viewpoint (v_)", "i": "illumination (i_)", "n": "sensor noise (n_)",
+           "other": "other"}
 
 
 def format_table(results: dict) -> str:

@@ -6,7 +6,9 @@ Each photo gives
   homography of level 1..5 (rotation, scale and perspective ranges grow with the level) plus mild
   photometric changes, with the exact ``H_1_k``;
 * ``i_<photo>`` (optional): 5 views with photometric changes of growing strength only, and
-  identity homographies.
+  identity homographies;
+* ``n_<photo>`` (optional): 5 views with zero-mean Gaussian sensor noise of growing standard
+  deviation (:data:`NOISE_SIGMAS`, grey levels of 0..255) and nothing else, identity homographies.
 
 The warps come from :func:`hardnet_desc.data.warps.random_homography` and
 :func:`~hardnet_desc.data.warps.photometric` with a :class:`~hardnet_desc.data.warps.WarpConfig`
@@ -35,6 +37,8 @@ HARDEST_PHOTOMETRIC = WarpConfig(
     brightness=60.0, contrast=0.5, max_log2_gamma=1.2, blur_prob=0.5, max_blur_sigma=1.5,
     noise_prob=0.5, max_noise_std=8.0, jpeg_prob=0.3, min_jpeg_quality=40, shading=1.5,
 )
+#: Standard deviation of the Gaussian noise of ``n_`` views 2..6, in grey levels (0..255).
+NOISE_SIGMAS = (4.0, 8.0, 12.0, 16.0, 24.0)
 #: The warped reference must cover at least this fraction of the view's canvas.
 MIN_COVERAGE = 0.35
 
@@ -97,6 +101,14 @@ def warp_view(
     return photometric(view, cfg, rng), H / H[2, 2]
 
 
+def noise_view(image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    """``image`` (grey uint8) plus Gaussian noise of standard deviation ``NOISE_SIGMAS[level - 1]``, rounded and clipped."""
+    if not 1 <= level <= LEVELS:
+        raise ValueError(f"level must be in 1..{LEVELS}, got {level}")
+    noisy = image.astype(np.float32) + rng.normal(0.0, NOISE_SIGMAS[level - 1], size=image.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
 def _sequence_name(path: Path, used: set[str]) -> str:
     name = re.sub(r"[^A-Za-z0-9]+", "_", path.stem).strip("_") or "photo"
     base, i = name, 2
@@ -113,6 +125,7 @@ def make_sequences(
     n_images: int | None = None,
     seed: int = 0,
     illumination: bool = True,
+    noise: bool = False,
     max_side: int = 1024,
     suffix: str = ".png",
 ) -> list[Path]:
@@ -124,6 +137,7 @@ def make_sequences(
         n_images: use this many photos (a seeded random choice), None for all.
         seed: seeds the choice of photos and every warp; the output is reproducible.
         illumination: also write the ``i_`` (photometric only) sequences.
+        noise: also write the ``n_`` (Gaussian sensor noise only) sequences.
         max_side: photos are first downscaled so that their longer side is at most this.
         suffix: image format, ``'.png'`` or ``'.ppm'`` (lossless).
 
@@ -148,14 +162,17 @@ def make_sequences(
         if scale < 1:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         name = _sequence_name(path, used)
-        kinds = [("v", True)] + ([("i", False)] if illumination else [])
-        for prefix, geometric in kinds:
-            rng = np.random.default_rng([seed, index, int(geometric)])
+        kinds = ["v"] + (["i"] if illumination else []) + (["n"] if noise else [])
+        for prefix in kinds:
+            rng = np.random.default_rng([seed, index, {"i": 0, "v": 1, "n": 2}[prefix]])
             folder = out / f"{prefix}_{name}"
             folder.mkdir(parents=True, exist_ok=True)
             _write_image(folder / f"1{suffix}", image)
             for level in range(1, LEVELS + 1):
-                view, H = warp_view(image, level, geometric, rng)
+                if prefix == "n":
+                    view, H = noise_view(image, level, rng), np.eye(3)
+                else:
+                    view, H = warp_view(image, level, prefix == "v", rng)
                 _write_image(folder / f"{level + 1}{suffix}", view)
                 np.savetxt(folder / f"H_1_{level + 1}", H, fmt="%.12g")
             written.append(folder)

@@ -258,7 +258,7 @@ def _add_eval_sequences(sub) -> None:
                        description="For every pair (1, k) of every sequence: detect SIFT keypoints once per image, describe "
                        "them with each\nmethod, match by mutual nearest neighbour (+ ratio test) and score against the "
                        "ground-truth\nhomography: MMA at 1..10 px (mean over pairs), matches and correct (3 px) matches per "
-                       "pair,\nand homography accuracy (RANSAC 3 px, mean corner error <= 1/3/5 px). Grouped by v_ / i_.\n"
+                       "pair,\nand homography accuracy (RANSAC 3 px, mean corner error <= 1/3/5 px). Grouped by v_ / i_ / n_.\n"
                        "ROOT is one sequence or a folder of them: <seq>/1.ppm..6.ppm + H_1_2..H_1_6 (HPatches) or\n"
                        "<seq>/img1.ppm..img6.ppm + H1to2p..H1to6p (Oxford); .png/.jpg/.pgm images are accepted too.",
                        epilog="example:\n  hardnet-desc eval-sequences hpatches-sequences-release --json hp.json --plot mma.png")

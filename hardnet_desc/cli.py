@@ -29,7 +29,11 @@ def _train(args: argparse.Namespace) -> int:
 
     from .train.trainer import TrainConfig, train
 
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    data = ([args.data] if args.data else []) + args.more_data
+    if not data:
+        raise ValueError("give a training folder: train DATA OUT, or train OUT --data DATA [--data DATA2 ...]")
+    cfg = TrainConfig(**{**values, "data": data[0] if len(data) == 1 else data})
     print(f"weights: {train(cfg, resume=args.resume, progress=not args.quiet)}")
     return 0
 
@@ -181,19 +185,48 @@ def _add_make_dataset(sub) -> None:
     p.set_defaults(func=_make_dataset)
 
 
+def _numbers(kind: type, single: bool = False):
+    """An argparse type: comma-separated numbers of ``kind`` as a list (one bare number as itself if ``single``)."""
+
+    def parse(text: str):
+        try:
+            values = [kind(x) for x in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+        return values[0] if single and len(values) == 1 else values
+
+    return parse
+
+
 def _add_train(sub) -> None:
     from .train.trainer import TrainConfig
 
     d = TrainConfig(data="", out="")
     p = sub.add_parser("train", help="train HardNet with the hardest-in-batch loss",
-                       description="Train on a PhotoTour-layout folder; checkpoints, resumes and exports .safetensors.")
-    p.add_argument("data", help="training folder in the PhotoTour layout (e.g. OUT/train from make-dataset)")
+                       description="Train on one or several mixed PhotoTour-layout folders; checkpoints, resumes and "
+                       "exports .safetensors.")
+    p.add_argument("data", nargs="?", help="training folder in the PhotoTour layout (e.g. OUT/train from "
+                   "make-dataset); or give one or more with --data")
     p.add_argument("out", help="output folder for checkpoint.pt, log.csv, hardnet.safetensors, model_card.json")
-    p.add_argument("--val", help="validation folder with an m50_*.txt pair file (FPR95 per epoch)")
+    p.add_argument("--data", dest="more_data", action="append", default=[], metavar="FOLDER",
+                   help="a (further) training folder; repeat to mix several (see --mix)")
+    p.add_argument("--mix", type=_numbers(float), metavar="F1,F2,...", help="share of each batch drawn from each "
+                   "data folder, in order (normalised; default: equal shares)")
+    p.add_argument("--val", action="append", metavar="[NAME=]FOLDER", help="validation folder with an m50_*.txt "
+                   "pair file (FPR95 per epoch); repeat for several, each logged as val_fpr95_NAME (NAME: the "
+                   "folder's name, or its parent's for .../val); the first is also val_fpr95")
+    p.add_argument("--aug", metavar="LIST", help="per-patch augmentations, comma separated, from noise, blur, jpeg, "
+                   "photometric, kpjitter; 'name=S' gives one its own strength")
+    p.add_argument("--aug-strength", type=float, default=d.aug_strength, metavar="S",
+                   help="strength of the --aug entries without their own (default: %(default)s)")
     p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (a bundled name or a file) instead of "
                    "a random init")
-    for name in ("epochs", "pairs_per_epoch", "batch_size", "seed", "checkpoint_every", "max_steps", "photos_per_batch"):
+    for name in ("epochs", "pairs_per_epoch", "batch_size", "seed", "checkpoint_every", "max_steps"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    p.add_argument("--photos-per-batch", type=_numbers(int, single=True), default=d.photos_per_batch,
+                   metavar="K[,K2,...]", help="draw each batch's points from K photos (the photo column of "
+                   "info.txt), batch/K from each; one K per data folder when mixing (default: %(default)s = from "
+                   "the whole set)")
     for name in ("lr", "momentum", "dampening", "weight_decay", "margin", "dropout", "rot_deg", "scale_jitter"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     p.add_argument("--batch-reduce", choices=["min", "average", "random"], default=d.batch_reduce)

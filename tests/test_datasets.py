@@ -13,7 +13,8 @@ from hardnet_desc.data.phototour import (
     read_phototour,
     write_phototour,
 )
-from hardnet_desc.train.sampler import PairDataset
+from hardnet_desc.train.augment import AugmentConfig
+from hardnet_desc.train.sampler import MixedPairs, PairDataset, split_batch
 
 N = 300  # two bmp files, the second holds 44 patches
 
@@ -305,8 +306,82 @@ def test_photos_per_batch(photo_data, k, n_photos, most):
         photo_data, n_pairs=96, batch_size=32, seed=0, photos_per_batch=k).pair_indices(0, 1)[0])
 
 
+def test_photos_per_batch_fills_the_batch_when_photos_run_out():
+    # 3 "photos" (e.g. scenes) of 40 points; 32 points from 8 photos asks 4 per photo: 3 * 4 < 32
+    ids = np.repeat(np.arange(120), 2)
+    data = PhotoTourData(np.zeros((240, 32, 32), np.uint8), ids, (ids // 40).astype(np.int32))
+    ds = PairDataset(data, n_pairs=64, batch_size=32, seed=0, photos_per_batch=8)
+    for b in range(len(ds)):
+        ia, _ = ds.pair_indices(0, b)
+        assert len(ia) == 32 and len(np.unique(ids[ia])) == 32
+
+
 def test_photos_per_batch_errors(data, photo_data):
     with pytest.raises(ValueError, match="data.source"):
         PairDataset(data, n_pairs=64, batch_size=32, seed=0, photos_per_batch=4)
     with pytest.raises(ValueError, match="photos_per_batch"):
         PairDataset(photo_data, n_pairs=64, batch_size=32, seed=0, photos_per_batch=-1)
+
+
+ALL_AUG = AugmentConfig.parse("noise,blur,jpeg,photometric,kpjitter")
+
+
+def test_augmented_batches_resume_exactly(data):
+    kw = dict(n_pairs=128, batch_size=32, seed=5, rot_deg=10, scale=0.1, augmentations=ALL_AUG)
+    full = list(PairDataset(data, **kw).batches(epoch=1))
+    again = list(PairDataset(data, **kw).batches(epoch=1, start=2))
+    for x, y in zip(full[2:], again, strict=True):
+        assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
+    plain = PairDataset(data, n_pairs=128, batch_size=32, seed=5, rot_deg=10, scale=0.1).get_batch(1, 0)
+    assert not torch.equal(full[0][0], plain[0])
+    # anchor and positive get independent draws: two copies of one patch come out different
+    base = np.random.default_rng(1).integers(0, 256, (40, 32, 32), dtype=np.uint8)
+    twins = PhotoTourData(np.repeat(base, 2, axis=0), np.repeat(np.arange(40), 2))
+    a, p = PairDataset(twins, n_pairs=40, batch_size=40, seed=0, augmentations=ALL_AUG).get_batch(0, 0)
+    assert (a != p).flatten(1).any(1).float().mean() > 0.9
+
+
+def test_kpjitter_zero_is_identity_and_rot_jitter_unchanged(data):
+    plain = PairDataset(data, n_pairs=64, batch_size=32, seed=0).get_batch(0, 1)
+    zero = PairDataset(data, n_pairs=64, batch_size=32, seed=0, augmentations=AugmentConfig(kpjitter=0.0))
+    for x, y in zip(plain, zero.get_batch(0, 1)):
+        assert torch.equal(x, y)
+    # kpjitter adds its noise to the same rotation/zoom draws
+    rot = PairDataset(data, n_pairs=64, batch_size=32, seed=0, rot_deg=10).get_batch(0, 1)[0]
+    both = PairDataset(data, n_pairs=64, batch_size=32, seed=0, rot_deg=10,
+                       augmentations=AugmentConfig(kpjitter=1.0)).get_batch(0, 1)[0]
+    diff = (both - rot).abs().mean().item()
+    assert 0 < diff < (rot - plain[0]).abs().mean().item()
+
+
+def test_split_batch():
+    assert split_batch(1024, [0.5, 0.5]) == [512, 512]
+    assert split_batch(10, [0.3, 0.7]) == [3, 7]
+    assert split_batch(1024, [1, 1, 1]) == [342, 341, 341]
+    assert split_batch(100, [2, 6]) == [25, 75]  # normalised
+    with pytest.raises(ValueError, match="positive"):
+        split_batch(10, [0.5, 0.0])
+
+
+def test_mixed_pairs_draw_the_requested_fractions(data, photo_data):
+    sizes = split_batch(40, [0.25, 0.75])
+    parts = [PairDataset(data, 3 * sizes[0], sizes[0], seed=2, augmentations=ALL_AUG),
+             PairDataset(photo_data, 3 * sizes[1], sizes[1], seed=2, photos_per_batch=3, stream=1)]
+    mix = MixedPairs(parts)
+    assert len(mix) == 3 and mix.batch_size == 40
+    a, p = mix.get_batch(1, 2)
+    assert a.shape == p.shape == (40, 1, 32, 32)
+    for rows, part in zip((slice(0, 10), slice(10, 40)), parts):  # part 0's rows first, each drawn as alone
+        alone = part.get_batch(1, 2)
+        assert torch.equal(a[rows], alone[0]) and torch.equal(p[rows], alone[1])
+    ia, _ = parts[1].pair_indices(1, 2)
+    assert len(np.unique(photo_data.source[ia])) == 3  # the part keeps its photos-per-batch sampling
+    # resumable: a batch rebuilt later is the same
+    assert torch.equal(list(mix.batches(1, start=2))[0][0], a)
+    # a second stream draws other points than the same data with stream 0
+    same = PairDataset(photo_data, 3 * sizes[1], sizes[1], seed=2, photos_per_batch=3)
+    assert not np.array_equal(same.pair_indices(1, 2)[0], ia)
+    with pytest.raises(ValueError, match="distinct streams"):
+        MixedPairs([parts[0], PairDataset(data, 3 * sizes[0], sizes[0], seed=2)])
+    with pytest.raises(ValueError, match="equal lengths"):
+        MixedPairs([parts[0], PairDataset(data, 4 * sizes[0], sizes[0], seed=2, stream=1)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -137,3 +138,58 @@ def test_init_fine_tunes_given_weights(dataset, tmp_path):
 def test_cli_train_errors(tmp_path):
     assert main(["train", str(tmp_path / "missing"), str(tmp_path / "out"), "--quiet"]) == 2
     assert main(["make-dataset", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+
+
+def test_cli_mix_two_datasets_two_val_sets_with_augmentations(dataset, tmp_path, capsys):
+    """Two data folders mixed 1:3, two named validation sets, all augmentations; exact resume through the CLI."""
+    second = tmp_path / "other" / "train"  # a second data folder (the same patches under another name)
+    second.mkdir(parents=True)
+    for f in (dataset / "train").iterdir():
+        (second / f.name).symlink_to(f)
+    common = ["--data", str(dataset / "train"), "--data", str(second), "--mix", "0.25,0.75",
+              "--val", str(dataset / "val"), "--val", f"again={dataset / 'val'}", "--aug",
+              "noise,blur,jpeg=2,photometric,kpjitter", "--aug-strength", "1.5", "--epochs", "1",
+              "--pairs-per-epoch", "96", "--batch-size", "16", "--lr", "0.5", "--precision", "fp32",
+              "--device", "cpu", "--checkpoint-every", "2", "--photos-per-batch", "2,0", "--quiet"]
+    assert main(["train", str(tmp_path / "a"), *common]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    name = dataset.name  # .../<name>/val is named after its parent
+    assert list(rows[0])[-2:] == [f"val_fpr95_{name}", "val_fpr95_again"] and len(rows) == 1
+    fprs = [float(rows[0][k]) for k in ("val_fpr95", f"val_fpr95_{name}", "val_fpr95_again")]
+    assert 0 <= fprs[0] < 1 and fprs[0] == fprs[1] == fprs[2]  # the same pairs, scored three times
+    card = json.loads((tmp_path / "a" / "model_card.json").read_text())
+    assert card["recipe"]["mix"] == [0.25, 0.75] and card["recipe"]["aug"] == "noise,blur,jpeg=2,photometric,kpjitter"
+    assert card["recipe"]["data"] == [str(dataset / "train"), str(second)]
+    assert card["recipe"]["photos_per_batch"] == [2, 0]
+
+    # the same run stopped after 3 steps and resumed ends with the same weights
+    assert main(["train", str(tmp_path / "b"), *common, "--max-steps", "3"]) == 0
+    assert main(["train", str(tmp_path / "b"), *common, "--resume"]) == 0
+    a = HardNetDescriptor(tmp_path / "a" / "hardnet.safetensors", device="cpu").net.state_dict()
+    b = HardNetDescriptor(tmp_path / "b" / "hardnet.safetensors", device="cpu").net.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    # resuming with another recipe or other validation sets is refused
+    capsys.readouterr()
+    changed = [x if x != "0.25,0.75" else "0.5,0.5" for x in common]
+    assert main(["train", str(tmp_path / "b"), *changed, "--resume"]) == 2
+    assert "same recipe" in capsys.readouterr().err
+    one_val = common[:6] + common[8:]
+    assert main(["train", str(tmp_path / "b"), *one_val, "--resume"]) == 2
+    assert "same --val sets" in capsys.readouterr().err
+
+
+def test_cli_mix_errors(dataset, tmp_path, capsys):
+    base = ["train", str(tmp_path / "out"), "--data", str(dataset / "train"), "--quiet", "--device", "cpu",
+            "--batch-size", "16"]
+    for extra, message in [(["--mix", "0.5,0.5"], "2 fractions for 1 data folders"),
+                           (["--aug", "sharpen"], "unknown augmentation 'sharpen'"),
+                           (["--photos-per-batch", "2,2"], "2 values for 1 data folders"),
+                           (["--val", str(dataset / "val"), "--val", str(dataset / "val")], "NAME=PATH")]:
+        assert main([*base, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "give a training folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's own error
+        main([*base, "--mix", "half"])
+    assert "comma-separated floats" in capsys.readouterr().err

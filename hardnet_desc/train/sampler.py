@@ -1,15 +1,17 @@
-"""The training pair sampler: deterministic, resumable (anchor, positive) batches of a patch dataset."""
+"""The training pair sampler: deterministic, resumable (anchor, positive) batches of one patch dataset
+(:class:`PairDataset`) or of several mixed (:class:`MixedPairs`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data.phototour import PhotoTourData, group_by_point
+from ..patches import DEFAULT_PATCH_SCALE
+from .augment import AugmentConfig, augment_patches, kp_jitter, warp_patches
 
 
 class PairDataset:
@@ -37,6 +39,14 @@ class PairDataset:
             ``k > 0`` draws them from ``k`` random photos (``data.source``),
             ``batch_size / k`` from each, so the hardest negatives come from
             the same photo, as the distractors do when two images are matched.
+        augmentations: per-patch photometric and keypoint-jitter
+            augmentations (:mod:`~hardnet_desc.train.augment`), drawn
+            independently for anchor and positive from the batch's RNG.
+        patch_scale: patch side in units of ``kp.size`` (the data's), to
+            express the keypoint position noise in patch pixels.
+        stream: 0, or a further seed component so that several samplers with
+            the same ``seed`` (the parts of a :class:`MixedPairs`) draw
+            independently.
     """
 
     def __init__(
@@ -49,6 +59,9 @@ class PairDataset:
         rot_deg: float = 0.0,
         scale: float = 0.0,
         photos_per_batch: int = 0,
+        augmentations: AugmentConfig | None = None,
+        patch_scale: float = DEFAULT_PATCH_SCALE,
+        stream: int = 0,
     ) -> None:
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2, got {batch_size}")
@@ -61,6 +74,10 @@ class PairDataset:
         self.data = data
         self.n_pairs, self.batch_size, self.seed = n_pairs, batch_size, seed
         self.augment, self.rot_deg, self.scale = augment, rot_deg, scale
+        self.augmentations = augmentations or AugmentConfig()
+        if not patch_scale > 0 or stream < 0:
+            raise ValueError(f"need patch_scale > 0 and stream >= 0, got {patch_scale}, {stream}")
+        self.patch_scale, self.stream = float(patch_scale), stream
 
         order, starts, counts = group_by_point(data.point_ids)
         keep = counts >= 2
@@ -86,7 +103,7 @@ class PairDataset:
     def _rng(self, epoch: int, index: int) -> np.random.Generator:
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} outside [0, {len(self)})")
-        return np.random.default_rng([self.seed, epoch, index])
+        return np.random.default_rng([self.seed, epoch, index] + ([self.stream] if self.stream else []))
 
     def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         pt = self._points_by_photo(rng) if self.photos_per_batch else rng.choice(
@@ -110,6 +127,9 @@ class PairDataset:
             left -= take
             if left == 0:
                 break
+        if left:  # every photo gave per_photo points (few photos, e.g. a scene column): fill from their rest
+            rest = np.setdiff1d(np.concatenate(self._photo_points), np.concatenate(chosen))
+            chosen.append(rng.choice(rest, size=left, replace=False))
         return np.concatenate(chosen)
 
     def pair_indices(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,12 +143,70 @@ class PairDataset:
         a, p = self.data.patches[ia], self.data.patches[ip]  # (B, S, S) uint8 copies
         if self.augment:
             a, p = _flip_rot90(a, p, rng)
-        at = torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1).float().div_(255.0)
-        pt = torch.from_numpy(np.ascontiguousarray(p)).unsqueeze(1).float().div_(255.0)
+        both = torch.from_numpy(np.concatenate([a, p])).unsqueeze(1).float().div_(255.0)  # (2B, 1, S, S)
+        both = self._jitter(both, rng)
+        if self.augmentations.photometric_chain:
+            both = torch.from_numpy(augment_patches(both[:, 0].numpy(), rng, self.augmentations)).unsqueeze(1)
+        return both[: len(a)], both[len(a) :]
+
+    def _jitter(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """Random rotation/zoom (``rot_deg``, ``scale``) and keypoint noise (``kpjitter``) of each
+        patch (2B, 1, S, S), in one resampling."""
+        n, kp = len(x), self.augmentations.kpjitter
+        if not (self.rot_deg > 0 or self.scale > 0 or kp > 0):
+            return x
+        angle, zoom, shift = np.zeros(n), np.ones(n), None
         if self.rot_deg > 0 or self.scale > 0:
-            both = _jitter(torch.cat([at, pt]), rng, self.rot_deg, self.scale)
-            at, pt = both[: len(at)], both[len(at) :]
-        return at, pt
+            angle = np.deg2rad(rng.uniform(-self.rot_deg, self.rot_deg, n))
+            zoom = rng.uniform(1 - self.scale, 1 + self.scale, n)
+        if kp > 0:
+            kp_angle, kp_zoom, shift = kp_jitter(rng, n, kp, x.shape[-1], self.patch_scale)
+            angle, zoom, shift = angle + kp_angle, zoom * kp_zoom, torch.from_numpy(shift).float()
+        return warp_patches(x, torch.from_numpy(angle).float(), torch.from_numpy(zoom).float(), shift)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches of ``epoch`` from batch index ``start`` on (resume)."""
+        for index in range(start, len(self)):
+            yield self.get_batch(epoch, index)
+
+
+def split_batch(batch_size: int, fractions: Sequence[float]) -> list[int]:
+    """Pairs per part of a batch of ``batch_size`` mixed by ``fractions`` (normalised; largest remainder)."""
+    f = np.asarray(fractions, np.float64)
+    if f.ndim != 1 or not len(f) or not np.all(np.isfinite(f)) or np.any(f <= 0):
+        raise ValueError(f"mix fractions must be positive numbers, got {list(fractions)}")
+    exact = batch_size * f / f.sum()
+    sizes = np.floor(exact).astype(int)
+    sizes[np.argsort(sizes - exact, kind="stable")[: batch_size - sizes.sum()]] += 1
+    return sizes.tolist()
+
+
+class MixedPairs:
+    """Batches mixed from several :class:`PairDataset` parts, concatenated in part order.
+
+    Part ``k`` draws its share of batch ``b`` of epoch ``e`` as it would alone (its own points,
+    photos-per-batch and augmentations) from its own RNG, so the mix resumes exactly as one
+    dataset does. Give the parts different ``stream`` values and equal lengths.
+
+    Args:
+        parts: samplers whose ``batch_size`` is their share (see :func:`split_batch`).
+    """
+
+    def __init__(self, parts: Sequence[PairDataset]) -> None:
+        if not parts:
+            raise ValueError("MixedPairs needs at least one part")
+        if len({len(p) for p in parts}) != 1 or len({p.stream for p in parts}) != len(parts):
+            raise ValueError("the parts of a mix must have equal lengths and distinct streams")
+        self.parts = list(parts)
+        self.batch_size = sum(p.batch_size for p in parts)
+
+    def __len__(self) -> int:
+        return len(self.parts[0])
+
+    def get_batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor, positive (B, 1, S, S) float32 in [0, 1]; rows of part 0 first."""
+        batches = [p.get_batch(epoch, index) for p in self.parts]
+        return torch.cat([a for a, _ in batches]), torch.cat([p for _, p in batches])
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield the batches of ``epoch`` from batch index ``start`` on (resume)."""
@@ -146,19 +224,3 @@ def _flip_rot90(a: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> tuple
             sel = k == r
             x[sel] = np.rot90(x[sel], r, axes=(1, 2))
     return a, p
-
-
-def _jitter(x: torch.Tensor, rng: np.random.Generator, rot_deg: float, scale: float) -> torch.Tensor:
-    """Random rotation/zoom of each patch (B, 1, S, S) about its centre, one grid_sample."""
-    n, size = len(x), x.shape[-1]
-    ang = torch.from_numpy(np.deg2rad(rng.uniform(-rot_deg, rot_deg, n))).float()
-    zoom = torch.from_numpy(rng.uniform(1 - scale, 1 + scale, n)).float()
-    cos = (torch.cos(ang) / zoom)[:, None, None]
-    sin = (torch.sin(ang) / zoom)[:, None, None]
-    # Pixel centres in [-1, 1] (align_corners=False). Built elementwise: as
-    # fast as it gets here, F.affine_grid's batched 3x2 matmul is ~3x slower.
-    c = (torch.arange(size, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0
-    gx, gy = c[None, None, :], c[None, :, None]
-    grid = torch.stack([cos * gx - sin * gy, sin * gx + cos * gy], dim=-1)  # (B, S, S, 2)
-    # Reflection avoids black corners that would be an easy cue for the net.
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

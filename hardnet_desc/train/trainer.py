@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,9 +30,11 @@ from ..descriptor import describe_patches
 from ..device import autocast, resolve_device, resolve_precision
 from ..fpr95 import pairs_fpr95
 from ..model import HardNet
+from ..patches import DEFAULT_PATCH_SCALE
 from ..weights import load_weights, save_weights
+from .augment import AugmentConfig
 from .loss import hardest_in_batch_loss
-from .sampler import PairDataset
+from .sampler import MixedPairs, PairDataset, split_batch
 
 CHECKPOINT = "checkpoint.pt"
 LOG_COLUMNS = ("epoch", "step", "pairs_seen", "loss", "lr", "val_fpr95", "pairs_per_s", "elapsed_s")
@@ -42,9 +45,12 @@ VAL_BATCH = 2048  # patches per forward pass when validating
 class TrainConfig:
     """Recipe; defaults follow the paper (SGD, momentum 0.9, dampening 0.9, wd 1e-4, batch 1024)."""
 
-    data: str  # PhotoTour-layout training folder
+    data: str | list[str]  # PhotoTour-layout training folder(s)
     out: str  # output folder: checkpoint, log.csv, weights
-    val: str | None = None  # PhotoTour-layout folder with an m50_*.txt pair file
+    val: str | list[str] | None = None  # PhotoTour-layout folder(s) with an m50_*.txt pair file, each '[NAME=]PATH'
+    mix: list[float] | None = None  # share of each batch per data folder (default: equal shares)
+    aug: str | None = None  # photometric/keypoint augmentations, e.g. 'noise,blur,jpeg,photometric,kpjitter'
+    aug_strength: float = 1.0  # strength of the --aug entries without their own '=S'
     epochs: int = 10
     pairs_per_epoch: int = 1_000_000
     batch_size: int = 1024
@@ -59,7 +65,8 @@ class TrainConfig:
     augment: bool = False
     rot_deg: float = 0.0
     scale_jitter: float = 0.0
-    photos_per_batch: int = 0  # > 0: each batch's points come from this many photos (harder negatives)
+    photos_per_batch: int | list[int] = 0  # > 0: each batch's points come from this many photos (harder
+    # negatives); a list gives each data folder its own
     init: str | None = None  # start from these weights (fine-tuning) instead of a random init
     seed: int = 0
     precision: str = "auto"  # 'auto' = bf16 on CPU, fp16 AMP on CUDA; or 'fp32'
@@ -78,9 +85,8 @@ class _Run:
     device: torch.device
     world: int  # processes (torchrun); 1 without DDP
     rank: int
-    loader: PairDataset
-    val_data: PhotoTourData | None
-    val_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    loader: PairDataset | MixedPairs
+    val_sets: dict[str, tuple[PhotoTourData, tuple[np.ndarray, np.ndarray, np.ndarray]]]  # by name, in order
     net: HardNet | None = None
     model: torch.nn.Module | None = None  # net, or its DDP wrapper
     opt: torch.optim.Optimizer | None = None
@@ -118,14 +124,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         while _epochs_left(run):
             epoch, losses, rate, t0 = _train_epoch(run, bar)
             epoch_done = run.step % len(run.loader) == 0
-            validate = run.main_process and run.val_data is not None and (epoch_done or run.step == run.stop)
-            fpr = _validate(run) if validate else float("nan")
+            validate = run.main_process and bool(run.val_sets) and (epoch_done or run.step == run.stop)
+            fprs = _validate(run) if validate else dict.fromkeys(run.val_sets, float("nan"))
             row = {"epoch": epoch + (1 if epoch_done else 0), "step": run.step,
                    "pairs_seen": run.step * cfg.batch_size, "loss": float(np.mean(losses)) if losses else float("nan"),
-                   "lr": run.lr(), "val_fpr95": fpr, "pairs_per_s": rate, "elapsed_s": time.time() - t0}
+                   "lr": run.lr(), "val_fpr95": next(iter(fprs.values()), float("nan")), "pairs_per_s": rate,
+                   "elapsed_s": time.time() - t0}
+            row.update({f"val_fpr95_{name}": v for name, v in fprs.items()} if len(fprs) > 1 else {})
             run.history.append(row)
             write_row(row)
-            bar.write(f"epoch {row['epoch']} step {run.step}: loss {row['loss']:.4f} val FPR95 {fpr:.4f}")
+            scores = ", ".join(f"{name} {v:.4f}" for name, v in fprs.items()) or "-"
+            bar.write(f"epoch {row['epoch']} step {run.step}: loss {row['loss']:.4f} val FPR95 {scores}")
             _save_checkpoint(run)
         bar.close()
     if run.world > 1:
@@ -148,17 +157,8 @@ def _start(cfg: TrainConfig) -> _Run:
     else:
         device = resolve_device(cfg.device)
     resolve_precision(cfg.precision, device)  # an unknown name or fp16 off CUDA fails before any work
-    data = read_phototour(cfg.data)
-    loader = PairDataset(data, cfg.pairs_per_epoch, cfg.batch_size, cfg.seed + 7919 * rank, cfg.augment,
-                         cfg.rot_deg, cfg.scale_jitter, cfg.photos_per_batch)
-    val_data = val_pairs = None
-    if cfg.val:
-        val_data = read_phototour(cfg.val)
-        files = find_pair_files(cfg.val)
-        if not files:
-            raise FileNotFoundError(f"no m50_*.txt pair file in validation folder {cfg.val}")
-        val_pairs = read_pairs(files[0])
-    return _Run(cfg, out, device, world, rank, loader, val_data, val_pairs)
+    val_sets = read_val_sets(cfg.val)  # before the (larger) training data: a bad name fails early
+    return _Run(cfg, out, device, world, rank, make_sampler(cfg, cfg.seed + 7919 * rank), val_sets)
 
 
 def _init_net(run: _Run) -> None:
@@ -179,7 +179,8 @@ def _init_net(run: _Run) -> None:
 
 
 def _restore(run: _Run, resume: bool) -> None:
-    """Resume: load ``checkpoint.pt`` (same seed and batch size); a fresh run refuses to overwrite one."""
+    """Resume: load ``checkpoint.pt`` (same seed, batch size, data, mix and augmentations); a fresh run
+    refuses to overwrite one."""
     path = run.out / CHECKPOINT
     if not resume:
         if path.exists():
@@ -188,8 +189,12 @@ def _restore(run: _Run, resume: bool) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
     ckpt = torch.load(path, map_location=run.device, weights_only=True)
-    if ckpt["config"]["seed"] != run.cfg.seed or ckpt["config"]["batch_size"] != run.cfg.batch_size:
-        raise ValueError(f"{path} was made with another seed or batch size; resume with the same recipe")
+    was, cfg = ckpt["config"], run.cfg
+    if (was["seed"], was["batch_size"], _paths(was["data"]), was.get("mix"), was.get("aug"),
+            was.get("aug_strength", 1.0)) != (cfg.seed, cfg.batch_size, _paths(cfg.data), cfg.mix, cfg.aug,
+                                              cfg.aug_strength):
+        raise ValueError(f"{path} was made with another seed, batch size, data, mix or augmentation; "
+                         "resume with the same recipe")
     run.net.load_state_dict(ckpt["model"])
     run.opt.load_state_dict(ckpt["optimizer"])
     run.step, run.history = int(ckpt["step"]), list(ckpt["history"])
@@ -197,17 +202,22 @@ def _restore(run: _Run, resume: bool) -> None:
 
 @contextmanager
 def _open_log(run: _Run) -> Iterator[Callable[[dict], None]]:
-    """``log.csv`` (new, or appended to on resume); yields a function that writes one row."""
+    """``log.csv`` (new, or appended to on resume, which must have the same columns); yields a function that
+    writes one row. With several validation sets, a column ``val_fpr95_NAME`` per set follows
+    ``LOG_COLUMNS`` (whose ``val_fpr95`` is the first set's)."""
     log = run.out / "log.csv" if run.main_process else Path(os.devnull)
     new_log = run.step == 0 or not log.exists() or log.stat().st_size == 0
+    columns = list(LOG_COLUMNS) + ([f"val_fpr95_{name}" for name in run.val_sets] if len(run.val_sets) > 1 else [])
+    if not new_log and run.main_process and log.read_text().splitlines()[0] != ",".join(columns):
+        raise ValueError(f"{log} has other columns than this run ({','.join(columns)}): resume with the same --val sets")
     with open(log, "w" if new_log else "a", newline="") as f:
         writer = csv.writer(f)
         if new_log:
-            writer.writerow(LOG_COLUMNS)
+            writer.writerow(columns)
             f.flush()
 
         def write_row(row: dict) -> None:
-            writer.writerow(list(row.values()))
+            writer.writerow([row[c] for c in columns])
             f.flush()
 
         yield write_row
@@ -259,11 +269,11 @@ def _train_step(run: _Run, anchor: torch.Tensor, positive: torch.Tensor) -> floa
     return loss.item()
 
 
-def _validate(run: _Run) -> float:
-    """FPR95 on the validation pairs, with the network in eval mode (fp32)."""
+def _validate(run: _Run) -> dict[str, float]:
+    """FPR95 on the pairs of each validation set, by name, with the network in eval mode (fp32)."""
     net = run.net.eval()
-    return pairs_fpr95(lambda p: describe_patches(net, p, device=run.device, batch_size=VAL_BATCH),
-                       run.val_data.patches, run.val_pairs)
+    return {name: pairs_fpr95(lambda p: describe_patches(net, p, device=run.device, batch_size=VAL_BATCH),
+                              data.patches, pairs) for name, (data, pairs) in run.val_sets.items()}
 
 
 def _save_checkpoint(run: _Run) -> None:
@@ -277,13 +287,70 @@ def _save_checkpoint(run: _Run) -> None:
     tmp.replace(path)  # atomic: a kill mid-write never leaves a broken checkpoint
 
 
+def _paths(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
 def data_patch_scale(cfg: TrainConfig) -> float | None:
-    """The training patches' scale: ``cfg.extra['patch_scale']``, else make-dataset's ``meta.json``, else None."""
+    """The training patches' scale: ``cfg.extra['patch_scale']``, else make-dataset's ``meta.json``
+    (one value for all data folders), else None."""
     patch_scale = cfg.extra.get("patch_scale")
     if patch_scale is None:
-        meta = Path(cfg.data).parent / "meta.json"
-        patch_scale = json.loads(meta.read_text())["patch_scale"] if meta.is_file() else None
+        metas = [Path(d).parent / "meta.json" for d in _paths(cfg.data)]
+        scales = {m: float(json.loads(m.read_text())["patch_scale"]) for m in metas if m.is_file()}
+        if len(set(scales.values())) > 1:
+            raise ValueError(f"the data folders hold patches at different patch scales: {scales}")
+        patch_scale = next(iter(scales.values()), None)
     return None if patch_scale is None else float(patch_scale)
+
+
+def make_sampler(cfg: TrainConfig, seed: int) -> PairDataset | MixedPairs:
+    """The batch sampler of ``cfg``: one :class:`PairDataset`, or a :class:`MixedPairs` of one per data folder."""
+    folders = _paths(cfg.data)
+    if not folders:
+        raise ValueError("no training data folder given")
+    if cfg.mix is not None and len(cfg.mix) != len(folders):
+        raise ValueError(f"--mix gives {len(cfg.mix)} fractions for {len(folders)} data folders")
+    shares = split_batch(cfg.batch_size, cfg.mix or [1.0] * len(folders))
+    photos = [cfg.photos_per_batch] * len(folders) if isinstance(cfg.photos_per_batch, int) else cfg.photos_per_batch
+    if len(photos) != len(folders):
+        raise ValueError(f"--photos-per-batch gives {len(photos)} values for {len(folders)} data folders")
+    n_batches = cfg.pairs_per_epoch // cfg.batch_size
+    aug = AugmentConfig.parse(cfg.aug, cfg.aug_strength)
+    patch_scale = data_patch_scale(cfg) or DEFAULT_PATCH_SCALE
+    parts = []
+    for k, (folder, share, k_photos) in enumerate(zip(folders, shares, photos)):
+        if share < 2:
+            raise ValueError(f"--mix gives {folder} {share} pairs of a batch of {cfg.batch_size}; it needs >= 2")
+        parts.append(PairDataset(read_phototour(folder), max(n_batches, 1) * share, share, seed, cfg.augment,
+                                 cfg.rot_deg, cfg.scale_jitter, k_photos, aug, patch_scale, stream=k))
+    return parts[0] if len(parts) == 1 else MixedPairs(parts)
+
+
+def val_name(spec: str) -> tuple[str, str]:
+    """``'NAME=PATH'`` or ``'PATH'`` -> (name, path); a bare path is named by its folder, or by its parent's
+    when the folder is called ``val``/``test``/``train`` (``data/real1/val`` -> ``real1``)."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        p = Path(spec.rstrip("/"))
+        name, path = (p.parent.name if p.name in ("val", "test", "train") else p.name) or "val", spec
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise ValueError(f"validation set name {name!r} must be letters, digits, '_', '-' or '.'")
+    return name, path
+
+
+def read_val_sets(val: str | list[str] | None) -> dict[str, tuple[PhotoTourData, tuple]]:
+    """Validation sets by name: patches and the pairs of the folder's first ``m50_*.txt``."""
+    sets = {}
+    for spec in _paths(val):
+        name, path = val_name(spec)
+        if name in sets:
+            raise ValueError(f"two validation sets are named {name!r}; name them with NAME=PATH")
+        files = find_pair_files(path)
+        if not files:
+            raise FileNotFoundError(f"no m50_*.txt pair file in validation folder {path}")
+        sets[name] = (read_phototour(path), read_pairs(files[0]))
+    return sets
 
 
 def export(net: HardNet, cfg: TrainConfig, history: list[dict], path: Path) -> Path:

@@ -88,6 +88,16 @@ def _extract(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    from .export import export_onnx, read_onnx_metadata
+
+    path = export_onnx(args.out, args.weights, opset=args.opset)
+    meta = read_onnx_metadata(path)
+    print(f"wrote {path}: opset {args.opset}, weights {meta['weights']}, patch_scale {meta['patch_scale']}")
+    print("input 'patches' (N, 1, 32, 32) float32 -> output 'descriptors' (N, 128) float32, unit rows")
+    return 0
+
+
 def _eval_sequences(args: argparse.Namespace) -> int:
     from .evaluation.sequences import evaluate_sequences, format_table, plot_mma, save_json
 
@@ -252,6 +262,20 @@ def _add_extract(sub) -> None:
     p.set_defaults(func=_extract)
 
 
+def _add_export_onnx(sub) -> None:
+    p = sub.add_parser("export-onnx", help="write HardNet as an ONNX model (ONNX Runtime, OpenCV DNN, C++)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Write the network with its per-patch standardisation and L2 normalisation as "
+                       "one ONNX graph:\ninput 'patches' float32 (N, 1, 32, 32), output 'descriptors' float32 "
+                       "(N, 128), N dynamic.\nThe weights' name, sha256 and patch_scale are stored in the model's "
+                       "metadata_props.",
+                       epilog="example:\n  hardnet-desc export-onnx hardnet.onnx --opset 17")
+    p.add_argument("out", type=Path, metavar="OUT.onnx", help="ONNX file to write")
+    _add_weights(p)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..21 (default: %(default)s)")
+    p.set_defaults(func=_export_onnx)
+
+
 def _add_eval_sequences(sub) -> None:
     p = sub.add_parser("eval-sequences", help="matching benchmark on HPatches/Oxford-layout image sequences",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -307,8 +331,8 @@ def _add_make_sequences(sub) -> None:
     p.set_defaults(func=_make_sequences)
 
 
-SUBCOMMANDS = (_add_make_dataset, _add_train, _add_match, _add_extract, _add_eval_sequences, _add_eval_fpr95,
-               _add_make_sequences)
+SUBCOMMANDS = (_add_make_dataset, _add_train, _add_match, _add_extract, _add_export_onnx, _add_eval_sequences,
+               _add_eval_fpr95, _add_make_sequences)
 
 
 def build_parser() -> argparse.ArgumentParser:

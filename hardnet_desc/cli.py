@@ -68,21 +68,28 @@ def _match(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .descriptor import HardNetDescriptor
     from .data.images import list_images
     from .features_io import extract_folder
 
-    if args.max_keypoints < 0 or args.batch_images < 1:
-        raise ValueError("need --max-keypoints >= 0 and --batch-images >= 1")
+    if args.max_keypoints < 0 or args.batch_images < 1 or (args.workers is not None and args.workers < 1):
+        raise ValueError("need --max-keypoints >= 0, --batch-images >= 1 and --workers >= 1")
     if not list_images(args.images):  # a bad folder fails before the weights load
         raise FileNotFoundError(f"no image files in {args.images}")
-    hardnet = HardNetDescriptor(args.weights, device=args.device)
 
     def on_error(name: str, reason: str) -> None:
         tqdm.write(f"hardnet-desc extract: error: {name}: {reason}", file=sys.stderr)
 
-    report = extract_folder(args.images, args.out, hardnet, max_keypoints=args.max_keypoints or None,
-                            batch_images=args.batch_images, progress=not args.quiet, on_error=on_error)
+    options = {"max_keypoints": args.max_keypoints or None, "batch_images": args.batch_images,
+               "progress": not args.quiet, "on_error": on_error}
+    if args.backend == "ray" or (args.workers or 1) > 1:
+        from .parallel import extract_parallel
+
+        report = extract_parallel(args.images, args.out, args.weights, workers=args.workers, backend=args.backend,
+                                  address=args.address, device=args.device, **options)
+    else:
+        from .descriptor import HardNetDescriptor
+
+        report = extract_folder(args.images, args.out, HardNetDescriptor(args.weights, device=args.device), **options)
     print(f"{len(report.done)} images extracted, {len(report.skipped)} already in {args.out}, "
           f"{len(report.failed)} failed")
     return 1 if report.failed else 0
@@ -258,6 +265,14 @@ def _add_extract(sub) -> None:
                    help="images whose patches share network calls (default: %(default)s)")
     _add_weights(p)
     _add_device(p)
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (or Ray actors), each with its own copy of the network; shards are "
+                   "merged into --out (default: 1; with --backend ray: one per GPU, else per CPU)")
+    p.add_argument("--backend", choices=["processes", "ray"], default="processes",
+                   help="where the workers run: local processes, or a Ray cluster (pip install "
+                   "'hardnet-desc[ray]'; IMAGES_DIR and --out on a file system every node sees) (default: %(default)s)")
+    p.add_argument("--address", default=None, help="Ray cluster address, e.g. auto or ray://head:10001 "
+                   "(default: a running local Ray instance, else a new one)")
     _add_quiet(p)
     p.set_defaults(func=_extract)
 

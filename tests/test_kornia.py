@@ -92,3 +92,17 @@ def test_batch_mismatch_gives_clear_errors(desc, example_image, kps):
         desc.compute(torch.zeros(2, 1, 64, 64), lafs)
     with pytest.raises(ValueError, match="2 keypoint sets for one image"):
         desc.compute(example_image, torch.cat([lafs, lafs]))
+
+
+@pytest.mark.slow
+def test_kornia_example_runs(capsys, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setattr(sys, "argv", ["kornia_lafs.py"])
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "kornia_lafs.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "HardNetDescriptor: (1, 501, 128) Tensor" in out
+    assert float(out.split("cosine to ours: mean ")[1].split()[0]) > 0.998
+    assert "kornia DoG frames: (1, 500, 128)" in out

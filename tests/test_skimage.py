@@ -115,3 +115,17 @@ def test_mask_and_bad_input(hardnet, example_image):
         extractor.extract(grey, keypoints, scales=[1.0, 1.0, 1.0, 0.0])
     with pytest.raises(ValueError, match="sigma must be > 0"):
         HardNetExtractor(hardnet, sigma=0)
+
+
+@pytest.mark.slow
+def test_skimage_example_runs(capsys, monkeypatch):
+    import re
+    import runpy
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setattr(sys, "argv", ["skimage_pipeline.py"])
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "skimage_pipeline.py"), run_name="__main__")
+    counts = dict(re.findall(r"^(SIFT|HardNet)\s+matches: \d+, inliers: (\d+)$", capsys.readouterr().out, re.M))
+    # measured: SIFT 277, HardNet 307 inliers (skimage's SIFT keypoints on the bundled pair)
+    assert int(counts["HardNet"]) >= 0.95 * int(counts["SIFT"]) > 100

@@ -34,7 +34,7 @@ def _batched(fn, patches: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([fn(patches[s : s + batch]) for s in range(0, len(patches), batch)])
 
 
-def run(n: int = 2000, batch: int = 256, repeats: int = 5, threads: int | None = None) -> dict[str, tuple[float, float]]:
+def run(n: int = 2000, batch: int = 256, repeats: int = 5, threads: int | None = None) -> dict[str, tuple]:
     """``{runtime: (patches per second, max abs difference from torch fp32)}``."""
     import onnxruntime as ort
 

@@ -53,7 +53,11 @@ def merge_parts(out: str | Path, attrs: dict[str, Any] | None = None) -> list[st
     out, parts = Path(out), parts_folder(out)
     shards = sorted(parts.glob("*.h5")) if parts.is_dir() else []
     merged: list[str] = []
-    with h5py.File(out, "a") as dst:
+    try:
+        h5file = h5py.File(out, "a")
+    except OSError as err:
+        raise OSError(f"cannot open {out} as an HDF5 file ({err})") from None
+    with h5file as dst:
         if attrs is not None:
             claim_file(dst, attrs, out)
         have = feature_names(dst)
@@ -204,7 +208,8 @@ def _run_ray(root, parts, todo, settings, workers, address, progress):
     slots = gpus or int(ray.cluster_resources().get("CPU", 1))
     resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     dataset = ray.data.from_items([{"name": n} for n in todo]).map_batches(
-        _Worker, fn_constructor_kwargs={"root": root, "parts": parts, "settings": settings, "threads": None if gpus else 1},
+        _Worker,
+        fn_constructor_kwargs={"root": root, "parts": parts, "settings": settings, "threads": None if gpus else 1},
         batch_size=max(1, settings["batch_images"]), concurrency=min(workers or slots, len(todo)), **resources,
     )
     with tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:

@@ -85,7 +85,8 @@ def keypoints_to_frames(keypoints: KeypointsLike, patch_scale: float = DEFAULT_P
     """
     if patch_scale <= 0 or not math.isfinite(patch_scale):
         raise ValueError(f"patch_scale must be a positive number, got {patch_scale}")
-    if isinstance(keypoints, (np.ndarray, torch.Tensor)) and keypoints.ndim in (3, 4) and tuple(keypoints.shape[-2:]) == (2, 3):
+    is_array = isinstance(keypoints, (np.ndarray, torch.Tensor))
+    if is_array and keypoints.ndim in (3, 4) and tuple(keypoints.shape[-2:]) == (2, 3):
         frames = torch.as_tensor(keypoints).float()
         if not torch.isfinite(frames).all():
             raise ValueError("affine frames contain NaN or inf")

@@ -50,7 +50,9 @@ class HardNetExtractor:
     ) -> None:
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        self.descriptor = weights if isinstance(weights, HardNetDescriptor) else HardNetDescriptor(weights, device=device)
+        if not isinstance(weights, HardNetDescriptor):
+            weights = HardNetDescriptor(weights, device=device)
+        self.descriptor = weights
         self.sigma = float(sigma)
         self.descriptors: np.ndarray | None = None
         self.mask: np.ndarray | None = None

@@ -72,24 +72,41 @@ def _match(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .descriptor import HardNetDescriptor
     from .data.images import list_images
     from .features_io import extract_folder
 
-    if args.max_keypoints < 0 or args.batch_images < 1:
-        raise ValueError("need --max-keypoints >= 0 and --batch-images >= 1")
+    if args.max_keypoints < 0 or args.batch_images < 1 or (args.workers is not None and args.workers < 1):
+        raise ValueError("need --max-keypoints >= 0, --batch-images >= 1 and --workers >= 1")
     if not list_images(args.images):  # a bad folder fails before the weights load
         raise FileNotFoundError(f"no image files in {args.images}")
-    hardnet = HardNetDescriptor(args.weights, device=args.device)
 
     def on_error(name: str, reason: str) -> None:
         tqdm.write(f"hardnet-desc extract: error: {name}: {reason}", file=sys.stderr)
 
-    report = extract_folder(args.images, args.out, hardnet, max_keypoints=args.max_keypoints or None,
-                            batch_images=args.batch_images, progress=not args.quiet, on_error=on_error)
+    options = {"max_keypoints": args.max_keypoints or None, "batch_images": args.batch_images,
+               "progress": not args.quiet, "on_error": on_error}
+    if args.backend == "ray" or (args.workers or 1) > 1:
+        from .parallel import extract_parallel
+
+        report = extract_parallel(args.images, args.out, args.weights, workers=args.workers, backend=args.backend,
+                                  address=args.address, device=args.device, **options)
+    else:
+        from .descriptor import HardNetDescriptor
+
+        report = extract_folder(args.images, args.out, HardNetDescriptor(args.weights, device=args.device), **options)
     print(f"{len(report.done)} images extracted, {len(report.skipped)} already in {args.out}, "
           f"{len(report.failed)} failed")
     return 1 if report.failed else 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from .export import export_onnx, read_onnx_metadata
+
+    path = export_onnx(args.out, args.weights, opset=args.opset)
+    meta = read_onnx_metadata(path)
+    print(f"wrote {path}: opset {args.opset}, weights {meta['weights']}, patch_scale {meta['patch_scale']}")
+    print("input 'patches' (N, 1, 32, 32) float32 -> output 'descriptors' (N, 128) float32, unit rows")
+    return 0
 
 
 def _eval_sequences(args: argparse.Namespace) -> int:
@@ -281,8 +298,30 @@ def _add_extract(sub) -> None:
                    help="images whose patches share network calls (default: %(default)s)")
     _add_weights(p)
     _add_device(p)
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (or Ray actors), each with its own copy of the network; shards are "
+                   "merged into --out (default: 1; with --backend ray: one per GPU, else per CPU)")
+    p.add_argument("--backend", choices=["processes", "ray"], default="processes",
+                   help="where the workers run: local processes, or a Ray cluster (pip install "
+                   "'hardnet-desc[ray]'; IMAGES_DIR and --out on a file system every node sees) (default: %(default)s)")
+    p.add_argument("--address", default=None, help="Ray cluster address, e.g. auto or ray://head:10001 "
+                   "(default: a running local Ray instance, else a new one)")
     _add_quiet(p)
     p.set_defaults(func=_extract)
+
+
+def _add_export_onnx(sub) -> None:
+    p = sub.add_parser("export-onnx", help="write HardNet as an ONNX model (ONNX Runtime, OpenCV DNN, C++)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Write the network with its per-patch standardisation and L2 normalisation as "
+                       "one ONNX graph:\ninput 'patches' float32 (N, 1, 32, 32), output 'descriptors' float32 "
+                       "(N, 128), N dynamic.\nThe weights' name, sha256 and patch_scale are stored in the model's "
+                       "metadata_props.",
+                       epilog="example:\n  hardnet-desc export-onnx hardnet.onnx --opset 17")
+    p.add_argument("out", type=Path, metavar="OUT.onnx", help="ONNX file to write")
+    _add_weights(p)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..21 (default: %(default)s)")
+    p.set_defaults(func=_export_onnx)
 
 
 def _add_eval_sequences(sub) -> None:
@@ -340,8 +379,8 @@ def _add_make_sequences(sub) -> None:
     p.set_defaults(func=_make_sequences)
 
 
-SUBCOMMANDS = (_add_make_dataset, _add_train, _add_match, _add_extract, _add_eval_sequences, _add_eval_fpr95,
-               _add_make_sequences)
+SUBCOMMANDS = (_add_make_dataset, _add_train, _add_match, _add_extract, _add_export_onnx, _add_eval_sequences,
+               _add_eval_fpr95, _add_make_sequences)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .detection import detect_sift
 from .device import autocast, resolve_device, resolve_precision
-from .image import ImageLike, to_grey_tensor
+from .image import ImageLike, split_batch, to_grey_tensor
 from .model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet, fuse_hardnet
 from .patches import (
     DEFAULT_PATCH_SCALE,
@@ -180,15 +180,26 @@ class HardNetDescriptor:
 
         Args:
             image: ``(H, W)`` grey or ``(H, W, 3)`` BGR numpy (uint8, uint16 or float), or a torch
-                image ``(H, W)``, ``(C, H, W)``, ``(1, C, H, W)`` (RGB).
-            keypoints: ``cv2.KeyPoint`` list, ``(N, 4)`` ``(x, y, size, angle_deg)`` array, or
-                ``(N, 2, 3)`` affine frames. Conventions: :mod:`hardnet_desc.patches`.
+                image ``(H, W)``, ``(C, H, W)``, ``(B, C, H, W)`` (RGB or grey, as in kornia).
+            keypoints: ``cv2.KeyPoint`` list, ``(N, 4)`` ``(x, y, size, angle_deg)`` array,
+                ``(N, 2, 3)`` affine frames, or kornia's batched LAFs ``(B, N, 2, 3)`` (LAF ``b``
+                of image ``b``). Conventions: :mod:`hardnet_desc.patches`.
 
         Returns:
-            ``(keypoints, descriptors)``: the keypoints as given and float32 ``(N, 128)``.
+            ``(keypoints, descriptors)``: the keypoints as given and float32 descriptors,
+            ``(B, N, 128)`` for batched LAFs, else ``(N, 128)``; a tensor on the image's device
+            for a torch image (as kornia's ``LAFDescriptor``), else numpy.
         """
-        grey = to_grey_tensor(image, self._device)
-        return keypoints, self.describe_frames(grey, self.frames(keypoints))
+        frames = self.frames(keypoints)
+        if frames.dim() == 4:  # kornia's (B, N, 2, 3): frames[b] belong to image b
+            images = split_batch(image, len(frames))
+            desc = np.stack([self.describe_frames(to_grey_tensor(im, self._device), f)
+                             for im, f in zip(images, frames)])
+        else:
+            desc = self.describe_frames(to_grey_tensor(image, self._device), frames)
+        if isinstance(image, torch.Tensor):  # kornia's convention: tensors on the image's device
+            return keypoints, torch.from_numpy(desc).to(image.device)
+        return keypoints, desc
 
     def detectAndCompute(  # noqa: N802
         self, image: ImageLike, mask: np.ndarray | None = None
@@ -199,6 +210,8 @@ class HardNetDescriptor:
     # --- the patch regions --------------------------------------------------------------
     def frames(self, keypoints: KeypointsLike) -> torch.Tensor:
         """The affine frames ``(N, 2, 3)`` (on this device) of the patches this descriptor describes.
+
+        kornia's batched LAFs ``(B, N, 2, 3)`` are returned as they are.
 
         Conventions (and kornia's LAF, which is the same): :mod:`hardnet_desc.patches`.
         """

@@ -86,6 +86,31 @@ def read_features(path: str | Path, name: str) -> dict[str, np.ndarray]:
         return {k: h5[name][k][()] for k in FEATURE_KEYS}
 
 
+def image_names(folder: str | Path) -> list[str]:
+    """The images below ``folder`` as group names: paths relative to it, with ``/``, sorted."""
+    root = Path(folder)
+    return [p.relative_to(root).as_posix() for p in list_images(root)]
+
+
+def file_attrs(descriptor: HardNetDescriptor) -> dict[str, str | float]:
+    """The attributes a feature file records about how its features were made."""
+    return {"descriptor": "HardNet", "detector": "OpenCV SIFT", "weights": str(descriptor.weights.source),
+            "weights_sha256": descriptor.weights.fingerprint, "patch_scale": descriptor.patch_scale}
+
+
+def claim_file(h5: h5py.File, attrs: dict[str, str | float], path: str | Path) -> None:
+    """Record ``attrs`` in an open feature file; ``ValueError`` if it holds features of other weights.
+
+    Resuming (or merging) with other weights would mix two descriptor spaces in one file.
+    """
+    if "weights_sha256" in h5.attrs and (h5.attrs["weights_sha256"], h5.attrs["patch_scale"]) != (
+        attrs["weights_sha256"], attrs["patch_scale"]
+    ):
+        raise ValueError(f"{path} holds features from other weights ({h5.attrs['weights']}); "
+                         "use the same --weights or another --out")
+    h5.attrs.update(attrs)
+
+
 @dataclass
 class ExtractReport:
     """What :func:`extract_folder` did. ``failed`` holds ``(image name, one-line reason)``."""
@@ -104,6 +129,7 @@ def extract_folder(
     batch_images: int = 8,
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
+    names: Sequence[str] | None = None,
 ) -> ExtractReport:
     """Detect, describe and store every image below ``images`` into the HDF5 file ``out``.
 
@@ -117,12 +143,14 @@ def extract_folder(
         descriptor: a :class:`~hardnet_desc.HardNetDescriptor`.
         max_keypoints: strongest SIFT keypoints kept per image (``None``: all).
         batch_images: images per network call.
+        names: only these images (paths relative to ``images``, as :func:`image_names` gives them);
+            default: every image below ``images``.
     """
     import h5py
     from tqdm import tqdm
 
     root = Path(images)
-    names = [p.relative_to(root).as_posix() for p in list_images(root)]
+    names = image_names(root) if names is None else list(names)
     report = ExtractReport()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +159,7 @@ def extract_folder(
     except OSError as err:
         raise OSError(f"cannot open {out} as an HDF5 file ({err})") from None
     with h5file as h5:
-        _stamp_weights(h5, out, descriptor)
+        claim_file(h5, file_attrs(descriptor), out)
         have = feature_names(h5)
         todo = [n for n in names if n not in have]
         report.skipped = [n for n in names if n in have]
@@ -151,18 +179,6 @@ def extract_folder(
             bar.update(len(batch))
         bar.close()
     return report
-
-
-def _stamp_weights(h5: h5py.File, out: Path, descriptor: HardNetDescriptor) -> None:
-    """Record the descriptor in the file's attributes; refuse a file made with other weights."""
-    attrs = {"descriptor": "HardNet", "detector": "OpenCV SIFT", "weights": str(descriptor.weights.source),
-             "weights_sha256": descriptor.weights.fingerprint, "patch_scale": descriptor.patch_scale}
-    if "weights_sha256" in h5.attrs and (h5.attrs["weights_sha256"], h5.attrs["patch_scale"]) != (
-        attrs["weights_sha256"], attrs["patch_scale"]
-    ):  # resuming with other weights would mix two descriptor spaces in one file
-        raise ValueError(f"{out} holds features from other weights ({h5.attrs['weights']}); "
-                         "use the same --weights or another --out")
-    h5.attrs.update(attrs)
 
 
 def _cut_batch(

@@ -69,6 +69,21 @@ def to_grey_numpy(image: ImageLike) -> np.ndarray:
     return image
 
 
+def split_batch(image: ImageLike, size: int) -> list[ImageLike]:
+    """The ``size`` images of a kornia-style batch, for keypoints batched as ``(size, N, ...)``.
+
+    A torch ``(B, C, H, W)`` image gives its ``B`` images (``B`` must be ``size``); any other
+    image is one image, so ``size`` must be 1.
+    """
+    if isinstance(image, torch.Tensor) and image.dim() == 4:
+        if image.shape[0] != size:
+            raise ValueError(f"{size} keypoint set(s) for a batch of {image.shape[0]} image(s) {tuple(image.shape)}")
+        return list(image)
+    if size != 1:
+        raise ValueError(f"{size} keypoint sets for one image: pass a (B, C, H, W) torch batch with B = {size}")
+    return [image]
+
+
 def to_grey_tensor(image: ImageLike, device: torch.device | str = "cpu") -> torch.Tensor:
     """Grey float32 tensor ``(1, 1, H, W)`` on ``device``.
 

@@ -79,12 +79,14 @@ def keypoints_to_array(keypoints: KeypointsLike) -> np.ndarray:
 def keypoints_to_frames(keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE) -> torch.Tensor:
     """Convert keypoints to float32 affine frames ``(N, 2, 3)`` (see module conventions).
 
-    An ``(N, 2, 3)`` array or tensor is taken as frames already and returned as is.
+    An ``(N, 2, 3)`` array or tensor is taken as frames already and returned as is, and so are
+    kornia's batched LAFs ``(B, N, 2, 3)`` (frames ``[b]`` belong to image ``b``).
     Raises ``ValueError`` for non-finite values or sizes <= 0.
     """
     if patch_scale <= 0 or not math.isfinite(patch_scale):
         raise ValueError(f"patch_scale must be a positive number, got {patch_scale}")
-    if isinstance(keypoints, (np.ndarray, torch.Tensor)) and tuple(keypoints.shape[1:]) == (2, 3):
+    is_array = isinstance(keypoints, (np.ndarray, torch.Tensor))
+    if is_array and keypoints.ndim in (3, 4) and tuple(keypoints.shape[-2:]) == (2, 3):
         frames = torch.as_tensor(keypoints).float()
         if not torch.isfinite(frames).all():
             raise ValueError("affine frames contain NaN or inf")

@@ -20,14 +20,14 @@ LAYERS = {
     "model": 0, "image": 0, "device": 0, "matching": 0, "fpr95": 0, "viz": 0,
     # 1: pieces of the describe path
     "patches": 1, "detection": 1, "weights": 1,
-    # 2: the descriptor
-    "descriptor": 2,
+    # 2: the descriptor, and the network for other runtimes (ONNX export, kornia's LAFDescriptor)
+    "descriptor": 2, "export": 2, "kornia": 2,
     # 3: the neutral data layer (formats, warps, image listing)
     "data": 3,
     # 4: applications of the descriptor
-    "features_io": 4, "pipeline": 4,
+    "features_io": 4, "pipeline": 4, "skimage": 4,
     # 5: training and evaluation, side by side (neither imports the other)
-    "train": 5, "evaluation": 5,
+    "train": 5, "evaluation": 5, "parallel": 5,
     # 6: the command line; 7: ``python -m hardnet_desc``
     "cli": 6, "__main__": 7,
 }

@@ -25,7 +25,8 @@ import torch
 
 from ..descriptor import HardNetDescriptor
 from ..image import to_grey_tensor
-from ..model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet
+from ..kornia import laf_descriptor
+from ..model import DESCRIPTOR_DIM, HardNet
 from ..weights import DEFAULT_WEIGHTS
 
 DescribeFn = Callable[[np.ndarray, Sequence[cv2.KeyPoint]], np.ndarray]
@@ -72,14 +73,7 @@ class KorniaMethod:
     """
 
     def __init__(self, descriptor: HardNetDescriptor) -> None:
-        import kornia.feature as KF
-
-        net = KF.HardNet(pretrained=False)
-        # identical layer layout (the authors'), so the unfused state dict loads as is
-        net.load_state_dict(descriptor.weights.state_dict, strict=True)
-        self.laf_descriptor = KF.LAFDescriptor(net.eval(), patch_size=PATCH_SIZE, grayscale_descriptor=True).to(
-            descriptor.device
-        )
+        self.laf_descriptor = laf_descriptor(descriptor.weights, device=descriptor.device)
         self.descriptor = descriptor
 
     @torch.inference_mode()

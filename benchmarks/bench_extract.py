@@ -1,0 +1,90 @@
+"""Throughput of `hardnet-desc extract`: one process, local worker processes, Ray actors.
+
+    python benchmarks/bench_extract.py                          # 12 photo-size images, 1 and 2 workers
+    python benchmarks/bench_extract.py --images my_photos/ --workers 1 2 4 --backends processes ray
+
+Each run writes a fresh HDF5 file from the same images (SIFT detection, patches, HardNet, writing:
+the whole command). Images/s and patches/s are over the run's wall time, worker start-up included
+(spawned processes import torch; Ray starts once, before its first run, and its start is printed apart).
+Without ``--images`` the two bundled photos are repeated as flipped and resized variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import h5py
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
+from hardnet_desc.features_io import extract_folder  # noqa: E402
+from hardnet_desc.parallel import extract_parallel  # noqa: E402
+
+
+def make_images(folder: Path, n: int) -> Path:
+    """``n`` photo-size variants (flips, 0.8-1.2x scale) of the bundled pair."""
+    photos = [cv2.imread(str(ROOT / "examples" / "data" / f"sacre_coeur_{i}.jpg")) for i in (1, 2)]
+    for i in range(n):
+        image = photos[i % 2]
+        image = cv2.flip(image, 1) if (i // 2) % 2 else image
+        scale = 0.8 + 0.4 * ((i // 4) % 5) / 4
+        cv2.imwrite(str(folder / f"{i:03d}.jpg"), cv2.resize(image, None, fx=scale, fy=scale))
+    return folder
+
+
+def keypoints_in(path: Path) -> int:
+    with h5py.File(path, "r") as h5:
+        return sum(h5[name]["keypoints"].shape[0] for name in h5)
+
+
+def _start_ray(cpus: int) -> None:
+    """Start a local Ray instance once (its daemons would slow the runs before it otherwise)."""
+    import ray
+
+    if not ray.is_initialized():
+        start = time.perf_counter()
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        print(f"(ray.init: {time.perf_counter() - start:.1f} s, not counted below)", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=None, help="folder of images (default: generated)")
+    parser.add_argument("--n", type=int, default=12, help="generated images (default: %(default)s)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--backends", nargs="+", default=["single", "processes", "ray"],
+                        choices=["single", "processes", "ray"])
+    parser.add_argument("--max-keypoints", type=int, default=4096)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        images = args.images or make_images(tmp, args.n)
+        n_images = len(list(images.rglob("*.jpg"))) + len(list(images.rglob("*.png")))
+        runs = [("single", 1)] if "single" in args.backends else []
+        runs += [(b, w) for b in ("processes", "ray") if b in args.backends for w in args.workers]
+        print(f"{'backend':<10} {'workers':>7} {'seconds':>8} {'images/s':>9} {'patches/s':>10}")
+        for i, (backend, workers) in enumerate(runs):
+            out = tmp / f"run{i}.h5"
+            if backend == "ray":
+                _start_ray(max(args.workers))
+            start = time.perf_counter()
+            if backend == "single":
+                extract_folder(images, out, HardNetDescriptor(device="cpu"), max_keypoints=args.max_keypoints,
+                               progress=False)
+            else:
+                extract_parallel(images, out, workers=workers, backend=backend, device="cpu",
+                                 max_keypoints=args.max_keypoints, progress=False)
+            seconds = time.perf_counter() - start
+            print(f"{backend:<10} {workers:>7} {seconds:>8.1f} {n_images / seconds:>9.2f} "
+                  f"{keypoints_in(out) / seconds:>10.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""HardNet with nothing but OpenCV and numpy: the exported ONNX model in cv2.dnn.
+
+Export the model once (this needs hardnet-desc), then run this script anywhere OpenCV runs:
+
+    hardnet-desc export-onnx hardnet.onnx        # prints the weights' patch_scale
+    python examples/onnx_opencv_dnn.py hardnet.onnx [image1 image2] [--patch-scale 6]
+
+Patches are cut as docs/conventions.md says (the same steps in C++ use the same OpenCV calls):
+a square of side ``patch_scale * kp.size`` centred on ``kp.pt``, its x axis along ``kp.angle``,
+sampled on a 64x64 grid from the Gaussian pyramid level whose pixel is no larger than a grid step,
+then averaged 2x2 to 32x32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DATA = Path(__file__).resolve().parent / "data"
+GRID = 64  # sampling grid; averaged 2x2 to the network's 32x32
+
+
+def cut_patches(grey: np.ndarray, keypoints, patch_scale: float) -> np.ndarray:
+    """``(N, 1, 32, 32)`` float32 patches of a grey float32 image at OpenCV keypoints."""
+    pyramid = [grey]
+    patches = np.empty((len(keypoints), 1, GRID // 2, GRID // 2), np.float32)
+    for i, kp in enumerate(keypoints):
+        half = 0.5 * patch_scale * kp.size  # the patch covers centre + A @ [-1, 1]^2
+        level = max(0, math.floor(math.log2(max(2 * half / GRID, 1.0))))
+        while len(pyramid) <= level and min(pyramid[-1].shape) >= 8:
+            pyramid.append(cv2.pyrDown(pyramid[-1]))
+        level = min(level, len(pyramid) - 1)
+        angle = 0.0 if kp.angle == -1 else math.radians(kp.angle)
+        a = half / 2**level * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        centre = np.array(kp.pt) / 2**level  # level l pixel (i, j) lies on full-size pixel (2^l i, 2^l j)
+        # grid cell (col, row) -> image point: centre + A @ (-1 + (2 col + 1) / GRID, -1 + (2 row + 1) / GRID)
+        m = np.hstack([a * (2.0 / GRID), (centre + a @ np.full(2, 1.0 / GRID - 1.0))[:, None]])
+        grid = cv2.warpAffine(pyramid[level], m, (GRID, GRID), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+        patches[i, 0] = cv2.resize(grid, (GRID // 2, GRID // 2), interpolation=cv2.INTER_AREA)
+    return patches
+
+
+def describe(net: cv2.dnn.Net, patches: np.ndarray, batch: int = 256) -> np.ndarray:
+    """``(N, 128)`` float32 unit descriptors; standardisation and L2 norm are inside the model."""
+    out = [np.zeros((0, 128), np.float32)]
+    for start in range(0, len(patches), batch):
+        net.setInput(patches[start : start + batch])
+        out.append(net.forward())
+    return np.concatenate(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path, help="the .onnx file from hardnet-desc export-onnx")
+    parser.add_argument("image1", nargs="?", type=Path, default=DATA / "sacre_coeur_1.jpg")
+    parser.add_argument("image2", nargs="?", type=Path, default=DATA / "sacre_coeur_2.jpg")
+    parser.add_argument("--patch-scale", type=float, default=6.0, help="the weights' patch_scale (default: 6)")
+    parser.add_argument("--max-keypoints", type=int, default=2048)
+    args = parser.parse_args()
+
+    net = cv2.dnn.readNetFromONNX(str(args.model))
+    sift = cv2.SIFT_create(nfeatures=args.max_keypoints)
+    points, descriptors = [], []
+    for path in (args.image1, args.image2):
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            parser.error(f"cannot read {path}")
+        keypoints = sift.detect(image, None)
+        descriptors.append(describe(net, cut_patches(image.astype(np.float32) / 255.0, keypoints, args.patch_scale)))
+        points.append(np.float32([kp.pt for kp in keypoints]))
+
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(descriptors[0], descriptors[1], k=2)
+    good = [p[0] for p in knn if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+    inliers = 0
+    if len(good) >= 8:
+        p1 = points[0][[m.queryIdx for m in good]]
+        p2 = points[1][[m.trainIdx for m in good]]
+        _, mask = cv2.findFundamentalMat(p1, p2, cv2.USAC_MAGSAC, 1.0, 0.999, 10_000)
+        inliers = 0 if mask is None else int(mask.sum())
+    print(f"keypoints: {len(points[0])} + {len(points[1])}, matches: {len(good)}, inliers: {inliers}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Our weights in kornia: ``kornia.feature.LAFDescriptor`` running this package's HardNet.
+
+kornia describes local affine frames (LAFs) ``[A | c]`` of shape ``(B, N, 2, 3)``; the patch
+covers ``c + A @ [-1, 1]^2``, which is this package's frame convention (docs/conventions.md), so
+frames pass between the two unchanged. What differs is the *scale* each set of weights expects:
+
+* kornia's LAF scale is ``s = sqrt(|det A|)``, half the patch side.
+* These weights see a patch of side ``patch_scale * kp.size``, so ``s = patch_scale * kp.size / 2``
+  (``3 * kp.size`` for the bundled weights, ``patch_scale = 6``): a 6-sigma DoG frame as
+  ``kornia.feature.SIFTFeatureScaleSpace`` returns it.
+* kornia's pretrained ``HardNet`` and ``DoGHardNet`` use ``s = 6 * kp.size`` (12 sigma). Before
+  describing such LAFs with our weights, shrink them: ``kornia.feature.scale_laf(lafs, patch_scale / 12)``.
+* Orientation: ``kornia.feature.laf_from_center_scale_ori(xy, s, ori)`` takes ``ori = -kp.angle``
+  (kornia turns positive angles counter-clockwise on screen, OpenCV clockwise).
+
+kornia is imported only when these functions are called (``pip install "hardnet-desc[kornia]"``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .model import PATCH_SIZE, HardNet
+from .patches import DEFAULT_PATCH_SCALE, KeypointsLike, keypoints_to_frames
+from .weights import DEFAULT_WEIGHTS, Weights, load_weights
+
+if TYPE_CHECKING:
+    import kornia.feature
+
+
+def laf_descriptor(
+    weights: str | Path | HardNet | Weights = DEFAULT_WEIGHTS, *, device: str | torch.device = "cpu"
+) -> kornia.feature.LAFDescriptor:
+    """kornia's ``LAFDescriptor`` with a ``kornia.feature.HardNet`` holding these weights.
+
+    Args:
+        weights: a bundled name, a weight file, ``hf://...``, a :class:`~hardnet_desc.model.HardNet`
+            or loaded :class:`~hardnet_desc.weights.Weights`.
+        device: where the module lives.
+
+    Returns:
+        The module, in eval mode, called as ``module(image (B, 1, H, W), lafs (B, N, 2, 3)) -> (B, N, 128)``.
+        Its ``patch_scale`` attribute is the weights' patch scale: build LAFs with
+        :func:`keypoints_to_lafs` and that value (or ``s = patch_scale * kp.size / 2``).
+    """
+    import kornia.feature as KF
+
+    if isinstance(weights, HardNet):
+        weights = Weights(weights.state_dict(), "HardNet module")
+    elif not isinstance(weights, Weights):
+        weights = load_weights(weights)
+    net = KF.HardNet(pretrained=False)
+    net.load_state_dict(weights.state_dict, strict=True)  # the authors' layer layout, as ours
+    module = KF.LAFDescriptor(net.eval(), patch_size=PATCH_SIZE, grayscale_descriptor=True).to(device).eval()
+    module.patch_scale = float(weights.patch_scale or DEFAULT_PATCH_SCALE)
+    return module
+
+
+def keypoints_to_lafs(keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE) -> torch.Tensor:
+    """OpenCV keypoints (or ``(N, 4)`` ``(x, y, size, angle_deg)``) as kornia LAFs ``(1, N, 2, 3)``.
+
+    The LAFs cover the patches :class:`~hardnet_desc.HardNetDescriptor` describes: scale
+    ``patch_scale * size / 2``, orientation ``-angle`` in kornia's convention.
+    """
+    return keypoints_to_frames(keypoints, patch_scale)[None]

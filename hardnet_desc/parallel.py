@@ -1,0 +1,218 @@
+"""Extraction spread over local processes or a Ray cluster, into one hloc-layout HDF5 file.
+
+Every worker holds one :class:`~hardnet_desc.HardNetDescriptor` and runs
+:func:`~hardnet_desc.features_io.extract_folder` on its share of the images, writing its own
+shard ``OUT.parts/part-<id>.h5`` in the layout of :mod:`hardnet_desc.features_io`. When all
+are done the shards are merged into ``OUT`` and removed. Resumable: shards left by an interrupted
+run are merged first, and images already in ``OUT`` are skipped. The descriptors are those of the
+single-process path (the same code describes every image).
+
+Backends:
+
+* ``"processes"``: ``workers`` local processes (spawned), each with ``cpus // workers`` torch threads.
+* ``"ray"``: Ray Data ``map_batches`` over the image names with an actor pool of ``workers`` actors
+  (default: one per GPU of the cluster, else one per CPU); each actor loads the weights once. The
+  image folder and ``OUT``'s folder must be reachable under the same paths from every node (a shared
+  file system), and ``weights`` a bundled name, ``hf://`` address or a path on that file system.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from .features_io import ExtractReport, claim_file, extract_folder, feature_names, file_attrs, image_names
+from .weights import DEFAULT_WEIGHTS
+
+BACKENDS = ("processes", "ray")
+
+
+def parts_folder(out: str | Path) -> Path:
+    """Where the shards of ``out`` are written: ``OUT.parts/`` next to it."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def merge_parts(out: str | Path, attrs: dict[str, Any] | None = None) -> list[str]:
+    """Move the complete image groups of ``OUT.parts/*.h5`` into ``out``; delete the shards.
+
+    Raises:
+        ValueError: a shard (or ``attrs``) from other weights than ``out``'s features.
+
+    Returns:
+        The names of the merged images.
+    """
+    import h5py
+
+    out, parts = Path(out), parts_folder(out)
+    shards = sorted(parts.glob("*.h5")) if parts.is_dir() else []
+    merged: list[str] = []
+    try:
+        h5file = h5py.File(out, "a")
+    except OSError as err:
+        raise OSError(f"cannot open {out} as an HDF5 file ({err})") from None
+    with h5file as dst:
+        if attrs is not None:
+            claim_file(dst, attrs, out)
+        have = feature_names(dst)
+        for shard in shards:
+            with h5py.File(shard, "r") as src:
+                if not src.attrs:  # a shard whose worker died before writing anything
+                    continue
+                claim_file(dst, dict(src.attrs), out)
+                for name in sorted(feature_names(src) - have):
+                    if name in dst:
+                        del dst[name]  # half-written by an interrupted run
+                    dst.copy(src[name], name)
+                    merged.append(name)
+                    have.add(name)
+            dst.flush()
+    for shard in shards:
+        shard.unlink()
+    if parts.is_dir() and not any(parts.iterdir()):
+        parts.rmdir()
+    return merged
+
+
+def extract_parallel(
+    images: str | Path,
+    out: str | Path,
+    weights: Any = DEFAULT_WEIGHTS,
+    *,
+    workers: int | None = 2,
+    backend: str = "processes",
+    address: str | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    max_keypoints: int | None = 4096,
+    batch_images: int = 8,
+    progress: bool = True,
+    on_error: Callable[[str, str], None] | None = None,
+) -> ExtractReport:
+    """:func:`~hardnet_desc.features_io.extract_folder` with ``workers`` workers (see module docstring).
+
+    Args:
+        images, out, max_keypoints, batch_images, progress, on_error: as ``extract_folder``.
+        weights: what :class:`~hardnet_desc.HardNetDescriptor` takes; each worker loads it.
+        workers: processes or Ray actors; ``None`` with Ray: one per GPU, else one per CPU.
+        backend: ``"processes"`` or ``"ray"``.
+        address: Ray cluster address (``"auto"``, ``"ray://host:10001"``); default: the running
+            or a new local instance.
+        device, precision: for each worker's descriptor.
+    """
+    from .descriptor import HardNetDescriptor
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    names = image_names(images)
+    settings = {"weights": weights, "device": device, "precision": precision, "max_keypoints": max_keypoints,
+                "batch_images": batch_images}
+    # The weights load here once: bad weights fail before any worker starts, and the output's
+    # attributes are checked against them before any work is done.
+    attrs = file_attrs(HardNetDescriptor(weights, device="cpu"))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    merge_parts(out, attrs)  # an interrupted run's shards
+    import h5py
+
+    with h5py.File(out, "r") as h5:
+        have = feature_names(h5)
+    report = ExtractReport(skipped=[n for n in names if n in have])
+    todo = [n for n in names if n not in have]
+    if todo:
+        parts_folder(out).mkdir(exist_ok=True)
+        run = _run_processes if backend == "processes" else _run_ray
+        for name, reason in run(str(images), str(parts_folder(out)), todo, settings, workers, address, progress):
+            if reason is None:
+                report.done.append(name)
+            else:
+                report.failed.append((name, reason))
+                if on_error is not None:
+                    on_error(name, reason)
+        merge_parts(out, attrs)
+    return report
+
+
+class _Worker:
+    """One descriptor and one shard; describes batches of images into the shard."""
+
+    def __init__(self, root: str, parts: str, settings: dict[str, Any], threads: int | None = None) -> None:
+        import torch
+
+        from .descriptor import HardNetDescriptor
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.root, self.settings = root, settings
+        self.descriptor = HardNetDescriptor(settings["weights"], device=settings["device"],
+                                            precision=settings["precision"])
+        self.shard = Path(parts) / f"part-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
+
+    def run(self, names: Sequence[str]) -> list[tuple[str, str | None]]:
+        failed: dict[str, str] = {}
+        extract_folder(self.root, self.shard, self.descriptor, names=list(names), progress=False,
+                       max_keypoints=self.settings["max_keypoints"], batch_images=self.settings["batch_images"],
+                       on_error=lambda name, reason: failed.__setitem__(name, reason))
+        return [(n, failed.get(n)) for n in names]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:  # Ray Data's map_batches
+        results = self.run([str(n) for n in batch["name"]])
+        return {"name": [n for n, _ in results], "error": [r or "" for _, r in results]}
+
+
+_PROCESS_WORKER: _Worker | None = None
+
+
+def _init_process(root: str, parts: str, settings: dict[str, Any], threads: int) -> None:
+    global _PROCESS_WORKER
+    _PROCESS_WORKER = _Worker(root, parts, settings, threads)
+
+
+def _process_batch(names: list[str]) -> list[tuple[str, str | None]]:
+    assert _PROCESS_WORKER is not None
+    return _PROCESS_WORKER.run(names)
+
+
+def _run_processes(root, parts, todo, settings, workers, address, progress):
+    from tqdm import tqdm
+
+    workers = workers or 2
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    step = max(1, settings["batch_images"])
+    batches = [todo[i : i + step] for i in range(0, len(todo), step)]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_process,
+                             initargs=(root, parts, settings, threads)) as pool, \
+            tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:
+        for future in as_completed([pool.submit(_process_batch, b) for b in batches]):
+            results = future.result()
+            bar.update(len(results))
+            yield from results
+
+
+def _run_ray(root, parts, todo, settings, workers, address, progress):
+    import ray
+    from tqdm import tqdm
+
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress bar instead of Ray Data's log lines
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if settings["device"] in ("auto", "cuda") else 0
+    slots = gpus or int(ray.cluster_resources().get("CPU", 1))
+    resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+    dataset = ray.data.from_items([{"name": n} for n in todo]).map_batches(
+        _Worker,
+        fn_constructor_kwargs={"root": root, "parts": parts, "settings": settings, "threads": None if gpus else 1},
+        batch_size=max(1, settings["batch_images"]), concurrency=min(workers or slots, len(todo)), **resources,
+    )
+    with tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:
+        for row in dataset.iter_rows():
+            bar.update(1)
+            yield row["name"], row["error"] or None

@@ -1,0 +1,128 @@
+"""Extraction with several workers (local processes, a local Ray instance) gives the single-process file."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from conftest import DATA_DIR, make_hardnet
+
+from hardnet_desc import HardNetDescriptor
+from hardnet_desc.cli import main
+from hardnet_desc.features_io import FEATURE_KEYS, extract_folder, feature_names
+from hardnet_desc.parallel import extract_parallel, merge_parts, parts_folder
+from hardnet_desc.weights import save_weights
+
+NAMES = ["a.jpg", "c.png", "sub/b.jpg", "sub/d.jpg"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> str:
+    return str(save_weights(make_hardnet(), tmp_path_factory.mktemp("w") / "net.safetensors", {"patch_scale": 6.0}))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Four photos (two in a subfolder) and one file that is not an image."""
+    root = tmp_path_factory.mktemp("images")
+    (root / "sub").mkdir()
+    one, two = (cv2.imread(str(DATA_DIR / f"sacre_coeur_{i}.jpg")) for i in (1, 2))
+    shutil.copy(DATA_DIR / "sacre_coeur_1.jpg", root / "a.jpg")
+    shutil.copy(DATA_DIR / "sacre_coeur_2.jpg", root / "sub" / "b.jpg")
+    cv2.imwrite(str(root / "c.png"), cv2.flip(one, 1))
+    cv2.imwrite(str(root / "sub" / "d.jpg"), cv2.resize(two, None, fx=0.7, fy=0.7))
+    (root / "broken.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(folder, weights, tmp_path_factory):
+    """The single-process file."""
+    out = tmp_path_factory.mktemp("ref") / "features.h5"
+    extract_folder(folder, out, HardNetDescriptor(weights, device="cpu"), max_keypoints=300, progress=False)
+    return out
+
+
+def assert_same_file(path, reference) -> None:
+    with h5py.File(path, "r") as got, h5py.File(reference, "r") as ref:
+        assert feature_names(got) == feature_names(ref) == set(NAMES)
+        assert got.attrs["weights_sha256"] == ref.attrs["weights_sha256"]
+        for name in NAMES:
+            for key in FEATURE_KEYS:
+                np.testing.assert_allclose(got[name][key][()], ref[name][key][()], atol=1e-5, rtol=0)
+
+
+def test_processes_give_the_single_process_file(folder, weights, reference, tmp_path):
+    out = tmp_path / "features.h5"
+    errors = []
+    report = extract_parallel(folder, out, weights, workers=2, device="cpu", max_keypoints=300, batch_images=1,
+                              progress=False, on_error=lambda name, reason: errors.append(name))
+    assert sorted(report.done) == NAMES and report.skipped == []
+    assert [name for name, _ in report.failed] == errors == ["broken.jpg"]
+    assert not parts_folder(out).exists()  # shards merged and removed
+    assert_same_file(out, reference)
+
+
+def test_resume_merges_left_shards_and_skips_done_images(folder, weights, reference, tmp_path):
+    out = tmp_path / "features.h5"
+    hardnet = HardNetDescriptor(weights, device="cpu")
+    extract_folder(folder, out, hardnet, max_keypoints=300, progress=False, names=["a.jpg"])
+    # an interrupted parallel run: one finished shard, one empty shard of a worker that died at once
+    parts_folder(out).mkdir()
+    extract_folder(folder, parts_folder(out) / "part-1.h5", hardnet, max_keypoints=300, progress=False,
+                   names=["sub/b.jpg"])
+    h5py.File(parts_folder(out) / "part-2.h5", "w").close()
+    report = extract_parallel(folder, out, weights, workers=2, device="cpu", max_keypoints=300, progress=False)
+    assert sorted(report.skipped) == ["a.jpg", "sub/b.jpg"] and sorted(report.done) == ["c.png", "sub/d.jpg"]
+    assert_same_file(out, reference)
+    again = extract_parallel(folder, out, weights, workers=2, device="cpu", max_keypoints=300, progress=False)
+    assert again.done == [] and sorted(again.skipped) == NAMES
+
+
+def test_other_weights_are_refused_before_any_work(folder, weights, reference, tmp_path):
+    out = tmp_path / "features.h5"
+    shutil.copy(reference, out)
+    other = save_weights(make_hardnet(seed=1), tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="holds features from other weights"):
+        extract_parallel(folder, out, other, workers=2, device="cpu")
+    parts_folder(out).mkdir()
+    extract_folder(folder, parts_folder(out) / "part-9.h5", HardNetDescriptor(other, device="cpu"),
+                   max_keypoints=50, progress=False, names=["a.jpg"])
+    with pytest.raises(ValueError, match="holds features from other weights"):
+        merge_parts(out)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        extract_parallel(folder, out, weights, backend="dask")
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        extract_parallel(folder, out, weights, workers=0)
+
+
+def test_cli_workers(folder, weights, reference, tmp_path, capsys):
+    out = tmp_path / "features.h5"
+    code = main(["extract", str(folder), "--out", str(out), "--workers", "2", "--weights", weights,
+                 "--max-keypoints", "300", "--device", "cpu", "--quiet"])
+    assert code == 1  # broken.jpg
+    captured = capsys.readouterr()
+    assert "4 images extracted, 0 already in" in captured.out and "1 failed" in captured.out
+    assert "broken.jpg" in captured.err
+    assert_same_file(out, reference)
+
+
+@pytest.mark.slow
+def test_ray_gives_the_single_process_file(folder, weights, reference, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "features.h5"
+        extract_folder(folder, out, HardNetDescriptor(weights, device="cpu"), max_keypoints=300, progress=False,
+                       names=["c.png"])  # resumable: already there
+        report = extract_parallel(folder, out, weights, backend="ray", workers=2, device="cpu",
+                                  max_keypoints=300, batch_images=1, progress=False)
+        assert sorted(report.done) == ["a.jpg", "sub/b.jpg", "sub/d.jpg"] and report.skipped == ["c.png"]
+        assert [name for name, _ in report.failed] == ["broken.jpg"]
+        assert not parts_folder(out).exists()
+        assert_same_file(out, reference)
+    finally:
+        ray.shutdown()

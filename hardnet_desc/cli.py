@@ -8,10 +8,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+_SFM_OPTIONS = ("min_track", "max_points_per_scene", "max_patches_per_point", "min_point_distance", "val_scenes")
+
+
 def _make_dataset(args: argparse.Namespace) -> int:
     from .data.warps import WARP_PRESETS
     from .train.synthetic import MatchConfig, make_dataset
 
+    if args.from_sfm:
+        return _make_sfm_dataset(args)
+    given = [f"--{k.replace('_', '-')}" for k in _SFM_OPTIONS if getattr(args, k) is not None] + (
+        ["--all-models"] if args.all_models else [])
+    if given:
+        raise ValueError(f"{', '.join(given)} only apply with --from-sfm")
     summary = make_dataset(
         args.images, args.out, points=args.points, views=args.views, patch_scale=args.patch_scale,
         val_fraction=args.val_fraction, val_pairs=args.val_pairs, seed=args.seed, split_seed=args.split_seed,
@@ -21,6 +30,37 @@ def _make_dataset(args: argparse.Namespace) -> int:
     for split in ("train", "val"):
         s = summary[split]
         print(f"{split}: {s['photos']} photos, {s['points']} points, {s['patches']} patches -> {args.out}/{split}")
+    return 0
+
+
+def _make_sfm_dataset(args: argparse.Namespace) -> int:
+    from .data.sfm_patches import DEFAULT_VAL_SCENES, make_sfm_dataset
+
+    try:
+        from .sfm import reconstruct as sfm_reconstruct
+
+        def reconstruct(image_dir, out_dir):
+            return sfm_reconstruct(image_dir, out_dir, features="sift")
+    except ImportError:  # no sfm module: photo folders without a model are an error
+        reconstruct = None
+    val = DEFAULT_VAL_SCENES if args.val_scenes is None else [s.strip() for s in args.val_scenes.split(",") if s.strip()]
+    options = {k: getattr(args, k) for k in _SFM_OPTIONS[:4] if getattr(args, k) is not None}  # else the library's
+    for k in ("max_points_per_scene", "max_patches_per_point"):
+        if options.get(k) == 0:
+            options[k] = None  # 0 = no cap
+    record = make_sfm_dataset(args.images, args.out, val_scenes=val, val_pairs=args.val_pairs,
+                              patch_scale=args.patch_scale, all_models=args.all_models, seed=args.seed,
+                              reconstruct=reconstruct, **options)
+    for s in record["scenes"]:
+        print(f"{s['split']:5s} {s['name']}: {s['registered']}/{s['images']} photos registered, {s['points']} points, "
+              f"{s['patches']} patches")
+    for split, t in record["totals"].items():
+        print(f"{split}: {t['scenes']} scenes, {t['points']} points, {t['patches']} patches -> {args.out}/{split}")
+    if record["scenes_without_model"]:
+        print(f"scenes without a model (skipped): {', '.join(record['scenes_without_model'])}")
+    if record["val_scenes_missing"]:
+        print(f"validation scenes not found: {', '.join(record['val_scenes_missing'])}")
+    print(f"record: {args.out}/record.json")
     return 0
 
 
@@ -180,8 +220,12 @@ def _add_make_dataset(sub) -> None:
 
     p = sub.add_parser("make-dataset", help="synthetic correspondences from your photos, in the PhotoTour layout",
                        description="Warp each photo into several views, re-detect SIFT keypoints, keep those that agree "
-                       "with the known homography, and write their patches to OUT/train and OUT/val (split by photo).")
-    p.add_argument("images", help="folder of photos (searched recursively)")
+                       "with the known homography, and write their patches to OUT/train and OUT/val (split by photo). "
+                       "With --from-sfm: real correspondences, one patch per observation of every 3D point of the "
+                       "COLMAP models in SCENES_DIR, split by scene.")
+    p.add_argument("images", metavar="IMAGES_OR_SCENES_DIR",
+                   help="folder of photos (searched recursively); with --from-sfm a folder of scene folders, each "
+                   "with database.db, sparse/<k>/ and summary.json (image_dir), or of photo folders to reconstruct")
     p.add_argument("out", help="output folder")
     p.add_argument("--points", type=int, default=1000, help="3D points per photo at most (default: %(default)s)")
     p.add_argument("--views", type=int, default=3, help="warped views per photo (default: %(default)s)")
@@ -199,6 +243,18 @@ def _add_make_dataset(sub) -> None:
                    help="a re-detection agrees if its angle is within DEG of the projected one (default: 20)")
     p.add_argument("--match-scale", type=float, default=None, metavar="RATIO",
                    help="... and its size within RATIO either way (default: 1.3)")
+    g = p.add_argument_group("real correspondences from structure from motion (--from-sfm)")
+    g.add_argument("--from-sfm", action="store_true", help="build from COLMAP reconstructions instead of warps")
+    g.add_argument("--min-track", type=int, default=None, metavar="N", help="fewest observations of a 3D point (default: 2)")
+    g.add_argument("--max-points-per-scene", type=int, default=None, metavar="N",
+                   help="3D points per scene at most, a random choice; 0 for all (default: 20000)")
+    g.add_argument("--max-patches-per-point", type=int, default=None, metavar="N",
+                   help="patches per 3D point at most, a random choice; 0 for all (default: 10)")
+    g.add_argument("--min-point-distance", type=float, default=None, metavar="PX",
+                   help="of two 3D points closer than PX in a photo keep the longer track; 0 = off (default: 3)")
+    g.add_argument("--val-scenes", default=None, metavar="A,B,C",
+                   help="scenes held out in OUT/val (default: hardnet_desc.data.sfm_patches.DEFAULT_VAL_SCENES)")
+    g.add_argument("--all-models", action="store_true", help="use every model of a scene, not only the largest")
     p.set_defaults(func=_make_dataset)
 
 

@@ -4,6 +4,8 @@
 * :mod:`~hardnet_desc.data.hpatches`: the HPatches patch release reader.
 * :mod:`~hardnet_desc.data.warps`: random homographies and photometric changes (:class:`WarpConfig`).
 * :mod:`~hardnet_desc.data.images`: :func:`list_images` and :data:`IMAGE_SUFFIXES`.
+* :mod:`~hardnet_desc.data.sfm_patches`: real correspondences from COLMAP reconstructions
+  (``make-dataset --from-sfm``), written in the PhotoTour format.
 
 This layer sits on the inference core (model, image, patches) and under both
 :mod:`hardnet_desc.train` and :mod:`hardnet_desc.evaluation`; it imports neither.

@@ -1,0 +1,582 @@
+"""Real correspondences from structure from motion, written in the PhotoTour layout.
+
+Every 3D point of a COLMAP reconstruction whose track has at least ``min_track`` observations
+gives one patch per observation, cut around that observation's own SIFT keypoint (position,
+scale and orientation from the COLMAP database) with :func:`hardnet_desc.patches.extract_patches`,
+the code ``HardNetDescriptor.compute`` uses, at 64x64 with ``supersample=1`` (the trainer's 2x2
+mean then equals the 32x32 inference patch). The label is the 3D point, unique across scenes;
+the second column of ``info.txt`` is the scene's index, so the trainer's ``--photos-per-batch``
+draws negatives from one scene. Whole scenes are held out for validation.
+
+A scene folder (as ``pycolmap`` / ``hardnet-desc sfm`` write it) holds ``database.db``,
+``sparse/<k>/`` (COLMAP binary models) and ``summary.json`` with the photo folder as
+``image_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from ..image import read_image, to_grey_tensor
+from ..patches import DEFAULT_PATCH_SCALE, extract_patches
+from .phototour import STORED_SIZE, PhotoTourWriter, make_pairs
+
+#: Scenes held out for validation (the same scenes ``eval-pairs`` reports on).
+DEFAULT_VAL_SCENES = (
+    "bundler-et", "vggsfm-british-museum", "mast3r-nle-tower", "opensfm-lund", "vggsfm-kitchen", "bm-mentuemhat",
+)
+#: Bin edges of the track-length histogram in the record (last bin: this and longer).
+TRACK_BINS = (2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
+
+
+def colmap_to_opencv_keypoints(keypoints: np.ndarray) -> np.ndarray:
+    """COLMAP ``FeatureKeypoint`` rows to OpenCV keypoints.
+
+    COLMAP stores a keypoint as ``(x, y, a11, a12, a21, a22)``: its position with the top-left
+    pixel *corner* at ``(0, 0)`` and an affine frame ``A``; for SIFT ``A = sigma * R(theta)``.
+    Measured against OpenCV's SIFT on the same photo (``tests/test_sfm_dataset.py``): OpenCV's
+    ``size`` is ``2 * sigma`` and its ``angle`` is ``theta`` in degrees (same sign), and
+    positions differ by 0.5 px, the two pixel conventions (docs/conventions.md).
+
+    Args:
+        keypoints: ``(N, 6)`` COLMAP keypoints (``Database.read_keypoints``).
+
+    Returns:
+        ``(N, 4)`` float64 ``(x, y, size, angle_deg)`` in the OpenCV convention, angle in [0, 360).
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if kp.ndim != 2 or kp.shape[1] != 6:
+        raise ValueError(f"COLMAP keypoints must be (N, 6) = (x, y, a11, a12, a21, a22), got {kp.shape}")
+    sigma = np.sqrt(np.abs(kp[:, 2] * kp[:, 5] - kp[:, 3] * kp[:, 4]))
+    angle = np.rad2deg(np.arctan2(kp[:, 4], kp[:, 2])) % 360.0
+    return np.stack([kp[:, 0] - 0.5, kp[:, 1] - 0.5, 2.0 * sigma, angle], axis=1)
+
+
+@dataclass
+class SfmScene:
+    """One reconstructed scene: its name, photos, COLMAP database and model folders."""
+
+    name: str
+    image_dir: Path
+    database: Path
+    models: list[Path]
+    num_images: int | None = None
+
+
+def read_scene(folder: str | Path, image_dir: str | Path | None = None) -> SfmScene:
+    """A scene folder with ``database.db``, ``sparse/<k>/`` and ``summary.json`` (whose ``image_dir``
+    names the photo folder unless ``image_dir`` is given).
+
+    A finished reconstruction that found no model (``summary.json`` but no ``sparse/<k>/``) gives a
+    scene with no models; a folder with neither is an error (e.g. a reconstruction still running).
+    """
+    folder = Path(folder)
+    database = folder / "database.db"
+    models = sorted((p for p in (folder / "sparse").glob("*") if (p / "points3D.bin").is_file()),
+                    key=lambda p: (len(p.name), p.name))
+    summary_path = folder / "summary.json"
+    if not database.is_file() or not (models or summary_path.is_file()):
+        raise FileNotFoundError(f"{folder}: not a reconstructed scene (needs database.db and sparse/<k>/points3D.bin, "
+                                "or summary.json if no model was found)")
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    image_dir = Path(image_dir or summary.get("image_dir", folder / "images"))
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"{folder}: photo folder {image_dir} not found (summary.json's image_dir)")
+    return SfmScene(summary.get("scene", folder.name), image_dir, database, models, summary.get("num_images"))
+
+
+def find_scenes(
+    scenes: str | Path | Sequence[str | Path],
+    reconstruct: Callable[[Path, Path], object] | None = None,
+    work_dir: str | Path | None = None,
+) -> list[SfmScene]:
+    """Scenes of a folder of scene folders (or of a list of them), sorted by name.
+
+    A folder without ``database.db`` and ``sparse/`` is taken as a folder of photos and
+    reconstructed into ``work_dir/<name>`` by ``reconstruct(image_dir, out_dir)`` (e.g. SIFT with
+    ``hardnet_desc.sfm.reconstruct``), which must write ``database.db`` and ``sparse/<k>/`` there;
+    without ``reconstruct`` such a folder is an error.
+    """
+    if isinstance(scenes, (str, Path)):
+        root = Path(scenes)
+        if not root.is_dir():
+            raise FileNotFoundError(f"scenes folder not found: {root}")
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+    else:
+        folders = [Path(p) for p in scenes]
+    found = []
+    for folder in folders:
+        if (folder / "database.db").is_file() or (folder / "sparse").is_dir():
+            found.append(read_scene(folder))
+        elif reconstruct is None:
+            raise ValueError(f"{folder} has no COLMAP model (database.db, sparse/<k>/): reconstruct it first "
+                             "(hardnet-desc sfm, or pycolmap)")
+        else:
+            out = Path(work_dir or folder.parent / "_sfm") / folder.name
+            reconstruct(folder, out)
+            found.append(read_scene(out, image_dir=folder))
+    if not found:
+        raise FileNotFoundError(f"no scene folders in {scenes}")
+    return sorted(found, key=lambda s: s.name)
+
+
+def _load_model(path: Path):
+    import pycolmap
+
+    return pycolmap.Reconstruction(str(path))
+
+
+def largest_model(scene: SfmScene):
+    """The scene's model with the most registered images (then 3D points), and its folder."""
+    best = None
+    for path in scene.models:
+        rec = _load_model(path)
+        key = (rec.num_reg_images(), rec.num_points3D())
+        if best is None or key > best[0]:
+            best = (key, rec, path)
+    return best[1], best[2]
+
+
+@dataclass
+class Tracks:
+    """Chosen observations of a model, one row per observation.
+
+    Attributes:
+        point3D_ids: (P,) int64 COLMAP ids of the chosen 3D points; ``point`` indexes them.
+        point: (M,) int64 index into ``point3D_ids``.
+        image_id: (M,) int64 COLMAP image id of the observation.
+        point2D_idx: (M,) int64 index of the observation's keypoint in that image.
+        track_length: (P,) int64 track length of each chosen point in the model (photos seeing it).
+        eligible: points with a long enough track; ``distinct``: of those, points left after
+            dropping near-copies (before the ``max_points`` cap).
+    """
+
+    point3D_ids: np.ndarray
+    point: np.ndarray
+    image_id: np.ndarray
+    point2D_idx: np.ndarray
+    track_length: np.ndarray
+    eligible: int = 0
+    distinct: int = 0
+
+
+def select_tracks(
+    rec,
+    *,
+    min_track: int = 2,
+    max_points: int | None = None,
+    max_patches_per_point: int | None = None,
+    min_point_distance: float = 3.0,
+    seed: int = 0,
+) -> Tracks:
+    """Choose the 3D points and observations of a ``pycolmap.Reconstruction`` that become patches.
+
+    Points with fewer than ``min_track`` observations are skipped. Of two points whose keypoints lie
+    within ``min_point_distance`` px in some photo (SIFT repeats a keypoint per orientation, and
+    neighbours look alike), only the one with the longer track is kept: as in-batch negatives such
+    near-copies would teach the net to separate what matching counts as the same. Then at most
+    ``max_points`` points (a seeded random choice) and, per point, ``max_patches_per_point``
+    observations (also random) are kept. A point seen twice in one photo gives one patch there.
+    """
+    if min_track < 2:
+        raise ValueError(f"min_track must be >= 2 (a track of one observation has no match), got {min_track}")
+    if max_patches_per_point is not None and max_patches_per_point < 2:
+        raise ValueError(f"max_patches_per_point must be >= 2, got {max_patches_per_point}")
+    if max_points is not None and max_points < 1:
+        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    rng = np.random.default_rng(seed)
+    pids, lengths, elements = [], [], []
+    for pid, p in rec.points3D.items():
+        if p.track.length() < min_track:
+            continue
+        pairs = np.array([(e.image_id, e.point2D_idx) for e in p.track.elements], np.int64)
+        # a merged track can see one photo twice (one SIFT position, two orientations): keep one
+        pairs = pairs[np.sort(np.unique(pairs[:, 0], return_index=True)[1])]
+        if len(pairs) >= min_track:
+            pids.append(pid)
+            lengths.append(len(pairs))
+            elements.append(pairs)
+    pids, lengths = np.array(pids, np.int64), np.array(lengths, np.int64)
+    keep = _drop_near_copies(rec, elements, lengths, min_point_distance) if min_point_distance > 0 else np.arange(len(pids))
+    distinct = len(keep)
+    if max_points is not None and len(keep) > max_points:
+        keep = np.sort(rng.choice(keep, size=max_points, replace=False))
+    point, image_id, idx2d = [], [], []
+    for new, old in enumerate(keep):
+        els = elements[old]
+        if max_patches_per_point is not None and len(els) > max_patches_per_point:
+            els = els[np.sort(rng.choice(len(els), size=max_patches_per_point, replace=False))]
+        point.append(np.full(len(els), new, np.int64))
+        image_id.append(els[:, 0])
+        idx2d.append(els[:, 1])
+    cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64))
+    return Tracks(pids[keep], cat(point), cat(image_id), cat(idx2d), lengths[keep], len(pids), distinct)
+
+
+def _drop_near_copies(rec, elements: list[np.ndarray], lengths: np.ndarray, min_distance: float) -> np.ndarray:
+    """Indices of the points kept greedily, longest track first, none near a kept one in any photo."""
+    owner = np.repeat(np.arange(len(elements)), [len(e) for e in elements])
+    els = np.concatenate(elements) if elements else np.zeros((0, 2), np.int64)
+    neighbours: list[list[int]] = [[] for _ in elements]
+    for image_id in np.unique(els[:, 0]):
+        rows = np.flatnonzero(els[:, 0] == image_id)
+        points2d = rec.images[int(image_id)].points2D
+        xy = np.array([points2d[int(i)].xy for i in els[rows, 1]], np.float64).reshape(-1, 2)
+        for a, b in cKDTree(xy).query_pairs(min_distance, output_type="ndarray"):
+            pa, pb = owner[rows[a]], owner[rows[b]]
+            if pa != pb:
+                neighbours[pa].append(pb)
+                neighbours[pb].append(pa)
+    kept = np.zeros(len(elements), bool)
+    for i in np.argsort(-lengths, kind="stable"):
+        if not any(kept[j] for j in neighbours[i]):
+            kept[i] = True
+    return np.flatnonzero(kept)
+
+
+def reprojection_errors(rec, tracks: Tracks) -> np.ndarray:
+    """Distance in pixels between each chosen observation and its 3D point projected into the photo: (M,)."""
+    errors = np.full(len(tracks.point), np.nan)
+    xyz = np.array([rec.points3D[int(p)].xyz for p in tracks.point3D_ids], np.float64).reshape(-1, 3)
+    for image_id in np.unique(tracks.image_id):
+        rows = np.flatnonzero(tracks.image_id == image_id)
+        image = rec.images[int(image_id)]
+        pose = image.cam_from_world().matrix()
+        cam = xyz[tracks.point[rows]] @ pose[:, :3].T + pose[:, 3]
+        uv = image.camera.img_from_cam(cam, check_cheirality=False)
+        xy = np.array([image.points2D[int(i)].xy for i in tracks.point2D_idx[rows]], np.float64)
+        errors[rows] = np.linalg.norm(uv - xy, axis=1)
+    return errors
+
+
+def observation_keypoints(rec, database: str | Path, tracks: Tracks) -> np.ndarray:
+    """OpenCV keypoints ``(M, 4)`` ``(x, y, size, angle_deg)`` of the chosen observations, from the database.
+
+    Raises ``ValueError`` if the database's keypoints are not the model's (positions differ).
+    """
+    import pycolmap
+
+    out = np.zeros((len(tracks.point), 4))
+    db = pycolmap.Database.open(str(database))
+    try:
+        for image_id in np.unique(tracks.image_id):
+            rows = np.flatnonzero(tracks.image_id == image_id)
+            image = rec.images[int(image_id)]
+            raw = db.read_keypoints(db.read_image_with_name(image.name).image_id)[tracks.point2D_idx[rows]]
+            xy = np.array([image.points2D[int(i)].xy for i in tracks.point2D_idx[rows]], np.float64)
+            if raw.shape[1] != 6 or np.abs(raw[:, :2] - xy).max(initial=0.0) > 1e-2:
+                raise ValueError(f"{database}: keypoints of {image.name} do not match the model's (another database?)")
+            out[rows] = colmap_to_opencv_keypoints(raw)
+    finally:
+        db.close()
+    return out
+
+
+def cut_patches(image_path: str | Path, keypoints: np.ndarray, patch_scale: float, size: tuple[int, int]) -> np.ndarray:
+    """``(k, 64, 64)`` uint8 patches of one photo, cut as ``HardNetDescriptor.compute`` cuts them (at 64x64).
+
+    Args:
+        image_path: the photo.
+        keypoints: ``(k, 4)`` OpenCV keypoints, centres inside the photo.
+        patch_scale: patch side in units of ``kp.size``.
+        size: ``(width, height)`` the model's camera gives the photo; another size is an error.
+    """
+    image = read_image(image_path)
+    if image.shape[1::-1] != tuple(size):
+        raise ValueError(f"{image_path} is {image.shape[1]}x{image.shape[0]}, but the model's camera is "
+                         f"{size[0]}x{size[1]}: not the photo that was reconstructed")
+    with torch.inference_mode():
+        p = extract_patches(to_grey_tensor(image), keypoints, patch_size=STORED_SIZE, supersample=1,
+                            patch_scale=patch_scale)
+    return (p[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+@dataclass
+class ScenePatches:
+    """Patches ``(N, 64, 64)`` uint8 of one scene (or model), grouped by point.
+
+    Attributes:
+        patches: (N, 64, 64) uint8.
+        labels: (N,) int64 local point labels 0..P-1.
+        record: the numbers of the scene (or model).
+        photo: (N,) int64 COLMAP image id of each patch's photo.
+        xy: (N, 2) float64 keypoint position of each patch in its photo (OpenCV pixels).
+    """
+
+    patches: np.ndarray
+    labels: np.ndarray
+    record: dict
+    photo: np.ndarray
+    xy: np.ndarray
+
+
+def model_patches(scene: SfmScene, rec, *, patch_scale: float, seed: int = 0, **select) -> ScenePatches:
+    """Patches of one model of ``scene`` (``select``: :func:`select_tracks` options)."""
+    tracks = select_tracks(rec, seed=seed, **select)
+    errors = reprojection_errors(rec, tracks)
+    keypoints = observation_keypoints(rec, scene.database, tracks)
+    patches = np.zeros((len(keypoints), STORED_SIZE, STORED_SIZE), np.uint8)
+    ok = np.zeros(len(keypoints), bool)
+    for image_id in np.unique(tracks.image_id):
+        rows = np.flatnonzero(tracks.image_id == image_id)
+        image = rec.images[int(image_id)]
+        w, h = image.camera.width, image.camera.height
+        kp = keypoints[rows]
+        inside = (kp[:, 0] >= -0.5) & (kp[:, 0] <= w - 0.5) & (kp[:, 1] >= -0.5) & (kp[:, 1] <= h - 0.5)
+        if inside.any():
+            patches[rows[inside]] = cut_patches(scene.image_dir / image.name, kp[inside], patch_scale, (w, h))
+        ok[rows] = inside
+    counts = np.bincount(tracks.point[ok], minlength=len(tracks.point3D_ids))
+    ok &= counts[tracks.point] >= 2  # a point left with one patch has no positive
+    _, labels = np.unique(tracks.point[ok], return_inverse=True)
+    used = np.unique(tracks.point[ok])
+    numbers = {
+        "registered": rec.num_reg_images(), "points3D": rec.num_points3D(),
+        "points_eligible": tracks.eligible, "points_distinct": tracks.distinct, "points": len(used),
+        "patches": int(ok.sum()), "dropped_outside": int((~ok).sum()),
+        "model_mean_reprojection_error": rec.compute_mean_reprojection_error(),
+        "reprojection_error": _stats(errors[ok]),
+        "track_lengths": tracks.track_length[used].tolist(),
+    }
+    order = np.flatnonzero(ok)[np.argsort(labels, kind="stable")]  # patches of one point together
+    return ScenePatches(patches[order], np.sort(labels, kind="stable").astype(np.int64), numbers,
+                        tracks.image_id[order], keypoints[order, :2])
+
+
+def _stats(x: np.ndarray) -> dict:
+    if not len(x):
+        return {"mean": None, "median": None, "p95": None, "max": None}
+    return {"mean": float(x.mean()), "median": float(np.median(x)), "p95": float(np.percentile(x, 95)),
+            "max": float(x.max())}
+
+
+def scene_patches(scene: SfmScene, *, all_models: bool = False, **options) -> ScenePatches:
+    """Patches of a scene's largest model (or of all its models, labels kept apart); see :func:`model_patches`."""
+    if all_models:
+        models = [(_load_model(p), p) for p in scene.models]
+    else:
+        models = [largest_model(scene)]
+    parts, records, offset = [], [], 0
+    for rec, path in models:
+        part = model_patches(scene, rec, **options)
+        part.labels += offset
+        offset = int(part.labels.max()) + 1 if len(part.labels) else offset
+        parts.append(part)
+        records.append({"model": str(path), **part.record})
+    record = {"name": scene.name, "image_dir": str(scene.image_dir), "images": scene.num_images or _count_images(scene)}
+    for key in ("registered", "points3D", "points_eligible", "points_distinct", "points", "patches", "dropped_outside"):
+        record[key] = sum(r[key] for r in records)
+    record["models"] = records
+    return ScenePatches(*(np.concatenate([getattr(x, k) for x in parts]) for k in ("patches", "labels")), record,
+                        *(np.concatenate([getattr(x, k) for x in parts]) for k in ("photo", "xy")))
+
+
+def _count_images(scene: SfmScene) -> int:
+    from .images import list_images
+
+    return len(list_images(scene.image_dir))
+
+
+def make_sfm_dataset(
+    scenes: str | Path | Sequence[str | Path],
+    out: str | Path,
+    *,
+    min_track: int = 2,
+    max_points_per_scene: int | None = 20_000,
+    max_patches_per_point: int | None = 10,
+    min_point_distance: float = 3.0,
+    val_scenes: Sequence[str] = DEFAULT_VAL_SCENES,
+    val_pairs: int = 50_000,
+    patch_scale: float | None = None,
+    all_models: bool = False,
+    seed: int = 0,
+    reconstruct: Callable[[Path, Path], object] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build ``out/train`` and ``out/val`` (PhotoTour layout) from SfM reconstructions, split by scene.
+
+    Args:
+        scenes: a folder of scene folders, or a list of scene folders (see :func:`find_scenes`).
+        out: output folder; gets ``train/``, ``val/`` (with an ``m50_*.txt`` pair file),
+            ``record.json`` (scenes, numbers, track-length histogram, label check, settings) and
+            ``meta.json`` (the patch scale, which the trainer writes into the weight file).
+        min_track: fewest observations of a 3D point that make it a training point.
+        max_points_per_scene: at most this many 3D points per scene (random choice), so one big
+            scene cannot dominate; ``None`` for all.
+        max_patches_per_point: at most this many observations per point (random choice); ``None`` for all.
+        min_point_distance: of two points within this many pixels in a photo, keep one (0 = off).
+        val_scenes: names of the scenes held out in ``out/val``; names not present are listed in the record.
+        val_pairs: pairs in the validation pair file (half matches; negatives as :func:`hard_pairs` draws them).
+        patch_scale: patch side in units of ``kp.size``; default: the bundled weights' value.
+        all_models: use every model of a scene, not just the largest.
+        seed: seeds the choice of points and observations and the validation pairs.
+        reconstruct: ``reconstruct(image_dir, out_dir)`` for photo folders without a model.
+        progress: show a progress bar over scenes.
+
+    Returns:
+        The record written to ``out/record.json``.
+    """
+    if patch_scale is None:
+        from ..weights import load_weights
+
+        patch_scale = load_weights().patch_scale or DEFAULT_PATCH_SCALE
+    out = Path(out)
+    found = find_scenes(scenes, reconstruct, out / "sfm")
+    no_model = [s.name for s in found if not s.models]
+    found = [s for s in found if s.models]
+    names = [s.name for s in found]
+    val_names = [n for n in names if n in set(val_scenes)]
+    if val_scenes and not val_names:
+        raise ValueError(f"none of the validation scenes {list(val_scenes)} is among the scenes found: {names}")
+    if len(val_names) == len(names):
+        raise ValueError(f"every scene found is a validation scene ({names}): nothing left to train on")
+    select = {"min_track": min_track, "max_points": max_points_per_scene, "max_patches_per_point": max_patches_per_point,
+              "min_point_distance": min_point_distance}
+    settings = {"min_track": min_track, "max_points_per_scene": max_points_per_scene,
+                "max_patches_per_point": max_patches_per_point, "min_point_distance": min_point_distance,
+                "patch_scale": patch_scale, "patch_size": STORED_SIZE, "all_models": all_models, "seed": seed,
+                "val_pairs": val_pairs, "val_scenes": list(val_scenes)}
+    start = time.time()
+    splits = {"train": [s for s in found if s.name not in val_names], "val": [s for s in found if s.name in val_names]}
+    scene_records, totals, first_label = [], {}, 0
+    for split, chosen in splits.items():
+        if not chosen:
+            continue
+        records, ids = _write_split(chosen, out / split, [names.index(s.name) for s in chosen], first_label,
+                                    select, patch_scale, all_models, seed, progress,
+                                    val_pairs if split == "val" else 0)
+        first_label = int(ids.max()) + 1
+        scene_records += [{"split": split, **r} for r in records]
+        totals[split] = {"scenes": len(chosen), "points": len(np.unique(ids)), "patches": len(ids),
+                         "images": sum(r["registered"] for r in records)}
+    scene_records.sort(key=lambda r: r["index"])
+    record = _record(scene_records, totals, settings, sorted(set(val_scenes) - set(names)), time.time() - start)
+    record["scenes_without_model"] = no_model
+    meta = {"source": "sfm", "patch_scale": patch_scale, "record": "record.json",
+            **{split: {"photos": t["images"], "points": t["points"], "patches": t["patches"]} for split, t in totals.items()}}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    (out / "record.json").write_text(json.dumps(record, indent=1))  # written last: its presence marks a full build
+    return record
+
+
+def hard_pairs(
+    labels: np.ndarray, scene: np.ndarray, photo: np.ndarray, xy: np.ndarray, n_pairs: int, seed: int,
+    near_fraction: float = 0.5, neighbours: int = 4,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validation pairs whose negatives are hard: from one scene, and many from one photo, side by side.
+
+    Per scene (``n_pairs`` shared in proportion to its patches): half the pairs are matches (two
+    patches of one point, as :func:`make_pairs` draws them); of the non-matches, ``near_fraction``
+    pair a patch with one of the ``neighbours`` nearest keypoints of other points in the same photo,
+    the rest two random patches of different points of the scene. Uniform negatives across scenes
+    are so easy that FPR95 is ~0 for any decent descriptor; these are what matching in one photo faces.
+
+    Args:
+        labels, scene, photo: (N,) int point label, scene index and photo id of each patch.
+        xy: (N, 2) keypoint positions in their photos.
+
+    Returns:
+        idx1 (M,) int64, idx2 (M,) int64, is_match (M,) bool, shuffled.
+    """
+    rng = np.random.default_rng(seed)
+    scenes, counts = np.unique(scene, return_counts=True)
+    share = np.floor(n_pairs * counts / counts.sum()).astype(int)
+    share[np.argmax(counts)] += n_pairs - share.sum()
+    out = []
+    for s, n in zip(scenes, share):
+        idx = np.flatnonzero(scene == s)
+        i1, i2, match = make_pairs(labels[idx], int(n), int(rng.integers(1 << 31)))
+        i1, i2 = idx[i1], idx[i2]
+        near = _near_pairs(labels[idx], photo[idx], xy[idx], neighbours)
+        replace = np.flatnonzero(~match)[: int(near_fraction * (~match).sum())]
+        if len(near) and len(replace):
+            pick = idx[near[rng.integers(len(near), size=len(replace))]]
+            i1[replace], i2[replace] = pick[:, 0], pick[:, 1]
+        out.append((i1, i2))
+    i1, i2 = (np.concatenate(x) for x in zip(*out))
+    perm = rng.permutation(len(i1))
+    return i1[perm], i2[perm], labels[i1[perm]] == labels[i2[perm]]
+
+
+def _near_pairs(labels: np.ndarray, photo: np.ndarray, xy: np.ndarray, k: int) -> np.ndarray:
+    """(M, 2) index pairs: each patch and its ``k`` nearest patches of other points in the same photo."""
+    pairs = []
+    for image in np.unique(photo):
+        rows = np.flatnonzero(photo == image)
+        if len(rows) < 2:
+            continue
+        _, nn = cKDTree(xy[rows]).query(xy[rows], k=min(k + 1, len(rows)))
+        a = np.repeat(rows, nn.shape[1] - 1)
+        b = rows[nn[:, 1:].reshape(-1)]
+        pairs.append(np.stack([a, b], 1)[labels[a] != labels[b]])
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+
+
+def _write_split(
+    scenes: list[SfmScene], root: Path, indices: list[int], first_label: int, select: dict, patch_scale: float,
+    all_models: bool, seed: int, progress: bool, val_pairs: int,
+) -> tuple[list[dict], np.ndarray]:
+    """Write the patches of ``scenes`` to the PhotoTour folder ``root``; their records and all labels (N,).
+
+    Labels run on from ``first_label``; ``info.txt``'s second column is the scene's index. With
+    ``val_pairs > 0`` an ``m50_*.txt`` pair file is written too.
+    """
+    from tqdm import tqdm
+
+    writer = PhotoTourWriter(root)
+    records, labels, next_label = [], [], first_label
+    where: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # scene, photo, xy of every patch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small per-photo tensors: one thread is several times faster on a busy CPU
+    try:
+        for index, scene in zip(indices, tqdm(scenes, desc=f"{root.name} scenes", disable=not progress)):
+            part = scene_patches(scene, all_models=all_models, patch_scale=patch_scale, seed=seed + index, **select)
+            writer.add(part.patches, part.labels + next_label, index)
+            labels.append(part.labels + next_label)
+            where.append((np.full(len(part.labels), index), part.photo, part.xy))
+            records.append({"index": index, "first_label": next_label, **part.record})
+            next_label += int(part.labels.max()) + 1 if len(part.labels) else 0
+    finally:
+        torch.set_num_threads(threads)
+    ids = np.concatenate(labels)
+    if not len(ids):
+        raise ValueError(f"{root}: the scenes {[s.name for s in scenes]} gave no patches (no track long enough?)")
+    n = min(val_pairs, len(ids))
+    if n:
+        scene, photo, xy = (np.concatenate(x) for x in zip(*where))
+        writer.close({f"m50_{n}_{n}_0.txt": hard_pairs(ids, scene, photo, xy, n, seed)})
+    else:
+        writer.close()
+    return records, ids
+
+
+def _record(scenes: list[dict], totals: dict, settings: dict, val_missing: list[str], seconds: float) -> dict:
+    """The build record: per-scene numbers, totals, track-length histograms and the label check."""
+    record = {"scenes": scenes, "totals": totals, "val_scenes_missing": val_missing, "settings": settings,
+              "seconds": round(seconds, 1)}
+    edges = list(TRACK_BINS) + [np.inf]
+    for split in totals:
+        lengths = np.array([n for s in scenes if s["split"] == split for m in s["models"] for n in m["track_lengths"]])
+        hist, _ = np.histogram(lengths, edges)
+        record[f"track_length_histogram_{split}"] = {
+            (f"{lo}-{hi - 1}" if hi - 1 > lo else f"{lo}") if np.isfinite(hi) else f"{lo}+": int(c)
+            for lo, hi, c in zip(edges[:-1], edges[1:], hist)}
+    errors = [(m["reprojection_error"]["max"], s["name"]) for s in scenes for m in s["models"]
+              if m["reprojection_error"]["max"] is not None]
+    record["label_check"] = {
+        "max_reprojection_error": max(errors)[0] if errors else None,
+        "worst_scene": max(errors)[1] if errors else None,
+        "note": "pixel distance between every used observation and its 3D point projected with the model's camera",
+    }
+    for s in scenes:  # the per-point lengths were for the histogram; keep the record small
+        for m in s["models"]:
+            m["mean_track_length"] = float(np.mean(m.pop("track_lengths"))) if m["points"] else None
+    return record

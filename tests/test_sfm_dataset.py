@@ -1,0 +1,249 @@
+"""Real correspondences from a COLMAP reconstruction (hardnet_desc.data.sfm_patches, make-dataset --from-sfm).
+
+The fixture reconstructs the committed 9-photo scene tests/data/multiview/bundler-et with plain pycolmap (SIFT,
+exhaustive matching, incremental mapping: a few seconds) and builds a dataset from it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from hardnet_desc.cli import main
+from hardnet_desc.data.sfm_patches import (
+    colmap_to_opencv_keypoints,
+    cut_patches,
+    find_scenes,
+    hard_pairs,
+    largest_model,
+    make_sfm_dataset,
+    observation_keypoints,
+    reprojection_errors,
+    select_tracks,
+)
+from hardnet_desc.image import read_image, to_grey_tensor
+from hardnet_desc.patches import extract_patches
+from hardnet_desc.data.phototour import read_pairs, read_phototour
+from hardnet_desc.train.sampler import PairDataset
+
+pycolmap = pytest.importorskip("pycolmap")
+
+SCENE = Path(__file__).resolve().parent / "data" / "multiview" / "bundler-et"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    """A folder of two scene folders: bundler-et reconstructed here, and a copy named other-et."""
+    root = tmp_path_factory.mktemp("sfm")
+    scene = root / "bundler-et"
+    (scene / "sparse").mkdir(parents=True)
+    names = sorted(p.name for p in SCENE.glob("*.jpg"))
+    pycolmap.set_random_seed(0)
+    pycolmap.extract_features(scene / "database.db", SCENE, image_names=names)
+    pycolmap.match_exhaustive(scene / "database.db")
+    pycolmap.incremental_mapping(scene / "database.db", SCENE, scene / "sparse")
+    (scene / "summary.json").write_text(json.dumps({"image_dir": str(SCENE), "num_images": len(names)}))
+    shutil.copytree(scene, root / "other-et")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(scenes, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data")
+    make_sfm_dataset(scenes, out, val_scenes=["bundler-et"], max_points_per_scene=400, progress=False)
+    return out
+
+
+def test_colmap_keypoints_to_opencv_by_hand():
+    s, t = 3.0, np.deg2rad(30.0)
+    row = [10.5, 20.5, s * np.cos(t), -s * np.sin(t), s * np.sin(t), s * np.cos(t)]
+    np.testing.assert_allclose(colmap_to_opencv_keypoints(np.array([row])), [[10.0, 20.0, 6.0, 30.0]], atol=1e-9)
+    row = [0.5, 0.5, s * np.cos(-t), -s * np.sin(-t), s * np.sin(-t), s * np.cos(-t)]
+    assert colmap_to_opencv_keypoints(np.array([row]))[0, 3] == pytest.approx(330.0)
+    with pytest.raises(ValueError, match=r"\(N, 6\)"):
+        colmap_to_opencv_keypoints(np.zeros((3, 4)))
+
+
+def test_colmap_keypoints_agree_with_opencv_sift(scenes):
+    """COLMAP's SIFT and OpenCV's SIFT on the same photo: converted keypoints have OpenCV's size and angle."""
+    db = pycolmap.Database.open(str(scenes / "bundler-et" / "database.db"))
+    raw = db.read_keypoints(db.read_image_with_name("et000.jpg").image_id)
+    db.close()
+    ours = colmap_to_opencv_keypoints(raw)
+    image = cv2.imread(str(SCENE / "et000.jpg"), cv2.IMREAD_GRAYSCALE)
+    cv = np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in cv2.SIFT_create(contrastThreshold=0.02).detect(image)])
+    # pair each COLMAP keypoint with the OpenCV keypoint at the same place, size and angle
+    pairs = []
+    for i, cands in enumerate(cKDTree(cv[:, :2]).query_ball_point(ours[:, :2], 1.0)):
+        if cands:
+            c = np.array(cands)
+            dang = np.abs((cv[c, 3] - ours[i, 3] + 180) % 360 - 180)
+            dsize = np.abs(np.log(cv[c, 2] / ours[i, 2]))
+            j = c[np.argmin(dang / 10 + dsize / 0.1)]
+            if dang.min() < 10 and dsize.min() < 0.1:
+                pairs.append((i, j))
+    i, j = np.array(pairs).T
+    assert len(i) > 500
+    assert np.median(cv[j, 2] / ours[i, 2]) == pytest.approx(1.0, abs=0.02)
+    assert abs(np.median((cv[j, 3] - ours[i, 3] + 180) % 360 - 180)) < 0.5
+    # OpenCV's SIFT places keypoints 0.25 px right of and below the true position (its 2x upsampling);
+    # COLMAP's sit 0.5 px off (corner convention), which the conversion removes.
+    np.testing.assert_allclose(np.median(cv[j, :2] - ours[i, :2], axis=0), [0.25, 0.25], atol=0.05)
+
+
+def test_patches_are_cut_as_compute_cuts_them(scenes):
+    scene = find_scenes(scenes)[0]
+    rec, _ = largest_model(scene)
+    tracks = select_tracks(rec, max_points=50)
+    kps = observation_keypoints(rec, scene.database, tracks)
+    first = tracks.image_id == tracks.image_id[0]
+    image = rec.images[int(tracks.image_id[0])]
+    stored = cut_patches(scene.image_dir / image.name, kps[first], 6.0, (image.camera.width, image.camera.height))
+    reference = extract_patches(to_grey_tensor(read_image(scene.image_dir / image.name)), kps[first], patch_scale=6.0)
+    mean = torch.nn.functional.avg_pool2d(torch.from_numpy(stored).float()[:, None] / 255, 2)
+    assert (mean - reference).abs().max() < 1.0 / 255 + 1e-6  # 64x64 uint8, 2x2 mean = the 32x32 inference patch
+
+
+def test_tracks_reproject_within_colmap_error(scenes):
+    scene = find_scenes(scenes)[0]
+    rec, _ = largest_model(scene)
+    tracks = select_tracks(rec)
+    errors = reprojection_errors(rec, tracks)
+    assert np.isfinite(errors).all()
+    assert errors.max() < 4.0  # COLMAP's mapper drops observations above 4 px
+    assert errors.mean() == pytest.approx(rec.compute_mean_reprojection_error(), rel=0.3)
+
+
+def test_select_tracks_caps_and_near_copies(scenes):
+    rec, _ = largest_model(find_scenes(scenes)[0])
+    tracks = select_tracks(rec, min_track=3, max_points=100, max_patches_per_point=3)
+    assert len(tracks.point3D_ids) == 100 and tracks.eligible > tracks.distinct >= 100
+    assert np.bincount(tracks.point).max() <= 3 and (tracks.track_length >= 3).all()
+    tracks = select_tracks(rec)  # no two kept points closer than 3 px in any photo
+    for image_id in np.unique(tracks.image_id):
+        rows = np.flatnonzero(tracks.image_id == image_id)
+        xy = np.array([rec.images[int(image_id)].points2D[int(k)].xy for k in tracks.point2D_idx[rows]])
+        assert not cKDTree(xy).query_pairs(3.0)
+    with pytest.raises(ValueError, match="min_track"):
+        select_tracks(rec, min_track=1)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    a = (a - a.mean(1, keepdims=True)) / (a.std(1, keepdims=True) + 1e-6)
+    b = (b - b.mean(1, keepdims=True)) / (b.std(1, keepdims=True) + 1e-6)
+    return (a * b).mean(1)
+
+
+def test_patches_of_one_track_look_alike(dataset):
+    data = read_phototour(dataset / "val", patch_size=32)
+    i1, i2, same = read_pairs(next((dataset / "val").glob("m50_*.txt")))
+    ncc = _ncc(data.patches[i1], data.patches[i2])
+    assert same.sum() > 100 and (~same).sum() > 100
+    assert ncc[same].mean() > ncc[~same].mean() + 0.4, (ncc[same].mean(), ncc[~same].mean())
+
+
+def test_labels_scenes_and_split(dataset):
+    record = json.loads((dataset / "record.json").read_text())
+    by_name = {s["name"]: s for s in record["scenes"]}
+    assert by_name["bundler-et"]["split"] == "val" and by_name["other-et"]["split"] == "train"
+    assert record["totals"]["train"]["scenes"] == record["totals"]["val"]["scenes"] == 1
+    seen = []
+    for split in ("train", "val"):
+        data = read_phototour(dataset / split, patch_size=32)
+        scene = by_name["bundler-et" if split == "val" else "other-et"]
+        assert set(np.unique(data.source)) == {scene["index"]}  # the photo column holds the scene
+        ids, counts = np.unique(data.point_ids, return_counts=True)
+        assert counts.min() >= 2 and counts.max() <= 10
+        assert len(ids) == scene["points"] <= 400 and len(data) == scene["patches"]
+        np.testing.assert_array_equal(ids, scene["first_label"] + np.arange(len(ids)))
+        seen.append(set(ids.tolist()))
+    assert not seen[0] & seen[1]  # labels unique across scenes
+    assert record["label_check"]["max_reprojection_error"] < 4.0
+    assert sum(record["track_length_histogram_val"].values()) == by_name["bundler-et"]["points"]
+    assert json.loads((dataset / "meta.json").read_text())["patch_scale"] == 6.0
+
+
+def test_trainer_reads_the_dataset(dataset):
+    data = read_phototour(dataset / "train", patch_size=32)
+    a, p = PairDataset(data, n_pairs=64, batch_size=32, seed=0, photos_per_batch=1).get_batch(0, 0)
+    assert a.shape == p.shape == (32, 1, 32, 32)
+
+
+def test_cli_from_sfm(scenes, tmp_path, capsys):
+    out = tmp_path / "real"
+    assert main(["make-dataset", "--from-sfm", str(scenes), str(out), "--val-scenes", "other-et",
+                 "--max-points-per-scene", "50", "--max-patches-per-point", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "val   other-et" in text and "train: 1 scenes, 50 points, 100 patches" in text
+    assert len(read_phototour(out / "val")) == 100
+    assert main(["make-dataset", str(scenes), str(tmp_path / "x"), "--min-track", "3"]) == 2
+    assert "only apply with --from-sfm" in capsys.readouterr().err
+
+
+def test_missing_model_and_split_errors(scenes, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(SCENE, photos / "et")
+    with pytest.raises(ValueError, match="has no COLMAP model"):
+        find_scenes(photos)
+    with pytest.raises(ValueError, match="none of the validation scenes"):
+        make_sfm_dataset(scenes, tmp_path / "a", val_scenes=["nowhere"], progress=False)
+    with pytest.raises(ValueError, match="nothing left to train on"):
+        make_sfm_dataset(scenes, tmp_path / "b", val_scenes=["bundler-et", "other-et"], progress=False)
+
+
+def test_photo_folders_go_through_reconstruct(scenes, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(SCENE, photos / "et")
+    calls = []
+
+    def reconstruct(image_dir: Path, out_dir: Path) -> None:  # stands in for hardnet_desc.sfm: reuse the fixture's model
+        calls.append((image_dir, out_dir))
+        out_dir.mkdir(parents=True)
+        shutil.copy(scenes / "bundler-et" / "database.db", out_dir)
+        shutil.copytree(scenes / "bundler-et" / "sparse", out_dir / "sparse")
+
+    found = find_scenes(photos, reconstruct, tmp_path / "work")
+    assert calls == [(photos / "et", tmp_path / "work" / "et")]
+    assert found[0].name == "et" and found[0].image_dir == photos / "et" and len(found[0].models) == 1
+
+
+def test_scene_without_model_is_skipped(scenes, tmp_path):
+    root = tmp_path / "scenes"
+    root.mkdir()
+    for name in ("bundler-et", "other-et"):
+        (root / name).symlink_to(scenes / name)
+    failed = root / "failed-et"  # a finished reconstruction that found no model
+    failed.mkdir()
+    shutil.copy(scenes / "bundler-et" / "database.db", failed)
+    (failed / "summary.json").write_text(json.dumps({"image_dir": str(SCENE)}))
+    record = make_sfm_dataset(root, tmp_path / "out", val_scenes=["bundler-et"], max_points_per_scene=20,
+                              progress=False)
+    assert record["scenes_without_model"] == ["failed-et"]
+    assert [s["name"] for s in record["scenes"]] == ["bundler-et", "other-et"]
+
+
+def test_hard_pairs_stay_in_scene_and_take_photo_neighbours():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(300), 3)  # 300 points seen in 3 photos each, two scenes
+    scene = (labels >= 200).astype(np.int64)
+    photo = np.tile(np.arange(3), 300) + 10 * scene
+    xy = rng.uniform(0, 1000, size=(900, 2))
+    i1, i2, match = hard_pairs(labels, scene, photo, xy, 2000, seed=0)
+    assert len(i1) == 2000 and match.sum() == 1000
+    np.testing.assert_array_equal(match, labels[i1] == labels[i2])
+    assert (scene[i1] == scene[i2]).all()
+    neg = ~match
+    same_photo = neg & (photo[i1] == photo[i2])
+    assert same_photo.sum() >= 0.5 * neg.sum() - 2
+    # a near negative is one of the 4 nearest other points of its photo: far closer than random pairs
+    dist = np.linalg.norm(xy[i1] - xy[i2], axis=1)
+    assert np.median(dist[same_photo]) < 0.3 * np.median(dist[neg & ~same_photo])

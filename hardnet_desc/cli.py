@@ -411,7 +411,6 @@ def _add_make_sequences(sub) -> None:
     p.set_defaults(func=_make_sequences)
 
 
-
 def _add_sfm(sub) -> None:
     p = sub.add_parser("sfm", help="reconstruct a photo folder with COLMAP (pycolmap), HardNet or SIFT features",
                        formatter_class=argparse.RawDescriptionHelpFormatter,

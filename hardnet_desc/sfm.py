@@ -34,6 +34,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +131,8 @@ def reconstruct(
         max_keypoints: keypoints per image at most (strongest SIFT responses for HardNet,
             ``max_num_features`` for COLMAP's SIFT).
         descriptor: the :class:`~hardnet_desc.HardNetDescriptor` to use; its detector
-            (:meth:`~hardnet_desc.HardNetDescriptor.detect`) finds the keypoints. Default: the bundled weights with :func:`colmap_like_sift`.
+            (:meth:`~hardnet_desc.HardNetDescriptor.detect`) finds the keypoints. Default: the
+            bundled weights with :func:`colmap_like_sift`.
         ratio: ratio-test threshold of the HardNet matcher (COLMAP's SIFT matcher uses 0.8 too).
         overlap: neighbours per image for ``matcher="sequential"``.
         camera_model: COLMAP camera model of the cameras created.
@@ -166,53 +168,77 @@ def reconstruct(
     level = pycolmap.logging.minloglevel
     pycolmap.logging.minloglevel = level if colmap_log else max(level, 1)  # 1: WARNING
     try:
-        summary = _run(pycolmap, image_dir, out_dir, database, names, features, matcher, max_image_size,
-                       max_keypoints, descriptor, ratio, overlap, camera_model, camera_params, progress)
+        job = _Job(image_dir, out_dir, database, names, features, matcher, max_image_size, max_keypoints, ratio,
+                   overlap, camera_model, None if camera_params is None else [float(v) for v in camera_params],
+                   progress)
+        summary = _run(pycolmap, job, descriptor)
     finally:
         pycolmap.logging.minloglevel = level
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def _run(pycolmap: Any, image_dir: Path, out_dir: Path, database: Path, names: list[str], features: str,
-         matcher: str, max_image_size: int, max_keypoints: int, descriptor: HardNetDescriptor | None, ratio: float,
-         overlap: int, camera_model: str, camera_params: Sequence[float] | None, progress: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Job:
+    """What :func:`reconstruct` was asked to do, checked."""
+
+    image_dir: Path
+    out_dir: Path
+    database: Path
+    names: list[str]
+    features: str
+    matcher: str
+    max_image_size: int
+    max_keypoints: int
+    ratio: float
+    overlap: int
+    camera_model: str
+    camera_params: list[float] | None
+    progress: bool
+
+
+def _run(pycolmap: Any, job: _Job, descriptor: HardNetDescriptor | None) -> dict[str, Any]:
     """The stages of :func:`reconstruct`, timed; returns the summary."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-
-    _import_images(pycolmap, database, image_dir, names, camera_model, camera_params)
+    db, progress = job.database, job.progress
+    _import_images(pycolmap, db, job.image_dir, job.names, job.camera_model, job.camera_params)
     seconds["import"], clock = _lap(clock)
-    if features == "hardnet":
+    if job.features == "hardnet":
         if descriptor is None:
             from .descriptor import HardNetDescriptor
 
             descriptor = HardNetDescriptor(detector=colmap_like_sift())
-        descs = _extract_hardnet(pycolmap, database, image_dir, descriptor, max_image_size, max_keypoints, progress)
+        descs = _extract_hardnet(pycolmap, db, job.image_dir, descriptor, job.max_image_size, job.max_keypoints,
+                                 progress)
         seconds["extract"], clock = _lap(clock)
-        pairs = _image_pairs(pycolmap, database, matcher, overlap)
-        _match_hardnet(pycolmap, database, descs, pairs, ratio, descriptor.device, progress)
+        pairs = _image_pairs(pycolmap, db, job.matcher, job.overlap)
+        _match_hardnet(pycolmap, db, descs, pairs, job.ratio, descriptor.device, progress)
         del descs
         seconds["match"], clock = _lap(clock)
-        _verify(pycolmap, database, progress)
+        _verify(pycolmap, db, progress)
         seconds["verify"], clock = _lap(clock)
     else:
-        _extract_sift(pycolmap, database, image_dir, names, max_image_size, max_keypoints, progress)
+        _extract_sift(pycolmap, db, job.image_dir, job.names, job.max_image_size, job.max_keypoints, progress)
         seconds["extract"], clock = _lap(clock)
-        pairs = _image_pairs(pycolmap, database, matcher, overlap)
-        _match_sift(pycolmap, database, pairs, out_dir, progress)  # COLMAP verifies while matching
+        pairs = _image_pairs(pycolmap, db, job.matcher, job.overlap)
+        _match_sift(pycolmap, db, pairs, job.out_dir, progress)  # COLMAP verifies while matching
         seconds["match"], clock = _lap(clock)
         seconds["verify"] = 0.0
-    models = _map(pycolmap, database, image_dir, out_dir / "sparse", len(names), camera_params is not None, progress)
+    models = _map(pycolmap, db, job.image_dir, job.out_dir / "sparse", len(job.names),
+                  job.camera_params is not None, progress)
     seconds["map"], clock = _lap(clock)
     seconds["total"] = sum(seconds.values())
 
-    summary = _summarise(pycolmap, database, models, len(names), len(pairs), seconds)
-    summary.update(image_dir=str(image_dir), out_dir=str(out_dir), features=features, matcher=matcher,
-                   max_image_size=max_image_size, max_keypoints=max_keypoints,
-                   ratio=ratio if features == "hardnet" else None, camera_model=camera_model,
-                   camera_params=list(camera_params) if camera_params is not None else None,
-                   weights=str(descriptor.weights.source) if features == "hardnet" else None)
+    summary = _summarise(pycolmap, db, models, len(job.names), len(pairs), seconds)
+    hardnet = job.features == "hardnet"
+    summary.update(
+        image_dir=str(job.image_dir), out_dir=str(job.out_dir), features=job.features, matcher=job.matcher,
+        max_image_size=job.max_image_size, max_keypoints=job.max_keypoints, ratio=job.ratio if hardnet else None,
+        camera_model=job.camera_model, camera_params=job.camera_params,
+        weights=str(descriptor.weights.source) if hardnet else None,
+        precision=descriptor.precision if hardnet else None,
+    )
     return summary
 
 
@@ -414,12 +440,13 @@ def _summarise(pycolmap: Any, database: Path, models: dict[int, Any], num_images
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The closing lines of ``hardnet-desc sfm``: registrations, points, tracks, errors, stage times."""
+    error = summary["mean_reprojection_error"]
     lines = [
         f"images registered: {summary['registered_images']} / {summary['num_images']}"
         + (f" (largest of {summary['num_models']} models)" if summary["num_models"] > 1 else ""),
         f"3D points:         {summary['num_points3D']}",
         f"mean track length: {summary['mean_track_length']:.2f}",
-        "mean reproj. err.: " + (f"{error:.3f} px" if (error := summary["mean_reprojection_error"]) is not None else "-"),
+        "mean reproj. err.: " + (f"{error:.3f} px" if error is not None else "-"),
         f"keypoints / image: {summary['keypoints_per_image']:.0f}; verified pairs {summary['verified_pairs']} "
         f"of {summary['image_pairs']}",
         "seconds:           " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items()),

@@ -25,9 +25,9 @@ def _largest(summary: dict) -> dict:
     return max(models, key=lambda m: (m["registered_images"], m["num_points3D"]))
 
 
-def _cells(summary: dict | None) -> list[str]:
+def _cells(summary: dict | None, started: bool = False) -> list[str]:
     if summary is None:
-        return ["not run"] + [""] * 3
+        return ["unfinished" if started else "not run"] + [""] * 3
     m, n = _largest(summary), summary["num_images"]
     if not m["registered_images"]:
         return [f"0 / {n}", "0", "", ""]
@@ -36,17 +36,18 @@ def _cells(summary: dict | None) -> list[str]:
 
 
 def table(root: Path) -> str:
-    scenes = sorted({p.parent.name for p in root.glob("*/*/summary.json")})
+    scenes = sorted({p.parent.name for kind in ("hardnet", "sift") for p in (root / kind).glob("*/summary.json")})
     head = ("| scene | HardNet registered | points | track | reproj. px | SIFT registered | points | track "
             "| reproj. px | HardNet s |")
     lines = [head, "|" + "---|" * 10]
     for scene in scenes:
-        runs = {}
+        runs, cells = {}, []
         for kind in ("hardnet", "sift"):
             path = root / kind / scene / "summary.json"
             runs[kind] = json.loads(path.read_text()) if path.exists() else None
+            cells += _cells(runs[kind], started=path.parent.is_dir())
         secs = f"{runs['hardnet']['seconds']['total']:.0f}" if runs["hardnet"] else ""
-        lines.append(f"| {scene} | " + " | ".join(_cells(runs["hardnet"]) + _cells(runs["sift"]) + [secs]) + " |")
+        lines.append(f"| {scene} | " + " | ".join(cells + [secs]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -187,6 +187,38 @@ def _make_sequences(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sfm(args: argparse.Namespace) -> int:
+    import json
+
+    from .sfm import colmap_like_sift, format_summary, import_pycolmap, reconstruct
+
+    try:
+        import_pycolmap()
+    except ImportError as err:
+        print(f"hardnet-desc sfm: error: {err}", file=sys.stderr)
+        return 2
+    from .data.images import list_images
+
+    list_images(args.images)  # a missing folder fails before the weights load
+    descriptor = None
+    if args.features == "hardnet":
+        from .descriptor import HardNetDescriptor
+
+        descriptor = HardNetDescriptor(args.weights, device=args.device, precision=args.precision,
+                                       detector=colmap_like_sift())
+    params = [float(v) for v in args.camera_params.split(",")] if args.camera_params else None
+    summary = reconstruct(args.images, args.out, features=args.features, matcher=args.matcher,
+                          max_image_size=args.max_image_size, max_keypoints=args.max_keypoints,
+                          descriptor=descriptor, camera_model=args.camera_model, camera_params=params,
+                          overwrite=args.overwrite, progress=not args.quiet, colmap_log=args.colmap_log)
+    print(format_summary(summary), end="")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1))
+        print(f"json: {args.json}")
+    return 0 if summary["registered_images"] else 1
+
+
 # --- options shared by several commands: declared once ----------------------------------------
 def _add_weights(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="default", help="HardNet weights: a bundled name, a .safetensors/.pth file "
@@ -435,8 +467,40 @@ def _add_make_sequences(sub) -> None:
     p.set_defaults(func=_make_sequences)
 
 
+def _add_sfm(sub) -> None:
+    p = sub.add_parser("sfm", help="reconstruct a photo folder with COLMAP (pycolmap), HardNet or SIFT features",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Structure from motion: features (SIFT keypoints + HardNet descriptors and our "
+                       "matcher,\nor COLMAP's SIFT), COLMAP's geometric verification and incremental mapping. "
+                       "Writes\nOUT/database.db, the models OUT/sparse/<k>/ (COLMAP's layout; open both in COLMAP's "
+                       "GUI)\nand OUT/summary.json. Needs pycolmap: pip install \"hardnet-desc[sfm]\".",
+                       epilog="example:\n  hardnet-desc sfm photos/ out/ --features hardnet --json out/summary.json")
+    p.add_argument("images", type=Path, metavar="IMAGES", help="folder of photos (searched recursively)")
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    p.add_argument("--features", choices=["hardnet", "sift"], default="hardnet",
+                   help="hardnet: SIFT keypoints, HardNet descriptors, mutual NN + ratio; sift: COLMAP's SIFT "
+                   "(default: %(default)s)")
+    p.add_argument("--matcher", choices=["exhaustive", "sequential"], default="exhaustive",
+                   help="image pairs: all, or neighbours in name order for videos (default: %(default)s)")
+    p.add_argument("--max-image-size", type=int, default=1600, metavar="N",
+                   help="downscale longer sides above N px for extraction, 0 for never (default: %(default)s)")
+    _add_max_keypoints(p, 8192, zero_keeps_all=False)
+    p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model (default: %(default)s)")
+    p.add_argument("--camera-params", default=None, metavar="P1,P2,...",
+                   help="known intrinsics of every image at full resolution, in the model's order "
+                   "(e.g. PINHOLE: fx,fy,cx,cy); kept fixed (default: one camera per image size, estimated)")
+    p.add_argument("--json", type=Path, default=None, metavar="SUMMARY.json", help="also write the summary here")
+    p.add_argument("--overwrite", action="store_true", help="replace a reconstruction already in OUT")
+    _add_weights(p)
+    _add_device(p)
+    _add_precision(p, "fp32")
+    _add_quiet(p)
+    p.add_argument("--colmap-log", action="store_true", help="show COLMAP's own log (default: its warnings only)")
+    p.set_defaults(func=_sfm)
+
+
 SUBCOMMANDS = (_add_make_dataset, _add_train, _add_match, _add_extract, _add_export_onnx, _add_eval_sequences,
-               _add_eval_fpr95, _add_make_sequences)
+               _add_eval_fpr95, _add_make_sequences, _add_sfm)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,8 +25,7 @@ LAYERS = {
     # 3: the neutral data layer (formats, warps, image listing)
     "data": 3,
     # 4: applications of the descriptor
-    "features_io": 4, "pipeline": 4, "skimage": 4,
-    "sfm": 4,  # hardnet_desc.sfm (issue 12), imported by the CLI when present
+    "features_io": 4, "pipeline": 4, "skimage": 4, "sfm": 4,
     # 5: training and evaluation, side by side (neither imports the other)
     "train": 5, "evaluation": 5, "parallel": 5,
     # 6: the command line; 7: ``python -m hardnet_desc``

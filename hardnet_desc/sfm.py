@@ -1,0 +1,456 @@
+"""Structure from motion with COLMAP (pycolmap): reconstruct a photo folder with HardNet or SIFT.
+
+``reconstruct(image_dir, out_dir)`` runs, each stage timed and with a progress bar:
+
+1. **import**: one COLMAP camera per image size (``SIMPLE_RADIAL``, focal length guessed as
+   COLMAP does, 1.2 x the longer side, refined by bundle adjustment), or known intrinsics for
+   every image;
+2. **extract**: ``"hardnet"``: OpenCV SIFT keypoints (the strongest ``max_keypoints``) described
+   by :class:`~hardnet_desc.HardNetDescriptor`; ``"sift"``: COLMAP's own SIFT. Images whose
+   longer side exceeds ``max_image_size`` are downscaled for extraction and the keypoints scaled
+   back to full-resolution pixels;
+3. **match**: image pairs from COLMAP's pair generators (exhaustive, or sequential for videos);
+   ``"hardnet"``: mutual nearest neighbours + ratio test (:func:`~hardnet_desc.matching.match_descriptors`);
+   ``"sift"``: COLMAP's matcher (which verifies each pair in the same pass);
+4. **verify**: COLMAP's geometric verification (two-view geometries);
+5. **map**: COLMAP's incremental mapper.
+
+Everything goes through a real COLMAP database, so the output opens in COLMAP's GUI
+(``colmap gui --database_path OUT/database.db --image_path IMAGES``, then *File > Import model*
+``OUT/sparse/0``)::
+
+    OUT/database.db      cameras, images, keypoints (affine frames), matches, two-view geometries
+    OUT/sparse/<k>/      model k in COLMAP's binary format (cameras.bin, images.bin, points3D.bin, ...)
+    OUT/summary.json     what :func:`reconstruct` returns
+
+Keypoints are stored as COLMAP affine frames, so their scale and orientation survive
+(conversion: :func:`hardnet_desc.patches.keypoints_to_colmap`, docs/conventions.md).
+pycolmap is an optional dependency: ``pip install "hardnet-desc[sfm]"``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from .data.images import list_images
+from .image import read_image
+from .matching import match_descriptors
+from .patches import keypoints_to_array, keypoints_to_colmap
+
+if TYPE_CHECKING:
+    from .descriptor import HardNetDescriptor
+
+__all__ = [
+    "FEATURES", "MATCHERS", "PYCOLMAP_INSTALL", "colmap_like_sift", "format_summary", "import_pycolmap",
+    "reconstruct", "resize_for_extraction",
+]
+
+FEATURES = ("hardnet", "sift")
+MATCHERS = ("exhaustive", "sequential")
+#: What to install when pycolmap is missing.
+PYCOLMAP_INSTALL = 'pip install "hardnet-desc[sfm]"'
+
+
+def import_pycolmap() -> Any:
+    """``import pycolmap``, or an ``ImportError`` that says what to install."""
+    try:
+        import pycolmap
+    except ImportError as err:
+        raise ImportError(f"structure from motion needs pycolmap: {PYCOLMAP_INSTALL}") from err
+    return pycolmap
+
+
+def colmap_like_sift() -> cv2.Feature2D:
+    """OpenCV SIFT with COLMAP's detection threshold.
+
+    COLMAP's SIFT keeps extrema above ``peak_threshold = 0.02 / octave_resolution`` (3 levels per
+    octave); OpenCV's above ``contrastThreshold / nOctaveLayers`` (3), so ``contrastThreshold=0.02``
+    (OpenCV's default is 0.04) finds about as many keypoints as COLMAP (2,168 vs 2,460 on a
+    640x480 photo of the test set). Both upsample the image for the first octave and use an edge
+    threshold of 10.
+    """
+    return cv2.SIFT_create(contrastThreshold=0.02)
+
+
+def resize_for_extraction(image: np.ndarray, max_image_size: int | None) -> tuple[np.ndarray, float]:
+    """Downscale ``image`` so its longer side is at most ``max_image_size`` (area interpolation).
+
+    Returns:
+        ``(image, factor)`` with ``factor = new side / old side`` (1.0 when no resize is needed).
+        A point ``(x, y)`` of the small image (pixel-centre convention) is
+        ``((x + 0.5) / factor - 0.5, (y + 0.5) / factor - 0.5)`` in the full image; sizes divide
+        by ``factor``.
+    """
+    longer = max(image.shape[:2])
+    if not max_image_size or longer <= max_image_size:
+        return image, 1.0
+    factor = max_image_size / longer
+    size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return small, small.shape[1] / image.shape[1]
+
+
+def reconstruct(
+    image_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    features: str = "hardnet",
+    matcher: str = "exhaustive",
+    max_image_size: int = 1600,
+    max_keypoints: int = 8192,
+    descriptor: HardNetDescriptor | None = None,
+    ratio: float = 0.8,
+    overlap: int = 10,
+    camera_model: str = "SIMPLE_RADIAL",
+    camera_params: Sequence[float] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    colmap_log: bool = False,
+) -> dict[str, Any]:
+    """Reconstruct the photos below ``image_dir`` into ``out_dir`` (layout in the module docstring).
+
+    Args:
+        image_dir: folder of photos, searched recursively; COLMAP names images by their path
+            relative to it.
+        out_dir: output folder; must not hold a ``database.db`` unless ``overwrite``.
+        features: ``"hardnet"`` (OpenCV SIFT keypoints, HardNet descriptors, our matcher) or
+            ``"sift"`` (COLMAP's SIFT extraction and matching).
+        matcher: ``"exhaustive"`` (all pairs) or ``"sequential"`` (each image with the next
+            ``overlap`` in name order, plus COLMAP's quadratic overlap; for videos and drives).
+        max_image_size: longer side used for extraction; larger images are downscaled and their
+            keypoints scaled back to full resolution. ``0`` keeps every image as it is.
+        max_keypoints: keypoints per image at most (strongest SIFT responses for HardNet,
+            ``max_num_features`` for COLMAP's SIFT).
+        descriptor: the :class:`~hardnet_desc.HardNetDescriptor` to use; its detector
+            (:meth:`~hardnet_desc.HardNetDescriptor.detect`) finds the keypoints. Default: the
+            bundled weights with :func:`colmap_like_sift`.
+        ratio: ratio-test threshold of the HardNet matcher (COLMAP's SIFT matcher uses 0.8 too).
+        overlap: neighbours per image for ``matcher="sequential"``.
+        camera_model: COLMAP camera model of the cameras created.
+        camera_params: known intrinsics at full resolution in ``camera_model``'s order (e.g.
+            ``PINHOLE``: ``fx, fy, cx, cy``); every image then shares them and bundle adjustment
+            keeps them fixed. ``None``: one camera per image size, intrinsics estimated.
+        overwrite: replace an existing database and models in ``out_dir``.
+        progress: show a progress bar per stage.
+        colmap_log: let COLMAP log its INFO lines (to stderr); by default only its warnings.
+
+    Returns:
+        A JSON-able summary: ``num_images``; ``registered_images``, ``num_points3D``,
+        ``mean_track_length``, ``mean_reprojection_error`` (px) of the largest model (0 / ``None``
+        when nothing reconstructs); ``models`` (the same per model, with its ``path``);
+        ``seconds`` per stage (``import``, ``extract``, ``match``, ``verify``, ``map``, ``total``);
+        ``keypoints_per_image``, ``image_pairs`` (matched), ``verified_pairs`` (with geometric
+        inliers) and the options used.
+
+    Raises:
+        ImportError: pycolmap is not installed (the message says what to install).
+        ValueError: unknown ``features``/``matcher``, bad numbers, or ``camera_params`` that do
+            not fit ``camera_model``.
+        FileNotFoundError: ``image_dir`` is missing or holds fewer than two images.
+        FileExistsError: ``out_dir`` already holds a database and ``overwrite`` is off.
+    """
+    pycolmap = import_pycolmap()
+    _check_options(features, matcher, max_image_size, max_keypoints, ratio, overlap)
+    image_dir, out_dir = Path(image_dir), Path(out_dir)
+    names = [p.relative_to(image_dir).as_posix() for p in list_images(image_dir)]
+    if len(names) < 2:
+        raise FileNotFoundError(f"structure from motion needs at least 2 images, found {len(names)} in {image_dir}")
+    database = _prepare_out_dir(out_dir, overwrite)
+    level = pycolmap.logging.minloglevel
+    pycolmap.logging.minloglevel = level if colmap_log else max(level, 1)  # 1: WARNING
+    try:
+        job = _Job(image_dir, out_dir, database, names, features, matcher, max_image_size, max_keypoints, ratio,
+                   overlap, camera_model, None if camera_params is None else [float(v) for v in camera_params],
+                   progress)
+        summary = _run(pycolmap, job, descriptor)
+    finally:
+        pycolmap.logging.minloglevel = level
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What :func:`reconstruct` was asked to do, checked."""
+
+    image_dir: Path
+    out_dir: Path
+    database: Path
+    names: list[str]
+    features: str
+    matcher: str
+    max_image_size: int
+    max_keypoints: int
+    ratio: float
+    overlap: int
+    camera_model: str
+    camera_params: list[float] | None
+    progress: bool
+
+
+def _run(pycolmap: Any, job: _Job, descriptor: HardNetDescriptor | None) -> dict[str, Any]:
+    """The stages of :func:`reconstruct`, timed; returns the summary."""
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    db, progress = job.database, job.progress
+    _import_images(pycolmap, db, job.image_dir, job.names, job.camera_model, job.camera_params)
+    seconds["import"], clock = _lap(clock)
+    if job.features == "hardnet":
+        if descriptor is None:
+            from .descriptor import HardNetDescriptor
+
+            descriptor = HardNetDescriptor(detector=colmap_like_sift())
+        descs = _extract_hardnet(pycolmap, db, job.image_dir, descriptor, job.max_image_size, job.max_keypoints,
+                                 progress)
+        seconds["extract"], clock = _lap(clock)
+        pairs = _image_pairs(pycolmap, db, job.matcher, job.overlap)
+        _match_hardnet(pycolmap, db, descs, pairs, job.ratio, descriptor.device, progress)
+        del descs
+        seconds["match"], clock = _lap(clock)
+        _verify(pycolmap, db, progress)
+        seconds["verify"], clock = _lap(clock)
+    else:
+        _extract_sift(pycolmap, db, job.image_dir, job.names, job.max_image_size, job.max_keypoints, progress)
+        seconds["extract"], clock = _lap(clock)
+        pairs = _image_pairs(pycolmap, db, job.matcher, job.overlap)
+        _match_sift(pycolmap, db, pairs, job.out_dir, progress)  # COLMAP verifies while matching
+        seconds["match"], clock = _lap(clock)
+        seconds["verify"] = 0.0
+    models = _map(pycolmap, db, job.image_dir, job.out_dir / "sparse", len(job.names),
+                  job.camera_params is not None, progress)
+    seconds["map"], clock = _lap(clock)
+    seconds["total"] = sum(seconds.values())
+
+    summary = _summarise(pycolmap, db, models, len(job.names), len(pairs), seconds)
+    hardnet = job.features == "hardnet"
+    summary.update(
+        image_dir=str(job.image_dir), out_dir=str(job.out_dir), features=job.features, matcher=job.matcher,
+        max_image_size=job.max_image_size, max_keypoints=job.max_keypoints, ratio=job.ratio if hardnet else None,
+        camera_model=job.camera_model, camera_params=job.camera_params,
+        weights=str(descriptor.weights.source) if hardnet else None,
+        precision=descriptor.precision if hardnet else None,
+    )
+    return summary
+
+
+def _check_options(features: str, matcher: str, max_image_size: int, max_keypoints: int, ratio: float,
+                   overlap: int) -> None:
+    if features not in FEATURES:
+        raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+    if matcher not in MATCHERS:
+        raise ValueError(f"matcher must be one of {MATCHERS}, got {matcher!r}")
+    if max_image_size is None or max_image_size < 0:
+        raise ValueError(f"max_image_size must be >= 0 (0: no resize), got {max_image_size}")
+    if max_keypoints is None or max_keypoints < 1:
+        raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    if overlap < 1:
+        raise ValueError(f"overlap must be >= 1, got {overlap}")
+
+
+def _lap(start: float) -> tuple[float, float]:
+    now = time.perf_counter()
+    return now - start, now
+
+
+def _bar(total: int, desc: str, unit: str, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"{desc:<7}", unit=unit, disable=not progress, dynamic_ncols=True)
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
+    database = out_dir / "database.db"
+    if database.exists() or (out_dir / "sparse").exists():
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} already holds a reconstruction; pass overwrite=True (--overwrite) "
+                                  "or choose another output folder")
+        database.unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "sparse", ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return database
+
+
+def _import_images(pycolmap: Any, database: Path, image_dir: Path, names: list[str], camera_model: str,
+                   camera_params: Sequence[float] | None) -> None:
+    """Cameras and images (with COLMAP's trivial rigs and frames): one camera per image size,
+    or one camera with ``camera_params`` for all."""
+    pycolmap.Database.open(database).close()  # import_images needs the file
+    options = pycolmap.ImageReaderOptions()
+    options.camera_model = camera_model
+    if camera_params is not None:
+        options.camera_params = ",".join(f"{float(v)!r}" for v in camera_params)
+        groups = {None: names}
+    else:
+        groups: dict[Any, list[str]] = {}
+        for name in names:
+            groups.setdefault(_image_size(image_dir / name), []).append(name)
+    try:
+        for group in groups.values():
+            pycolmap.import_images(database, image_dir, pycolmap.CameraMode.SINGLE, group, options)
+    except ValueError as err:  # COLMAP's check failures, e.g. parameters that do not fit the model
+        database.unlink()  # nothing was done: leave no half-made database behind
+        raise ValueError(f"cannot create cameras ({camera_model}, params {camera_params}): {err}") from None
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"cannot decode image file: {path}")
+    return image.shape[1], image.shape[0]
+
+
+def _extract_hardnet(pycolmap: Any, database: Path, image_dir: Path, descriptor: HardNetDescriptor,
+                     max_image_size: int, max_keypoints: int, progress: bool) -> dict[int, np.ndarray]:
+    """SIFT keypoints + HardNet descriptors per image; keypoints go to the database as COLMAP
+    affine frames at full resolution. Returns ``{image_id: (N, 128) float32}``."""
+    descs = {}
+    with pycolmap.Database.open(database) as db:
+        images = sorted(db.read_all_images(), key=lambda im: im.image_id)
+        with _bar(len(images), "extract", "img", progress) as bar:
+            for im in images:
+                full = read_image(image_dir / im.name)
+                small, factor = resize_for_extraction(full, max_image_size)
+                kps = descriptor.detect(small, max_keypoints=max_keypoints)
+                descs[im.image_id] = descriptor.compute(small, kps)[1]
+                db.write_keypoints(im.image_id, keypoints_to_colmap(_scale_keypoints(kps, factor)))
+                bar.update()
+    return descs
+
+
+def _scale_keypoints(keypoints: Sequence[cv2.KeyPoint], factor: float) -> np.ndarray:
+    """``(N, 4)`` keypoints of an image downscaled by ``factor``, in full-resolution pixels."""
+    kps = keypoints_to_array(keypoints).copy()
+    if factor != 1.0:
+        kps[:, :2] = (kps[:, :2] + 0.5) / factor - 0.5
+        kps[:, 2] /= factor
+    return kps
+
+
+def _extract_sift(pycolmap: Any, database: Path, image_dir: Path, names: list[str], max_image_size: int,
+                  max_keypoints: int, progress: bool, chunk: int = 8) -> None:
+    """COLMAP's SIFT on the images already in the database (chunks of ``chunk`` for the bar)."""
+    options = pycolmap.FeatureExtractionOptions()
+    options.max_image_size = max_image_size or 1_000_000  # COLMAP rescales keypoints to full resolution
+    options.sift.max_num_features = max_keypoints
+    with _bar(len(names), "extract", "img", progress) as bar:
+        for start in range(0, len(names), chunk):
+            batch = names[start : start + chunk]
+            pycolmap.extract_features(database, image_dir, image_names=batch, extraction_options=options)
+            bar.update(len(batch))
+
+
+def _image_pairs(pycolmap: Any, database: Path, matcher: str, overlap: int) -> list[tuple[int, int]]:
+    """Image-id pairs from COLMAP's own pair generators."""
+    with pycolmap.Database.open(database) as db:
+        if matcher == "sequential":
+            options = pycolmap.SequentialPairingOptions()
+            options.overlap = overlap
+            generator = pycolmap.SequentialPairGenerator(options, db)
+        else:
+            generator = pycolmap.ExhaustivePairGenerator(pycolmap.ExhaustivePairingOptions(), db)
+        return [(int(a), int(b)) for a, b in generator.all_pairs()]
+
+
+def _match_hardnet(pycolmap: Any, database: Path, descs: dict[int, np.ndarray], pairs: list[tuple[int, int]],
+                   ratio: float, device: Any, progress: bool) -> None:
+    with pycolmap.Database.open(database) as db, _bar(len(pairs), "match", "pair", progress) as bar:
+        for a, b in pairs:
+            matches = match_descriptors(descs[a], descs[b], ratio=ratio, mutual=True, device=device)
+            db.write_matches(a, b, matches.pairs.astype(np.uint32))
+            bar.update()
+
+
+def _match_sift(pycolmap: Any, database: Path, pairs: list[tuple[int, int]], out_dir: Path, progress: bool,
+                chunk: int = 64) -> None:
+    """COLMAP's SIFT matcher + verification on ``pairs`` (through a pair list file, in chunks)."""
+    with pycolmap.Database.open(database) as db:
+        name = {im.image_id: im.name for im in db.read_all_images()}
+    pair_file = out_dir / "pairs.txt"
+    options = pycolmap.ImportedPairingOptions()
+    options.match_list_path = str(pair_file)
+    try:
+        with _bar(len(pairs), "match", "pair", progress) as bar:
+            for start in range(0, len(pairs), chunk):
+                batch = pairs[start : start + chunk]
+                pair_file.write_text("".join(f"{name[a]} {name[b]}\n" for a, b in batch))
+                pycolmap.match_image_pairs(database, pairing_options=options)
+                bar.update(len(batch))
+    finally:
+        pair_file.unlink(missing_ok=True)
+
+
+def _verify(pycolmap: Any, database: Path, progress: bool) -> None:
+    with _bar(1, "verify", "run", progress) as bar:
+        pycolmap.geometric_verification(database)
+        bar.update()
+
+
+def _map(pycolmap: Any, database: Path, image_dir: Path, sparse_dir: Path, num_images: int,
+         fixed_intrinsics: bool, progress: bool) -> dict[int, Any]:
+    """COLMAP's incremental mapper; writes ``sparse_dir/<k>/``. The bar counts registrations."""
+    sparse_dir.mkdir(parents=True, exist_ok=True)
+    options = pycolmap.IncrementalPipelineOptions()
+    if fixed_intrinsics:
+        options.ba_refine_focal_length = False
+        options.ba_refine_principal_point = False
+        options.ba_refine_extra_params = False
+    with _bar(num_images, "map", "img", progress) as bar:
+        models = pycolmap.incremental_mapping(
+            database, image_dir, sparse_dir, options,
+            initial_image_pair_callback=lambda: bar.update(2), next_image_callback=lambda: bar.update(1),
+        )
+    return dict(models)
+
+
+def _summarise(pycolmap: Any, database: Path, models: dict[int, Any], num_images: int, num_pairs: int,
+               seconds: dict[str, float]) -> dict[str, Any]:
+    per_model = []
+    for k, model in sorted(models.items()):
+        per_model.append(dict(
+            index=k, path=f"sparse/{k}", registered_images=model.num_reg_images(),
+            num_points3D=model.num_points3D(),
+            mean_track_length=model.compute_mean_track_length() if model.num_points3D() else 0.0,
+            mean_reprojection_error=model.compute_mean_reprojection_error() if model.num_points3D() else None,
+        ))
+    best = max(per_model, key=lambda m: (m["registered_images"], m["num_points3D"]), default=None)
+    with pycolmap.Database.open(database) as db:
+        keypoints = db.num_keypoints() / max(1, db.num_images())
+        verified = sum(n > 0 for n in db.read_two_view_geometry_num_inliers()[1])  # pairs with inliers
+    return dict(
+        num_images=num_images,
+        registered_images=best["registered_images"] if best else 0,
+        num_points3D=best["num_points3D"] if best else 0,
+        mean_track_length=best["mean_track_length"] if best else 0.0,
+        mean_reprojection_error=best["mean_reprojection_error"] if best else None,
+        num_models=len(per_model), models=per_model, keypoints_per_image=keypoints,
+        image_pairs=num_pairs, verified_pairs=verified, seconds=seconds,
+    )
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The closing lines of ``hardnet-desc sfm``: registrations, points, tracks, errors, stage times."""
+    error = summary["mean_reprojection_error"]
+    lines = [
+        f"images registered: {summary['registered_images']} / {summary['num_images']}"
+        + (f" (largest of {summary['num_models']} models)" if summary["num_models"] > 1 else ""),
+        f"3D points:         {summary['num_points3D']}",
+        f"mean track length: {summary['mean_track_length']:.2f}",
+        "mean reproj. err.: " + (f"{error:.3f} px" if error is not None else "-"),
+        f"keypoints / image: {summary['keypoints_per_image']:.0f}; verified pairs {summary['verified_pairs']} "
+        f"of {summary['image_pairs']}",
+        "seconds:           " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items()),
+    ]
+    lines += [f"model {m['path']}: {m['registered_images']} images, {m['num_points3D']} points"
+              for m in summary["models"]]
+    return "\n".join(lines) + "\n"

@@ -109,14 +109,29 @@ def _eval_sequences(args: argparse.Namespace) -> int:
 
 
 def _eval_fpr95(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from .data.phototour import STORED_SIZE
     from .descriptor import HardNetDescriptor
+    from .evaluation.methods import sift_patches
     from .evaluation.phototour import evaluate_fpr95
 
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - {"hardnet", "sift", "rootsift"})
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown}; choose from hardnet, sift, rootsift")
     if not args.root.is_dir():  # fail before the weights load
         raise FileNotFoundError(f"PhotoTour folder not found: {args.root}")
-    hardnet = HardNetDescriptor(args.weights, device=args.device, precision=args.precision)
-    for name, value in evaluate_fpr95(args.root, hardnet, args.pairs).items():
-        print(f"{name}: FPR95 = {100 * value:.2f}%")
+    for method in methods:
+        if method == "hardnet":
+            describe, size = HardNetDescriptor(args.weights, device=args.device, precision=args.precision), None
+        else:  # SIFT sees the stored 64x64 patches
+            describe = partial(sift_patches, patch_scale=args.patch_scale, root=method == "rootsift")
+            size = STORED_SIZE
+        results = evaluate_fpr95(args.root, describe, args.pairs, **({"patch_size": size} if size else {}))
+        for name, value in results.items():
+            print(f"{name}: FPR95 = {100 * value:.2f}%" if len(methods) == 1 else
+                  f"{method}: {name}: FPR95 = {100 * value:.2f}%")
     return 0
 
 
@@ -344,12 +359,20 @@ def _add_eval_sequences(sub) -> None:
 
 
 def _add_eval_fpr95(sub) -> None:
+    from .patches import DEFAULT_PATCH_SCALE
+
     p = sub.add_parser("eval-fpr95", help="FPR95 on PhotoTour-layout patch pairs",
-                       description="False-positive rate at 95% recall of HardNet on the m50_*.txt pair files of a "
-                       "PhotoTour-layout folder (Brown's liberty/notredame/yosemite, or make-dataset's val split).")
+                       description="False-positive rate at 95% recall of HardNet (or SIFT, RootSIFT) on the m50_*.txt "
+                       "pair files of a PhotoTour-layout folder (Brown's liberty/notredame/yosemite, or make-dataset's "
+                       "val split).")
     p.add_argument("root", type=Path, help="folder with info.txt, patches*.bmp and m50_*.txt")
     p.add_argument("--pairs", action="append", default=None, metavar="FILE",
                    help="pair file (a bare name is looked up in ROOT); repeatable (default: every m50_*.txt in ROOT)")
+    p.add_argument("--methods", default="hardnet",
+                   help="comma-separated, from hardnet, sift, rootsift (SIFT of the patch centre) (default: %(default)s)")
+    p.add_argument("--patch-scale", type=float, default=DEFAULT_PATCH_SCALE,
+                   help="for sift/rootsift: the patch side in units of kp.size the patches were cut at "
+                        "(default: %(default)s, as make-dataset)")
     _add_weights(p)
     _add_device(p)
     _add_precision(p, default="fp32")

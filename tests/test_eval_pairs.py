@@ -202,7 +202,9 @@ def test_real_scene_all_methods_sensible(et_model, tmp_path):
     for name, v in s.items():
         assert v["auc@20"] > 0.4 and v["auc@5"] > 0.2, (name, v)
         assert v["correct"] > 60 and v["inliers"] > 60, (name, v)
-    assert s["hardnet"]["auc@10"] > s["sift"]["auc@10"] - 0.1, s
+    # not worse than SIFT beyond noise (24 pairs: one pair moves AUC@10 by about 0.04); here about level
+    assert s["hardnet"]["auc@20"] > s["sift"]["auc@20"] - 0.1, s
+    assert s["hardnet"]["auc@10"] > s["sift"]["auc@10"] - 0.15, s
     assert s["hardnet"]["correct"] > s["sift"]["correct"], s  # bundled weights: more correct matches
     edges = results["baseline_edges"]
     assert len(edges) == 2 and edges[0] < edges[1]

@@ -201,6 +201,19 @@ def _add_max_keypoints(p: argparse.ArgumentParser, default: int, zero_keeps_all:
                    help=f"strongest SIFT keypoints per image{all_} (default: %(default)s)")
 
 
+def _add_methods(p: argparse.ArgumentParser, default: str, choices: str = "sift, rootsift, hardnet, kornia") -> None:
+    p.add_argument("--methods", default=default, help=f"comma-separated, from {choices} (default: %(default)s)")
+
+
+def _add_mutual_ratio(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ratio", type=float, default=None, metavar="R",
+                   help="add Lowe's ratio test to mutual nearest neighbours (default: off)")
+
+
+def _add_json(p: argparse.ArgumentParser, per: str) -> None:
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help=f"write all numbers, per {per} too")
+
+
 def _add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -344,13 +357,11 @@ def _add_eval_sequences(sub) -> None:
                        "<seq>/img1.ppm..img6.ppm + H1to2p..H1to6p (Oxford); .png/.jpg/.pgm images are accepted too.",
                        epilog="example:\n  hardnet-desc eval-sequences hpatches-sequences-release --json hp.json --plot mma.png")
     p.add_argument("root", type=Path, help="a sequence folder or a folder of sequences")
-    p.add_argument("--methods", default="sift,rootsift,hardnet,kornia",
-                   help="comma-separated, from sift, rootsift, hardnet, kornia (default: %(default)s)")
+    _add_methods(p, "sift,rootsift,hardnet,kornia")
     _add_weights(p)
     _add_max_keypoints(p, default=2000, zero_keeps_all=False)
-    p.add_argument("--ratio", type=float, default=None, metavar="R",
-                   help="add Lowe's ratio test to mutual nearest neighbours (default: off)")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all numbers, per sequence too")
+    _add_mutual_ratio(p)
+    _add_json(p, "sequence")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save an MMA-vs-threshold plot")
     _add_device(p)
     _add_precision(p, default="fp32")
@@ -368,8 +379,7 @@ def _add_eval_fpr95(sub) -> None:
     p.add_argument("root", type=Path, help="folder with info.txt, patches*.bmp and m50_*.txt")
     p.add_argument("--pairs", action="append", default=None, metavar="FILE",
                    help="pair file (a bare name is looked up in ROOT); repeatable (default: every m50_*.txt in ROOT)")
-    p.add_argument("--methods", default="hardnet",
-                   help="comma-separated, from hardnet, sift, rootsift (SIFT of the patch centre) (default: %(default)s)")
+    _add_methods(p, "hardnet", "hardnet, sift, rootsift (SIFT of the patch centre)")
     p.add_argument("--patch-scale", type=float, default=DEFAULT_PATCH_SCALE,
                    help="for sift/rootsift: the patch side in units of kp.size the patches were cut at "
                         "(default: %(default)s, as make-dataset)")
@@ -400,12 +410,10 @@ def _add_eval_pairs(sub) -> None:
                    help="image folder of one scene; with several scenes, the folder of <scene>/ image folders "
                         "(default: the pairs file's image_dir header or the scene's summary.json)")
     p.add_argument("--scenes", default=None, metavar="A,B,C", help="only these scenes of a folder of scenes")
-    p.add_argument("--methods", default="sift,rootsift,hardnet",
-                   help="comma-separated, from sift, rootsift, hardnet, kornia (default: %(default)s)")
+    _add_methods(p, "sift,rootsift,hardnet")
     _add_weights(p)
     _add_max_keypoints(p, default=2000, zero_keeps_all=False)
-    p.add_argument("--ratio", type=float, default=None, metavar="R",
-                   help="add Lowe's ratio test to mutual nearest neighbours (default: off)")
+    _add_mutual_ratio(p)
     p.add_argument("--max-pairs", type=int, default=100, metavar="N",
                    help="pairs per scene at most, a seeded random choice; 0 for all (default: %(default)s)")
     p.add_argument("--min-covisible", type=int, default=50, metavar="N",
@@ -415,7 +423,7 @@ def _add_eval_pairs(sub) -> None:
                    help="essential-matrix threshold in pixels, divided by the mean focal length (default: %(default)s)")
     p.add_argument("--write-pairs", type=Path, default=None, metavar="DIR",
                    help="write the chosen pairs as DIR/<scene>.txt (to freeze them) and stop")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all numbers, per pair too")
+    _add_json(p, "pair")
     _add_device(p)
     _add_precision(p, default="fp32")
     p.add_argument("--threads", type=int, default=None, metavar="N",

@@ -131,6 +131,19 @@ def _describe_scene(scene: Scene, describe: Mapping[str, DescribeFn], max_keypoi
     return features
 
 
+def _evaluate_pair(pair: CameraPair, features: dict, ratio: float | None, device: torch.device, ransac_px: float,
+                   correct_px: float, bar: tqdm) -> dict:
+    """Match one pair with every method and score the poses (see :func:`pair_pose_metrics`)."""
+    (xy1, d1), (xy2, d2) = features[pair.image1], features[pair.image2]
+    result = {}
+    for name in d1:
+        m = match_descriptors(d1[name], d2[name], ratio=ratio, mutual=True, device=device)
+        result[name] = pair_pose_metrics(xy1[m.query_idx], xy2[m.train_idx], pair, ransac_px, correct_px)
+    bar.update()
+    return {"image1": pair.image1, "image2": pair.image2, "rotation": rotation_angle_deg(pair.R),
+            "covisible": pair.covisible, "methods": result}
+
+
 def evaluate_pairs(
     sources: str | Path | Sequence[str | Path] | Sequence[Scene],
     methods: Sequence[str] | Mapping[str, DescribeFn] = ("sift", "rootsift", "hardnet"),
@@ -190,24 +203,15 @@ def evaluate_pairs(
     match_device = resolve_device(device)
     timing = {**dict.fromkeys(describe, 0.0), "matching+pose": 0.0}
     per_scene = []
-    bar = tqdm(total=sum(len(s.pairs) for s in loaded), desc="pairs", disable=not progress)
-    for scene in loaded:
-        features = _describe_scene(scene, describe, max_keypoints, timing)
-        records = []
-        for pair in scene.pairs:
-            (xy1, d1), (xy2, d2) = features[pair.image1], features[pair.image2]
+    with tqdm(total=sum(len(s.pairs) for s in loaded), desc="pairs", disable=not progress) as bar:
+        for scene in loaded:
+            features = _describe_scene(scene, describe, max_keypoints, timing)
             t0 = time.perf_counter()
-            result = {}
-            for name in describe:
-                m = match_descriptors(d1[name], d2[name], ratio=ratio, mutual=True, device=match_device)
-                result[name] = pair_pose_metrics(xy1[m.query_idx], xy2[m.train_idx], pair, ransac_px, correct_px)
+            records = [_evaluate_pair(pair, features, ratio, match_device, ransac_px, correct_px, bar)
+                       for pair in scene.pairs]
             timing["matching+pose"] += time.perf_counter() - t0
-            records.append({"image1": pair.image1, "image2": pair.image2, "rotation": rotation_angle_deg(pair.R),
-                            "covisible": pair.covisible, "methods": result})
-            bar.update()
-        per_scene.append({"name": scene.name, "source": scene.source, "image_dir": str(scene.image_dir),
-                          "pairs": records})
-    bar.close()
+            per_scene.append({"name": scene.name, "source": scene.source, "image_dir": str(scene.image_dir),
+                              "pairs": records})
     edges = _baseline_edges(per_scene)
     return {
         "config": {

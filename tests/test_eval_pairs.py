@@ -24,7 +24,7 @@ from hardnet_desc.epipolar import (
 )
 from hardnet_desc.data.camera_pairs import CameraPair, read_camera_pairs, write_camera_pairs
 from hardnet_desc.evaluation.pair_sources import Scene, load_scene
-from hardnet_desc.evaluation.poses import evaluate_pairs, format_pose_table
+from hardnet_desc.evaluation.poses import auc_difference, evaluate_pairs, format_pose_table
 
 from conftest import EXAMPLE_FILES
 
@@ -54,6 +54,19 @@ def test_pose_auc_hand_cases():
     assert all(math.isnan(a) for a in pose_auc([], [5, 10]))
     with pytest.raises(ValueError, match="NaN"):
         pose_auc([1.0, float("nan")])
+
+
+def test_auc_difference_paired_bootstrap():
+    errors = [0.5, 2.0, 7.0, 15.0, math.inf]
+    same = auc_difference(errors, errors)
+    assert all(v == [0.0, 0.0, 0.0] for v in same.values())
+    better = auc_difference([0.0] * 5, [math.inf] * 5)  # every pose exact vs every pose failed
+    assert all(v == pytest.approx([1.0, 1.0, 1.0]) for v in better.values())
+    mixed = auc_difference([0.0, 0.0, math.inf, math.inf], [math.inf, math.inf, 0.0, 0.0])
+    d, lo, hi = mixed["auc@10"]
+    assert d == 0.0 and lo < -0.4 and hi > 0.4  # no difference on average, a wide interval
+    with pytest.raises(ValueError, match="different pairs"):
+        auc_difference([1.0], [1.0, 2.0])
 
 
 def test_pose_error_hand_cases():
@@ -173,7 +186,9 @@ def test_synthetic_two_view_scene_recovers_the_pose(tmp_path):
         assert 8.0 < wrong["pose_error"] < 12.0, name  # a 10-degree error in the truth shows
         assert wrong["correct"] < true["correct"] / 3, name
         assert s["overall"]["pairs"] == 2 and s["overall"]["failures"] == 0
-    assert "favour SIFT" in format_pose_table(results)
+    table = format_pose_table(results)
+    assert "favour SIFT" in table and "hardnet - rootsift: AUC@5" in table
+    assert set(results["differences"]) == {"sift", "hardnet"} and results["reference"] == "rootsift"
 
 
 # ---------------------------------------------------------------- real photos, COLMAP model

@@ -229,6 +229,8 @@ def evaluate_pairs(
         "thresholds": list(AUC_THRESHOLDS),
         "baseline_edges": edges,
         "summary": {name: _summaries(per_scene, name, edges) for name in describe},
+        "reference": _reference(list(describe)),
+        "differences": _differences(per_scene, list(describe), _reference(list(describe)), edges),
         "timing": timing,
         "scenes": per_scene,
     }
@@ -253,6 +255,52 @@ def summarize_poses(records: Sequence[dict], thresholds: Sequence[float] = AUC_T
         out[key] = float(np.mean([r[key] for r in records])) if n else nan
     out["failures"] = int(sum(not np.isfinite(r["pose_error"]) for r in records))
     return out
+
+
+def auc_difference(
+    errors_a: Sequence[float], errors_b: Sequence[float], thresholds: Sequence[float] = AUC_THRESHOLDS,
+    n_boot: int = 1000, seed: int = 0,
+) -> dict:
+    """AUC of method a minus method b on the same pairs, with a 95 % paired bootstrap interval.
+
+    Pairs are resampled with replacement (the same draw for both methods), ``n_boot`` times.
+
+    Returns:
+        ``{"auc@t": [difference, low, high]}`` for each threshold; NaN without pairs.
+    """
+    a, b = np.asarray(errors_a, np.float64), np.asarray(errors_b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"the two methods have different pairs: {a.shape} vs {b.shape}")
+    diff = np.array(pose_auc(a, thresholds)) - np.array(pose_auc(b, thresholds))
+    if not a.size:
+        return {f"auc@{t:g}": [float("nan")] * 3 for t in thresholds}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, a.size, size=(n_boot, a.size))
+    boot = np.array([np.array(pose_auc(a[i], thresholds)) - np.array(pose_auc(b[i], thresholds)) for i in draws])
+    low, high = np.percentile(boot, [2.5, 97.5], axis=0)
+    return {f"auc@{t:g}": [float(d), float(lo), float(hi)] for t, d, lo, hi in zip(thresholds, diff, low, high)}
+
+
+def _differences(per_scene: list[dict], methods: Sequence[str], reference: str | None, edges: list[float]) -> dict:
+    """method -> group ("overall", "wide") -> :func:`auc_difference` against ``reference``."""
+    if reference is None:
+        return {}
+    pairs = [p for s in per_scene for p in s["pairs"]]
+    out = {}
+    for name in methods:
+        if name == reference:
+            continue
+        out[name] = {}
+        for group in ("overall", "wide"):
+            chosen = [p for p in pairs if group == "overall" or _baseline(p["rotation"], edges) == group]
+            out[name][group] = auc_difference([p["methods"][name]["pose_error"] for p in chosen],
+                                              [p["methods"][reference]["pose_error"] for p in chosen])
+    return out
+
+
+def _reference(methods: Sequence[str]) -> str | None:
+    """The method others are compared with: RootSIFT, else the first of several."""
+    return "rootsift" if "rootsift" in methods else (methods[0] if len(methods) > 1 else None)
 
 
 def _summaries(per_scene: list[dict], method: str, edges: list[float]) -> dict:
@@ -286,7 +334,15 @@ def _group_table(summary: dict, group: str, title: str, reference: str | None) -
             ref = summary[reference][group]
             line += " " * (len(reference) + 7) + " ".join(f"{_ratio(s[k], ref[k]):>7}" for k in _RATIOS)
         rows.append(line)
-    return rows + [""]
+    return rows
+
+
+def _difference_lines(differences: dict, group: str, reference: str | None) -> list[str]:
+    lines = []
+    for name, groups in differences.items():
+        cells = ", ".join(f"{key.upper()} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for key, (d, lo, hi) in groups[group].items())
+        lines.append(f"{name} - {reference}: {cells}")
+    return lines + (["(differences with 95% paired-bootstrap intervals over pairs)"] if lines else []) + [""]
 
 
 def format_pose_table(results: dict) -> str:
@@ -294,15 +350,19 @@ def format_pose_table(results: dict) -> str:
     side with ratios against RootSIFT (or the first method when RootSIFT was not run)."""
     summary, config, edges = results["summary"], results["config"], results["baseline_edges"]
     methods = list(summary)
-    reference = "rootsift" if "rootsift" in summary else (methods[0] if len(methods) > 1 else None)
+    reference = _reference(methods)
+    differences = results.get("differences", {})
     n_scenes = len(results["scenes"])
     lines = [f"{n_scenes} scene(s); {config['max_keypoints']} SIFT keypoints per image; {config['matching']}; "
              f"{config['pose']}; correct = {config['correct']}",
              "note: ground-truth poses from a SIFT reconstruction favour SIFT slightly", ""]
     lines += _group_table(summary, "overall", "all pairs", reference)
+    lines += _difference_lines(differences, "overall", reference)
     if len(edges) == 2:
         lines += _group_table(summary, "wide", f"widest baselines: rotation > {edges[1]:.1f} deg", reference)
+        lines += _difference_lines(differences, "wide", reference)
         lines += _group_table(summary, "narrow", f"narrowest baselines: rotation <= {edges[0]:.1f} deg", reference)
+        lines.append("")
     width = max(len("scene"), *(len(s["name"]) for s in results["scenes"]))
     lines.append("AUC@10 per scene")
     lines.append(f"{'scene':<{width}}{'pairs':>7}" + "".join(f"{m:>10}" for m in methods))
@@ -313,4 +373,4 @@ def format_pose_table(results: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-__all__ = ["BASELINES", "evaluate_pairs", "format_pose_table", "load_scenes", "pair_pose_metrics", "summarize_poses"]
+__all__ = ["BASELINES", "auc_difference", "evaluate_pairs", "format_pose_table", "load_scenes", "pair_pose_metrics", "summarize_poses"]

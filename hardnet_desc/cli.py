@@ -166,14 +166,62 @@ def _eval_sequences(args: argparse.Namespace) -> int:
 
 
 def _eval_fpr95(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from .data.phototour import STORED_SIZE
     from .descriptor import HardNetDescriptor
+    from .evaluation.methods import sift_patches
     from .evaluation.phototour import evaluate_fpr95
 
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - {"hardnet", "sift", "rootsift"})
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown}; choose from hardnet, sift, rootsift")
     if not args.root.is_dir():  # fail before the weights load
         raise FileNotFoundError(f"PhotoTour folder not found: {args.root}")
-    hardnet = HardNetDescriptor(args.weights, device=args.device, precision=args.precision)
-    for name, value in evaluate_fpr95(args.root, hardnet, args.pairs).items():
-        print(f"{name}: FPR95 = {100 * value:.2f}%")
+    for method in methods:
+        if method == "hardnet":
+            describe, size = HardNetDescriptor(args.weights, device=args.device, precision=args.precision), None
+        else:  # SIFT sees the stored 64x64 patches
+            describe = partial(sift_patches, patch_scale=args.patch_scale, root=method == "rootsift")
+            size = STORED_SIZE
+        results = evaluate_fpr95(args.root, describe, args.pairs, **({"patch_size": size} if size else {}))
+        for name, value in results.items():
+            print(f"{name}: FPR95 = {100 * value:.2f}%" if len(methods) == 1 else
+                  f"{method}: {name}: FPR95 = {100 * value:.2f}%")
+    return 0
+
+
+def _eval_pairs(args: argparse.Namespace) -> int:
+    from .data.camera_pairs import write_camera_pairs
+    from .evaluation.poses import evaluate_pairs, format_pose_table, load_scenes
+    from .evaluation.sequences import save_json
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    names = [s.strip() for s in args.scenes.split(",") if s.strip()] if args.scenes else None
+    if args.max_pairs < 0:
+        raise ValueError(f"--max-pairs must be >= 0 (0: all), got {args.max_pairs}")
+    scenes = load_scenes(args.sources, images=args.images, scenes=names, min_covisible=args.min_covisible,
+                         max_pairs=args.max_pairs or None, seed=args.seed)
+    if args.write_pairs:
+        for scene in scenes:
+            path = write_camera_pairs(args.write_pairs / f"{scene.name}.txt", scene.pairs, scene.image_dir,
+                                      comment=f"from {scene.source}: min covisible {args.min_covisible}, "
+                                              f"max pairs {args.max_pairs}, seed {args.seed}")
+            print(f"{scene.name}: {len(scene.pairs)} pairs -> {path}")
+        return 0
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    results = evaluate_pairs(scenes, methods, weights=args.weights, max_keypoints=args.max_keypoints, ratio=args.ratio,
+                             ransac_px=args.ransac_px, device=args.device, precision=args.precision,
+                             progress=not args.quiet)
+    print(format_pose_table(results), end="")
+    if args.json:
+        print(f"json: {save_json(results, args.json)}")
     return 0
 
 
@@ -240,6 +288,19 @@ def _add_max_keypoints(p: argparse.ArgumentParser, default: int, zero_keeps_all:
     all_ = ", 0 for all" if zero_keeps_all else ""
     p.add_argument("--max-keypoints", type=int, default=default, metavar="N",
                    help=f"strongest SIFT keypoints per image{all_} (default: %(default)s)")
+
+
+def _add_methods(p: argparse.ArgumentParser, default: str, choices: str = "sift, rootsift, hardnet, kornia") -> None:
+    p.add_argument("--methods", default=default, help=f"comma-separated, from {choices} (default: %(default)s)")
+
+
+def _add_mutual_ratio(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ratio", type=float, default=None, metavar="R",
+                   help="add Lowe's ratio test to mutual nearest neighbours (default: off)")
+
+
+def _add_json(p: argparse.ArgumentParser, per: str) -> None:
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help=f"write all numbers, per {per} too")
 
 
 def _add_quiet(p: argparse.ArgumentParser) -> None:
@@ -423,13 +484,11 @@ def _add_eval_sequences(sub) -> None:
                        "<seq>/img1.ppm..img6.ppm + H1to2p..H1to6p (Oxford); .png/.jpg/.pgm images are accepted too.",
                        epilog="example:\n  hardnet-desc eval-sequences hpatches-sequences-release --json hp.json --plot mma.png")
     p.add_argument("root", type=Path, help="a sequence folder or a folder of sequences")
-    p.add_argument("--methods", default="sift,rootsift,hardnet,kornia",
-                   help="comma-separated, from sift, rootsift, hardnet, kornia (default: %(default)s)")
+    _add_methods(p, "sift,rootsift,hardnet,kornia")
     _add_weights(p)
     _add_max_keypoints(p, default=2000, zero_keeps_all=False)
-    p.add_argument("--ratio", type=float, default=None, metavar="R",
-                   help="add Lowe's ratio test to mutual nearest neighbours (default: off)")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all numbers, per sequence too")
+    _add_mutual_ratio(p)
+    _add_json(p, "sequence")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save an MMA-vs-threshold plot")
     _add_device(p)
     _add_precision(p, default="fp32")
@@ -438,16 +497,66 @@ def _add_eval_sequences(sub) -> None:
 
 
 def _add_eval_fpr95(sub) -> None:
+    from .patches import DEFAULT_PATCH_SCALE
+
     p = sub.add_parser("eval-fpr95", help="FPR95 on PhotoTour-layout patch pairs",
-                       description="False-positive rate at 95% recall of HardNet on the m50_*.txt pair files of a "
-                       "PhotoTour-layout folder (Brown's liberty/notredame/yosemite, or make-dataset's val split).")
+                       description="False-positive rate at 95% recall of HardNet (or SIFT, RootSIFT) on the m50_*.txt "
+                       "pair files of a PhotoTour-layout folder (Brown's liberty/notredame/yosemite, or make-dataset's "
+                       "val split).")
     p.add_argument("root", type=Path, help="folder with info.txt, patches*.bmp and m50_*.txt")
     p.add_argument("--pairs", action="append", default=None, metavar="FILE",
                    help="pair file (a bare name is looked up in ROOT); repeatable (default: every m50_*.txt in ROOT)")
+    _add_methods(p, "hardnet", "hardnet, sift, rootsift (SIFT of the patch centre)")
+    p.add_argument("--patch-scale", type=float, default=DEFAULT_PATCH_SCALE,
+                   help="for sift/rootsift: the patch side in units of kp.size the patches were cut at "
+                        "(default: %(default)s, as make-dataset)")
     _add_weights(p)
     _add_device(p)
     _add_precision(p, default="fp32")
     p.set_defaults(func=_eval_fpr95)
+
+
+def _add_eval_pairs(sub) -> None:
+    p = sub.add_parser("eval-pairs", help="relative-pose benchmark on image pairs with known cameras",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="For every image pair with known cameras (from a COLMAP model or a pairs file): detect "
+                       "SIFT keypoints once\nper image, describe them with each method, match by mutual nearest "
+                       "neighbour (+ ratio test),\nestimate the essential matrix with the known K (USAC_MAGSAC) and "
+                       "recoverPose. Reports pose AUC@5/10/20\n(error = max(rotation, translation direction) in degrees), "
+                       "RANSAC inliers and correct matches\n(Sampson error under the true geometry < 1 px) per pair, for "
+                       "all pairs and by baseline (rotation terciles).\n"
+                       "SOURCES: pairs files (.txt), COLMAP models (sparse/0), scene folders (with sparse/<k>/ and "
+                       "summary.json)\nor folders of those. Pairs file lines: image1 image2 K1(9) K2(9) R(9) t(3) "
+                       "[k1 k2 of cam 1, k1 k2 of cam 2],\nX2 = R X1 + t, OpenCV pixels (see docs/cli.md).",
+                       epilog="examples:\n  hardnet-desc eval-pairs /work/data/sfm/sift --scenes bundler-et,opensfm-lund "
+                       "--json poses.json\n  hardnet-desc eval-pairs /work/data/sfm/sift --write-pairs heldout-pairs/\n"
+                       "  hardnet-desc eval-pairs heldout-pairs/ --methods rootsift,hardnet --weights v4.safetensors")
+    p.add_argument("sources", type=Path, nargs="+", metavar="MODEL_OR_PAIRS",
+                   help="pairs file, COLMAP model, scene folder or folder of scenes")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR",
+                   help="image folder of one scene; with several scenes, the folder of <scene>/ image folders "
+                        "(default: the pairs file's image_dir header or the scene's summary.json)")
+    p.add_argument("--scenes", default=None, metavar="A,B,C", help="only these scenes of a folder of scenes")
+    _add_methods(p, "sift,rootsift,hardnet")
+    _add_weights(p)
+    _add_max_keypoints(p, default=2000, zero_keeps_all=False)
+    _add_mutual_ratio(p)
+    p.add_argument("--max-pairs", type=int, default=100, metavar="N",
+                   help="pairs per scene at most, a seeded random choice; 0 for all (default: %(default)s)")
+    p.add_argument("--min-covisible", type=int, default=50, metavar="N",
+                   help="pairs from a model need N common 3D points (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the choice of pairs (default: %(default)s)")
+    p.add_argument("--ransac-px", type=float, default=0.5, metavar="PX",
+                   help="essential-matrix threshold in pixels, divided by the mean focal length (default: %(default)s)")
+    p.add_argument("--write-pairs", type=Path, default=None, metavar="DIR",
+                   help="write the chosen pairs as DIR/<scene>.txt (to freeze them) and stop")
+    _add_json(p, "pair")
+    _add_device(p)
+    _add_precision(p, default="fp32")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads; 1 is much faster on a busy shared CPU (default: torch's)")
+    _add_quiet(p)
+    p.set_defaults(func=_eval_pairs)
 
 
 def _add_make_sequences(sub) -> None:
@@ -500,7 +609,7 @@ def _add_sfm(sub) -> None:
 
 
 SUBCOMMANDS = (_add_make_dataset, _add_train, _add_match, _add_extract, _add_export_onnx, _add_eval_sequences,
-               _add_eval_fpr95, _add_make_sequences, _add_sfm)
+               _add_eval_fpr95, _add_eval_pairs, _add_make_sequences, _add_sfm)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -516,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, OSError, ImportError) as err:
         print(f"hardnet-desc {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -77,3 +77,14 @@ def test_eval_fpr95_end_to_end(tmp_path, weights_file, capsys):
     assert main(["eval-fpr95", str(tmp_path), "--weights", str(weights_file), "--device", "cpu"]) == 0
     assert "m50_100_100_0.txt: FPR95 = 0.00%" in capsys.readouterr().out
     assert main(["eval-fpr95", str(tmp_path), "--weights", str(weights_file), "--pairs", "m50_9_9_0.txt"]) == 2
+
+
+def test_eval_fpr95_sift_methods(tmp_path, weights_file, capsys):
+    write_pair_fixture(tmp_path)
+    argv = ["eval-fpr95", str(tmp_path), "--weights", str(weights_file), "--device", "cpu"]
+    assert main([*argv, "--methods", "hardnet,sift,rootsift"]) == 0
+    out = capsys.readouterr().out
+    for method in ("hardnet", "sift", "rootsift"):  # identical patches per point: every method separates them
+        assert f"{method}: m50_100_100_0.txt: FPR95 = 0.00%" in out
+    assert main([*argv, "--methods", "sift,orb"]) == 2
+    assert "unknown method(s) ['orb']" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.evaluation import (
@@ -325,3 +326,30 @@ def test_hard_training_warp_covers_the_hardest_evaluation_level():
                 assert ours <= theirs, f.name
             else:
                 assert ours >= theirs, (f.name, ours, theirs)
+
+
+def test_sift_patches_match_sift_on_the_image():
+    """SIFT of a patch cut at the keypoint (64 px, patch_scale 6) ~ SIFT at that keypoint in the image;
+    the keypoint size convention shows: a wrong patch_scale lowers the agreement."""
+    from hardnet_desc.detection import detect_sift
+    from hardnet_desc.evaluation.methods import sift, sift_octave, sift_patches
+    from hardnet_desc.image import to_grey_tensor
+    from hardnet_desc.patches import extract_patches
+
+    img = cv2.imread(str(DATA_DIR / "sacre_coeur_1.jpg"), cv2.IMREAD_GRAYSCALE)
+    kps = detect_sift(img, 200)
+    assert all(sift_octave(k.size) == k.octave & 0xFFFF for k in kps)  # OpenCV's own (octave, layer)
+    ref = sift(img, kps)
+    patches = extract_patches(to_grey_tensor(img), kps, patch_size=64, supersample=1, patch_scale=6.0)
+    patches = (patches[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+    def agreement(patch_scale):
+        d = sift_patches(patches, patch_scale)
+        return np.median(np.sum(d * ref, axis=1) / np.linalg.norm(d, axis=1) / np.linalg.norm(ref, axis=1))
+
+    assert agreement(6.0) > 0.93
+    assert agreement(9.0) < agreement(6.0) - 0.1 and agreement(4.0) < agreement(6.0) - 0.1
+    root = sift_patches(patches[:5], root=True)
+    np.testing.assert_allclose(np.linalg.norm(root, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        sift_patches(patches.astype(np.float32))

@@ -1,6 +1,7 @@
 """Data: dataset formats, view changes and image listing, shared by training and evaluation.
 
 * :mod:`~hardnet_desc.data.phototour`: the PhotoTour (Brown) patch format: reader, writer, pair files.
+* :mod:`~hardnet_desc.data.camera_pairs`: image pairs with known cameras and their text format.
 * :mod:`~hardnet_desc.data.hpatches`: the HPatches patch release reader.
 * :mod:`~hardnet_desc.data.warps`: random homographies and photometric changes (:class:`WarpConfig`).
 * :mod:`~hardnet_desc.data.images`: :func:`list_images` and :data:`IMAGE_SUFFIXES`.
@@ -11,6 +12,7 @@ This layer sits on the inference core (model, image, patches) and under both
 :mod:`hardnet_desc.train` and :mod:`hardnet_desc.evaluation`; it imports neither.
 """
 
+from .camera_pairs import CameraPair, read_camera_pairs, write_camera_pairs
 from .hpatches import HPATCHES_IMAGES, read_hpatches
 from .images import IMAGE_SUFFIXES, list_images
 from .phototour import (
@@ -26,6 +28,7 @@ from .phototour import (
 from .warps import HARD_WARP, WARP_PRESETS, WarpConfig, photometric, project_keypoints, random_homography
 
 __all__ = [
+    "CameraPair",
     "HARD_WARP",
     "HPATCHES_IMAGES",
     "IMAGE_SUFFIXES",
@@ -40,8 +43,10 @@ __all__ = [
     "project_keypoints",
     "random_homography",
     "read_hpatches",
+    "read_camera_pairs",
     "read_info",
     "read_pairs",
     "read_phototour",
+    "write_camera_pairs",
     "write_phototour",
 ]

@@ -1,4 +1,4 @@
-"""Evaluation: FPR95 on patch pairs and the image-sequence matching benchmark.
+"""Evaluation: FPR95 on patch pairs, the image-sequence matching benchmark and relative pose on image pairs.
 
 * :mod:`~hardnet_desc.fpr95` (a leaf, shared with training): the FPR95 metric, re-exported here;
   :mod:`~hardnet_desc.evaluation.phototour` applies it to PhotoTour-layout folders (``hardnet-desc eval-fpr95``).
@@ -7,6 +7,10 @@
 * :mod:`~hardnet_desc.evaluation.methods`: sift, rootsift, hardnet and kornia on the same keypoints.
 * :mod:`~hardnet_desc.evaluation.sequences`: the benchmark (``hardnet-desc eval-sequences``).
 * :mod:`~hardnet_desc.evaluation.synthetic_sequences`: sequences from photos (``hardnet-desc make-sequences``).
+* :mod:`~hardnet_desc.evaluation.poses`: relative pose on image pairs with known cameras
+  (``hardnet-desc eval-pairs``); :mod:`~hardnet_desc.evaluation.pair_sources` picks the pairs from
+  COLMAP models or reads pairs files (format: :mod:`~hardnet_desc.data.camera_pairs`); the
+  two-view geometry is the leaf :mod:`~hardnet_desc.epipolar`.
 """
 
 from ..fpr95 import fpr95, fpr_at_recall, pair_distances, pairs_fpr95
@@ -14,6 +18,7 @@ from .layouts import ImageSequence, find_sequences, read_homography, read_sequen
 from .methods import METHODS, build_methods
 from .metrics import matching_accuracy, pair_metrics, summarize
 from .phototour import evaluate_fpr95
+from .poses import evaluate_pairs, format_pose_table
 from .sequences import evaluate_sequences, format_table, plot_mma, save_json
 from .synthetic_sequences import make_sequences
 
@@ -22,8 +27,10 @@ __all__ = [
     "ImageSequence",
     "build_methods",
     "evaluate_fpr95",
+    "evaluate_pairs",
     "evaluate_sequences",
     "find_sequences",
+    "format_pose_table",
     "format_table",
     "fpr95",
     "fpr_at_recall",

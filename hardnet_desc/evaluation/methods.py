@@ -16,6 +16,7 @@ with SIFT's octave field set), and row ``i`` describes ``keypoints[i]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ..descriptor import HardNetDescriptor
 from ..image import to_grey_tensor
 from ..kornia import laf_descriptor
 from ..model import DESCRIPTOR_DIM, HardNet
+from ..patches import DEFAULT_PATCH_SCALE
 from ..weights import DEFAULT_WEIGHTS
 
 DescribeFn = Callable[[np.ndarray, Sequence[cv2.KeyPoint]], np.ndarray]
@@ -51,6 +53,58 @@ def rootsift(image: np.ndarray, keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray
     """RootSIFT ``(N, 128)`` float32: ``sqrt(d / |d|_1)``, which has unit L2 norm."""
     desc = _sift_compute(image, keypoints)
     return np.sqrt(desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def sift_octave(size: float) -> int:
+    """OpenCV's packed ``kp.octave`` (octave, layer) for a SIFT keypoint of diameter ``size``.
+
+    SIFT detects a keypoint of blur ``sigma = 1.6 * 2^(octave + layer / 3)`` (in image pixels) with
+    ``size = 2 sigma``; ``compute`` reads that octave and layer of its pyramid.
+    """
+    level = math.log2(size / (2 * 1.6))
+    octave = math.floor(level)
+    layer = round(3 * (level - octave))
+    if layer == 0:  # layers 1..3 exist in each octave
+        octave, layer = octave - 1, 3
+    return (octave & 255) | (layer << 8)
+
+
+def sift_patches(patches: np.ndarray, patch_scale: float = DEFAULT_PATCH_SCALE, root: bool = False) -> np.ndarray:
+    """SIFT (or RootSIFT) descriptors of ready patches: the keypoint is the patch centre, angle 0,
+    diameter ``side / patch_scale`` (the patch covers ``patch_scale * kp.size``, as our patches do).
+
+    Patches are laid out, reflect-padded, in mosaics of 8x8 tiles and described by one
+    ``cv2.SIFT.compute`` call per mosaic.
+
+    Args:
+        patches: ``(N, S, S)`` uint8.
+        patch_scale: patch side in units of ``kp.size`` (6: SIFT's own 4x4-cell window).
+        root: RootSIFT instead of SIFT.
+
+    Returns:
+        ``(N, 128)`` float32.
+    """
+    patches = np.asarray(patches)
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2] or patches.dtype != np.uint8:
+        raise ValueError(f"patches must be (N, S, S) uint8, got {patches.shape} {patches.dtype}")
+    n, side = len(patches), patches.shape[1]
+    pad, grid = side // 2, 8
+    tile = side + 2 * pad
+    size = side / patch_scale
+    centre = pad + (side - 1) / 2
+    out = np.zeros((n, 128), np.float32)
+    describe = rootsift if root else sift
+    for start in range(0, n, grid * grid):
+        chunk = patches[start : start + grid * grid]
+        mosaic = np.zeros((grid * tile, grid * tile), np.uint8)
+        kps = []
+        for i, patch in enumerate(chunk):
+            r, c = divmod(i, grid)
+            mosaic[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = cv2.copyMakeBorder(
+                patch, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+            kps.append(cv2.KeyPoint(c * tile + centre, r * tile + centre, size, 0.0, 0.0, sift_octave(size)))
+        out[start : start + len(chunk)] = describe(mosaic, kps)
+    return out
 
 
 class HardNetMethod:

@@ -6,8 +6,10 @@ The layout is described in :mod:`hardnet_desc.data.phototour`; the metric in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from ..data.phototour import find_pair_files, read_pairs, read_phototour
 from ..descriptor import HardNetDescriptor
@@ -17,16 +19,20 @@ from ..model import PATCH_SIZE
 
 def evaluate_fpr95(
     root: str | Path,
-    descriptor: HardNetDescriptor,
+    descriptor: HardNetDescriptor | Callable[[np.ndarray], np.ndarray],
     pair_files: Sequence[str | Path] | None = None,
+    patch_size: int = PATCH_SIZE,
 ) -> dict[str, float]:
     """FPR95 of ``descriptor`` for each pair file of a PhotoTour folder.
 
     Args:
         root: folder with ``info.txt``, ``patches*.bmp`` and ``m50_*.txt`` pair files.
-        descriptor: describes the 32x32 patches with :meth:`HardNetDescriptor.describe_patches`.
+        descriptor: a :class:`HardNetDescriptor` (its ``describe_patches``), or any function
+            ``(N, S, S) uint8 patches -> (N, D)`` such as
+            :func:`~hardnet_desc.evaluation.methods.sift_patches`.
         pair_files: pair files to use; a bare name is looked up in ``root``. None = all
             ``m50_*.txt`` in ``root``.
+        patch_size: the stored patches are resized to this side (32 for HardNet; 64 keeps them).
 
     Returns:
         pair file name -> FPR95 in [0, 1].
@@ -46,5 +52,6 @@ def evaluate_fpr95(
         files = find_pair_files(root)
         if not files:
             raise FileNotFoundError(f"{root}: no m50_*.txt pair file (pass one with --pairs)")
-    data = read_phototour(root, patch_size=PATCH_SIZE)
-    return {f.name: pairs_fpr95(descriptor.describe_patches, data.patches, read_pairs(f)) for f in files}
+    data = read_phototour(root, patch_size=patch_size)
+    describe = descriptor.describe_patches if isinstance(descriptor, HardNetDescriptor) else descriptor
+    return {f.name: pairs_fpr95(describe, data.patches, read_pairs(f)) for f in files}

@@ -35,22 +35,22 @@ from .methods import DescribeFn, build_methods
 from .metrics import H_THRESHOLDS, MMA_THRESHOLDS, pair_metrics, summarize
 
 
-def describe_sequence(
-    seq: ImageSequence,
+def describe_images(
+    paths: Sequence[str | Path],
     describe: Mapping[str, DescribeFn],
     max_keypoints: int = 2000,
     detector: Any = None,
     timing: dict[str, float] | None = None,
 ) -> list[tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]]:
-    """Detect the ``max_keypoints`` strongest keypoints of each image of ``seq`` once and describe
-    them with every method.
+    """Detect the ``max_keypoints`` strongest keypoints of each image once and describe them with
+    every method.
 
     Returns:
         Per image: ``(xy (N, 2) float64, {method: (N, D)}, (height, width))``. Seconds spent in
         each method are added to ``timing`` when given.
     """
     features = []
-    for path in seq.images:
+    for path in paths:
         image = to_uint8(read_image(path))
         kps = detect_sift(image, max_keypoints, detector)  # strongest by response
         descs = {}
@@ -62,6 +62,17 @@ def describe_sequence(
         xy = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
         features.append((xy, descs, image.shape[:2]))
     return features
+
+
+def describe_sequence(
+    seq: ImageSequence,
+    describe: Mapping[str, DescribeFn],
+    max_keypoints: int = 2000,
+    detector: Any = None,
+    timing: dict[str, float] | None = None,
+) -> list[tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]]:
+    """:func:`describe_images` of the images of ``seq``."""
+    return describe_images(seq.images, describe, max_keypoints, detector, timing)
 
 
 def evaluate_sequences(

@@ -1,0 +1,192 @@
+"""Two-view geometry with known intrinsics: relative pose, its error, pose AUC, Sampson error.
+
+A leaf: numpy/OpenCV functions, no I/O. Used by :mod:`hardnet_desc.evaluation.poses`.
+
+Conventions:
+
+* Pixel coordinates are OpenCV's: pixel centres at integers, x right, y down. COLMAP puts the
+  centre of the top-left pixel at ``(0.5, 0.5)``; convert with ``cx_opencv = cx_colmap - 0.5``.
+* ``K`` is the ``(3, 3)`` pinhole matrix ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` mapping
+  normalized camera coordinates ``(X/Z, Y/Z, 1)`` to pixels.
+* Radial distortion is COLMAP's ``RADIAL`` model (``SIMPLE_RADIAL`` is ``k2 = 0``): a normalized
+  point ``x`` is seen at ``x (1 + k1 r^2 + k2 r^4)``, ``r = |x|``, before ``K`` is applied.
+* The relative pose ``(R, t)`` maps camera-1 coordinates to camera-2 coordinates:
+  ``X2 = R X1 + t``. The essential matrix is ``E = [t]x R`` (``x2^T E x1 = 0``) and the fundamental
+  matrix ``F = K2^-T E K1^-1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+#: Pose-error thresholds (degrees) of the AUC, as in SuperGlue and LoFTR.
+AUC_THRESHOLDS = (5.0, 10.0, 20.0)
+
+
+def skew(v: np.ndarray) -> np.ndarray:
+    """``(3, 3)`` cross-product matrix ``[v]x`` of a 3-vector (``[v]x w = v x w``)."""
+    x, y, z = np.asarray(v, dtype=np.float64).reshape(3)
+    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+
+
+def rotation_angle_deg(R: np.ndarray) -> float:
+    """Angle in degrees of the rotation matrix ``R`` (0 for the identity, at most 180)."""
+    cos = (np.trace(np.asarray(R, dtype=np.float64)) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def rotation_error_deg(R_est: np.ndarray, R_gt: np.ndarray) -> float:
+    """Angle in degrees of ``R_gt^T R_est``: how far the estimated rotation is from the truth."""
+    return rotation_angle_deg(np.asarray(R_gt, np.float64).T @ np.asarray(R_est, np.float64))
+
+
+def translation_error_deg(t_est: np.ndarray, t_gt: np.ndarray) -> float:
+    """Angle in degrees between two translation *directions*, sign-blind (at most 90).
+
+    An essential matrix fixes ``t`` up to scale and sign only, so ``t`` and ``-t`` are the same
+    answer (SuperGlue and LoFTR take ``min(angle, 180 - angle)`` too). 0 if either vector is 0
+    (no baseline: no direction to get wrong).
+    """
+    a, b = np.asarray(t_est, np.float64).reshape(3), np.asarray(t_gt, np.float64).reshape(3)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 0.0
+    angle = float(np.degrees(np.arccos(np.clip(abs(a @ b) / (na * nb), 0.0, 1.0))))
+    return min(angle, 180.0 - angle)
+
+
+def pose_error_deg(R_est: np.ndarray | None, t_est: np.ndarray | None, R_gt: np.ndarray, t_gt: np.ndarray) -> float:
+    """``max(rotation error, translation direction error)`` in degrees; ``inf`` without an estimate."""
+    if R_est is None or t_est is None:
+        return float("inf")
+    return max(rotation_error_deg(R_est, R_gt), translation_error_deg(t_est, t_gt))
+
+
+def pose_auc(errors: Sequence[float] | np.ndarray, thresholds: Sequence[float] = AUC_THRESHOLDS) -> list[float]:
+    """Area under the cumulative pose-error curve up to each threshold, divided by the threshold.
+
+    The curve is SuperGlue's and LoFTR's: with the ``n`` errors sorted, it runs straight from
+    ``(0, 0)`` through ``(e_i, i / n)`` (``i = 1..n``) and stays flat after the last error. A pair
+    whose pose failed has error ``inf`` and only counts in ``n``. 1.0 means every pose was exact.
+
+    Args:
+        errors: ``(n,)`` pose errors in degrees (``inf`` = failure).
+        thresholds: ``T`` thresholds in degrees, each > 0.
+
+    Returns:
+        ``T`` floats in [0, 1]; NaN each when there is no error.
+    """
+    e = np.sort(np.asarray(errors, dtype=np.float64).reshape(-1))
+    if np.isnan(e).any():
+        raise ValueError("pose errors contain NaN (use inf for a failed pose)")
+    if e.size == 0:
+        return [float("nan")] * len(thresholds)
+    curve_x = np.concatenate([[0.0], e])
+    curve_y = np.arange(e.size + 1, dtype=np.float64) / e.size
+    out = []
+    for t in thresholds:
+        if not t > 0:
+            raise ValueError(f"AUC thresholds must be > 0, got {t}")
+        inside = curve_x < t
+        xs = np.append(curve_x[inside], t)
+        ys = np.append(curve_y[inside], curve_y[inside][-1])  # flat from the last error below t
+        # trapezoids between consecutive curve points
+        out.append(float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0) / t))
+    return out
+
+
+def undistort_points(
+    points: np.ndarray, K: np.ndarray, radial: Sequence[float] = (0.0, 0.0), iterations: int = 30
+) -> np.ndarray:
+    """Pixels ``(N, 2)`` -> undistorted normalized camera coordinates ``(N, 2)`` float64.
+
+    Inverts the radial model of the module docstring by fixed-point iteration (converges for the
+    distortion SfM estimates on ordinary lenses, ``|k1| r^2`` well below 1).
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    K = np.asarray(K, dtype=np.float64)
+    xy = (pts - K[:2, 2]) / np.array([K[0, 0], K[1, 1]])
+    xy[:, 0] -= K[0, 1] / K[1, 1] * xy[:, 1]  # skew (0 for every COLMAP camera)
+    k1, k2 = (float(radial[0]), float(radial[1])) if len(radial) else (0.0, 0.0)
+    if k1 == 0.0 and k2 == 0.0:
+        return xy
+    undist = xy.copy()
+    for _ in range(iterations):
+        r2 = np.sum(undist**2, axis=1, keepdims=True)
+        undist = xy / (1.0 + k1 * r2 + k2 * r2**2)
+    return undist
+
+
+def sampson_error_px(points1: np.ndarray, points2: np.ndarray, F: np.ndarray) -> np.ndarray:
+    """Sampson distance (first-order geometric error, pixels) of ``M`` correspondences under ``F``.
+
+    Args:
+        points1: ``(M, 2)`` undistorted pixels in image 1.
+        points2: ``(M, 2)`` undistorted pixels in image 2.
+        F: ``(3, 3)`` with ``x2^T F x1 = 0``.
+
+    Returns:
+        ``(M,)`` float64: ``|x2^T F x1| / sqrt((F x1)_1^2 + (F x1)_2^2 + (F^T x2)_1^2 + (F^T x2)_2^2)``.
+    """
+    x1 = np.column_stack([np.asarray(points1, np.float64).reshape(-1, 2), np.ones(len(points1))])
+    x2 = np.column_stack([np.asarray(points2, np.float64).reshape(-1, 2), np.ones(len(points2))])
+    Fx1, Ftx2 = x1 @ F.T, x2 @ F
+    num = np.abs(np.sum(x2 * Fx1, axis=1))
+    den = np.sqrt(Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / den, np.inf)
+
+
+def fundamental_from_pose(K1: np.ndarray, K2: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``F = K2^-T [t]x R K1^-1`` (``(3, 3)``, unnormalized scale)."""
+    return np.linalg.inv(K2).T @ skew(t) @ np.asarray(R, np.float64) @ np.linalg.inv(K1)
+
+
+def estimate_relative_pose(
+    points1: np.ndarray, points2: np.ndarray, threshold: float, confidence: float = 0.99999, max_iters: int = 10_000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Relative pose from matched normalized points: essential matrix (OpenCV USAC_MAGSAC) + cheirality.
+
+    Args:
+        points1: ``(M, 2)`` undistorted normalized coordinates in camera 1.
+        points2: ``(M, 2)`` the matches in camera 2.
+        threshold: RANSAC threshold in normalized units (pixels / focal length).
+        confidence, max_iters: RANSAC stopping rule.
+
+    Returns:
+        ``(R (3, 3), t (3,) unit, inliers (M,) bool)``, the inliers those of the essential matrix;
+        None with fewer than 5 matches or when no model is found. When OpenCV returns several
+        essential matrices, the one whose ``cv2.recoverPose`` keeps the most points wins.
+    """
+    p1 = np.ascontiguousarray(points1, dtype=np.float64).reshape(-1, 2)
+    p2 = np.ascontiguousarray(points2, dtype=np.float64).reshape(-1, 2)
+    if len(p1) < 5:
+        return None
+    E, mask = cv2.findEssentialMat(p1, p2, np.eye(3), method=cv2.USAC_MAGSAC, prob=confidence,
+                                   threshold=threshold, maxIters=max_iters)
+    if E is None or mask is None or E.shape[0] % 3 or not np.isfinite(E).all():
+        return None
+    best = None
+    for E_i in np.split(E, E.shape[0] // 3):
+        count, R, t, _ = cv2.recoverPose(E_i, p1, p2, np.eye(3), mask=mask.copy())
+        if best is None or count > best[0]:
+            best = (count, R, t.reshape(3))
+    return best[1], best[2], mask.ravel().astype(bool)
+
+
+__all__ = [
+    "AUC_THRESHOLDS",
+    "estimate_relative_pose",
+    "fundamental_from_pose",
+    "pose_auc",
+    "pose_error_deg",
+    "rotation_angle_deg",
+    "rotation_error_deg",
+    "sampson_error_px",
+    "skew",
+    "translation_error_deg",
+    "undistort_points",
+]

@@ -1,0 +1,258 @@
+"""Relative-pose evaluation: hand cases for the geometry, a synthetic two-view scene with known
+cameras, and a real run on the committed bundler-et photos with a COLMAP model built here."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hardnet_desc.cli import main
+from hardnet_desc.epipolar import (
+    estimate_relative_pose,
+    fundamental_from_pose,
+    pose_auc,
+    pose_error_deg,
+    rotation_error_deg,
+    sampson_error_px,
+    translation_error_deg,
+    undistort_points,
+)
+from hardnet_desc.data.camera_pairs import CameraPair, read_camera_pairs, write_camera_pairs
+from hardnet_desc.evaluation.pair_sources import Scene, load_scene
+from hardnet_desc.evaluation.poses import auc_difference, evaluate_pairs, format_pose_table
+
+from conftest import EXAMPLE_FILES
+
+ET_DIR = Path(__file__).resolve().parent / "data" / "multiview" / "bundler-et"
+
+
+def rot_y(deg: float) -> np.ndarray:
+    return cv2.Rodrigues(np.array([0.0, math.radians(deg), 0.0]))[0]
+
+
+def rot_z(deg: float) -> np.ndarray:
+    return cv2.Rodrigues(np.array([0.0, 0.0, math.radians(deg)]))[0]
+
+
+# ---------------------------------------------------------------- geometry hand cases
+
+
+def test_pose_auc_hand_cases():
+    # curve (0,0) -> (1,.5) -> (3,1), flat to 5: area .25 + 1.5 + 2 = 3.75 -> 0.75
+    assert pose_auc([3.0, 1.0], [5.0]) == pytest.approx([0.75])
+    # at t=2 the curve stays flat after the last error below 2: area .25 + .5 -> 0.375
+    assert pose_auc([1.0, 3.0], [2.0]) == pytest.approx([0.375])
+    # a failure (inf) only counts in n: (0,0) -> (1,.5), flat: .25 + 2 = 2.25 -> 0.45
+    assert pose_auc([1.0, math.inf], [5.0]) == pytest.approx([0.45])
+    assert pose_auc([0.0, 0.0, 0.0], [5, 10, 20]) == pytest.approx([1.0, 1.0, 1.0])
+    assert pose_auc([30.0], [5, 10, 20]) == [0.0, 0.0, 0.0]
+    assert all(math.isnan(a) for a in pose_auc([], [5, 10]))
+    with pytest.raises(ValueError, match="NaN"):
+        pose_auc([1.0, float("nan")])
+
+
+def test_auc_difference_paired_bootstrap():
+    errors = [0.5, 2.0, 7.0, 15.0, math.inf]
+    same = auc_difference(errors, errors)
+    assert all(v == [0.0, 0.0, 0.0] for v in same.values())
+    better = auc_difference([0.0] * 5, [math.inf] * 5)  # every pose exact vs every pose failed
+    assert all(v == pytest.approx([1.0, 1.0, 1.0]) for v in better.values())
+    mixed = auc_difference([0.0, 0.0, math.inf, math.inf], [math.inf, math.inf, 0.0, 0.0])
+    d, lo, hi = mixed["auc@10"]
+    assert d == 0.0 and lo < -0.4 and hi > 0.4  # no difference on average, a wide interval
+    with pytest.raises(ValueError, match="different pairs"):
+        auc_difference([1.0], [1.0, 2.0])
+
+
+def test_pose_error_hand_cases():
+    t = np.array([1.0, 0.0, 0.0])
+    assert rotation_error_deg(rot_z(10) @ rot_y(0), np.eye(3)) == pytest.approx(10.0)
+    assert rotation_error_deg(rot_y(30), rot_y(20)) == pytest.approx(10.0)
+    assert translation_error_deg(-3 * t, t) == pytest.approx(0.0, abs=1e-6)  # sign and scale are free
+    assert translation_error_deg(rot_z(30) @ t, t) == pytest.approx(30.0)
+    assert translation_error_deg(rot_z(120) @ t, t) == pytest.approx(60.0)  # = 180 - 120
+    assert translation_error_deg(t, np.zeros(3)) == 0.0
+    assert pose_error_deg(rot_y(4), rot_z(7) @ t, np.eye(3), t) == pytest.approx(7.0)  # max of the two
+    assert pose_error_deg(rot_y(9), rot_z(7) @ t, np.eye(3), t) == pytest.approx(9.0)
+    assert pose_error_deg(None, None, np.eye(3), t) == math.inf
+
+
+def test_sampson_error_rectified_hand_case():
+    # R = I, t along x: epipolar lines are the rows; a vertical offset dy has Sampson error |dy| / sqrt(2)
+    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    F = fundamental_from_pose(K, K, np.eye(3), np.array([1.0, 0, 0]))
+    p1 = np.array([[100.0, 50.0], [300.0, 200.0], [10.0, 400.0]])
+    p2 = p1 + np.array([[40.0, 0.0], [-7.0, 2.0], [3.0, -0.5]])
+    assert sampson_error_px(p1, p2, F) == pytest.approx([0.0, 2 / math.sqrt(2), 0.5 / math.sqrt(2)], abs=1e-9)
+
+
+def test_undistort_inverts_colmap_radial_model():
+    K = np.array([[680.0, 0, 319.5], [0, 680.0, 239.5], [0, 0, 1]])
+    k1, k2 = -0.13, 0.02
+    ideal = np.array([[0.0, 0.0], [0.4, -0.3], [-0.45, 0.35], [0.1, 0.2]])
+    r2 = np.sum(ideal**2, axis=1, keepdims=True)
+    pixels = ideal * (1 + k1 * r2 + k2 * r2**2) * 680.0 + [319.5, 239.5]
+    np.testing.assert_allclose(undistort_points(pixels, K, (k1, k2)), ideal, atol=1e-9)
+    np.testing.assert_allclose(undistort_points(pixels, K), (pixels - [319.5, 239.5]) / 680.0)
+
+
+def test_estimate_relative_pose_on_exact_points():
+    rng = np.random.default_rng(0)
+    X = rng.uniform([-2, -2, 4], [2, 2, 8], size=(200, 3))  # a volume in front of both cameras
+    R, t = rot_y(15) @ rot_z(5), np.array([-1.0, 0.1, 0.2])
+    X2 = X @ R.T + t
+    n1, n2 = X[:, :2] / X[:, 2:], X2[:, :2] / X2[:, 2:]
+    n2[:40] = rng.uniform(-0.5, 0.5, size=(40, 2))  # 20% outliers
+    R_est, t_est, inliers = estimate_relative_pose(n1, n2, 0.5 / 500)
+    assert pose_error_deg(R_est, t_est, R, t) < 0.5  # MAGSAC++ weights a few outliers in: ~0.1 deg here
+    assert inliers[40:].all() and inliers[:40].sum() < 4
+    assert estimate_relative_pose(n1[:4], n2[:4], 1e-3) is None  # fewer than 5 matches
+
+
+# ---------------------------------------------------------------- pairs file format
+
+
+def _pair(R=None, t=(0.3, 0.0, 0.05), radial=((0.0, 0.0), (0.0, 0.0))) -> CameraPair:
+    K = [[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]]
+    return CameraPair("a.png", "b.png", K, K, rot_y(8) if R is None else R, t, *radial)
+
+
+def test_pairs_file_round_trip_and_errors(tmp_path):
+    pairs = [_pair(), _pair(rot_y(-3.3), (1 / 3, 2 / 7, -0.1), ((-0.1234567891, 0.0), (0.05, 0.001)))]
+    path = write_camera_pairs(tmp_path / "p" / "s.txt", pairs, tmp_path / "imgs", comment="test")
+    back, image_dir = read_camera_pairs(path)
+    assert image_dir == (tmp_path / "imgs").resolve() and len(back) == 2
+    for a, b in zip(pairs, back):
+        assert (a.image1, a.image2, a.radial1, a.radial2) == (b.image1, b.image2, b.radial1, b.radial2)
+        for key in ("K1", "K2", "R", "t"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))  # repr: exact floats
+    assert len(path.read_text().splitlines()[-2].split()) == 2 + 30  # no distortion: 30 numbers
+    assert len(path.read_text().splitlines()[-1].split()) == 2 + 34
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a.png b.png 1 2 3\n")
+    with pytest.raises(ValueError, match=r"bad.txt:1: expected 2 image names and 30 or 34 numbers"):
+        read_camera_pairs(bad)
+    bad.write_text("# comment\n\n" + _pair().to_line().replace(" 1.0 ", " 2.0 ", 1) + "\n")  # K's last row
+    with pytest.raises(ValueError, match="bad.txt:3: .*last row"):
+        read_camera_pairs(bad)
+    with pytest.raises(ValueError, match="not a rotation"):
+        _pair(R=2 * np.eye(3))
+    with pytest.raises(FileNotFoundError):
+        read_camera_pairs(tmp_path / "missing.txt")
+
+
+# ---------------------------------------------------------------- synthetic two-view scene
+
+
+def _render_ridge_pair(tmp_path: Path) -> tuple[Scene, np.ndarray, np.ndarray]:
+    """A photo pasted on a ridge (two planes meeting at x = 0, 5 m away, pointing at camera 1),
+    seen by camera 1 and by camera 2 = (R, t). Returns the scene with the true pair and a pair
+    whose rotation is wrong by 10 degrees."""
+    K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
+    R, t = rot_y(-6.0), np.array([0.6, 0.05, 0.1])
+    alpha, depth = math.radians(25), 5.0
+    image1 = cv2.resize(cv2.imread(str(EXAMPLE_FILES[0])), (640, 480), interpolation=cv2.INTER_AREA)
+    inv = []
+    for sign in (-1.0, 1.0):  # x < 0: plane A, x >= 0: plane B
+        n = np.array([sign * math.sin(alpha), 0.0, math.cos(alpha)])
+        H = K @ (R + np.outer(t, n) / (n @ [0, 0, depth])) @ np.linalg.inv(K)  # image 1 -> image 2
+        inv.append(np.linalg.inv(H))
+    v, u = np.mgrid[0:480, 0:640].astype(np.float64)
+    grid = np.stack([u, v, np.ones_like(u)], axis=-1)
+    src = [grid @ Hi.T for Hi in inv]
+    src = [s[..., :2] / s[..., 2:] for s in src]
+    use_a = src[0][..., 0] < 319.5  # the source pixel lies left of the ridge line (x = 0)
+    maps = np.where(use_a[..., None], src[0], src[1]).astype(np.float32)
+    image2 = cv2.remap(image1, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    cv2.imwrite(str(tmp_path / "view1.png"), image1)
+    cv2.imwrite(str(tmp_path / "view2.png"), image2)
+    true = CameraPair("view1.png", "view2.png", K, K, R, t)
+    wrong = CameraPair("view1.png", "view2.png", K, K, rot_y(10) @ R, t)
+    return Scene("ridge", tmp_path, [true, wrong], "synthetic"), R, t
+
+
+def test_synthetic_two_view_scene_recovers_the_pose(tmp_path):
+    scene, _, _ = _render_ridge_pair(tmp_path)
+    results = evaluate_pairs([scene], ["sift", "rootsift", "hardnet"], max_keypoints=1000)
+    for name, s in results["summary"].items():
+        true, wrong = (p["methods"][name] for p in results["scenes"][0]["pairs"])
+        assert true["pose_error"] < 1.0, name  # the known pose is found
+        assert true["correct"] > 150 and true["inliers"] > 150, name
+        assert 8.0 < wrong["pose_error"] < 12.0, name  # a 10-degree error in the truth shows
+        assert wrong["correct"] < true["correct"] / 3, name
+        assert s["overall"]["pairs"] == 2 and s["overall"]["failures"] == 0
+    table = format_pose_table(results)
+    assert "favour SIFT" in table and "hardnet - rootsift: AUC@5" in table
+    assert set(results["differences"]) == {"sift", "hardnet"} and results["reference"] == "rootsift"
+
+
+# ---------------------------------------------------------------- real photos, COLMAP model
+
+
+@pytest.fixture(scope="module")
+def et_model(tmp_path_factory) -> Path:
+    """A SIFT reconstruction of the nine bundler-et photos by plain pycolmap (a few seconds)."""
+    pycolmap = pytest.importorskip("pycolmap")
+    out = tmp_path_factory.mktemp("et-sfm")
+    db = out / "database.db"
+    pycolmap.extract_features(db, ET_DIR)
+    pycolmap.match_exhaustive(db)
+    models = pycolmap.incremental_mapping(db, ET_DIR, out / "sparse")
+    assert models and max(m.num_reg_images() for m in models.values()) >= 7
+    (out / "summary.json").write_text(json.dumps({"image_dir": str(ET_DIR)}))
+    return out
+
+
+def test_real_scene_all_methods_sensible(et_model, tmp_path):
+    scene = load_scene(et_model, min_covisible=50)
+    assert len(scene.pairs) >= 12 and scene.image_dir == ET_DIR
+    assert all(p.covisible >= 50 and p.size1 == (640, 480) and p.radial1[0] != 0 for p in scene.pairs)
+    results = evaluate_pairs([scene], ["sift", "rootsift", "hardnet"])
+    s = {name: v["overall"] for name, v in results["summary"].items()}
+    for name, v in s.items():
+        assert v["auc@20"] > 0.4 and v["auc@5"] > 0.2, (name, v)
+        assert v["correct"] > 60 and v["inliers"] > 60, (name, v)
+    # not worse than SIFT beyond noise (24 pairs: one pair moves AUC@10 by about 0.04); here about level
+    assert s["hardnet"]["auc@20"] > s["sift"]["auc@20"] - 0.1, s
+    assert s["hardnet"]["auc@10"] > s["sift"]["auc@10"] - 0.15, s
+    assert s["hardnet"]["correct"] > s["sift"]["correct"], s  # bundled weights: more correct matches
+    edges = results["baseline_edges"]
+    assert len(edges) == 2 and edges[0] < edges[1]
+    assert sum(results["summary"]["sift"][g]["pairs"] for g in ("narrow", "medium", "wide")) == len(scene.pairs)
+    # wide baselines are harder
+    assert results["summary"]["sift"]["wide"]["auc@10"] < results["summary"]["sift"]["narrow"]["auc@10"]
+
+
+def test_pairs_file_from_model_gives_the_same_results(et_model, tmp_path, capsys):
+    json_path = tmp_path / "out.json"
+    assert main(["eval-pairs", str(et_model), "--write-pairs", str(tmp_path / "pairs"), "--max-pairs", "6"]) == 0
+    assert ": 6 pairs -> " in capsys.readouterr().out
+    frozen = sorted((tmp_path / "pairs").glob("*.txt"))
+    assert len(frozen) == 1 and len(read_camera_pairs(frozen[0])[0]) == 6
+    from_model = evaluate_pairs(et_model, ["sift"], max_pairs=6)
+    assert main(["eval-pairs", str(frozen[0]), "--methods", "sift", "--quiet", "--json", str(json_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "AUC@10" in printed and "favour SIFT" in printed
+    from_file = json.loads(json_path.read_text())
+    errors = [[p["methods"]["sift"]["pose_error"] for p in r["scenes"][0]["pairs"]] for r in (from_model, from_file)]
+    assert errors[0] == pytest.approx(errors[1], abs=1e-6)  # the text file keeps the cameras exactly enough
+
+
+def test_eval_pairs_errors(et_model, tmp_path, capsys):
+    assert main(["eval-pairs", str(tmp_path / "nothing")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["eval-pairs", str(et_model.parent), "--scenes", "nope", "--methods", "sift"]) == 2
+    assert "no scene(s) nope" in capsys.readouterr().err
+    small = tmp_path / "small"
+    small.mkdir()
+    pair = load_scene(et_model).pairs[0]
+    for name in (pair.image1, pair.image2):
+        cv2.imwrite(str(small / name), cv2.resize(cv2.imread(str(ET_DIR / name)), (320, 240)))
+    with pytest.raises(ValueError, match="is 320x240 but its camera is 640x480"):
+        evaluate_pairs([Scene("small", small, [pair], "test")], ["sift"])
+

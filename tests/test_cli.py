@@ -77,6 +77,18 @@ def test_match_writes_picture_and_prints_counts(geometry, weights, tmp_path, cap
     assert picture.shape[1] > 600 * (800 / 520 + 592 / 800) - 1  # both images side by side
 
 
+def test_match_verbose_shows_the_chosen_precision(tmp_path, capsys):
+    from hardnet_desc.device import choose_precision
+
+    args = ["match", str(IMG1), str(IMG2), "--out", str(tmp_path / "m.png"), "--max-keypoints", "200", "--device", "cpu"]
+    assert main([*args, "--verbose"]) == 0
+    chosen = choose_precision("auto", torch.device("cpu"))
+    assert f"precision='{chosen}'" in capsys.readouterr().err
+    assert main([*args, "-v", "--precision", "int8"]) == 0  # bundled weights: calibrated for int8
+    assert "precision='int8'" in capsys.readouterr().err
+    assert main(args) == 0 and "descriptor:" not in capsys.readouterr().err
+
+
 def test_match_bad_paths_exit_2(weights, tmp_path, capsys):
     assert main(["match", str(tmp_path / "missing.jpg"), str(IMG2), "--weights", weights]) == 2
     err = error_lines(capsys.readouterr().err)

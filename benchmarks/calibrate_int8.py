@@ -22,8 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
-from hardnet_desc.image import read_image, to_grey_tensor  # noqa: E402
-from hardnet_desc.patches import extract_patches  # noqa: E402
+from hardnet_desc.image import read_image  # noqa: E402
 from hardnet_desc.quantize import CALIBRATION_FILE, calibrate, fingerprint  # noqa: E402
 
 
@@ -53,8 +52,7 @@ def main() -> None:
     patches = []
     for path in paths:
         image = read_image(path)
-        keypoints = sorted(desc.detect(image), key=lambda kp: -kp.response)[: args.per_photo]
-        patches.append(extract_patches(to_grey_tensor(image), keypoints, patch_scale=desc.patch_scale))
+        patches.append(desc.cut_patches(image, desc.detect(image, max_keypoints=args.per_photo)))
     patches = torch.cat(patches)
     activations = calibrate(desc.net, patches)
     table = json.loads(args.out.read_text()) if args.out.is_file() else {}

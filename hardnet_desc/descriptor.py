@@ -30,7 +30,7 @@ from .patches import (
     keypoints_to_frames,
     pyramid_levels,
 )
-from .weights import DEFAULT_WEIGHTS, Weights, load_hardnet
+from .weights import DEFAULT_WEIGHTS, Weights, bundled_file, load_hardnet
 
 
 @torch.inference_mode()
@@ -82,9 +82,9 @@ def _forward(net: torch.nn.Module, patches: torch.Tensor, device: torch.device, 
 
 
 def _int8_net(net: torch.nn.Module, weights: Weights) -> torch.nn.Module:
-    from .quantize import load_calibration, quantize_hardnet
+    from .quantize import CALIBRATION_FILE, load_calibration, quantize_hardnet
 
-    activations = load_calibration(weights.state_dict)
+    activations = load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE))
     if activations is None:
         raise ValueError(
             f"precision='int8' needs activation scales calibrated for these weights ({weights.source}); "

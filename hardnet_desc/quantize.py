@@ -148,18 +148,15 @@ def _select_engine() -> None:
         torch.backends.quantized.engine = _ENGINE
 
 
-def load_calibration(
-    state_dict: dict[str, torch.Tensor], path: str | Path | None = None
-) -> list[tuple[float, int]] | None:
-    """The stored activation parameters of these weights, or ``None`` if none are stored.
+def load_calibration(state_dict: dict[str, torch.Tensor], path: str | Path) -> list[tuple[float, int]] | None:
+    """The activation parameters stored in ``path`` for these weights, or ``None`` if it has none.
 
     Args:
         state_dict: the HardNet state dict (e.g. ``HardNetDescriptor(...).weights.state_dict``).
-        path: a calibration JSON; default: the one shipped with the bundled weights.
+        path: a calibration JSON, e.g. the one shipped with the bundled weights
+            (``weights.bundled_file(CALIBRATION_FILE)``).
     """
-    from .weights import bundled_file
-
-    path = Path(path) if path is not None else bundled_file(CALIBRATION_FILE)
+    path = Path(path)
     if not path.is_file():
         return None
     entry = json.loads(path.read_text()).get(fingerprint(state_dict))

@@ -130,9 +130,9 @@ def extract(images: Path, out: Path, weights: str, *extra: str) -> int:
 
 def test_extract_layout_matches_hloc_and_compute(images, weights, tmp_path, capsys):
     out = tmp_path / "feats.h5"
-    assert extract(images, out, weights) == 0
+    assert extract(images, out, weights, "--precision", "fp32") == 0  # fp32: compared with compute() below
     assert "2 images extracted" in capsys.readouterr().out
-    hardnet = HardNetDescriptor(weights, device="cpu")
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
     with h5py.File(out, "r") as f:
         assert set(f) == {"a.jpg", "sub"} and set(f["sub"]) == {"b.jpg"}
         assert f.attrs["patch_scale"] == hardnet.patch_scale

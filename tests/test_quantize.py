@@ -53,7 +53,7 @@ def test_bundled_weights_ship_their_calibration():
     table = json.loads(bundled_file(CALIBRATION_FILE).read_text())
     entry = table[fingerprint(weights.state_dict)]
     assert entry["weights"] == weights.source and entry["calibration"]["patches"] > 10_000
-    assert load_calibration(weights.state_dict) == [(float(s), int(z)) for s, z in entry["activations"]]
+    assert load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE)) == [(float(s), int(z)) for s, z in entry["activations"]]
 
 
 def test_int8_descriptor_matches_like_fp32_on_the_bundled_pair(example_pair):

@@ -102,7 +102,7 @@ def test_other_weights_are_refused_before_any_work(folder, weights, reference, t
 def test_cli_workers(folder, weights, reference, tmp_path, capsys):
     out = tmp_path / "features.h5"
     code = main(["extract", str(folder), "--out", str(out), "--workers", "2", "--weights", weights,
-                 "--max-keypoints", "300", "--device", "cpu", "--quiet"])
+                 "--max-keypoints", "300", "--device", "cpu", "--precision", "fp32", "--quiet"])
     assert code == 1  # broken.jpg
     captured = capsys.readouterr()
     assert "4 images extracted, 0 already in" in captured.out and "1 failed" in captured.out

@@ -78,10 +78,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _descriptor(args: argparse.Namespace):
+    """The HardNetDescriptor of ``--weights/--device/--precision``; ``--verbose`` prints what it runs."""
+    from .descriptor import HardNetDescriptor
+
+    hardnet = HardNetDescriptor(args.weights, device=args.device, precision=args.precision)
+    if args.verbose:
+        print(f"descriptor: {hardnet!r}", file=sys.stderr)
+    return hardnet
+
+
 def _match(args: argparse.Namespace) -> int:
     import cv2
 
-    from .descriptor import HardNetDescriptor
     from .image import read_image
     from .pipeline import match_pair
     from .viz import draw_matches
@@ -89,7 +98,7 @@ def _match(args: argparse.Namespace) -> int:
     if args.max_keypoints < 0:
         raise ValueError(f"--max-keypoints must be >= 0, got {args.max_keypoints}")
     images = [read_image(p) for p in (args.image1, args.image2)]  # bad paths fail before the weights load
-    hardnet = HardNetDescriptor(args.weights, device=args.device)
+    hardnet = _descriptor(args)
     r = match_pair(*images, hardnet, max_keypoints=args.max_keypoints or None, ratio=args.ratio,
                    geometry=args.geometry, threshold=args.threshold)
     n1, n2, n_inliers = len(r.keypoints1), len(r.keypoints2), int(r.inliers.sum())
@@ -129,11 +138,9 @@ def _extract(args: argparse.Namespace) -> int:
         from .parallel import extract_parallel
 
         report = extract_parallel(args.images, args.out, args.weights, workers=args.workers, backend=args.backend,
-                                  address=args.address, device=args.device, **options)
+                                  address=args.address, device=args.device, precision=args.precision, **options)
     else:
-        from .descriptor import HardNetDescriptor
-
-        report = extract_folder(args.images, args.out, HardNetDescriptor(args.weights, device=args.device), **options)
+        report = extract_folder(args.images, args.out, _descriptor(args), **options)
     print(f"{len(report.done)} images extracted, {len(report.skipped)} already in {args.out}, "
           f"{len(report.failed)} failed")
     return 1 if report.failed else 0
@@ -277,11 +284,18 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
 
 
-def _add_precision(p: argparse.ArgumentParser, default: str) -> None:
+def _add_precision(p: argparse.ArgumentParser, default: str, int8: bool = False) -> None:
     from .device import PRECISIONS
 
-    p.add_argument("--precision", choices=PRECISIONS, default=default,
-                   help="fp32, bf16, fp16 (CUDA) or auto (bf16 on CPU, fp16 on CUDA) (default: %(default)s)")
+    choices = [name for name in PRECISIONS if int8 or name != "int8"]
+    p.add_argument("--precision", choices=choices, default=default,
+                   help=f"{', '.join(choices[1:])} or auto (bf16 on CPUs with native bf16, else fp32; fp16 on "
+                   "CUDA) (default: %(default)s)")
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print the descriptor's settings (device, chosen precision, batch size) to stderr")
 
 
 def _add_max_keypoints(p: argparse.ArgumentParser, default: int, zero_keeps_all: bool = True) -> None:
@@ -426,6 +440,8 @@ def _add_match(sub) -> None:
                    help="RANSAC inlier threshold in pixels (default: 1 for fundamental, 3 for homography)")
     _add_weights(p)
     _add_device(p)
+    _add_precision(p, default="auto", int8=True)
+    _add_verbose(p)
     p.set_defaults(func=_match)
 
 
@@ -455,6 +471,8 @@ def _add_extract(sub) -> None:
                    "'hardnet-desc[ray]'; IMAGES_DIR and --out on a file system every node sees) (default: %(default)s)")
     p.add_argument("--address", default=None, help="Ray cluster address, e.g. auto or ray://head:10001 "
                    "(default: a running local Ray instance, else a new one)")
+    _add_precision(p, default="auto", int8=True)
+    _add_verbose(p)
     _add_quiet(p)
     p.set_defaults(func=_extract)
 
@@ -491,7 +509,7 @@ def _add_eval_sequences(sub) -> None:
     _add_json(p, "sequence")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save an MMA-vs-threshold plot")
     _add_device(p)
-    _add_precision(p, default="fp32")
+    _add_precision(p, default="fp32", int8=True)
     _add_quiet(p)
     p.set_defaults(func=_eval_sequences)
 
@@ -512,7 +530,7 @@ def _add_eval_fpr95(sub) -> None:
                         "(default: %(default)s, as make-dataset)")
     _add_weights(p)
     _add_device(p)
-    _add_precision(p, default="fp32")
+    _add_precision(p, default="fp32", int8=True)
     p.set_defaults(func=_eval_fpr95)
 
 

@@ -6,6 +6,8 @@ returns: the keypoints and a float32 ``(N, 128)`` array with unit L2 norm rows, 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .detection import detect_sift
-from .device import autocast, resolve_device, resolve_precision
+from .device import autocast, choose_precision, default_batch_size, resolve_device
 from .image import ImageLike, split_batch, to_grey_tensor
 from .model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet, fuse_hardnet
 from .patches import (
@@ -28,7 +30,7 @@ from .patches import (
     keypoints_to_frames,
     pyramid_levels,
 )
-from .weights import DEFAULT_WEIGHTS, Weights, load_hardnet
+from .weights import DEFAULT_WEIGHTS, Weights, bundled_file, load_hardnet
 
 
 @torch.inference_mode()
@@ -79,6 +81,39 @@ def _forward(net: torch.nn.Module, patches: torch.Tensor, device: torch.device, 
         return net(patches.contiguous(memory_format=torch.channels_last)).float()
 
 
+def _int8_net(net: torch.nn.Module, weights: Weights) -> torch.nn.Module:
+    from .quantize import CALIBRATION_FILE, load_calibration, quantize_hardnet
+
+    activations = load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE))
+    if activations is None:
+        raise ValueError(
+            f"precision='int8' needs activation scales calibrated for these weights ({weights.source}); "
+            "only the bundled weights ship them (benchmarks/calibrate_int8.py makes them for others)"
+        )
+    return quantize_hardnet(net, activations)
+
+
+def _prefetched(
+    fn: Callable[[int], torch.Tensor], items: Sequence[int], enabled: bool = True
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(item, fn(item))`` in order, with ``fn`` of the next item running in a worker thread meanwhile."""
+    if not enabled:
+        yield from ((item, fn(item)) for item in items)
+        return
+
+    def run(item: int) -> torch.Tensor:
+        with torch.inference_mode():  # inference mode is per thread
+            return fn(item)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hardnet-patches") as pool:
+        pending = pool.submit(run, items[0])
+        for k, item in enumerate(items):
+            result = pending.result()
+            if k + 1 < len(items):
+                pending = pool.submit(run, items[k + 1])
+            yield item, result
+
+
 class HardNetDescriptor:
     """HardNet descriptors for OpenCV keypoints, with OpenCV's Feature2D methods.
 
@@ -86,10 +121,14 @@ class HardNetDescriptor:
         weights: a bundled name (``"default"``), a ``.safetensors``/``.pth`` path,
             ``"hf://owner/repo/file"``, or a :class:`~hardnet_desc.model.HardNet` module.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"`` or a ``torch.device``.
-        batch_size: patches per forward pass; bounds memory, never changes results. On CPU 256
-            is fastest (1024 is about 30 % slower: the activations no longer fit in cache).
-        precision: ``"fp32"``, ``"bf16"`` (about 2x faster on CPUs with AVX-512 BF16), ``"fp16"`` (CUDA)
-            or ``"auto"``; the table is in :mod:`hardnet_desc.device`.
+        batch_size: patches per forward pass; bounds memory, never changes results. ``None``
+            takes the fastest measured for the device and precision
+            (:data:`~hardnet_desc.device.BATCH_SIZES`: small on CPU, where activations that stay
+            in cache win).
+        precision: ``"auto"`` (bf16 on CPUs with native bfloat16 and fp16 on CUDA, else fp32),
+            ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU, bundled weights; see
+            :mod:`hardnet_desc.quantize`). The table is in :mod:`hardnet_desc.device`; the
+            :attr:`precision` property tells what ``"auto"`` chose.
         patch_scale: patch side in units of ``kp.size``. ``None`` takes the value recorded in the
             weight file, else :data:`~hardnet_desc.patches.DEFAULT_PATCH_SCALE`.
         detector: any ``cv2.Feature2D`` used by :meth:`detect`; default ``cv2.SIFT_create()``.
@@ -100,24 +139,27 @@ class HardNetDescriptor:
         weights: str | Path | HardNet = DEFAULT_WEIGHTS,
         *,
         device: str | torch.device = "auto",
-        batch_size: int = 256,
-        precision: str = "fp32",
+        batch_size: int | None = None,
+        precision: str = "auto",
         patch_scale: float | None = None,
         detector: Any = None,
     ) -> None:
-        if int(batch_size) < 1:
+        if batch_size is not None and int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._device = resolve_device(device)
-        resolve_precision(precision, self._device)  # unknown names and fp16 off CUDA fail here
+        # unknown names, fp16 off CUDA and int8 off CPU fail here
+        self._precision = choose_precision(precision, self._device, inference=True)
         if isinstance(weights, HardNet):
             net, self._weights = weights, Weights(weights.state_dict(), "HardNet module")
         else:
             net, self._weights = load_hardnet(weights)
         self._patch_scale = float(patch_scale or self._weights.patch_scale or DEFAULT_PATCH_SCALE)
-        self._batch_size = int(batch_size)
-        self._precision = precision
+        self._batch_size = int(batch_size or default_batch_size(self._device, self._precision))
         self.net = fuse_hardnet(net.eval()).to(self._device).to(memory_format=torch.channels_last)
+        if self._precision == "int8":
+            self.net = _int8_net(self.net, self._weights)
         self._detector = detector if detector is not None else cv2.SIFT_create()
+        self._overlap = True  # cut the next batch's patches while the net runs (benchmarks turn it off)
 
     @property
     def weights(self) -> Weights:
@@ -136,7 +178,7 @@ class HardNetDescriptor:
 
     @property
     def precision(self) -> str:
-        """Compute precision name (:data:`~hardnet_desc.device.PRECISIONS`)."""
+        """The precision that runs (``"auto"`` already resolved): ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``."""
         return self._precision
 
     @property
@@ -229,15 +271,23 @@ class HardNetDescriptor:
     # --- tensors in, descriptors out --------------------------------------------------------
     @torch.inference_mode()
     def describe_frames(self, grey: torch.Tensor, frames: torch.Tensor) -> np.ndarray:
-        """Descriptors ``(N, 128)`` for affine frames ``(N, 2, 3)`` of a ``(1, 1, H, W)`` image."""
+        """Descriptors ``(N, 128)`` for affine frames ``(N, 2, 3)`` of a ``(1, 1, H, W)`` image.
+
+        Batch ``i + 1``'s patches are cut in a worker thread while the network describes batch
+        ``i`` (sampling and convolutions release the GIL), so the network does not wait for them.
+        """
         out = np.empty((len(frames), DESCRIPTOR_DIM), dtype=np.float32)
         if len(frames) == 0:
             return out
         frames = frames.to(self._device)
         check_inside(frames, grey.shape[-2], grey.shape[-1])
         pyramid = build_pyramid(grey, int(pyramid_levels(frames, PATCH_SIZE * SUPERSAMPLE).max()))
-        for start in range(0, len(frames), self._batch_size):
-            patches = extract_patches(grey, frames[start : start + self._batch_size], pyramid=pyramid)
+
+        def cut(start: int) -> torch.Tensor:
+            return extract_patches(grey, frames[start : start + self._batch_size], pyramid=pyramid)
+
+        starts = range(0, len(frames), self._batch_size)
+        for start, patches in _prefetched(cut, starts, enabled=self._overlap and len(starts) > 1):
             out[start : start + len(patches)] = _forward(self.net, patches, self._device, self._precision).cpu().numpy()
         return out
 

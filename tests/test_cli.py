@@ -77,6 +77,18 @@ def test_match_writes_picture_and_prints_counts(geometry, weights, tmp_path, cap
     assert picture.shape[1] > 600 * (800 / 520 + 592 / 800) - 1  # both images side by side
 
 
+def test_match_verbose_shows_the_chosen_precision(tmp_path, capsys):
+    from hardnet_desc.device import choose_precision
+
+    args = ["match", str(IMG1), str(IMG2), "--out", str(tmp_path / "m.png"), "--max-keypoints", "200", "--device", "cpu"]
+    assert main([*args, "--verbose"]) == 0
+    chosen = choose_precision("auto", torch.device("cpu"))
+    assert f"precision='{chosen}'" in capsys.readouterr().err
+    assert main([*args, "-v", "--precision", "int8"]) == 0  # bundled weights: calibrated for int8
+    assert "precision='int8'" in capsys.readouterr().err
+    assert main(args) == 0 and "descriptor:" not in capsys.readouterr().err
+
+
 def test_match_bad_paths_exit_2(weights, tmp_path, capsys):
     assert main(["match", str(tmp_path / "missing.jpg"), str(IMG2), "--weights", weights]) == 2
     err = error_lines(capsys.readouterr().err)
@@ -118,9 +130,9 @@ def extract(images: Path, out: Path, weights: str, *extra: str) -> int:
 
 def test_extract_layout_matches_hloc_and_compute(images, weights, tmp_path, capsys):
     out = tmp_path / "feats.h5"
-    assert extract(images, out, weights) == 0
+    assert extract(images, out, weights, "--precision", "fp32") == 0  # fp32: compared with compute() below
     assert "2 images extracted" in capsys.readouterr().out
-    hardnet = HardNetDescriptor(weights, device="cpu")
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
     with h5py.File(out, "r") as f:
         assert set(f) == {"a.jpg", "sub"} and set(f["sub"]) == {"b.jpg"}
         assert f.attrs["patch_scale"] == hardnet.patch_scale

@@ -11,7 +11,7 @@ from hardnet_desc.patches import extract_patches, keypoints_to_array
 
 @pytest.fixture
 def desc(hardnet) -> HardNetDescriptor:
-    return HardNetDescriptor(hardnet, device="cpu")
+    return HardNetDescriptor(hardnet, device="cpu", precision="fp32")  # exact comparisons below
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +54,13 @@ def test_keypoint_array_and_frames_inputs(desc, example_image, keypoints):
 
 
 def test_batch_size_does_not_change_results(hardnet, example_image, keypoints):
-    small = HardNetDescriptor(hardnet, device="cpu", batch_size=7).compute(example_image, keypoints)[1]
-    large = HardNetDescriptor(hardnet, device="cpu", batch_size=1000).compute(example_image, keypoints)[1]
+    small = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=7).compute(example_image, keypoints)[1]
+    large = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=1000).compute(example_image, keypoints)[1]
     np.testing.assert_allclose(small, large, atol=1e-5, rtol=0)
 
 
 def test_bf16_agrees_with_fp32(hardnet, example_image, example_keypoints):
-    fp32 = HardNetDescriptor(hardnet, device="cpu").compute(example_image, example_keypoints)[1]
+    fp32 = HardNetDescriptor(hardnet, device="cpu", precision="fp32").compute(example_image, example_keypoints)[1]
     bf16 = HardNetDescriptor(hardnet, device="cpu", precision="bf16").compute(example_image, example_keypoints)[1]
     _unit_rows(bf16)
     cosine = (fp32 * bf16).sum(1)
@@ -114,7 +114,11 @@ def test_bad_images_give_clear_errors(desc, image, error, match):
 
 def test_bad_settings_give_clear_errors(hardnet):
     with pytest.raises(ValueError, match="precision must be one of"):
-        HardNetDescriptor(hardnet, precision="int8")
+        HardNetDescriptor(hardnet, precision="int4")
+    with pytest.raises(ValueError, match="int8' runs on the CPU only"):
+        HardNetDescriptor(hardnet, device="meta", precision="int8")
+    with pytest.raises(ValueError, match="int8' needs activation scales calibrated for these weights"):
+        HardNetDescriptor(hardnet, device="cpu", precision="int8")  # untrained: nothing calibrated
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         HardNetDescriptor(hardnet, batch_size=0)
     with pytest.raises(ValueError, match="fp16' needs a CUDA device"):
@@ -196,3 +200,23 @@ def test_describe_patches_errors(desc):
     with pytest.raises(ValueError, match="NaN or inf"):
         desc.describe_patches(np.full((2, 32, 32), np.nan, np.float32))
     assert desc.describe_patches(np.zeros((0, 32, 32), np.float32)).shape == (0, 128)
+
+
+def test_patches_cut_in_a_worker_thread_give_the_same_descriptors(hardnet, example_image, keypoints):
+    """compute() cuts batch i + 1 while the net describes batch i; the result is the serial one, bit for bit."""
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64)  # 4 batches
+    overlapped = desc.compute(example_image, keypoints)[1]
+    desc._overlap = False
+    serial = desc.compute(example_image, keypoints)[1]
+    np.testing.assert_array_equal(overlapped, serial)
+
+
+def test_default_precision_and_batch_size_are_chosen_and_shown(hardnet):
+    from hardnet_desc.device import choose_precision, default_batch_size
+
+    desc = HardNetDescriptor(hardnet, device="cpu")
+    cpu = torch.device("cpu")
+    assert desc.precision == choose_precision("auto", cpu) in ("bf16", "fp32")
+    assert desc.batch_size == default_batch_size(cpu, desc.precision)
+    assert f"precision='{desc.precision}'" in repr(desc) and f"batch_size={desc.batch_size}" in repr(desc)
+    assert HardNetDescriptor(hardnet, device="cpu", batch_size=5).batch_size == 5

@@ -39,7 +39,7 @@ def model(weights_file, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def patches_and_reference(weights_file, example_pair):
     """Real patches of both bundled photos (uint8-range values, odd batch size) and torch's descriptors."""
-    hardnet = HardNetDescriptor(weights_file, device="cpu")
+    hardnet = HardNetDescriptor(weights_file, device="cpu", precision="fp32")  # the ONNX graph is fp32
     patches = torch.cat([
         extract_patches(to_grey_tensor(im), cv2.SIFT_create(nfeatures=150).detect(im, None), patch_scale=5.0)
         for im in example_pair
@@ -89,7 +89,7 @@ def test_cli_export_with_bundled_weights(tmp_path, capsys, example_image):
     out = tmp_path / "sub" / "hardnet.onnx"
     assert main(["export-onnx", str(out), "--opset", "18"]) == 0
     assert re.search(r"opset 18, weights hardnet-desc-v\d+, patch_scale 6\.0", capsys.readouterr().out)
-    hardnet = HardNetDescriptor(device="cpu")
+    hardnet = HardNetDescriptor(device="cpu", precision="fp32")
     kps = cv2.SIFT_create(nfeatures=100).detect(example_image, None)
     net = cv2.dnn.readNetFromONNX(str(out))
     cut = runpy.run_path(str(ROOT / "examples" / "onnx_opencv_dnn.py"))["cut_patches"]

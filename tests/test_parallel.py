@@ -42,7 +42,7 @@ def folder(tmp_path_factory):
 def reference(folder, weights, tmp_path_factory):
     """The single-process file."""
     out = tmp_path_factory.mktemp("ref") / "features.h5"
-    extract_folder(folder, out, HardNetDescriptor(weights, device="cpu"), max_keypoints=300, progress=False)
+    extract_folder(folder, out, HardNetDescriptor(weights, device="cpu", precision="fp32"), max_keypoints=300, progress=False)
     return out
 
 
@@ -68,7 +68,7 @@ def test_processes_give_the_single_process_file(folder, weights, reference, tmp_
 
 def test_resume_merges_left_shards_and_skips_done_images(folder, weights, reference, tmp_path):
     out = tmp_path / "features.h5"
-    hardnet = HardNetDescriptor(weights, device="cpu")
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
     extract_folder(folder, out, hardnet, max_keypoints=300, progress=False, names=["a.jpg"])
     # an interrupted parallel run: one finished shard, one empty shard of a worker that died at once
     parts_folder(out).mkdir()
@@ -89,7 +89,7 @@ def test_other_weights_are_refused_before_any_work(folder, weights, reference, t
     with pytest.raises(ValueError, match="holds features from other weights"):
         extract_parallel(folder, out, other, workers=2, device="cpu")
     parts_folder(out).mkdir()
-    extract_folder(folder, parts_folder(out) / "part-9.h5", HardNetDescriptor(other, device="cpu"),
+    extract_folder(folder, parts_folder(out) / "part-9.h5", HardNetDescriptor(other, device="cpu", precision="fp32"),
                    max_keypoints=50, progress=False, names=["a.jpg"])
     with pytest.raises(ValueError, match="holds features from other weights"):
         merge_parts(out)
@@ -102,7 +102,7 @@ def test_other_weights_are_refused_before_any_work(folder, weights, reference, t
 def test_cli_workers(folder, weights, reference, tmp_path, capsys):
     out = tmp_path / "features.h5"
     code = main(["extract", str(folder), "--out", str(out), "--workers", "2", "--weights", weights,
-                 "--max-keypoints", "300", "--device", "cpu", "--quiet"])
+                 "--max-keypoints", "300", "--device", "cpu", "--precision", "fp32", "--quiet"])
     assert code == 1  # broken.jpg
     captured = capsys.readouterr()
     assert "4 images extracted, 0 already in" in captured.out and "1 failed" in captured.out
@@ -116,7 +116,7 @@ def test_ray_gives_the_single_process_file(folder, weights, reference, tmp_path)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = tmp_path / "features.h5"
-        extract_folder(folder, out, HardNetDescriptor(weights, device="cpu"), max_keypoints=300, progress=False,
+        extract_folder(folder, out, HardNetDescriptor(weights, device="cpu", precision="fp32"), max_keypoints=300, progress=False,
                        names=["c.png"])  # resumable: already there
         report = extract_parallel(folder, out, weights, backend="ray", workers=2, device="cpu",
                                   max_keypoints=300, batch_images=1, progress=False)

@@ -9,7 +9,7 @@ import torch
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.detection import detect_sift
-from hardnet_desc.device import autocast, resolve_precision
+from hardnet_desc.device import autocast, cpu_has_native_bf16, resolve_precision
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.pipeline import fit_geometry, match_pair
 
@@ -82,7 +82,7 @@ def test_descriptor_settings_are_read_only(desc):
 
 
 @pytest.mark.parametrize(("precision", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16),
-                                                   ("auto", torch.bfloat16)])
+                                                   ("auto", torch.bfloat16 if cpu_has_native_bf16() else torch.float32)])
 def test_precision_table_on_cpu(precision, dtype):
     cpu = torch.device("cpu")
     assert resolve_precision(precision, cpu) == dtype

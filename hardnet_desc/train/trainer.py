@@ -69,7 +69,7 @@ class TrainConfig:
     # negatives); a list gives each data folder its own
     init: str | None = None  # start from these weights (fine-tuning) instead of a random init
     seed: int = 0
-    precision: str = "auto"  # 'auto' = bf16 on CPU, fp16 AMP on CUDA; or 'fp32'
+    precision: str = "auto"  # 'auto' = bf16 on CPUs with native bf16 (else fp32), fp16 AMP on CUDA; or 'fp32'
     device: str = "auto"
     checkpoint_every: int = 200  # steps
     max_steps: int | None = None  # stop early (time-boxed sessions); resume later

@@ -6,6 +6,9 @@ returns: the keypoints and a float32 ``(N, 128)`` array with unit L2 norm rows, 
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +20,15 @@ import torch.nn.functional as F
 from .detection import detect_sift
 from .device import autocast, resolve_device, resolve_precision
 from .image import ImageLike, split_batch, to_grey_tensor
-from .model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet, fuse_hardnet
+from .model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
 from .patches import (
     DEFAULT_PATCH_SCALE,
     SUPERSAMPLE,
     KeypointsLike,
     build_pyramid,
     check_inside,
+    describable_frames,
+    is_frames,
     extract_patches,
     keypoints_to_frames,
     pyramid_levels,
@@ -56,7 +61,13 @@ def describe_patches(
         ``(N, 128)`` float32, numpy for numpy input and a tensor (on ``device``) for a tensor.
     """
     as_numpy = not isinstance(patches, torch.Tensor)
-    x = torch.as_tensor(np.asarray(patches)) if as_numpy else patches
+    if as_numpy:
+        patches = np.asarray(patches)
+        if patches.dtype.kind not in "fiu":
+            raise TypeError(f"patches must hold real numbers, got dtype {patches.dtype}")
+    elif patches.is_complex() or patches.dtype == torch.bool:
+        raise TypeError(f"patches must hold real numbers, got dtype {patches.dtype}")
+    x = torch.as_tensor(patches)
     if x.dim() == 3:
         x = x[:, None]
     if x.dim() != 4 or x.shape[1] != 1:
@@ -84,9 +95,10 @@ class HardNetDescriptor:
 
     Args:
         weights: a bundled name (``"default"``), a ``.safetensors``/``.pth`` path,
-            ``"hf://owner/repo/file"``, or a :class:`~hardnet_desc.model.HardNet` module.
+            ``"hf://owner/repo/file"``, or any ``torch.nn.Module`` with HardNet's layout
+            (:class:`~hardnet_desc.model.HardNet`, ``kornia.feature.HardNet``); its weights are copied.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"`` or a ``torch.device``.
-        batch_size: patches per forward pass; bounds memory, never changes results. On CPU 256
+        batch_size: patches per forward pass (an integer >= 1); bounds memory, never changes results. On CPU 256
             is fastest (1024 is about 30 % slower: the activations no longer fit in cache).
         precision: ``"fp32"``, ``"bf16"`` (about 2x faster on CPUs with AVX-512 BF16), ``"fp16"`` (CUDA)
             or ``"auto"``; the table is in :mod:`hardnet_desc.device`.
@@ -97,7 +109,7 @@ class HardNetDescriptor:
 
     def __init__(
         self,
-        weights: str | Path | HardNet = DEFAULT_WEIGHTS,
+        weights: str | Path | torch.nn.Module = DEFAULT_WEIGHTS,
         *,
         device: str | torch.device = "auto",
         batch_size: int = 256,
@@ -105,19 +117,38 @@ class HardNetDescriptor:
         patch_scale: float | None = None,
         detector: Any = None,
     ) -> None:
-        if int(batch_size) < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+            raise TypeError(f"batch_size must be an integer, got {type(batch_size).__name__} {batch_size!r}")
+        if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if patch_scale is not None and not _is_real(patch_scale):
+            raise TypeError(f"patch_scale must be a number or None, got {type(patch_scale).__name__}")
+        if patch_scale is not None and not 0 < patch_scale < math.inf:
+            raise ValueError(f"patch_scale must be a positive finite number, got {patch_scale}")
+        if detector is not None and not callable(getattr(detector, "detect", None)):
+            raise TypeError(f"detector must have a detect(image, mask) method, got {type(detector).__name__}")
         self._device = resolve_device(device)
         resolve_precision(precision, self._device)  # unknown names and fp16 off CUDA fail here
-        if isinstance(weights, HardNet):
-            net, self._weights = weights, Weights(weights.state_dict(), "HardNet module")
-        else:
-            net, self._weights = load_hardnet(weights)
+        net, self._weights = load_hardnet(weights)  # also any nn.Module with HardNet's layout (copied)
         self._patch_scale = float(patch_scale or self._weights.patch_scale or DEFAULT_PATCH_SCALE)
         self._batch_size = int(batch_size)
         self._precision = precision
         self.net = fuse_hardnet(net.eval()).to(self._device).to(memory_format=torch.channels_last)
-        self._detector = detector if detector is not None else cv2.SIFT_create()
+        self._own_detector = detector is None
+        self._detector = cv2.SIFT_create() if detector is None else detector
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the settings and weights (cv2's default SIFT detector is rebuilt, not pickled)."""
+        return {
+            "weights": self._weights, "device": str(self._device), "batch_size": self._batch_size,
+            "precision": self._precision, "patch_scale": self._patch_scale,
+            "detector": None if self._own_detector else self._detector,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        weights = state.pop("weights")
+        self.__init__(weights, **state)
 
     @property
     def weights(self) -> Weights:
@@ -152,15 +183,19 @@ class HardNetDescriptor:
 
     # --- OpenCV Feature2D interface -------------------------------------------------------
     def descriptorSize(self) -> int:  # noqa: N802 (OpenCV's name)
+        """Descriptor length: 128."""
         return DESCRIPTOR_DIM
 
     def descriptorType(self) -> int:  # noqa: N802
+        """``cv2.CV_32F``: descriptors are float32."""
         return cv2.CV_32F
 
     def defaultNorm(self) -> int:  # noqa: N802
+        """``cv2.NORM_L2``, the norm to match with (``cv2.BFMatcher(hardnet.defaultNorm())``)."""
         return cv2.NORM_L2
 
     def getDefaultName(self) -> str:  # noqa: N802
+        """``"HardNetDescriptor"``, as OpenCV's algorithms name themselves."""
         return "HardNetDescriptor"
 
     def detect(
@@ -170,42 +205,90 @@ class HardNetDescriptor:
 
         Args:
             image: as for :meth:`compute`.
-            mask: optional ``(H, W)`` uint8, non-zero where keypoints may lie.
+            mask: ``None`` or a uint8/bool ``(H, W)`` array of the image's size, non-zero where
+                keypoints may lie; another shape or dtype is refused (``ValueError``/``TypeError``).
             max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
         """
         return detect_sift(image, max_keypoints, self._detector, mask)
 
-    def compute(self, image: ImageLike, keypoints: KeypointsLike) -> tuple[KeypointsLike, np.ndarray]:
-        """Describe ``keypoints`` of ``image``.
+    def compute(
+        self, image: ImageLike | Sequence[ImageLike], keypoints: Any, descriptors: np.ndarray | None = None
+    ) -> tuple[Any, Any]:
+        """Describe ``keypoints`` of ``image``, with OpenCV's ``Feature2D.compute`` signature.
+
+        Keypoints that cannot be described (size <= 0, or centre outside the image area
+        ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``) are removed from the returned keypoints, as OpenCV's
+        Feature2D contract says; the descriptors match the returned keypoints row for row. No other
+        keypoint is dropped, reordered or added; NaN or inf coordinates raise ``ValueError``.
 
         Args:
             image: ``(H, W)`` grey or ``(H, W, 3)`` BGR numpy (uint8, uint16 or float), or a torch
-                image ``(H, W)``, ``(C, H, W)``, ``(B, C, H, W)`` (RGB or grey, as in kornia).
-            keypoints: ``cv2.KeyPoint`` list, ``(N, 4)`` ``(x, y, size, angle_deg)`` array,
-                ``(N, 2, 3)`` affine frames, or kornia's batched LAFs ``(B, N, 2, 3)`` (LAF ``b``
-                of image ``b``). Conventions: :mod:`hardnet_desc.patches`.
+                image ``(H, W)``, ``(C, H, W)``, ``(B, C, H, W)`` (RGB or grey, as in kornia). A list
+                of images gives OpenCV's batch form: ``keypoints`` is then a list of keypoint lists.
+            keypoints: ``cv2.KeyPoint`` sequence (``None``: none), ``(N, 4)`` ``(x, y, size, angle_deg)``
+                array, ``(N, 2, 3)`` affine frames, or kornia's batched LAFs ``(B, N, 2, 3)`` (LAF ``b``
+                of image ``b``; these are described as given). Conventions: ``hardnet_desc.patches``.
+            descriptors: OpenCV's output argument; accepted for compatibility and not used.
 
         Returns:
-            ``(keypoints, descriptors)``: the keypoints as given and float32 descriptors,
-            ``(B, N, 128)`` for batched LAFs, else ``(N, 128)``; a tensor on the image's device
-            for a torch image (as kornia's ``LAFDescriptor``), else numpy.
+            ``(keypoints, descriptors)``: the describable keypoints (the input itself when all are,
+            else the same container type holding the kept ones) and float32 descriptors,
+            ``(B, N, 128)`` for batched LAFs, else ``(N, 128)``; a tensor on the image's device for a
+            torch image (as kornia's ``LAFDescriptor``), else numpy. The batch form returns lists.
         """
-        frames = self.frames(keypoints)
-        if frames.dim() == 4:  # kornia's (B, N, 2, 3): frames[b] belong to image b
+        if descriptors is not None and not isinstance(descriptors, np.ndarray):
+            raise TypeError(
+                f"descriptors (OpenCV's output argument) must be None or an array, got {type(descriptors).__name__}"
+            )
+        if isinstance(image, (list, tuple)) and all(isinstance(i, (np.ndarray, torch.Tensor)) for i in image):
+            return self._compute_batch(image, keypoints)
+        if keypoints is None:  # what cv2 accepts for "no keypoints"
+            keypoints = ()
+        elif isinstance(keypoints, Iterator):
+            keypoints = list(keypoints)  # a generator can be read once: keep what it gave
+        if is_frames(keypoints) and keypoints.ndim == 4:  # kornia's (B, N, 2, 3): frames[b] belong to image b
+            frames = self.frames(keypoints)
             images = split_batch(image, len(frames))
             desc = np.stack([self.describe_frames(to_grey_tensor(im, self._device), f)
                              for im, f in zip(images, frames)])
         else:
-            desc = self.describe_frames(to_grey_tensor(image, self._device), frames)
+            grey = to_grey_tensor(image, self._device)
+            frames, keep = describable_frames(keypoints, self._patch_scale, grey.shape[-2], grey.shape[-1])
+            if not keep.all():
+                keypoints = _select(keypoints, keep)
+            desc = self.describe_frames(grey, frames)
         if isinstance(image, torch.Tensor):  # kornia's convention: tensors on the image's device
             return keypoints, torch.from_numpy(desc).to(image.device)
         return keypoints, desc
 
+    def _compute_batch(self, images: Sequence[ImageLike], keypoints: Any) -> tuple[list[Any], list[Any]]:
+        if not isinstance(keypoints, (list, tuple)) or len(keypoints) != len(images):
+            length = f" of length {len(keypoints)}" if hasattr(keypoints, "__len__") else ""
+            raise TypeError(
+                f"compute with a list of {len(images)} images needs a list of as many keypoint lists, "
+                f"got {type(keypoints).__name__}{length}"
+            )
+        results = [self.compute(image, kps) for image, kps in zip(images, keypoints, strict=True)]
+        return [r[0] for r in results], [r[1] for r in results]
+
     def detectAndCompute(  # noqa: N802
-        self, image: ImageLike, mask: np.ndarray | None = None
+        self,
+        image: ImageLike,
+        mask: np.ndarray | None = None,
+        descriptors: np.ndarray | None = None,
+        useProvidedKeypoints: bool = False,  # noqa: N803
     ) -> tuple[list[cv2.KeyPoint], np.ndarray]:
+        """:meth:`detect` then :meth:`compute`, with OpenCV's signature.
+
+        ``useProvidedKeypoints=True`` has no keypoints to use in Python (OpenCV's Python binding
+        passes none either) and raises ``ValueError``: call :meth:`compute` with your keypoints.
+        """
+        if useProvidedKeypoints:
+            raise ValueError(
+                "useProvidedKeypoints=True: there are no provided keypoints here; call compute(image, keypoints)"
+            )
         keypoints = self.detect(image, mask)
-        return self.compute(image, keypoints)
+        return self.compute(image, keypoints, descriptors)
 
     # --- the patch regions --------------------------------------------------------------
     def frames(self, keypoints: KeypointsLike) -> torch.Tensor:
@@ -253,3 +336,17 @@ class HardNetDescriptor:
         """
         return describe_patches(self.net, patches, device=self._device, batch_size=self._batch_size,
                                 precision=self._precision)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _select(keypoints: Any, keep: np.ndarray) -> Any:
+    """The kept entries of ``keypoints``, in the same container type (array, tensor, tuple or list)."""
+    if isinstance(keypoints, torch.Tensor):
+        return keypoints[torch.from_numpy(keep).to(keypoints.device)]
+    if isinstance(keypoints, np.ndarray):
+        return keypoints[keep]
+    kept = [k for k, ok in zip(keypoints, keep.tolist(), strict=True) if ok]
+    return tuple(kept) if isinstance(keypoints, tuple) else kept

@@ -54,26 +54,42 @@ _GRID_BLOCK = 1 << 19
 def keypoints_to_array(keypoints: KeypointsLike) -> np.ndarray:
     """Keypoints as a float64 ``(N, 4)`` array of ``(x, y, size, angle_deg)``.
 
-    Accepts a sequence of ``cv2.KeyPoint`` or an ``(N, 4)`` array/tensor.
+    Accepts a sequence (or any iterable) of ``cv2.KeyPoint`` or an ``(N, 4)`` real array/tensor.
+
+    Raises:
+        TypeError: anything else (``None``, mixed sequences, complex or non-numeric arrays).
+        ValueError: an array of another shape.
     """
     if isinstance(keypoints, torch.Tensor):
         keypoints = keypoints.detach().cpu().numpy()
     if isinstance(keypoints, np.ndarray):
         arr = keypoints
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"keypoint array must be numeric (real numbers), got dtype {arr.dtype}")
     else:
+        if isinstance(keypoints, (str, bytes, cv2.KeyPoint)) or not hasattr(keypoints, "__iter__"):
+            raise TypeError(
+                "keypoints must be a sequence of cv2.KeyPoint or an (N, 4) array of (x, y, size, angle), "
+                f"got {type(keypoints).__name__}"
+            )
         keypoints = list(keypoints)
-        if keypoints and not isinstance(keypoints[0], cv2.KeyPoint):
+        wrong = next((k for k in keypoints if not isinstance(k, cv2.KeyPoint)), None)
+        if wrong is not None:
             raise TypeError(
                 f"keypoints must be cv2.KeyPoint objects or an (N, 4) array of (x, y, size, angle), "
-                f"got a sequence of {type(keypoints[0]).__name__}"
+                f"got a sequence holding {type(wrong).__name__}"
             )
         arr = np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in keypoints], dtype=np.float64)
         arr = arr.reshape(-1, 4)
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"keypoint array must have shape (N, 4) = (x, y, size, angle), got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise TypeError(f"keypoint array must be numeric, got dtype {arr.dtype}")
     return arr.astype(np.float64, copy=False)
+
+
+def is_frames(keypoints: KeypointsLike) -> bool:
+    """Whether ``keypoints`` is an array or tensor of affine frames, ``(N, 2, 3)`` or kornia's ``(B, N, 2, 3)``."""
+    is_array = isinstance(keypoints, (np.ndarray, torch.Tensor))
+    return is_array and keypoints.ndim in (3, 4) and tuple(keypoints.shape[-2:]) == (2, 3)
 
 
 def keypoints_to_frames(keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE) -> torch.Tensor:
@@ -85,9 +101,11 @@ def keypoints_to_frames(keypoints: KeypointsLike, patch_scale: float = DEFAULT_P
     """
     if patch_scale <= 0 or not math.isfinite(patch_scale):
         raise ValueError(f"patch_scale must be a positive number, got {patch_scale}")
-    is_array = isinstance(keypoints, (np.ndarray, torch.Tensor))
-    if is_array and keypoints.ndim in (3, 4) and tuple(keypoints.shape[-2:]) == (2, 3):
-        frames = torch.as_tensor(keypoints).float()
+    if is_frames(keypoints):
+        frames = torch.as_tensor(keypoints)
+        if frames.is_complex() or frames.dtype == torch.bool:
+            raise TypeError(f"affine frames must hold real numbers, got dtype {frames.dtype}")
+        frames = frames.float()
         if not torch.isfinite(frames).all():
             raise ValueError("affine frames contain NaN or inf")
         return frames
@@ -103,17 +121,47 @@ def keypoints_to_frames(keypoints: KeypointsLike, patch_scale: float = DEFAULT_P
     return torch.from_numpy(frames).float()
 
 
+def describable_frames(
+    keypoints: KeypointsLike, patch_scale: float, height: int, width: int
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Frames of the keypoints that can be described, and which those are (OpenCV's Feature2D rule).
+
+    A keypoint cannot be described if its size is <= 0 or its centre lies outside the image area
+    ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``; NaN or inf still raise ``ValueError``.
+
+    Returns:
+        ``(frames, keep)``: float32 frames ``(M, 2, 3)`` and the ``(N,)`` bool mask of the kept keypoints.
+    """
+    if is_frames(keypoints):
+        frames = keypoints_to_frames(keypoints, patch_scale)
+        keep = np.ones(len(frames), dtype=bool)
+    else:
+        kps = keypoints_to_array(keypoints)
+        _check_finite(kps, "keypoints")
+        keep = kps[:, 2] > 0
+        frames = keypoints_to_frames(kps[keep], patch_scale)
+    inside = inside_image(frames, height, width).numpy()
+    keep[np.flatnonzero(keep)[~inside]] = False
+    return frames[torch.from_numpy(inside)], keep
+
+
 def _check_finite(values: np.ndarray, what: str) -> None:
     bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if bad.size:
         raise ValueError(f"{bad.size} of the {what} contain NaN or inf (first: index {bad[0]})")
 
 
+def inside_image(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(N,)`` bool: whether each frame's centre lies in the image area ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``."""
+    c = frames[:, :, 2]
+    return (c[:, 0] >= -0.5) & (c[:, 0] <= width - 0.5) & (c[:, 1] >= -0.5) & (c[:, 1] <= height - 0.5)
+
+
 def check_inside(frames: torch.Tensor, height: int, width: int) -> None:
     """Raise ``ValueError`` if a frame centre lies outside the image area."""
-    c = frames[:, :, 2]
-    outside = (c[:, 0] < -0.5) | (c[:, 0] > width - 0.5) | (c[:, 1] < -0.5) | (c[:, 1] > height - 0.5)
+    outside = ~inside_image(frames, height, width)
     if bool(outside.any()):
+        c = frames[:, :, 2]
         idx = torch.nonzero(outside)[:, 0]
         i = int(idx[0])
         raise ValueError(

@@ -10,10 +10,22 @@ except ImportError as _err:
 
 from .descriptor import HardNetDescriptor
 from .export import export_onnx
+from .matching import DescriptorMatcher, Matches, match_descriptors
 from .model import HardNet
 from .patches import extract_patches
-from .weights import load_weights
+from .weights import WeightsError, load_weights
 
 __version__ = "0.1.0"
 
-__all__ = ["HardNet", "HardNetDescriptor", "export_onnx", "extract_patches", "load_weights", "__version__"]
+__all__ = [
+    "DescriptorMatcher",
+    "HardNet",
+    "HardNetDescriptor",
+    "Matches",
+    "WeightsError",
+    "export_onnx",
+    "extract_patches",
+    "load_weights",
+    "match_descriptors",
+    "__version__",
+]

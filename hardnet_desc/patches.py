@@ -73,11 +73,11 @@ def keypoints_to_array(keypoints: KeypointsLike) -> np.ndarray:
                 f"got {type(keypoints).__name__}"
             )
         keypoints = list(keypoints)
-        wrong = next((k for k in keypoints if not isinstance(k, cv2.KeyPoint)), None)
-        if wrong is not None:
+        wrong = [k for k in keypoints if not isinstance(k, cv2.KeyPoint)]
+        if wrong:
             raise TypeError(
                 f"keypoints must be cv2.KeyPoint objects or an (N, 4) array of (x, y, size, angle), "
-                f"got a sequence holding {type(wrong).__name__}"
+                f"got a sequence holding {type(wrong[0]).__name__}"
             )
         arr = np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in keypoints], dtype=np.float64)
         arr = arr.reshape(-1, 4)

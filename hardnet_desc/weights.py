@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -172,6 +173,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise WeightsError(f"{path}: empty file (0 bytes), not a torch checkpoint")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            if f.read(1) != b"\x80":  # neither torch's zip format nor a (legacy) binary pickle
+                raise WeightsError(f"{path}: not a readable torch checkpoint (neither a zip archive nor a pickle)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

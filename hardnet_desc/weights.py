@@ -278,4 +278,8 @@ def save_weights(net: HardNet, path: str | Path, metadata: dict | None = None) -
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     save_file(state, str(path), metadata=meta)
+    # safetensors writes through a private temporary file (mode 0600); give it a normal file's mode
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
     return path

@@ -272,3 +272,15 @@ def test_foreign_module_weights(hardnet, example_image, example_keypoints):
     assert all(torch.equal(before[k], v) for k, v in foreign.state_dict().items())  # copied, not changed
     with pytest.raises(WeightsError, match="Linear module: not a HardNet state dict"):
         HardNetDescriptor(torch.nn.Linear(2, 2))
+
+
+def test_saved_weights_get_normal_permissions(hardnet, tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = save_weights(hardnet, tmp_path / "w.safetensors")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # was 0600: unreadable for other users of a shared model

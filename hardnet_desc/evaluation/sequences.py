@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,8 @@ def evaluate_sequences(
     detector: Any = None,
     thresholds: Sequence[float] = MMA_THRESHOLDS,
     progress: bool = False,
+    strict: bool = False,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> dict:
     """Run the matching benchmark.
 
@@ -93,6 +96,9 @@ def evaluate_sequences(
         detector: a ``cv2.Feature2D``; default OpenCV SIFT.
         thresholds: pixel thresholds of the MMA curve.
         progress: show a progress bar over sequences.
+        strict: abort on an incomplete sequence (a reference image only, a missing homography)
+            instead of skipping it; skipped ones go to ``on_skip(name, reason)`` (default: a
+            ``UserWarning``) and to ``config["skipped_sequences"]``.
 
     Returns:
         A JSON-ready dict::
@@ -111,7 +117,7 @@ def evaluate_sequences(
         raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
     if ratio is not None and not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
-    sequences = list(root) if not isinstance(root, (str, Path)) else find_sequences(root)
+    sequences, skipped_sequences = _read_sequences(root, strict, on_skip)
     if isinstance(methods, Mapping):
         describe, skipped = dict(methods), {}
     else:
@@ -134,7 +140,8 @@ def evaluate_sequences(
             for r in pair["methods"].values():
                 r["h_error"] = r["h_error"] if math.isfinite(r["h_error"]) else None
     return {
-        "config": _config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision),
+        "config": {**_config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision),
+                   "skipped_sequences": skipped_sequences},
         "thresholds": thresholds,
         "summary": summary,
         "timing": timing,
@@ -155,6 +162,24 @@ def _score_pairs(seq: ImageSequence, features: list, methods: list[str], ratio: 
             pair["methods"][name] = pair_metrics(xy1[m.query_idx], xyk[m.train_idx], H, shape1, thresholds)
         pairs.append(pair)
     return pairs
+
+
+def _read_sequences(
+    root: str | Path | Sequence[ImageSequence], strict: bool, on_skip: Callable[[str, str], None] | None
+) -> tuple[list[ImageSequence], dict[str, str]]:
+    """The sequences to evaluate and the skipped ones (name -> reason), see :func:`evaluate_sequences`."""
+    if not isinstance(root, (str, Path)):
+        return list(root), {}
+    skipped: dict[str, str] = {}
+
+    def skip(name: str, reason: str) -> None:
+        skipped[name] = reason
+        if on_skip is None:
+            warnings.warn(f"skipped sequence {name}: {reason}", stacklevel=4)
+        else:
+            on_skip(name, reason)
+
+    return find_sequences(root, strict=strict, on_skip=skip), skipped
 
 
 def _config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision) -> dict:

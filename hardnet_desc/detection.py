@@ -9,6 +9,10 @@ import numpy as np
 
 from .image import ImageLike, check_mask, to_uint8
 
+#: The keypoint budget per image of ``match``, ``extract`` and ``eval-sequences`` (and of the
+#: library functions behind them): the strongest this many SIFT keypoints.
+DEFAULT_MAX_KEYPOINTS = 2000
+
 
 def detect_sift(
     image: ImageLike,

@@ -27,6 +27,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from .detection import DEFAULT_MAX_KEYPOINTS
 from .features_io import ExtractReport, claim_file, extract_folder, feature_names, file_attrs, image_names
 from .weights import DEFAULT_WEIGHTS
 
@@ -90,7 +91,7 @@ def extract_parallel(
     address: str | None = None,
     device: str = "auto",
     precision: str = "fp32",
-    max_keypoints: int | None = 4096,
+    max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS,
     batch_images: int = 8,
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
@@ -117,7 +118,7 @@ def extract_parallel(
                 "batch_images": batch_images}
     # The weights load here once: bad weights fail before any worker starts, and the output's
     # attributes are checked against them before any work is done.
-    attrs = file_attrs(HardNetDescriptor(weights, device="cpu"))
+    attrs = file_attrs(HardNetDescriptor(weights, device="cpu"), max_keypoints)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     merge_parts(out, attrs)  # an interrupted run's shards
     import h5py

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .descriptor import HardNetDescriptor
+from .detection import DEFAULT_MAX_KEYPOINTS
 from .image import ImageLike
 from .matching import Matches, match_descriptors
 
@@ -87,7 +88,7 @@ def match_pair(
     image2: ImageLike,
     descriptor: HardNetDescriptor | None = None,
     *,
-    max_keypoints: int | None = 2048,
+    max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS,
     ratio: float | None = 0.8,
     geometry: str = "fundamental",
     threshold: float | None = None,

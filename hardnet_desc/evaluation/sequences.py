@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..detection import detect_sift
+from ..detection import DEFAULT_MAX_KEYPOINTS, detect_sift
 from ..device import resolve_device
 from ..image import read_image, to_uint8
 from ..matching import match_descriptors
@@ -39,7 +39,7 @@ from .metrics import H_THRESHOLDS, MMA_THRESHOLDS, pair_metrics, summarize
 def describe_sequence(
     seq: ImageSequence,
     describe: Mapping[str, DescribeFn],
-    max_keypoints: int = 2000,
+    max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
     detector: Any = None,
     timing: dict[str, float] | None = None,
 ) -> list[tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]]:
@@ -70,7 +70,7 @@ def evaluate_sequences(
     methods: Sequence[str] | Mapping[str, DescribeFn] = ("sift", "rootsift", "hardnet", "kornia"),
     *,
     weights: str | Path | HardNet | None = None,
-    max_keypoints: int = 2000,
+    max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
     ratio: float | None = None,
     device: str | torch.device = "auto",
     precision: str = "fp32",

@@ -122,10 +122,10 @@ def check_picture_path(path: str | Path, force: bool = False) -> Path:
         PermissionError: its folder (or the file) cannot be written.
     """
     path = Path(path)
-    if path.suffix.lower() not in PICTURE_SUFFIXES:
-        raise ValueError(f"{path}: the picture must be a {', '.join(PICTURE_SUFFIXES)} file")
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give a file name such as {path / 'matches.png'}")
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise ValueError(f"{path}: the picture must be a {', '.join(PICTURE_SUFFIXES)} file")
     if path.exists() and not force and PICTURE_MARK not in path.read_bytes():
         raise FileExistsError(f"{path} exists and was not written by hardnet-desc; pass --force to overwrite it")
     folder = path.parent

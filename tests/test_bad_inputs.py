@@ -250,3 +250,57 @@ def test_bad_patches(desc, case):
     patches, error, match = BAD_PATCHES[case]
     with pytest.raises(error, match=match):
         desc.describe_patches(patches)
+
+
+# --- the command line: every bad input is one "hardnet-desc CMD: error: ..." line and exit code 2 ---
+IMG = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "data" / "sacre_coeur_1.jpg")
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    from hardnet_desc.weights import save_weights
+
+    root = tmp_path_factory.mktemp("cli_bad")
+    weights = save_weights(make_hardnet(), root / "w.safetensors")
+    (root / "corrupt.jpg").write_bytes(b"not an image")
+    (root / "empty").mkdir()
+    (root / "text.pth").write_bytes(b"hello\n")
+    return {"root": root, "weights": str(weights)}
+
+
+BAD_CLI = {
+    "match: missing image": (["match", "{root}/none.jpg", IMG, "--weights", "{weights}"], "none.jpg"),
+    "match: corrupt image": (["match", "{root}/corrupt.jpg", IMG, "--weights", "{weights}"], "cannot decode"),
+    "match: text weights": (["match", IMG, IMG, "--weights", "{root}/text.pth"], "not a readable torch"),
+    "match: int weights": (["match", IMG, IMG, "--weights", "42"], "no such file"),
+    "match: negative budget": (["match", IMG, IMG, "--max-keypoints", "-1"], "--max-keypoints must be >= 0"),
+    "match: ratio 2": (["match", IMG, IMG, "--weights", "{weights}", "--max-keypoints", "50", "--ratio", "2",
+                        "--out", "{tmp}/m.png"], "ratio must be in (0, 1]"),
+    "match: unknown device": (["match", IMG, IMG, "--weights", "{weights}", "--device", "gpu", "--out", "{tmp}/m.png"],
+                              "unknown device 'gpu'"),
+    "match: txt picture": (["match", IMG, IMG, "--out", "{tmp}/m.txt"], ".png, .jpg, .jpeg"),
+    "match: out is a folder": (["match", IMG, IMG, "--out", "{tmp}"], "is a folder"),
+    "extract: missing folder": (["extract", "{root}/none", "--out", "{tmp}/f.h5"], "no such image folder"),
+    "extract: no images": (["extract", "{root}/empty", "--out", "{tmp}/f.h5"], "no image files"),
+    "extract: batch 0": (["extract", "{root}", "--batch-images", "0"], "--batch-images >= 1"),
+    "train: missing data": (["train", "{root}/none", "{tmp}/run", "--quiet"], "none"),
+    "train: epochs 0": (["train", "{root}/none", "{tmp}/run", "--epochs", "0"], "epochs must be >= 1"),
+    "eval-sequences: missing": (["eval-sequences", "{root}/none", "--quiet"], "no such folder"),
+    "eval-sequences: not sequences": (["eval-sequences", "{root}/empty", "--quiet"], "neither an image sequence"),
+    "eval-sequences: ratio 0": (["eval-sequences", "{root}/empty", "--ratio", "0", "--quiet"], "ratio must be in"),
+    "eval-fpr95: missing": (["eval-fpr95", "{root}/none"], "not found"),
+    "make-dataset: missing": (["make-dataset", "{root}/none", "{tmp}/out"], "none"),
+    "make-sequences: missing": (["make-sequences", "{root}/none", "{tmp}/out"], "no such image folder"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CLI, ids=list(BAD_CLI))
+def test_bad_cli_inputs(cli_files, tmp_path, capsys, case):
+    from hardnet_desc.cli import main
+
+    argv, match = BAD_CLI[case]
+    argv = [a.format(root=cli_files["root"], weights=cli_files["weights"], tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith(f"hardnet-desc {argv[0]}: error: "), err
+    assert match in err[0], err[0]

@@ -47,15 +47,15 @@ def describe_patches(
 ) -> np.ndarray | torch.Tensor:
     """Descriptors of ready-made patches with ``net`` (in eval mode): the one network pass.
 
-    Used by :meth:`HardNetDescriptor.describe_patches` and by the trainer's validation.
+    Used by ``HardNetDescriptor.describe_patches`` and by the trainer's validation.
 
     Args:
-        net: a :class:`~hardnet_desc.model.HardNet` (or its fused form) on ``device``, in eval mode.
+        net: a ``HardNet`` (or its fused form) on ``device``, in eval mode.
         patches: ``(N, H, W)`` or ``(N, 1, H, W)``, any numeric dtype and range; other sizes
             than 32x32 (e.g. HPatches' 65x65) are resized with area averaging.
         device: where ``net`` runs.
         batch_size: patches per forward pass.
-        precision: a name of :data:`~hardnet_desc.device.PRECISIONS`.
+        precision: a name of ``PRECISIONS``.
 
     Returns:
         ``(N, 128)`` float32, numpy for numpy input and a tensor (on ``device``) for a tensor.
@@ -96,15 +96,15 @@ class HardNetDescriptor:
     Args:
         weights: a bundled name (``"default"``), a ``.safetensors``/``.pth`` path,
             ``"hf://owner/repo/file"``, or any ``torch.nn.Module`` with HardNet's layout
-            (:class:`~hardnet_desc.model.HardNet`, ``kornia.feature.HardNet``); its weights are copied.
+            (``HardNet``, ``kornia.feature.HardNet``); its weights are copied.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         batch_size: patches per forward pass (an integer >= 1); bounds memory, never changes results. On CPU 256
             is fastest (1024 is about 30 % slower: the activations no longer fit in cache).
         precision: ``"fp32"``, ``"bf16"`` (about 2x faster on CPUs with AVX-512 BF16), ``"fp16"`` (CUDA)
-            or ``"auto"``; the table is in :mod:`hardnet_desc.device`.
+            or ``"auto"``; the table is in ``hardnet_desc.device``.
         patch_scale: patch side in units of ``kp.size``. ``None`` takes the value recorded in the
-            weight file, else :data:`~hardnet_desc.patches.DEFAULT_PATCH_SCALE`.
-        detector: any ``cv2.Feature2D`` used by :meth:`detect`; default ``cv2.SIFT_create()``.
+            weight file, else ``DEFAULT_PATCH_SCALE``.
+        detector: any ``cv2.Feature2D`` used by ``detect``; default ``cv2.SIFT_create()``.
     """
 
     def __init__(
@@ -167,7 +167,7 @@ class HardNetDescriptor:
 
     @property
     def precision(self) -> str:
-        """Compute precision name (:data:`~hardnet_desc.device.PRECISIONS`)."""
+        """Compute precision name (``PRECISIONS``)."""
         return self._precision
 
     @property
@@ -204,7 +204,7 @@ class HardNetDescriptor:
         """Keypoints from the detector (SIFT by default) on the grey 8-bit image, strongest first.
 
         Args:
-            image: as for :meth:`compute`.
+            image: as for ``compute``.
             mask: ``None`` or a uint8/bool ``(H, W)`` array of the image's size, non-zero where
                 keypoints may lie; another shape or dtype is refused (``ValueError``/``TypeError``).
             max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
@@ -278,10 +278,10 @@ class HardNetDescriptor:
         descriptors: np.ndarray | None = None,
         useProvidedKeypoints: bool = False,  # noqa: N803
     ) -> tuple[list[cv2.KeyPoint], np.ndarray]:
-        """:meth:`detect` then :meth:`compute`, with OpenCV's signature.
+        """``detect`` then ``compute``, with OpenCV's signature.
 
         ``useProvidedKeypoints=True`` has no keypoints to use in Python (OpenCV's Python binding
-        passes none either) and raises ``ValueError``: call :meth:`compute` with your keypoints.
+        passes none either) and raises ``ValueError``: call ``compute`` with your keypoints.
         """
         if useProvidedKeypoints:
             raise ValueError(
@@ -296,15 +296,15 @@ class HardNetDescriptor:
 
         kornia's batched LAFs ``(B, N, 2, 3)`` are returned as they are.
 
-        Conventions (and kornia's LAF, which is the same): :mod:`hardnet_desc.patches`.
+        Conventions (and kornia's LAF, which is the same): ``hardnet_desc.patches``.
         """
         return keypoints_to_frames(keypoints, self._patch_scale).to(self._device)
 
     @torch.inference_mode()
     def cut_patches(self, image: ImageLike, keypoints: KeypointsLike) -> torch.Tensor:
-        """The ``(N, 1, 32, 32)`` float patches of ``keypoints`` that :meth:`compute` describes.
+        """The ``(N, 1, 32, 32)`` float patches of ``keypoints`` that ``compute`` describes.
 
-        With :meth:`describe_patches` this splits :meth:`compute` in two, so the patches of
+        With ``describe_patches`` this splits ``compute`` in two, so the patches of
         several images can share network calls.
         """
         return extract_patches(to_grey_tensor(image, self._device), self.frames(keypoints))

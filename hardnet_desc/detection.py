@@ -23,7 +23,7 @@ def detect_sift(
     """Keypoints sorted by response, strongest first, at most ``max_keypoints``.
 
     Args:
-        image: any image :func:`hardnet_desc.image.to_uint8` accepts (BGR or grey); the detector
+        image: any image ``hardnet_desc.image.to_uint8`` accepts (BGR or grey); the detector
             sees its grey 8-bit version.
         max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
         detector: a ``cv2.Feature2D``; default ``cv2.SIFT_create()``.

@@ -126,7 +126,7 @@ def claim_file(h5: h5py.File, attrs: dict[str, Any], path: str | Path) -> None:
 
 @dataclass
 class ExtractReport:
-    """What :func:`extract_folder` did. ``failed`` holds ``(image name, one-line reason)``."""
+    """What ``extract_folder`` did. ``failed`` holds ``(image name, one-line reason)``."""
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -153,10 +153,10 @@ def extract_folder(
     Args:
         images: folder searched recursively.
         out: HDF5 file, created or appended to.
-        descriptor: a :class:`~hardnet_desc.HardNetDescriptor`.
+        descriptor: a ``HardNetDescriptor``.
         max_keypoints: strongest SIFT keypoints kept per image (``None``: all).
         batch_images: images per network call.
-        names: only these images (paths relative to ``images``, as :func:`image_names` gives them);
+        names: only these images (paths relative to ``images``, as ``image_names`` gives them);
             default: every image below ``images``.
     """
     import h5py

@@ -119,7 +119,7 @@ def match_descriptors(
             ``chunk_size * N2`` floats; the default picks it from ``N2``.
 
     Returns:
-        :class:`Matches` sorted by ``query_idx``. Distances are recomputed
+        ``Matches`` sorted by ``query_idx``. Distances are recomputed
         directly from the matched descriptor pairs, so they agree with OpenCV to
         float32 precision. The neighbour *ranking* uses
         ``|a|^2 + |b|^2 - 2 a.b``, so near-ties (differences of ~1e-6 in squared
@@ -194,13 +194,13 @@ class DescriptorMatcher:
     """Drop-in for ``cv2.BFMatcher(cv2.NORM_L2, crossCheck=mutual)``.
 
     ``match`` and ``knnMatch`` take the same arguments and return the same
-    ``cv2.DMatch`` lists as OpenCV, computed with :func:`match_descriptors`.
+    ``cv2.DMatch`` lists as OpenCV, computed with ``match_descriptors``.
 
     Args:
-        ratio: optional ratio test applied by :meth:`match` (OpenCV has none).
+        ratio: optional ratio test applied by ``match`` (OpenCV has none).
         mutual: cross-check, like ``BFMatcher``'s ``crossCheck``.
-        device: compute device, see :func:`match_descriptors`.
-        chunk_size: rows per block, see :func:`match_descriptors`.
+        device: compute device, see ``match_descriptors``.
+        chunk_size: rows per block, see ``match_descriptors``.
     """
 
     def __init__(

@@ -1,8 +1,8 @@
 """Extraction spread over local processes or a Ray cluster, into one hloc-layout HDF5 file.
 
-Every worker holds one :class:`~hardnet_desc.HardNetDescriptor` and runs
-:func:`~hardnet_desc.features_io.extract_folder` on its share of the images, writing its own
-shard ``OUT.parts/part-<id>.h5`` in the layout of :mod:`hardnet_desc.features_io`. When all
+Every worker holds one ``HardNetDescriptor`` and runs
+``extract_folder`` on its share of the images, writing its own
+shard ``OUT.parts/part-<id>.h5`` in the layout of ``hardnet_desc.features_io``. When all
 are done the shards are merged into ``OUT`` and removed. Resumable: shards left by an interrupted
 run are merged first, and images already in ``OUT`` are skipped. The descriptors are those of the
 single-process path (the same code describes every image).
@@ -96,11 +96,11 @@ def extract_parallel(
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
 ) -> ExtractReport:
-    """:func:`~hardnet_desc.features_io.extract_folder` with ``workers`` workers (see module docstring).
+    """``extract_folder`` with ``workers`` workers (see module docstring).
 
     Args:
         images, out, max_keypoints, batch_images, progress, on_error: as ``extract_folder``.
-        weights: what :class:`~hardnet_desc.HardNetDescriptor` takes; each worker loads it.
+        weights: what ``HardNetDescriptor`` takes; each worker loads it.
         workers: processes or Ray actors; ``None`` with Ray: one per GPU, else one per CPU.
         backend: ``"processes"`` or ``"ray"``.
         address: Ray cluster address (``"auto"``, ``"ray://host:10001"``); default: the running

@@ -250,7 +250,7 @@ def extract_patches(
     """Cut oriented, scale-normalised patches around keypoints.
 
     Args:
-        image: grey float image ``(H, W)`` or ``(1, 1, H, W)`` (see :func:`hardnet_desc.image.to_grey_tensor`).
+        image: grey float image ``(H, W)`` or ``(1, 1, H, W)`` (see ``hardnet_desc.image.to_grey_tensor``).
         keypoints: ``cv2.KeyPoint`` list, ``(N, 4)`` array of ``(x, y, size, angle_deg)``,
             or ``(N, 2, 3)`` affine frames. See the module docstring for conventions.
         patch_size: output side in pixels.
@@ -258,7 +258,7 @@ def extract_patches(
         supersample: the grid is ``patch_size * supersample`` cells, then averaged down.
             Training data is stored with ``patch_size=64, supersample=1``, whose 2x2 mean
             equals the default 32x32 output exactly.
-        pyramid: a pyramid from :func:`build_pyramid` to reuse across calls.
+        pyramid: a pyramid from ``build_pyramid`` to reuse across calls.
 
     Returns:
         ``(N, 1, patch_size, patch_size)`` patches on the image's device and dtype.

@@ -143,7 +143,7 @@ def check_picture_path(path: str | Path, force: bool = False) -> Path:
 
 
 def save_picture(path: str | Path, image: np.ndarray) -> Path:
-    """Write a BGR picture as PNG or JPEG with :data:`PICTURE_MARK` in its metadata."""
+    """Write a BGR picture as PNG or JPEG with ``PICTURE_MARK`` in its metadata."""
     path = Path(path)
     suffix = path.suffix.lower()
     ok, encoded = cv2.imencode(suffix, image)

@@ -1,8 +1,8 @@
-"""Finding and loading HardNet weights. Everything goes through :func:`load_weights`.
+"""Finding and loading HardNet weights. Everything goes through ``load_weights``.
 
 Sources:
 
-* a bundled name (``"default"`` or a key of :data:`BUNDLED`), checked against a pinned sha256;
+* a bundled name (``"default"`` or a key of ``BUNDLED``), checked against a pinned sha256;
 * a local ``.safetensors`` file;
 * a local ``.pth`` / ``.pt`` file: the authors' ``{'epoch', 'state_dict'}`` checkpoint or a
   bare state dict (e.g. kornia's), always read with ``torch.load(weights_only=True)``;
@@ -87,7 +87,7 @@ def load_weights(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHT
     """Load a HardNet state dict from any supported source (see module docstring).
 
     ``source`` may also be a ``torch.nn.Module`` with HardNet's layout (e.g. ``kornia.feature.HardNet``),
-    whose state dict is copied, or :class:`Weights` (checked and returned).
+    whose state dict is copied, or ``Weights`` (checked and returned).
 
     Raises:
         WeightsError: unknown name, missing/corrupt/truncated file, checksum mismatch,
@@ -165,7 +165,7 @@ def _read_file(path: Path) -> Weights:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> object:
-    """``torch.load(path, weights_only=True)`` with one-line :class:`WeightsError` for every failure.
+    """``torch.load(path, weights_only=True)`` with one-line ``WeightsError`` for every failure.
 
     Empty, truncated or non-torch files and pickles the safe loader refuses (the message names the
     refused global, e.g. ``posix.system``) all raise ``WeightsError``; nothing in the file is executed.
@@ -242,7 +242,7 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`WeightsError` unless ``state`` has HardNet's keys, shapes and finite values."""
+    """Raise ``WeightsError`` unless ``state`` has HardNet's keys, shapes and finite values."""
     reference = {k: v.shape for k, v in HardNet().state_dict().items() if not k.endswith("num_batches_tracked")}
     given = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     missing = sorted(set(reference) - set(given))
@@ -262,7 +262,7 @@ def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
 
 
 def load_hardnet(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHTS) -> tuple[HardNet, Weights]:
-    """A :class:`HardNet` in eval mode with the given weights loaded (strict)."""
+    """A ``HardNet`` in eval mode with the given weights loaded (strict)."""
     weights = load_weights(source)
     net = HardNet()
     net.load_state_dict(weights.state_dict, strict=True)

@@ -1,12 +1,12 @@
 """Data: dataset formats, view changes and image listing, shared by training and evaluation.
 
-* :mod:`~hardnet_desc.data.phototour`: the PhotoTour (Brown) patch format: reader, writer, pair files.
-* :mod:`~hardnet_desc.data.hpatches`: the HPatches patch release reader.
-* :mod:`~hardnet_desc.data.warps`: random homographies and photometric changes (:class:`WarpConfig`).
-* :mod:`~hardnet_desc.data.images`: :func:`list_images` and :data:`IMAGE_SUFFIXES`.
+* ``hardnet_desc.data.phototour``: the PhotoTour (Brown) patch format: reader, writer, pair files.
+* ``hardnet_desc.data.hpatches``: the HPatches patch release reader.
+* ``hardnet_desc.data.warps``: random homographies and photometric changes (``WarpConfig``).
+* ``hardnet_desc.data.images``: ``list_images`` and ``IMAGE_SUFFIXES``.
 
 This layer sits on the inference core (model, image, patches) and under both
-:mod:`hardnet_desc.train` and :mod:`hardnet_desc.evaluation`; it imports neither.
+``hardnet_desc.train`` and ``hardnet_desc.evaluation``; it imports neither.
 """
 
 from .hpatches import HPATCHES_IMAGES, read_hpatches

@@ -1,7 +1,7 @@
 """FPR95 of a descriptor on PhotoTour-layout patch pairs (Brown et al.; also our synthetic sets).
 
-The layout is described in :mod:`hardnet_desc.data.phototour`; the metric in
-:mod:`hardnet_desc.fpr95`.
+The layout is described in ``hardnet_desc.data.phototour``; the metric in
+``hardnet_desc.fpr95``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def evaluate_fpr95(
 
     Args:
         root: folder with ``info.txt``, ``patches*.bmp`` and ``m50_*.txt`` pair files.
-        descriptor: describes the 32x32 patches with :meth:`HardNetDescriptor.describe_patches`.
+        descriptor: describes the 32x32 patches with ``HardNetDescriptor.describe_patches``.
         pair_files: pair files to use; a bare name is looked up in ``root``. None = all
             ``m50_*.txt`` in ``root``.
 

@@ -3,7 +3,7 @@
 For every sequence and every pair ``(1, k)``: keypoints are detected once per image (OpenCV SIFT,
 the ``max_keypoints`` strongest by response), every method describes the *same* keypoints, and
 descriptors are matched by mutual nearest neighbour (plus the ratio test if ``ratio`` is given).
-The metrics are defined in :mod:`hardnet_desc.evaluation.metrics`.
+The metrics are defined in ``hardnet_desc.evaluation.metrics``.
 
 Example::
 
@@ -84,11 +84,11 @@ def evaluate_sequences(
 
     Args:
         root: a folder of sequences, one sequence folder (HPatches or Oxford layout, see
-            :mod:`hardnet_desc.evaluation.layouts`), or already read sequences.
-        methods: names from :data:`~hardnet_desc.evaluation.methods.METHODS`, or a mapping
+            ``hardnet_desc.evaluation.layouts``), or already read sequences.
+        methods: names from ``METHODS``, or a mapping
             name -> ``describe(grey_uint8, keypoints) -> (N, D)`` for custom methods.
         weights: HardNet weights for ``hardnet``/``kornia`` (path, bundled name or a
-            :class:`~hardnet_desc.HardNet` module); None = the default weights.
+            ``HardNet`` module); None = the default weights.
         max_keypoints: keypoints per image, the strongest by detector response.
         ratio: Lowe's ratio threshold on top of mutual NN, or None for mutual NN only.
         device: for HardNet, kornia and the matcher (``'auto'`` = CUDA if present).
@@ -167,7 +167,7 @@ def _score_pairs(seq: ImageSequence, features: list, methods: list[str], ratio: 
 def _read_sequences(
     root: str | Path | Sequence[ImageSequence], strict: bool, on_skip: Callable[[str, str], None] | None
 ) -> tuple[list[ImageSequence], dict[str, str]]:
-    """The sequences to evaluate and the skipped ones (name -> reason), see :func:`evaluate_sequences`."""
+    """The sequences to evaluate and the skipped ones (name -> reason), see ``evaluate_sequences``."""
     if not isinstance(root, (str, Path)):
         return list(root), {}
     skipped: dict[str, str] = {}
@@ -183,7 +183,7 @@ def _read_sequences(
 
 
 def _config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision) -> dict:
-    """The ``config`` entry of :func:`evaluate_sequences`' result: its arguments, in words."""
+    """The ``config`` entry of ``evaluate_sequences``' result: its arguments, in words."""
     return {
         "root": str(root) if isinstance(root, (str, Path)) else None,
         "methods": list(describe),

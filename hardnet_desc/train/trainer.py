@@ -1,13 +1,13 @@
 """Training loop: hardest-in-batch loss, SGD with linear decay, checkpoints, exact resume, export.
 
 Exact resume: batch ``b`` of epoch ``e`` is rebuilt from ``(seed, e, b)`` by
-:class:`~hardnet_desc.train.sampler.PairDataset`, and the dropout RNG is reseeded from
+``PairDataset``, and the dropout RNG is reseeded from
 ``(seed, step)`` every step, so a resumed run continues the same sequence of updates.
 
-:func:`train` reads top to bottom as its steps: :func:`_start` (processes, device, data),
-:func:`_init_net` (random or ``init`` weights), :func:`_restore` (resume), then per epoch
-:func:`_train_epoch` (:func:`_train_step` per batch), :func:`_validate`, :func:`_save_checkpoint`,
-and at the end :func:`export`.
+``train`` reads top to bottom as its steps: ``_start`` (processes, device, data),
+``_init_net`` (random or ``init`` weights), ``_restore`` (resume), then per epoch
+``_train_epoch`` (``_train_step`` per batch), ``_validate``, ``_save_checkpoint``,
+and at the end ``export``.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def check_config(cfg: TrainConfig) -> None:
 
 @dataclass
 class _Run:
-    """The state of one training run, shared by the steps of :func:`train`."""
+    """The state of one training run, shared by the steps of ``train``."""
 
     cfg: TrainConfig
     out: Path
@@ -244,7 +244,7 @@ def _restore(run: _Run, resume: bool) -> None:
 
 
 def _check_checkpoint(ckpt: object, path: Path) -> None:
-    """Raise :class:`TrainingError` unless ``ckpt`` has the layout :func:`_save_checkpoint` writes."""
+    """Raise ``TrainingError`` unless ``ckpt`` has the layout ``_save_checkpoint`` writes."""
     fields = {"model": dict, "optimizer": dict, "step": int, "history": list, "config": dict}
     if not isinstance(ckpt, dict):
         raise TrainingError(f"{path}: not a checkpoint of this trainer (a {type(ckpt).__name__}, not a dict)")
@@ -264,7 +264,7 @@ def _first_line(err: Exception) -> str:
 
 
 def _check_weights(run: _Run) -> None:
-    """Raise :class:`TrainingError` if a weight became NaN or inf (nothing is then saved or exported)."""
+    """Raise ``TrainingError`` if a weight became NaN or inf (nothing is then saved or exported)."""
     for key, value in run.net.state_dict().items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise TrainingError(f"step {run.step}: {key} contains NaN or inf: training diverged, nothing was "
@@ -381,7 +381,7 @@ def data_patch_scale(cfg: TrainConfig) -> float | None:
 
 
 def make_sampler(cfg: TrainConfig, seed: int) -> PairDataset | MixedPairs:
-    """The batch sampler of ``cfg``: one :class:`PairDataset`, or a :class:`MixedPairs` of one per data folder."""
+    """The batch sampler of ``cfg``: one ``PairDataset``, or a ``MixedPairs`` of one per data folder."""
     folders = _paths(cfg.data)
     if not folders:
         raise ValueError("no training data folder given")

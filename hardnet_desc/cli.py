@@ -388,14 +388,22 @@ SUBCOMMANDS = (_add_make_dataset, _add_train, _add_match, _add_extract, _add_exp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="hardnet-desc", description="HardNet local descriptors: a drop-in for SIFT descriptors.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (the package itself sits above the CLI's layer)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hardnet-desc")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,6 +78,8 @@ class HardNetExtractor:
         n = len(keypoints)
         sigmas = np.full(n, self.sigma) if scales is None else _per_keypoint(scales, n, "scales")
         oris = np.full(n, np.pi / 2) if orientations is None else _per_keypoint(orientations, n, "orientations")
+        if np.any(~(sigmas > 0)):  # compute() would drop them (OpenCV's rule) and break the mask's row count
+            raise ValueError(f"{int(np.sum(~(sigmas > 0)))} keypoint(s) have size <= 0: scales must be > 0")
         image = np.asarray(image)
         if image.ndim == 3 and image.shape[2] in (3, 4):
             image = np.ascontiguousarray(image[:, :, 2::-1])  # RGB(A) -> BGR, OpenCV's order

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,14 +90,13 @@ def _descriptor(args: argparse.Namespace):
 
 
 def _match(args: argparse.Namespace) -> int:
-    import cv2
-
     from .image import read_image
     from .pipeline import match_pair
-    from .viz import draw_matches
+    from .viz import check_picture_path, draw_matches, save_picture
 
     if args.max_keypoints < 0:
         raise ValueError(f"--max-keypoints must be >= 0, got {args.max_keypoints}")
+    check_picture_path(args.out, force=args.force)  # an unwritable or foreign --out fails before any work
     images = [read_image(p) for p in (args.image1, args.image2)]  # bad paths fail before the weights load
     hardnet = _descriptor(args)
     r = match_pair(*images, hardnet, max_keypoints=args.max_keypoints or None, ratio=args.ratio,
@@ -105,12 +105,7 @@ def _match(args: argparse.Namespace) -> int:
     counts = f"{n1} + {n2} keypoints, {len(r.matches)} matches, {n_inliers} inliers ({args.geometry})"
     picture = draw_matches(images[0], images[1], r.points1[r.inliers], r.points2[r.inliers],
                            [f"HardNet: {args.image1.name} - {args.image2.name}", counts])
-    try:
-        ok = cv2.imwrite(str(args.out), picture)
-    except cv2.error as err:
-        raise ValueError(f"cannot write {args.out}: {str(err).strip().splitlines()[-1]}") from None
-    if not ok:
-        raise OSError(f"cannot write {args.out} (does its folder exist?)")
+    save_picture(args.out, picture)
     print(f"keypoints: {n1} ({args.image1}), {n2} ({args.image2})")
     print(f"matches:   {len(r.matches)} (mutual nearest neighbours" + (f", ratio < {args.ratio})" if args.ratio else ")"))
     print(f"inliers:   {n_inliers} ({args.geometry}, MAGSAC, {r.threshold:g} px)")
@@ -160,9 +155,12 @@ def _eval_sequences(args: argparse.Namespace) -> int:
     from .evaluation.sequences import evaluate_sequences, format_table, plot_mma, save_json
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    def on_skip(name: str, reason: str) -> None:
+        print(f"hardnet-desc eval-sequences: warning: skipped sequence {name}: {reason}", file=sys.stderr)
+
     results = evaluate_sequences(
         args.root, methods, weights=args.weights, max_keypoints=args.max_keypoints, ratio=args.ratio,
-        device=args.device, precision=args.precision, progress=not args.quiet,
+        device=args.device, precision=args.precision, progress=not args.quiet, strict=args.strict, on_skip=on_skip,
     )
     print(format_table(results), end="")
     if args.json:
@@ -298,9 +296,12 @@ def _add_verbose(p: argparse.ArgumentParser) -> None:
                    help="print the descriptor's settings (device, chosen precision, batch size) to stderr")
 
 
-def _add_max_keypoints(p: argparse.ArgumentParser, default: int, zero_keeps_all: bool = True) -> None:
+def _add_max_keypoints(p: argparse.ArgumentParser, default: int | None = None, zero_keeps_all: bool = True) -> None:
+    """``--max-keypoints``; ``default`` None = the shared budget ``DEFAULT_MAX_KEYPOINTS``."""
+    from .detection import DEFAULT_MAX_KEYPOINTS
+
     all_ = ", 0 for all" if zero_keeps_all else ""
-    p.add_argument("--max-keypoints", type=int, default=default, metavar="N",
+    p.add_argument("--max-keypoints", type=int, default=default or DEFAULT_MAX_KEYPOINTS, metavar="N",
                    help=f"strongest SIFT keypoints per image{all_} (default: %(default)s)")
 
 
@@ -429,10 +430,12 @@ def _add_match(sub) -> None:
     p.add_argument("image1", type=Path, help="first image (any format OpenCV reads)")
     p.add_argument("image2", type=Path, help="second image")
     p.add_argument("--out", type=Path, default=Path("matches.png"), metavar="PNG",
-                   help="picture of the inlier matches (default: %(default)s)")
+                   help="picture of the inlier matches, .png or .jpg; checked before any work, and an existing "
+                   "file is replaced only if hardnet-desc wrote it (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="overwrite --out even if another program wrote it")
     p.add_argument("--ratio", type=float, default=0.8,
                    help="Lowe's ratio test threshold, 1 turns it off (default: %(default)s)")
-    _add_max_keypoints(p, default=2048)
+    _add_max_keypoints(p)
     p.add_argument("--geometry", choices=["fundamental", "homography"], default="fundamental",
                    help="model fitted by RANSAC: fundamental (any static scene) or homography (planar scene or "
                    "camera rotation) (default: %(default)s)")
@@ -458,7 +461,7 @@ def _add_extract(sub) -> None:
     p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images (searched recursively)")
     p.add_argument("--out", type=Path, default=Path("features.h5"), metavar="H5",
                    help="HDF5 file to create or extend (default: %(default)s)")
-    _add_max_keypoints(p, default=4096)
+    _add_max_keypoints(p)
     p.add_argument("--batch-images", type=int, default=8, metavar="B",
                    help="images whose patches share network calls (default: %(default)s)")
     _add_weights(p)
@@ -504,10 +507,12 @@ def _add_eval_sequences(sub) -> None:
     p.add_argument("root", type=Path, help="a sequence folder or a folder of sequences")
     _add_methods(p, "sift,rootsift,hardnet,kornia")
     _add_weights(p)
-    _add_max_keypoints(p, default=2000, zero_keeps_all=False)
+    _add_max_keypoints(p, zero_keeps_all=False)
     _add_mutual_ratio(p)
     _add_json(p, "sequence")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save an MMA-vs-threshold plot")
+    p.add_argument("--strict", action="store_true", help="abort on an incomplete sequence (a reference image only, "
+                   "a missing homography) instead of skipping it with a warning")
     _add_device(p)
     _add_precision(p, default="fp32", int8=True)
     _add_quiet(p)
@@ -557,7 +562,7 @@ def _add_eval_pairs(sub) -> None:
     p.add_argument("--scenes", default=None, metavar="A,B,C", help="only these scenes of a folder of scenes")
     _add_methods(p, "sift,rootsift,hardnet")
     _add_weights(p)
-    _add_max_keypoints(p, default=2000, zero_keeps_all=False)
+    _add_max_keypoints(p, zero_keeps_all=False)
     _add_mutual_ratio(p)
     p.add_argument("--max-pairs", type=int, default=100, metavar="N",
                    help="pairs per scene at most, a seeded random choice; 0 for all (default: %(default)s)")
@@ -632,20 +637,49 @@ SUBCOMMANDS = (_add_make_dataset, _add_train, _add_match, _add_extract, _add_exp
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hardnet-desc", description="HardNet local descriptors: a drop-in for SIFT descriptors.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
     return parser
 
 
+def _version() -> str:
+    """The installed distribution's version (the package itself sits above the CLI's layer)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hardnet-desc")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. Every error ends in one ``hardnet-desc COMMAND: error: ...`` line on stderr
+    and exit code 2 (bad input: ValueError, TypeError, OSError and their kin, or a missing optional extra) or 1 (anything else);
+    ``HARDNET_DESC_DEBUG=1`` shows the traceback instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, OSError, ImportError) as err:
-        print(f"hardnet-desc {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"hardnet-desc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 (the command line's last line of defence)
+        if os.environ.get("HARDNET_DESC_DEBUG"):
+            raise
+        print(f"hardnet-desc {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2 if isinstance(err, _INPUT_ERRORS) else 1
+
+
+#: Errors that mean bad input (exit code 2); ImportError: a missing optional extra such as pycolmap.
+_INPUT_ERRORS = (ValueError, TypeError, OSError, ImportError)
+
+
+def _one_line(err: BaseException) -> str:
+    """``err``'s message on one line; other than for the usual input errors, led by its type."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    return text if isinstance(err, _INPUT_ERRORS) else f"{type(err).__name__}: {text}"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ returns: the keypoints and a float32 ``(N, 128)`` array with unit L2 norm rows, 
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,13 +21,15 @@ import torch.nn.functional as F
 from .detection import detect_sift
 from .device import autocast, choose_precision, default_batch_size, resolve_device
 from .image import ImageLike, split_batch, to_grey_tensor
-from .model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet, fuse_hardnet
+from .model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
 from .patches import (
     DEFAULT_PATCH_SCALE,
     SUPERSAMPLE,
     KeypointsLike,
     build_pyramid,
     check_inside,
+    describable_frames,
+    is_frames,
     extract_patches,
     keypoints_to_frames,
     pyramid_levels,
@@ -44,21 +48,27 @@ def describe_patches(
 ) -> np.ndarray | torch.Tensor:
     """Descriptors of ready-made patches with ``net`` (in eval mode): the one network pass.
 
-    Used by :meth:`HardNetDescriptor.describe_patches` and by the trainer's validation.
+    Used by ``HardNetDescriptor.describe_patches`` and by the trainer's validation.
 
     Args:
-        net: a :class:`~hardnet_desc.model.HardNet` (or its fused form) on ``device``, in eval mode.
+        net: a ``HardNet`` (or its fused form) on ``device``, in eval mode.
         patches: ``(N, H, W)`` or ``(N, 1, H, W)``, any numeric dtype and range; other sizes
             than 32x32 (e.g. HPatches' 65x65) are resized with area averaging.
         device: where ``net`` runs.
         batch_size: patches per forward pass.
-        precision: a name of :data:`~hardnet_desc.device.PRECISIONS`.
+        precision: a name of ``PRECISIONS``.
 
     Returns:
         ``(N, 128)`` float32, numpy for numpy input and a tensor (on ``device``) for a tensor.
     """
     as_numpy = not isinstance(patches, torch.Tensor)
-    x = torch.as_tensor(np.asarray(patches)) if as_numpy else patches
+    if as_numpy:
+        patches = np.asarray(patches)
+        if patches.dtype.kind not in "fiu":
+            raise TypeError(f"patches must hold real numbers, got dtype {patches.dtype}")
+    elif patches.is_complex() or patches.dtype == torch.bool:
+        raise TypeError(f"patches must hold real numbers, got dtype {patches.dtype}")
+    x = torch.as_tensor(patches)
     if x.dim() == 3:
         x = x[:, None]
     if x.dim() != 4 or x.shape[1] != 1:
@@ -119,24 +129,24 @@ class HardNetDescriptor:
 
     Args:
         weights: a bundled name (``"default"``), a ``.safetensors``/``.pth`` path,
-            ``"hf://owner/repo/file"``, or a :class:`~hardnet_desc.model.HardNet` module.
+            ``"hf://owner/repo/file"``, or any ``torch.nn.Module`` with HardNet's layout
+            (``HardNet``, ``kornia.feature.HardNet``); its weights are copied.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"`` or a ``torch.device``.
-        batch_size: patches per forward pass; bounds memory, never changes results. ``None``
-            takes the fastest measured for the device and precision
-            (:data:`~hardnet_desc.device.BATCH_SIZES`: small on CPU, where activations that stay
-            in cache win).
+        batch_size: patches per forward pass (``None`` or an integer >= 1); bounds memory, never
+            changes results. ``None`` takes the fastest measured for the device and precision
+            (``hardnet_desc.device.BATCH_SIZES``: small on CPU, where activations that stay in cache win).
         precision: ``"auto"`` (bf16 on CPUs with native bfloat16 and fp16 on CUDA, else fp32),
             ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU, bundled weights; see
-            :mod:`hardnet_desc.quantize`). The table is in :mod:`hardnet_desc.device`; the
-            :attr:`precision` property tells what ``"auto"`` chose.
+            ``hardnet_desc.quantize``). The table is in ``hardnet_desc.device``; the
+            ``precision`` property tells what ``"auto"`` chose.
         patch_scale: patch side in units of ``kp.size``. ``None`` takes the value recorded in the
-            weight file, else :data:`~hardnet_desc.patches.DEFAULT_PATCH_SCALE`.
-        detector: any ``cv2.Feature2D`` used by :meth:`detect`; default ``cv2.SIFT_create()``.
+            weight file, else ``DEFAULT_PATCH_SCALE``.
+        detector: any ``cv2.Feature2D`` used by ``detect``; default ``cv2.SIFT_create()``.
     """
 
     def __init__(
         self,
-        weights: str | Path | HardNet = DEFAULT_WEIGHTS,
+        weights: str | Path | torch.nn.Module = DEFAULT_WEIGHTS,
         *,
         device: str | torch.device = "auto",
         batch_size: int | None = None,
@@ -144,22 +154,44 @@ class HardNetDescriptor:
         patch_scale: float | None = None,
         detector: Any = None,
     ) -> None:
-        if batch_size is not None and int(batch_size) < 1:
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))):
+            raise TypeError(f"batch_size must be an integer, got {type(batch_size).__name__} {batch_size!r}")
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if patch_scale is not None and not _is_real(patch_scale):
+            raise TypeError(f"patch_scale must be a number or None, got {type(patch_scale).__name__}")
+        if patch_scale is not None and not 0 < patch_scale < math.inf:
+            raise ValueError(f"patch_scale must be a positive finite number, got {patch_scale}")
+        if detector is not None and not callable(getattr(detector, "detect", None)):
+            raise TypeError(f"detector must have a detect(image, mask) method, got {type(detector).__name__}")
         self._device = resolve_device(device)
         # unknown names, fp16 off CUDA and int8 off CPU fail here
         self._precision = choose_precision(precision, self._device, inference=True)
-        if isinstance(weights, HardNet):
-            net, self._weights = weights, Weights(weights.state_dict(), "HardNet module")
-        else:
-            net, self._weights = load_hardnet(weights)
+        net, self._weights = load_hardnet(weights)  # also any nn.Module with HardNet's layout (copied)
         self._patch_scale = float(patch_scale or self._weights.patch_scale or DEFAULT_PATCH_SCALE)
         self._batch_size = int(batch_size or default_batch_size(self._device, self._precision))
         self.net = fuse_hardnet(net.eval()).to(self._device).to(memory_format=torch.channels_last)
         if self._precision == "int8":
             self.net = _int8_net(self.net, self._weights)
-        self._detector = detector if detector is not None else cv2.SIFT_create()
+        self._own_detector = detector is None
+        self._detector = cv2.SIFT_create() if detector is None else detector
         self._overlap = True  # cut the next batch's patches while the net runs (benchmarks turn it off)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the settings and weights (cv2's default SIFT detector is rebuilt, not pickled).
+
+        The resolved precision and batch size are stored, so the copy describes exactly as this one.
+        """
+        return {
+            "weights": self._weights, "device": str(self._device), "batch_size": self._batch_size,
+            "precision": self._precision, "patch_scale": self._patch_scale,
+            "detector": None if self._own_detector else self._detector,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        weights = state.pop("weights")
+        self.__init__(weights, **state)
 
     @property
     def weights(self) -> Weights:
@@ -194,15 +226,19 @@ class HardNetDescriptor:
 
     # --- OpenCV Feature2D interface -------------------------------------------------------
     def descriptorSize(self) -> int:  # noqa: N802 (OpenCV's name)
+        """Descriptor length: 128."""
         return DESCRIPTOR_DIM
 
     def descriptorType(self) -> int:  # noqa: N802
+        """``cv2.CV_32F``: descriptors are float32."""
         return cv2.CV_32F
 
     def defaultNorm(self) -> int:  # noqa: N802
+        """``cv2.NORM_L2``, the norm to match with (``cv2.BFMatcher(hardnet.defaultNorm())``)."""
         return cv2.NORM_L2
 
     def getDefaultName(self) -> str:  # noqa: N802
+        """``"HardNetDescriptor"``, as OpenCV's algorithms name themselves."""
         return "HardNetDescriptor"
 
     def detect(
@@ -211,43 +247,91 @@ class HardNetDescriptor:
         """Keypoints from the detector (SIFT by default) on the grey 8-bit image, strongest first.
 
         Args:
-            image: as for :meth:`compute`.
-            mask: optional ``(H, W)`` uint8, non-zero where keypoints may lie.
+            image: as for ``compute``.
+            mask: ``None`` or a uint8/bool ``(H, W)`` array of the image's size, non-zero where
+                keypoints may lie; another shape or dtype is refused (``ValueError``/``TypeError``).
             max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
         """
         return detect_sift(image, max_keypoints, self._detector, mask)
 
-    def compute(self, image: ImageLike, keypoints: KeypointsLike) -> tuple[KeypointsLike, np.ndarray]:
-        """Describe ``keypoints`` of ``image``.
+    def compute(
+        self, image: ImageLike | Sequence[ImageLike], keypoints: Any, descriptors: np.ndarray | None = None
+    ) -> tuple[Any, Any]:
+        """Describe ``keypoints`` of ``image``, with OpenCV's ``Feature2D.compute`` signature.
+
+        Keypoints that cannot be described (size <= 0, or centre outside the image area
+        ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``) are removed from the returned keypoints, as OpenCV's
+        Feature2D contract says; the descriptors match the returned keypoints row for row. No other
+        keypoint is dropped, reordered or added; NaN or inf coordinates raise ``ValueError``.
 
         Args:
             image: ``(H, W)`` grey or ``(H, W, 3)`` BGR numpy (uint8, uint16 or float), or a torch
-                image ``(H, W)``, ``(C, H, W)``, ``(B, C, H, W)`` (RGB or grey, as in kornia).
-            keypoints: ``cv2.KeyPoint`` list, ``(N, 4)`` ``(x, y, size, angle_deg)`` array,
-                ``(N, 2, 3)`` affine frames, or kornia's batched LAFs ``(B, N, 2, 3)`` (LAF ``b``
-                of image ``b``). Conventions: :mod:`hardnet_desc.patches`.
+                image ``(H, W)``, ``(C, H, W)``, ``(B, C, H, W)`` (RGB or grey, as in kornia). A list
+                of images gives OpenCV's batch form: ``keypoints`` is then a list of keypoint lists.
+            keypoints: ``cv2.KeyPoint`` sequence (``None``: none), ``(N, 4)`` ``(x, y, size, angle_deg)``
+                array, ``(N, 2, 3)`` affine frames, or kornia's batched LAFs ``(B, N, 2, 3)`` (LAF ``b``
+                of image ``b``; these are described as given). Conventions: ``hardnet_desc.patches``.
+            descriptors: OpenCV's output argument; accepted for compatibility and not used.
 
         Returns:
-            ``(keypoints, descriptors)``: the keypoints as given and float32 descriptors,
-            ``(B, N, 128)`` for batched LAFs, else ``(N, 128)``; a tensor on the image's device
-            for a torch image (as kornia's ``LAFDescriptor``), else numpy.
+            ``(keypoints, descriptors)``: the describable keypoints (the input itself when all are,
+            else the same container type holding the kept ones) and float32 descriptors,
+            ``(B, N, 128)`` for batched LAFs, else ``(N, 128)``; a tensor on the image's device for a
+            torch image (as kornia's ``LAFDescriptor``), else numpy. The batch form returns lists.
         """
-        frames = self.frames(keypoints)
-        if frames.dim() == 4:  # kornia's (B, N, 2, 3): frames[b] belong to image b
+        if descriptors is not None and not isinstance(descriptors, np.ndarray):
+            raise TypeError(
+                f"descriptors (OpenCV's output argument) must be None or an array, got {type(descriptors).__name__}"
+            )
+        if isinstance(image, (list, tuple)) and all(isinstance(i, (np.ndarray, torch.Tensor)) for i in image):
+            return self._compute_batch(image, keypoints)
+        if keypoints is None:  # what cv2 accepts for "no keypoints"
+            keypoints = ()
+        elif isinstance(keypoints, Iterator):
+            keypoints = list(keypoints)  # a generator can be read once: keep what it gave
+        if is_frames(keypoints) and keypoints.ndim == 4:  # kornia's (B, N, 2, 3): frames[b] belong to image b
+            frames = self.frames(keypoints)
             images = split_batch(image, len(frames))
             desc = np.stack([self.describe_frames(to_grey_tensor(im, self._device), f)
                              for im, f in zip(images, frames)])
         else:
-            desc = self.describe_frames(to_grey_tensor(image, self._device), frames)
+            grey = to_grey_tensor(image, self._device)
+            frames, keep = describable_frames(keypoints, self._patch_scale, grey.shape[-2], grey.shape[-1])
+            if not keep.all():
+                keypoints = _select(keypoints, keep)
+            desc = self.describe_frames(grey, frames)
         if isinstance(image, torch.Tensor):  # kornia's convention: tensors on the image's device
             return keypoints, torch.from_numpy(desc).to(image.device)
         return keypoints, desc
 
+    def _compute_batch(self, images: Sequence[ImageLike], keypoints: Any) -> tuple[list[Any], list[Any]]:
+        if not isinstance(keypoints, (list, tuple)) or len(keypoints) != len(images):
+            length = f" of length {len(keypoints)}" if hasattr(keypoints, "__len__") else ""
+            raise TypeError(
+                f"compute with a list of {len(images)} images needs a list of as many keypoint lists, "
+                f"got {type(keypoints).__name__}{length}"
+            )
+        results = [self.compute(image, kps) for image, kps in zip(images, keypoints, strict=True)]
+        return [r[0] for r in results], [r[1] for r in results]
+
     def detectAndCompute(  # noqa: N802
-        self, image: ImageLike, mask: np.ndarray | None = None
+        self,
+        image: ImageLike,
+        mask: np.ndarray | None = None,
+        descriptors: np.ndarray | None = None,
+        useProvidedKeypoints: bool = False,  # noqa: N803
     ) -> tuple[list[cv2.KeyPoint], np.ndarray]:
+        """``detect`` then ``compute``, with OpenCV's signature.
+
+        ``useProvidedKeypoints=True`` has no keypoints to use in Python (OpenCV's Python binding
+        passes none either) and raises ``ValueError``: call ``compute`` with your keypoints.
+        """
+        if useProvidedKeypoints:
+            raise ValueError(
+                "useProvidedKeypoints=True: there are no provided keypoints here; call compute(image, keypoints)"
+            )
         keypoints = self.detect(image, mask)
-        return self.compute(image, keypoints)
+        return self.compute(image, keypoints, descriptors)
 
     # --- the patch regions --------------------------------------------------------------
     def frames(self, keypoints: KeypointsLike) -> torch.Tensor:
@@ -255,15 +339,15 @@ class HardNetDescriptor:
 
         kornia's batched LAFs ``(B, N, 2, 3)`` are returned as they are.
 
-        Conventions (and kornia's LAF, which is the same): :mod:`hardnet_desc.patches`.
+        Conventions (and kornia's LAF, which is the same): ``hardnet_desc.patches``.
         """
         return keypoints_to_frames(keypoints, self._patch_scale).to(self._device)
 
     @torch.inference_mode()
     def cut_patches(self, image: ImageLike, keypoints: KeypointsLike) -> torch.Tensor:
-        """The ``(N, 1, 32, 32)`` float patches of ``keypoints`` that :meth:`compute` describes.
+        """The ``(N, 1, 32, 32)`` float patches of ``keypoints`` that ``compute`` describes.
 
-        With :meth:`describe_patches` this splits :meth:`compute` in two, so the patches of
+        With ``describe_patches`` this splits ``compute`` in two, so the patches of
         several images can share network calls.
         """
         return extract_patches(to_grey_tensor(image, self._device), self.frames(keypoints))
@@ -303,3 +387,17 @@ class HardNetDescriptor:
         """
         return describe_patches(self.net, patches, device=self._device, batch_size=self._batch_size,
                                 precision=self._precision)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _select(keypoints: Any, keep: np.ndarray) -> Any:
+    """The kept entries of ``keypoints``, in the same container type (array, tensor, tuple or list)."""
+    if isinstance(keypoints, torch.Tensor):
+        return keypoints[torch.from_numpy(keep).to(keypoints.device)]
+    if isinstance(keypoints, np.ndarray):
+        return keypoints[keep]
+    kept = [k for k, ok in zip(keypoints, keep.tolist(), strict=True) if ok]
+    return tuple(kept) if isinstance(keypoints, tuple) else kept

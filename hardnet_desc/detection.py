@@ -7,7 +7,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .image import ImageLike, to_uint8
+from .image import ImageLike, check_mask, to_uint8
+
+#: The keypoint budget per image of ``match``, ``extract`` and ``eval-sequences`` (and of the
+#: library functions behind them): the strongest this many SIFT keypoints.
+DEFAULT_MAX_KEYPOINTS = 2000
 
 
 def detect_sift(
@@ -19,15 +23,17 @@ def detect_sift(
     """Keypoints sorted by response, strongest first, at most ``max_keypoints``.
 
     Args:
-        image: any image :func:`hardnet_desc.image.to_uint8` accepts (BGR or grey); the detector
+        image: any image ``hardnet_desc.image.to_uint8`` accepts (BGR or grey); the detector
             sees its grey 8-bit version.
         max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
         detector: a ``cv2.Feature2D``; default ``cv2.SIFT_create()``.
-        mask: optional ``(H, W)`` uint8 mask, non-zero where keypoints may lie.
+        mask: optional uint8 or bool ``(H, W)`` mask of the image's size, non-zero where keypoints
+            may lie; another shape or dtype raises (OpenCV would read outside it).
 
     Returns:
         ``cv2.KeyPoint`` list; ties in response keep the detector's order.
     """
     detector = detector if detector is not None else cv2.SIFT_create()
-    kps = sorted(detector.detect(to_uint8(image), mask), key=lambda k: -k.response)
+    grey = to_uint8(image)
+    kps = sorted(detector.detect(grey, check_mask(mask, grey.shape)), key=lambda k: -k.response)
     return kps[:max_keypoints] if max_keypoints else kps

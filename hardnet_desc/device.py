@@ -7,12 +7,12 @@ Precisions (``precision`` arguments and ``--precision`` options):
 | `fp32` | float32                                          | float32                    |
 | `bf16` | bfloat16 autocast                                | bfloat16 autocast          |
 | `fp16` | error (use `bf16`)                               | float16 autocast           |
-| `int8` | int8 convolutions (:mod:`hardnet_desc.quantize`) | error                      |
+| `int8` | int8 convolutions (``hardnet_desc.quantize``) | error                      |
 | `auto` | `bf16` where the CPU has native bfloat16         | `fp16`                     |
 |        | (AVX-512 BF16 or AMX), else `fp32`               |                            |
 
-`int8` is for inference only (:class:`~hardnet_desc.HardNetDescriptor`); training refuses it.
-:func:`choose_precision` names what `auto` becomes, :func:`default_batch_size` the measured
+`int8` is for inference only (``hardnet_desc.HardNetDescriptor``); training refuses it.
+``choose_precision`` names what `auto` becomes, ``default_batch_size`` the measured
 batch size of each device and precision.
 """
 
@@ -43,12 +43,29 @@ _FALLBACK_BATCH_SIZE = 256
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``'auto'`` picks CUDA when available, else CPU; a CUDA device without CUDA is a ``ValueError``."""
+    """The ``torch.device`` for a user's ``device`` argument.
+
+    Args:
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+            another torch device string, or a ``torch.device``.
+
+    Raises:
+        TypeError: ``device`` is neither a string nor a ``torch.device``.
+        ValueError: an unknown device string, or a CUDA device that this machine does not have.
+    """
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} was requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -71,9 +88,9 @@ def choose_precision(precision: str, device: torch.device, *, inference: bool = 
     """The precision name that runs: ``precision`` checked, and ``'auto'`` replaced per the module table.
 
     Args:
-        precision: a name of :data:`PRECISIONS`.
+        precision: a name of ``PRECISIONS``.
         device: where the network runs.
-        inference: allow ``'int8'`` (:class:`~hardnet_desc.HardNetDescriptor`, not training).
+        inference: allow ``'int8'`` (``hardnet_desc.HardNetDescriptor``, not training).
 
     Raises:
         ValueError: an unknown name, ``'fp16'`` off CUDA, or ``'int8'`` off CPU or in training.
@@ -94,12 +111,12 @@ def choose_precision(precision: str, device: torch.device, *, inference: bool = 
 
 
 def resolve_precision(precision: str, device: torch.device, *, inference: bool = False) -> torch.dtype:
-    """The compute dtype of ``precision`` on ``device`` (see :func:`choose_precision`)."""
+    """The compute dtype of ``precision`` on ``device`` (see ``choose_precision``)."""
     return _DTYPES[choose_precision(precision, device, inference=inference)]
 
 
 def default_batch_size(device: torch.device, precision: str) -> int:
-    """The measured fastest batch size of a chosen precision (:data:`BATCH_SIZES`)."""
+    """The measured fastest batch size of a chosen precision (``BATCH_SIZES``)."""
     return BATCH_SIZES.get((device.type, precision), _FALLBACK_BATCH_SIZE)
 
 

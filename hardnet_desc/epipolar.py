@@ -1,6 +1,6 @@
 """Two-view geometry with known intrinsics: relative pose, its error, pose AUC, Sampson error.
 
-A leaf: numpy/OpenCV functions, no I/O. Used by :mod:`hardnet_desc.evaluation.poses`.
+A leaf: numpy/OpenCV functions, no I/O. Used by ``hardnet_desc.evaluation.poses``.
 
 Conventions:
 

@@ -1,17 +1,17 @@
 """Export HardNet to ONNX, for ONNX Runtime, OpenCV's DNN module (Python or C++) and other runtimes.
 
 The graph is built operator by operator from the BatchNorm-folded network
-(:func:`~hardnet_desc.model.fuse_hardnet`), so it holds exactly what
-:class:`~hardnet_desc.model.HardNet` computes and nothing else:
+(``fuse_hardnet``), so it holds exactly what
+``HardNet`` computes and nothing else:
 
 * input ``patches``: float32 ``(N, 1, 32, 32)``, any intensity range, ``N`` dynamic;
 * per-patch standardisation (zero mean, unit std with Bessel's correction, as
-  :func:`~hardnet_desc.model.standardize_patches`) as ``GlobalAveragePool``/``Sub``/``Div``;
+  ``standardize_patches``) as ``GlobalAveragePool``/``Sub``/``Div``;
 * seven ``Conv`` (+ ``Relu``) steps;
 * L2 normalisation (``LpNormalization``), output ``descriptors``: float32 ``(N, 128)``.
 
 Only operators that every ONNX opset from 13 on defines the same way are used, so the same graph
-is valid for any ``opset`` in :data:`OPSETS` and loads in ``cv2.dnn.readNetFromONNX``.
+is valid for any ``opset`` in ``OPSETS`` and loads in ``cv2.dnn.readNetFromONNX``.
 
 The weights' name, sha256 and ``patch_scale`` go into the model's ``metadata_props``; the patches
 must be cut with that ``patch_scale`` (see docs/conventions.md).
@@ -42,8 +42,8 @@ def export_onnx(
 
     Args:
         path: the ``.onnx`` file to write (folders are created).
-        weights: a bundled name, a weight file, ``hf://...`` or a :class:`~hardnet_desc.model.HardNet`.
-        opset: ONNX opset version, one of :data:`OPSETS` (17 is read by ONNX Runtime >= 1.13 and
+        weights: a bundled name, a weight file, ``hf://...`` or a ``HardNet``.
+        opset: ONNX opset version, one of ``OPSETS`` (17 is read by ONNX Runtime >= 1.13 and
             OpenCV >= 4.7).
 
     Returns:
@@ -51,7 +51,7 @@ def export_onnx(
         ``hardnet-desc extract``'s HDF5 files), ``patch_scale``, ``input`` and ``output``.
 
     Raises:
-        ValueError: an opset outside :data:`OPSETS`.
+        ValueError: an opset outside ``OPSETS``.
         WeightsError: weights that cannot be loaded.
     """
     import onnx
@@ -87,7 +87,7 @@ def _metadata(info: Weights) -> dict[str, str]:
 
 
 def _graph(fused: torch.nn.Module):
-    """The ONNX graph of a :class:`~hardnet_desc.model.FusedHardNet`."""
+    """The ONNX graph of a ``FusedHardNet``."""
     from onnx import TensorProto, helper, numpy_helper
 
     n = float(PATCH_SIZE * PATCH_SIZE)

@@ -15,7 +15,9 @@ path relative to the folder (``"sub/img.jpg"``; ``/`` makes nested groups), hold
 
 Keypoints are sorted strongest first, with the centre of the top-left pixel at `(0, 0)`, as in
 hloc's files (hloc adds 0.5 when it hands them to COLMAP). The file's attributes record the
-descriptor, the weights (and their sha256) and the patch scale.
+descriptor, the weights (and their sha256), the patch scale and the keypoint budget
+(``max_keypoints``, 0 for all); a file without them (made by another tool), or with other
+values, is never appended to.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import torch
 
 from .data.images import list_images
+from .detection import DEFAULT_MAX_KEYPOINTS
 from .image import read_image
 
 if TYPE_CHECKING:
@@ -92,28 +95,38 @@ def image_names(folder: str | Path) -> list[str]:
     return [p.relative_to(root).as_posix() for p in list_images(root)]
 
 
-def file_attrs(descriptor: HardNetDescriptor) -> dict[str, str | float]:
-    """The attributes a feature file records about how its features were made."""
+def file_attrs(descriptor: HardNetDescriptor, max_keypoints: int | None = None) -> dict[str, str | float | int]:
+    """The attributes a feature file records about how its features were made (``max_keypoints``: 0 for all)."""
     return {"descriptor": "HardNet", "detector": "OpenCV SIFT", "weights": str(descriptor.weights.source),
-            "weights_sha256": descriptor.weights.fingerprint, "patch_scale": descriptor.patch_scale}
+            "weights_sha256": descriptor.weights.fingerprint, "patch_scale": descriptor.patch_scale,
+            "max_keypoints": int(max_keypoints or 0)}
 
 
-def claim_file(h5: h5py.File, attrs: dict[str, str | float], path: str | Path) -> None:
-    """Record ``attrs`` in an open feature file; ``ValueError`` if it holds features of other weights.
+def claim_file(h5: h5py.File, attrs: dict[str, Any], path: str | Path) -> None:
+    """Record ``attrs`` in an open feature file.
 
-    Resuming (or merging) with other weights would mix two descriptor spaces in one file.
+    Raises ``ValueError`` if the file holds data written by another tool (no hardnet-desc
+    attributes), or features of other weights, patch scale or keypoint budget: resuming or
+    merging would mix features of two kinds in one file.
     """
+    if (len(h5) or len(h5.attrs)) and h5.attrs.get("descriptor") != "HardNet":
+        raise ValueError(f"{path} holds data written by another tool (no hardnet-desc attributes); "
+                         "extract only adds to its own files: choose another --out")
     if "weights_sha256" in h5.attrs and (h5.attrs["weights_sha256"], h5.attrs["patch_scale"]) != (
         attrs["weights_sha256"], attrs["patch_scale"]
     ):
         raise ValueError(f"{path} holds features from other weights ({h5.attrs['weights']}); "
                          "use the same --weights or another --out")
+    budget = attrs.get("max_keypoints")
+    if len(h5) and budget is not None and int(h5.attrs.get("max_keypoints", budget)) != int(budget):
+        raise ValueError(f"{path} was extracted with --max-keypoints {int(h5.attrs['max_keypoints'])} (0: all); "
+                         f"use the same budget or another --out, not {int(budget)}")
     h5.attrs.update(attrs)
 
 
 @dataclass
 class ExtractReport:
-    """What :func:`extract_folder` did. ``failed`` holds ``(image name, one-line reason)``."""
+    """What ``extract_folder`` did. ``failed`` holds ``(image name, one-line reason)``."""
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -125,7 +138,7 @@ def extract_folder(
     out: str | Path,
     descriptor: HardNetDescriptor,
     *,
-    max_keypoints: int | None = 4096,
+    max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS,
     batch_images: int = 8,
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
@@ -140,10 +153,10 @@ def extract_folder(
     Args:
         images: folder searched recursively.
         out: HDF5 file, created or appended to.
-        descriptor: a :class:`~hardnet_desc.HardNetDescriptor`.
+        descriptor: a ``HardNetDescriptor``.
         max_keypoints: strongest SIFT keypoints kept per image (``None``: all).
         batch_images: images per network call.
-        names: only these images (paths relative to ``images``, as :func:`image_names` gives them);
+        names: only these images (paths relative to ``images``, as ``image_names`` gives them);
             default: every image below ``images``.
     """
     import h5py
@@ -159,7 +172,7 @@ def extract_folder(
     except OSError as err:
         raise OSError(f"cannot open {out} as an HDF5 file ({err})") from None
     with h5file as h5:
-        claim_file(h5, file_attrs(descriptor), out)
+        claim_file(h5, file_attrs(descriptor, max_keypoints), out)
         have = feature_names(h5)
         todo = [n for n in names if n not in have]
         report.skipped = [n for n in names if n in have]
@@ -167,7 +180,7 @@ def extract_folder(
         step = max(1, batch_images)
         for start in range(0, len(todo), step):
             batch = todo[start : start + step]
-            ready = _cut_batch(root, batch, descriptor, max_keypoints, report, on_error)
+            ready = _cut_batch(root, batch, descriptor, max_keypoints, report, on_error, lambda: bar.update(1))
             if ready:
                 # One pass of the network over the patches of the whole batch.
                 desc = descriptor.describe_patches(torch.cat([r[2] for r in ready]))
@@ -176,7 +189,6 @@ def extract_folder(
                     write_features(h5, name, kps, d, size)
                     report.done.append(name)
                 h5.flush()  # an interrupted run keeps every finished batch
-            bar.update(len(batch))
         bar.close()
     return report
 
@@ -188,10 +200,12 @@ def _cut_batch(
     max_keypoints: int | None,
     report: ExtractReport,
     on_error: Callable[[str, str], None] | None,
+    tick: Callable[[], None] = lambda: None,
 ) -> list[tuple[str, list[cv2.KeyPoint], torch.Tensor, tuple[int, int]]]:
     """Read, detect and cut the patches of each image: ``(name, keypoints, patches, (w, h))``.
 
     An image that fails is added to ``report.failed`` (and passed to ``on_error``) and left out.
+    ``tick()`` is called after each image (the progress bar).
     """
     ready = []
     for name in names:
@@ -204,4 +218,5 @@ def _cut_batch(
             report.failed.append((name, reason))
             if on_error is not None:
                 on_error(name, reason)
+        tick()
     return ready

@@ -58,7 +58,7 @@ def fpr_at_recall(distances: np.ndarray, is_match: np.ndarray, recall: float = 0
 
 
 def fpr95(distances: np.ndarray, is_match: np.ndarray) -> float:
-    """FPR at 95% recall; see :func:`fpr_at_recall`."""
+    """FPR at 95% recall; see ``fpr_at_recall``."""
     return fpr_at_recall(distances, is_match, recall=0.95)
 
 
@@ -111,7 +111,7 @@ def pairs_fpr95(describe: PatchDescriber, patches: np.ndarray, pairs: tuple[np.n
         describe: ``(n, S, S)`` uint8 patches -> ``(n, D)`` descriptors, e.g.
             ``HardNetDescriptor(...).describe_patches``.
         patches: ``(N, S, S)`` uint8.
-        pairs: ``(idx1 (M,), idx2 (M,), is_match (M,))`` as from :func:`~hardnet_desc.data.phototour.read_pairs`.
+        pairs: ``(idx1 (M,), idx2 (M,), is_match (M,))`` as from ``read_pairs``.
     """
     idx1, idx2, is_match = pairs
     used, inverse = np.unique(np.concatenate([idx1, idx2]), return_inverse=True)

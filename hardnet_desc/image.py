@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Union
 
@@ -52,7 +53,8 @@ def to_grey_numpy(image: ImageLike) -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
     if image.dtype == np.float64 or image.dtype == np.float16:
-        image = image.astype(np.float32)
+        image = _tame_float(image).astype(np.float32)  # tamed before the cast: 1e300 would become inf
+    image = _tame_float(image)
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         raise TypeError(f"image dtype must be uint8, uint16 or float, got {image.dtype}")
     if image.ndim == 3 and image.shape[2] == 1:
@@ -82,6 +84,36 @@ def split_batch(image: ImageLike, size: int) -> list[ImageLike]:
     if size != 1:
         raise ValueError(f"{size} keypoint sets for one image: pass a (B, C, H, W) torch batch with B = {size}")
     return [image]
+
+
+def _tame_float(image: np.ndarray) -> np.ndarray:
+    """Float images with huge values divided by a power of two (exact) so that sums and squares
+    stay finite in float32; results do not depend on the scale (patches are standardised)."""
+    if image.dtype.kind != "f" or image.size == 0:
+        return image
+    peak = float(np.abs(image).max())
+    if not np.isfinite(peak) or peak <= 2.0**32:
+        return image
+    return np.ldexp(image, -math.frexp(peak)[1]).astype(image.dtype, copy=False)
+
+
+def check_mask(mask: np.ndarray | torch.Tensor | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """A detection mask as OpenCV wants it: ``None`` or uint8 ``(H, W)`` of the image's size.
+
+    Accepts uint8 or bool arrays and tensors; raises ``TypeError`` for other types or dtypes and
+    ``ValueError`` for another shape (OpenCV would read outside such a mask).
+    """
+    if mask is None:
+        return None
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"mask must be None or a uint8 (H, W) array, got {type(mask).__name__}")
+    if mask.dtype not in (np.uint8, np.bool_):
+        raise TypeError(f"mask must be uint8 or bool (non-zero: detect here), got dtype {mask.dtype}")
+    if mask.shape != tuple(shape):
+        raise ValueError(f"mask has shape {mask.shape}, the image is {tuple(shape)}")
+    return np.ascontiguousarray(mask, dtype=np.uint8)
 
 
 def to_grey_tensor(image: ImageLike, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -37,14 +37,14 @@ def laf_descriptor(
     """kornia's ``LAFDescriptor`` with a ``kornia.feature.HardNet`` holding these weights.
 
     Args:
-        weights: a bundled name, a weight file, ``hf://...``, a :class:`~hardnet_desc.model.HardNet`
-            or loaded :class:`~hardnet_desc.weights.Weights`.
+        weights: a bundled name, a weight file, ``hf://...``, a ``HardNet``
+            or loaded ``Weights``.
         device: where the module lives.
 
     Returns:
         The module, in eval mode, called as ``module(image (B, 1, H, W), lafs (B, N, 2, 3)) -> (B, N, 128)``.
         Its ``patch_scale`` attribute is the weights' patch scale: build LAFs with
-        :func:`keypoints_to_lafs` and that value (or ``s = patch_scale * kp.size / 2``).
+        ``keypoints_to_lafs`` and that value (or ``s = patch_scale * kp.size / 2``).
     """
     import kornia.feature as KF
 
@@ -62,7 +62,7 @@ def laf_descriptor(
 def keypoints_to_lafs(keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE) -> torch.Tensor:
     """OpenCV keypoints (or ``(N, 4)`` ``(x, y, size, angle_deg)``) as kornia LAFs ``(1, N, 2, 3)``.
 
-    The LAFs cover the patches :class:`~hardnet_desc.HardNetDescriptor` describes: scale
+    The LAFs cover the patches ``HardNetDescriptor`` describes: scale
     ``patch_scale * size / 2``, orientation ``-angle`` in kornia's convention.
     """
     return keypoints_to_frames(keypoints, patch_scale)[None]

@@ -24,11 +24,14 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
+
+from .device import resolve_device
 
 __all__ = ["DescriptorMatcher", "Matches", "match_descriptors"]
 
@@ -116,7 +119,7 @@ def match_descriptors(
             ``chunk_size * N2`` floats; the default picks it from ``N2``.
 
     Returns:
-        :class:`Matches` sorted by ``query_idx``. Distances are recomputed
+        ``Matches`` sorted by ``query_idx``. Distances are recomputed
         directly from the matched descriptor pairs, so they agree with OpenCV to
         float32 precision. The neighbour *ranking* uses
         ``|a|^2 + |b|^2 - 2 a.b``, so near-ties (differences of ~1e-6 in squared
@@ -131,7 +134,7 @@ def match_descriptors(
         raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
     if max_distance is not None and not max_distance >= 0:
         raise ValueError(f"max_distance must be >= 0 or None, got {max_distance}")
-    a, b = _prepare(desc1, desc2, device)
+    a, b, scale = _prepare(desc1, desc2, device)
     if len(a) == 0 or len(b) == 0:
         return Matches.empty()
 
@@ -168,9 +171,9 @@ def match_descriptors(
     # precision for near-identical vectors (sqrt of a rounding error).
     qt = torch.from_numpy(q).to(a.device)
     t = nn1[qt]
-    d1 = torch.linalg.vector_norm(a[qt] - b[t], dim=1).cpu().numpy()
+    d1 = torch.linalg.vector_norm(a[qt] - b[t], dim=1).cpu().numpy() * scale
     if n2 > 1:
-        d2 = torch.linalg.vector_norm(a[qt] - b[nn2[qt]], dim=1).cpu().numpy()
+        d2 = torch.linalg.vector_norm(a[qt] - b[nn2[qt]], dim=1).cpu().numpy() * scale
     else:
         d2 = np.full_like(d1, np.nan)
     t = t.cpu().numpy()
@@ -191,13 +194,13 @@ class DescriptorMatcher:
     """Drop-in for ``cv2.BFMatcher(cv2.NORM_L2, crossCheck=mutual)``.
 
     ``match`` and ``knnMatch`` take the same arguments and return the same
-    ``cv2.DMatch`` lists as OpenCV, computed with :func:`match_descriptors`.
+    ``cv2.DMatch`` lists as OpenCV, computed with ``match_descriptors``.
 
     Args:
-        ratio: optional ratio test applied by :meth:`match` (OpenCV has none).
+        ratio: optional ratio test applied by ``match`` (OpenCV has none).
         mutual: cross-check, like ``BFMatcher``'s ``crossCheck``.
-        device: compute device, see :func:`match_descriptors`.
-        chunk_size: rows per block, see :func:`match_descriptors`.
+        device: compute device, see ``match_descriptors``.
+        chunk_size: rows per block, see ``match_descriptors``.
     """
 
     def __init__(
@@ -246,7 +249,7 @@ class DescriptorMatcher:
                 out[m.queryIdx].append(m)
             return out
 
-        a, b = _prepare(query, train, self.device)
+        a, b, scale = _prepare(query, train, self.device)
         if len(a) == 0 or len(b) == 0:
             return [[] for _ in range(len(a))]
         k = min(k, len(b))
@@ -258,7 +261,7 @@ class DescriptorMatcher:
                 idx = torch.stack([i1, i2], dim=1)[:, :k]
             else:
                 idx = d.topk(k, dim=1, largest=False).indices  # (n, k), nearest first
-            dist = torch.linalg.vector_norm(a[start : start + len(d), None] - b[idx], dim=2)
+            dist = torch.linalg.vector_norm(a[start : start + len(d), None] - b[idx], dim=2) * scale
             for q, (ts, ds) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True), start):
                 out.append([cv2.DMatch(q, t, 0, dd) for t, dd in zip(ts, ds, strict=True)])
         return out
@@ -266,10 +269,17 @@ class DescriptorMatcher:
 
 def _prepare(
     desc1: ArrayLike | None, desc2: ArrayLike | None, device: str | torch.device | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate both sets and return them as float32 tensors on one device."""
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Validate both sets and return them as float32 tensors on one device, and their scale.
+
+    Sets whose largest magnitude lies outside ``[2^-30, 2^30]`` are divided by a power of two
+    (exact) so that ``|a|^2`` neither overflows nor underflows in float32; distances computed
+    from the returned tensors are multiplied by ``scale`` to get back to the input's units.
+    """
     if device is None:
-        device = desc1.device if isinstance(desc1, torch.Tensor) else "cpu"
+        device = desc1.device if isinstance(desc1, torch.Tensor) else torch.device("cpu")
+    else:
+        device = resolve_device(device)
     a = _to_tensor(desc1, "desc1", device)
     b = _to_tensor(desc2, "desc2", device)
     # None (no keypoints) has no dimension: take the other set's.
@@ -281,7 +291,11 @@ def _prepare(
         raise ValueError(
             f"descriptor dimensions differ: desc1 has shape {tuple(a.shape)}, desc2 has shape {tuple(b.shape)}"
         )
-    return a, b
+    peak = max(float(x.abs().max()) if x.numel() else 0.0 for x in (a, b))
+    if peak == 0.0 or 2.0**-30 <= peak <= 2.0**30:
+        return a, b, 1.0
+    exponent = math.frexp(peak)[1]
+    return torch.ldexp(a, torch.tensor(-exponent)), torch.ldexp(b, torch.tensor(-exponent)), 2.0**exponent
 
 
 def _to_tensor(x: ArrayLike | None, name: str, device: str | torch.device) -> torch.Tensor | None:

@@ -70,7 +70,7 @@ class FusedHardNet(nn.Module):
 
     Gives the same output as ``HardNet.eval()`` (up to float rounding) with
     seven conv+bias(+ReLU) steps instead of twenty layers. Build with
-    :func:`fuse_hardnet`.
+    ``fuse_hardnet``.
     """
 
     def __init__(self, convs: nn.ModuleList) -> None:

@@ -1,8 +1,8 @@
 """Extraction spread over local processes or a Ray cluster, into one hloc-layout HDF5 file.
 
-Every worker holds one :class:`~hardnet_desc.HardNetDescriptor` and runs
-:func:`~hardnet_desc.features_io.extract_folder` on its share of the images, writing its own
-shard ``OUT.parts/part-<id>.h5`` in the layout of :mod:`hardnet_desc.features_io`. When all
+Every worker holds one ``HardNetDescriptor`` and runs
+``extract_folder`` on its share of the images, writing its own
+shard ``OUT.parts/part-<id>.h5`` in the layout of ``hardnet_desc.features_io``. When all
 are done the shards are merged into ``OUT`` and removed. Resumable: shards left by an interrupted
 run are merged first, and images already in ``OUT`` are skipped. The descriptors are those of the
 single-process path (the same code describes every image).
@@ -27,6 +27,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from .detection import DEFAULT_MAX_KEYPOINTS
 from .features_io import ExtractReport, claim_file, extract_folder, feature_names, file_attrs, image_names
 from .weights import DEFAULT_WEIGHTS
 
@@ -90,16 +91,16 @@ def extract_parallel(
     address: str | None = None,
     device: str = "auto",
     precision: str = "fp32",
-    max_keypoints: int | None = 4096,
+    max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS,
     batch_images: int = 8,
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
 ) -> ExtractReport:
-    """:func:`~hardnet_desc.features_io.extract_folder` with ``workers`` workers (see module docstring).
+    """``extract_folder`` with ``workers`` workers (see module docstring).
 
     Args:
         images, out, max_keypoints, batch_images, progress, on_error: as ``extract_folder``.
-        weights: what :class:`~hardnet_desc.HardNetDescriptor` takes; each worker loads it.
+        weights: what ``HardNetDescriptor`` takes; each worker loads it.
         workers: processes or Ray actors; ``None`` with Ray: one per GPU, else one per CPU.
         backend: ``"processes"`` or ``"ray"``.
         address: Ray cluster address (``"auto"``, ``"ray://host:10001"``); default: the running
@@ -117,7 +118,7 @@ def extract_parallel(
                 "batch_images": batch_images}
     # The weights load here once: bad weights fail before any worker starts, and the output's
     # attributes are checked against them before any work is done.
-    attrs = file_attrs(HardNetDescriptor(weights, device="cpu"))
+    attrs = file_attrs(HardNetDescriptor(weights, device="cpu"), max_keypoints)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     merge_parts(out, attrs)  # an interrupted run's shards
     import h5py

@@ -54,26 +54,42 @@ _GRID_BLOCK = 1 << 19
 def keypoints_to_array(keypoints: KeypointsLike) -> np.ndarray:
     """Keypoints as a float64 ``(N, 4)`` array of ``(x, y, size, angle_deg)``.
 
-    Accepts a sequence of ``cv2.KeyPoint`` or an ``(N, 4)`` array/tensor.
+    Accepts a sequence (or any iterable) of ``cv2.KeyPoint`` or an ``(N, 4)`` real array/tensor.
+
+    Raises:
+        TypeError: anything else (``None``, mixed sequences, complex or non-numeric arrays).
+        ValueError: an array of another shape.
     """
     if isinstance(keypoints, torch.Tensor):
         keypoints = keypoints.detach().cpu().numpy()
     if isinstance(keypoints, np.ndarray):
         arr = keypoints
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"keypoint array must be numeric (real numbers), got dtype {arr.dtype}")
     else:
+        if isinstance(keypoints, (str, bytes, cv2.KeyPoint)) or not hasattr(keypoints, "__iter__"):
+            raise TypeError(
+                "keypoints must be a sequence of cv2.KeyPoint or an (N, 4) array of (x, y, size, angle), "
+                f"got {type(keypoints).__name__}"
+            )
         keypoints = list(keypoints)
-        if keypoints and not isinstance(keypoints[0], cv2.KeyPoint):
+        wrong = [k for k in keypoints if not isinstance(k, cv2.KeyPoint)]
+        if wrong:
             raise TypeError(
                 f"keypoints must be cv2.KeyPoint objects or an (N, 4) array of (x, y, size, angle), "
-                f"got a sequence of {type(keypoints[0]).__name__}"
+                f"got a sequence holding {type(wrong[0]).__name__}"
             )
         arr = np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in keypoints], dtype=np.float64)
         arr = arr.reshape(-1, 4)
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"keypoint array must have shape (N, 4) = (x, y, size, angle), got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise TypeError(f"keypoint array must be numeric, got dtype {arr.dtype}")
     return arr.astype(np.float64, copy=False)
+
+
+def is_frames(keypoints: KeypointsLike) -> bool:
+    """Whether ``keypoints`` is an array or tensor of affine frames, ``(N, 2, 3)`` or kornia's ``(B, N, 2, 3)``."""
+    is_array = isinstance(keypoints, (np.ndarray, torch.Tensor))
+    return is_array and keypoints.ndim in (3, 4) and tuple(keypoints.shape[-2:]) == (2, 3)
 
 
 def keypoints_to_frames(keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE) -> torch.Tensor:
@@ -85,9 +101,11 @@ def keypoints_to_frames(keypoints: KeypointsLike, patch_scale: float = DEFAULT_P
     """
     if patch_scale <= 0 or not math.isfinite(patch_scale):
         raise ValueError(f"patch_scale must be a positive number, got {patch_scale}")
-    is_array = isinstance(keypoints, (np.ndarray, torch.Tensor))
-    if is_array and keypoints.ndim in (3, 4) and tuple(keypoints.shape[-2:]) == (2, 3):
-        frames = torch.as_tensor(keypoints).float()
+    if is_frames(keypoints):
+        frames = torch.as_tensor(keypoints)
+        if frames.is_complex() or frames.dtype == torch.bool:
+            raise TypeError(f"affine frames must hold real numbers, got dtype {frames.dtype}")
+        frames = frames.float()
         if not torch.isfinite(frames).all():
             raise ValueError("affine frames contain NaN or inf")
         return frames
@@ -111,7 +129,7 @@ def keypoints_to_colmap(keypoints: KeypointsLike) -> np.ndarray:
     ``(0, 0)`` (so ``x = kp.pt[0] + 0.5``), and ``A = [[a11, a12], [a21, a22]] = s * R(theta)``
     where ``s = kp.size / 2`` (the detection sigma; COLMAP's SIFT ``scale``) and
     ``theta = radians(kp.angle)`` in the same sense as OpenCV's angle (from x towards y, y down).
-    ``angle == -1`` (upright) becomes ``theta = 0``. :func:`keypoints_from_colmap` inverts it.
+    ``angle == -1`` (upright) becomes ``theta = 0``. ``keypoints_from_colmap`` inverts it.
     """
     kps = keypoints_to_array(keypoints)
     _check_finite(kps, "keypoints")
@@ -128,7 +146,7 @@ def keypoints_from_colmap(keypoints: np.ndarray) -> np.ndarray:
     then made up), ``(x, y, scale, orientation_rad)`` or ``(x, y, a11, a12, a21, a22)``.
     For a general affine frame the size is from the mean of the two column norms of ``A``
     (COLMAP's ``compute_scale``) and the angle from its first column, as COLMAP computes them.
-    The inverse of :func:`keypoints_to_colmap` (conventions there).
+    The inverse of ``keypoints_to_colmap`` (conventions there).
     """
     arr = np.asarray(keypoints, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] not in (2, 4, 6):
@@ -145,6 +163,29 @@ def keypoints_from_colmap(keypoints: np.ndarray) -> np.ndarray:
         out[:, 3] = np.rad2deg(np.arctan2(a21, a11))
     out[:, 3] %= 360.0
     return out
+def describable_frames(
+    keypoints: KeypointsLike, patch_scale: float, height: int, width: int
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Frames of the keypoints that can be described, and which those are (OpenCV's Feature2D rule).
+
+    A keypoint cannot be described if its size is <= 0 or its centre lies outside the image area
+    ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``; NaN or inf still raise ``ValueError``.
+
+    Returns:
+        ``(frames, keep)``: float32 frames ``(M, 2, 3)`` and the ``(N,)`` bool mask of the kept keypoints.
+    """
+    if is_frames(keypoints):
+        frames = keypoints_to_frames(keypoints, patch_scale)
+        keep = np.ones(len(frames), dtype=bool)
+    else:
+        kps = keypoints_to_array(keypoints)
+        _check_finite(kps, "keypoints")
+        keep = kps[:, 2] > 0
+        frames = keypoints_to_frames(kps[keep], patch_scale)
+    inside = inside_image(frames, height, width).numpy()
+    keep[np.flatnonzero(keep)[~inside]] = False
+    return frames[torch.from_numpy(inside)], keep
+
 
 def _check_finite(values: np.ndarray, what: str) -> None:
     bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
@@ -152,11 +193,17 @@ def _check_finite(values: np.ndarray, what: str) -> None:
         raise ValueError(f"{bad.size} of the {what} contain NaN or inf (first: index {bad[0]})")
 
 
+def inside_image(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(N,)`` bool: whether each frame's centre lies in the image area ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``."""
+    c = frames[:, :, 2]
+    return (c[:, 0] >= -0.5) & (c[:, 0] <= width - 0.5) & (c[:, 1] >= -0.5) & (c[:, 1] <= height - 0.5)
+
+
 def check_inside(frames: torch.Tensor, height: int, width: int) -> None:
     """Raise ``ValueError`` if a frame centre lies outside the image area."""
-    c = frames[:, :, 2]
-    outside = (c[:, 0] < -0.5) | (c[:, 0] > width - 0.5) | (c[:, 1] < -0.5) | (c[:, 1] > height - 0.5)
+    outside = ~inside_image(frames, height, width)
     if bool(outside.any()):
+        c = frames[:, :, 2]
         idx = torch.nonzero(outside)[:, 0]
         i = int(idx[0])
         raise ValueError(
@@ -245,7 +292,7 @@ def extract_patches(
     """Cut oriented, scale-normalised patches around keypoints.
 
     Args:
-        image: grey float image ``(H, W)`` or ``(1, 1, H, W)`` (see :func:`hardnet_desc.image.to_grey_tensor`).
+        image: grey float image ``(H, W)`` or ``(1, 1, H, W)`` (see ``hardnet_desc.image.to_grey_tensor``).
         keypoints: ``cv2.KeyPoint`` list, ``(N, 4)`` array of ``(x, y, size, angle_deg)``,
             or ``(N, 2, 3)`` affine frames. See the module docstring for conventions.
         patch_size: output side in pixels.
@@ -253,7 +300,7 @@ def extract_patches(
         supersample: the grid is ``patch_size * supersample`` cells, then averaged down.
             Training data is stored with ``patch_size=64, supersample=1``, whose 2x2 mean
             equals the default 32x32 output exactly.
-        pyramid: a pyramid from :func:`build_pyramid` to reuse across calls.
+        pyramid: a pyramid from ``build_pyramid`` to reuse across calls.
 
     Returns:
         ``(N, 1, patch_size, patch_size)`` patches on the image's device and dtype.

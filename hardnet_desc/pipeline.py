@@ -1,6 +1,6 @@
 """Two-view matching in one call: detect, describe, match, verify.
 
-:func:`match_pair` is the pipeline behind ``hardnet-desc match`` and the examples: SIFT keypoints
+``match_pair`` is the pipeline behind ``hardnet-desc match`` and the examples: SIFT keypoints
 (the strongest ``max_keypoints`` per image), HardNet descriptors, mutual nearest neighbours with
 Lowe's ratio test, and a homography or fundamental matrix fitted with RANSAC (OpenCV's MAGSAC).
 
@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .descriptor import HardNetDescriptor
+from .detection import DEFAULT_MAX_KEYPOINTS
 from .image import ImageLike
 from .matching import Matches, match_descriptors
 
@@ -31,7 +32,7 @@ MIN_MATCHES = {"fundamental": 8, "homography": 4}
 
 @dataclass
 class PairMatch:
-    """What :func:`match_pair` found.
+    """What ``match_pair`` found.
 
     Attributes:
         keypoints1, keypoints2: the detected ``cv2.KeyPoint`` lists, strongest first.
@@ -64,7 +65,7 @@ def fit_geometry(
     Args:
         points1, points2: ``(M, 2)`` matched pixel positions.
         geometry: ``"homography"`` (planar scene or a turning camera) or ``"fundamental"`` (any static scene).
-        threshold: inlier threshold in pixels; ``None`` uses :data:`DEFAULT_THRESHOLD`.
+        threshold: inlier threshold in pixels; ``None`` uses ``DEFAULT_THRESHOLD``.
 
     Returns:
         ``(model (3, 3) or None, inliers (M,) bool)``.
@@ -87,7 +88,7 @@ def match_pair(
     image2: ImageLike,
     descriptor: HardNetDescriptor | None = None,
     *,
-    max_keypoints: int | None = 2048,
+    max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS,
     ratio: float | None = 0.8,
     geometry: str = "fundamental",
     threshold: float | None = None,
@@ -95,15 +96,15 @@ def match_pair(
     """Detect, describe, match and verify two images.
 
     Args:
-        image1, image2: images as :meth:`HardNetDescriptor.compute` takes them (BGR or grey numpy, ...).
+        image1, image2: images as ``HardNetDescriptor.compute`` takes them (BGR or grey numpy, ...).
         descriptor: detects and describes; default ``HardNetDescriptor()`` (bundled weights, CUDA if present).
         max_keypoints: strongest keypoints per image; ``None`` (or 0) keeps all.
         ratio: Lowe's ratio threshold on top of mutual nearest neighbours (``None`` or 1: off).
-        geometry: model fitted by RANSAC, see :func:`fit_geometry`.
+        geometry: model fitted by RANSAC, see ``fit_geometry``.
         threshold: RANSAC inlier threshold in pixels (default: 1 for fundamental, 3 for homography).
 
     Returns:
-        A :class:`PairMatch`.
+        A ``PairMatch``.
     """
     if geometry not in GEOMETRIES:
         raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")

@@ -4,12 +4,12 @@ The float network is quantized when it is loaded, from its own weights and a few
 numbers, so no second weight file exists:
 
 * **weights**: int8, symmetric, one scale per output channel (``max |w| / 127.5``), computed
-  from the fused float weights (:func:`~hardnet_desc.model.fuse_hardnet`) at load time;
+  from the fused float weights (``hardnet_desc.model.fuse_hardnet``) at load time;
 * **activations**: uint8 with one ``(scale, zero_point)`` per tensor, for the standardised
   input and the output of each of the seven convolutions. These come from running the float
-  net on patches of training photos (:func:`calibrate`, a histogram observer that minimises
+  net on patches of training photos (``calibrate``, a histogram observer that minimises
   the quantization error) and are stored per weights in ``int8_calibration.json`` next to the
-  bundled weight files, keyed by :func:`fingerprint` of the state dict;
+  bundled weight files, keyed by ``fingerprint`` of the state dict;
 * **biases** stay float32 (oneDNN adds them in int32/float).
 
 Per-patch standardisation and the final L2 normalisation run in float32; the seven
@@ -41,7 +41,7 @@ _ENGINE = "onednn"
 class Int8HardNet(nn.Module):
     """HardNet with int8 convolutions: ``(B, 1, 32, 32)`` float patches -> ``(B, 128)`` unit vectors.
 
-    Build with :func:`quantize_hardnet`. CPU only.
+    Build with ``quantize_hardnet``. CPU only.
     """
 
     def __init__(self, convs: nn.ModuleList, input_scale: float, input_zero_point: int) -> None:
@@ -81,7 +81,7 @@ def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
 
 @torch.inference_mode()
 def calibrate(net: FusedHardNet, patches: torch.Tensor, batch_size: int = 256) -> list[tuple[float, int]]:
-    """Activation ``(scale, zero_point)`` pairs for :func:`quantize_hardnet` from float runs of ``net``.
+    """Activation ``(scale, zero_point)`` pairs for ``quantize_hardnet`` from float runs of ``net``.
 
     Args:
         net: the fused float net (CPU, eval mode).
@@ -108,7 +108,7 @@ def calibrate(net: FusedHardNet, patches: torch.Tensor, batch_size: int = 256) -
 
 @torch.no_grad()
 def quantize_hardnet(net: FusedHardNet, activations: list[tuple[float, int]]) -> Int8HardNet:
-    """The int8 network of ``net`` with the given activation parameters (see :func:`calibrate`).
+    """The int8 network of ``net`` with the given activation parameters (see ``calibrate``).
 
     Raises:
         RuntimeError: this torch build has no quantized CPU kernels.

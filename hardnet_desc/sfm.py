@@ -6,11 +6,11 @@
    COLMAP does, 1.2 x the longer side, refined by bundle adjustment), or known intrinsics for
    every image;
 2. **extract**: ``"hardnet"``: OpenCV SIFT keypoints (the strongest ``max_keypoints``) described
-   by :class:`~hardnet_desc.HardNetDescriptor`; ``"sift"``: COLMAP's own SIFT. Images whose
+   by ``hardnet_desc.HardNetDescriptor``; ``"sift"``: COLMAP's own SIFT. Images whose
    longer side exceeds ``max_image_size`` are downscaled for extraction and the keypoints scaled
    back to full-resolution pixels;
 3. **match**: image pairs from COLMAP's pair generators (exhaustive, or sequential for videos);
-   ``"hardnet"``: mutual nearest neighbours + ratio test (:func:`~hardnet_desc.matching.match_descriptors`);
+   ``"hardnet"``: mutual nearest neighbours + ratio test (``hardnet_desc.matching.match_descriptors``);
    ``"sift"``: COLMAP's matcher (which verifies each pair in the same pass);
 4. **verify**: COLMAP's geometric verification (two-view geometries);
 5. **map**: COLMAP's incremental mapper.
@@ -21,10 +21,10 @@ Everything goes through a real COLMAP database, so the output opens in COLMAP's 
 
     OUT/database.db      cameras, images, keypoints (affine frames), matches, two-view geometries
     OUT/sparse/<k>/      model k in COLMAP's binary format (cameras.bin, images.bin, points3D.bin, ...)
-    OUT/summary.json     what :func:`reconstruct` returns
+    OUT/summary.json     what ``reconstruct`` returns
 
 Keypoints are stored as COLMAP affine frames, so their scale and orientation survive
-(conversion: :func:`hardnet_desc.patches.keypoints_to_colmap`, docs/conventions.md).
+(conversion: ``hardnet_desc.patches.keypoints_to_colmap``, docs/conventions.md).
 pycolmap is an optional dependency: ``pip install "hardnet-desc[sfm]"``.
 """
 
@@ -130,9 +130,9 @@ def reconstruct(
             keypoints scaled back to full resolution. ``0`` keeps every image as it is.
         max_keypoints: keypoints per image at most (strongest SIFT responses for HardNet,
             ``max_num_features`` for COLMAP's SIFT).
-        descriptor: the :class:`~hardnet_desc.HardNetDescriptor` to use; its detector
-            (:meth:`~hardnet_desc.HardNetDescriptor.detect`) finds the keypoints. Default: the
-            bundled weights with :func:`colmap_like_sift`.
+        descriptor: the ``hardnet_desc.HardNetDescriptor`` to use; its detector
+            (``hardnet_desc.HardNetDescriptor.detect``) finds the keypoints. Default: the
+            bundled weights with ``colmap_like_sift``.
         ratio: ratio-test threshold of the HardNet matcher (COLMAP's SIFT matcher uses 0.8 too).
         overlap: neighbours per image for ``matcher="sequential"``.
         camera_model: COLMAP camera model of the cameras created.
@@ -180,7 +180,7 @@ def reconstruct(
 
 @dataclass(frozen=True)
 class _Job:
-    """What :func:`reconstruct` was asked to do, checked."""
+    """What ``reconstruct`` was asked to do, checked."""
 
     image_dir: Path
     out_dir: Path
@@ -198,7 +198,7 @@ class _Job:
 
 
 def _run(pycolmap: Any, job: _Job, descriptor: HardNetDescriptor | None) -> dict[str, Any]:
-    """The stages of :func:`reconstruct`, timed; returns the summary."""
+    """The stages of ``reconstruct``, timed; returns the summary."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     db, progress = job.database, job.progress

@@ -31,13 +31,13 @@ class HardNetExtractor:
     """HardNet descriptors with scikit-image's extractor interface.
 
     Args:
-        weights: as :class:`~hardnet_desc.HardNetDescriptor`, or a ready ``HardNetDescriptor``.
+        weights: as ``HardNetDescriptor``, or a ready ``HardNetDescriptor``.
         sigma: keypoint blur in pixels used when ``extract`` gets no ``scales`` (4: a patch of
             ``patch_scale * 8`` pixels, 48 for the bundled weights, about ``BRIEF``'s 49).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
 
     Attributes:
-        descriptors: ``(M, 128)`` float32 unit rows for the kept keypoints, after :meth:`extract`.
+        descriptors: ``(M, 128)`` float32 unit rows for the kept keypoints, after ``extract``.
         mask: ``(N,)`` bool, which keypoints were kept (centre inside the image).
     """
 
@@ -64,7 +64,7 @@ class HardNetExtractor:
         scales: np.ndarray | None = None,
         orientations: np.ndarray | None = None,
     ) -> None:
-        """Describe ``keypoints`` of ``image``; sets :attr:`descriptors` and :attr:`mask`.
+        """Describe ``keypoints`` of ``image``; sets ``descriptors`` and ``mask``.
 
         Args:
             image: ``(H, W)`` grey or ``(H, W, 3)`` RGB, uint8 or float.
@@ -78,6 +78,8 @@ class HardNetExtractor:
         n = len(keypoints)
         sigmas = np.full(n, self.sigma) if scales is None else _per_keypoint(scales, n, "scales")
         oris = np.full(n, np.pi / 2) if orientations is None else _per_keypoint(orientations, n, "orientations")
+        if np.any(~(sigmas > 0)):  # compute() would drop them (OpenCV's rule) and break the mask's row count
+            raise ValueError(f"{int(np.sum(~(sigmas > 0)))} keypoint(s) have size <= 0: scales must be > 0")
         image = np.asarray(image)
         if image.ndim == 3 and image.shape[2] in (3, 4):
             image = np.ascontiguousarray(image[:, :, 2::-1])  # RGB(A) -> BGR, OpenCV's order

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import struct
+import tempfile
+import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+#: Written into every picture ``save_picture`` makes (PNG tEXt chunk, JPEG comment), so that a later
+#: run may overwrite its own pictures but never another file without ``force``.
+PICTURE_MARK = b"hardnet-desc match picture"
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _to_bgr(image: np.ndarray) -> np.ndarray:
@@ -101,3 +110,51 @@ def _draw_lines(canvas: np.ndarray, p1: np.ndarray, p2: np.ndarray, rng: np.rand
         cv2.line(canvas, tuple(a), tuple(b), c, lw, cv2.LINE_AA, shift)
         for q in (a, b):
             cv2.circle(canvas, tuple(q), (lw + 2) << shift, c, -1, cv2.LINE_AA, shift)
+
+
+def check_picture_path(path: str | Path, force: bool = False) -> Path:
+    """Check, before any work, that ``save_picture`` will be able and allowed to write ``path``.
+
+    Raises:
+        ValueError: the suffix is not .png, .jpg or .jpeg, or ``path`` is a folder.
+        FileExistsError: ``path`` exists and is not a picture written by hardnet-desc (unless ``force``).
+        FileNotFoundError: its folder does not exist.
+        PermissionError: its folder (or the file) cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name such as {path / 'matches.png'}")
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise ValueError(f"{path}: the picture must be a {', '.join(PICTURE_SUFFIXES)} file")
+    if path.exists() and not force and PICTURE_MARK not in path.read_bytes():
+        raise FileExistsError(f"{path} exists and was not written by hardnet-desc; pass --force to overwrite it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder):  # the real test: root ignores permission bits
+            pass
+        if path.exists():
+            with open(path, "r+b"):
+                pass
+    except OSError as err:
+        raise PermissionError(f"cannot write {path}: {err.strerror.lower()}") from None
+    return path
+
+
+def save_picture(path: str | Path, image: np.ndarray) -> Path:
+    """Write a BGR picture as PNG or JPEG with ``PICTURE_MARK`` in its metadata."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    ok, encoded = cv2.imencode(suffix, image)
+    if not ok:
+        raise ValueError(f"cannot encode the picture as {suffix}")
+    data = encoded.tobytes()
+    if suffix == ".png":  # a tEXt chunk right before the final IEND chunk (12 bytes)
+        body = b"tEXt" + b"Software\x00" + PICTURE_MARK
+        chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+        data = data[:-12] + chunk + data[-12:]
+    else:  # a JPEG comment segment right after the SOI marker
+        data = data[:2] + b"\xff\xfe" + struct.pack(">H", len(PICTURE_MARK) + 2) + PICTURE_MARK + data[2:]
+    path.write_bytes(data)
+    return path

@@ -1,20 +1,24 @@
-"""Finding and loading HardNet weights. Everything goes through :func:`load_weights`.
+"""Finding and loading HardNet weights. Everything goes through ``load_weights``.
 
 Sources:
 
-* a bundled name (``"default"`` or a key of :data:`BUNDLED`), checked against a pinned sha256;
+* a bundled name (``"default"`` or a key of ``BUNDLED``), checked against a pinned sha256;
 * a local ``.safetensors`` file;
 * a local ``.pth`` / ``.pt`` file: the authors' ``{'epoch', 'state_dict'}`` checkpoint or a
   bare state dict (e.g. kornia's), always read with ``torch.load(weights_only=True)``;
 * ``hf://owner/repo/path/file`` (optionally ``@revision``) from the Hugging Face Hub, cached by
-  ``huggingface_hub`` and honouring ``HF_HUB_OFFLINE``.
+  ``huggingface_hub`` and honouring ``HF_HUB_OFFLINE``; without network it fails within seconds;
+* a ``torch.nn.Module`` with HardNet's layout (e.g. ``kornia.feature.HardNet``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
+import re
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -83,13 +87,30 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_weights(source: str | Path = DEFAULT_WEIGHTS) -> Weights:
+def load_weights(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHTS) -> Weights:
     """Load a HardNet state dict from any supported source (see module docstring).
+
+    ``source`` may also be a ``torch.nn.Module`` with HardNet's layout (e.g. ``kornia.feature.HardNet``),
+    whose state dict is copied, or ``Weights`` (checked and returned).
 
     Raises:
         WeightsError: unknown name, missing/corrupt/truncated file, checksum mismatch,
             or a state dict that is not HardNet's (the message names the file and the mismatch).
     """
+    if isinstance(source, Weights):
+        check_state_dict(source.state_dict, source.source)
+        return source
+    if isinstance(source, torch.nn.Module):
+        # any module with HardNet's layout, e.g. kornia.feature.HardNet; copied, never changed
+        state = {k: v.detach().cpu().clone() for k, v in source.state_dict().items()}
+        weights = Weights(state, f"{type(source).__name__} module")
+        check_state_dict(weights.state_dict, weights.source)
+        return weights
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            "weights must be a bundled name, a file path, 'hf://owner/repo/file' or a HardNet-layout "
+            f"torch.nn.Module, got {type(source).__name__}"
+        )
     text = str(source)
     if text == DEFAULT_WEIGHTS:
         if not BUNDLED:
@@ -134,42 +155,98 @@ def _read_file(path: Path) -> Weights:
             raise WeightsError(f"{path}: not a readable safetensors file ({err})") from err
         return Weights(state, str(path), metadata)
     if suffix in (".pth", ".pt", ".ckpt", ".bin"):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            # weights_only refused the pickle; keep its reason, not its advice to load with weights_only=False
-            reason = str(err).rpartition("WeightsUnpickler error:")[2].split("Please use")[0].strip().split("\n\n")[0]
-            raise WeightsError(
-                f"{path}: not a plain weights checkpoint ({' '.join(reason.split())}); "
-                "pickles that would run code on load are refused"
-            ) from err
-        except Exception as err:  # zip/format errors of corrupt or truncated files
-            raise WeightsError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0]})") from err
+        obj = read_checkpoint(path)
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict):
             raise WeightsError(f"{path}: expected a state dict or {{'state_dict': ...}}, got {type(obj).__name__}")
+        if not all(isinstance(k, str) for k in obj):
+            raise WeightsError(f"{path}: not a state dict (its keys are not all parameter names)")
         # DataParallel checkpoints prefix every key with "module."
         state = {k.removeprefix("module."): v for k, v in obj.items()}
         return Weights(state, str(path))
     raise WeightsError(f"{path}: unknown weight file type {suffix!r} (use .safetensors, .pth or .pt)")
 
 
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> object:
+    """``torch.load(path, weights_only=True)`` with one-line ``WeightsError`` for every failure.
+
+    Empty, truncated or non-torch files and pickles the safe loader refuses (the message names the
+    refused global, e.g. ``posix.system``) all raise ``WeightsError``; nothing in the file is executed.
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise WeightsError(f"{path}: empty file (0 bytes), not a torch checkpoint")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            if f.read(1) != b"\x80":  # neither torch's zip format nor a (legacy) binary pickle
+                raise WeightsError(f"{path}: not a readable torch checkpoint (neither a zip archive nor a pickle)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise WeightsError(
+            f"{path}: refused by the safe loader ({_refusal_reason(err)}); pickles that would run code on load "
+            "are never loaded"
+        ) from err
+    except Exception as err:  # zip/format errors of corrupt, truncated or non-torch files
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise WeightsError(f"{path}: not a readable torch checkpoint ({first.strip()})") from err
+
+
+def _refusal_reason(err: Exception) -> str:
+    """What ``torch.load(weights_only=True)`` refused, without its advice to load unsafely."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it needs the global {found.group(1)}"
+    keep = [p for p in text.split("\n\n") if p.strip() and not re.search(r"weights_only|Re-running|Please", p)]
+    return " ".join(" ".join(keep).split()) or type(err).__name__
+
+
 def _download_from_hub(uri: str) -> Path:
-    from huggingface_hub import hf_hub_download
+    """Download (or find in the cache) the file of an ``hf://`` URI.
+
+    Without network the Hub client retries for half a minute; a 3 s connection probe first makes
+    that case fail fast, reading the local cache only (as with ``HF_HUB_OFFLINE=1``).
+    """
+    from huggingface_hub import constants, hf_hub_download
 
     spec, _, revision = uri.removeprefix("hf://").partition("@")
     parts = spec.split("/")
     if len(parts) < 3 or not all(parts):
         raise WeightsError(f"{uri!r}: expected hf://owner/repo/path/to/file[@revision]")
+    offline = constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT)
     try:
-        return Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), revision=revision or None))
+        path = hf_hub_download(
+            "/".join(parts[:2]), "/".join(parts[2:]), revision=revision or None, local_files_only=offline
+        )
     except Exception as err:  # network, offline-cache miss, 404, auth: all end here
-        raise WeightsError(f"{uri}: cannot fetch from the Hugging Face Hub ({type(err).__name__}: {err})") from err
+        if offline:
+            why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
+            raise WeightsError(f"{uri}: {why} and the file is not in the local Hugging Face cache") from err
+        first = next((line for line in str(err).splitlines() if line.strip()), "")
+        raise WeightsError(f"{uri}: cannot fetch from the Hugging Face Hub ({type(err).__name__}: {first})") from err
+    return Path(path)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (True behind a proxy)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # the client goes through the proxy; a direct probe says nothing
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`WeightsError` unless ``state`` has HardNet's keys, shapes and finite values."""
+    """Raise ``WeightsError`` unless ``state`` has HardNet's keys, shapes and finite values."""
     with torch.device("meta"):  # shapes only: no memory, no random init
         reference = {k: v.shape for k, v in HardNet().state_dict().items() if not k.endswith("num_batches_tracked")}
     given = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
@@ -189,8 +266,8 @@ def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
             raise WeightsError(f"{source}: {key} contains NaN or inf")
 
 
-def load_hardnet(source: str | Path = DEFAULT_WEIGHTS) -> tuple[HardNet, Weights]:
-    """A :class:`HardNet` in eval mode with the given weights loaded (strict)."""
+def load_hardnet(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHTS) -> tuple[HardNet, Weights]:
+    """A ``HardNet`` in eval mode with the given weights loaded (strict)."""
     weights = load_weights(source)
     with torch.device("meta"):  # the random init would be overwritten: skip it (a third of the load time)
         net = HardNet()
@@ -207,4 +284,8 @@ def save_weights(net: HardNet, path: str | Path, metadata: dict | None = None) -
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     save_file(state, str(path), metadata=meta)
+    # safetensors writes through a private temporary file (mode 0600); give it a normal file's mode
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
     return path

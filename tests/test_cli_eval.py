@@ -45,6 +45,29 @@ def test_eval_sequences_end_to_end(sequences, weights_file, tmp_path, capsys):
     assert {s["name"] for s in results["sequences"]} == {"v_photo", "i_photo"}
     assert results["config"]["ratio"] == 0.9
     assert cv2.imread(str(out_png)) is not None
+    _check_by_level(results, out_json, capsys)
+
+
+def _check_by_level(results, path, capsys):
+    """benchmarks/by_level.py prints the docs' per-level table; its levels average to the group summary."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    by_level = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "by_level.py"))["by_level"]
+    rows = by_level(results, ["rootsift", "hardnet"])
+    assert [(r[0], r[1]) for r in rows] == [(g, k) for g in ("v", "i") for k in range(1, 6)]
+    for group in ("v", "i"):
+        mma = [float(r[3]) for r in rows if r[0] == group]  # hardnet's MMA@3, one pair per level
+        assert abs(sum(mma) / 5 - results["summary"]["hardnet"][group]["mma@3"]) < 1e-3
+    argv = sys.argv
+    try:
+        sys.argv = ["by_level.py", str(path)]
+        runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "by_level.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| group | level | MMA@3 rootsift | MMA@3 hardnet |") and len(table) == 12
 
 
 def test_eval_sequences_skips_missing_kornia(sequences, weights_file, monkeypatch, capsys):

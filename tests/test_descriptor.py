@@ -220,3 +220,184 @@ def test_default_precision_and_batch_size_are_chosen_and_shown(hardnet):
     assert desc.batch_size == default_batch_size(cpu, desc.precision)
     assert f"precision='{desc.precision}'" in repr(desc) and f"batch_size={desc.batch_size}" in repr(desc)
     assert HardNetDescriptor(hardnet, device="cpu", batch_size=5).batch_size == 5
+def test_opencv_signatures(desc, example_image, keypoints):
+    """compute(img, kps, descriptors) and detectAndCompute(img, mask, descriptors, useProvidedKeypoints)."""
+    ref = desc.compute(example_image, keypoints)[1]
+    np.testing.assert_array_equal(desc.compute(example_image, keypoints, None)[1], ref)
+    np.testing.assert_array_equal(desc.compute(example_image, keypoints, descriptors=np.empty((0, 128)))[1], ref)
+    kps, d = desc.detectAndCompute(example_image, None, None, False)
+    kps2, d2 = desc.detectAndCompute(example_image, mask=None, descriptors=None, useProvidedKeypoints=False)
+    assert len(kps) == len(kps2) == len(d) > 100
+    np.testing.assert_array_equal(d, d2)
+    with pytest.raises(ValueError, match="useProvidedKeypoints=True: there are no provided keypoints"):
+        desc.detectAndCompute(example_image, None, useProvidedKeypoints=True)
+
+
+def test_batch_form_like_opencv(desc, example_pair, keypoints):
+    """compute([img1, img2], [kps1, kps2]) -> ([kps1, kps2], [desc1, desc2]), as cv2's batch form."""
+    kps1, kps2 = keypoints[:50], list(cv2.SIFT_create(30).detect(example_pair[1], None))
+    kps_out, descs = desc.compute(list(example_pair), [kps1, kps2])
+    assert isinstance(kps_out, list) and isinstance(descs, list) and len(kps_out) == len(descs) == 2
+    for image, kps, got_kps, got in zip(example_pair, (kps1, kps2), kps_out, descs):
+        ref_kps, ref = desc.compute(image, kps)
+        assert [k.pt for k in got_kps] == [k.pt for k in ref_kps]
+        np.testing.assert_array_equal(got, ref)
+    ref_kps, ref_descs = cv2.SIFT_create().compute(list(example_pair), [kps1, kps2])  # the same shapes as cv2
+    assert [len(k) for k in kps_out] == [len(k) for k in ref_kps]
+    assert [d.shape[0] for d in descs] == [d.shape[0] for d in ref_descs]
+    with pytest.raises(TypeError, match="list of 2 images needs a list of as many keypoint lists"):
+        desc.compute(list(example_pair), kps1)
+
+
+def test_undescribable_keypoints_are_removed(desc, example_image, keypoints):
+    """Centre outside the image or size <= 0: removed, descriptors row-aligned, nothing else dropped."""
+    h, w = example_image.shape[:2]
+    bad = [cv2.KeyPoint(-5.0, 100.0, 10.0), cv2.KeyPoint(200.0, 200.0, 0.0), cv2.KeyPoint(w + 3.0, 10.0, 4.0),
+           cv2.KeyPoint(100.0, h - 0.5, 8.0, 30.0), cv2.KeyPoint(50.0, 60.0, -3.0), cv2.KeyPoint(-0.5, -0.5, 5.0)]
+    mixed = [keypoints[0], bad[0], keypoints[1], bad[1], bad[2], keypoints[2], bad[3], bad[4], bad[5]]
+    kept = [keypoints[0], keypoints[1], keypoints[2], bad[3], bad[5]]  # the last two lie on the image area's edge
+    kps, d = desc.compute(example_image, mixed)
+    assert isinstance(kps, list) and [(k.pt, k.size) for k in kps] == [(k.pt, k.size) for k in kept]
+    np.testing.assert_array_equal(d, desc.compute(example_image, kept)[1])
+    kps_t, d_t = desc.compute(example_image, tuple(mixed))
+    assert isinstance(kps_t, tuple) and len(kps_t) == 5
+    arr = keypoints_to_array(mixed)
+    kps_a, d_a = desc.compute(example_image, arr)
+    np.testing.assert_array_equal(kps_a, keypoints_to_array(kept))
+    np.testing.assert_allclose(d_a, d, atol=1e-6)
+    kps_tt, d_tt = desc.compute(example_image, torch.from_numpy(arr))
+    assert isinstance(kps_tt, torch.Tensor) and kps_tt.shape == (5, 4)
+    # all undescribable: empty, like cv2
+    kps_e, d_e = desc.compute(example_image, bad[:3])
+    assert list(kps_e) == [] and d_e.shape == (0, 128)
+    # NaN is an error, not a silent drop
+    with pytest.raises(ValueError, match="NaN or inf"):
+        desc.compute(example_image, [keypoints[0], cv2.KeyPoint(float("nan"), 5.0, 5.0)])
+
+
+def test_patch_scale_is_used(hardnet, example_image, keypoints, example_grey, tmp_path):
+    """patch_scale from the argument and from the weight file changes what is described."""
+    from hardnet_desc.weights import save_weights
+
+    kps = keypoints[:60]
+    d6 = HardNetDescriptor(hardnet, device="cpu").compute(example_image, kps)[1]
+    d3 = HardNetDescriptor(hardnet, device="cpu", patch_scale=3.0).compute(example_image, kps)[1]
+    assert (d3 * d6).sum(1).mean() < 0.95  # a different patch is described
+    ref3 = HardNetDescriptor(hardnet, device="cpu").describe_patches(extract_patches(example_grey, kps, patch_scale=3.0))
+    np.testing.assert_allclose(d3, ref3.numpy() if isinstance(ref3, torch.Tensor) else ref3, atol=1e-5)
+    path = save_weights(hardnet, tmp_path / "w.safetensors", {"patch_scale": 3.0})
+    from_file = HardNetDescriptor(str(path), device="cpu")
+    assert from_file.patch_scale == 3.0
+    np.testing.assert_allclose(from_file.compute(example_image, kps)[1], d3, atol=1e-6)
+    assert HardNetDescriptor(str(path), device="cpu", patch_scale=6.0).patch_scale == 6.0
+
+
+def test_describe_patches_resizes_by_area(desc, example_grey, keypoints):
+    """65x65 (HPatches) patches are area-averaged to 32x32, not bilinearly sampled."""
+    p65 = extract_patches(example_grey, keypoints[:80], patch_size=65, supersample=1)
+    area = torch.nn.functional.adaptive_avg_pool2d(p65, 32)
+    bilinear = torch.nn.functional.interpolate(p65, size=(32, 32), mode="bilinear")
+    got = desc.describe_patches(p65.numpy())
+    np.testing.assert_allclose(got, desc.describe_patches(area.numpy()), atol=1e-5)
+    assert np.abs(got - desc.describe_patches(bilinear.numpy())).max() > 1e-3
+
+
+def test_pickle_round_trip(hardnet, example_image, keypoints):
+    """Pickling (multiprocessing pools) keeps weights and settings; the default SIFT is rebuilt."""
+    import pickle
+
+    desc = HardNetDescriptor(hardnet, device="cpu", batch_size=64, patch_scale=5.0)
+    copy = pickle.loads(pickle.dumps(desc))
+    assert repr(copy) == repr(desc)
+    np.testing.assert_array_equal(copy.compute(example_image, keypoints)[1], desc.compute(example_image, keypoints)[1])
+    assert len(copy.detect(example_image)) == len(desc.detect(example_image))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"patch_scale": 0}, ValueError, "patch_scale must be a positive finite number, got 0"),
+        ({"patch_scale": -2.0}, ValueError, "patch_scale must be a positive"),
+        ({"patch_scale": float("nan")}, ValueError, "patch_scale must be a positive"),
+        ({"patch_scale": "6"}, TypeError, "patch_scale must be a number"),
+        ({"batch_size": 2.5}, TypeError, "batch_size must be an integer, got float"),
+        ({"batch_size": "256"}, TypeError, "batch_size must be an integer, got str"),
+        ({"batch_size": True}, TypeError, "batch_size must be an integer"),
+        ({"device": "gpu"}, ValueError, "unknown device 'gpu'"),
+        ({"device": 0}, TypeError, "device must be a string"),
+        ({"detector": "sift"}, TypeError, "detector must have a detect"),
+    ],
+)
+def test_constructor_arguments_are_validated(hardnet, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        HardNetDescriptor(hardnet, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "mask, error, match",
+    [
+        (np.ones((10, 10), np.uint8), ValueError, r"mask has shape \(10, 10\), the image is \(520, 800\)"),
+        (np.ones((800, 520), np.uint8), ValueError, "mask has shape"),
+        (np.ones((520, 800, 3), np.uint8), ValueError, "mask has shape"),
+        (np.ones((520, 800), np.float32), TypeError, "mask must be uint8 or bool"),
+        ([[1]], TypeError, "mask must be None or a uint8"),
+    ],
+)
+def test_bad_masks_are_refused(desc, example_image, mask, error, match):
+    with pytest.raises(error, match=match):
+        desc.detect(example_image, mask)
+
+
+def test_bool_mask(hardnet, example_image):
+    desc = HardNetDescriptor(hardnet, device="cpu", detector=cv2.SIFT_create(nfeatures=300))
+    mask = np.zeros(example_image.shape[:2], bool)
+    mask[:, :400] = True
+    assert [k.pt for k in desc.detect(example_image, mask)] == [k.pt for k in desc.detect(example_image, mask.astype(np.uint8) * 255)]
+
+
+@pytest.mark.parametrize(
+    "kps, error, match",
+    [
+        (5, TypeError, "keypoints must be a sequence of cv2.KeyPoint"),
+        ("abc", TypeError, "keypoints must be a sequence of cv2.KeyPoint"),
+        (cv2.KeyPoint(5, 5, 5), TypeError, "got KeyPoint"),
+        (np.ones((3, 4), complex), TypeError, "numeric"),
+        (np.ones((3, 2, 3), complex), TypeError, "real numbers"),
+    ],
+)
+def test_bad_keypoint_inputs_are_type_errors(desc, example_image, kps, error, match):
+    with pytest.raises(error, match=match):
+        desc.compute(example_image, kps)
+
+
+def test_mixed_keypoints_none_and_generators(desc, example_image, keypoints):
+    with pytest.raises(TypeError, match="got a sequence holding tuple"):
+        desc.compute(example_image, [keypoints[0], (10.0, 10.0, 5.0, 0.0)])
+    kps, d = desc.compute(example_image, None)  # cv2 takes None as no keypoints
+    assert len(kps) == 0 and d.shape == (0, 128)
+    kps, d = desc.compute(example_image, (k for k in keypoints[:5]))
+    assert [k.pt for k in kps] == [k.pt for k in keypoints[:5]]
+    np.testing.assert_array_equal(d, desc.compute(example_image, keypoints[:5])[1])
+
+
+@pytest.mark.parametrize("peak", [1e30, 1e38, 3e38])
+def test_huge_float_images(desc, example_image, keypoints, peak):
+    """Finite float images with huge values give the same descriptors as the image in 0..1."""
+    ref = desc.compute(example_image.astype(np.float32) / 255, keypoints)[1]
+    for dtype in (np.float32, np.float64):
+        image = (example_image.astype(np.float64) / 255 * peak).astype(dtype)
+        d = desc.compute(image, keypoints)[1]
+        assert np.isfinite(d).all()
+        assert (d * ref).sum(1).min() > 0.99
+
+
+def test_pickle_keeps_the_resolved_defaults(hardnet, example_image, keypoints):
+    """precision="auto" and batch_size=None are pickled as what they resolved to, so the copy describes the same."""
+    import pickle
+
+    desc = HardNetDescriptor(hardnet, device="cpu")
+    state = desc.__getstate__()
+    assert (state["precision"], state["batch_size"]) == (desc.precision, desc.batch_size) and state["precision"] != "auto"
+    copy = pickle.loads(pickle.dumps(desc))
+    assert (copy.precision, copy.batch_size) == (desc.precision, desc.batch_size)
+    np.testing.assert_array_equal(copy.compute(example_image, keypoints)[1], desc.compute(example_image, keypoints)[1])

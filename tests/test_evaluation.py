@@ -353,3 +353,32 @@ def test_sift_patches_match_sift_on_the_image():
     np.testing.assert_allclose(np.linalg.norm(root, axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="uint8"):
         sift_patches(patches.astype(np.float32))
+@pytest.fixture(scope="module")
+def incomplete_root(tmp_path_factory):
+    """One complete sequence, one with the reference image only, one whose H_1_2 is missing."""
+    root = tmp_path_factory.mktemp("incomplete")
+    image = small_photo()
+    write_sequence(root / "v_ok", image, [rotation(5, image.shape)])
+    write_sequence(root / "v_reference_only", image, [])
+    write_sequence(root / "i_no_h", image, [np.eye(3)])
+    (root / "i_no_h" / "H_1_2").unlink()
+    return root
+
+
+def test_incomplete_sequences_are_skipped_unless_strict(incomplete_root):
+    skipped = []
+    seqs = find_sequences(incomplete_root, strict=False, on_skip=lambda name, why: skipped.append((name, why)))
+    assert [s.name for s in seqs] == ["v_ok"]
+    assert [name for name, _ in skipped] == ["i_no_h", "v_reference_only"]
+    assert "H_1_2" in skipped[0][1] and "only the reference image" in skipped[1][1]
+    with pytest.raises(FileNotFoundError, match="H_1_2"):
+        find_sequences(incomplete_root)  # strict by default for the reader
+    with pytest.warns(UserWarning) as caught:
+        results = evaluate_sequences(incomplete_root, ["sift"], max_keypoints=100, device="cpu")
+    messages = sorted(str(w.message) for w in caught)
+    assert messages[0].startswith("skipped sequence i_no_h: missing homography file")
+    assert messages[1].startswith("skipped sequence v_reference_only: ") and len(messages) == 2
+    assert [s["name"] for s in results["sequences"]] == ["v_ok"]
+    assert sorted(results["config"]["skipped_sequences"]) == ["i_no_h", "v_reference_only"]
+    with pytest.raises(FileNotFoundError, match="H_1_2"):
+        evaluate_sequences(incomplete_root, ["sift"], max_keypoints=100, device="cpu", strict=True)

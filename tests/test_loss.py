@@ -153,3 +153,14 @@ def test_bad_input():
         hardest_in_batch_loss(torch.zeros(1, 8), torch.zeros(1, 8))
     with pytest.raises(ValueError, match="reduction_mode"):
         hardest_in_batch_loss(A, P, reduction_mode="max")
+
+
+def test_anchor_swap_keeps_an_entry_excluded_one_way_only():
+    # a0=(0,0) p0=(0,1); a1=(5,0) p1=(0,0) == a0: d01 = 0 is a near-duplicate, d10 = sqrt26 is not.
+    # With the swap, entry (0, 1) takes min(d01 excluded, d10) = sqrt26 and stays valid (excluded only
+    # if both directions are); so does (1, 0). 'average', margin 6: row0 6+1-sqrt26, row1 6+5-sqrt26.
+    a = torch.tensor([[0.0, 0.0], [5.0, 0.0]])
+    p = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    s26 = math.sqrt(26)
+    expected = ((6 + 1 - s26) + (6 + 5 - s26)) / 2
+    assert loss(a, p, margin=6.0, anchor_swap=True, reduction_mode="average") == pytest.approx(expected, abs=1e-5)

@@ -280,3 +280,60 @@ def test_errors():
         DescriptorMatcher(mutual=True).knnMatch(a, a, k=2)
     with pytest.raises(TypeError):
         match_descriptors([[1.0, 2.0]], [[1.0, 2.0]])
+
+
+def test_matcher_ratio_is_applied(descs):
+    """DescriptorMatcher(ratio=...).match equals the OpenCV ratio-test loop, and differs from no ratio."""
+    desc1, desc2 = descs
+    got = [(m.queryIdx, m.trainIdx) for m in DescriptorMatcher(ratio=0.8).match(desc1, desc2)]
+    assert got == [(q, t) for q, t, _ in _cv2_ratio(desc1, desc2)]
+    assert len(got) < len(DescriptorMatcher().match(desc1, desc2))
+
+
+def test_matcher_knn_mutual_rows(descs):
+    """knnMatch(k=1) with crossCheck: row i holds query i's mutual match or nothing, like BFMatcher."""
+    desc1, desc2 = descs
+    ours = DescriptorMatcher(mutual=True).knnMatch(desc1, desc2, k=1)
+    ref = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).knnMatch(desc1, desc2, k=1)
+    assert len(ours) == len(ref) == len(desc1)
+    assert [[(m.queryIdx, m.trainIdx) for m in row] for row in ours] == [
+        [(m.queryIdx, m.trainIdx) for m in row] for row in ref
+    ]
+    assert 0 < sum(map(len, ours)) < len(desc1)  # some rows are empty, so a shift would show
+
+
+@pytest.mark.parametrize("scale", [2e19, 1e20, 1e30])
+def test_huge_norms_match_like_opencv(scale):
+    """|a|^2 overflows float32 above ~1.8e19; OpenCV sums squared differences and does not overflow."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 128)).astype(np.float32)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b = a[rng.permutation(200)] + 0.01 * rng.standard_normal((200, 128)).astype(np.float32)
+    a, b = a * np.float32(scale), b * np.float32(scale)
+    ref, ref_scale = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(a, b), scale
+    if not ref:  # OpenCV itself overflows (1e30): ours still finds the matches of the unscaled sets
+        ref, ref_scale = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(a / scale, b / scale), 1.0
+    m = match_descriptors(a, b, ratio=None, mutual=True)
+    assert len(ref) == 200
+    np.testing.assert_array_equal(m.pairs, [(r.queryIdx, r.trainIdx) for r in ref])
+    np.testing.assert_allclose(m.distances / scale, [r.distance / ref_scale for r in ref], rtol=1e-5)
+    knn = DescriptorMatcher().knnMatch(a, b, k=2)
+    assert [row[0].trainIdx for row in knn] == [r.trainIdx for r in ref]
+    assert np.isfinite(_dists(knn)).all()
+
+
+def test_unavailable_device_is_the_descriptor_error():
+    from hardnet_desc.device import resolve_device
+
+    a = np.zeros((5, 8), np.float32)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError) as expected:
+        resolve_device("cuda")
+    with pytest.raises(ValueError) as got:
+        match_descriptors(a, a, device="cuda")
+    assert str(got.value) == str(expected.value) == "device='cuda' was requested but CUDA is not available"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        DescriptorMatcher(device="cuda").match(a, a)
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        match_descriptors(a, a, device="gpu")

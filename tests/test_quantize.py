@@ -65,3 +65,14 @@ def test_int8_descriptor_matches_like_fp32_on_the_bundled_pair(example_pair):
     same_match = float(((d1 @ d2.T).argmax(1) == (q1 @ q2.T).argmax(1)).mean())
     # measured: mean cosine 0.9997, the same nearest neighbour in the other photo for 97.9 %
     assert cosine > 0.998 and same_match > 0.95
+
+
+def test_pickled_int8_descriptor_describes_the_same(example_image, example_keypoints):
+    """Pickling keeps the resolved settings (int8, the table's batch size): the copy gives the same descriptors."""
+    import pickle
+
+    desc = HardNetDescriptor(device="cpu", precision="int8")
+    copy = pickle.loads(pickle.dumps(desc))
+    assert (copy.precision, copy.batch_size) == ("int8", desc.batch_size) and repr(copy) == repr(desc)
+    kps = example_keypoints
+    np.testing.assert_array_equal(copy.compute(example_image, kps)[1], desc.compute(example_image, kps)[1])

@@ -2,6 +2,7 @@
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,8 +85,30 @@ def test_corrupt_pth(hardnet, tmp_path):
         load_weights(truncated)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint" * 10)
-    with pytest.raises(WeightsError, match=f"{junk}: not a (readable torch|plain weights) checkpoint"):
+    with pytest.raises(WeightsError, match=f"{junk}: (not a readable torch checkpoint|refused by the safe loader)"):
         load_weights(junk)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", r"empty file \(0 bytes\)"),  # was IndexError in the error formatter
+        (b"hello\n", "not a readable torch checkpoint"),
+        (b"\x80\x02}q\x00.", "not a readable torch checkpoint"),  # a bare pickle of {}, not a torch zip
+    ],
+)
+def test_broken_pth_files_are_weights_errors(tmp_path, content, match):
+    path = tmp_path / "w.pth"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError, match=match):
+        load_weights(path)
+
+
+def test_state_dict_with_non_string_keys(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({1: torch.zeros(1)}, path)
+    with pytest.raises(WeightsError, match="not a state dict"):
+        load_weights(path)
 
 
 class _Payload:
@@ -102,8 +125,9 @@ def test_pickle_that_runs_code_is_refused(hardnet, tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": hardnet.state_dict(), "extra": _Payload(marker)}, path)
-    with pytest.raises(WeightsError, match=f"{path}: not a plain weights checkpoint.*refused"):
+    with pytest.raises(WeightsError, match=f"{path}: refused by the safe loader \\(it needs the global io.open\\)") as err:
         load_weights(path)
+    assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
     assert not marker.exists()
     # the payload is live: an unsafe load would have run it
     torch.load(path, weights_only=False)
@@ -196,7 +220,7 @@ def test_hf_uri_from_offline_cache(offline_hub, hardnet, example_patches, tmp_pa
         weights = load_weights(uri)
         assert weights.source == uri and weights.patch_scale == 5.5
     _outputs_match(hardnet, base, example_patches[:8])
-    with pytest.raises(WeightsError, match="hf://someone/hardnet/other.safetensors: cannot fetch from the Hugging"):
+    with pytest.raises(WeightsError, match="hf://someone/hardnet/other.safetensors: HF_HUB_OFFLINE is set and the file is not in the local"):
         load_weights("hf://someone/hardnet/other.safetensors")
 
 
@@ -206,7 +230,57 @@ def test_bad_hf_uri(offline_hub, uri):
         load_weights(uri)
 
 
-@pytest.mark.skipif(bool(W.BUNDLED), reason="this build ships weights")
-def test_no_bundled_weights_is_a_clear_error():
+def test_no_bundled_weights_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(W, "BUNDLED", {})
     with pytest.raises(WeightsError, match="no bundled weights are installed.*pass weights="):
         HardNetDescriptor()
+
+
+def test_hf_uri_without_network_fails_fast_in_one_line(monkeypatch, tmp_path):
+    """No network (the connection probe fails): the Hub client's retries are never started."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    probed = []
+
+    def no_network(address, timeout=None):
+        probed.append((address, timeout))
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr("socket.create_connection", no_network)
+    with pytest.raises(WeightsError) as err:
+        load_weights("hf://someone/hardnet/w.safetensors")
+    assert str(err.value) == (
+        "hf://someone/hardnet/w.safetensors: https://huggingface.co cannot be reached and the file is not in "
+        "the local Hugging Face cache"
+    )
+    assert probed == [(("huggingface.co", 443), 3.0)]
+
+
+def test_foreign_module_weights(hardnet, example_image, example_keypoints):
+    """Any nn.Module with HardNet's layout (kornia's HardNet) is used as weights, not opened as a file."""
+    kornia_feature = pytest.importorskip("kornia.feature")
+    foreign = kornia_feature.HardNet(pretrained=False).eval()
+    foreign.load_state_dict(hardnet.state_dict())
+    before = {k: v.clone() for k, v in foreign.state_dict().items()}
+    ours = HardNetDescriptor(hardnet, device="cpu").compute(example_image, example_keypoints)[1]
+    theirs = HardNetDescriptor(foreign, device="cpu").compute(example_image, example_keypoints)[1]
+    np.testing.assert_array_equal(ours, theirs)
+    assert all(torch.equal(before[k], v) for k, v in foreign.state_dict().items())  # copied, not changed
+    with pytest.raises(WeightsError, match="Linear module: not a HardNet state dict"):
+        HardNetDescriptor(torch.nn.Linear(2, 2))
+
+
+def test_saved_weights_get_normal_permissions(hardnet, tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = save_weights(hardnet, tmp_path / "w.safetensors")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # was 0600: unreadable for other users of a shared model

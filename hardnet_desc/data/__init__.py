@@ -1,15 +1,15 @@
 """Data: dataset formats, view changes and image listing, shared by training and evaluation.
 
-* :mod:`~hardnet_desc.data.phototour`: the PhotoTour (Brown) patch format: reader, writer, pair files.
-* :mod:`~hardnet_desc.data.camera_pairs`: image pairs with known cameras and their text format.
-* :mod:`~hardnet_desc.data.hpatches`: the HPatches patch release reader.
-* :mod:`~hardnet_desc.data.warps`: random homographies and photometric changes (:class:`WarpConfig`).
-* :mod:`~hardnet_desc.data.images`: :func:`list_images` and :data:`IMAGE_SUFFIXES`.
-* :mod:`~hardnet_desc.data.sfm_patches`: real correspondences from COLMAP reconstructions
+* ``hardnet_desc.data.phototour``: the PhotoTour (Brown) patch format: reader, writer, pair files.
+* ``hardnet_desc.data.camera_pairs``: image pairs with known cameras and their text format.
+* ``hardnet_desc.data.hpatches``: the HPatches patch release reader.
+* ``hardnet_desc.data.warps``: random homographies and photometric changes (``WarpConfig``).
+* ``hardnet_desc.data.images``: ``list_images`` and ``IMAGE_SUFFIXES``.
+* ``hardnet_desc.data.sfm_patches``: real correspondences from COLMAP reconstructions
   (``make-dataset --from-sfm``), written in the PhotoTour format.
 
 This layer sits on the inference core (model, image, patches) and under both
-:mod:`hardnet_desc.train` and :mod:`hardnet_desc.evaluation`; it imports neither.
+``hardnet_desc.train`` and ``hardnet_desc.evaluation``; it imports neither.
 """
 
 from .camera_pairs import CameraPair, read_camera_pairs, write_camera_pairs

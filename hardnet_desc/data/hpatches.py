@@ -75,7 +75,7 @@ def read_hpatches(
 
 
 def _patch_files(root: Path, sequences: Sequence[str], images: Sequence[str]) -> tuple[list[Path], list[int]]:
-    """Pass 1 of :func:`read_hpatches`: the files and each sequence's patch count, from the PNG
+    """Pass 1 of ``read_hpatches``: the files and each sequence's patch count, from the PNG
     headers, so a mismatch fails early and the output is allocated once."""
     files, n_rows = [], []
     for seq in sequences:

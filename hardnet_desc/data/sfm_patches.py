@@ -2,7 +2,7 @@
 
 Every 3D point of a COLMAP reconstruction whose track has at least ``min_track`` observations
 gives one patch per observation, cut around that observation's own SIFT keypoint (position,
-scale and orientation from the COLMAP database) with :func:`hardnet_desc.patches.extract_patches`,
+scale and orientation from the COLMAP database) with ``hardnet_desc.patches.extract_patches``,
 the code ``HardNetDescriptor.compute`` uses, at 64x64 with ``supersample=1`` (the trainer's 2x2
 mean then equals the 32x32 inference patch). The label is the 3D point, unique across scenes;
 the second column of ``info.txt`` is the scene's index, so the trainer's ``--photos-per-batch``
@@ -319,7 +319,7 @@ class ScenePatches:
 
 
 def model_patches(scene: SfmScene, rec, *, patch_scale: float, seed: int = 0, **select) -> ScenePatches:
-    """Patches of one model of ``scene`` (``select``: :func:`select_tracks` options)."""
+    """Patches of one model of ``scene`` (``select``: ``select_tracks`` options)."""
     tracks = select_tracks(rec, seed=seed, **select)
     errors = reprojection_errors(rec, tracks)
     keypoints = observation_keypoints(rec, scene.database, tracks)
@@ -359,7 +359,7 @@ def _stats(x: np.ndarray) -> dict:
 
 
 def scene_patches(scene: SfmScene, *, all_models: bool = False, **options) -> ScenePatches:
-    """Patches of a scene's largest model (or of all its models, labels kept apart); see :func:`model_patches`."""
+    """Patches of a scene's largest model (or of all its models, labels kept apart); see ``model_patches``."""
     if all_models:
         models = [(_load_model(p), p) for p in scene.models]
     else:
@@ -404,7 +404,7 @@ def make_sfm_dataset(
     """Build ``out/train`` and ``out/val`` (PhotoTour layout) from SfM reconstructions, split by scene.
 
     Args:
-        scenes: a folder of scene folders, or a list of scene folders (see :func:`find_scenes`).
+        scenes: a folder of scene folders, or a list of scene folders (see ``find_scenes``).
         out: output folder; gets ``train/``, ``val/`` (with an ``m50_*.txt`` pair file),
             ``record.json`` (scenes, numbers, track-length histogram, label check, settings) and
             ``meta.json`` (the patch scale, which the trainer writes into the weight file).
@@ -414,7 +414,7 @@ def make_sfm_dataset(
         max_patches_per_point: at most this many observations per point (random choice); ``None`` for all.
         min_point_distance: of two points within this many pixels in a photo, keep one (0 = off).
         val_scenes: names of the scenes held out in ``out/val``; names not present are listed in the record.
-        val_pairs: pairs in the validation pair file (half matches; negatives as :func:`hard_pairs` draws them).
+        val_pairs: pairs in the validation pair file (half matches; negatives as ``hard_pairs`` draws them).
         patch_scale: patch side in units of ``kp.size``; default: the bundled weights' value.
         all_models: use every model of a scene, not just the largest.
         seed: seeds the choice of points and observations and the validation pairs.
@@ -474,7 +474,7 @@ def hard_pairs(
     """Validation pairs whose negatives are hard: from one scene, and many from one photo, side by side.
 
     Per scene (``n_pairs`` shared in proportion to its patches): half the pairs are matches (two
-    patches of one point, as :func:`make_pairs` draws them); of the non-matches, ``near_fraction``
+    patches of one point, as ``make_pairs`` draws them); of the non-matches, ``near_fraction``
     pair a patch with one of the ``neighbours`` nearest keypoints of other points in the same photo,
     the rest two random patches of different points of the scene. Uniform negatives across scenes
     are so easy that FPR95 is ~0 for any decent descriptor; these are what matching in one photo faces.

@@ -1,8 +1,8 @@
 """Random view changes of an image: homographies (viewpoint, zoom, in-plane rotation) and
 photometric changes (brightness, contrast, gamma, uneven light, blur, noise, JPEG).
 
-One warper for both sides: :mod:`hardnet_desc.train.synthetic` makes training views with it and
-:mod:`hardnet_desc.evaluation.synthetic_sequences` makes evaluation sequences with it.
+One warper for both sides: ``hardnet_desc.train.synthetic`` makes training views with it and
+``hardnet_desc.evaluation.synthetic_sequences`` makes evaluation sequences with it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class WarpConfig:
 
 
 #: Views as hard as the hardest level of the evaluation sequences
-#: (:mod:`hardnet_desc.evaluation.synthetic_sequences`), geometry and light together.
+#: (``hardnet_desc.evaluation.synthetic_sequences``), geometry and light together.
 HARD_WARP = WarpConfig(
     max_rotation_deg=60.0, max_log2_scale=1.5, max_perspective=0.35, brightness=60.0, contrast=0.5,
     max_log2_gamma=1.2, blur_prob=0.5, max_blur_sigma=1.5, noise_prob=0.5, max_noise_std=8.0,

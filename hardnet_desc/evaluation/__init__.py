@@ -1,16 +1,16 @@
 """Evaluation: FPR95 on patch pairs, the image-sequence matching benchmark and relative pose on image pairs.
 
-* :mod:`~hardnet_desc.fpr95` (a leaf, shared with training): the FPR95 metric, re-exported here;
-  :mod:`~hardnet_desc.evaluation.phototour` applies it to PhotoTour-layout folders (``hardnet-desc eval-fpr95``).
-* :mod:`~hardnet_desc.evaluation.layouts`: HPatches / Oxford sequence folders.
-* :mod:`~hardnet_desc.evaluation.metrics`: MMA, corner error, homography accuracy.
-* :mod:`~hardnet_desc.evaluation.methods`: sift, rootsift, hardnet and kornia on the same keypoints.
-* :mod:`~hardnet_desc.evaluation.sequences`: the benchmark (``hardnet-desc eval-sequences``).
-* :mod:`~hardnet_desc.evaluation.synthetic_sequences`: sequences from photos (``hardnet-desc make-sequences``).
-* :mod:`~hardnet_desc.evaluation.poses`: relative pose on image pairs with known cameras
-  (``hardnet-desc eval-pairs``); :mod:`~hardnet_desc.evaluation.pair_sources` picks the pairs from
-  COLMAP models or reads pairs files (format: :mod:`~hardnet_desc.data.camera_pairs`); the
-  two-view geometry is the leaf :mod:`~hardnet_desc.epipolar`.
+* ``hardnet_desc.fpr95`` (a leaf, shared with training): the FPR95 metric, re-exported here;
+  ``hardnet_desc.evaluation.phototour`` applies it to PhotoTour-layout folders (``hardnet-desc eval-fpr95``).
+* ``hardnet_desc.evaluation.layouts``: HPatches / Oxford sequence folders.
+* ``hardnet_desc.evaluation.metrics``: MMA, corner error, homography accuracy.
+* ``hardnet_desc.evaluation.methods``: sift, rootsift, hardnet and kornia on the same keypoints.
+* ``hardnet_desc.evaluation.sequences``: the benchmark (``hardnet-desc eval-sequences``).
+* ``hardnet_desc.evaluation.synthetic_sequences``: sequences from photos (``hardnet-desc make-sequences``).
+* ``hardnet_desc.evaluation.poses``: relative pose on image pairs with known cameras
+  (``hardnet-desc eval-pairs``); ``hardnet_desc.evaluation.pair_sources`` picks the pairs from
+  COLMAP models or reads pairs files (format: ``hardnet_desc.data.camera_pairs``); the
+  two-view geometry is the leaf ``hardnet_desc.epipolar``.
 """
 
 from ..fpr95 import fpr95, fpr_at_recall, pair_distances, pairs_fpr95

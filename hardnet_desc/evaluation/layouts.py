@@ -11,13 +11,15 @@ Oxford affine layout (Mikolajczyk et al., IJCV 2005)::
     <seq>/H1to2p ... H1to6p
 
 Homographies act on pixel coordinates ``(x, y, 1)`` with x right and y down, as
-in :mod:`hardnet_desc.patches`. Sequence names starting with ``v_`` form the
+in ``hardnet_desc.patches``. Sequence names starting with ``v_`` form the
 viewpoint group, ``i_`` the illumination group, anything else ``'other'``.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,14 +153,23 @@ def _natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
-def find_sequences(root: str | Path) -> list[ImageSequence]:
+def find_sequences(
+    root: str | Path, *, strict: bool = True, on_skip: Callable[[str, str], None] | None = None
+) -> list[ImageSequence]:
     """All sequences under ``root``: ``root`` itself if it is one, else its sequence sub-folders.
 
-    Sub-folders in neither layout are skipped; sequences are sorted by name.
+    Sub-folders in neither layout are ignored; sequences are sorted by name.
+
+    Args:
+        root: one sequence folder, or a folder of them.
+        strict: if False, a sub-folder that looks like a sequence but cannot be read (a reference
+            image only, a missing or malformed homography) is skipped and reported through
+            ``on_skip(name, reason)`` (default: a ``UserWarning``); if True it raises.
 
     Raises:
-        FileNotFoundError: ``root`` does not exist.
-        ValueError: ``root`` is neither a sequence nor holds any.
+        FileNotFoundError: ``root`` does not exist (or, with ``strict``, a sequence misses a file).
+        ValueError: ``root`` is neither a sequence nor holds any readable one (or, with ``strict``,
+            a sequence is malformed).
     """
     root = Path(root)
     if not root.is_dir():
@@ -171,4 +182,17 @@ def find_sequences(root: str | Path) -> list[ImageSequence]:
             f"{root}: neither an image sequence nor a folder of sequences; expected <seq>/1.ppm + <seq>/H_1_2 ... "
             f"(HPatches layout) or <seq>/img1.ppm + <seq>/H1to2p ... (Oxford layout)"
         )
-    return [read_sequence(p) for p in folders]
+    if strict:
+        return [read_sequence(p) for p in folders]
+    sequences = []
+    for folder in folders:
+        try:
+            sequences.append(read_sequence(folder))
+        except (FileNotFoundError, ValueError) as err:
+            if on_skip is None:
+                warnings.warn(f"skipped sequence {folder.name}: {err}", stacklevel=2)
+            else:
+                on_skip(folder.name, str(err))
+    if not sequences:
+        raise ValueError(f"{root}: none of its {len(folders)} sequence folders can be read")
+    return sequences

@@ -6,7 +6,7 @@ with SIFT's octave field set), and row ``i`` describes ``keypoints[i]``.
 
 * ``sift``: OpenCV SIFT descriptors.
 * ``rootsift``: RootSIFT (Arandjelovic & Zisserman, CVPR 2012): L1-normalise, then square root.
-* ``hardnet``: :class:`~hardnet_desc.HardNetDescriptor`.
+* ``hardnet``: ``HardNetDescriptor``.
 * ``kornia``: ``kornia.feature.LAFDescriptor(kornia.feature.HardNet())`` with the *same* weights
   and the *same* patch regions as ``hardnet``, so only the patch pipeline differs. kornia's LAF
   ``[A | c]`` covers ``c + A [-1, 1]^2`` with ``A``'s first column the patch x axis (see
@@ -108,7 +108,7 @@ def sift_patches(patches: np.ndarray, patch_scale: float = DEFAULT_PATCH_SCALE, 
 
 
 class HardNetMethod:
-    """``hardnet``: :meth:`HardNetDescriptor.compute` on the given keypoints."""
+    """``hardnet``: ``HardNetDescriptor.compute`` on the given keypoints."""
 
     def __init__(self, descriptor: HardNetDescriptor) -> None:
         self.descriptor = descriptor
@@ -122,7 +122,7 @@ class KorniaMethod:
 
     Args:
         descriptor: the ``hardnet`` method's descriptor; its weights, patch regions
-            (:meth:`HardNetDescriptor.frames`), device and ``batch_size`` are reused. kornia runs in
+            (``HardNetDescriptor.frames``), device and ``batch_size`` are reused. kornia runs in
             float32 whatever its precision.
     """
 
@@ -161,17 +161,17 @@ def build_methods(
     """Build the named methods.
 
     Args:
-        names: any of :data:`METHODS`.
+        names: any of ``METHODS``.
         weights: HardNet weights for ``hardnet`` and ``kornia`` (path, bundled name or module);
             None uses the default weights.
-        device, precision, batch_size: passed to :class:`~hardnet_desc.HardNetDescriptor`.
+        device, precision, batch_size: passed to ``HardNetDescriptor``.
 
     Returns:
         ``(methods, skipped)``: name -> describe function, in the given order, and name -> reason
         for methods that cannot run here (kornia not installed).
 
     Raises:
-        ValueError: an unknown or repeated name (and :class:`~hardnet_desc.weights.WeightsError`
+        ValueError: an unknown or repeated name (and ``WeightsError``
             for weights that cannot be loaded).
     """
     names = list(names)

@@ -1,6 +1,6 @@
 """Matching metrics for image pairs related by a known homography.
 
-Definitions (fixed here, used by :mod:`hardnet_desc.evaluation.sequences`):
+Definitions (fixed here, used by ``hardnet_desc.evaluation.sequences``):
 
 * The **error** of a match is ``|| H(x1) - x2 ||`` in pixels of image ``k``, ``x1`` its keypoint in
   the reference image, ``x2`` its keypoint in image ``k`` and ``H`` the ground truth ``H_1_k``.
@@ -170,7 +170,7 @@ def summarize(
     thresholds: Sequence[float] = MMA_THRESHOLDS,
     h_thresholds: Sequence[float] = H_THRESHOLDS,
 ) -> dict:
-    """Average :func:`pair_metrics` results over pairs (each pair weighs the same).
+    """Average ``pair_metrics`` results over pairs (each pair weighs the same).
 
     Returns:
         ``{'pairs', 'mma': [T], 'mma@t' for each t, 'matches', 'correct', 'h_acc@t' for each h threshold}``;

@@ -2,7 +2,7 @@
 
 A *source* path is one of:
 
-* a pairs text file (``*.txt``, format in :mod:`hardnet_desc.data.camera_pairs`): one scene
+* a pairs text file (``*.txt``, format in ``hardnet_desc.data.camera_pairs``): one scene
   named after the file;
 * a COLMAP model folder (``cameras.bin``, ``images.bin``, ``points3D.bin`` or the ``.txt`` files);
 * a scene folder holding ``sparse/<k>/`` models (as ``hardnet-desc sfm`` and COLMAP write them)

@@ -1,7 +1,7 @@
 """FPR95 of a descriptor on PhotoTour-layout patch pairs (Brown et al.; also our synthetic sets).
 
-The layout is described in :mod:`hardnet_desc.data.phototour`; the metric in
-:mod:`hardnet_desc.fpr95`.
+The layout is described in ``hardnet_desc.data.phototour``; the metric in
+``hardnet_desc.fpr95``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def evaluate_fpr95(
 
     Args:
         root: folder with ``info.txt``, ``patches*.bmp`` and ``m50_*.txt`` pair files.
-        descriptor: a :class:`HardNetDescriptor` (its ``describe_patches``), or any function
+        descriptor: a ``HardNetDescriptor`` (its ``describe_patches``), or any function
             ``(N, S, S) uint8 patches -> (N, D)`` such as
-            :func:`~hardnet_desc.evaluation.methods.sift_patches`.
+            ``hardnet_desc.evaluation.methods.sift_patches``.
         pair_files: pair files to use; a bare name is looked up in ``root``. None = all
             ``m50_*.txt`` in ``root``.
         patch_size: the stored patches are resized to this side (32 for HardNet; 64 keeps them).

@@ -1,7 +1,7 @@
 """Relative-pose benchmark on image pairs with known cameras (``hardnet-desc eval-pairs``).
 
 For every pair (from a COLMAP model or a pairs file, see
-:mod:`hardnet_desc.evaluation.pair_sources`): keypoints are detected once per image (OpenCV SIFT,
+``hardnet_desc.evaluation.pair_sources``): keypoints are detected once per image (OpenCV SIFT,
 the ``max_keypoints`` strongest), every method describes the *same* keypoints, and descriptors are
 matched by mutual nearest neighbour (plus the ratio test if ``ratio`` is given). Then, per method:
 
@@ -12,7 +12,7 @@ matched by mutual nearest neighbour (plus the ratio test if ``ratio`` is given).
   USAC is seeded, so results repeat); ``cv2.recoverPose`` then picks ``(R, t)``;
 * **pose error** = ``max(rotation error, translation direction error)`` in degrees (``inf`` when
   no pose is found); **AUC@5/10/20** = area under its cumulative curve
-  (:func:`~hardnet_desc.epipolar.pose_auc`, SuperGlue's and LoFTR's definition);
+  (``hardnet_desc.epipolar.pose_auc``, SuperGlue's and LoFTR's definition);
 * **inliers**: the essential matrix's RANSAC inliers; **correct**: matches whose Sampson error
   under the ground-truth ``F = K2^-T [t]x R K1^-1`` is below ``correct_px`` (1 px).
 
@@ -95,7 +95,7 @@ def load_scenes(
     sources: str | Path | Sequence[str | Path], *, images: str | Path | None = None,
     scenes: Sequence[str] | None = None, min_covisible: int = 50, max_pairs: int | None = 100, seed: int = 0,
 ) -> list[Scene]:
-    """Scenes of every source (:func:`~hardnet_desc.evaluation.pair_sources.find_sources`).
+    """Scenes of every source (``hardnet_desc.evaluation.pair_sources.find_sources``).
 
     ``images`` is the image folder of a single scene; with several scenes, the folder holding one
     image folder per scene (``images/<scene>/``).
@@ -133,7 +133,7 @@ def _describe_scene(scene: Scene, describe: Mapping[str, DescribeFn], max_keypoi
 
 def _evaluate_pair(pair: CameraPair, features: dict, ratio: float | None, device: torch.device, ransac_px: float,
                    correct_px: float, bar: tqdm) -> dict:
-    """Match one pair with every method and score the poses (see :func:`pair_pose_metrics`)."""
+    """Match one pair with every method and score the poses (see ``pair_pose_metrics``)."""
     (xy1, d1), (xy2, d2) = features[pair.image1], features[pair.image2]
     result = {}
     for name in d1:
@@ -166,9 +166,9 @@ def evaluate_pairs(
 
     Args:
         sources: pairs files, COLMAP models, scene folders or folders of scenes (see
-            :mod:`~hardnet_desc.evaluation.pair_sources`), or already loaded scenes.
-        methods: names from :data:`~hardnet_desc.evaluation.methods.METHODS`, or name -> describe function.
-        images: image folder (see :func:`load_scenes`). scenes: keep only these scene names.
+            ``hardnet_desc.evaluation.pair_sources``), or already loaded scenes.
+        methods: names from ``hardnet_desc.evaluation.methods.METHODS``, or name -> describe function.
+        images: image folder (see ``load_scenes``). scenes: keep only these scene names.
         weights: HardNet weights for ``hardnet``/``kornia``; None = the default weights.
         max_keypoints: SIFT keypoints per image, the strongest by response.
         ratio: Lowe's ratio threshold on top of mutual NN, or None for mutual NN only.
@@ -246,7 +246,7 @@ def _baseline(rotation: float, edges: list[float]) -> str:
 
 
 def summarize_poses(records: Sequence[dict], thresholds: Sequence[float] = AUC_THRESHOLDS) -> dict:
-    """Pose AUC and mean counts over :func:`pair_pose_metrics` results (each pair weighs the same)."""
+    """Pose AUC and mean counts over ``pair_pose_metrics`` results (each pair weighs the same)."""
     n, nan = len(records), float("nan")
     out: dict = {"pairs": n}
     for t, auc in zip(thresholds, pose_auc([r["pose_error"] for r in records], thresholds)):
@@ -282,7 +282,7 @@ def auc_difference(
 
 
 def _differences(per_scene: list[dict], methods: Sequence[str], reference: str | None, edges: list[float]) -> dict:
-    """method -> group ("overall", "wide") -> :func:`auc_difference` against ``reference``."""
+    """method -> group ("overall", "wide") -> ``auc_difference`` against ``reference``."""
     if reference is None:
         return {}
     pairs = [p for s in per_scene for p in s["pairs"]]

@@ -3,7 +3,7 @@
 For every sequence and every pair ``(1, k)``: keypoints are detected once per image (OpenCV SIFT,
 the ``max_keypoints`` strongest by response), every method describes the *same* keypoints, and
 descriptors are matched by mutual nearest neighbour (plus the ratio test if ``ratio`` is given).
-The metrics are defined in :mod:`hardnet_desc.evaluation.metrics`.
+The metrics are defined in ``hardnet_desc.evaluation.metrics``.
 
 Example::
 
@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..detection import detect_sift
+from ..detection import DEFAULT_MAX_KEYPOINTS, detect_sift
 from ..device import resolve_device
 from ..image import read_image, to_uint8
 from ..matching import match_descriptors
@@ -38,7 +39,7 @@ from .metrics import H_THRESHOLDS, MMA_THRESHOLDS, pair_metrics, summarize
 def describe_images(
     paths: Sequence[str | Path],
     describe: Mapping[str, DescribeFn],
-    max_keypoints: int = 2000,
+    max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
     detector: Any = None,
     timing: dict[str, float] | None = None,
 ) -> list[tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]]:
@@ -71,7 +72,7 @@ def describe_sequence(
     detector: Any = None,
     timing: dict[str, float] | None = None,
 ) -> list[tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]]:
-    """:func:`describe_images` of the images of ``seq``."""
+    """``describe_images`` of the images of ``seq``."""
     return describe_images(seq.images, describe, max_keypoints, detector, timing)
 
 
@@ -80,23 +81,25 @@ def evaluate_sequences(
     methods: Sequence[str] | Mapping[str, DescribeFn] = ("sift", "rootsift", "hardnet", "kornia"),
     *,
     weights: str | Path | HardNet | None = None,
-    max_keypoints: int = 2000,
+    max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
     ratio: float | None = None,
     device: str | torch.device = "auto",
     precision: str = "fp32",
     detector: Any = None,
     thresholds: Sequence[float] = MMA_THRESHOLDS,
     progress: bool = False,
+    strict: bool = False,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> dict:
     """Run the matching benchmark.
 
     Args:
         root: a folder of sequences, one sequence folder (HPatches or Oxford layout, see
-            :mod:`hardnet_desc.evaluation.layouts`), or already read sequences.
-        methods: names from :data:`~hardnet_desc.evaluation.methods.METHODS`, or a mapping
+            ``hardnet_desc.evaluation.layouts``), or already read sequences.
+        methods: names from ``METHODS``, or a mapping
             name -> ``describe(grey_uint8, keypoints) -> (N, D)`` for custom methods.
         weights: HardNet weights for ``hardnet``/``kornia`` (path, bundled name or a
-            :class:`~hardnet_desc.HardNet` module); None = the default weights.
+            ``HardNet`` module); None = the default weights.
         max_keypoints: keypoints per image, the strongest by detector response.
         ratio: Lowe's ratio threshold on top of mutual NN, or None for mutual NN only.
         device: for HardNet, kornia and the matcher (``'auto'`` = CUDA if present).
@@ -104,6 +107,9 @@ def evaluate_sequences(
         detector: a ``cv2.Feature2D``; default OpenCV SIFT.
         thresholds: pixel thresholds of the MMA curve.
         progress: show a progress bar over sequences.
+        strict: abort on an incomplete sequence (a reference image only, a missing homography)
+            instead of skipping it; skipped ones go to ``on_skip(name, reason)`` (default: a
+            ``UserWarning``) and to ``config["skipped_sequences"]``.
 
     Returns:
         A JSON-ready dict::
@@ -122,7 +128,7 @@ def evaluate_sequences(
         raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
     if ratio is not None and not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
-    sequences = list(root) if not isinstance(root, (str, Path)) else find_sequences(root)
+    sequences, skipped_sequences = _read_sequences(root, strict, on_skip)
     if isinstance(methods, Mapping):
         describe, skipped = dict(methods), {}
     else:
@@ -145,7 +151,8 @@ def evaluate_sequences(
             for r in pair["methods"].values():
                 r["h_error"] = r["h_error"] if math.isfinite(r["h_error"]) else None
     return {
-        "config": _config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision),
+        "config": {**_config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision),
+                   "skipped_sequences": skipped_sequences},
         "thresholds": thresholds,
         "summary": summary,
         "timing": timing,
@@ -168,8 +175,26 @@ def _score_pairs(seq: ImageSequence, features: list, methods: list[str], ratio: 
     return pairs
 
 
+def _read_sequences(
+    root: str | Path | Sequence[ImageSequence], strict: bool, on_skip: Callable[[str, str], None] | None
+) -> tuple[list[ImageSequence], dict[str, str]]:
+    """The sequences to evaluate and the skipped ones (name -> reason), see ``evaluate_sequences``."""
+    if not isinstance(root, (str, Path)):
+        return list(root), {}
+    skipped: dict[str, str] = {}
+
+    def skip(name: str, reason: str) -> None:
+        skipped[name] = reason
+        if on_skip is None:
+            warnings.warn(f"skipped sequence {name}: {reason}", stacklevel=4)
+        else:
+            on_skip(name, reason)
+
+    return find_sequences(root, strict=strict, on_skip=skip), skipped
+
+
 def _config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision) -> dict:
-    """The ``config`` entry of :func:`evaluate_sequences`' result: its arguments, in words."""
+    """The ``config`` entry of ``evaluate_sequences``' result: its arguments, in words."""
     return {
         "root": str(root) if isinstance(root, (str, Path)) else None,
         "methods": list(describe),

@@ -8,10 +8,10 @@ Each photo gives
 * ``i_<photo>`` (optional): 5 views with photometric changes of growing strength only, and
   identity homographies;
 * ``n_<photo>`` (optional): 5 views with zero-mean Gaussian sensor noise of growing standard
-  deviation (:data:`NOISE_SIGMAS`, grey levels of 0..255) and nothing else, identity homographies.
+  deviation (``NOISE_SIGMAS``, grey levels of 0..255) and nothing else, identity homographies.
 
-The warps come from :func:`hardnet_desc.data.warps.random_homography` and
-:func:`~hardnet_desc.data.warps.photometric` with a :class:`~hardnet_desc.data.warps.WarpConfig`
+The warps come from ``hardnet_desc.data.warps.random_homography`` and
+``photometric`` with a ``WarpConfig``
 scaled per level, so training and evaluation share one warper. Use photos that were not used
 for training.
 """
@@ -44,10 +44,10 @@ MIN_COVERAGE = 0.35
 
 
 def level_config(level: int, geometric: bool) -> WarpConfig:
-    """The :class:`WarpConfig` of difficulty ``level`` in 1..5.
+    """The ``WarpConfig`` of difficulty ``level`` in 1..5.
 
-    Geometric (``v_``) levels scale :data:`HARDEST_GEOMETRY` and add mild photometric noise (a
-    third of the ``i_`` strength); photometric (``i_``) levels scale :data:`HARDEST_PHOTOMETRIC`.
+    Geometric (``v_``) levels scale ``HARDEST_GEOMETRY`` and add mild photometric noise (a
+    third of the ``i_`` strength); photometric (``i_``) levels scale ``HARDEST_PHOTOMETRIC``.
     """
     if not 1 <= level <= LEVELS:
         raise ValueError(f"level must be in 1..{LEVELS}, got {level}")
@@ -82,7 +82,7 @@ def warp_view(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One view of ``image`` (grey uint8) at ``level``: ``(view uint8, H (3, 3) float64)``.
 
-    Geometric warps are redrawn until the reference covers :data:`MIN_COVERAGE` of the view (the
+    Geometric warps are redrawn until the reference covers ``MIN_COVERAGE`` of the view (the
     canvas holds the whole warped reference, so every view overlaps the reference).
     """
     cfg = level_config(level, geometric)

@@ -1,7 +1,7 @@
 """Training HardNet: hardest-in-batch loss, the pair sampler and its patch augmentations, synthetic
 correspondences, trainer.
 
-Dataset formats (PhotoTour, HPatches, pair files) live in :mod:`hardnet_desc.data`.
+Dataset formats (PhotoTour, HPatches, pair files) live in ``hardnet_desc.data``.
 
 CLI: ``hardnet-desc make-dataset`` and ``hardnet-desc train`` (or ``python -m hardnet_desc train``).
 """

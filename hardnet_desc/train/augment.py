@@ -1,10 +1,10 @@
 """Patch augmentations: what real photos have and synthetic pairs lack.
 
 Pure functions on patch batches ``(B, H, W)``, each applied with its own
-parameter per patch, plus :func:`augment_patches`, which draws those
+parameter per patch, plus ``augment_patches``, which draws those
 parameters from a seeded RNG and chains them in the order a camera does:
 exposure/contrast, optical blur, sensor noise, 8-bit quantisation, JPEG.
-:func:`warp_patches` resamples patches under a small change of their frame
+``warp_patches`` resamples patches under a small change of their frame
 (rotation, zoom, shift): the trainer's rotation/zoom jitter and the keypoint
 localisation noise of a detector such as SIFT.
 
@@ -243,7 +243,7 @@ def warp_patches(x: torch.Tensor, angle: torch.Tensor, zoom: torch.Tensor, shift
 
 def kp_jitter(rng: np.random.Generator, n: int, strength: float, patch_size: int, patch_scale: float
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SIFT-like keypoint localisation noise for ``n`` patches, as :func:`warp_patches` arguments.
+    """SIFT-like keypoint localisation noise for ``n`` patches, as ``warp_patches`` arguments.
 
     Args:
         rng: the random source.
@@ -262,7 +262,7 @@ def kp_jitter(rng: np.random.Generator, n: int, strength: float, patch_size: int
 
 
 def augment_patches(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """Photometric augmentations of ``cfg`` with random per-patch parameters (geometry: :func:`warp_patches`).
+    """Photometric augmentations of ``cfg`` with random per-patch parameters (geometry: ``warp_patches``).
 
     Each enabled augmentation hits each patch with probability ``APPLY_PROB``, at a level drawn uniformly up to
     its range times its strength, in camera order: exposure/contrast, blur, read and shot noise, JPEG. The

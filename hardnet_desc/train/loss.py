@@ -69,7 +69,7 @@ def hardest_in_batch_loss(
             ``'average'`` every valid negative, the hinge is averaged over them;
             ``'random'`` one valid negative drawn uniformly (uses ``generator``).
             With ``anchor_swap``, entry ``(i, j)`` uses ``min(d[i, j], d[j, i])``.
-        eps: stabiliser of the square root, see :func:`distance_matrix`.
+        eps: stabiliser of the square root, see ``distance_matrix``.
         generator: random source for ``'random'``; the global RNG if None.
 
     Returns:

@@ -1,5 +1,5 @@
 """The training pair sampler: deterministic, resumable (anchor, positive) batches of one patch dataset
-(:class:`PairDataset`) or of several mixed (:class:`MixedPairs`)."""
+(``PairDataset``) or of several mixed (``MixedPairs``)."""
 
 from __future__ import annotations
 
@@ -40,12 +40,12 @@ class PairDataset:
             ``batch_size / k`` from each, so the hardest negatives come from
             the same photo, as the distractors do when two images are matched.
         augmentations: per-patch photometric and keypoint-jitter
-            augmentations (:mod:`~hardnet_desc.train.augment`), drawn
+            augmentations (``hardnet_desc.train.augment``), drawn
             independently for anchor and positive from the batch's RNG.
         patch_scale: patch side in units of ``kp.size`` (the data's), to
             express the keypoint position noise in patch pixels.
         stream: 0, or a further seed component so that several samplers with
-            the same ``seed`` (the parts of a :class:`MixedPairs`) draw
+            the same ``seed`` (the parts of a ``MixedPairs``) draw
             independently.
     """
 
@@ -182,14 +182,14 @@ def split_batch(batch_size: int, fractions: Sequence[float]) -> list[int]:
 
 
 class MixedPairs:
-    """Batches mixed from several :class:`PairDataset` parts, concatenated in part order.
+    """Batches mixed from several ``PairDataset`` parts, concatenated in part order.
 
     Part ``k`` draws its share of batch ``b`` of epoch ``e`` as it would alone (its own points,
     photos-per-batch and augmentations) from its own RNG, so the mix resumes exactly as one
     dataset does. Give the parts different ``stream`` values and equal lengths.
 
     Args:
-        parts: samplers whose ``batch_size`` is their share (see :func:`split_batch`).
+        parts: samplers whose ``batch_size`` is their share (see ``split_batch``).
     """
 
     def __init__(self, parts: Sequence[PairDataset]) -> None:

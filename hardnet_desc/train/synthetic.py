@@ -5,7 +5,7 @@ For each photo: detect SIFT keypoints, make several views with random homographi
 gamma, blur, noise, JPEG), re-detect SIFT in every view and keep a keypoint wherever the
 re-detection agrees with the keypoint projected through the known homography (position,
 scale and orientation). The view's *detected* keypoint is used, so detector noise is real.
-Every view's patch is cut with :func:`hardnet_desc.patches.extract_patches`, the same code
+Every view's patch is cut with ``hardnet_desc.patches.extract_patches``, the same code
 as inference, at 64x64 with ``supersample=1``; the loader's 2x2 mean then equals the 32x32
 inference patch exactly.
 

@@ -1,19 +1,20 @@
 """Training loop: hardest-in-batch loss, SGD with linear decay, checkpoints, exact resume, export.
 
 Exact resume: batch ``b`` of epoch ``e`` is rebuilt from ``(seed, e, b)`` by
-:class:`~hardnet_desc.train.sampler.PairDataset`, and the dropout RNG is reseeded from
+``PairDataset``, and the dropout RNG is reseeded from
 ``(seed, step)`` every step, so a resumed run continues the same sequence of updates.
 
-:func:`train` reads top to bottom as its steps: :func:`_start` (processes, device, data),
-:func:`_init_net` (random or ``init`` weights), :func:`_restore` (resume), then per epoch
-:func:`_train_epoch` (:func:`_train_step` per batch), :func:`_validate`, :func:`_save_checkpoint`,
-and at the end :func:`export`.
+``train`` reads top to bottom as its steps: ``_start`` (processes, device, data),
+``_init_net`` (random or ``init`` weights), ``_restore`` (resume), then per epoch
+``_train_epoch`` (``_train_step`` per batch), ``_validate``, ``_save_checkpoint``,
+and at the end ``export``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import time
@@ -31,7 +32,7 @@ from ..device import autocast, resolve_device, resolve_precision
 from ..fpr95 import pairs_fpr95
 from ..model import HardNet
 from ..patches import DEFAULT_PATCH_SCALE
-from ..weights import load_weights, save_weights
+from ..weights import check_state_dict, load_weights, read_checkpoint, save_weights
 from .augment import AugmentConfig
 from .loss import hardest_in_batch_loss
 from .sampler import MixedPairs, PairDataset, split_batch
@@ -76,9 +77,45 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # recorded in the model card (e.g. dataset summary)
 
 
+class TrainingError(ValueError):
+    """Training cannot go on: the loss or the weights became NaN/inf, or a checkpoint is unusable."""
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse, before any work, settings no run can use (the message names the option).
+
+    Raises:
+        ValueError: e.g. ``epochs must be >= 1 (--epochs), got 0``.
+    """
+    def need(ok: bool, name: str, rule: str) -> None:
+        if not ok:
+            raise ValueError(f"{name} must be {rule} (--{name.replace('_', '-')}), got {getattr(cfg, name)!r}")
+
+    def finite(x: float) -> bool:
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
+    need(cfg.epochs >= 1, "epochs", ">= 1")
+    need(cfg.batch_size >= 2, "batch_size", ">= 2 (the loss needs negatives)")
+    need(cfg.pairs_per_epoch >= cfg.batch_size, "pairs_per_epoch", f">= batch_size ({cfg.batch_size})")
+    need(finite(cfg.lr) and cfg.lr > 0, "lr", "> 0")
+    need(finite(cfg.momentum) and 0 <= cfg.momentum < 1, "momentum", "in [0, 1)")
+    need(finite(cfg.dampening) and 0 <= cfg.dampening <= 1, "dampening", "in [0, 1]")
+    need(finite(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", ">= 0")
+    need(finite(cfg.margin) and cfg.margin > 0, "margin", "> 0")
+    need(finite(cfg.dropout) and 0 <= cfg.dropout < 1, "dropout", "in [0, 1)")
+    need(finite(cfg.rot_deg) and cfg.rot_deg >= 0, "rot_deg", ">= 0")
+    need(finite(cfg.scale_jitter) and 0 <= cfg.scale_jitter < 1, "scale_jitter", "in [0, 1)")
+    per_folder = cfg.photos_per_batch if isinstance(cfg.photos_per_batch, list) else [cfg.photos_per_batch]
+    need(all(n >= 0 for n in per_folder), "photos_per_batch", ">= 0")
+    need(cfg.seed >= 0, "seed", ">= 0")
+    need(cfg.checkpoint_every >= 1, "checkpoint_every", ">= 1")
+    need(cfg.max_steps is None or cfg.max_steps >= 1, "max_steps", ">= 1")
+    need(cfg.batch_reduce in ("min", "average", "random"), "batch_reduce", "'min', 'average' or 'random'")
+
+
 @dataclass
 class _Run:
-    """The state of one training run, shared by the steps of :func:`train`."""
+    """The state of one training run, shared by the steps of ``train``."""
 
     cfg: TrainConfig
     out: Path
@@ -140,11 +177,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if run.world > 1:
         torch.distributed.destroy_process_group()
     path = run.out / "hardnet.safetensors"
+    _check_weights(run)
     return export(run.net, cfg, run.history, path) if run.main_process else path
 
 
 def _start(cfg: TrainConfig) -> _Run:
     """Set-up: the output folder, the processes (torchrun) and device, the data and the sampler."""
+    check_config(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     # torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: one process per GPU, each with its own batches
@@ -188,7 +227,8 @@ def _restore(run: _Run, resume: bool) -> None:
         return
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=run.device, weights_only=True)
+    ckpt = read_checkpoint(path, map_location=run.device)  # WeightsError for empty, corrupt or unsafe files
+    _check_checkpoint(ckpt, path)
     was, cfg = ckpt["config"], run.cfg
     if (was["seed"], was["batch_size"], _paths(was["data"]), was.get("mix"), was.get("aug"),
             was.get("aug_strength", 1.0)) != (cfg.seed, cfg.batch_size, _paths(cfg.data), cfg.mix, cfg.aug,
@@ -196,8 +236,39 @@ def _restore(run: _Run, resume: bool) -> None:
         raise ValueError(f"{path} was made with another seed, batch size, data, mix or augmentation; "
                          "resume with the same recipe")
     run.net.load_state_dict(ckpt["model"])
-    run.opt.load_state_dict(ckpt["optimizer"])
-    run.step, run.history = int(ckpt["step"]), list(ckpt["history"])
+    try:
+        run.opt.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise TrainingError(f"{path}: its optimizer state does not fit this network ({_first_line(err)})") from None
+    run.step, run.history = ckpt["step"], list(ckpt["history"])
+
+
+def _check_checkpoint(ckpt: object, path: Path) -> None:
+    """Raise ``TrainingError`` unless ``ckpt`` has the layout ``_save_checkpoint`` writes."""
+    fields = {"model": dict, "optimizer": dict, "step": int, "history": list, "config": dict}
+    if not isinstance(ckpt, dict):
+        raise TrainingError(f"{path}: not a checkpoint of this trainer (a {type(ckpt).__name__}, not a dict)")
+    missing = [k for k in fields if k not in ckpt]
+    if missing:
+        raise TrainingError(f"{path}: not a checkpoint of this trainer (no {', '.join(missing)})")
+    for key, kind in fields.items():
+        if not isinstance(ckpt[key], kind) or (kind is int and ckpt[key] < 0):
+            raise TrainingError(f"{path}: not a checkpoint of this trainer ({key} is {ckpt[key]!r:.40})")
+    if not {"seed", "batch_size", "data"} <= set(ckpt["config"]):
+        raise TrainingError(f"{path}: not a checkpoint of this trainer (its config has no seed, batch_size or data)")
+    check_state_dict(ckpt["model"], str(path))  # WeightsError naming the key and shape
+
+
+def _first_line(err: Exception) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
+def _check_weights(run: _Run) -> None:
+    """Raise ``TrainingError`` if a weight became NaN or inf (nothing is then saved or exported)."""
+    for key, value in run.net.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise TrainingError(f"step {run.step}: {key} contains NaN or inf: training diverged, nothing was "
+                                "saved or exported; lower --lr, or try --precision fp32")
 
 
 @contextmanager
@@ -262,6 +333,10 @@ def _train_step(run: _Run, anchor: torch.Tensor, positive: torch.Tensor) -> floa
         desc = run.model(torch.cat([anchor, positive]))
     loss = hardest_in_batch_loss(desc[: len(anchor)], desc[len(anchor) :], margin=cfg.margin,
                                  anchor_swap=cfg.anchor_swap, reduction_mode=cfg.batch_reduce)
+    if not bool(torch.isfinite(loss)):
+        raise TrainingError(f"step {run.step + 1}: the loss is {loss.item()} (lr {run.lr():g}): training diverged; "
+                            "nothing was exported (the last checkpoint is from before); lower --lr, or try "
+                            "--precision fp32")
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
@@ -280,6 +355,7 @@ def _save_checkpoint(run: _Run) -> None:
     """Write ``checkpoint.pt`` atomically (main process only)."""
     if not run.main_process:
         return
+    _check_weights(run)
     path = run.out / CHECKPOINT
     tmp = path.with_suffix(".tmp")
     torch.save({"model": run.net.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
@@ -305,7 +381,7 @@ def data_patch_scale(cfg: TrainConfig) -> float | None:
 
 
 def make_sampler(cfg: TrainConfig, seed: int) -> PairDataset | MixedPairs:
-    """The batch sampler of ``cfg``: one :class:`PairDataset`, or a :class:`MixedPairs` of one per data folder."""
+    """The batch sampler of ``cfg``: one ``PairDataset``, or a ``MixedPairs`` of one per data folder."""
     folders = _paths(cfg.data)
     if not folders:
         raise ValueError("no training data folder given")

@@ -1,0 +1,309 @@
+"""Fuzz-style: every class of bad input to the public API and the CLI gets a clear error.
+
+A clear error is a ``TypeError``, ``ValueError`` (``WeightsError`` is one) or ``FileNotFoundError``
+whose message names the problem, never an ``AttributeError``/``IndexError``/``RuntimeError`` from
+deep inside torch or OpenCV, and never a silent wrong answer. Each case is one parametrized test.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hardnet_desc import HardNetDescriptor, WeightsError, load_weights, match_descriptors
+from hardnet_desc.matching import DescriptorMatcher
+
+from conftest import make_hardnet
+
+KP = cv2.KeyPoint(30.0, 30.0, 5.0)
+GOOD = np.zeros((64, 64), np.uint8)
+
+
+@pytest.fixture(scope="module")
+def desc() -> HardNetDescriptor:
+    return HardNetDescriptor(make_hardnet(), device="cpu")
+
+
+def _complex_image():
+    return np.zeros((64, 64), np.complex64)
+
+
+BAD_IMAGES = {
+    "None": (None, TypeError, "image must be a numpy array or torch tensor, got NoneType"),
+    "string path": ("a.jpg", TypeError, "image must be a numpy array or torch tensor, got str"),
+    "nested list": ([[0, 1], [2, 3]], TypeError, "numpy array or torch tensor"),
+    "complex": (_complex_image(), TypeError, "dtype must be uint8, uint16 or float, got complex64"),
+    "int64": (np.zeros((64, 64), np.int64), TypeError, "got int64"),
+    "bool": (np.zeros((64, 64), bool), TypeError, "got bool"),
+    "object": (np.empty((64, 64), object), TypeError, "got object"),
+    "NaN": (np.full((64, 64), np.nan, np.float32), ValueError, "NaN or inf"),
+    "inf float64": (np.full((64, 64), np.inf), ValueError, "NaN or inf"),
+    "empty": (np.zeros((0, 0), np.uint8), ValueError, "too small"),
+    "one pixel": (np.zeros((1, 1), np.uint8), ValueError, "too small"),
+    "4-D numpy": (np.zeros((1, 64, 64, 3), np.uint8), ValueError, r"must be \(H, W\) grey"),
+    "5 channels": (np.zeros((64, 64, 5), np.uint8), ValueError, r"must be \(H, W\) grey"),
+    "torch batch": (torch.zeros(2, 3, 64, 64), ValueError, "one image at a time"),
+    "torch 2 channels": (torch.zeros(2, 64, 64), ValueError, "1 or 3 channels"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_IMAGES, ids=list(BAD_IMAGES))
+def test_bad_images(desc, case):
+    image, error, match = BAD_IMAGES[case]
+    with pytest.raises(error, match=match):
+        desc.compute(image, [KP])
+    with pytest.raises(error, match=match):
+        desc.detect(image)
+
+
+BAD_KEYPOINTS = {
+    "int": (5, TypeError, "keypoints must be a sequence of cv2.KeyPoint"),
+    "string": ("kps", TypeError, "keypoints must be a sequence of cv2.KeyPoint"),
+    "one KeyPoint": (KP, TypeError, "got KeyPoint"),
+    "dict": ({"x": 1}, TypeError, "got a sequence holding str"),
+    "mixed": ([KP, (30.0, 30.0, 5.0, 0.0)], TypeError, "got a sequence holding tuple"),
+    "mixed with None": ([KP, None], TypeError, "got a sequence holding NoneType"),
+    "complex array": (np.ones((2, 4), complex), TypeError, "numeric"),
+    "object array": (np.array([[KP, 1, 2, 3]], dtype=object), TypeError, "numeric"),
+    "bool array": (np.ones((2, 4), bool), TypeError, "numeric"),
+    "(N, 3) array": (np.ones((2, 3)), ValueError, r"shape \(N, 4\)"),
+    "1-D array": (np.ones(4), ValueError, r"shape \(N, 4\)"),
+    "NaN": (np.array([[30.0, np.nan, 5.0, 0.0]]), ValueError, "NaN or inf"),
+    "inf size": ([cv2.KeyPoint(30.0, 30.0, float("inf"))], ValueError, "NaN or inf"),
+    "complex frames": (np.ones((2, 2, 3), complex), TypeError, "real numbers"),
+    "NaN frames": (np.full((1, 2, 3), np.nan), ValueError, "NaN or inf"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_KEYPOINTS, ids=list(BAD_KEYPOINTS))
+def test_bad_keypoints(desc, case):
+    keypoints, error, match = BAD_KEYPOINTS[case]
+    with pytest.raises(error, match=match):
+        desc.compute(GOOD, keypoints)
+
+
+@pytest.mark.parametrize(
+    "keypoints, kept",
+    [
+        (None, 0),  # cv2: no keypoints
+        ([], 0),
+        ((k for k in [KP, KP]), 2),  # a generator
+        ([KP, cv2.KeyPoint(-100.0, 5.0, 5.0), cv2.KeyPoint(5.0, 5.0, 0.0)], 1),  # outside / size 0: removed
+        (np.array([[30, 30, 5, 0], [30, 30, -1, 0]], np.int32), 1),  # integer array
+    ],
+)
+def test_unusual_but_valid_keypoints(desc, keypoints, kept):
+    kps, d = desc.compute(GOOD, keypoints)
+    assert len(kps) == len(d) == kept and d.shape == (kept, 128) and np.isfinite(d).all()
+
+
+BAD_MASKS = {
+    "wrong shape": (np.ones((10, 10), np.uint8), ValueError, "mask has shape"),
+    "transposed": (np.ones((64, 32), np.uint8), ValueError, "mask has shape"),
+    "float": (np.ones((32, 64), np.float32), TypeError, "uint8 or bool"),
+    "list": ([[1]], TypeError, "mask must be None or a uint8"),
+    "string": ("all", TypeError, "mask must be None or a uint8"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MASKS, ids=list(BAD_MASKS))
+def test_bad_masks(desc, case):
+    mask, error, match = BAD_MASKS[case]
+    image = np.zeros((32, 64), np.uint8)
+    with pytest.raises(error, match=match):
+        desc.detect(image, mask)
+    with pytest.raises(error, match=match):
+        desc.detectAndCompute(image, mask)
+
+
+BAD_SETTINGS = {
+    "precision": ({"precision": "int4"}, ValueError, "precision must be one of"),
+    # int8 (issue 16) needs activation scales calibrated for the weights: only the bundled ones have them
+    "int8 uncalibrated": ({"device": "cpu", "precision": "int8"}, ValueError, "int8.*needs activation scales"),
+    "precision None": ({"precision": None}, ValueError, "precision must be one of"),
+    "batch_size 0": ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+    "batch_size float": ({"batch_size": 2.5}, TypeError, "batch_size must be an integer"),
+    # batch_size=None is the measured default (issue 16); anything else must be an integer >= 1
+    "batch_size str": ({"batch_size": "256"}, TypeError, "batch_size must be an integer"),
+    "patch_scale 0": ({"patch_scale": 0.0}, ValueError, "patch_scale must be a positive"),
+    "patch_scale inf": ({"patch_scale": float("inf")}, ValueError, "patch_scale must be a positive"),
+    "patch_scale str": ({"patch_scale": "6"}, TypeError, "patch_scale must be a number"),
+    "device unknown": ({"device": "tpu9"}, ValueError, "unknown device 'tpu9'"),
+    "device int": ({"device": 1}, TypeError, "device must be a string"),
+    "fp16 on cpu": ({"device": "cpu", "precision": "fp16"}, ValueError, "needs a CUDA device"),
+    "detector": ({"detector": object()}, TypeError, "detector must have a detect"),
+}
+if not torch.cuda.is_available():
+    BAD_SETTINGS["cuda without CUDA"] = ({"device": "cuda"}, ValueError, "CUDA is not available")
+
+
+@pytest.mark.parametrize("case", BAD_SETTINGS, ids=list(BAD_SETTINGS))
+def test_bad_settings(case):
+    kwargs, error, match = BAD_SETTINGS[case]
+    with pytest.raises(error, match=match):
+        HardNetDescriptor(make_hardnet(), **kwargs)
+
+
+def _write(tmp_path, name, content):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    return path
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+BAD_WEIGHTS = {
+    "int": (lambda tmp: 42, TypeError, "weights must be a bundled name"),
+    "None": (lambda tmp: None, TypeError, "weights must be a bundled name"),
+    "missing file": (lambda tmp: str(tmp / "nope.pth"), WeightsError, "no such file"),
+    "folder": (lambda tmp: str(tmp), WeightsError, "no such file"),
+    "empty .pth": (lambda tmp: _write(tmp, "e.pth", b""), WeightsError, "empty file"),
+    "text .pth": (lambda tmp: _write(tmp, "t.pth", b"not weights\n"), WeightsError, "not a readable torch"),
+    "empty dict": (lambda tmp: _write(tmp, "d.pth", {}), WeightsError, "not a HardNet state dict"),
+    "list": (lambda tmp: _write(tmp, "l.pth", [1, 2]), WeightsError, "expected a state dict"),
+    "wrong shapes": (lambda tmp: _write(tmp, "s.pth", {k: v[..., :1] if v.dim() else v for k, v in
+                                                       make_hardnet().state_dict().items()}),
+                     WeightsError, "has shape"),
+    "pickled code": (lambda tmp: _write(tmp, "p.pth", {"x": _Payload()}), WeightsError, "refused by the safe loader"),
+    "empty .safetensors": (lambda tmp: _write(tmp, "e.safetensors", b""), WeightsError, "not a readable safetensors"),
+    "unknown suffix": (lambda tmp: _write(tmp, "w.onnx", b"x"), WeightsError, "unknown weight file type"),
+    "foreign module": (lambda tmp: torch.nn.Conv2d(1, 1, 3), WeightsError, "Conv2d module: not a HardNet"),
+    "bad hf uri": (lambda tmp: "hf://only-owner", WeightsError, "expected hf://owner/repo"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_WEIGHTS, ids=list(BAD_WEIGHTS))
+def test_bad_weights(case, tmp_path):
+    make, error, match = BAD_WEIGHTS[case]
+    source = make(tmp_path)
+    with pytest.raises(error, match=match) as err:
+        load_weights(source)
+    assert "\n" not in str(err.value)  # one line
+    with pytest.raises(error, match=match):
+        HardNetDescriptor(source, device="cpu")
+
+
+A = np.ones((5, 8), np.float32)
+BAD_MATCH = {
+    "list": (([[1.0, 2.0]], A), {}, TypeError, "numpy array or torch tensor"),
+    "string": (("desc", A), {}, TypeError, "numpy array or torch tensor"),
+    "complex": ((A.astype(complex), A), {}, TypeError, "real numbers"),
+    "bool tensor": ((torch.ones(5, 8, dtype=torch.bool), A), {}, TypeError, "real numbers"),
+    "object": ((A.astype(object), A), {}, TypeError, "real numbers"),
+    "1-D": ((A[0], A), {}, ValueError, r"shape \(N, D\)"),
+    "3-D": ((A[None], A), {}, ValueError, r"shape \(N, D\)"),
+    "dims differ": ((A, A[:, :4]), {}, ValueError, "descriptor dimensions differ"),
+    "NaN": ((np.full((2, 8), np.nan, np.float32), A), {}, ValueError, "NaN or inf"),
+    "inf": ((A, np.full((2, 8), np.inf, np.float32)), {}, ValueError, "NaN or inf"),
+    "ratio 0": ((A, A), {"ratio": 0.0}, ValueError, "ratio must be in"),
+    "ratio 2": ((A, A), {"ratio": 2.0}, ValueError, "ratio must be in"),
+    "max_distance": ((A, A), {"max_distance": -1.0}, ValueError, "max_distance"),
+    "chunk_size": ((A, A), {"chunk_size": 0}, ValueError, "chunk_size"),
+    "device": ((A, A), {"device": "gpu"}, ValueError, "unknown device"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MATCH, ids=list(BAD_MATCH))
+def test_bad_match_inputs(case):
+    args, kwargs, error, match = BAD_MATCH[case]
+    with pytest.raises(error, match=match):
+        match_descriptors(*args, **kwargs)
+
+
+@pytest.mark.parametrize("scale", [1e-35, 1e20, 1e36])
+def test_extreme_descriptor_scales_match_like_unit_scale(scale):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((50, 16)).astype(np.float32)
+    b = a + 0.05 * rng.standard_normal((50, 16)).astype(np.float32)
+    ref = match_descriptors(a, b, ratio=0.8)
+    got = match_descriptors(a * np.float32(scale), b * np.float32(scale), ratio=0.8)
+    np.testing.assert_array_equal(got.pairs, ref.pairs)
+    assert len(ref) > 40 and np.isfinite(got.distances).all()
+
+
+def test_bad_matcher_arguments():
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        DescriptorMatcher().knnMatch(A, A, k=0)
+    with pytest.raises(ValueError, match="crossCheck"):
+        DescriptorMatcher(mutual=True).knnMatch(A, A, k=2)
+
+
+BAD_PATCHES = {
+    "4 channels": (np.zeros((2, 4, 32, 32), np.float32), ValueError, r"patches must be \(N, H, W\)"),
+    "2-D": (np.zeros((32, 32), np.float32), ValueError, r"patches must be \(N, H, W\)"),
+    "NaN": (np.full((2, 32, 32), np.nan, np.float32), ValueError, "NaN or inf"),
+    "complex": (np.zeros((2, 32, 32), complex), TypeError, "real numbers"),
+    "object": (np.zeros((2, 32, 32), object), TypeError, "real numbers"),
+    "list of str": ([["a"]], TypeError, "real numbers"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PATCHES, ids=list(BAD_PATCHES))
+def test_bad_patches(desc, case):
+    patches, error, match = BAD_PATCHES[case]
+    with pytest.raises(error, match=match):
+        desc.describe_patches(patches)
+
+
+# --- the command line: every bad input is one "hardnet-desc CMD: error: ..." line and exit code 2 ---
+IMG = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "data" / "sacre_coeur_1.jpg")
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    from hardnet_desc.weights import save_weights
+
+    root = tmp_path_factory.mktemp("cli_bad")
+    weights = save_weights(make_hardnet(), root / "w.safetensors")
+    (root / "corrupt.jpg").write_bytes(b"not an image")
+    (root / "empty").mkdir()
+    (root / "text.pth").write_bytes(b"hello\n")
+    return {"root": root, "weights": str(weights)}
+
+
+BAD_CLI = {
+    "match: missing image": (["match", "{root}/none.jpg", IMG, "--weights", "{weights}"], "none.jpg"),
+    "match: corrupt image": (["match", "{root}/corrupt.jpg", IMG, "--weights", "{weights}"], "cannot decode"),
+    "match: text weights": (["match", IMG, IMG, "--weights", "{root}/text.pth"], "not a readable torch"),
+    "match: int weights": (["match", IMG, IMG, "--weights", "42"], "no such file"),
+    "match: negative budget": (["match", IMG, IMG, "--max-keypoints", "-1"], "--max-keypoints must be >= 0"),
+    "match: ratio 2": (["match", IMG, IMG, "--weights", "{weights}", "--max-keypoints", "50", "--ratio", "2",
+                        "--out", "{tmp}/m.png"], "ratio must be in (0, 1]"),
+    "match: unknown device": (["match", IMG, IMG, "--weights", "{weights}", "--device", "gpu", "--out", "{tmp}/m.png"],
+                              "unknown device 'gpu'"),
+    "match: txt picture": (["match", IMG, IMG, "--out", "{tmp}/m.txt"], ".png, .jpg, .jpeg"),
+    "match: out is a folder": (["match", IMG, IMG, "--out", "{tmp}"], "is a folder"),
+    "extract: missing folder": (["extract", "{root}/none", "--out", "{tmp}/f.h5"], "no such image folder"),
+    "extract: no images": (["extract", "{root}/empty", "--out", "{tmp}/f.h5"], "no image files"),
+    "extract: batch 0": (["extract", "{root}", "--batch-images", "0"], "--batch-images >= 1"),
+    "train: missing data": (["train", "{root}/none", "{tmp}/run", "--quiet"], "none"),
+    "train: epochs 0": (["train", "{root}/none", "{tmp}/run", "--epochs", "0"], "epochs must be >= 1"),
+    "eval-sequences: missing": (["eval-sequences", "{root}/none", "--quiet"], "no such folder"),
+    "eval-sequences: not sequences": (["eval-sequences", "{root}/empty", "--quiet"], "neither an image sequence"),
+    "eval-sequences: ratio 0": (["eval-sequences", "{root}/empty", "--ratio", "0", "--quiet"], "ratio must be in"),
+    "eval-fpr95: missing": (["eval-fpr95", "{root}/none"], "not found"),
+    "make-dataset: missing": (["make-dataset", "{root}/none", "{tmp}/out"], "none"),
+    "make-sequences: missing": (["make-sequences", "{root}/none", "{tmp}/out"], "no such image folder"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CLI, ids=list(BAD_CLI))
+def test_bad_cli_inputs(cli_files, tmp_path, capsys, case):
+    from hardnet_desc.cli import main
+
+    argv, match = BAD_CLI[case]
+    argv = [a.format(root=cli_files["root"], weights=cli_files["weights"], tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith(f"hardnet-desc {argv[0]}: error: "), err
+    assert match in err[0], err[0]

@@ -17,8 +17,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from hardnet_desc.cli import main
+from hardnet_desc.patches import keypoints_from_colmap
 from hardnet_desc.data.sfm_patches import (
-    colmap_to_opencv_keypoints,
     cut_patches,
     find_scenes,
     hard_pairs,
@@ -64,11 +64,11 @@ def dataset(scenes, tmp_path_factory) -> Path:
 def test_colmap_keypoints_to_opencv_by_hand():
     s, t = 3.0, np.deg2rad(30.0)
     row = [10.5, 20.5, s * np.cos(t), -s * np.sin(t), s * np.sin(t), s * np.cos(t)]
-    np.testing.assert_allclose(colmap_to_opencv_keypoints(np.array([row])), [[10.0, 20.0, 6.0, 30.0]], atol=1e-9)
+    np.testing.assert_allclose(keypoints_from_colmap(np.array([row])), [[10.0, 20.0, 6.0, 30.0]], atol=1e-9)
     row = [0.5, 0.5, s * np.cos(-t), -s * np.sin(-t), s * np.sin(-t), s * np.cos(-t)]
-    assert colmap_to_opencv_keypoints(np.array([row]))[0, 3] == pytest.approx(330.0)
+    assert keypoints_from_colmap(np.array([row]))[0, 3] == pytest.approx(330.0)
     with pytest.raises(ValueError, match=r"\(N, 6\)"):
-        colmap_to_opencv_keypoints(np.zeros((3, 4)))
+        keypoints_from_colmap(np.zeros((3, 5)))
 
 
 def test_colmap_keypoints_agree_with_opencv_sift(scenes):
@@ -76,7 +76,7 @@ def test_colmap_keypoints_agree_with_opencv_sift(scenes):
     db = pycolmap.Database.open(str(scenes / "bundler-et" / "database.db"))
     raw = db.read_keypoints(db.read_image_with_name("et000.jpg").image_id)
     db.close()
-    ours = colmap_to_opencv_keypoints(raw)
+    ours = keypoints_from_colmap(raw)
     image = cv2.imread(str(SCENE / "et000.jpg"), cv2.IMREAD_GRAYSCALE)
     cv = np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in cv2.SIFT_create(contrastThreshold=0.02).detect(image)])
     # pair each COLMAP keypoint with the OpenCV keypoint at the same place, size and angle

@@ -26,7 +26,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..image import read_image, to_grey_tensor
-from ..patches import DEFAULT_PATCH_SCALE, extract_patches
+from ..patches import DEFAULT_PATCH_SCALE, extract_patches, keypoints_from_colmap
 from .phototour import STORED_SIZE, PhotoTourWriter, make_pairs
 
 #: Scenes held out for validation (the same scenes ``eval-pairs`` reports on).
@@ -35,29 +35,6 @@ DEFAULT_VAL_SCENES = (
 )
 #: Bin edges of the track-length histogram in the record (last bin: this and longer).
 TRACK_BINS = (2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
-
-
-def colmap_to_opencv_keypoints(keypoints: np.ndarray) -> np.ndarray:
-    """COLMAP ``FeatureKeypoint`` rows to OpenCV keypoints.
-
-    COLMAP stores a keypoint as ``(x, y, a11, a12, a21, a22)``: its position with the top-left
-    pixel *corner* at ``(0, 0)`` and an affine frame ``A``; for SIFT ``A = sigma * R(theta)``.
-    Measured against OpenCV's SIFT on the same photo (``tests/test_sfm_dataset.py``): OpenCV's
-    ``size`` is ``2 * sigma`` and its ``angle`` is ``theta`` in degrees (same sign), and
-    positions differ by 0.5 px, the two pixel conventions (docs/conventions.md).
-
-    Args:
-        keypoints: ``(N, 6)`` COLMAP keypoints (``Database.read_keypoints``).
-
-    Returns:
-        ``(N, 4)`` float64 ``(x, y, size, angle_deg)`` in the OpenCV convention, angle in [0, 360).
-    """
-    kp = np.asarray(keypoints, dtype=np.float64)
-    if kp.ndim != 2 or kp.shape[1] != 6:
-        raise ValueError(f"COLMAP keypoints must be (N, 6) = (x, y, a11, a12, a21, a22), got {kp.shape}")
-    sigma = np.sqrt(np.abs(kp[:, 2] * kp[:, 5] - kp[:, 3] * kp[:, 4]))
-    angle = np.rad2deg(np.arctan2(kp[:, 4], kp[:, 2])) % 360.0
-    return np.stack([kp[:, 0] - 0.5, kp[:, 1] - 0.5, 2.0 * sigma, angle], axis=1)
 
 
 @dataclass
@@ -274,7 +251,7 @@ def observation_keypoints(rec, database: str | Path, tracks: Tracks) -> np.ndarr
             xy = np.array([image.points2D[int(i)].xy for i in tracks.point2D_idx[rows]], np.float64)
             if raw.shape[1] != 6 or np.abs(raw[:, :2] - xy).max(initial=0.0) > 1e-2:
                 raise ValueError(f"{database}: keypoints of {image.name} do not match the model's (another database?)")
-            out[rows] = colmap_to_opencv_keypoints(raw)
+            out[rows] = keypoints_from_colmap(raw)
     finally:
         db.close()
     return out

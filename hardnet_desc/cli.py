@@ -282,13 +282,14 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
 
 
-def _add_precision(p: argparse.ArgumentParser, default: str, int8: bool = False) -> None:
+def _add_precision(p: argparse.ArgumentParser, default: str, int8: bool = False, training: bool = False) -> None:
     from .device import PRECISIONS
 
     choices = [name for name in PRECISIONS if int8 or name != "int8"]
+    other_cpus = "fp32" if training else "int8 for the bundled weights, else fp32"
     p.add_argument("--precision", choices=choices, default=default,
-                   help=f"{', '.join(choices[1:])} or auto (bf16 on CPUs with native bf16, else fp32; fp16 on "
-                   "CUDA) (default: %(default)s)")
+                   help=f"{', '.join(choices[1:])} or auto (bf16 on CPUs with native bf16, fp16 on CUDA, "
+                   f"else {other_cpus}) (default: %(default)s)")
 
 
 def _add_verbose(p: argparse.ArgumentParser) -> None:
@@ -413,7 +414,7 @@ def _add_train(sub) -> None:
     p.add_argument("--batch-reduce", choices=["min", "average", "random"], default=d.batch_reduce)
     p.add_argument("--no-anchor-swap", dest="anchor_swap", action="store_false")
     p.add_argument("--augment", action="store_true", help="'+' augmentation: random flip/rot90 of each pair")
-    _add_precision(p, default=d.precision)
+    _add_precision(p, default=d.precision, training=True)
     _add_device(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     _add_quiet(p)

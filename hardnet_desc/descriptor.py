@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,15 +93,38 @@ def _forward(net: torch.nn.Module, patches: torch.Tensor, device: torch.device, 
 
 
 def _int8_net(net: torch.nn.Module, weights: Weights) -> torch.nn.Module:
-    from .quantize import CALIBRATION_FILE, load_calibration, quantize_hardnet
+    from .quantize import quantize_hardnet
 
-    activations = load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE))
+    activations = _int8_calibration(weights)
     if activations is None:
         raise ValueError(
             f"precision='int8' needs activation scales calibrated for these weights ({weights.source}); "
             "only the bundled weights ship them (benchmarks/calibrate_int8.py makes them for others)"
         )
     return quantize_hardnet(net, activations)
+
+
+def _int8_calibration(weights: Weights) -> list[tuple[float, int]] | None:
+    """The int8 activation scales shipped for ``weights`` (the bundled ones), or ``None``."""
+    from .quantize import CALIBRATION_FILE, load_calibration
+
+    return load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE))
+
+
+def _int8_ready(weights: Weights) -> bool:
+    """Whether ``precision="auto"`` may run ``weights`` in int8: kernels present and calibration shipped."""
+    from .quantize import int8_available
+
+    return int8_available() and _int8_calibration(weights) is not None
+
+
+def _spare_core() -> bool:
+    """Whether torch's intra-op threads leave at least one of this process's CPUs free."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return torch.get_num_threads() < cpus
 
 
 def _prefetched(
@@ -135,7 +159,8 @@ class HardNetDescriptor:
         batch_size: patches per forward pass (``None`` or an integer >= 1); bounds memory, never
             changes results. ``None`` takes the fastest measured for the device and precision
             (``hardnet_desc.device.BATCH_SIZES``: small on CPU, where activations that stay in cache win).
-        precision: ``"auto"`` (bf16 on CPUs with native bfloat16 and fp16 on CUDA, else fp32),
+        precision: ``"auto"`` (bf16 on CPUs with native bfloat16, fp16 on CUDA; on other CPUs
+            int8 for weights that ship int8 calibration, such as the bundled ones, else fp32),
             ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU, bundled weights; see
             ``hardnet_desc.quantize``). The table is in ``hardnet_desc.device``; the
             ``precision`` property tells what ``"auto"`` chose.
@@ -165,9 +190,11 @@ class HardNetDescriptor:
         if detector is not None and not callable(getattr(detector, "detect", None)):
             raise TypeError(f"detector must have a detect(image, mask) method, got {type(detector).__name__}")
         self._device = resolve_device(device)
-        # unknown names, fp16 off CUDA and int8 off CPU fail here
-        self._precision = choose_precision(precision, self._device, inference=True)
+        choose_precision(precision, self._device, inference=True)  # unknown names, fp16 off CUDA, int8 off CPU
         net, self._weights = load_hardnet(weights)  # also any nn.Module with HardNet's layout (copied)
+        self._precision = choose_precision(
+            precision, self._device, inference=True, int8_ready=lambda: _int8_ready(self._weights)
+        )
         self._patch_scale = float(patch_scale or self._weights.patch_scale or DEFAULT_PATCH_SCALE)
         self._batch_size = int(batch_size or default_batch_size(self._device, self._precision))
         self.net = fuse_hardnet(net.eval()).to(self._device).to(memory_format=torch.channels_last)
@@ -175,7 +202,9 @@ class HardNetDescriptor:
             self.net = _int8_net(self.net, self._weights)
         self._own_detector = detector is None
         self._detector = cv2.SIFT_create() if detector is None else detector
-        self._overlap = True  # cut the next batch's patches while the net runs (benchmarks turn it off)
+        # Cut the next batch's patches in a worker thread while the net runs: None = where a core is left
+        # over for it (_spare_core), True/False = always/never (tests and benchmarks).
+        self._overlap: bool | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the settings and weights (cv2's default SIFT detector is rebuilt, not pickled).
@@ -357,8 +386,10 @@ class HardNetDescriptor:
     def describe_frames(self, grey: torch.Tensor, frames: torch.Tensor) -> np.ndarray:
         """Descriptors ``(N, 128)`` for affine frames ``(N, 2, 3)`` of a ``(1, 1, H, W)`` image.
 
-        Batch ``i + 1``'s patches are cut in a worker thread while the network describes batch
-        ``i`` (sampling and convolutions release the GIL), so the network does not wait for them.
+        Where torch's threads leave a core free, batch ``i + 1``'s patches are cut in a worker
+        thread while the network describes batch ``i`` (sampling and convolutions release the
+        GIL), so the network does not wait for them. Where the net's threads take every core the
+        worker would only compete with them, and the patches are cut before each batch.
         """
         out = np.empty((len(frames), DESCRIPTOR_DIM), dtype=np.float32)
         if len(frames) == 0:
@@ -371,7 +402,8 @@ class HardNetDescriptor:
             return extract_patches(grey, frames[start : start + self._batch_size], pyramid=pyramid)
 
         starts = range(0, len(frames), self._batch_size)
-        for start, patches in _prefetched(cut, starts, enabled=self._overlap and len(starts) > 1):
+        overlap = _spare_core() if self._overlap is None else self._overlap
+        for start, patches in _prefetched(cut, starts, enabled=overlap and len(starts) > 1):
             out[start : start + len(patches)] = _forward(self.net, patches, self._device, self._precision).cpu().numpy()
         return out
 

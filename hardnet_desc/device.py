@@ -9,15 +9,19 @@ Precisions (``precision`` arguments and ``--precision`` options):
 | `fp16` | error (use `bf16`)                               | float16 autocast           |
 | `int8` | int8 convolutions (``hardnet_desc.quantize``) | error                      |
 | `auto` | `bf16` where the CPU has native bfloat16         | `fp16`                     |
-|        | (AVX-512 BF16 or AMX), else `fp32`               |                            |
+|        | (AVX-512 BF16 or AMX); else, for inference with  |                            |
+|        | calibrated (bundled) weights, `int8`; else `fp32`|                            |
 
-`int8` is for inference only (``hardnet_desc.HardNetDescriptor``); training refuses it.
+`int8` is for inference only (``hardnet_desc.HardNetDescriptor``); training refuses it. Without
+native bfloat16 `auto` takes `int8` over `fp32` for the weights that ship int8 calibration: about
+2x the speed at a measured accuracy cost within noise (docs/benchmarks.md, "int8 as auto").
 ``choose_precision`` names what `auto` becomes, ``default_batch_size`` the measured
 batch size of each device and precision.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -84,13 +88,17 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def choose_precision(precision: str, device: torch.device, *, inference: bool = False) -> str:
+def choose_precision(
+    precision: str, device: torch.device, *, inference: bool = False, int8_ready: Callable[[], bool] | None = None
+) -> str:
     """The precision name that runs: ``precision`` checked, and ``'auto'`` replaced per the module table.
 
     Args:
         precision: a name of ``PRECISIONS``.
         device: where the network runs.
         inference: allow ``'int8'`` (``hardnet_desc.HardNetDescriptor``, not training).
+        int8_ready: for inference, whether int8 can run these weights (kernels and calibration);
+            asked only when ``'auto'`` would otherwise fall back to ``'fp32'`` on a CPU.
 
     Raises:
         ValueError: an unknown name, ``'fp16'`` off CUDA, or ``'int8'`` off CPU or in training.
@@ -100,7 +108,11 @@ def choose_precision(precision: str, device: torch.device, *, inference: bool = 
     if precision == "auto":
         if device.type == "cuda":
             return "fp16"
-        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+        if device.type != "cpu":
+            return "fp32"
+        if cpu_has_native_bf16():
+            return "bf16"
+        return "int8" if inference and int8_ready is not None and int8_ready() else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' on CPU")
     if precision == "int8" and not inference:

@@ -233,7 +233,9 @@ def _run(pycolmap: Any, job: _Job, descriptor: HardNetDescriptor | None) -> dict
     summary = _summarise(pycolmap, db, models, len(job.names), len(pairs), seconds)
     hardnet = job.features == "hardnet"
     summary.update(
-        image_dir=str(job.image_dir), out_dir=str(job.out_dir), features=job.features, matcher=job.matcher,
+        # absolute: readers (eval-pairs, make-dataset --from-sfm) find the photos from anywhere
+        image_dir=str(job.image_dir.resolve()), out_dir=str(job.out_dir.resolve()), features=job.features,
+        matcher=job.matcher,
         max_image_size=job.max_image_size, max_keypoints=job.max_keypoints, ratio=job.ratio if hardnet else None,
         camera_model=job.camera_model, camera_params=job.camera_params,
         weights=str(descriptor.weights.source) if hardnet else None,

@@ -205,10 +205,30 @@ def test_describe_patches_errors(desc):
 def test_patches_cut_in_a_worker_thread_give_the_same_descriptors(hardnet, example_image, keypoints):
     """compute() cuts batch i + 1 while the net describes batch i; the result is the serial one, bit for bit."""
     desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64)  # 4 batches
+    desc._overlap = True
     overlapped = desc.compute(example_image, keypoints)[1]
     desc._overlap = False
     serial = desc.compute(example_image, keypoints)[1]
     np.testing.assert_array_equal(overlapped, serial)
+
+
+def test_patches_are_cut_in_a_worker_thread_only_where_a_core_is_spare(monkeypatch, hardnet, example_image, keypoints):
+    """By default the worker thread runs only when torch's threads leave a CPU free (else it competes with them)."""
+    import hardnet_desc.descriptor as descriptor
+
+    threads = []
+    real = descriptor._prefetched
+
+    def spy(fn, items, enabled=True):
+        threads.append(enabled)
+        return real(fn, items, enabled)
+
+    monkeypatch.setattr(descriptor, "_prefetched", spy)
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64)
+    for spare in (True, False):
+        monkeypatch.setattr(descriptor, "_spare_core", lambda spare=spare: spare)
+        desc.compute(example_image, keypoints)
+    assert threads == [True, False]
 
 
 def test_default_precision_and_batch_size_are_chosen_and_shown(hardnet):
@@ -220,6 +240,29 @@ def test_default_precision_and_batch_size_are_chosen_and_shown(hardnet):
     assert desc.batch_size == default_batch_size(cpu, desc.precision)
     assert f"precision='{desc.precision}'" in repr(desc) and f"batch_size={desc.batch_size}" in repr(desc)
     assert HardNetDescriptor(hardnet, device="cpu", batch_size=5).batch_size == 5
+
+
+def test_auto_runs_the_bundled_weights_in_int8_on_cpus_without_native_bf16(monkeypatch, hardnet, example_image,
+                                                                              keypoints):
+    """Without native bf16, "auto" is int8 for weights with shipped calibration (the bundled ones), fp32 for others;
+    the int8 default describes like the explicit int8 and close to fp32."""
+    import hardnet_desc.device as device
+    from hardnet_desc.quantize import int8_available
+
+    if not int8_available():
+        pytest.skip("this torch build has no quantized CPU kernels")
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    auto = HardNetDescriptor(device="cpu")
+    assert auto.precision == "int8" and auto.batch_size == device.BATCH_SIZES[("cpu", "int8")]
+    assert HardNetDescriptor(hardnet, device="cpu").precision == "fp32"  # no calibration for these weights
+    assert HardNetDescriptor(device="cpu", precision="fp32").precision == "fp32"
+    kps, d_auto = auto.compute(example_image, keypoints)
+    d_int8 = HardNetDescriptor(device="cpu", precision="int8").compute(example_image, keypoints)[1]
+    d_fp32 = HardNetDescriptor(device="cpu", precision="fp32").compute(example_image, keypoints)[1]
+    np.testing.assert_array_equal(d_auto, d_int8)
+    assert (d_auto * d_fp32).sum(1).mean() > 0.999
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert HardNetDescriptor(device="cpu").precision == "bf16"
 def test_opencv_signatures(desc, example_image, keypoints):
     """compute(img, kps, descriptors) and detectAndCompute(img, mask, descriptors, useProvidedKeypoints)."""
     ref = desc.compute(example_image, keypoints)[1]

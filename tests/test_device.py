@@ -33,6 +33,26 @@ def test_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert resolve_precision("auto", CPU) == torch.float32
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     assert choose_precision("auto", CPU) == "bf16"
+    assert choose_precision("auto", CPU, inference=True, int8_ready=lambda: True) == "bf16"
+
+
+def test_auto_takes_int8_for_inference_only_without_native_bf16(monkeypatch):
+    import hardnet_desc.device as device
+
+    asked = []
+
+    def ready() -> bool:
+        asked.append(1)
+        return True
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert choose_precision("auto", CPU, inference=True, int8_ready=ready) == "int8"
+    assert choose_precision("auto", CPU, inference=True, int8_ready=lambda: False) == "fp32"
+    assert choose_precision("auto", CPU, inference=True) == "fp32"  # nobody said int8 can run
+    assert choose_precision("auto", CPU, int8_ready=ready) == "fp32"  # training never runs int8
+    assert choose_precision("auto", torch.device("cuda"), inference=True, int8_ready=ready) == "fp16"
+    assert choose_precision("fp32", CPU, inference=True, int8_ready=ready) == "fp32"
+    assert len(asked) == 1  # asked only where it decides
     assert choose_precision("auto", torch.device("cuda")) == "fp16"  # no CUDA needed to resolve the name
 
 

@@ -105,14 +105,17 @@ def test_database_holds_our_keypoints_and_matches(hardnet_run, hardnet_descripto
     np.testing.assert_array_equal(matches, expected)
 
 
-def test_resize_scales_keypoints_back(tmp_path, hardnet_descriptor):
-    """Extraction at 320 px: the stored keypoints are in full-resolution pixels (640x480)."""
+def test_resize_scales_keypoints_back(tmp_path, hardnet_descriptor, monkeypatch):
+    """Extraction at 320 px: the stored keypoints are in full-resolution pixels (640x480). Relative folders
+    are recorded absolute in the summary (eval-pairs and make-dataset read it from elsewhere)."""
     scene = tmp_path / "images"
     scene.mkdir()
     for name in NAMES[:3]:
         shutil.copy(SCENE / name, scene / name)
-    reconstruct(scene, tmp_path / "out", descriptor=hardnet_descriptor, max_image_size=320, max_keypoints=300,
-                progress=False)
+    monkeypatch.chdir(tmp_path)
+    summary = reconstruct(Path("images"), Path("out"), descriptor=hardnet_descriptor, max_image_size=320,
+                          max_keypoints=300, progress=False)
+    assert summary["image_dir"] == str(scene.resolve()) and summary["out_dir"] == str((tmp_path / "out").resolve())
     with pycolmap.Database.open(tmp_path / "out" / "database.db") as db:
         im = db.read_image_with_name(NAMES[0])
         stored = keypoints_from_colmap(db.read_keypoints(im.image_id))

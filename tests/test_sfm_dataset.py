@@ -247,3 +247,17 @@ def test_hard_pairs_stay_in_scene_and_take_photo_neighbours():
     # a near negative is one of the 4 nearest other points of its photo: far closer than random pairs
     dist = np.linalg.norm(xy[i1] - xy[i2], axis=1)
     assert np.median(dist[same_photo]) < 0.3 * np.median(dist[neg & ~same_photo])
+
+
+def test_all_models_counts_each_registered_photo_once(scenes, tmp_path):
+    """--all-models: points and patches of every model add up; a photo registered in two models is one photo."""
+    two = tmp_path / "two"
+    shutil.copytree(scenes / "bundler-et", two / "bundler-et")
+    shutil.copytree(scenes / "other-et", two / "other-et")
+    shutil.copytree(two / "other-et" / "sparse" / "0", two / "other-et" / "sparse" / "1")  # the same model again
+    make_sfm_dataset(two, tmp_path / "one", val_scenes=["bundler-et"], progress=False)
+    make_sfm_dataset(two, tmp_path / "all", val_scenes=["bundler-et"], all_models=True, progress=False)
+    one, both = ({s["name"]: s for s in json.loads((tmp_path / d / "record.json").read_text())["scenes"]}["other-et"]
+                 for d in ("one", "all"))
+    assert len(both["models"]) == 2 and both["points"] == 2 * one["points"] and both["patches"] == 2 * one["patches"]
+    assert both["registered"] == one["registered"] == 9

@@ -341,16 +341,18 @@ def scene_patches(scene: SfmScene, *, all_models: bool = False, **options) -> Sc
         models = [(_load_model(p), p) for p in scene.models]
     else:
         models = [largest_model(scene)]
-    parts, records, offset = [], [], 0
+    parts, records, offset, registered = [], [], 0, set()
     for rec, path in models:
+        registered |= {rec.images[i].name for i in rec.reg_image_ids()}
         part = model_patches(scene, rec, **options)
         part.labels += offset
         offset = int(part.labels.max()) + 1 if len(part.labels) else offset
         parts.append(part)
         records.append({"model": str(path), **part.record})
     record = {"name": scene.name, "image_dir": str(scene.image_dir), "images": scene.num_images or _count_images(scene)}
-    for key in ("registered", "points3D", "points_eligible", "points_distinct", "points", "patches", "dropped_outside"):
+    for key in ("points3D", "points_eligible", "points_distinct", "points", "patches", "dropped_outside"):
         record[key] = sum(r[key] for r in records)
+    record["registered"] = len(registered)  # photos in any model (one photo may be in several)
     record["models"] = records
     return ScenePatches(*(np.concatenate([getattr(x, k) for x in parts]) for k in ("patches", "labels")), record,
                         *(np.concatenate([getattr(x, k) for x in parts]) for k in ("photo", "xy")))

@@ -281,9 +281,10 @@ def sample_frames(pyramid: list[torch.Tensor], frames: torch.Tensor, grid_size: 
 @functools.lru_cache(maxsize=8)
 def _base_grid(grid_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(2, G*G)``: x then y of the cell centres in ``[-1, 1]``, row-major over the cells (cached, read-only)."""
-    eye = torch.eye(2, 3, device=device, dtype=dtype)
-    base = F.affine_grid(eye[None], [1, 1, grid_size, grid_size], align_corners=False)
-    return base[0].reshape(-1, 2).t().contiguous()
+    with torch.inference_mode(False):  # a normal tensor, usable in and out of inference mode
+        eye = torch.eye(2, 3, device=device, dtype=dtype)
+        base = F.affine_grid(eye[None], [1, 1, grid_size, grid_size], align_corners=False)
+        return base[0].reshape(-1, 2).t().contiguous()
 
 
 def _mean_2x2(x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ Precisions (``precision`` arguments and ``--precision`` options):
 
 `int8` is for inference only (``hardnet_desc.HardNetDescriptor``); training refuses it. Without
 native bfloat16 `auto` takes `int8` over `fp32` for the weights that ship int8 calibration: about
-2x the speed at a measured accuracy cost within noise (docs/benchmarks.md, "int8 as auto").
+2x the speed at a measured accuracy cost within noise (docs/benchmarks.md, "CPU: AMD EPYC").
 ``choose_precision`` names what `auto` becomes, ``default_batch_size`` the measured
 batch size of each device and precision.
 """

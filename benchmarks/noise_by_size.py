@@ -16,11 +16,10 @@ import argparse
 import numpy as np
 
 from hardnet_desc import HardNetDescriptor
-from hardnet_desc.detection import detect_sift
 from hardnet_desc.evaluation.layouts import find_sequences
-from hardnet_desc.evaluation.methods import rootsift
+from hardnet_desc.evaluation.methods import HardNetMethod, rootsift
 from hardnet_desc.evaluation.metrics import match_errors, matchable_pairs
-from hardnet_desc.image import read_image, to_uint8
+from hardnet_desc.evaluation.sequences import describe_sequence
 from hardnet_desc.matching import match_descriptors
 
 BINS = [0, 3, 4, 6, 10, np.inf]
@@ -34,25 +33,21 @@ def main() -> None:
     ap.add_argument("--targets", default="5,6", help="which pairs (1, k) (default: 5,6)")
     args = ap.parse_args()
     targets = {int(k) for k in args.targets.split(",")}
-    hardnet = HardNetDescriptor(args.weights, precision="fp32")
+    describe = {"rootsift": rootsift, "hardnet": HardNetMethod(HardNetDescriptor(args.weights, precision="fp32")),
+                "size": lambda image, kps: np.array([k.size for k in kps])}  # not a descriptor: kp.size per keypoint
     nb = len(BINS) - 1
     counts = {m: {"wrong": np.zeros(nb, int), "correct": np.zeros(nb, int)} for m in ("rootsift", "hardnet")}
     unmatched = np.zeros(nb, int)
     for seq in find_sequences(args.seqs):
         if seq.group != "n":
             continue
-        feats = []
-        for path in seq.images:
-            image = to_uint8(read_image(path))
-            kps = detect_sift(image, 2000)
-            xy = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
-            size = np.array([k.size for k in kps])
-            feats.append((xy, size, {"rootsift": rootsift(image, kps), "hardnet": hardnet.compute(image, kps)[1]}))
-        xy1, size1, desc1 = feats[0]
+        feats = describe_sequence(seq, describe, max_keypoints=2000)
+        xy1, desc1, _ = feats[0]
+        size1 = desc1["size"]
         for k, H in enumerate(seq.homographies, start=2):
             if k not in targets:
                 continue
-            xyk, _, desck = feats[k - 1]
+            xyk, desck, _ = feats[k - 1]
             idx1, _ = matchable_pairs(xy1, xyk, H)
             alone = np.ones(len(xy1), bool)
             alone[idx1] = False

@@ -16,27 +16,19 @@ import argparse
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.evaluation.methods import rootsift, sift
 from hardnet_desc.evaluation.sequences import evaluate_sequences
-
-
-def blur_patches(patches: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``(N, 1, H, W)`` patches convolved with a separable Gaussian of std ``sigma`` px (border replicated)."""
-    r = max(1, round(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=patches.dtype, device=patches.device)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    p = F.pad(patches, (r, r, r, r), mode="replicate")
-    return F.conv2d(F.conv2d(p, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+from hardnet_desc.train.augment import gaussian_blur
 
 
 def variant(hardnet: HardNetDescriptor, name: str):
     """``describe(grey_uint8, keypoints) -> (N, 128)`` for the variant ``name``."""
-    kind, value = name[:2], float(name[2:]) if name != "base" else 0.0
+    kind = name[:2]
+    if name != "base" and kind not in ("pb", "ib", "ms"):
+        raise SystemExit(f"unknown variant {name!r}: base, pbS, ibS or msS")
+    value = float(name[2:]) if name != "base" else 0.0
 
     def describe(image: np.ndarray, kps) -> np.ndarray:
         if not len(kps):
@@ -47,11 +39,9 @@ def variant(hardnet: HardNetDescriptor, name: str):
             kps = [cv2.KeyPoint(k.pt[0], k.pt[1], max(k.size, value), k.angle) for k in kps]
         patches = hardnet.cut_patches(image, kps)
         if kind == "pb":
-            patches = blur_patches(patches, value)
+            patches = gaussian_blur(patches[:, 0].numpy(), value)[:, None]
         return hardnet.describe_patches(patches)
 
-    if name != "base" and kind not in ("pb", "ib", "ms"):
-        raise SystemExit(f"unknown variant {name!r}: base, pbS, ibS or msS")
     return describe
 
 

@@ -1,42 +1,34 @@
-"""Experiment: run a ``hardnet-desc`` command with every keypoint's size clamped to at least SMIN pixels.
+"""Experiment: a copy of some weights that records another minimum keypoint size.
 
-    python benchmarks/min_kp_size.py 3.5 make-dataset --from-sfm SCENES/ data/real6m --all-models
-    python benchmarks/min_kp_size.py 3.5 eval-pairs data/eval-pairs/heldout-v3 --methods hardnet --weights W
+    python benchmarks/min_kp_size.py hardnet-desc-v3 3.5 runs/v3-ms3.5.safetensors
+    hardnet-desc eval-pairs data/eval-pairs/heldout-v3 --methods hardnet --weights runs/v3-ms3.5.safetensors
 
-A minimum patch support for the smallest SIFT keypoints (noise blobs whose 6 x size patch holds
-little but noise); docs/training.md, "Third round", has what it did. The clamp is applied where
-keypoints become affine frames (``hardnet_desc.patches.keypoints_to_frames``), so patch cutting for
-datasets, description and evaluation all see it; frames given as frames are left alone. Not a
-library feature (yet): weights trained this way need the same clamp at use, and nothing stores it.
+``min_kp_size`` is a property of the weights (``hardnet_desc.patches``: the patch of a keypoint
+smaller than it is cut as for a keypoint of that size), read by ``HardNetDescriptor`` and every
+command that describes. To run any command with another value, write such a copy: the tensors
+and the other metadata are kept. Datasets take it at build time: ``make-dataset --min-kp-size``.
+docs/training.md ("Third round" and after) has what it did.
 """
 
 from __future__ import annotations
 
 import sys
 
-import numpy as np
+from hardnet_desc.patches import check_min_kp_size
+from hardnet_desc.weights import load_hardnet, save_weights
 
-import hardnet_desc.patches as patches
 
-
-def clamp_sizes(min_size: float) -> None:
-    """Make ``keypoints_to_frames`` (and everything that cuts patches through it) clamp ``kp.size``."""
-    original = patches.keypoints_to_frames
-
-    def clamped(keypoints, patch_scale=patches.DEFAULT_PATCH_SCALE):
-        if patches.is_frames(keypoints):
-            return original(keypoints, patch_scale)
-        kps = patches.keypoints_to_array(keypoints).copy()
-        kps[:, 2] = np.maximum(kps[:, 2], min_size)
-        return original(kps, patch_scale)
-
-    patches.keypoints_to_frames = clamped
+def main(argv: list[str]) -> None:
+    if len(argv) != 3:
+        sys.exit(__doc__)
+    source, value, out = argv
+    net, weights = load_hardnet(source)
+    metadata = {**weights.metadata, "min_kp_size": repr(check_min_kp_size(float(value)))}
+    if weights.patch_scale is None:
+        metadata["patch_scale"] = "6.0"  # files without one were described at the default scale
+    path = save_weights(net, out, metadata)
+    print(f"wrote {path}: {weights.source} with min_kp_size {metadata['min_kp_size']}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    clamp_sizes(float(sys.argv[1]))
-    from hardnet_desc.cli import main
-
-    sys.exit(main(sys.argv[2:]))
+    main(sys.argv[1:])

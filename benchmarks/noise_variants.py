@@ -4,8 +4,9 @@
 
 Variants (every one describes the same SIFT keypoints, 2,000 per image, mutual NN):
 ``base`` as shipped; ``pbS`` the 32x32 patches blurred with a Gaussian of std S patch pixels;
-``ibS`` the image blurred with std S pixels before cutting; ``msS`` every ``kp.size`` clamped to at
-least S pixels (``benchmarks/min_kp_size.py`` does the same for any CLI command). SIFT and
+``ibS`` the image blurred with std S pixels before cutting; ``msS`` the weights run with
+``min_kp_size`` S pixels (``ms0``: none; ``benchmarks/min_kp_size.py`` writes weights that record
+it, for any CLI command). SIFT and
 RootSIFT are the references. Prints MMA@3 and correct matches per pair for the ``v_`` and ``n_``
 groups, once per ratio setting.
 """
@@ -29,14 +30,14 @@ def variant(hardnet: HardNetDescriptor, name: str):
     if name != "base" and kind not in ("pb", "ib", "ms"):
         raise SystemExit(f"unknown variant {name!r}: base, pbS, ibS or msS")
     value = float(name[2:]) if name != "base" else 0.0
+    if kind == "ms":
+        hardnet = HardNetDescriptor(hardnet.weights, precision=hardnet.precision, min_kp_size=value)
 
     def describe(image: np.ndarray, kps) -> np.ndarray:
         if not len(kps):
             return np.zeros((0, 128), np.float32)
         if kind == "ib":
             image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), value)
-        if kind == "ms":
-            kps = [cv2.KeyPoint(k.pt[0], k.pt[1], max(k.size, value), k.angle) for k in kps]
         patches = hardnet.cut_patches(image, kps)
         if kind == "pb":
             patches = gaussian_blur(patches[:, 0].numpy(), value)[:, None]

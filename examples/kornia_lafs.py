@@ -26,7 +26,8 @@ bgr = cv2.imread(str(path))
 image = torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W) RGB
 
 hardnet = HardNetDescriptor(device="cpu")
-lafs = keypoints_to_lafs(cv2.SIFT_create(nfeatures=500).detect(bgr, None), hardnet.patch_scale)  # (1, N, 2, 3)
+keypoints = cv2.SIFT_create(nfeatures=500).detect(bgr, None)
+lafs = keypoints_to_lafs(keypoints, hardnet.patch_scale, hardnet.min_kp_size)  # (1, N, 2, 3)
 _, desc = hardnet.compute(image, lafs)  # (1, N, 128) tensor
 print(f"HardNetDescriptor: {tuple(desc.shape)} {type(desc).__name__}")
 

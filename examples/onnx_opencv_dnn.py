@@ -2,11 +2,11 @@
 
 Export the model once (this needs hardnet-desc), then run this script anywhere OpenCV runs:
 
-    hardnet-desc export-onnx hardnet.onnx        # prints the weights' patch_scale
-    python examples/onnx_opencv_dnn.py hardnet.onnx [image1 image2] [--patch-scale 6]
+    hardnet-desc export-onnx hardnet.onnx        # prints the weights' patch_scale and min_kp_size
+    python examples/onnx_opencv_dnn.py hardnet.onnx [image1 image2] [--patch-scale 6] [--min-kp-size 0]
 
 Patches are cut as docs/conventions.md says (the same steps in C++ use the same OpenCV calls):
-a square of side ``patch_scale * kp.size`` centred on ``kp.pt``, its x axis along ``kp.angle``,
+a square of side ``patch_scale * max(kp.size, min_kp_size)`` centred on ``kp.pt``, its x axis along ``kp.angle``,
 sampled on a 64x64 grid from the Gaussian pyramid level whose pixel is no larger than a grid step,
 then averaged 2x2 to 32x32.
 """
@@ -24,12 +24,12 @@ DATA = Path(__file__).resolve().parent / "data"
 GRID = 64  # sampling grid; averaged 2x2 to the network's 32x32
 
 
-def cut_patches(grey: np.ndarray, keypoints, patch_scale: float) -> np.ndarray:
+def cut_patches(grey: np.ndarray, keypoints, patch_scale: float, min_kp_size: float) -> np.ndarray:
     """``(N, 1, 32, 32)`` float32 patches of a grey float32 image at OpenCV keypoints."""
     pyramid = [grey]
     patches = np.empty((len(keypoints), 1, GRID // 2, GRID // 2), np.float32)
     for i, kp in enumerate(keypoints):
-        half = 0.5 * patch_scale * kp.size  # the patch covers centre + A @ [-1, 1]^2
+        half = 0.5 * patch_scale * max(kp.size, min_kp_size)  # the patch covers centre + A @ [-1, 1]^2
         level = max(0, math.floor(math.log2(max(2 * half / GRID, 1.0))))
         while len(pyramid) <= level and min(pyramid[-1].shape) >= 8:
             pyramid.append(cv2.pyrDown(pyramid[-1]))
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("image1", nargs="?", type=Path, default=DATA / "sacre_coeur_1.jpg")
     parser.add_argument("image2", nargs="?", type=Path, default=DATA / "sacre_coeur_2.jpg")
     parser.add_argument("--patch-scale", type=float, default=6.0, help="the weights' patch_scale (default: 6)")
+    parser.add_argument("--min-kp-size", type=float, default=0.0, help="the weights' min_kp_size (default: 0)")
     parser.add_argument("--max-keypoints", type=int, default=2048)
     args = parser.parse_args()
 
@@ -71,7 +72,7 @@ def main() -> None:
         if image is None:
             parser.error(f"cannot read {path}")
         keypoints = sift.detect(image, None)
-        descriptors.append(describe(net, cut_patches(image.astype(np.float32) / 255.0, keypoints, args.patch_scale)))
+        descriptors.append(describe(net, cut_patches(image.astype(np.float32) / 255.0, keypoints, args.patch_scale, args.min_kp_size)))
         points.append(np.float32([kp.pt for kp in keypoints]))
 
     knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(descriptors[0], descriptors[1], k=2)

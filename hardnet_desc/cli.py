@@ -24,6 +24,7 @@ def _make_dataset(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(given)} only apply with --from-sfm")
     summary = make_dataset(
         args.images, args.out, points=args.points, views=args.views, patch_scale=args.patch_scale,
+        min_kp_size=args.min_kp_size,
         val_fraction=args.val_fraction, val_pairs=args.val_pairs, seed=args.seed, split_seed=args.split_seed,
         workers=args.workers, warp=WARP_PRESETS[args.warp], match=MatchConfig(**{k: v for k, v in (
             ("max_angle_deg", args.match_angle), ("max_scale_ratio", args.match_scale)) if v is not None}),
@@ -50,7 +51,8 @@ def _make_sfm_dataset(args: argparse.Namespace) -> int:
         if options.get(k) == 0:
             options[k] = None  # 0 = no cap
     record = make_sfm_dataset(args.images, args.out, val_scenes=val, val_pairs=args.val_pairs,
-                              patch_scale=args.patch_scale, all_models=args.all_models, seed=args.seed,
+                              patch_scale=args.patch_scale, min_kp_size=args.min_kp_size,
+                              all_models=args.all_models, seed=args.seed,
                               reconstruct=reconstruct, **options)
     for s in record["scenes"]:
         print(f"{s['split']:5s} {s['name']}: {s['registered']}/{s['images']} photos registered, {s['points']} points, "
@@ -146,7 +148,8 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
     path = export_onnx(args.out, args.weights, opset=args.opset)
     meta = read_onnx_metadata(path)
-    print(f"wrote {path}: opset {args.opset}, weights {meta['weights']}, patch_scale {meta['patch_scale']}")
+    print(f"wrote {path}: opset {args.opset}, weights {meta['weights']}, patch_scale {meta['patch_scale']}, "
+          f"min_kp_size {meta['min_kp_size']}")
     print("input 'patches' (N, 1, 32, 32) float32 -> output 'descriptors' (N, 128) float32, unit rows")
     return 0
 
@@ -339,6 +342,8 @@ def _add_make_dataset(sub) -> None:
     p.add_argument("--points", type=int, default=1000, help="3D points per photo at most (default: %(default)s)")
     p.add_argument("--views", type=int, default=3, help="warped views per photo (default: %(default)s)")
     p.add_argument("--patch-scale", type=float, default=DEFAULT_PATCH_SCALE, help="patch side / kp.size (default: %(default)s)")
+    p.add_argument("--min-kp-size", type=float, default=None, metavar="PX",
+                   help="cut patches for kp.size of at least PX pixels (default: the bundled weights' value)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="photos held out for validation (default: %(default)s)")
     p.add_argument("--val-pairs", type=int, default=50_000, help="pairs in the validation pair file (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seeds the warps and the validation pairs (default: %(default)s)")
@@ -486,7 +491,7 @@ def _add_export_onnx(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Write the network with its per-patch standardisation and L2 normalisation as "
                        "one ONNX graph:\ninput 'patches' float32 (N, 1, 32, 32), output 'descriptors' float32 "
-                       "(N, 128), N dynamic.\nThe weights' name, sha256 and patch_scale are stored in the model's "
+                       "(N, 128), N dynamic.\nThe weights' name, sha256, patch_scale and min_kp_size are stored in the model's "
                        "metadata_props.",
                        epilog="example:\n  hardnet-desc export-onnx hardnet.onnx --opset 17")
     p.add_argument("out", type=Path, metavar="OUT.onnx", help="ONNX file to write")

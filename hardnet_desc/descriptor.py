@@ -29,6 +29,7 @@ from .patches import (
     KeypointsLike,
     build_pyramid,
     check_inside,
+    check_min_kp_size,
     describable_frames,
     is_frames,
     extract_patches,
@@ -166,6 +167,9 @@ class HardNetDescriptor:
             ``precision`` property tells what ``"auto"`` chose.
         patch_scale: patch side in units of ``kp.size``. ``None`` takes the value recorded in the
             weight file, else ``DEFAULT_PATCH_SCALE``.
+        min_kp_size: least ``kp.size`` in pixels a patch is cut for (smaller keypoints get the patch
+            of this size; ``hardnet_desc.patches``). ``None`` takes the value recorded in the weight
+            file, else 0 (no minimum).
         detector: any ``cv2.Feature2D`` used by ``detect``; default ``cv2.SIFT_create()``.
     """
 
@@ -177,6 +181,7 @@ class HardNetDescriptor:
         batch_size: int | None = None,
         precision: str = "auto",
         patch_scale: float | None = None,
+        min_kp_size: float | None = None,
         detector: Any = None,
     ) -> None:
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))):
@@ -187,6 +192,8 @@ class HardNetDescriptor:
             raise TypeError(f"patch_scale must be a number or None, got {type(patch_scale).__name__}")
         if patch_scale is not None and not 0 < patch_scale < math.inf:
             raise ValueError(f"patch_scale must be a positive finite number, got {patch_scale}")
+        if min_kp_size is not None:
+            check_min_kp_size(min_kp_size)
         if detector is not None and not callable(getattr(detector, "detect", None)):
             raise TypeError(f"detector must have a detect(image, mask) method, got {type(detector).__name__}")
         self._device = resolve_device(device)
@@ -196,6 +203,7 @@ class HardNetDescriptor:
             precision, self._device, inference=True, int8_ready=lambda: _int8_ready(self._weights)
         )
         self._patch_scale = float(patch_scale or self._weights.patch_scale or DEFAULT_PATCH_SCALE)
+        self._min_kp_size = float(self._weights.min_kp_size if min_kp_size is None else min_kp_size)
         self._batch_size = int(batch_size or default_batch_size(self._device, self._precision))
         self.net = fuse_hardnet(net.eval()).to(self._device).to(memory_format=torch.channels_last)
         if self._precision == "int8":
@@ -213,7 +221,7 @@ class HardNetDescriptor:
         """
         return {
             "weights": self._weights, "device": str(self._device), "batch_size": self._batch_size,
-            "precision": self._precision, "patch_scale": self._patch_scale,
+            "precision": self._precision, "patch_scale": self._patch_scale, "min_kp_size": self._min_kp_size,
             "detector": None if self._own_detector else self._detector,
         }
 
@@ -233,6 +241,11 @@ class HardNetDescriptor:
         return self._patch_scale
 
     @property
+    def min_kp_size(self) -> float:
+        """Least ``kp.size`` in pixels a patch is cut for (0: none)."""
+        return self._min_kp_size
+
+    @property
     def device(self) -> torch.device:
         """Where the network runs."""
         return self._device
@@ -250,7 +263,8 @@ class HardNetDescriptor:
     def __repr__(self) -> str:
         return (
             f"HardNetDescriptor(weights={self.weights.source!r}, device='{self.device}', "
-            f"precision='{self.precision}', patch_scale={self.patch_scale}, batch_size={self.batch_size})"
+            f"precision='{self.precision}', patch_scale={self.patch_scale}, min_kp_size={self.min_kp_size}, "
+            f"batch_size={self.batch_size})"
         )
 
     # --- OpenCV Feature2D interface -------------------------------------------------------
@@ -325,7 +339,9 @@ class HardNetDescriptor:
                              for im, f in zip(images, frames)])
         else:
             grey = to_grey_tensor(image, self._device)
-            frames, keep = describable_frames(keypoints, self._patch_scale, grey.shape[-2], grey.shape[-1])
+            frames, keep = describable_frames(
+                keypoints, self._patch_scale, grey.shape[-2], grey.shape[-1], self._min_kp_size
+            )
             if not keep.all():
                 keypoints = _select(keypoints, keep)
             desc = self.describe_frames(grey, frames)
@@ -370,7 +386,7 @@ class HardNetDescriptor:
 
         Conventions (and kornia's LAF, which is the same): ``hardnet_desc.patches``.
         """
-        return keypoints_to_frames(keypoints, self._patch_scale).to(self._device)
+        return keypoints_to_frames(keypoints, self._patch_scale, self._min_kp_size).to(self._device)
 
     @torch.inference_mode()
     def cut_patches(self, image: ImageLike, keypoints: KeypointsLike) -> torch.Tensor:

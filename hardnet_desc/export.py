@@ -13,8 +13,8 @@ The graph is built operator by operator from the BatchNorm-folded network
 Only operators that every ONNX opset from 13 on defines the same way are used, so the same graph
 is valid for any ``opset`` in ``OPSETS`` and loads in ``cv2.dnn.readNetFromONNX``.
 
-The weights' name, sha256 and ``patch_scale`` go into the model's ``metadata_props``; the patches
-must be cut with that ``patch_scale`` (see docs/conventions.md).
+The weights' name, sha256, ``patch_scale`` and ``min_kp_size`` go into the model's
+``metadata_props``; the patches must be cut with those (see docs/conventions.md).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def export_onnx(
 
     Returns:
         ``path``. Its ``metadata_props`` hold ``weights``, ``weights_sha256`` (of the tensors, as in
-        ``hardnet-desc extract``'s HDF5 files), ``patch_scale``, ``input`` and ``output``.
+        ``hardnet-desc extract``'s HDF5 files), ``patch_scale``, ``min_kp_size``, ``input`` and ``output``.
 
     Raises:
         ValueError: an opset outside ``OPSETS``.
@@ -81,6 +81,7 @@ def _metadata(info: Weights) -> dict[str, str]:
         "weights": str(info.source),
         "weights_sha256": info.fingerprint,
         "patch_scale": repr(float(info.patch_scale or DEFAULT_PATCH_SCALE)),
+        "min_kp_size": repr(info.min_kp_size),
         "input": json.dumps({"name": INPUT_NAME, "shape": ["N", 1, PATCH_SIZE, PATCH_SIZE], "dtype": "float32"}),
         "output": json.dumps({"name": OUTPUT_NAME, "shape": ["N", DESCRIPTOR_DIM], "dtype": "float32"}),
     }

@@ -99,23 +99,24 @@ def file_attrs(descriptor: HardNetDescriptor, max_keypoints: int | None = None) 
     """The attributes a feature file records about how its features were made (``max_keypoints``: 0 for all)."""
     return {"descriptor": "HardNet", "detector": "OpenCV SIFT", "weights": str(descriptor.weights.source),
             "weights_sha256": descriptor.weights.fingerprint, "patch_scale": descriptor.patch_scale,
-            "max_keypoints": int(max_keypoints or 0)}
+            "min_kp_size": descriptor.min_kp_size, "max_keypoints": int(max_keypoints or 0)}
 
 
 def claim_file(h5: h5py.File, attrs: dict[str, Any], path: str | Path) -> None:
     """Record ``attrs`` in an open feature file.
 
     Raises ``ValueError`` if the file holds data written by another tool (no hardnet-desc
-    attributes), or features of other weights, patch scale or keypoint budget: resuming or
+    attributes), or features of other weights, patch scale, minimum keypoint size or keypoint budget: resuming or
     merging would mix features of two kinds in one file.
     """
     if (len(h5) or len(h5.attrs)) and h5.attrs.get("descriptor") != "HardNet":
         raise ValueError(f"{path} holds data written by another tool (no hardnet-desc attributes); "
                          "extract only adds to its own files: choose another --out")
-    if "weights_sha256" in h5.attrs and (h5.attrs["weights_sha256"], h5.attrs["patch_scale"]) != (
-        attrs["weights_sha256"], attrs["patch_scale"]
-    ):
-        raise ValueError(f"{path} holds features from other weights ({h5.attrs['weights']}); "
+    if "weights_sha256" in h5.attrs and (
+        h5.attrs["weights_sha256"], h5.attrs["patch_scale"], float(h5.attrs.get("min_kp_size", 0.0))
+    ) != (attrs["weights_sha256"], attrs["patch_scale"], attrs["min_kp_size"]):
+        raise ValueError(f"{path} holds features from other weights or patch geometry ({h5.attrs['weights']}, "
+                         f"patch_scale {h5.attrs['patch_scale']}, min_kp_size {h5.attrs.get('min_kp_size', 0.0)}); "
                          "use the same --weights or another --out")
     budget = attrs.get("max_keypoints")
     if len(h5) and budget is not None and int(h5.attrs.get("max_keypoints", budget)) != int(budget):

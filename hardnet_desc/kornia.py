@@ -7,7 +7,8 @@ frames pass between the two unchanged. What differs is the *scale* each set of w
 * kornia's LAF scale is ``s = sqrt(|det A|)``, half the patch side.
 * These weights see a patch of side ``patch_scale * kp.size``, so ``s = patch_scale * kp.size / 2``
   (``3 * kp.size`` for the bundled weights, ``patch_scale = 6``): a 6-sigma DoG frame as
-  ``kornia.feature.SIFTFeatureScaleSpace`` returns it.
+  ``kornia.feature.SIFTFeatureScaleSpace`` returns it. Weights that record a ``min_kp_size``
+  see ``kp.size`` raised to at least that many pixels: ``s >= patch_scale * min_kp_size / 2``.
 * kornia's pretrained ``HardNet`` and ``DoGHardNet`` use ``s = 6 * kp.size`` (12 sigma). Before
   describing such LAFs with our weights, shrink them: ``kornia.feature.scale_laf(lafs, patch_scale / 12)``.
 * Orientation: ``kornia.feature.laf_from_center_scale_ori(xy, s, ori)`` takes ``ori = -kp.angle``
@@ -43,8 +44,8 @@ def laf_descriptor(
 
     Returns:
         The module, in eval mode, called as ``module(image (B, 1, H, W), lafs (B, N, 2, 3)) -> (B, N, 128)``.
-        Its ``patch_scale`` attribute is the weights' patch scale: build LAFs with
-        ``keypoints_to_lafs`` and that value (or ``s = patch_scale * kp.size / 2``).
+        Its ``patch_scale`` and ``min_kp_size`` attributes are the weights' own: build LAFs with
+        ``keypoints_to_lafs(kps, module.patch_scale, module.min_kp_size)``.
     """
     import kornia.feature as KF
 
@@ -56,13 +57,16 @@ def laf_descriptor(
     net.load_state_dict(weights.state_dict, strict=True)  # the authors' layer layout, as ours
     module = KF.LAFDescriptor(net.eval(), patch_size=PATCH_SIZE, grayscale_descriptor=True).to(device).eval()
     module.patch_scale = float(weights.patch_scale or DEFAULT_PATCH_SCALE)
+    module.min_kp_size = weights.min_kp_size
     return module
 
 
-def keypoints_to_lafs(keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE) -> torch.Tensor:
+def keypoints_to_lafs(
+    keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE, min_kp_size: float = 0.0
+) -> torch.Tensor:
     """OpenCV keypoints (or ``(N, 4)`` ``(x, y, size, angle_deg)``) as kornia LAFs ``(1, N, 2, 3)``.
 
     The LAFs cover the patches ``HardNetDescriptor`` describes: scale
-    ``patch_scale * size / 2``, orientation ``-angle`` in kornia's convention.
+    ``patch_scale * max(size, min_kp_size) / 2``, orientation ``-angle`` in kornia's convention.
     """
-    return keypoints_to_frames(keypoints, patch_scale)[None]
+    return keypoints_to_frames(keypoints, patch_scale, min_kp_size)[None]

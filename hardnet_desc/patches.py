@@ -6,7 +6,10 @@ Conventions (the same as OpenCV's, stated once here and used everywhere):
   ``(0, 0)``, x to the right, y **down**.
 * ``kp.size`` is the keypoint diameter (for SIFT ``2 * sigma``, times the
   detector's own factor). The patch is a square of side
-  ``patch_scale * kp.size`` pixels centred on ``kp.pt``.
+  ``patch_scale * max(kp.size, min_kp_size)`` pixels centred on ``kp.pt``.
+  ``min_kp_size`` (pixels, default 0: no minimum) gives the smallest keypoints
+  (for SIFT, mostly noise blobs at its finest scale) a fixed least support;
+  like ``patch_scale`` it belongs to the weights, which record both.
 * ``kp.angle`` is in **degrees**, measured from the x axis towards the y axis,
   so with y down a positive angle turns **clockwise on screen**. The patch's
   x axis points along ``(cos(angle), sin(angle))``. Rotating an image
@@ -15,8 +18,9 @@ Conventions (the same as OpenCV's, stated once here and used everywhere):
   applicable") means upright.
 * An affine frame (kornia's LAF) is ``[A | c]`` of shape ``(N, 2, 3)`` in
   pixels; the patch covers ``c + A @ [-1, 1]^2``, patch column ``j`` running
-  along ``A[:, 0]``. Frames are used as given: ``patch_scale`` does not apply.
-  A keypoint becomes ``A = (patch_scale * size / 2) * R(angle)``.
+  along ``A[:, 0]``. Frames are used as given: ``patch_scale`` and
+  ``min_kp_size`` do not apply. A keypoint becomes
+  ``A = (patch_scale * max(size, min_kp_size) / 2) * R(angle)``.
 * Cells outside the image repeat the nearest border pixel.
 
 Anti-aliasing: each patch is sampled on a ``2 * patch_size`` grid from the
@@ -93,15 +97,19 @@ def is_frames(keypoints: KeypointsLike) -> bool:
     return is_array and keypoints.ndim in (3, 4) and tuple(keypoints.shape[-2:]) == (2, 3)
 
 
-def keypoints_to_frames(keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE) -> torch.Tensor:
+def keypoints_to_frames(
+    keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE, min_kp_size: float = 0.0
+) -> torch.Tensor:
     """Convert keypoints to float32 affine frames ``(N, 2, 3)`` (see module conventions).
 
     An ``(N, 2, 3)`` array or tensor is taken as frames already and returned as is, and so are
     kornia's batched LAFs ``(B, N, 2, 3)`` (frames ``[b]`` belong to image ``b``).
+    Sizes below ``min_kp_size`` (pixels) are raised to it for the patch; the keypoints are not changed.
     Raises ``ValueError`` for non-finite values or sizes <= 0.
     """
-    if patch_scale <= 0 or not math.isfinite(patch_scale):
+    if not patch_scale > 0 or not math.isfinite(patch_scale):
         raise ValueError(f"patch_scale must be a positive number, got {patch_scale}")
+    check_min_kp_size(min_kp_size)
     if is_frames(keypoints):
         frames = torch.as_tensor(keypoints)
         if frames.is_complex() or frames.dtype == torch.bool:
@@ -116,11 +124,19 @@ def keypoints_to_frames(keypoints: KeypointsLike, patch_scale: float = DEFAULT_P
     if bad.size:
         raise ValueError(f"{bad.size} keypoint(s) have size <= 0 (first: index {bad[0]}, size {kps[bad[0], 2]})")
     angle = np.where(kps[:, 3] == -1, 0.0, np.deg2rad(kps[:, 3]))
-    half = 0.5 * patch_scale * kps[:, 2]
+    half = 0.5 * patch_scale * np.maximum(kps[:, 2], min_kp_size)
     cos, sin = np.cos(angle) * half, np.sin(angle) * half
     frames = np.stack([np.stack([cos, -sin, kps[:, 0]], 1), np.stack([sin, cos, kps[:, 1]], 1)], 1)
     return torch.from_numpy(frames).float()
 
+
+def check_min_kp_size(min_kp_size: float) -> float:
+    """``min_kp_size`` as a float, or ``ValueError``/``TypeError`` unless it is a finite number >= 0."""
+    if isinstance(min_kp_size, bool) or not isinstance(min_kp_size, (int, float, np.integer, np.floating)):
+        raise TypeError(f"min_kp_size must be a number (pixels), got {type(min_kp_size).__name__}")
+    if not 0 <= min_kp_size < math.inf:
+        raise ValueError(f"min_kp_size must be a finite number >= 0 (pixels), got {min_kp_size}")
+    return float(min_kp_size)
 
 
 def keypoints_to_colmap(keypoints: KeypointsLike) -> np.ndarray:
@@ -164,8 +180,10 @@ def keypoints_from_colmap(keypoints: np.ndarray) -> np.ndarray:
         out[:, 3] = np.rad2deg(np.arctan2(a21, a11))
     out[:, 3] %= 360.0
     return out
+
+
 def describable_frames(
-    keypoints: KeypointsLike, patch_scale: float, height: int, width: int
+    keypoints: KeypointsLike, patch_scale: float, height: int, width: int, min_kp_size: float = 0.0
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Frames of the keypoints that can be described, and which those are (OpenCV's Feature2D rule).
 
@@ -182,7 +200,7 @@ def describable_frames(
         kps = keypoints_to_array(keypoints)
         _check_finite(kps, "keypoints")
         keep = kps[:, 2] > 0
-        frames = keypoints_to_frames(kps[keep], patch_scale)
+        frames = keypoints_to_frames(kps[keep], patch_scale, min_kp_size)
     inside = inside_image(frames, height, width).numpy()
     keep[np.flatnonzero(keep)[~inside]] = False
     return frames[torch.from_numpy(inside)], keep
@@ -298,6 +316,7 @@ def extract_patches(
     *,
     patch_size: int = PATCH_SIZE,
     patch_scale: float = DEFAULT_PATCH_SCALE,
+    min_kp_size: float = 0.0,
     supersample: int = SUPERSAMPLE,
     pyramid: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
@@ -309,6 +328,7 @@ def extract_patches(
             or ``(N, 2, 3)`` affine frames. See the module docstring for conventions.
         patch_size: output side in pixels.
         patch_scale: patch side in units of ``kp.size`` (ignored for affine frames).
+        min_kp_size: least ``kp.size`` in pixels the patch is cut for (ignored for affine frames).
         supersample: the grid is ``patch_size * supersample`` cells, then averaged down.
             Training data is stored with ``patch_size=64, supersample=1``, whose 2x2 mean
             equals the default 32x32 output exactly.
@@ -321,7 +341,7 @@ def extract_patches(
         image = image[None, None]
     if image.dim() != 4 or image.shape[:2] != (1, 1):
         raise ValueError(f"image must be (H, W) or (1, 1, H, W), got {tuple(image.shape)}")
-    frames = keypoints_to_frames(keypoints, patch_scale).to(image.device)
+    frames = keypoints_to_frames(keypoints, patch_scale, min_kp_size).to(image.device)
     if frames.shape[0] == 0:
         return image.new_zeros((0, 1, patch_size, patch_size))
     check_inside(frames, image.shape[-2], image.shape[-1])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
@@ -52,6 +53,24 @@ class Weights:
         """The patch scale the weights were trained with, if the file records it."""
         value = self.metadata.get("patch_scale")
         return float(value) if value is not None else None
+
+    @property
+    def min_kp_size(self) -> float:
+        """The least ``kp.size`` (pixels) the weights were trained to cut patches for; 0 if the file records none.
+
+        Raises:
+            WeightsError: the file records a value that is not a finite number >= 0.
+        """
+        value = self.metadata.get("min_kp_size")
+        if value is None:
+            return 0.0
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not 0 <= number < math.inf:  # the rule of hardnet_desc.patches.check_min_kp_size
+            raise WeightsError(f"{self.source}: metadata min_kp_size {value!r} is not a number >= 0 of pixels")
+        return number
 
     @property
     def fingerprint(self) -> str:

@@ -17,7 +17,7 @@ from hardnet_desc.cli import build_parser, main
 from hardnet_desc.features_io import FEATURE_KEYS, read_features
 from hardnet_desc.model import HardNet
 from hardnet_desc.viz import draw_matches
-from hardnet_desc.weights import save_weights
+from hardnet_desc.weights import load_hardnet, save_weights
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 IMG1, IMG2 = DATA / "sacre_coeur_1.jpg", DATA / "sacre_coeur_2.jpg"
@@ -214,3 +214,8 @@ def test_extract_bad_paths_exit_2(images, weights, tmp_path, capsys):
     assert extract(images, out, other) == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "other weights" in err[0]
+    # the same tensors recorded with a minimum keypoint size cut other patches: refused too
+    clamped = str(save_weights(load_hardnet(weights)[0], tmp_path / "clamped.safetensors", {"min_kp_size": "4"}))
+    assert extract(images, out, clamped) == 2
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "min_kp_size 0.0" in err[0]

@@ -335,6 +335,33 @@ def test_patch_scale_is_used(hardnet, example_image, keypoints, example_grey, tm
     assert HardNetDescriptor(str(path), device="cpu", patch_scale=6.0).patch_scale == 6.0
 
 
+def test_min_kp_size_is_used(hardnet, example_image, keypoints, example_grey, tmp_path):
+    """min_kp_size from the weight file (or the argument) widens the patches of small keypoints only."""
+    from hardnet_desc.weights import save_weights
+
+    kps = keypoints[:300]
+    sizes = np.array([k.size for k in kps])
+    floor = float(np.sort(sizes)[len(sizes) // 2])  # a size a cv2.KeyPoint holds exactly (float32)
+    path = save_weights(hardnet, tmp_path / "w.safetensors", {"patch_scale": 6.0, "min_kp_size": floor})
+    clamped = HardNetDescriptor(str(path), device="cpu")
+    assert clamped.min_kp_size == floor and f"min_kp_size={floor}" in repr(clamped)
+    out_kps, d = clamped.compute(example_image, kps)
+    assert [k.size for k in out_kps] == [k.size for k in kps]  # keypoints come back as given
+    plain = HardNetDescriptor(hardnet, device="cpu").compute(example_image, kps)[1]
+    small = sizes < floor
+    np.testing.assert_allclose(d[~small], plain[~small], atol=1e-5)
+    assert (d[small] * plain[small]).sum(1).mean() < 0.95  # a different patch is described
+    raised = [cv2.KeyPoint(k.pt[0], k.pt[1], max(k.size, floor), k.angle) for k in kps]
+    np.testing.assert_allclose(d, HardNetDescriptor(hardnet, device="cpu").compute(example_image, raised)[1], atol=1e-5)
+    np.testing.assert_allclose(
+        HardNetDescriptor(hardnet, device="cpu", min_kp_size=floor).compute(example_image, kps)[1], d, atol=1e-6)
+    np.testing.assert_allclose(HardNetDescriptor(str(path), device="cpu", min_kp_size=0).compute(example_image, kps)[1],
+                               plain, atol=1e-6)
+    # cut_patches and frames follow the same rule
+    ref = extract_patches(example_grey, kps, min_kp_size=floor)
+    torch.testing.assert_close(clamped.cut_patches(example_image, kps), ref, atol=1e-6, rtol=0)
+
+
 def test_describe_patches_resizes_by_area(desc, example_grey, keypoints):
     """65x65 (HPatches) patches are area-averaged to 32x32, not bilinearly sampled."""
     p65 = extract_patches(example_grey, keypoints[:80], patch_size=65, supersample=1)
@@ -349,8 +376,9 @@ def test_pickle_round_trip(hardnet, example_image, keypoints):
     """Pickling (multiprocessing pools) keeps weights and settings; the default SIFT is rebuilt."""
     import pickle
 
-    desc = HardNetDescriptor(hardnet, device="cpu", batch_size=64, patch_scale=5.0)
+    desc = HardNetDescriptor(hardnet, device="cpu", batch_size=64, patch_scale=5.0, min_kp_size=4.0)
     copy = pickle.loads(pickle.dumps(desc))
+    assert copy.min_kp_size == 4.0
     assert repr(copy) == repr(desc)
     np.testing.assert_array_equal(copy.compute(example_image, keypoints)[1], desc.compute(example_image, keypoints)[1])
     assert len(copy.detect(example_image)) == len(desc.detect(example_image))
@@ -363,6 +391,8 @@ def test_pickle_round_trip(hardnet, example_image, keypoints):
         ({"patch_scale": -2.0}, ValueError, "patch_scale must be a positive"),
         ({"patch_scale": float("nan")}, ValueError, "patch_scale must be a positive"),
         ({"patch_scale": "6"}, TypeError, "patch_scale must be a number"),
+        ({"min_kp_size": -1.0}, ValueError, "min_kp_size must be a finite number >= 0"),
+        ({"min_kp_size": "3.5"}, TypeError, "min_kp_size must be a number"),
         ({"batch_size": 2.5}, TypeError, "batch_size must be an integer, got float"),
         ({"batch_size": "256"}, TypeError, "batch_size must be an integer, got str"),
         ({"batch_size": True}, TypeError, "batch_size must be an integer"),

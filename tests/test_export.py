@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory) -> Path:
-    return save_weights(make_hardnet(), tmp_path_factory.mktemp("w") / "net.safetensors", {"patch_scale": 5.0})
+    return save_weights(make_hardnet(), tmp_path_factory.mktemp("w") / "net.safetensors", {"patch_scale": 5.0, "min_kp_size": 3.0})
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_metadata_names_weights_and_patch_scale(model, weights_file):
     hardnet = HardNetDescriptor(weights_file, device="cpu")
     assert meta["weights"] == str(weights_file)
     assert meta["weights_sha256"] == hardnet.weights.fingerprint
-    assert float(meta["patch_scale"]) == 5.0
+    assert float(meta["patch_scale"]) == 5.0 and float(meta["min_kp_size"]) == 3.0
     assert json.loads(meta["output"]) == {"name": "descriptors", "shape": ["N", 128], "dtype": "float32"}
 
 
@@ -88,13 +88,13 @@ def test_bad_opset_and_weights_give_clear_errors(tmp_path):
 def test_cli_export_with_bundled_weights(tmp_path, capsys, example_image):
     out = tmp_path / "sub" / "hardnet.onnx"
     assert main(["export-onnx", str(out), "--opset", "18"]) == 0
-    assert re.search(r"opset 18, weights hardnet-desc-v\d+, patch_scale 6\.0", capsys.readouterr().out)
+    assert re.search(r"opset 18, weights hardnet-desc-v\d+, patch_scale 6\.0, min_kp_size \d", capsys.readouterr().out)
     hardnet = HardNetDescriptor(device="cpu", precision="fp32")
     kps = cv2.SIFT_create(nfeatures=100).detect(example_image, None)
     net = cv2.dnn.readNetFromONNX(str(out))
     cut = runpy.run_path(str(ROOT / "examples" / "onnx_opencv_dnn.py"))["cut_patches"]
     grey = cv2.cvtColor(example_image, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
-    net.setInput(cut(grey, kps, hardnet.patch_scale))
+    net.setInput(cut(grey, kps, hardnet.patch_scale, hardnet.min_kp_size))
     # OpenCV-only patches (warpAffine on a pyrDown pyramid) + cv2.dnn vs the library: measured max 1.2e-5
     assert np.abs(net.forward() - hardnet.compute(example_image, kps)[1]).max() < 1e-3
 

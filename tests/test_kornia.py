@@ -17,7 +17,7 @@ KF = pytest.importorskip("kornia.feature")
 
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory):
-    return save_weights(make_hardnet(), tmp_path_factory.mktemp("w") / "net.safetensors", {"patch_scale": 5.0})
+    return save_weights(make_hardnet(), tmp_path_factory.mktemp("w") / "net.safetensors", {"patch_scale": 5.0, "min_kp_size": 3.0})
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,14 @@ def test_lafs_are_kornias_own_construction(kps):
     assert ours.shape == (1, len(kps), 2, 3)
     torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-5)
     torch.testing.assert_close(KF.get_laf_scale(ours)[0, :, 0, 0], 3.0 * size, atol=1e-3, rtol=1e-5)
+    floor = float(np.median(size.numpy()))
+    clamped = KF.get_laf_scale(keypoints_to_lafs(kps, 6.0, floor))[0, :, 0, 0]
+    torch.testing.assert_close(clamped, 3.0 * size.clamp(min=floor), atol=1e-3, rtol=1e-5)
 
 
 def test_kornia_laf_descriptor_gives_our_descriptors(weights_file, desc, example_image, kps):
-    assert laf_descriptor(weights_file).patch_scale == 5.0  # read from the weight file
+    from_file = laf_descriptor(weights_file)
+    assert (from_file.patch_scale, from_file.min_kp_size) == (5.0, 3.0)  # read from the weight file
     module = laf_descriptor("default")
     assert module.patch_scale == desc.patch_scale == 6.0
     with torch.inference_mode():

@@ -181,8 +181,38 @@ def test_affine_frames_equal_keypoints(grey, kp_array):
     ref = _patches(grey, kps)
     torch.testing.assert_close(_patches(grey, lafs), ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(_patches(grey, torch.from_numpy(lafs).float()), ref, atol=1e-5, rtol=0)
-    # frames are used as given: patch_scale does not apply to them
-    torch.testing.assert_close(_patches(grey, lafs, patch_scale=3.0), ref, atol=1e-5, rtol=0)
+    # frames are used as given: patch_scale and min_kp_size do not apply to them
+    torch.testing.assert_close(_patches(grey, lafs, patch_scale=3.0, min_kp_size=100.0), ref, atol=1e-5, rtol=0)
+
+
+def test_min_kp_size_raises_small_sizes_only(grey, kp_array):
+    """Keypoints below min_kp_size get the patch of a keypoint of that size; larger ones are untouched."""
+    kps = kp_array[:200]
+    floor = float(np.median(kps[:, 2]))
+    small, large = kps[:, 2] < floor, kps[:, 2] >= floor
+    assert small.sum() > 20 and large.sum() > 20
+    got = _patches(grey, kps, min_kp_size=floor)
+    raised = kps.copy()
+    raised[small, 2] = floor
+    torch.testing.assert_close(got, _patches(grey, raised), atol=0, rtol=0)
+    plain = _patches(grey, kps)
+    torch.testing.assert_close(got[large], plain[large], atol=0, rtol=0)
+    assert (got[small] - plain[small]).abs().mean() > 0.02  # a wider support is really described
+    frames = keypoints_to_frames(kps, DEFAULT_PATCH_SCALE, floor)
+    scale = torch.sqrt(torch.det(frames[:, :, :2].double())).numpy()
+    np.testing.assert_allclose(scale, DEFAULT_PATCH_SCALE * np.maximum(kps[:, 2], floor) / 2, rtol=1e-6)
+    assert kps[small, 2].max() < floor  # the caller's keypoints are not changed
+
+
+@pytest.mark.parametrize(
+    "value, error, match",
+    [(-1.0, ValueError, "min_kp_size must be a finite number >= 0"), (float("nan"), ValueError, "got nan"),
+     (float("inf"), ValueError, "got inf"), ("3", TypeError, "min_kp_size must be a number"),
+     (None, TypeError, "got NoneType")],
+)
+def test_bad_min_kp_size_gives_clear_errors(grey, value, error, match):
+    with pytest.raises(error, match=match):
+        _patches(grey, np.array([[10.0, 10.0, 5.0, 0.0]]), min_kp_size=value)
 
 
 def test_keypoint_forms_agree(grey, example_keypoints):

@@ -30,6 +30,7 @@ from hardnet_desc.data.sfm_patches import (
 )
 from hardnet_desc.image import read_image, to_grey_tensor
 from hardnet_desc.patches import extract_patches
+from hardnet_desc.weights import load_weights
 from hardnet_desc.data.phototour import read_pairs, read_phototour
 from hardnet_desc.train.sampler import PairDataset
 
@@ -169,7 +170,9 @@ def test_labels_scenes_and_split(dataset):
     assert not seen[0] & seen[1]  # labels unique across scenes
     assert record["label_check"]["max_reprojection_error"] < 4.0
     assert sum(record["track_length_histogram_val"].values()) == by_name["bundler-et"]["points"]
-    assert json.loads((dataset / "meta.json").read_text())["patch_scale"] == 6.0
+    meta = json.loads((dataset / "meta.json").read_text())
+    assert meta["patch_scale"] == 6.0 and meta["min_kp_size"] == load_weights().min_kp_size  # the bundled weights'
+
 
 
 def test_trainer_reads_the_dataset(dataset):

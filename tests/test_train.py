@@ -18,7 +18,7 @@ from hardnet_desc.descriptor import describe_patches
 from hardnet_desc.fpr95 import pairs_fpr95
 from hardnet_desc.model import HardNet
 from hardnet_desc.train import TrainConfig, make_dataset, train
-from hardnet_desc.weights import BUNDLED
+from hardnet_desc.weights import BUNDLED, load_weights
 
 from conftest import EXAMPLE_FILES
 
@@ -68,6 +68,27 @@ def test_split_seed_keeps_the_split_and_draws_new_views(dataset, photo_dir, tmp_
     old, new = read_phototour(dataset / "train"), read_phototour(tmp_path / "train")
     n = min(len(old), len(new))
     assert not np.array_equal(old.patches[:n], new.patches[:n]), "seed 1 drew the same views as seed 0"
+
+
+def test_min_kp_size_goes_from_the_data_into_the_weights(dataset, photo_dir, tmp_path):
+    """make-dataset's min_kp_size widens small keypoints' patches, and the trained file records it."""
+    make_dataset(photo_dir, tmp_path / "m4", points=250, views=2, val_fraction=0.34, val_pairs=2000, workers=1,
+                 min_kp_size=4.0, progress=False)
+    assert json.loads((tmp_path / "m4" / "meta.json").read_text())["min_kp_size"] == 4.0
+    default = load_weights().min_kp_size if BUNDLED else 0.0
+    assert json.loads((dataset / "meta.json").read_text())["min_kp_size"] == default  # the bundled weights' value
+    old, new = read_phototour(dataset / "train"), read_phototour(tmp_path / "m4" / "train")
+    assert len(old) == len(new)  # the same keypoints (same seed), cut differently where they are small
+    same = (old.patches == new.patches).all(axis=(1, 2)).mean()
+    assert 0.1 < same < 0.9, same
+    small = dict(val=None, epochs=1, pairs_per_epoch=32 * 2, batch_size=32)
+    weights = train(_config(tmp_path / "m4", tmp_path / "run", **small), progress=False)
+    assert HardNetDescriptor(weights, device="cpu").min_kp_size == 4.0
+    assert json.loads((tmp_path / "run" / "model_card.json").read_text())["min_kp_size"] == 4.0
+    mixed = _config(dataset, tmp_path / "mixed", **small)
+    mixed.data = [str(dataset / "train"), str(tmp_path / "m4" / "train")]
+    with pytest.raises(ValueError, match="different min_kp_size"):
+        train(mixed, progress=False)
 
 
 def _config(dataset: Path, out: Path, **kw) -> TrainConfig:

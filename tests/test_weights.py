@@ -50,6 +50,22 @@ def test_safetensors_round_trip_keeps_metadata(hardnet, example_patches, tmp_pat
     # the descriptor takes the patch scale recorded in the file unless told otherwise
     assert HardNetDescriptor(path, device="cpu").patch_scale == 7.5
     assert HardNetDescriptor(path, device="cpu", patch_scale=5.0).patch_scale == 5.0
+    assert weights.min_kp_size == 0.0  # not recorded: no minimum
+
+
+@pytest.mark.parametrize("value", ["3.5", "0", "4"])
+def test_min_kp_size_is_read_from_the_file(hardnet, tmp_path, value):
+    path = save_weights(hardnet, tmp_path / "w.safetensors", {"patch_scale": 6.0, "min_kp_size": value})
+    assert load_weights(path).min_kp_size == float(value)
+    assert HardNetDescriptor(path, device="cpu").min_kp_size == float(value)
+    assert HardNetDescriptor(path, device="cpu", min_kp_size=2.0).min_kp_size == 2.0
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "3.5px"])
+def test_bad_min_kp_size_in_a_file_is_a_weights_error(hardnet, tmp_path, value):
+    path = save_weights(hardnet, tmp_path / "w.safetensors", {"min_kp_size": value})
+    with pytest.raises(WeightsError, match=f"w.safetensors: metadata min_kp_size '{value}' is not a number >= 0"):
+        HardNetDescriptor(path, device="cpu")
 
 
 def test_missing_file_and_unknown_name(tmp_path):

@@ -26,7 +26,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..image import read_image, to_grey_tensor
-from ..patches import DEFAULT_PATCH_SCALE, extract_patches, keypoints_from_colmap
+from ..patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches, keypoints_from_colmap
 from .phototour import STORED_SIZE, PhotoTourWriter, make_pairs
 
 #: Scenes held out for validation (the same scenes ``eval-pairs`` reports on).
@@ -257,7 +257,9 @@ def observation_keypoints(rec, database: str | Path, tracks: Tracks) -> np.ndarr
     return out
 
 
-def cut_patches(image_path: str | Path, keypoints: np.ndarray, patch_scale: float, size: tuple[int, int]) -> np.ndarray:
+def cut_patches(
+    image_path: str | Path, keypoints: np.ndarray, patch_scale: float, size: tuple[int, int], min_kp_size: float = 0.0
+) -> np.ndarray:
     """``(k, 64, 64)`` uint8 patches of one photo, cut as ``HardNetDescriptor.compute`` cuts them (at 64x64).
 
     Args:
@@ -265,6 +267,7 @@ def cut_patches(image_path: str | Path, keypoints: np.ndarray, patch_scale: floa
         keypoints: ``(k, 4)`` OpenCV keypoints, centres inside the photo.
         patch_scale: patch side in units of ``kp.size``.
         size: ``(width, height)`` the model's camera gives the photo; another size is an error.
+        min_kp_size: least ``kp.size`` in pixels a patch is cut for (``hardnet_desc.patches``).
     """
     image = read_image(image_path)
     if image.shape[1::-1] != tuple(size):
@@ -272,7 +275,7 @@ def cut_patches(image_path: str | Path, keypoints: np.ndarray, patch_scale: floa
                          f"{size[0]}x{size[1]}: not the photo that was reconstructed")
     with torch.inference_mode():
         p = extract_patches(to_grey_tensor(image), keypoints, patch_size=STORED_SIZE, supersample=1,
-                            patch_scale=patch_scale)
+                            patch_scale=patch_scale, min_kp_size=min_kp_size)
     return (p[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -295,7 +298,9 @@ class ScenePatches:
     xy: np.ndarray
 
 
-def model_patches(scene: SfmScene, rec, *, patch_scale: float, seed: int = 0, **select) -> ScenePatches:
+def model_patches(
+    scene: SfmScene, rec, *, patch_scale: float, min_kp_size: float = 0.0, seed: int = 0, **select
+) -> ScenePatches:
     """Patches of one model of ``scene`` (``select``: ``select_tracks`` options)."""
     tracks = select_tracks(rec, seed=seed, **select)
     errors = reprojection_errors(rec, tracks)
@@ -309,7 +314,9 @@ def model_patches(scene: SfmScene, rec, *, patch_scale: float, seed: int = 0, **
         kp = keypoints[rows]
         inside = (kp[:, 0] >= -0.5) & (kp[:, 0] <= w - 0.5) & (kp[:, 1] >= -0.5) & (kp[:, 1] <= h - 0.5)
         if inside.any():
-            patches[rows[inside]] = cut_patches(scene.image_dir / image.name, kp[inside], patch_scale, (w, h))
+            patches[rows[inside]] = cut_patches(
+                scene.image_dir / image.name, kp[inside], patch_scale, (w, h), min_kp_size
+            )
         ok[rows] = inside
     counts = np.bincount(tracks.point[ok], minlength=len(tracks.point3D_ids))
     ok &= counts[tracks.point] >= 2  # a point left with one patch has no positive
@@ -375,6 +382,7 @@ def make_sfm_dataset(
     val_scenes: Sequence[str] = DEFAULT_VAL_SCENES,
     val_pairs: int = 50_000,
     patch_scale: float | None = None,
+    min_kp_size: float | None = None,
     all_models: bool = False,
     seed: int = 0,
     reconstruct: Callable[[Path, Path], object] | None = None,
@@ -386,7 +394,7 @@ def make_sfm_dataset(
         scenes: a folder of scene folders, or a list of scene folders (see ``find_scenes``).
         out: output folder; gets ``train/``, ``val/`` (with an ``m50_*.txt`` pair file),
             ``record.json`` (scenes, numbers, track-length histogram, label check, settings) and
-            ``meta.json`` (the patch scale, which the trainer writes into the weight file).
+            ``meta.json`` (patch scale and minimum keypoint size, which the trainer writes into the weight file).
         min_track: fewest observations of a 3D point that make it a training point.
         max_points_per_scene: at most this many 3D points per scene (random choice), so one big
             scene cannot dominate; ``None`` for all.
@@ -395,6 +403,7 @@ def make_sfm_dataset(
         val_scenes: names of the scenes held out in ``out/val``; names not present are listed in the record.
         val_pairs: pairs in the validation pair file (half matches; negatives as ``hard_pairs`` draws them).
         patch_scale: patch side in units of ``kp.size``; default: the bundled weights' value.
+        min_kp_size: least ``kp.size`` in pixels a patch is cut for; default: the bundled weights' value.
         all_models: use every model of a scene, not just the largest.
         seed: seeds the choice of points and observations and the validation pairs.
         reconstruct: ``reconstruct(image_dir, out_dir)`` for photo folders without a model.
@@ -403,10 +412,13 @@ def make_sfm_dataset(
     Returns:
         The record written to ``out/record.json``.
     """
-    if patch_scale is None:
+    if patch_scale is None or min_kp_size is None:
         from ..weights import load_weights
 
-        patch_scale = load_weights().patch_scale or DEFAULT_PATCH_SCALE
+        default = load_weights()
+        patch_scale = patch_scale or default.patch_scale or DEFAULT_PATCH_SCALE
+        min_kp_size = default.min_kp_size if min_kp_size is None else min_kp_size
+    min_kp_size = check_min_kp_size(min_kp_size)
     out = Path(out)
     found = find_scenes(scenes, reconstruct, out / "sfm")
     no_model = [s.name for s in found if not s.models]
@@ -421,7 +433,7 @@ def make_sfm_dataset(
               "min_point_distance": min_point_distance}
     settings = {"min_track": min_track, "max_points_per_scene": max_points_per_scene,
                 "max_patches_per_point": max_patches_per_point, "min_point_distance": min_point_distance,
-                "patch_scale": patch_scale, "patch_size": STORED_SIZE, "all_models": all_models, "seed": seed,
+                "patch_scale": patch_scale, "min_kp_size": min_kp_size, "patch_size": STORED_SIZE, "all_models": all_models, "seed": seed,
                 "val_pairs": val_pairs, "val_scenes": list(val_scenes)}
     start = time.time()
     splits = {"train": [s for s in found if s.name not in val_names], "val": [s for s in found if s.name in val_names]}
@@ -430,7 +442,7 @@ def make_sfm_dataset(
         if not chosen:
             continue
         records, ids = _write_split(chosen, out / split, [names.index(s.name) for s in chosen], first_label,
-                                    select, patch_scale, all_models, seed, progress,
+                                    select, patch_scale, min_kp_size, all_models, seed, progress,
                                     val_pairs if split == "val" else 0)
         first_label = int(ids.max()) + 1
         scene_records += [{"split": split, **r} for r in records]
@@ -439,7 +451,7 @@ def make_sfm_dataset(
     scene_records.sort(key=lambda r: r["index"])
     record = _record(scene_records, totals, settings, sorted(set(val_scenes) - set(names)), time.time() - start)
     record["scenes_without_model"] = no_model
-    meta = {"source": "sfm", "patch_scale": patch_scale, "record": "record.json",
+    meta = {"source": "sfm", "patch_scale": patch_scale, "min_kp_size": min_kp_size, "record": "record.json",
             **{split: {"photos": t["images"], "points": t["points"], "patches": t["patches"]} for split, t in totals.items()}}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     (out / "record.json").write_text(json.dumps(record, indent=1))  # written last: its presence marks a full build
@@ -501,7 +513,7 @@ def _near_pairs(labels: np.ndarray, photo: np.ndarray, xy: np.ndarray, k: int) -
 
 def _write_split(
     scenes: list[SfmScene], root: Path, indices: list[int], first_label: int, select: dict, patch_scale: float,
-    all_models: bool, seed: int, progress: bool, val_pairs: int,
+    min_kp_size: float, all_models: bool, seed: int, progress: bool, val_pairs: int,
 ) -> tuple[list[dict], np.ndarray]:
     """Write the patches of ``scenes`` to the PhotoTour folder ``root``; their records and all labels (N,).
 
@@ -517,7 +529,8 @@ def _write_split(
     torch.set_num_threads(1)  # small per-photo tensors: one thread is several times faster on a busy CPU
     try:
         for index, scene in zip(indices, tqdm(scenes, desc=f"{root.name} scenes", disable=not progress)):
-            part = scene_patches(scene, all_models=all_models, patch_scale=patch_scale, seed=seed + index, **select)
+            part = scene_patches(scene, all_models=all_models, patch_scale=patch_scale, min_kp_size=min_kp_size,
+                                 seed=seed + index, **select)
             writer.add(part.patches, part.labels + next_label, index)
             labels.append(part.labels + next_label)
             where.append((np.full(len(part.labels), index), part.photo, part.xy))

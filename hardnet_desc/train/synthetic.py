@@ -33,7 +33,7 @@ from ..data.phototour import STORED_SIZE, PhotoTourWriter, make_pairs
 from ..data.warps import WarpConfig, photometric, project_keypoints, random_homography
 from ..detection import detect_sift
 from ..image import read_image, to_grey_numpy, to_grey_tensor
-from ..patches import DEFAULT_PATCH_SCALE, extract_patches
+from ..patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches
 
 
 @dataclass
@@ -106,6 +106,7 @@ class ImageJob:
     patch_scale: float
     warp: WarpConfig
     match: MatchConfig
+    min_kp_size: float = 0.0
 
 
 def correspondences_from_image(job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +141,8 @@ def correspondences_from_image(job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
             sel = keep[s[keep]]
             if len(sel) == 0:
                 continue
-            p = extract_patches(to_grey_tensor(img), kps[sel], patch_size=STORED_SIZE, supersample=1, patch_scale=job.patch_scale)
+            p = extract_patches(to_grey_tensor(img), kps[sel], patch_size=STORED_SIZE, supersample=1,
+                                patch_scale=job.patch_scale, min_kp_size=job.min_kp_size)
             patches.append((p[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy())
             ids.append(sel)
     if not patches:
@@ -160,6 +162,7 @@ def make_dataset(
     points: int = 1000,
     views: int = 3,
     patch_scale: float = DEFAULT_PATCH_SCALE,
+    min_kp_size: float | None = None,
     val_fraction: float = 0.1,
     val_pairs: int = 50_000,
     seed: int = 0,
@@ -177,6 +180,8 @@ def make_dataset(
         points: at most this many 3D points per photo.
         views: warped views per photo (the photo itself is one more view).
         patch_scale: patch side in units of ``kp.size`` (must match inference).
+        min_kp_size: least ``kp.size`` in pixels a patch is cut for (must match inference);
+            default: the bundled weights' value.
         val_fraction: share of photos held out for validation.
         val_pairs: number of pairs in the validation pair file (half matches).
         seed: seeds the warps, the photometric changes and the validation pairs.
@@ -187,6 +192,11 @@ def make_dataset(
         The summary written to ``meta.json``.
     """
     warp, match = warp or WarpConfig(), match or MatchConfig()
+    if min_kp_size is None:
+        from ..weights import load_weights
+
+        min_kp_size = load_weights().min_kp_size
+    min_kp_size = check_min_kp_size(min_kp_size)
     paths = list_images(images)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 photos in {images}, found {len(paths)}")
@@ -201,10 +211,11 @@ def make_dataset(
         json.dumps({"train": [str(p.relative_to(root)) for p in train], "val": [str(p.relative_to(root)) for p in val]}, indent=1)
     )
     workers = workers or min(2, os.cpu_count() or 1)
-    summary: dict = {"images": str(root), "patch_scale": patch_scale, "points_per_image": points, "views": views,
+    summary: dict = {"images": str(root), "patch_scale": patch_scale, "min_kp_size": min_kp_size, "points_per_image": points, "views": views,
                      "seed": seed, "split_seed": split_seed, "warp": asdict(warp), "match": asdict(match)}
     for split, files in (("train", train), ("val", val)):
-        jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, patch_scale, warp, match)
+        jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, patch_scale, warp, match,
+                         min_kp_size)
                 for i, p in enumerate(files)]  # info.txt's second column: the photo's index in split.json
         n_pairs = val_pairs if split == "val" else None
         summary[split] = {"photos": len(files), **_write_split(out / split, jobs, workers, n_pairs, seed, progress)}

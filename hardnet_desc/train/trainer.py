@@ -206,11 +206,11 @@ def _init_net(run: _Run) -> None:
     torch.manual_seed(cfg.seed)
     net = HardNet(dropout=cfg.dropout)
     if cfg.init:
-        init, patch_scale = load_weights(cfg.init), data_patch_scale(cfg)
+        init, patch_scale = load_weights(cfg.init), data_setting(cfg, "patch_scale")
         if None not in (init.patch_scale, patch_scale) and init.patch_scale != patch_scale:
             raise ValueError(f"--init {cfg.init} was trained at patch_scale {init.patch_scale}, but {cfg.data} "
                              f"holds patches at patch_scale {patch_scale}")
-        net.load_state_dict(init.state_dict)
+        net.load_state_dict(init.state_dict)  # a min_kp_size other than the data's is a fine-tune to it: allowed
     run.net = net.to(run.device).to(memory_format=torch.channels_last)
     run.model = torch.nn.parallel.DistributedDataParallel(run.net) if run.world > 1 else run.net
     run.opt = torch.optim.SGD(run.net.parameters(), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
@@ -367,17 +367,23 @@ def _paths(value: str | list[str] | None) -> list[str]:
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
-def data_patch_scale(cfg: TrainConfig) -> float | None:
-    """The training patches' scale: ``cfg.extra['patch_scale']``, else make-dataset's ``meta.json``
-    (one value for all data folders), else None."""
-    patch_scale = cfg.extra.get("patch_scale")
-    if patch_scale is None:
+#: How the training patches were cut, as make-dataset's ``meta.json`` records it; the value a file
+#: without the key means (older datasets have no ``min_kp_size``: none was applied).
+_DATA_SETTINGS = {"patch_scale": None, "min_kp_size": 0.0}
+
+
+def data_setting(cfg: TrainConfig, key: str) -> float | None:
+    """How the training patches were cut (``"patch_scale"`` or ``"min_kp_size"``): ``cfg.extra[key]``,
+    else make-dataset's ``meta.json`` (one value for all data folders), else None."""
+    value = cfg.extra.get(key)
+    if value is None:
         metas = [Path(d).parent / "meta.json" for d in _paths(cfg.data)]
-        scales = {m: float(json.loads(m.read_text())["patch_scale"]) for m in metas if m.is_file()}
-        if len(set(scales.values())) > 1:
-            raise ValueError(f"the data folders hold patches at different patch scales: {scales}")
-        patch_scale = next(iter(scales.values()), None)
-    return None if patch_scale is None else float(patch_scale)
+        found = {str(m): json.loads(m.read_text()).get(key, _DATA_SETTINGS[key]) for m in metas if m.is_file()}
+        found = {m: float(v) for m, v in found.items() if v is not None}
+        if len(set(found.values())) > 1:
+            raise ValueError(f"the data folders hold patches cut with different {key}: {found}")
+        value = next(iter(found.values()), None)
+    return None if value is None else float(value)
 
 
 def make_sampler(cfg: TrainConfig, seed: int) -> PairDataset | MixedPairs:
@@ -393,7 +399,7 @@ def make_sampler(cfg: TrainConfig, seed: int) -> PairDataset | MixedPairs:
         raise ValueError(f"--photos-per-batch gives {len(photos)} values for {len(folders)} data folders")
     n_batches = cfg.pairs_per_epoch // cfg.batch_size
     aug = AugmentConfig.parse(cfg.aug, cfg.aug_strength)
-    patch_scale = data_patch_scale(cfg) or DEFAULT_PATCH_SCALE
+    patch_scale = data_setting(cfg, "patch_scale") or DEFAULT_PATCH_SCALE
     parts = []
     for k, (folder, share, k_photos) in enumerate(zip(folders, shares, photos)):
         if share < 2:
@@ -431,18 +437,19 @@ def read_val_sets(val: str | list[str] | None) -> dict[str, tuple[PhotoTourData,
 
 def export(net: HardNet, cfg: TrainConfig, history: list[dict], path: Path) -> Path:
     """Write weights (safetensors, with the card in its metadata) and ``model_card.json`` beside them."""
-    patch_scale = data_patch_scale(cfg)
+    patch_scale, min_kp_size = data_setting(cfg, "patch_scale"), data_setting(cfg, "min_kp_size")
     last = history[-1] if history else {}
     card = {
         "architecture": "HardNet (Mishchuk et al., NIPS 2017)",
         "patch_scale": patch_scale,
+        "min_kp_size": min_kp_size,
         "pairs_seen": last.get("pairs_seen", 0),
         "val_fpr95": last.get("val_fpr95"),
         "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("extra",)},
         "history": history,
         **cfg.extra,
     }
-    metadata = {"patch_scale": str(patch_scale)} if patch_scale is not None else {}
+    metadata = {k: str(v) for k, v in (("patch_scale", patch_scale), ("min_kp_size", min_kp_size)) if v is not None}
     metadata["model_card"] = json.dumps(card)
     save_weights(net.eval(), path, metadata)
     path.with_name("model_card.json").write_text(json.dumps(card, indent=1, default=str))

@@ -30,6 +30,7 @@ from .model import HardNet
 
 #: Bundled weight files: name -> (file name, sha256). The first entry is the default.
 BUNDLED: dict[str, tuple[str, str]] = {
+    "hardnet-desc-v4": ("hardnet-desc-v4.safetensors", "5a4962b978f480690c319b40f92e4e5ad67a50600cf990c860a749d092699307"),
     "hardnet-desc-v3": ("hardnet-desc-v3.safetensors", "92613e231a66c26241dd36064953f4355b41ca5b6c85caa5c7cd28a5f1894949"),
 }
 DEFAULT_WEIGHTS = "default"

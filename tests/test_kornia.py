@@ -57,7 +57,8 @@ def test_kornia_laf_descriptor_gives_our_descriptors(weights_file, desc, example
     module = laf_descriptor("default")
     assert module.patch_scale == desc.patch_scale == 6.0
     with torch.inference_mode():
-        theirs = module(rgb_tensor(example_image), keypoints_to_lafs(kps, module.patch_scale))[0].numpy()
+        lafs = keypoints_to_lafs(kps, module.patch_scale, module.min_kp_size)  # the weights' own patch regions
+        theirs = module(rgb_tensor(example_image), lafs)[0].numpy()
     ours = desc.compute(example_image, kps)[1]
     cosine = (theirs * ours).sum(1)
     # Same regions, different resampling: kornia reads each patch bilinearly at 32x32 from its own
@@ -74,7 +75,7 @@ def test_batched_lafs_and_torch_images(desc, example_pair, kps):
     h, w = (min(s) for s in zip(*(im.shape[:2] for im in example_pair)))
     images = [im[:h, :w] for im in example_pair]
     kps = [k for k in kps if k.pt[0] < w - 1 and k.pt[1] < h - 1]
-    lafs = torch.stack([keypoints_to_lafs(kps[:100], desc.patch_scale)[0]] * 2)  # (2, 100, 2, 3)
+    lafs = torch.stack([keypoints_to_lafs(kps[:100], desc.patch_scale, desc.min_kp_size)[0]] * 2)  # (2, 100, 2, 3)
     batch = torch.cat([rgb_tensor(im) for im in images])
     _, out = desc.compute(batch, lafs)
     assert isinstance(out, torch.Tensor) and out.shape == (2, 100, 128) and out.device == batch.device

@@ -68,7 +68,8 @@ print(image1.shape, image2.shape)
 ## 1. Keypoints from OpenCV's SIFT
 
 Position, size and angle of each keypoint fix the square patch HardNet looks at: its side is
-`patch_scale * kp.size` pixels and it turns with `kp.angle` (see the conventions page of the docs).
+`patch_scale * max(kp.size, min_kp_size)` pixels (both values come with the weights) and it turns
+with `kp.angle` (see the conventions page of the docs).
 """),
     ("code", """
 sift = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS)

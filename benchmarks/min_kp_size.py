@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from hardnet_desc.patches import check_min_kp_size
+from hardnet_desc.patches import DEFAULT_PATCH_SCALE, check_min_kp_size
 from hardnet_desc.weights import load_hardnet, save_weights
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     net, weights = load_hardnet(source)
     metadata = {**weights.metadata, "min_kp_size": repr(check_min_kp_size(float(value)))}
     if weights.patch_scale is None:
-        metadata["patch_scale"] = "6.0"  # files without one were described at the default scale
+        metadata["patch_scale"] = repr(DEFAULT_PATCH_SCALE)  # files without one were described at the default
     path = save_weights(net, out, metadata)
     print(f"wrote {path}: {weights.source} with min_kp_size {metadata['min_kp_size']}")
 

@@ -25,16 +25,15 @@ from .image import ImageLike, split_batch, to_grey_tensor
 from .model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
 from .patches import (
     DEFAULT_PATCH_SCALE,
-    SUPERSAMPLE,
     KeypointsLike,
     build_pyramid,
-    check_inside,
     check_min_kp_size,
+    cut_frame_batch,
     describable_frames,
     is_frames,
     extract_patches,
+    frame_batches,
     keypoints_to_frames,
-    pyramid_levels,
 )
 from .weights import DEFAULT_WEIGHTS, Weights, bundled_file, load_hardnet
 
@@ -213,6 +212,9 @@ class HardNetDescriptor:
         # Cut the next batch's patches in a worker thread while the net runs: None = where a core is left
         # over for it (_spare_core), True/False = always/never (tests and benchmarks).
         self._overlap: bool | None = None
+        # Let a network batch hold the patches of several images (describe_many): None = off the CPU only
+        # (CPU batches are small, and its bf16 kernels are not batch-invariant), True/False = always/never.
+        self._pack: bool | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the settings and weights (cv2's default SIFT detector is rebuilt, not pickled).
@@ -328,26 +330,8 @@ class HardNetDescriptor:
             )
         if isinstance(image, (list, tuple)) and all(isinstance(i, (np.ndarray, torch.Tensor)) for i in image):
             return self._compute_batch(image, keypoints)
-        if keypoints is None:  # what cv2 accepts for "no keypoints"
-            keypoints = ()
-        elif isinstance(keypoints, Iterator):
-            keypoints = list(keypoints)  # a generator can be read once: keep what it gave
-        if is_frames(keypoints) and keypoints.ndim == 4:  # kornia's (B, N, 2, 3): frames[b] belong to image b
-            frames = self.frames(keypoints)
-            images = split_batch(image, len(frames))
-            desc = np.stack([self.describe_frames(to_grey_tensor(im, self._device), f)
-                             for im, f in zip(images, frames)])
-        else:
-            grey = to_grey_tensor(image, self._device)
-            frames, keep = describable_frames(
-                keypoints, self._patch_scale, grey.shape[-2], grey.shape[-1], self._min_kp_size
-            )
-            if not keep.all():
-                keypoints = _select(keypoints, keep)
-            desc = self.describe_frames(grey, frames)
-        if isinstance(image, torch.Tensor):  # kornia's convention: tensors on the image's device
-            return keypoints, torch.from_numpy(desc).to(image.device)
-        return keypoints, desc
+        (keypoints,), (desc,) = self._describe_images([image], [keypoints])
+        return keypoints, _output(desc, image)
 
     def _compute_batch(self, images: Sequence[ImageLike], keypoints: Any) -> tuple[list[Any], list[Any]]:
         if not isinstance(keypoints, (list, tuple)) or len(keypoints) != len(images):
@@ -356,8 +340,44 @@ class HardNetDescriptor:
                 f"compute with a list of {len(images)} images needs a list of as many keypoint lists, "
                 f"got {type(keypoints).__name__}{length}"
             )
-        results = [self.compute(image, kps) for image, kps in zip(images, keypoints, strict=True)]
-        return [r[0] for r in results], [r[1] for r in results]
+        kept, descs = self._describe_images(images, keypoints)
+        return kept, [_output(desc, image) for desc, image in zip(descs, images, strict=True)]
+
+    def _describe_images(
+        self, images: Sequence[ImageLike], keypoints: Sequence[Any]
+    ) -> tuple[list[Any], list[torch.Tensor]]:
+        """``compute`` of several images, their patches sharing network calls (``describe_many``).
+
+        Returns the kept keypoints of each image and its descriptors as a float32 tensor on this
+        device: ``(N, 128)``, or ``(B, N, 128)`` for kornia's batched LAFs.
+        """
+        kept, greys, frames, counts = [], [], [], []
+        for image, kps in zip(images, keypoints, strict=True):
+            if kps is None:  # what cv2 accepts for "no keypoints"
+                kps = ()
+            elif isinstance(kps, Iterator):
+                kps = list(kps)  # a generator can be read once: keep what it gave
+            if is_frames(kps) and kps.ndim == 4:  # kornia's (B, N, 2, 3): frames[b] belong to image b
+                batch = self.frames(kps)
+                split = split_batch(image, len(batch))
+                greys += [to_grey_tensor(im, self._device) for im in split]
+                frames += list(batch)
+            else:
+                grey = to_grey_tensor(image, self._device)
+                f, keep = describable_frames(kps, self._patch_scale, grey.shape[-2], grey.shape[-1], self._min_kp_size)
+                if not keep.all():
+                    kps = _select(kps, keep)
+                greys.append(grey)
+                frames.append(f)
+            kept.append(kps)
+            counts.append(len(greys) - sum(counts))
+        descs = self.describe_many(greys, frames)
+        out, start = [], 0
+        for count, kps in zip(counts, kept, strict=True):
+            batched = is_frames(kps) and kps.ndim == 4
+            out.append(torch.stack(descs[start : start + count]) if batched else descs[start])
+            start += count
+        return kept, out
 
     def detectAndCompute(  # noqa: N802
         self,
@@ -400,28 +420,79 @@ class HardNetDescriptor:
     # --- tensors in, descriptors out --------------------------------------------------------
     @torch.inference_mode()
     def describe_frames(self, grey: torch.Tensor, frames: torch.Tensor) -> np.ndarray:
-        """Descriptors ``(N, 128)`` for affine frames ``(N, 2, 3)`` of a ``(1, 1, H, W)`` image.
+        """Descriptors ``(N, 128)`` (numpy) for affine frames ``(N, 2, 3)`` of a ``(1, 1, H, W)`` image.
+
+        ``describe_many`` of one image, copied to the host.
+        """
+        return self.describe_many([grey], [frames])[0].cpu().numpy()
+
+    @torch.inference_mode()
+    def describe_many(self, greys: Sequence[torch.Tensor], frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Descriptors of the frames of several images, on this device.
+
+        Everything runs on this device: the pyramids, the patches, the network; the only host
+        syncs are one per image (checking its frames and grouping them by pyramid level). Off the
+        CPU the patches of consecutive images share network calls, so every call but the last is
+        a full ``batch_size``; on the CPU each image's batches are its own (results are then the
+        same as describing the images one by one; elsewhere they agree to float rounding).
 
         Where torch's threads leave a core free, batch ``i + 1``'s patches are cut in a worker
         thread while the network describes batch ``i`` (sampling and convolutions release the
         GIL), so the network does not wait for them. Where the net's threads take every core the
         worker would only compete with them, and the patches are cut before each batch.
+
+        Args:
+            greys: ``K`` grey float32 images ``(1, 1, H_k, W_k)`` (``hardnet_desc.image.to_grey_tensor``),
+                moved to this device if elsewhere.
+            frames: ``K`` float affine frames ``(N_k, 2, 3)`` in pixels of image ``k``
+                (``frames(keypoints)``; conventions in ``hardnet_desc.patches``).
+
+        Returns:
+            ``K`` float32 tensors ``(N_k, 128)`` on this device, unit L2 rows in frame order.
+
+        Raises:
+            ValueError: a frame centre outside its image, NaN or inf in the frames, or lists of
+                different lengths.
         """
-        out = np.empty((len(frames), DESCRIPTOR_DIM), dtype=np.float32)
-        if len(frames) == 0:
-            return out
-        frames = frames.to(self._device)
-        check_inside(frames, grey.shape[-2], grey.shape[-1])
-        pyramid = build_pyramid(grey, int(pyramid_levels(frames, PATCH_SIZE * SUPERSAMPLE).max()))
+        if len(greys) != len(frames):
+            raise ValueError(f"{len(greys)} images and {len(frames)} frame sets: give one frame set per image")
+        pack = self._device.type != "cpu" if self._pack is None else self._pack
+        size = self._batch_size
+        outs, pyramids, plans, fill = [], [], [], 0  # fill: patches in the last network call so far
+        for grey, f in zip(greys, frames, strict=True):
+            if grey.dim() != 4 or grey.shape[:2] != (1, 1):
+                raise ValueError(f"grey image must be (1, 1, H, W), got {tuple(grey.shape)}")
+            grey, f = grey.to(self._device), f.to(self._device, torch.float32)
+            joins = pack and 0 < fill < size  # this image's first patches fill up the last call
+            max_level, batches = frame_batches(f, grey.shape[-2], grey.shape[-1], size, size - fill if joins else size)
+            if batches:
+                last = batches[-1][1] - batches[-1][0]
+                fill = fill + last if joins and len(batches) == 1 else last
+            outs.append(torch.empty((len(f), DESCRIPTOR_DIM), device=self._device))
+            pyramids.append(build_pyramid(grey, max_level) if batches else [])
+            plans.append((f, batches, joins))
+        # Network calls: lists of (image, start, stop, groups), filled in order.
+        calls: list[list[tuple[int, int, int, list]]] = []
+        for k, (_, batches, joins) in enumerate(plans):
+            for b, (start, stop, groups) in enumerate(batches):
+                if b == 0 and joins:
+                    calls[-1].append((k, start, stop, groups))
+                else:
+                    calls.append([(k, start, stop, groups)])
 
-        def cut(start: int) -> torch.Tensor:
-            return extract_patches(grey, frames[start : start + self._batch_size], pyramid=pyramid)
+        def cut(call: int) -> torch.Tensor:
+            parts = [cut_frame_batch(pyramids[k], plans[k][0][start:stop], groups)
+                     for k, start, stop, groups in calls[call]]
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-        starts = range(0, len(frames), self._batch_size)
+        items = range(len(calls))
         overlap = _spare_core() if self._overlap is None else self._overlap
-        for start, patches in _prefetched(cut, starts, enabled=overlap and len(starts) > 1):
-            out[start : start + len(patches)] = _forward(self.net, patches, self._device, self._precision).cpu().numpy()
-        return out
+        for call, patches in _prefetched(cut, items, enabled=overlap and len(items) > 1):
+            desc, at = _forward(self.net, patches, self._device, self._precision), 0
+            for k, start, stop, _ in calls[call]:
+                outs[k][start:stop] = desc[at : at + stop - start]
+                at += stop - start
+        return outs
 
     def describe_patches(self, patches: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Describe ready-made patches.
@@ -435,6 +506,14 @@ class HardNetDescriptor:
         """
         return describe_patches(self.net, patches, device=self._device, batch_size=self._batch_size,
                                 precision=self._precision)
+
+
+def _output(desc: torch.Tensor, image: ImageLike) -> np.ndarray | torch.Tensor:
+    """Descriptors as ``compute`` returns them: on the image's device for a torch image (kornia's
+    convention), else numpy (the one copy to the host)."""
+    if isinstance(image, torch.Tensor):
+        return desc.to(image.device)
+    return desc.cpu().numpy()
 
 
 def _is_real(value: Any) -> bool:

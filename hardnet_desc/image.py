@@ -119,13 +119,60 @@ def check_mask(mask: np.ndarray | torch.Tensor | None, shape: tuple[int, int]) -
 def to_grey_tensor(image: ImageLike, device: torch.device | str = "cpu") -> torch.Tensor:
     """Grey float32 tensor ``(1, 1, H, W)`` on ``device``.
 
-    uint8 is scaled by 1/255 and uint16 by 1/65535; floats are kept as they are
+    A torch image on a GPU (any device but the CPU) is converted there, with OpenCV's weights;
+    numpy images and CPU tensors go through ``to_grey_numpy`` (``cv2.cvtColor``). uint8 is scaled by 1/255 and uint16 by 1/65535; floats are kept as they are
     (the network standardises each patch, so the intensity range does not matter).
     """
+    if isinstance(image, torch.Tensor) and image.device.type != "cpu":
+        return _grey_on_device(image).to(device)  # converted where it lies: no trip to the host
     grey = to_grey_numpy(image)
     scale = {np.dtype(np.uint8): 1 / 255.0, np.dtype(np.uint16): 1 / 65535.0}.get(grey.dtype, 1.0)
     t = torch.from_numpy(np.ascontiguousarray(grey)).to(device=device, dtype=torch.float32)
     return (t * scale)[None, None]
+
+
+# OpenCV's integer RGB -> grey weights (Q15, rounded; bit-exact with cv2.cvtColor for uint8 and uint16)
+# and its float ones.
+_GREY_Q15 = (9798, 19235, 3735)
+_GREY_FLOAT = (0.299, 0.587, 0.114)
+
+
+def _grey_on_device(image: torch.Tensor) -> torch.Tensor:
+    """``to_grey_tensor`` of a torch image, computed on the image's device with one host sync at most.
+
+    The same checks and values as the OpenCV path: integer images bit for bit (OpenCV's Q15
+    weights), float images to float32 rounding (OpenCV's float weights, another summation order).
+    """
+    t = image.detach()
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"one image at a time: got a batch of shape {tuple(t.shape)}")
+        t = t[0]
+    if t.dim() == 3 and t.shape[0] not in (1, 3):
+        raise ValueError(f"torch image must have 1 or 3 channels first, got shape {tuple(image.shape)}")
+    if t.dim() not in (2, 3):
+        raise ValueError(f"torch image must be (H, W), (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
+    if t.shape[-2] < 2 or t.shape[-1] < 2:
+        raise ValueError(f"image is too small: {tuple(t.shape[-2:])}")
+    if t.dtype in (torch.uint8, torch.uint16):
+        scale = 1 / 255.0 if t.dtype == torch.uint8 else 1 / 65535.0
+        t = t.to(torch.int32)  # 65535 * 2^15 + 2^14 still fits
+        if t.dim() == 3 and t.shape[0] == 3:
+            r, g, b = (t[0] * _GREY_Q15[0], t[1] * _GREY_Q15[1], t[2] * _GREY_Q15[2])
+            t = (b + g + r + (1 << 14)) >> 15
+        grey = t.reshape(t.shape[-2:]).float() * scale
+        return grey[None, None]
+    if not t.is_floating_point():
+        raise TypeError(f"image dtype must be uint8, uint16 or float, got {t.dtype}")
+    peak = float(t.abs().amax())  # the one sync: NaN/inf check and the scale of huge values
+    if not math.isfinite(peak):
+        raise ValueError("image contains NaN or inf")
+    if peak > 2.0**32:  # as _tame_float: a power of two, exact, before float32 could overflow
+        t = t * 2.0 ** -math.frexp(peak)[1]
+    t = t.float()
+    if t.dim() == 3 and t.shape[0] == 3:
+        t = t[2] * _GREY_FLOAT[2] + t[1] * _GREY_FLOAT[1] + t[0] * _GREY_FLOAT[0]
+    return t.reshape(t.shape[-2:])[None, None].contiguous()
 
 
 def to_uint8(image: ImageLike) -> np.ndarray:

@@ -269,15 +269,34 @@ def sample_frames(pyramid: list[torch.Tensor], frames: torch.Tensor, grid_size: 
 
     Loops over pyramid levels (a handful) and blocks of keypoints, never over single keypoints.
     """
+    frames = frames.to(pyramid[0])
+    levels = pyramid_levels(frames, grid_size).clamp(max=len(pyramid) - 1)
+    groups = [(level, torch.nonzero(levels == level)[:, 0]) for level in torch.unique(levels).tolist()]
+    return sample_level_groups(pyramid, frames, grid_size, groups)
+
+
+def sample_level_groups(
+    pyramid: list[torch.Tensor], frames: torch.Tensor, grid_size: int, groups: Sequence[tuple[int, torch.Tensor]]
+) -> torch.Tensor:
+    """``sample_frames`` with the frames already grouped by level, so no value is read back from the device.
+
+    Args:
+        pyramid: from ``build_pyramid``.
+        frames: ``(N, 2, 3)``.
+        grid_size: ``G``.
+        groups: ``(level, idx)`` pairs, ``idx`` the ``(n,)`` rows of ``frames`` read from that
+            level (ascending, as ``frame_batches`` gives them); together they cover all rows once.
+
+    Returns:
+        ``(N, 1, G, G)`` on the pyramid's device and dtype.
+    """
     n, g = frames.shape[0], grid_size
     out = pyramid[0].new_empty((n, 1, g, g))
     frames = frames.to(out)
-    levels = pyramid_levels(frames, g).clamp(max=len(pyramid) - 1)
     base = _base_grid(g, out.device, out.dtype)
     # Blocks small enough for the (block, 2, G*G) grid to stay in cache while it is built and read.
     block = max(1, _GRID_BLOCK // (g * g))
-    for level in torch.unique(levels).tolist():
-        idx = torch.nonzero(levels == level)[:, 0]
+    for level, idx in groups:
         img = pyramid[level]
         h, w = img.shape[-2:]
         size = torch.tensor([w, h], dtype=out.dtype, device=out.device).view(1, 2, 1)
@@ -294,6 +313,78 @@ def sample_frames(pyramid: list[torch.Tensor], frames: torch.Tensor, grid_size: 
                 img.expand(stop - start, -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False
             )
     return out
+
+
+def pyramid_depth(height: int, width: int) -> int:
+    """The most levels ``build_pyramid`` adds to an ``H x W`` image (it stops below 8 pixels)."""
+    depth = 0
+    while min(height, width) >= 8:
+        height, width, depth = (height + 1) // 2, (width + 1) // 2, depth + 1
+    return depth
+
+
+def frame_batches(
+    frames: torch.Tensor, height: int, width: int, batch_size: int, first: int | None = None
+) -> tuple[int, list[tuple[int, int, list[tuple[int, torch.Tensor]]]]]:
+    """Check the frames of one image and group them by pyramid level per batch, with one host sync.
+
+    What ``extract_patches`` checks and ``sample_frames`` groups per call, done once for all the
+    batches of an image, so that cutting the batches (``cut_frame_batch``) reads nothing back from
+    the device.
+
+    Args:
+        frames: ``(N, 2, 3)`` float32 affine frames, on the image's device.
+        height, width: the image size.
+        batch_size: frames per batch.
+        first: frames in the first batch (``batch_size`` when ``None``); the others hold
+            ``batch_size``, the last the rest.
+
+    Returns:
+        ``(max_level, batches)``: the deepest pyramid level needed (for ``build_pyramid``) and, per
+        batch, ``(start, stop, groups)``: its rows of ``frames`` and the ``(level, idx)`` groups for
+        ``sample_level_groups`` (``idx`` counted from ``start``).
+
+    Raises:
+        ValueError: a frame centre outside the image area, or NaN or inf in the frames.
+    """
+    n = len(frames)
+    first = min(n, batch_size if first is None else first)
+    if n == 0:
+        return 0, []
+    depth = pyramid_depth(height, width)
+    levels = pyramid_levels(frames, PATCH_SIZE * SUPERSAMPLE).clamp(0, depth)  # NaN frames: any level
+    batch = (torch.arange(n, device=frames.device) + (batch_size - first)) // batch_size  # 0 for the first
+    key = batch * (depth + 1) + levels
+    n_batches = 1 + -(-(n - first) // batch_size)
+    counts = torch.bincount(key, minlength=n_batches * (depth + 1))
+    outside = (~inside_image(frames, height, width)).sum()
+    bad = (~torch.isfinite(frames).flatten(1).all(1)).sum()
+    *counts, outside, bad, max_level = torch.cat([counts, torch.stack([outside, bad, levels.max()])]).tolist()
+    if outside:
+        check_inside(frames, height, width)
+    if bad:
+        raise ValueError("affine frames contain NaN or inf")
+    order = torch.argsort(key, stable=True)  # by batch, then level, then row
+    batches, offset = [], 0
+    for b in range(n_batches):
+        start = 0 if b == 0 else first + (b - 1) * batch_size
+        groups = []
+        for level, count in enumerate(counts[b * (depth + 1) : (b + 1) * (depth + 1)]):
+            if count:
+                groups.append((level, order[offset : offset + count] - start))
+                offset += count
+        batches.append((start, min(n, start + (first if b == 0 else batch_size)), groups))
+    return max_level, batches
+
+
+def cut_frame_batch(
+    pyramid: list[torch.Tensor], frames: torch.Tensor, groups: Sequence[tuple[int, torch.Tensor]]
+) -> torch.Tensor:
+    """The ``(N, 1, 32, 32)`` patches of a batch of ``frame_batches``: ``extract_patches`` with its defaults.
+
+    ``frames`` are the batch's rows, ``groups`` its level groups; no value is read back from the device.
+    """
+    return _mean_2x2(sample_level_groups(pyramid, frames, PATCH_SIZE * SUPERSAMPLE, groups))
 
 
 @functools.lru_cache(maxsize=8)

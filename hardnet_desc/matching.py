@@ -114,17 +114,21 @@ def match_descriptors(
         mutual: require mutual nearest neighbours.
         max_distance: maximum L2 distance, or None.
         device: where to compute; defaults to the device of ``desc1`` if it is a
-            tensor, else the CPU.
+            tensor, else the CPU (numpy input is matched on the CPU unless ``device`` says otherwise).
         chunk_size: rows of ``desc1`` per block. The peak extra memory is about
-            ``chunk_size * N2`` floats; the default picks it from ``N2``.
+            ``chunk_size * N2`` floats; the default picks it from ``N2`` (about 64 MiB of
+            distances per block on the CPU, 512 MiB on CUDA).
 
     Returns:
-        ``Matches`` sorted by ``query_idx``. Distances are recomputed
-        directly from the matched descriptor pairs, so they agree with OpenCV to
-        float32 precision. The neighbour *ranking* uses
-        ``|a|^2 + |b|^2 - 2 a.b``, so near-ties (differences of ~1e-6 in squared
-        distance, relative to ``|a|^2``) may be ranked differently than by
-        OpenCV. On CUDA keep TF32 matmuls off (the torch default) for the same reason.
+        ``Matches`` sorted by ``query_idx``, as numpy arrays on every device. Distances are
+        recomputed exactly from the matched descriptor pairs (float64 sums in a fixed order,
+        rounded to float32: the same bits on every device), so they agree with OpenCV to float32
+        precision. On the CPU the neighbour *ranking* uses ``|a|^2 + |b|^2 - 2 a.b``, so near-ties
+        (differences of ~1e-6 in squared distance, relative to ``|a|^2``) may be ranked differently
+        than by OpenCV. On other devices (CUDA) that product only picks a few candidates per
+        row, which are ranked by their exact distances; results are those of the CPU (the same
+        matches, distances and ratios) but for such near-ties, where they are the exact ones.
+        Keep TF32 matmuls off (the torch default), or candidates may miss the nearest.
 
     Raises:
         ValueError: for bad shapes, mismatched dimensions, non-finite values or
@@ -140,6 +144,8 @@ def match_descriptors(
 
     n1, n2 = len(a), len(b)
     chunk = _chunk_rows(chunk_size, n2, a.device)
+    if a.device.type != "cpu":
+        return _match_on_device(a, b, scale, chunk, ratio=ratio, mutual=mutual, max_distance=max_distance)
     nn1 = torch.empty(n1, dtype=torch.long, device=a.device)
     nn2 = torch.empty(n1, dtype=torch.long, device=a.device)  # valid if n2 > 1
     sq1 = torch.empty(n1, device=a.device)  # squared NN distance, as ranked
@@ -171,9 +177,9 @@ def match_descriptors(
     # precision for near-identical vectors (sqrt of a rounding error).
     qt = torch.from_numpy(q).to(a.device)
     t = nn1[qt]
-    d1 = torch.linalg.vector_norm(a[qt] - b[t], dim=1).cpu().numpy() * scale
+    d1 = _exact_distances(a[qt], b[t]).cpu().numpy() * scale
     if n2 > 1:
-        d2 = torch.linalg.vector_norm(a[qt] - b[nn2[qt]], dim=1).cpu().numpy() * scale
+        d2 = _exact_distances(a[qt], b[nn2[qt]]).cpu().numpy() * scale
     else:
         d2 = np.full_like(d1, np.nan)
     t = t.cpu().numpy()
@@ -372,3 +378,100 @@ def _top2(d: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, torc
     v2 = torch.where(take_in, v2_in, v2_out)
     i2 = torch.where(take_in, b1 * block + arg2_in, b2 * block + arg2_out)
     return v1, b1 * block + arg1, v2, i2
+
+
+# Candidates per row that the device matcher re-ranks by exact distance (see _match_on_device).
+_CANDIDATES = 8
+
+
+def _match_on_device(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: float,
+    chunk: int,
+    *,
+    ratio: float | None,
+    mutual: bool,
+    max_distance: float | None,
+) -> Matches:
+    """``match_descriptors`` off the CPU: everything on ``a``'s device, one copy of the result to the host.
+
+    The chunked matrix product picks ``_CANDIDATES`` candidates per row; their exact squared
+    distances (``_exact_sq``) choose the two nearest, lowest index first on ties. The mutual
+    check and the reverse tie rule are the CPU's, on the product's values.
+    """
+    n1, n2 = len(a), len(b)
+    nn1 = torch.empty(n1, dtype=torch.long, device=a.device)
+    nn2 = torch.zeros(n1, dtype=torch.long, device=a.device)  # valid if n2 > 1
+    sq1 = torch.empty(n1, device=a.device)  # the product's squared distance to nn1, for the mutual check
+    col_min = torch.full((n2,), float("inf"), device=a.device) if mutual else None
+    for start, d in _sq_dist_chunks(a, b, chunk, pad_to=_BLOCK):
+        stop = start + len(d)
+        if col_min is not None:
+            torch.minimum(col_min, d[:, :n2].amin(dim=0), out=col_min)
+        cand = _candidates(d, min(_CANDIDATES, n2), _BLOCK)  # (n, k), ascending column
+        exact = _exact_sq(a[start:stop, None], b[cand])  # (n, k)
+        best = torch.sort(exact, dim=1, stable=True).indices[:, :2]  # lowest column first on ties
+        pick = cand.gather(1, best)
+        nn1[start:stop] = pick[:, 0]
+        if n2 > 1:
+            nn2[start:stop] = pick[:, 1]
+        sq1[start:stop] = d.gather(1, pick[:, :1])[:, 0]
+
+    q = torch.arange(n1, device=a.device)
+    if col_min is not None:
+        keep = sq1 <= col_min[nn1]  # as on the CPU: no row strictly nearer to desc2[nn1]
+        # Rows equally near to j may all have picked it: keep the first, as OpenCV's reverse NN would.
+        first = torch.full((n2,), n1, dtype=torch.long, device=a.device)
+        first.scatter_reduce_(0, nn1[keep], q[keep], reduce="amin")
+        keep &= first[nn1] == q
+        q = q[keep]
+    t = nn1[q]
+    d1 = _exact_distances(a[q], b[t]) * scale
+    d2 = _exact_distances(a[q], b[nn2[q]]) * scale if n2 > 1 else torch.full_like(d1, float("nan"))
+    # Compare in float64, like `m.distance < 0.8 * n.distance` in Python (and the CPU path).
+    ok = torch.ones(len(q), dtype=torch.bool, device=a.device)
+    if ratio is not None:
+        ok &= d1.double() < ratio * d2.double()  # NaN (no 2nd neighbour) fails
+    if max_distance is not None:
+        ok &= d1.double() <= max_distance
+    q, t, d1, d2 = q[ok], t[ok], d1[ok], d2[ok]
+    ratios = torch.where(d1 == d2, torch.ones_like(d1), d1 / d2)
+    q, t, d1, ratios = (x.cpu().numpy() for x in (q, t, d1, ratios))
+    return Matches(q.astype(np.int64), t.astype(np.int64), d1.astype(np.float32), ratios.astype(np.float32))
+
+
+def _candidates(d: torch.Tensor, k: int, block: int) -> torch.Tensor:
+    """Column indices ``(n, k)``, ascending, of the ``k`` smallest values of each row of ``d`` (n, nb * block).
+
+    As ``_top2``, one pass of block minima, then a search in the ``k`` blocks with the smallest
+    minima (which hold the ``k`` smallest values); equal values go to the lowest index.
+    """
+    blocks = d.unflatten(1, (-1, block))  # (n, nb, block) view
+    kb = min(k, blocks.shape[1])
+    chosen = torch.sort(blocks.amin(dim=2), dim=1, stable=True).indices[:, :kb].sort(dim=1).values  # (n, kb)
+    values = blocks.gather(1, chosen[:, :, None].expand(-1, -1, block)).flatten(1)  # (n, kb * block)
+    cols = (chosen[:, :, None] * block + torch.arange(block, device=d.device)).flatten(1)
+    best = torch.sort(values, dim=1, stable=True).indices[:, :k]
+    return cols.gather(1, best).sort(dim=1).values
+
+
+def _exact_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared L2 distances of broadcast rows of ``a`` and ``b`` (..., D), summed in float64 in a fixed
+    order (pairwise halves): the same bits on every device, whatever its reduction kernels do.
+
+    float64 is exact for the squares of float32 differences; devices without it (MPS) use float32.
+    """
+    dtype = torch.float32 if a.device.type == "mps" else torch.float64
+    x = (a.to(dtype) - b.to(dtype)).square()
+    while x.shape[-1] > 1:
+        if x.shape[-1] % 2:
+            x = torch.cat([x, x.new_zeros(x.shape[:-1] + (1,))], dim=-1)
+        half = x.shape[-1] // 2
+        x = x[..., :half] + x[..., half:]
+    return x[..., 0] if x.shape[-1] == 1 else x.new_zeros(x.shape[:-1])
+
+
+def _exact_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L2 distances ``(M,)`` float32 of rows ``a[i]``, ``b[i]`` (M, D), from ``_exact_sq``."""
+    return _exact_sq(a, b).sqrt().float()

@@ -111,13 +111,11 @@ def match_pair(
     if max_keypoints is not None and max_keypoints < 0:
         raise ValueError(f"max_keypoints must be >= 0 or None, got {max_keypoints}")
     descriptor = descriptor if descriptor is not None else HardNetDescriptor()
-    keypoints, descs, points = [], [], []
-    for image in (image1, image2):
-        kps, desc = descriptor.compute(image, descriptor.detect(image, max_keypoints=max_keypoints))
-        keypoints.append(kps)
-        descs.append(desc)
-        points.append(np.array([k.pt for k in kps], np.float64).reshape(-1, 2))
-    matches = match_descriptors(descs[0], descs[1], ratio=ratio, mutual=True, device=descriptor.device)
+    detected = [descriptor.detect(image, max_keypoints=max_keypoints) for image in (image1, image2)]
+    # Both images in shared network calls; the descriptors stay on the descriptor's device for matching.
+    keypoints, descs = descriptor._describe_images([image1, image2], detected)
+    points = [np.array([k.pt for k in kps], np.float64).reshape(-1, 2) for kps in keypoints]
+    matches = match_descriptors(descs[0], descs[1], ratio=ratio, mutual=True)
     p1, p2 = points[0][matches.query_idx], points[1][matches.train_idx]
     model, inliers = fit_geometry(p1, p2, geometry, threshold)
     return PairMatch(keypoints[0], keypoints[1], matches, p1, p2, inliers, model, geometry,

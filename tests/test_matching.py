@@ -337,3 +337,105 @@ def test_unavailable_device_is_the_descriptor_error():
         DescriptorMatcher(device="cuda").match(a, a)
     with pytest.raises(ValueError, match="unknown device 'gpu'"):
         match_descriptors(a, a, device="gpu")
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _device_algorithm(desc1, desc2, chunk_size=None, **kwargs) -> Matches:
+    """The matcher that runs off the CPU (candidates, exact re-ranking), run here on CPU tensors."""
+    from hardnet_desc import matching
+
+    a, b, scale = matching._prepare(desc1, desc2, None)
+    chunk = matching._chunk_rows(chunk_size, len(b), a.device)
+    kwargs = {"ratio": 0.8, "mutual": True, "max_distance": None, **kwargs}
+    return matching._match_on_device(a, b, scale, chunk, **kwargs)
+
+
+def _assert_identical(got: Matches, ref: Matches):
+    for field in ("query_idx", "train_idx", "distances", "ratios"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(ref, field), err_msg=field)
+
+
+SETTINGS = [{"ratio": 0.8, "mutual": True}, {"ratio": None, "mutual": False}, {"ratio": 0.9, "mutual": False},
+            {"ratio": None, "mutual": True, "max_distance": 250.0}]
+
+
+@pytest.mark.parametrize("kwargs", SETTINGS)
+def test_device_algorithm_equals_the_cpu_matcher(descs, kwargs):
+    """The GPU's algorithm (exact re-ranking of a few candidates) gives the CPU's matches, distances and ratios."""
+    desc1, desc2 = descs
+    max_distance = kwargs.get("max_distance")
+    if max_distance is not None and desc1.max() <= 1:  # L2-normalised: distances below 2
+        kwargs = {**kwargs, "max_distance": 0.9}
+    ref = match_descriptors(desc1, desc2, **kwargs)
+    assert len(ref) > 100
+    _assert_identical(_device_algorithm(desc1, desc2, **kwargs), ref)
+    _assert_identical(_device_algorithm(desc1, desc2, chunk_size=37, **kwargs), ref)
+
+
+def test_device_algorithm_ties_and_small_sets_like_the_cpu():
+    """Exactly tied distances (binary descriptors), one or a few train rows: the CPU's choices."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 2, (200, 5)).astype(np.float32)
+    b = rng.integers(0, 2, (300, 5)).astype(np.float32)
+    for kwargs in ({"ratio": None, "mutual": True}, {"ratio": None, "mutual": False}, {"ratio": 1.0, "mutual": True}):
+        ref = match_descriptors(a, b, **kwargs)
+        assert len(ref) > 0 or kwargs["ratio"] == 1.0  # d1 == d2 everywhere fails d1 < d2
+        _assert_identical(_device_algorithm(a, b, **kwargs), ref)
+    cross = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(a, b)
+    got = _device_algorithm(a, b, ratio=None, mutual=True)
+    assert sorted((m.queryIdx, m.trainIdx) for m in cross) == list(zip(got.query_idx.tolist(), got.train_idx.tolist()))
+    for n2 in (1, 2, 3):
+        _assert_identical(_device_algorithm(a, b[:n2], ratio=None), match_descriptors(a, b[:n2], ratio=None))
+
+
+def test_exact_distances_are_float64_sums():
+    """Match distances: float64 sums of the squared differences, rounded once (the same bits on every device)."""
+    from hardnet_desc.matching import _exact_distances
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((50, 128)).astype(np.float32), rng.standard_normal((50, 128)).astype(np.float32)
+    ref = np.sqrt(((a.astype(np.float64) - b) ** 2).sum(1)).astype(np.float32)
+    got = _exact_distances(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    assert got.dtype == np.float32 and np.abs(got.view(np.int32) - ref.view(np.int32)).max() <= 1  # ulps
+    assert _exact_distances(torch.zeros(3, 0), torch.zeros(3, 0)).tolist() == [0.0, 0.0, 0.0]
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("kwargs", SETTINGS[:3])
+def test_cuda_matcher_equals_the_cpu_matcher(descs, kwargs):
+    """CUDA tensors are matched on the GPU, with the CPU's results; numpy with device="cuda" too."""
+    desc1, desc2 = descs
+    ref = match_descriptors(desc1, desc2, **kwargs)
+    a, b = torch.from_numpy(desc1).cuda(), torch.from_numpy(desc2).cuda()
+    _assert_identical(match_descriptors(a, b, **kwargs), ref)
+    _assert_identical(match_descriptors(a, b, chunk_size=61, **kwargs), ref)
+    _assert_identical(match_descriptors(desc1, desc2, device="cuda", **kwargs), ref)
+    matcher = DescriptorMatcher(mutual=kwargs["mutual"], device="cuda")
+    cpu = DescriptorMatcher(mutual=kwargs["mutual"])
+    assert [(m.queryIdx, m.trainIdx, m.distance) for m in matcher.match(a, b)] == \
+        [(m.queryIdx, m.trainIdx, m.distance) for m in cpu.match(desc1, desc2)]
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_matcher_ties_and_large_sets():
+    """Tied binary descriptors, and 20k x 20k real-valued ones in several chunks: the CPU's results."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 2, (200, 5)).astype(np.float32)
+    b = rng.integers(0, 2, (300, 5)).astype(np.float32)
+    for mutual in (True, False):
+        ref = match_descriptors(a, b, ratio=None, mutual=mutual)
+        _assert_identical(match_descriptors(torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda(), ratio=None,
+                                            mutual=mutual), ref)
+    x = rng.standard_normal((20_000, 128)).astype(np.float32)
+    y = x[rng.permutation(20_000)] + 3.0 * rng.standard_normal((20_000, 128)).astype(np.float32)  # many ambiguous
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    for kwargs in ({"ratio": None, "mutual": True}, {"ratio": None, "mutual": False}):
+        ref = match_descriptors(x, y, **kwargs)
+        assert len(ref) > 5000
+        got = match_descriptors(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda(), chunk_size=3000, **kwargs)
+        _assert_identical(got, ref)

@@ -299,7 +299,8 @@ def sample_level_groups(
     for level, idx in groups:
         img = pyramid[level]
         h, w = img.shape[-2:]
-        size = torch.tensor([w, h], dtype=out.dtype, device=out.device).view(1, 2, 1)
+        size = out.new_empty((1, 2, 1))  # [w, h], filled on the device: a tensor from a list would sync
+        size[:, 0], size[:, 1] = w, h
         f = frames[idx] / (2.0**level)
         # pixel = A @ cell + c, then to grid_sample's [-1, 1] (align_corners=False): (2 x + 1) / size - 1,
         # folded into the frame: grid = (2 A / size) @ cell + ((2 c + 1) / size - 1), one batched product.
@@ -356,7 +357,8 @@ def frame_batches(
     batch = (torch.arange(n, device=frames.device) + (batch_size - first)) // batch_size  # 0 for the first
     key = batch * (depth + 1) + levels
     n_batches = 1 + -(-(n - first) // batch_size)
-    counts = torch.bincount(key, minlength=n_batches * (depth + 1))
+    counts = torch.zeros(n_batches * (depth + 1), dtype=torch.long, device=frames.device)
+    counts.scatter_add_(0, key, torch.ones_like(key))  # bincount would read its max back first
     outside = (~inside_image(frames, height, width)).sum()
     bad = (~torch.isfinite(frames).flatten(1).all(1)).sum()
     *counts, outside, bad, max_level = torch.cat([counts, torch.stack([outside, bad, levels.max()])]).tolist()

@@ -1,11 +1,14 @@
 """HardNetDescriptor as an OpenCV Feature2D drop-in, on the bundled photos (untrained weights)."""
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from hardnet_desc.descriptor import HardNetDescriptor
+from hardnet_desc.image import to_grey_tensor
 from hardnet_desc.patches import extract_patches, keypoints_to_array
 
 
@@ -474,3 +477,120 @@ def test_pickle_keeps_the_resolved_defaults(hardnet, example_image, keypoints):
     copy = pickle.loads(pickle.dumps(desc))
     assert (copy.precision, copy.batch_size) == (desc.precision, desc.batch_size)
     np.testing.assert_array_equal(copy.compute(example_image, keypoints)[1], desc.compute(example_image, keypoints)[1])
+
+
+def _network_batches(desc: HardNetDescriptor) -> list[int]:
+    """Records the batch size of every network call of ``desc`` (a list that fills as it runs)."""
+    sizes: list[int] = []
+    desc.net.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    return sizes
+
+
+def test_many_images_share_network_calls(hardnet, example_pair, keypoints):
+    """Packed, the patches of consecutive images fill whole batches, and the descriptors are the image-by-image ones."""
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64)
+    kps2 = list(cv2.SIFT_create(130).detect(example_pair[1], None))[:130]
+    images = [example_pair[0], example_pair[1], example_pair[0], example_pair[1], example_pair[0]]
+    lists = [keypoints, kps2, [], kps2[:30], keypoints[:5]]  # 200 + 130 + 0 + 30 + 5 = 365
+    sizes = _network_batches(desc)
+    refs = [desc.compute(image, kps)[1] for image, kps in zip(images, lists)]
+    assert sizes == [64, 64, 64, 8, 64, 64, 2, 30, 5]  # on the CPU each image has its own batches
+    sizes.clear()
+    desc._pack = True  # what runs off the CPU
+    kept, descs = desc.compute(images, lists)
+    assert sizes == [64] * 5 + [45]
+    for got, ref in zip(descs, refs):
+        np.testing.assert_array_equal(got, ref)
+    assert [len(k) for k in kept] == [200, 130, 0, 30, 5]
+    greys = [to_grey_tensor(image) for image in images]
+    tensors = desc.describe_many(greys, [desc.frames(kps) if len(kps) else torch.zeros(0, 2, 3) for kps in lists])
+    assert all(isinstance(t, torch.Tensor) and t.dtype == torch.float32 for t in tensors)
+    for got, ref in zip(tensors, refs):
+        np.testing.assert_array_equal(got.numpy(), ref)
+    with pytest.raises(ValueError, match="2 images and 1 frame sets"):
+        desc.describe_many(greys[:2], [desc.frames(keypoints)])
+    with pytest.raises(ValueError, match="lie outside the 800x520 image"):
+        desc.describe_many(greys[:1], [desc.frames(keypoints) + torch.tensor([0.0, 0.0, 1000.0])])
+
+
+def test_batched_lafs_share_network_calls(hardnet, example_pair, keypoints):
+    """kornia's (B, N, 2, 3) LAFs of a (B, C, H, W) batch: one describe_many, descriptors (B, N, 128) as kornia's."""
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=128)
+    image = example_pair[0]
+    images = torch.stack([torch.from_numpy(im[:, :, ::-1].copy()).permute(2, 0, 1) for im in (image, image[::-1])])
+    lafs = desc.frames(keypoints[:100])[None].repeat(2, 1, 1, 1)
+    refs = [desc.compute(images[b], lafs[b])[1] for b in range(2)]
+    desc._pack = True
+    sizes = _network_batches(desc)
+    _, got = desc.compute(images, lafs)
+    assert sizes == [128, 72] and got.shape == (2, 100, 128) and isinstance(got, torch.Tensor)
+    torch.testing.assert_close(got, torch.stack(refs), rtol=0, atol=0)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def pair_keypoints(example_pair):
+    return [list(cv2.SIFT_create(1000).detect(image, None))[:1000] for image in example_pair]
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_fp32_descriptors_equal_the_cpu(monkeypatch, example_pair, pair_keypoints):
+    """Bundled weights, fp32 on the GPU (TF32 off) against the CPU's fp32, from numpy and from a CUDA tensor image."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    image, kps = example_pair[0], pair_keypoints[0]
+    cpu = HardNetDescriptor(device="cpu", precision="fp32").compute(image, kps)[1]
+    gpu = HardNetDescriptor(device="cuda", precision="fp32")
+    got = gpu.compute(image, kps)[1]
+    assert isinstance(got, np.ndarray) and got.shape == cpu.shape
+    assert np.abs(got - cpu).max() < 1e-4
+    tensor = torch.from_numpy(image[:, :, ::-1].copy()).permute(2, 0, 1).cuda()  # RGB uint8 on the GPU
+    on_device = gpu.compute(tensor, kps)[1]
+    assert isinstance(on_device, torch.Tensor) and on_device.device.type == "cuda"
+    assert (on_device.cpu().numpy() - cpu).__abs__().max() < 1e-4
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_half_precision_finds_the_same_nearest_neighbours(example_pair, pair_keypoints, precision):
+    """fp16/bf16 on the GPU against the CPU's fp32 on the bundled pair: the same nearest neighbour for >= 99 %."""
+    cpu = HardNetDescriptor(device="cpu", precision="fp32")
+    gpu = HardNetDescriptor(device="cuda", precision=precision)
+    ref = [cpu.compute(image, kps)[1] for image, kps in zip(example_pair, pair_keypoints)]
+    got = gpu.compute(list(example_pair), pair_keypoints)[1]
+    assert np.abs(got[0] - ref[0]).max() < (0.02 if precision == "fp16" else 0.05)
+
+    def nearest(d1, d2):
+        return np.argmin(((d1[:, None] - d2[None]) ** 2).sum(-1), axis=1)
+
+    agreement = (nearest(got[0], got[1]) == nearest(ref[0], ref[1])).mean()
+    assert agreement >= (0.99 if precision == "fp16" else 0.97), agreement
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_describing_stays_on_the_device(example_pair, pair_keypoints):
+    """A CUDA image: descriptors on the GPU, host syncs per image and not per batch; images packed into full batches."""
+    tensors = [torch.from_numpy(im[:, :, ::-1].copy()).permute(2, 0, 1).cuda() for im in example_pair]
+    syncs = {}
+    for batch_size in (64, 1024):
+        desc = HardNetDescriptor(device="cuda", precision="fp16", batch_size=batch_size)
+        desc.compute(tensors[0], pair_keypoints[0])  # warm-up: cuDNN, caches
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                _, out = desc.compute(tensors, pair_keypoints)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        syncs[batch_size] = sum("synchroniz" in str(w.message) for w in caught)
+        assert all(isinstance(d, torch.Tensor) and d.device.type == "cuda" for d in out)
+    assert syncs[64] == syncs[1024] <= 8, syncs  # 32 batches or 2: the same few syncs (about 2 per image)
+    desc = HardNetDescriptor(device="cuda", precision="fp16", batch_size=300)
+    sizes = _network_batches(desc)
+    desc.compute(tensors, pair_keypoints)
+    assert sizes == [300] * 6 + [200]  # 2 x 1000 patches, packed

@@ -96,3 +96,57 @@ def test_to_uint8(example_image):
     np.testing.assert_array_equal(to_uint8(grey / 255.0), grey)  # 0..1 floats
     np.testing.assert_array_equal(to_uint8(grey.astype(np.float32)), grey)  # 0..255 floats
     assert to_uint8(np.full((4, 4), 300.0, np.float32)).max() == 255
+
+
+def _rgb_tensor(bgr: np.ndarray) -> torch.Tensor:
+    """A BGR ``(H, W, 3)`` array as kornia's RGB ``(3, H, W)`` tensor."""
+    return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "float64"])
+def test_device_grey_equals_opencv(example_image, dtype):
+    """The grey conversion that runs on a GPU (here on CPU tensors): OpenCV's, bit for bit for integer images."""
+    from hardnet_desc.image import _grey_on_device
+
+    image = {"uint8": example_image, "uint16": example_image.astype(np.uint16) * 257,
+             "float32": example_image.astype(np.float32) / 3, "float64": example_image * 1e40}[dtype]
+    for tensor in (_rgb_tensor(image), _rgb_tensor(image)[None], _rgb_tensor(image)[1]):
+        ref, got = to_grey_tensor(tensor), _grey_on_device(tensor)
+        assert got.shape == ref.shape == (1, 1, 520, 800) and got.dtype == torch.float32
+        if dtype.startswith("uint"):
+            torch.testing.assert_close(got, ref, rtol=0, atol=0)
+        else:  # OpenCV sums the channels in another order (or with FMA)
+            torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize(("image", "error", "match"), [
+    (torch.zeros(2, 3, 8, 8), ValueError, "one image at a time"),
+    (torch.zeros(4, 8, 8), ValueError, "1 or 3 channels first"),
+    (torch.zeros(1, 1, 1, 8, 8), ValueError, r"\(H, W\), \(C, H, W\) or \(1, C, H, W\)"),
+    (torch.zeros(3, 1, 8), ValueError, "too small"),
+    (torch.zeros(8, 8, dtype=torch.int32), TypeError, "uint8, uint16 or float"),
+    (torch.full((8, 8), float("nan")), ValueError, "NaN or inf"),
+    (torch.full((3, 8, 8), float("inf"), dtype=torch.float64), ValueError, "NaN or inf"),
+])
+def test_device_grey_refuses_what_the_opencv_path_refuses(image, error, match):
+    from hardnet_desc.image import _grey_on_device
+
+    with pytest.raises(error, match=match):
+        _grey_on_device(image)
+    with pytest.raises(error):
+        to_grey_tensor(image)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_image_becomes_grey_on_the_gpu(example_image):
+    """A CUDA image is converted on the GPU (no copy to the host): uint8 bit for bit as OpenCV, floats to rounding."""
+    for image in (example_image, example_image.astype(np.uint16) * 257):
+        t = _rgb_tensor(image).cuda()
+        grey = to_grey_tensor(t, "cuda")
+        assert grey.device.type == "cuda"
+        torch.testing.assert_close(grey.cpu(), to_grey_tensor(image), rtol=0, atol=0)
+    floats = _rgb_tensor(example_image.astype(np.float32) / 255)
+    torch.testing.assert_close(to_grey_tensor(floats.cuda(), "cuda").cpu(), to_grey_tensor(floats), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        to_grey_tensor(torch.full((3, 8, 8), float("nan"), device="cuda"), "cuda")

@@ -9,11 +9,14 @@ import torch.nn.functional as F
 from hardnet_desc.patches import (
     DEFAULT_PATCH_SCALE,
     build_pyramid,
+    cut_frame_batch,
     extract_patches,
+    frame_batches,
     keypoints_from_colmap,
     keypoints_to_array,
     keypoints_to_colmap,
     keypoints_to_frames,
+    pyramid_depth,
     pyramid_levels,
     sample_frames,
 )
@@ -269,3 +272,39 @@ def test_colmap_keypoints_upright_and_bad_shapes():
     np.testing.assert_allclose(upright, [[10.5, 20.5, 2.0, 0.0, 0.0, 2.0]])
     with pytest.raises(ValueError, match="shape"):
         keypoints_from_colmap(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize(("batch_size", "first"), [(64, None), (64, 10), (1000, None), (7, 7)])
+def test_frame_batches_cut_the_patches_of_extract_patches(example_grey, example_keypoints, batch_size, first):
+    """Checked and grouped once per image, each batch's patches are extract_patches', bit for bit."""
+    frames = keypoints_to_frames(example_keypoints, DEFAULT_PATCH_SCALE)[:150]
+    frames[::9, :, :2] *= 7.0  # large patches: read from coarse pyramid levels
+    max_level, batches = frame_batches(frames, 520, 800, batch_size, first)
+    assert max_level == int(pyramid_levels(frames, 64).max()) > 2
+    first = min(150, first or batch_size)
+    starts = [0] + list(range(first, 150, batch_size))
+    assert [(a, b) for a, b, _ in batches] == list(zip(starts, starts[1:] + [150]))
+    pyramid = build_pyramid(example_grey, max_level)
+    for start, stop, groups in batches:
+        assert sorted(torch.cat([idx for _, idx in groups]).tolist()) == list(range(stop - start))
+        ref = extract_patches(example_grey, frames[start:stop], pyramid=pyramid)
+        torch.testing.assert_close(cut_frame_batch(pyramid, frames[start:stop], groups), ref, rtol=0, atol=0)
+    assert frame_batches(frames[:0], 520, 800, 64) == (0, [])
+
+
+def test_frame_batches_refuse_bad_frames(example_keypoints):
+    frames = keypoints_to_frames(example_keypoints[:20])
+    outside = frames.clone()
+    outside[5, 0, 2] = 900.0
+    with pytest.raises(ValueError, match=r"1 keypoint\(s\) lie outside the 800x520 image \(first: index 5"):
+        frame_batches(outside, 520, 800, 8)
+    for value in (float("nan"), float("inf")):
+        bad = frames.clone()
+        bad[3, 1, 0] = value
+        with pytest.raises(ValueError, match="NaN or inf"):
+            frame_batches(bad, 520, 800, 8)
+
+
+def test_pyramid_depth_is_what_build_pyramid_builds():
+    for h, w in [(520, 800), (7, 100), (8, 8), (15, 33), (1000, 9)]:
+        assert len(build_pyramid(torch.zeros(1, 1, h, w), 50)) == pyramid_depth(h, w) + 1

@@ -120,7 +120,8 @@ def to_grey_tensor(image: ImageLike, device: torch.device | str = "cpu") -> torc
     """Grey float32 tensor ``(1, 1, H, W)`` on ``device``.
 
     A torch image on a GPU (any device but the CPU) is converted there, with OpenCV's weights;
-    numpy images and CPU tensors go through ``to_grey_numpy`` (``cv2.cvtColor``). uint8 is scaled by 1/255 and uint16 by 1/65535; floats are kept as they are
+    numpy images and CPU tensors go through ``to_grey_numpy`` (``cv2.cvtColor``). uint8 is scaled
+    by 1/255 and uint16 by 1/65535; floats are kept as they are
     (the network standardises each patch, so the intensity range does not matter).
     """
     if isinstance(image, torch.Tensor) and image.device.type != "cpu":

@@ -147,6 +147,7 @@ def test_cuda_image_becomes_grey_on_the_gpu(example_image):
         assert grey.device.type == "cuda"
         torch.testing.assert_close(grey.cpu(), to_grey_tensor(image), rtol=0, atol=0)
     floats = _rgb_tensor(example_image.astype(np.float32) / 255)
-    torch.testing.assert_close(to_grey_tensor(floats.cuda(), "cuda").cpu(), to_grey_tensor(floats), rtol=1e-6, atol=1e-6)
+    on_gpu = to_grey_tensor(floats.cuda(), "cuda")
+    torch.testing.assert_close(on_gpu.cpu(), to_grey_tensor(floats), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="NaN or inf"):
         to_grey_tensor(torch.full((3, 8, 8), float("nan"), device="cuda"), "cuda")

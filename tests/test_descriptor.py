@@ -549,7 +549,7 @@ def test_cuda_fp32_descriptors_equal_the_cpu(monkeypatch, example_pair, pair_key
     tensor = torch.from_numpy(image[:, :, ::-1].copy()).permute(2, 0, 1).cuda()  # RGB uint8 on the GPU
     on_device = gpu.compute(tensor, kps)[1]
     assert isinstance(on_device, torch.Tensor) and on_device.device.type == "cuda"
-    assert (on_device.cpu().numpy() - cpu).__abs__().max() < 1e-4
+    assert np.abs(on_device.cpu().numpy() - cpu).max() < 1e-4
 
 
 @cuda
@@ -561,13 +561,13 @@ def test_cuda_half_precision_finds_the_same_nearest_neighbours(example_pair, pai
     gpu = HardNetDescriptor(device="cuda", precision=precision)
     ref = [cpu.compute(image, kps)[1] for image, kps in zip(example_pair, pair_keypoints)]
     got = gpu.compute(list(example_pair), pair_keypoints)[1]
-    assert np.abs(got[0] - ref[0]).max() < (0.02 if precision == "fp16" else 0.05)
+    assert np.abs(got[0] - ref[0]).mean() < 2e-3  # CPU bf16 measured 4e-4
 
     def nearest(d1, d2):
         return np.argmin(((d1[:, None] - d2[None]) ** 2).sum(-1), axis=1)
 
     agreement = (nearest(got[0], got[1]) == nearest(ref[0], ref[1])).mean()
-    assert agreement >= (0.99 if precision == "fp16" else 0.97), agreement
+    assert agreement >= (0.99 if precision == "fp16" else 0.98), agreement  # CPU bf16 measured 0.994
 
 
 @cuda
@@ -578,6 +578,7 @@ def test_cuda_describing_stays_on_the_device(example_pair, pair_keypoints):
     syncs = {}
     for batch_size in (64, 1024):
         desc = HardNetDescriptor(device="cuda", precision="fp16", batch_size=batch_size)
+        desc._overlap = False  # every sync in this thread, where the warnings are caught
         desc.compute(tensors[0], pair_keypoints[0])  # warm-up: cuDNN, caches
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("warn")
@@ -589,8 +590,9 @@ def test_cuda_describing_stays_on_the_device(example_pair, pair_keypoints):
             torch.cuda.set_sync_debug_mode(0)
         syncs[batch_size] = sum("synchroniz" in str(w.message) for w in caught)
         assert all(isinstance(d, torch.Tensor) and d.device.type == "cuda" for d in out)
-    assert syncs[64] == syncs[1024] <= 8, syncs  # 32 batches or 2: the same few syncs (about 2 per image)
+    assert 1 <= syncs[64] == syncs[1024] <= 8, syncs  # 32 batches or 2: the same few syncs (about 2 per image)
     desc = HardNetDescriptor(device="cuda", precision="fp16", batch_size=300)
     sizes = _network_batches(desc)
     desc.compute(tensors, pair_keypoints)
-    assert sizes == [300] * 6 + [200]  # 2 x 1000 patches, packed
+    total = sum(len(kps) for kps in pair_keypoints)
+    assert total > 1500 and sizes == [300] * (total // 300) + [total % 300]  # packed: every call full but the last

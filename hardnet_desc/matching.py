@@ -116,8 +116,9 @@ def match_descriptors(
         device: where to compute; defaults to the device of ``desc1`` if it is a
             tensor, else the CPU (numpy input is matched on the CPU unless ``device`` says otherwise).
         chunk_size: rows of ``desc1`` per block. The peak extra memory is about
-            ``chunk_size * N2`` floats; the default picks it from ``N2`` (about 64 MiB of
-            distances per block on the CPU, 512 MiB on CUDA).
+            ``chunk_size * N2`` floats (off the CPU plus about 32 KiB a row for the exact
+            re-ranking); the default picks it from ``N2`` (about 64 MiB of distances per block
+            on the CPU, 512 MiB on CUDA).
 
     Returns:
         ``Matches`` sorted by ``query_idx``, as numpy arrays on every device. Distances are
@@ -145,6 +146,7 @@ def match_descriptors(
     n1, n2 = len(a), len(b)
     chunk = _chunk_rows(chunk_size, n2, a.device)
     if a.device.type != "cpu":
+        chunk = chunk if chunk_size is not None else min(chunk, _EXACT_ROWS)  # bounds the candidates' memory too
         return _match_on_device(a, b, scale, chunk, ratio=ratio, mutual=mutual, max_distance=max_distance)
     nn1 = torch.empty(n1, dtype=torch.long, device=a.device)
     nn2 = torch.empty(n1, dtype=torch.long, device=a.device)  # valid if n2 > 1
@@ -380,8 +382,10 @@ def _top2(d: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, torc
     return v1, b1 * block + arg1, v2, i2
 
 
-# Candidates per row that the device matcher re-ranks by exact distance (see _match_on_device).
+# Candidates per row that the device matcher re-ranks by exact distance (see _match_on_device), and the
+# most rows per block by default there (re-ranking their candidates takes about 32 KiB a row).
 _CANDIDATES = 8
+_EXACT_ROWS = 1 << 14
 
 
 def _match_on_device(

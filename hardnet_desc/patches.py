@@ -201,9 +201,9 @@ def describable_frames(
         _check_finite(kps, "keypoints")
         keep = kps[:, 2] > 0
         frames = keypoints_to_frames(kps[keep], patch_scale, min_kp_size)
-    inside = inside_image(frames, height, width).numpy()
-    keep[np.flatnonzero(keep)[~inside]] = False
-    return frames[torch.from_numpy(inside)], keep
+    inside = inside_image(frames, height, width)  # on the frames' device (kornia's LAFs may be on a GPU)
+    keep[np.flatnonzero(keep)[~inside.cpu().numpy()]] = False
+    return frames[inside], keep
 
 
 def _check_finite(values: np.ndarray, what: str) -> None:

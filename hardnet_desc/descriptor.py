@@ -430,11 +430,13 @@ class HardNetDescriptor:
     def describe_many(self, greys: Sequence[torch.Tensor], frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Descriptors of the frames of several images, on this device.
 
-        Everything runs on this device: the pyramids, the patches, the network; the only host
-        syncs are one per image (checking its frames and grouping them by pyramid level). Off the
-        CPU the patches of consecutive images share network calls, so every call but the last is
-        a full ``batch_size``; on the CPU each image's batches are its own (results are then the
-        same as describing the images one by one; elsewhere they agree to float rounding).
+        Everything runs on this device: the pyramids, the patches, the network; the host waits
+        for the device a couple of times per image (uploading host frames, reading back the frame
+        check and the level counts of ``patches.frame_batches``), never per batch. Off the CPU
+        the patches of consecutive images share network calls, so every call but the last is a
+        full ``batch_size``; on the CPU each image's batches are its own (results are then the
+        same as describing the images one by one; elsewhere they agree to float rounding). An
+        image's pyramid is built when its first batch is cut and dropped after its last one.
 
         Where torch's threads leave a core free, batch ``i + 1``'s patches are cut in a worker
         thread while the network describes batch ``i`` (sampling and convolutions release the
@@ -458,7 +460,7 @@ class HardNetDescriptor:
             raise ValueError(f"{len(greys)} images and {len(frames)} frame sets: give one frame set per image")
         pack = self._device.type != "cpu" if self._pack is None else self._pack
         size = self._batch_size
-        outs, pyramids, plans, fill = [], [], [], 0  # fill: patches in the last network call so far
+        outs, plans, fill = [], [], 0  # fill: patches in the last network call so far
         for grey, f in zip(greys, frames, strict=True):
             if grey.dim() != 4 or grey.shape[:2] != (1, 1):
                 raise ValueError(f"grey image must be (1, 1, H, W), got {tuple(grey.shape)}")
@@ -469,20 +471,25 @@ class HardNetDescriptor:
                 last = batches[-1][1] - batches[-1][0]
                 fill = fill + last if joins and len(batches) == 1 else last
             outs.append(torch.empty((len(f), DESCRIPTOR_DIM), device=self._device))
-            pyramids.append(build_pyramid(grey, max_level) if batches else [])
-            plans.append((f, batches, joins))
-        # Network calls: lists of (image, start, stop, groups), filled in order.
+            plans.append((grey, max_level, f, batches, joins))
+        # Network calls: lists of (image, start, stop, groups), filled in order; the last call of each image.
         calls: list[list[tuple[int, int, int, list]]] = []
-        for k, (_, batches, joins) in enumerate(plans):
+        for k, (*_, batches, joins) in enumerate(plans):
             for b, (start, stop, groups) in enumerate(batches):
                 if b == 0 and joins:
                     calls[-1].append((k, start, stop, groups))
                 else:
                     calls.append([(k, start, stop, groups)])
+        last_call = {k: call for call, pieces in enumerate(calls) for k, *_ in pieces}
+        pyramids: dict[int, list[torch.Tensor]] = {}  # built when first cut, dropped after the image's last call
 
         def cut(call: int) -> torch.Tensor:
-            parts = [cut_frame_batch(pyramids[k], plans[k][0][start:stop], groups)
-                     for k, start, stop, groups in calls[call]]
+            parts = []
+            for k, start, stop, groups in calls[call]:
+                grey, max_level, f, *_ = plans[k]
+                if k not in pyramids:
+                    pyramids[k] = build_pyramid(grey, max_level)
+                parts.append(cut_frame_batch(pyramids[k], f[start:stop], groups))
             return parts[0] if len(parts) == 1 else torch.cat(parts)
 
         items = range(len(calls))
@@ -492,6 +499,8 @@ class HardNetDescriptor:
             for k, start, stop, _ in calls[call]:
                 outs[k][start:stop] = desc[at : at + stop - start]
                 at += stop - start
+                if last_call[k] == call:
+                    pyramids.pop(k, None)  # the worker may be cutting the next call: of other images only
         return outs
 
     def describe_patches(self, patches: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

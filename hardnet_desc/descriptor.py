@@ -311,8 +311,10 @@ class HardNetDescriptor:
 
         Args:
             image: ``(H, W)`` grey or ``(H, W, 3)`` BGR numpy (uint8, uint16 or float), or a torch
-                image ``(H, W)``, ``(C, H, W)``, ``(B, C, H, W)`` (RGB or grey, as in kornia). A list
-                of images gives OpenCV's batch form: ``keypoints`` is then a list of keypoint lists.
+                image ``(H, W)``, ``(C, H, W)``, ``(B, C, H, W)`` (RGB or grey, as in kornia), described
+                on its device if that is this one (a GPU image never goes to the host). A list of
+                images gives OpenCV's batch form: ``keypoints`` is then a list of keypoint lists, and
+                the images' patches share network calls (``describe_many``).
             keypoints: ``cv2.KeyPoint`` sequence (``None``: none), ``(N, 4)`` ``(x, y, size, angle_deg)``
                 array, ``(N, 2, 3)`` affine frames, or kornia's batched LAFs ``(B, N, 2, 3)`` (LAF ``b``
                 of image ``b``; these are described as given). Conventions: ``hardnet_desc.patches``.
@@ -322,7 +324,8 @@ class HardNetDescriptor:
             ``(keypoints, descriptors)``: the describable keypoints (the input itself when all are,
             else the same container type holding the kept ones) and float32 descriptors,
             ``(B, N, 128)`` for batched LAFs, else ``(N, 128)``; a tensor on the image's device for a
-            torch image (as kornia's ``LAFDescriptor``), else numpy. The batch form returns lists.
+            torch image (as kornia's ``LAFDescriptor``), else numpy (copied from this device once, at
+            the end). The batch form returns lists.
         """
         if descriptors is not None and not isinstance(descriptors, np.ndarray):
             raise TypeError(

@@ -269,7 +269,7 @@ class DescriptorMatcher:
                 idx = torch.stack([i1, i2], dim=1)[:, :k]
             else:
                 idx = d.topk(k, dim=1, largest=False).indices  # (n, k), nearest first
-            dist = torch.linalg.vector_norm(a[start : start + len(d), None] - b[idx], dim=2) * scale
+            dist = _exact_sq(a[start : start + len(d), None], b[idx]).sqrt().float() * scale  # as match's
             for q, (ts, ds) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True), start):
                 out.append([cv2.DMatch(q, t, 0, dd) for t, dd in zip(ts, ds, strict=True)])
         return out

@@ -294,8 +294,9 @@ def sample_level_groups(
     out = pyramid[0].new_empty((n, 1, g, g))
     frames = frames.to(out)
     base = _base_grid(g, out.device, out.dtype)
-    # Blocks small enough for the (block, 2, G*G) grid to stay in cache while it is built and read.
-    block = max(1, _GRID_BLOCK // (g * g))
+    # On the CPU, blocks small enough for the (block, 2, G*G) grid to stay in cache while it is built and
+    # read; elsewhere (no such cache to fit) a level at once, in the fewest kernel launches.
+    block = max(1, _GRID_BLOCK // (g * g)) if out.device.type == "cpu" else max(1, n)
     for level, idx in groups:
         img = pyramid[level]
         h, w = img.shape[-2:]

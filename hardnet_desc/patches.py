@@ -349,6 +349,8 @@ def frame_batches(
     Raises:
         ValueError: a frame centre outside the image area, or NaN or inf in the frames.
     """
+    if batch_size < 1 or (first is not None and first < 1):
+        raise ValueError(f"batch_size and first must be >= 1, got {batch_size} and {first}")
     n = len(frames)
     first = min(n, batch_size if first is None else first)
     if n == 0:

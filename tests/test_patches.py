@@ -303,6 +303,8 @@ def test_frame_batches_refuse_bad_frames(example_keypoints):
         bad[3, 1, 0] = value
         with pytest.raises(ValueError, match="NaN or inf"):
             frame_batches(bad, 520, 800, 8)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        frame_batches(frames, 520, 800, 8, 0)
 
 
 def test_pyramid_depth_is_what_build_pyramid_builds():

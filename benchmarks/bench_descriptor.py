@@ -239,11 +239,16 @@ def _kornia_method(photo: np.ndarray, kps, desc: HardNetDescriptor, dev: torch.d
 
 
 def scan_batch(device: str = "cpu", sizes: tuple[int, ...] = (32, 64, 128, 256, 512, 1024), n: int = 2048,
-               repeats: int = 5, weights: str = "default") -> dict[str, dict[int, float]]:
-    """Net alone (``describe_patches``), patches/s per precision and batch size, interleaved."""
+               repeats: int = 5, weights: str = "default", total: int | None = None) -> dict[str, dict[int, float]]:
+    """Net alone (``describe_patches``), patches/s per precision and batch size, interleaved.
+
+    ``total``: describe this many patches per call (the ``n`` SIFT patches repeated), so that large
+    batch sizes are timed over several batches (a GPU's)."""
     dev = resolve_device(device)
     precisions = ["fp32", "bf16"] + (["int8"] if dev.type == "cpu" and int8_available() else ["fp16"])
     patches = HardNetDescriptor(weights, device=dev).cut_patches(load_photo(), sift_keypoints(load_photo(), n))
+    if total is not None:
+        patches = patches.repeat(-(-total // len(patches)), 1, 1, 1)[:total]
     methods = {}
     for p in precisions:
         for size in sizes:

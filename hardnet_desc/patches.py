@@ -21,7 +21,10 @@ Conventions (the same as OpenCV's, stated once here and used everywhere):
   along ``A[:, 0]``. Frames are used as given: ``patch_scale`` and
   ``min_kp_size`` do not apply. A keypoint becomes
   ``A = (patch_scale * max(size, min_kp_size) / 2) * R(angle)``.
-* Cells outside the image repeat the nearest border pixel.
+* Cells outside the image repeat the nearest border pixel. A keypoint whose patch is far
+  larger than the image (even ``kp.size = 1e38``) is still described, as OpenCV's SIFT does
+  (it clamps its window to the image diagonal): its patch is read from the coarsest pyramid
+  level, the same as for any other patch many times the image's size.
 
 Anti-aliasing: each patch is sampled on a ``2 * patch_size`` grid from the
 level of a Gaussian pyramid whose pixel is no larger than a grid step, then
@@ -261,7 +264,7 @@ def pyramid_levels(frames: torch.Tensor, grid_size: int) -> torch.Tensor:
     det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]  # 2x2: direct, 20x cheaper than linalg.det
     scale = torch.sqrt(torch.abs(det)).float()
     step = 2.0 * scale / grid_size
-    return torch.floor(torch.log2(step.clamp(min=1.0))).long()
+    return torch.floor(torch.log2(step.clamp(min=1.0, max=2.0**62))).long()  # a 1e38 size: inf, capped
 
 
 def sample_frames(pyramid: list[torch.Tensor], frames: torch.Tensor, grid_size: int) -> torch.Tensor:
@@ -337,6 +340,12 @@ def extract_patches(
     Returns:
         ``(N, 1, patch_size, patch_size)`` patches on the image's device and dtype.
     """
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+        got = f"a {image.dtype} tensor" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise TypeError(f"image must be a float torch tensor (hardnet_desc.image.to_grey_tensor makes one), got {got}")
+    for name, value in (("patch_size", patch_size), ("supersample", supersample)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if image.dim() == 2:
         image = image[None, None]
     if image.dim() != 4 or image.shape[:2] != (1, 1):

@@ -53,7 +53,7 @@ class HardNetExtractor:
         if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
             raise TypeError(f"sigma must be a number (pixels), got {type(sigma).__name__}")
         if not 0 < sigma < math.inf:
-            raise ValueError(f"sigma must be a positive finite number (pixels), got {sigma}")
+            raise ValueError(f"sigma must be > 0 (a finite number of pixels), got {sigma}")
         if not isinstance(weights, HardNetDescriptor):
             weights = HardNetDescriptor(weights, device=device)
         self.descriptor = weights

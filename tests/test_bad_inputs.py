@@ -426,7 +426,7 @@ def test_bad_bridge_and_export_arguments(tmp_path):
     desc = HardNetDescriptor(make_hardnet(), device="cpu")
     with pytest.raises(TypeError, match="sigma must be a number"):
         HardNetExtractor(desc, sigma=None)
-    with pytest.raises(ValueError, match="sigma must be a positive finite number"):
+    with pytest.raises(ValueError, match=r"sigma must be > 0 \(a finite number of pixels\), got nan"):
         HardNetExtractor(desc, sigma=float("nan"))
     with pytest.raises(TypeError, match="image must be a numpy array .* got NoneType"):
         HardNetExtractor(desc).extract(None, np.zeros((1, 2)))

@@ -309,7 +309,8 @@ class HardNetDescriptor:
             image: as for ``compute``.
             mask: ``None`` or a uint8/bool ``(H, W)`` array of the image's size, non-zero where
                 keypoints may lie; another shape or dtype is refused (``ValueError``/``TypeError``).
-            max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
+            max_keypoints: keep the strongest this many, an integer >= 0; ``None`` (or 0) keeps all
+                (``TypeError`` for another type, ``ValueError`` if negative).
         """
         return detect_sift(image, max_keypoints, self._detector, mask)
 

@@ -25,7 +25,7 @@ def detect_sift(
     Args:
         image: any image ``hardnet_desc.image.to_uint8`` accepts (BGR or grey); the detector
             sees its grey 8-bit version.
-        max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
+        max_keypoints: keep the strongest this many, an integer >= 0; ``None`` (or 0) keeps all.
         detector: a ``cv2.Feature2D``; default ``cv2.SIFT_create()``.
         mask: optional uint8 or bool ``(H, W)`` mask of the image's size, non-zero where keypoints
             may lie; another shape or dtype raises (OpenCV would read outside it).

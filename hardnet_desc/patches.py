@@ -22,9 +22,10 @@ Conventions (the same as OpenCV's, stated once here and used everywhere):
   ``min_kp_size`` do not apply. A keypoint becomes
   ``A = (patch_scale * max(size, min_kp_size) / 2) * R(angle)``.
 * Cells outside the image repeat the nearest border pixel. A keypoint whose patch is far
-  larger than the image (even ``kp.size = 1e38``) is still described, as OpenCV's SIFT does
+  larger than the image (up to ``kp.size = 1e38``) is still described, as OpenCV's SIFT does
   (it clamps its window to the image diagonal): its patch is read from the coarsest pyramid
-  level, the same as for any other patch many times the image's size.
+  level, the same as for any other patch many times the image's size. Only a patch whose
+  half side overflows float32 (``patch_scale * size / 2 > 3.4e38``) is refused (``ValueError``).
 
 Anti-aliasing: each patch is sampled on a ``2 * patch_size`` grid from the
 level of a Gaussian pyramid whose pixel is no larger than a grid step, then
@@ -108,7 +109,8 @@ def keypoints_to_frames(
     An ``(N, 2, 3)`` array or tensor is taken as frames already and returned as is, and so are
     kornia's batched LAFs ``(B, N, 2, 3)`` (frames ``[b]`` belong to image ``b``).
     Sizes below ``min_kp_size`` (pixels) are raised to it for the patch; the keypoints are not changed.
-    Raises ``ValueError`` for non-finite values or sizes <= 0.
+    Raises ``ValueError`` for non-finite values, sizes <= 0, or sizes whose patch side
+    (``patch_scale * size``, about 6.8e38 / ``patch_scale``) would overflow float32.
     """
     if not patch_scale > 0 or not math.isfinite(patch_scale):
         raise ValueError(f"patch_scale must be a positive number, got {patch_scale}")
@@ -128,6 +130,10 @@ def keypoints_to_frames(
         raise ValueError(f"{bad.size} keypoint(s) have size <= 0 (first: index {bad[0]}, size {kps[bad[0], 2]})")
     angle = np.where(kps[:, 3] == -1, 0.0, np.deg2rad(kps[:, 3]))
     half = 0.5 * patch_scale * np.maximum(kps[:, 2], min_kp_size)
+    huge = np.flatnonzero(half > np.finfo(np.float32).max)
+    if huge.size:
+        raise ValueError(f"{huge.size} keypoint(s) are too large to describe (first: index {huge[0]}, size "
+                         f"{kps[huge[0], 2]:g}): the patch side, patch_scale x size, exceeds float32's range")
     cos, sin = np.cos(angle) * half, np.sin(angle) * half
     frames = np.stack([np.stack([cos, -sin, kps[:, 0]], 1), np.stack([sin, cos, kps[:, 1]], 1)], 1)
     return torch.from_numpy(frames).float()

@@ -77,6 +77,10 @@ BAD_KEYPOINTS = {
     "1-D array": (np.ones(4), ValueError, r"shape \(N, 4\)"),
     "NaN": (np.array([[30.0, np.nan, 5.0, 0.0]]), ValueError, "NaN or inf"),
     "inf size": ([cv2.KeyPoint(30.0, 30.0, float("inf"))], ValueError, "NaN or inf"),
+    # 1e38 is described (test_huge_keypoint_...); a patch side beyond float32 is refused, naming the size
+    "size 3e38": ([KP, cv2.KeyPoint(30.0, 30.0, 3e38)], ValueError, r"too large to describe \(first: index 1, "
+                  r"size 3e\+38\)"),
+    "size 1e300 array": (np.array([[30.0, 30.0, 1e300, 0.0]]), ValueError, r"size 1e\+300"),
     "complex frames": (np.ones((2, 2, 3), complex), TypeError, "real numbers"),
     "NaN frames": (np.full((1, 2, 3), np.nan), ValueError, "NaN or inf"),
 }

@@ -41,7 +41,8 @@ def laf_descriptor(
     Args:
         weights: a bundled name, a weight file, ``hf://...``, a ``HardNet``
             or loaded ``Weights``.
-        device: where the module lives (``"cpu"``, ``"cuda"``, ``"auto"``...; see ``hardnet_desc.device.resolve_device``).
+        device: where the module lives (``"cpu"``, ``"cuda"``, ``"auto"``...; see
+            ``hardnet_desc.device.resolve_device``).
 
     Raises:
         WeightsError: weights that cannot be loaded or do not fit HardNet (as ``load_weights``).

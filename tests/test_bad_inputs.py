@@ -380,7 +380,8 @@ def _frames():
 
 
 BAD_EXTRACT = {
-    "numpy image": ({"image": np.zeros((64, 64), np.float32)}, TypeError, "image must be a float torch tensor.*ndarray"),
+    "numpy image": ({"image": np.zeros((64, 64), np.float32)}, TypeError,
+                    "image must be a float torch tensor.*got ndarray"),
     "uint8 tensor": ({"image": torch.zeros(64, 64, dtype=torch.uint8)}, TypeError, "got a torch.uint8 tensor"),
     "patch_size 0": ({"patch_size": 0}, ValueError, "patch_size must be an integer >= 1, got 0"),
     "patch_size float": ({"patch_size": 32.0}, ValueError, "patch_size must be an integer >= 1"),

@@ -102,7 +102,8 @@ def _read_int_table(path: Path, n_cols: int, fmt: str) -> np.ndarray:
         try:
             lines = list(f)
         except UnicodeDecodeError:
-            raise ValueError(f"{path}: not a text file of '{fmt}' lines (it holds bytes that are not UTF-8 text)") from None
+            raise ValueError(f"{path}: not a text file of '{fmt}' lines (it holds bytes that are not UTF-8 "
+                             "text)") from None
     for lineno, line in enumerate(lines, 1):
         fields = line.split()
         if not fields:

@@ -237,7 +237,8 @@ def _restore(run: _Run, resume: bool) -> None:
                          "resume with the same recipe")
     if ckpt["step"] > run.total:  # the learning rate would be negative, and nothing trains
         raise TrainingError(f"{path}: its step {ckpt['step']} is beyond this run's {run.total} steps ({cfg.epochs} "
-                            f"epochs of {len(run.loader)}): resume with the --epochs and --pairs-per-epoch it was made with")
+                            f"epochs of {len(run.loader)}): resume with the --epochs and --pairs-per-epoch it was "
+                            "made with")
     run.net.load_state_dict(ckpt["model"])
     try:
         run.opt.load_state_dict(ckpt["optimizer"])

@@ -249,6 +249,11 @@ def _sfm(args: argparse.Namespace) -> int:
     from .sfm import colmap_like_sift, format_summary, import_pycolmap, reconstruct
 
     try:
+        params = [float(v) for v in args.camera_params.split(",")] if args.camera_params else None
+    except ValueError:
+        raise ValueError(f"--camera-params must be comma-separated numbers in the camera model's order "
+                         f"(e.g. PINHOLE: fx,fy,cx,cy), got {args.camera_params!r}") from None
+    try:
         import_pycolmap()
     except ImportError as err:
         print(f"hardnet-desc sfm: error: {err}", file=sys.stderr)
@@ -262,7 +267,6 @@ def _sfm(args: argparse.Namespace) -> int:
 
         descriptor = HardNetDescriptor(args.weights, device=args.device, precision=args.precision,
                                        detector=colmap_like_sift())
-    params = [float(v) for v in args.camera_params.split(",")] if args.camera_params else None
     summary = reconstruct(args.images, args.out, features=args.features, matcher=args.matcher,
                           max_image_size=args.max_image_size, max_keypoints=args.max_keypoints,
                           descriptor=descriptor, camera_model=args.camera_model, camera_params=params,

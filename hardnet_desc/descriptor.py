@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .detection import detect_sift
 from .device import autocast, choose_precision, default_batch_size, resolve_device
-from .image import ImageLike, split_batch, to_grey_tensor
+from .image import TAME_RANGE, ImageLike, split_batch, to_grey_tensor
 from .model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
 from .patches import (
     DEFAULT_PATCH_SCALE,
@@ -54,7 +54,8 @@ def describe_patches(
 
     Args:
         net: a ``HardNet`` (or its fused form) on ``device``, in eval mode.
-        patches: ``(N, H, W)`` or ``(N, 1, H, W)``, any numeric dtype and range; other sizes
+        patches: ``(N, H, W)`` or ``(N, 1, H, W)``, any numeric dtype and range (float patches far
+            from a normal range, e.g. 1e-30, are first scaled by a power of two); other sizes
             than 32x32 (e.g. HPatches' 65x65) are resized with area averaging.
         device: where ``net`` runs.
         batch_size: patches per forward pass.
@@ -75,9 +76,11 @@ def describe_patches(
         x = x[:, None]
     if x.dim() != 4 or x.shape[1] != 1:
         raise ValueError(f"patches must be (N, H, W) or (N, 1, H, W), got {tuple(x.shape)}")
+    if x.is_floating_point():
+        if not torch.isfinite(x).all():
+            raise ValueError("patches contain NaN or inf")
+        x = _tame_patches(x)  # in the input's precision: float64 1e300 stays finite
     x = x.to(device, torch.float32)
-    if not torch.isfinite(x).all():
-        raise ValueError("patches contain NaN or inf")
     out = torch.empty((len(x), DESCRIPTOR_DIM), device=device)
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
@@ -86,6 +89,19 @@ def describe_patches(
             batch = F.interpolate(batch, size=(PATCH_SIZE, PATCH_SIZE), mode=mode)
         out[start : start + len(batch)] = _forward(net, batch, device, precision)
     return out.cpu().numpy() if as_numpy else out
+
+
+def _tame_patches(x: torch.Tensor) -> torch.Tensor:
+    """Float patches ``(N, 1, H, W)`` whose largest magnitude lies outside ``TAME_RANGE`` multiplied by a
+    power of two (exact) into ``[0.5, 1)``, each on its own, as ``to_grey_tensor`` does for images:
+    the descriptors of ``1e-30 * p`` are those of ``p``."""
+    x = x.double() if x.dtype == torch.float64 else x.float()
+    peak = x.abs().amax(dim=(1, 2, 3))
+    off = (peak > 0) & ((peak < TAME_RANGE[0]) | (peak > TAME_RANGE[1]))
+    if not bool(off.any()):
+        return x
+    exponent = torch.where(off, torch.frexp(peak).exponent, 0)
+    return torch.ldexp(x, -exponent.view(-1, 1, 1, 1).to(x.dtype))
 
 
 def _forward(net: torch.nn.Module, patches: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
@@ -293,7 +309,8 @@ class HardNetDescriptor:
             image: as for ``compute``.
             mask: ``None`` or a uint8/bool ``(H, W)`` array of the image's size, non-zero where
                 keypoints may lie; another shape or dtype is refused (``ValueError``/``TypeError``).
-            max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
+            max_keypoints: keep the strongest this many, an integer >= 0; ``None`` (or 0) keeps all
+                (``TypeError`` for another type, ``ValueError`` if negative).
         """
         return detect_sift(image, max_keypoints, self._detector, mask)
 

@@ -51,11 +51,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
     Args:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
-            another torch device string, or a ``torch.device``.
+            ``"mps"`` or ``"xpu"`` where torch and the machine have them, or a ``torch.device``.
 
     Raises:
         TypeError: ``device`` is neither a string nor a ``torch.device``.
-        ValueError: an unknown device string, or a CUDA device that this machine does not have.
+        ValueError: an unknown or unsupported device (e.g. ``"meta"``, which holds no data), or a
+            CUDA, MPS or XPU device that this machine does not have.
     """
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
@@ -65,6 +66,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
         device = torch.device(device)
     except RuntimeError:
         raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):  # e.g. "meta" (no data), "hpu", "privateuseone"
+        raise ValueError(f"device {str(device)!r} is not supported: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if device.type in ("mps", "xpu"):
+        backend = torch.backends.mps if device.type == "mps" else getattr(torch, "xpu", None)
+        if backend is None or not backend.is_available():
+            raise ValueError(f"device={str(device)!r} was requested but this torch build or machine has no "
+                             f"{device.type.upper()} device; use 'auto', 'cpu' or 'cuda'")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r} was requested but CUDA is not available")

@@ -51,11 +51,13 @@ def export_onnx(
         ``hardnet-desc extract``'s HDF5 files), ``patch_scale``, ``min_kp_size``, ``input`` and ``output``.
 
     Raises:
-        ValueError: an opset outside ``OPSETS``.
+        TypeError: an opset that is not an integer. ValueError: an opset outside ``OPSETS``.
         WeightsError: weights that cannot be loaded.
     """
     import onnx
 
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise TypeError(f"opset must be an integer in {OPSETS.start}..{OPSETS.stop - 1}, got {type(opset).__name__}")
     if int(opset) not in OPSETS:
         raise ValueError(f"opset must be in {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
     if isinstance(weights, HardNet):

@@ -34,6 +34,7 @@ import torch
 from .data.images import list_images
 from .detection import DEFAULT_MAX_KEYPOINTS
 from .image import read_image
+from .model import DESCRIPTOR_DIM
 
 if TYPE_CHECKING:
     import h5py
@@ -66,9 +67,18 @@ def write_features(h5: h5py.File, name: str, keypoints: Sequence[cv2.KeyPoint], 
         h5: an ``h5py.File`` open for writing.
         name: group name, the image path relative to the folder.
         keypoints: N OpenCV keypoints.
-        descriptors: (N, 128) float32, stored transposed.
+        descriptors: (N, 128) float32, one row per keypoint, stored transposed.
         image_size: ``(width, height)``.
+
+    Raises:
+        ValueError: ``descriptors`` is not ``(N, 128)`` with N the number of keypoints (checked before
+            anything is written).
     """
+    keypoints = list(keypoints)
+    shape = np.shape(descriptors)
+    if shape != (len(keypoints), DESCRIPTOR_DIM):
+        raise ValueError(f"{name}: descriptors have shape {shape}, expected (N, {DESCRIPTOR_DIM}) with N = "
+                         f"{len(keypoints)} keypoints, one row each (not transposed: the file stores them transposed)")
     if name in h5:
         del h5[name]  # a group left half-written by an interrupted run
     kp = np.array([(k.pt[0], k.pt[1], k.response, k.size, k.angle) for k in keypoints], np.float32).reshape(-1, 5)

@@ -55,11 +55,18 @@ def draw_matches(
 
     Returns:
         ``(banner + height, W, 3)`` uint8 BGR, ready for ``cv2.imwrite``.
+
+    Raises:
+        ValueError: ``points1`` and ``points2`` differ in length, or hold NaN or inf.
     """
     points1 = np.asarray(points1, np.float64).reshape(-1, 2)
     points2 = np.asarray(points2, np.float64).reshape(-1, 2)
     if len(points1) != len(points2):
         raise ValueError(f"points1 and points2 differ in length: {len(points1)} vs {len(points2)}")
+    for name, points in (("points1", points1), ("points2", points2)):
+        bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+        if bad.size:
+            raise ValueError(f"{name} contain NaN or inf ({bad.size} of {len(points)}, first: index {bad[0]})")
     rng = np.random.default_rng(seed)
     if len(points1) > max_lines:
         keep = np.sort(rng.choice(len(points1), max_lines, replace=False))

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hardnet_desc.descriptor import HardNetDescriptor
+from hardnet_desc.device import choose_precision
 from hardnet_desc.patches import extract_patches, keypoints_to_array
 
 
@@ -115,7 +116,9 @@ def test_bad_images_give_clear_errors(desc, image, error, match):
 def test_bad_settings_give_clear_errors(hardnet):
     with pytest.raises(ValueError, match="precision must be one of"):
         HardNetDescriptor(hardnet, precision="int4")
-    with pytest.raises(ValueError, match="int8' runs on the CPU only"):
+    with pytest.raises(ValueError, match="int8' runs on the CPU only"):  # the rule HardNetDescriptor applies
+        choose_precision("int8", torch.device("cuda"), inference=True)  # (a CUDA-less machine stops at the device)
+    with pytest.raises(ValueError, match="device 'meta' is not supported"):
         HardNetDescriptor(hardnet, device="meta", precision="int8")
     with pytest.raises(ValueError, match="int8' needs activation scales calibrated for these weights"):
         HardNetDescriptor(hardnet, device="cpu", precision="int8")  # untrained: nothing calibrated

@@ -87,13 +87,17 @@ def read_camera_pairs(path: str | Path) -> tuple[list[CameraPair], Path]:
         file), else the file's folder.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: a malformed line (its number is named).
+        FileNotFoundError: no such file. ValueError: a binary file, or a malformed line (its number is named).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such pairs file: {path}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text pairs file (it holds bytes that are not UTF-8 text)") from None
     image_dir, pairs = path.parent, []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped.startswith(_HEADER):
             image_dir = path.parent / stripped[len(_HEADER):].strip()

@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 
 from ..image import read_image, to_grey_tensor
 from ..patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches, keypoints_from_colmap
-from .phototour import STORED_SIZE, PhotoTourWriter, make_pairs
+from .phototour import STORED_SIZE, PhotoTourWriter, check_count, make_pairs
 
 #: Scenes held out for validation (the same scenes ``eval-pairs`` reports on).
 DEFAULT_VAL_SCENES = (
@@ -401,7 +401,7 @@ def make_sfm_dataset(
         max_patches_per_point: at most this many observations per point (random choice); ``None`` for all.
         min_point_distance: of two points within this many pixels in a photo, keep one (0 = off).
         val_scenes: names of the scenes held out in ``out/val``; names not present are listed in the record.
-        val_pairs: pairs in the validation pair file (half matches; negatives as ``hard_pairs`` draws them).
+        val_pairs: pairs in the validation pair file, >= 1 (half matches; negatives as ``hard_pairs`` draws them).
         patch_scale: patch side in units of ``kp.size``; default: the bundled weights' value.
         min_kp_size: least ``kp.size`` in pixels a patch is cut for; default: the bundled weights' value.
         all_models: use every model of a scene, not just the largest.
@@ -412,6 +412,7 @@ def make_sfm_dataset(
     Returns:
         The record written to ``out/record.json``.
     """
+    check_count(val_pairs, "val_pairs")
     if patch_scale is None or min_kp_size is None:
         from ..weights import load_weights
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import numbers
 import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -29,7 +30,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..data.images import list_images
-from ..data.phototour import STORED_SIZE, PhotoTourWriter, make_pairs
+from ..data.phototour import STORED_SIZE, PhotoTourWriter, check_count, make_pairs
 from ..data.warps import WarpConfig, photometric, project_keypoints, random_homography
 from ..detection import detect_sift
 from ..image import read_image, to_grey_numpy, to_grey_tensor
@@ -177,20 +178,27 @@ def make_dataset(
     Args:
         images: folder searched recursively for photos.
         out: output folder; also receives ``split.json`` (which photo went where) and ``meta.json``.
-        points: at most this many 3D points per photo.
-        views: warped views per photo (the photo itself is one more view).
+        points: at most this many 3D points per photo (>= 1).
+        views: warped views per photo, >= 1 (the photo itself is one more view).
         patch_scale: patch side in units of ``kp.size`` (must match inference).
         min_kp_size: least ``kp.size`` in pixels a patch is cut for (must match inference);
             default: the bundled weights' value.
-        val_fraction: share of photos held out for validation.
-        val_pairs: number of pairs in the validation pair file (half matches).
+        val_fraction: share of photos held out for validation, in (0, 1).
+        val_pairs: number of pairs in the validation pair file (half matches), >= 1.
         seed: seeds the warps, the photometric changes and the validation pairs.
         split_seed: seeds the train/validation split (default: ``seed``). Fix it to draw new
             views of the same photos without moving validation photos into training.
 
     Returns:
         The summary written to ``meta.json``.
+
+    Raises:
+        ValueError: a count < 1 or a ``val_fraction`` outside (0, 1), before anything is written.
     """
+    for name, value in (("points", points), ("views", views), ("val_pairs", val_pairs)):
+        check_count(value, name)
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}")
     warp, match = warp or WarpConfig(), match or MatchConfig()
     if min_kp_size is None:
         from ..weights import load_weights

@@ -235,6 +235,10 @@ def _restore(run: _Run, resume: bool) -> None:
                                               cfg.aug_strength):
         raise ValueError(f"{path} was made with another seed, batch size, data, mix or augmentation; "
                          "resume with the same recipe")
+    if ckpt["step"] > run.total:  # the learning rate would be negative, and nothing trains
+        raise TrainingError(f"{path}: its step {ckpt['step']} is beyond this run's {run.total} steps ({cfg.epochs} "
+                            f"epochs of {len(run.loader)}): resume with the --epochs and --pairs-per-epoch it was "
+                            "made with")
     run.net.load_state_dict(ckpt["model"])
     try:
         run.opt.load_state_dict(ckpt["optimizer"])

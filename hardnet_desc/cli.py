@@ -289,10 +289,10 @@ def _add_precision(p: argparse.ArgumentParser, default: str, int8: bool = False,
     from .device import PRECISIONS
 
     choices = [name for name in PRECISIONS if int8 or name != "int8"]
-    other_cpus = "fp32" if training else "int8 for the bundled weights, else fp32"
+    int8_first = "" if training else "int8 for the bundled weights on x86 CPUs with AVX2 or more, else "
     p.add_argument("--precision", choices=choices, default=default,
-                   help=f"{', '.join(choices[1:])} or auto (bf16 on CPUs with native bf16, fp16 on CUDA, "
-                   f"else {other_cpus}) (default: %(default)s)")
+                   help=f"{', '.join(choices[1:])} or auto (fp16 on CUDA; {int8_first}bf16 on CPUs with native "
+                   "bf16, else fp32) (default: %(default)s)")
 
 
 def _add_verbose(p: argparse.ArgumentParser) -> None:

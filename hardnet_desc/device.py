@@ -26,6 +26,7 @@ fp32 otherwise. This is the one place the choice is made (``choose_precision``).
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -101,6 +102,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 #: The CPU features that tell the kinds of ``CPU_AUTO`` apart: torch's cpuinfo probe of each (any

@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -164,8 +165,8 @@ def extract_folder(
     ``batch_images`` images go through the network together. An image that cannot be read or
     described is reported (``on_error(name, reason)``) and the others are still done.
 
-    With ``workers`` > 0, that many processes (spawned; OpenCV and numpy only, so a CUDA
-    descriptor is safe) read the images and detect their SIFT keypoints while this process
+    With ``workers`` > 0, that many processes (started fresh, not forked from this one, and using
+    only OpenCV and numpy, so a CUDA descriptor is safe) read the images and detect their SIFT keypoints while this process
     describes and writes them, in order. At most ``batch_images + 2 * workers`` images are read
     ahead (memory stays bounded). The file is the same for any ``workers``. A script that calls
     this with workers must guard its entry point with ``if __name__ == "__main__":``, as for any
@@ -262,7 +263,7 @@ def _detected(
                 found = _reason(err)
             yield name, found
         return
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+    pool = ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_init_worker)
     try:
         pending: deque[tuple[str, Future]] = deque()
         queue = iter(names)
@@ -276,6 +277,16 @@ def _detected(
             yield name, found if isinstance(found, str) else (found[0], _keypoints_from_rows(found[1]))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_context() -> BaseContext:
+    """How worker processes start: forked from a fresh server process that imported this module once
+    (``forkserver``: no CUDA state, and torch is imported once, not per worker), else spawned."""
+    if "forkserver" in get_all_start_methods():
+        context = get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return get_context("spawn")
 
 
 def _init_worker() -> None:

@@ -166,11 +166,11 @@ def extract_folder(
     described is reported (``on_error(name, reason)``) and the others are still done.
 
     With ``workers`` > 0, that many processes (started fresh, not forked from this one, and using
-    only OpenCV and numpy, so a CUDA descriptor is safe) read the images and detect their SIFT keypoints while this process
-    describes and writes them, in order. At most ``batch_images + 2 * workers`` images are read
-    ahead (memory stays bounded). The file is the same for any ``workers``. A script that calls
-    this with workers must guard its entry point with ``if __name__ == "__main__":``, as for any
-    spawned process.
+    only OpenCV and numpy, so a CUDA descriptor is safe) read the images and detect their SIFT
+    keypoints while this process describes and writes them, in order. At most
+    ``batch_images + 2 * workers`` images are read ahead (memory stays bounded). The file is the
+    same for any ``workers``. A script that calls this with workers must guard its entry point
+    with ``if __name__ == "__main__":``, as for any spawned process.
 
     Args:
         images: folder searched recursively.
@@ -229,7 +229,7 @@ _IMAGE_ERRORS = (OSError, ValueError, cv2.error)
 _KEYPOINT_FIELDS = ("x", "y", "size", "angle", "response", "octave", "class_id")
 
 #: ``(name, (grey image, keypoints) or the one-line reason it failed)``, from ``_detected``.
-Detected = tuple[str, Union[tuple[np.ndarray, list[cv2.KeyPoint]], str]]
+_Detected = tuple[str, Union[tuple[np.ndarray, list[cv2.KeyPoint]], str]]
 
 
 def _check_workers(descriptor: HardNetDescriptor, workers: int | None) -> int:
@@ -250,9 +250,9 @@ def _check_workers(descriptor: HardNetDescriptor, workers: int | None) -> int:
 def _detected(
     root: Path, names: Sequence[str], descriptor: HardNetDescriptor, max_keypoints: int | None, workers: int,
     ahead: int,
-) -> Iterator[Detected]:
+) -> Iterator[_Detected]:
     """Each of ``names`` read and detected, in order: here (``workers=0``, with the descriptor's
-    detector) or in ``workers`` spawned processes, at most ``ahead`` images before the consumer."""
+    detector) or in ``workers`` processes, at most ``ahead`` images before the consumer."""
     if not workers:
         for name in names:
             try:
@@ -306,7 +306,8 @@ def _read_and_detect(path: str, max_keypoints: int | None) -> tuple[np.ndarray, 
 
 
 def _keypoints_from_rows(rows: np.ndarray) -> list[cv2.KeyPoint]:
-    """The ``cv2.KeyPoint`` list of ``_read_and_detect``'s rows (float64 holds their float32 and int32 values exactly)."""
+    """The ``cv2.KeyPoint`` list of ``_read_and_detect``'s rows (exact: float64 holds every float32
+    and int32 field)."""
     return [cv2.KeyPoint(x, y, size, angle, response, int(octave), int(class_id))
             for x, y, size, angle, response, octave, class_id in rows.tolist()]
 
@@ -317,7 +318,7 @@ def _reason(err: BaseException) -> str:
 
 
 def _cut_batch(
-    batch: Sequence[Detected],
+    batch: Sequence[_Detected],
     descriptor: HardNetDescriptor,
     report: ExtractReport,
     on_error: Callable[[str, str], None] | None,

@@ -22,6 +22,7 @@ values, is never appended to.
 
 from __future__ import annotations
 
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -291,6 +292,7 @@ def _worker_context() -> BaseContext:
 
 def _init_worker() -> None:
     cv2.setNumThreads(1)  # one core per worker: the workers are the parallelism
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the describing process's to handle: it stops the pool
 
 
 def _read_and_detect(path: str, max_keypoints: int | None) -> tuple[np.ndarray, np.ndarray] | str:

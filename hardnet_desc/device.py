@@ -45,7 +45,8 @@ CPU_AUTO: dict[str, tuple[str, ...]] = {
     # Intel Xeon, AMX-INT8/BF16, 2 vCPUs (2026-11-25): int8 1,339 vs bf16 688 = 1.95x
     # (docs/benchmarks.md, "CPU: Intel Xeon with AMX-BF16/AMX-INT8").
     "amx": ("int8", "bf16"),
-    # AMD EPYC Zen 4, AVX-512 BF16 + VNNI, 2 vCPUs: int8 1.72x bf16 in one run (issue 23).
+    # AMD EPYC Zen 4, AVX-512 BF16 + VNNI, 2 vCPUs: int8 1.72x bf16 in one run, nearest-neighbour
+    # agreement with fp32 0.981 (issue 23).
     "avx512_bf16+vnni": ("int8", "bf16"),
     # Unmeasured: VNNI adds int8 dot products to what the avx2 row measured without them.
     "avx512_vnni": ("int8",),

@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
-from hardnet_desc.device import resolve_device  # noqa: E402
+from hardnet_desc.device import cpu_kind, resolve_device  # noqa: E402
 from hardnet_desc.image import read_image  # noqa: E402
 from hardnet_desc.quantize import int8_available  # noqa: E402
 
@@ -267,7 +267,8 @@ def cpu_name() -> str:
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     wanted = ("avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
-    return f"{model} ({', '.join(f for f in wanted if f in flags) or 'no AVX-512 BF16/VNNI/AMX'})"
+    kind = f"device.cpu_kind() {cpu_kind()!r}"  # the CPU_AUTO and BATCH_SIZES rows ("cpu:KIND") it measures
+    return f"{model} ({', '.join(f for f in wanted if f in flags) or 'no AVX-512 BF16/VNNI/AMX'}; {kind})"
 
 
 ROWS = [

@@ -121,8 +121,8 @@ def _extract(args: argparse.Namespace) -> int:
     from .data.images import list_images
     from .features_io import extract_folder
 
-    if args.max_keypoints < 0 or args.batch_images < 1 or (args.workers is not None and args.workers < 1):
-        raise ValueError("need --max-keypoints >= 0, --batch-images >= 1 and --workers >= 1")
+    if args.max_keypoints < 0 or args.batch_images < 1 or (args.workers is not None and args.workers < 0):
+        raise ValueError("need --max-keypoints >= 0, --batch-images >= 1 and --workers >= 0")
     if not list_images(args.images):  # a bad folder fails before the weights load
         raise FileNotFoundError(f"no image files in {args.images}")
 
@@ -131,13 +131,13 @@ def _extract(args: argparse.Namespace) -> int:
 
     options = {"max_keypoints": args.max_keypoints or None, "batch_images": args.batch_images,
                "progress": not args.quiet, "on_error": on_error}
-    if args.backend == "ray" or (args.workers or 1) > 1:
+    if args.backend == "feed":
+        report = extract_folder(args.images, args.out, _descriptor(args), workers=args.workers, **options)
+    else:
         from .parallel import extract_parallel
 
         report = extract_parallel(args.images, args.out, args.weights, workers=args.workers, backend=args.backend,
                                   address=args.address, device=args.device, precision=args.precision, **options)
-    else:
-        report = extract_folder(args.images, args.out, _descriptor(args), **options)
     print(f"{len(report.done)} images extracted, {len(report.skipped)} already in {args.out}, "
           f"{len(report.failed)} failed")
     return 1 if report.failed else 0
@@ -293,10 +293,10 @@ def _add_precision(p: argparse.ArgumentParser, default: str, int8: bool = False,
     from .device import PRECISIONS
 
     choices = [name for name in PRECISIONS if int8 or name != "int8"]
-    other_cpus = "fp32" if training else "int8 for the bundled weights, else fp32"
+    int8_first = "" if training else "int8 for the bundled weights on x86 CPUs with AVX2 or more, else "
     p.add_argument("--precision", choices=choices, default=default,
-                   help=f"{', '.join(choices[1:])} or auto (bf16 on CPUs with native bf16, fp16 on CUDA, "
-                   f"else {other_cpus}) (default: %(default)s)")
+                   help=f"{', '.join(choices[1:])} or auto (fp16 on CUDA; {int8_first}bf16 on CPUs with native "
+                   "bf16, else fp32) (default: %(default)s)")
 
 
 def _add_verbose(p: argparse.ArgumentParser) -> None:
@@ -477,11 +477,14 @@ def _add_extract(sub) -> None:
     _add_weights(p)
     _add_device(p)
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes (or Ray actors), each with its own copy of the network; shards are "
-                   "merged into --out (default: 1; with --backend ray: one per GPU, else per CPU)")
-    p.add_argument("--backend", choices=["processes", "ray"], default="processes",
-                   help="where the workers run: local processes, or a Ray cluster (pip install "
-                   "'hardnet-desc[ray]'; IMAGES_DIR and --out on a file system every node sees) (default: %(default)s)")
+                   help="worker processes or Ray actors, see --backend (default: feed: one per CPU core but one "
+                   "with a GPU, none on the CPU; processes: 2; ray: one per GPU, else per CPU)")
+    p.add_argument("--backend", choices=["feed", "processes", "ray"], default="feed",
+                   help="what the workers are: feed: local processes that read images and detect keypoints for "
+                   "this process, which describes them on --device (0 workers: all in this process); processes: "
+                   "local processes that each also describe, with their own copy of the network, into shards "
+                   "merged into --out; ray: the same as Ray actors on a cluster (pip install 'hardnet-desc[ray]'; "
+                   "IMAGES_DIR and --out on a file system every node sees) (default: %(default)s)")
     p.add_argument("--address", default=None, help="Ray cluster address, e.g. auto or ray://head:10001 "
                    "(default: a running local Ray instance, else a new one)")
     _add_precision(p, default="auto", int8=True)

@@ -128,13 +128,6 @@ def _int8_calibration(weights: Weights) -> list[tuple[float, int]] | None:
     return load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE))
 
 
-def _int8_ready(weights: Weights) -> bool:
-    """Whether ``precision="auto"`` may run ``weights`` in int8: kernels present and calibration shipped."""
-    from .quantize import int8_available
-
-    return int8_available() and _int8_calibration(weights) is not None
-
-
 def _spare_core() -> bool:
     """Whether torch's intra-op threads leave at least one of this process's CPUs free."""
     try:
@@ -176,9 +169,10 @@ class HardNetDescriptor:
         batch_size: patches per forward pass (``None`` or an integer >= 1); bounds memory, never
             changes results. ``None`` takes the fastest measured for the device and precision
             (``hardnet_desc.device.BATCH_SIZES``: small on CPU, where activations that stay in cache win).
-        precision: ``"auto"`` (bf16 on CPUs with native bfloat16, fp16 on CUDA; on other CPUs
-            int8 for weights that ship int8 calibration, such as the bundled ones, else fp32),
-            ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU, bundled weights; see
+        precision: ``"auto"`` (fp16 on CUDA; on a CPU the fastest precision measured for its
+            kind that is as accurate as fp32: int8 for weights that ship int8 calibration, such as
+            the bundled ones, on x86 CPUs with AVX2 or more, else bf16 where the CPU has native
+            bfloat16, else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU, bundled weights; see
             ``hardnet_desc.quantize``). The table is in ``hardnet_desc.device``; the
             ``precision`` property tells what ``"auto"`` chose.
         patch_scale: patch side in units of ``kp.size``. ``None`` takes the value recorded in the
@@ -216,7 +210,7 @@ class HardNetDescriptor:
         choose_precision(precision, self._device, inference=True)  # unknown names, fp16 off CUDA, int8 off CPU
         net, self._weights = load_hardnet(weights)  # also any nn.Module with HardNet's layout (copied)
         self._precision = choose_precision(
-            precision, self._device, inference=True, int8_ready=lambda: _int8_ready(self._weights)
+            precision, self._device, inference=True, int8_calibrated=_int8_calibration(self._weights) is not None
         )
         self._patch_scale = float(patch_scale or self._weights.patch_scale or DEFAULT_PATCH_SCALE)
         self._min_kp_size = float(self._weights.min_kp_size if min_kp_size is None else min_kp_size)

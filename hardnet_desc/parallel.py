@@ -158,7 +158,7 @@ class _Worker:
 
     def run(self, names: Sequence[str]) -> list[tuple[str, str | None]]:
         failed: dict[str, str] = {}
-        extract_folder(self.root, self.shard, self.descriptor, names=list(names), progress=False,
+        extract_folder(self.root, self.shard, self.descriptor, names=list(names), progress=False, workers=0,
                        max_keypoints=self.settings["max_keypoints"], batch_images=self.settings["batch_images"],
                        on_error=lambda name, reason: failed.__setitem__(name, reason))
         return [(n, failed.get(n)) for n in names]

@@ -79,13 +79,12 @@ def test_match_writes_picture_and_prints_counts(geometry, weights, tmp_path, cap
 
 def test_match_verbose_shows_the_chosen_precision(tmp_path, capsys):
     from hardnet_desc import HardNetDescriptor
-    from hardnet_desc.device import cpu_has_native_bf16
-    from hardnet_desc.quantize import int8_available
+    from hardnet_desc.device import choose_precision
 
     args = ["match", str(IMG1), str(IMG2), "--out", str(tmp_path / "m.png"), "--max-keypoints", "200", "--device", "cpu"]
     assert main([*args, "--verbose"]) == 0
-    chosen = HardNetDescriptor(device="cpu").precision  # auto for the bundled weights: bf16 or int8 on a CPU
-    assert chosen == ("bf16" if cpu_has_native_bf16() else "int8" if int8_available() else "fp32")
+    chosen = HardNetDescriptor(device="cpu").precision  # auto for the bundled weights (calibrated): int8 on x86
+    assert chosen == choose_precision("auto", torch.device("cpu"), inference=True, int8_calibrated=True)
     assert f"precision='{chosen}'" in capsys.readouterr().err
     assert main([*args, "-v", "--precision", "int8"]) == 0  # bundled weights: calibrated for int8
     assert "precision='int8'" in capsys.readouterr().err

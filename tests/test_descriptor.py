@@ -245,16 +245,15 @@ def test_default_precision_and_batch_size_are_chosen_and_shown(hardnet):
     assert HardNetDescriptor(hardnet, device="cpu", batch_size=5).batch_size == 5
 
 
-def test_auto_runs_the_bundled_weights_in_int8_on_cpus_without_native_bf16(monkeypatch, hardnet, example_image,
-                                                                              keypoints):
-    """Without native bf16, "auto" is int8 for weights with shipped calibration (the bundled ones), fp32 for others;
-    the int8 default describes like the explicit int8 and close to fp32."""
+def test_auto_runs_the_bundled_weights_in_int8_on_x86_cpus(monkeypatch, hardnet, example_image, keypoints):
+    """On every x86 kind with AVX2 or more, "auto" is int8 for weights with shipped calibration (the bundled ones)
+    and bf16 or fp32 for others; the int8 default describes like the explicit int8 and close to fp32."""
     import hardnet_desc.device as device
     from hardnet_desc.quantize import int8_available
 
     if not int8_available():
         pytest.skip("this torch build has no quantized CPU kernels")
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_features", lambda: frozenset({"avx2"}))  # AMD Zen 3: no native bf16
     auto = HardNetDescriptor(device="cpu")
     assert auto.precision == "int8" and auto.batch_size == device.BATCH_SIZES[("cpu", "int8")]
     assert HardNetDescriptor(hardnet, device="cpu").precision == "fp32"  # no calibration for these weights
@@ -264,8 +263,9 @@ def test_auto_runs_the_bundled_weights_in_int8_on_cpus_without_native_bf16(monke
     d_fp32 = HardNetDescriptor(device="cpu", precision="fp32").compute(example_image, keypoints)[1]
     np.testing.assert_array_equal(d_auto, d_int8)
     assert (d_auto * d_fp32).sum(1).mean() > 0.999
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
-    assert HardNetDescriptor(device="cpu").precision == "bf16"
+    monkeypatch.setattr(device, "cpu_features", lambda: frozenset({"avx512_bf16", "avx512_vnni", "avx2"}))  # Zen 4
+    assert HardNetDescriptor(device="cpu").precision == "int8"
+    assert HardNetDescriptor(hardnet, device="cpu").precision == "bf16"
 def test_opencv_signatures(desc, example_image, keypoints):
     """compute(img, kps, descriptors) and detectAndCompute(img, mask, descriptors, useProvidedKeypoints)."""
     ref = desc.compute(example_image, keypoints)[1]

@@ -77,6 +77,41 @@ def _start_ray(cpus: int) -> None:
         print(f"(ray.init: {time.perf_counter() - start:.1f} s, not counted below)", flush=True)
 
 
+def run(images: Path, runs: list[tuple[str, int]], device: str = "cpu", precision: str = "auto",
+        batch_images: int = 8, max_keypoints: int = 4096, scratch: Path | None = None) -> dict:
+    """Time each ``(backend, workers)`` of ``runs`` writing a fresh HDF5 file of ``images``; return the numbers.
+
+    Keys: ``images``, ``descriptor`` (its repr), ``detect_images_per_s`` (one worker's rate) and
+    ``runs``: ``{"<backend> x<workers>": {"seconds", "images_per_s", "patches_per_s"}}``. Rows are printed as they come.
+    """
+    n_images = len(image_names(images))
+    options = {"max_keypoints": max_keypoints, "batch_images": batch_images, "progress": False}
+    descriptor = HardNetDescriptor(device=device, precision=precision)
+    rate = detection_rate(images, max_keypoints)
+    print(f"{n_images} images; {descriptor!r}")
+    print(f"reading + SIFT alone, 1 OpenCV thread: {rate:.2f} images/s", flush=True)
+    print(f"{'backend':<10} {'workers':>7} {'seconds':>8} {'images/s':>9} {'patches/s':>10}")
+    out_stats: dict = {"images": n_images, "descriptor": repr(descriptor), "detect_images_per_s": rate, "runs": {}}
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        for i, (backend, workers) in enumerate(runs):
+            out = Path(tmp) / f"run{i}.h5"
+            if backend == "ray":
+                _start_ray(max(w for _, w in runs))
+            start = time.perf_counter()
+            if backend in ("single", "feed"):
+                extract_folder(images, out, descriptor, workers=workers, **options)
+            else:
+                extract_parallel(images, out, workers=workers, backend=backend, device=device,
+                                 precision=precision, **options)
+            seconds = time.perf_counter() - start
+            patches = keypoints_in(out)
+            out_stats["runs"][f"{backend} x{workers}"] = {
+                "seconds": seconds, "images_per_s": n_images / seconds, "patches_per_s": patches / seconds}
+            print(f"{backend:<10} {workers:>7} {seconds:>8.1f} {n_images / seconds:>9.2f} "
+                  f"{patches / seconds:>10.0f}", flush=True)
+    return out_stats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=None, help="folder of images (default: generated)")
@@ -91,30 +126,10 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        images = args.images or make_images(tmp, args.n)
-        n_images = len(image_names(images))
-        options = {"max_keypoints": args.max_keypoints, "batch_images": args.batch_images, "progress": False}
-        descriptor = HardNetDescriptor(device=args.device, precision=args.precision)
-        print(f"{n_images} images; {descriptor!r}")
-        print(f"reading + SIFT alone, 1 OpenCV thread: {detection_rate(images, args.max_keypoints):.2f} images/s",
-              flush=True)
+        images = args.images or make_images(Path(tmp), args.n)
         runs = [("single", 0)] if "single" in args.backends else []
         runs += [(b, w) for b in ("feed", "processes", "ray") if b in args.backends for w in args.workers]
-        print(f"{'backend':<10} {'workers':>7} {'seconds':>8} {'images/s':>9} {'patches/s':>10}")
-        for i, (backend, workers) in enumerate(runs):
-            out = tmp / f"run{i}.h5"
-            if backend == "ray":
-                _start_ray(max(args.workers))
-            start = time.perf_counter()
-            if backend in ("single", "feed"):
-                extract_folder(images, out, descriptor, workers=workers, **options)
-            else:
-                extract_parallel(images, out, workers=workers, backend=backend, device=args.device,
-                                 precision=args.precision, **options)
-            seconds = time.perf_counter() - start
-            print(f"{backend:<10} {workers:>7} {seconds:>8.1f} {n_images / seconds:>9.2f} "
-                  f"{keypoints_in(out) / seconds:>10.0f}", flush=True)
+        run(images, runs, args.device, args.precision, args.batch_images, args.max_keypoints)
 
 
 if __name__ == "__main__":

@@ -212,40 +212,16 @@ def section_matching(device: torch.device, quick: bool) -> dict:
 
 
 def section_extract(device: torch.device, quick: bool, n_images: int) -> dict:
-    import cv2
+    """``extract`` over generated photo-size images: one process, and CPU workers feeding the device."""
     import bench_extract
-    from hardnet_desc.features_io import extract_folder
-    from hardnet_desc.parallel import extract_parallel
 
     n_images = 6 if quick else n_images
-    out = {"images": n_images, "runs": {}}
+    cpus = len(os.sched_getaffinity(0))
+    runs = [("single", 0)] + [("feed", w) for w in ((2,) if quick else sorted({4, 8, cpus - 1}))]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "images"
-        folder.mkdir()
-        for i, image in enumerate(_photo_variants(n_images, 1024)):
-            cv2.imwrite(str(folder / f"{i:04d}.jpg"), image)
-        cpus = len(os.sched_getaffinity(0))
-        runs: dict[str, Callable[[Path], object]] = {
-            "one process": lambda o: extract_folder(folder, o, HardNetDescriptor(device=device), progress=False),
-        }
-        for w in sorted({2, max(2, cpus - 1)} if not quick else {2}):
-            runs[f"processes x{w}"] = lambda o, w=w: extract_parallel(
-                folder, o, workers=w, backend="processes", device=str(device), precision="auto", progress=False)
-        for k, (name, fn) in enumerate(runs.items()):
-            target = Path(tmp) / f"run{k}.h5"
-            t0 = time.perf_counter()
-            try:
-                fn(target)
-            except Exception as e:  # one backend failing leaves the others' numbers
-                out["runs"][name] = {"error": f"{type(e).__name__}: {e}"}
-                print(f"    {name}: {type(e).__name__}: {e}")
-                continue
-            seconds = time.perf_counter() - t0
-            patches = bench_extract.keypoints_in(target)
-            out["runs"][name] = {"seconds": seconds, "images_per_s": n_images / seconds, "patches_per_s": patches / seconds}
-            print(f"    {name}: {seconds:.1f} s, {n_images / seconds:.2f} images/s, {patches / seconds:,.0f} patches/s")
-    out["cpus"] = cpus
-    return out
+        folder = bench_extract.make_images(Path(tmp), n_images)
+        stats = bench_extract.run(folder, runs, device=str(device), max_keypoints=4096)
+    return stats | {"cpus": cpus}
 
 
 def section_million(device: torch.device, quick: bool) -> dict:

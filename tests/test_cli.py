@@ -93,17 +93,18 @@ def test_match_verbose_shows_the_chosen_precision(tmp_path, capsys):
 
 
 def test_match_bad_paths_exit_2(weights, tmp_path, capsys):
-    assert main(["match", str(tmp_path / "missing.jpg"), str(IMG2), "--weights", weights]) == 2
+    out = ["--out", str(tmp_path / "m.png")]  # never the working directory's matches.png
+    assert main(["match", str(tmp_path / "missing.jpg"), str(IMG2), "--weights", weights, *out]) == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "missing.jpg" in err[0] and err[0].startswith("hardnet-desc match: error:")
 
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"not an image")
-    assert main(["match", str(IMG1), str(corrupt), "--weights", weights]) == 2
+    assert main(["match", str(IMG1), str(corrupt), "--weights", weights, *out]) == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "corrupt.jpg" in err[0]
 
-    assert main(["match", str(IMG1), str(IMG2), "--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert main(["match", str(IMG1), str(IMG2), "--weights", str(tmp_path / "none.safetensors"), *out]) == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "none.safetensors" in err[0]
 

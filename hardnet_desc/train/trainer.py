@@ -277,7 +277,6 @@ def _check_weights(run: _Run) -> None:
                                 "saved or exported; lower --lr, or try --precision fp32")
 
 
-@contextmanager
 def _log_is_ours(path: Path) -> bool:
     with open(path, encoding="utf-8") as f:
         return f.readline().startswith(",".join(LOG_COLUMNS))
@@ -294,6 +293,7 @@ def _weights_are_ours(path: Path) -> bool:
 _OUTPUTS = {"log.csv": _log_is_ours, "hardnet.safetensors": _weights_are_ours, "model_card.json": json_is_ours}
 
 
+@contextmanager
 def _open_log(run: _Run) -> Iterator[Callable[[dict], None]]:
     """``log.csv`` (new, or appended to on resume, which must have the same columns); yields a function that
     writes one row. With several validation sets, a column ``val_fpr95_NAME`` per set follows

@@ -257,7 +257,7 @@ def _make_sequences(args: argparse.Namespace) -> int:
 
     folders = make_sequences(args.images, args.out, n_images=args.n_images, seed=args.seed,
                              illumination=not args.no_illumination, noise=args.noise,
-                             max_side=args.max_side, suffix=f".{args.format}")
+                             max_side=args.max_side, suffix=f".{args.format}", force=args.force)
     print(f"{len(folders)} sequences -> {args.out}")
     return 0
 
@@ -630,6 +630,7 @@ def _add_make_sequences(sub) -> None:
     p.add_argument("--no-illumination", action="store_true", help="do not write the i_ sequences")
     p.add_argument("--noise", action="store_true",
                    help="also write n_<photo>: Gaussian sensor noise of growing strength only (sigma 4..24 grey levels)")
+    _add_force(p, "sequence folders")
     p.set_defaults(func=_make_sequences)
 
 

@@ -201,3 +201,22 @@ def test_train_keeps_foreign_log_and_weights(photos, tmp_path, capsys):
     assert json.loads((out / "model_card.json").read_text())["recipe"]["seed"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "hardnet.safetensors", "log.csv",
                                                       "model_card.json"]  # no temporary file left
+
+
+def test_make_sequences_keeps_a_foreign_folder(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "photo.png"), small_photo(1))
+    theirs = tmp_path / "seqs" / "v_photo" / "1.png"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(FOREIGN)
+    argv = ["make-sequences", str(photos), str(tmp_path / "seqs"), "--no-illumination"]
+    code, err = main(argv), capsys.readouterr().err
+    assert code == 2 and "v_photo exists and was not written by hardnet-desc" in err and "--force" in err, err
+    assert theirs.read_bytes() == FOREIGN and [p.name for p in theirs.parent.iterdir()] == ["1.png"]
+    assert not (tmp_path / "seqs" / "i_photo").exists()  # nothing written
+    assert main([*argv, "--force"]) == 0 and cv2.imread(str(theirs)) is not None
+    first = cv2.imread(str(theirs))
+    assert main([*argv, "--seed", "3"]) == 0  # its own folder: rewritten
+    assert np.array_equal(cv2.imread(str(theirs)), first)  # the reference image (1.png) is the photo
+    assert sorted(p.name for p in theirs.parent.iterdir())[:3] == ["1.png", "2.png", "3.png"]

@@ -194,7 +194,8 @@ def test_train_keeps_foreign_log_and_weights(photos, tmp_path, capsys):
     (out / "log.csv").unlink()
     refused(capsys, main(["train", str(data / "train"), str(out), *TRAIN]), out / "hardnet.safetensors")
     assert main(["train", str(data / "train"), str(out), *TRAIN, "--force"]) == 0
-    assert (out / "log.csv").read_text().startswith("epoch,step,") and (out / "hardnet.safetensors").read_bytes() != FOREIGN
+    assert (out / "log.csv").read_text().startswith("epoch,step,")
+    assert (out / "hardnet.safetensors").read_bytes() != FOREIGN
     # a rerun over its own log and weights (the checkpoint removed) replaces them as before
     (out / "checkpoint.pt").unlink()
     assert main(["train", str(data / "train"), str(out), *TRAIN, "--seed", "1"]) == 0

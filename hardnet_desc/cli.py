@@ -28,6 +28,7 @@ def _make_dataset(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, val_pairs=args.val_pairs, seed=args.seed, split_seed=args.split_seed,
         workers=args.workers, warp=WARP_PRESETS[args.warp], match=MatchConfig(**{k: v for k, v in (
             ("max_angle_deg", args.match_angle), ("max_scale_ratio", args.match_scale)) if v is not None}),
+        force=args.force,
     )
     for split in ("train", "val"):
         s = summary[split]
@@ -53,7 +54,7 @@ def _make_sfm_dataset(args: argparse.Namespace) -> int:
     record = make_sfm_dataset(args.images, args.out, val_scenes=val, val_pairs=args.val_pairs,
                               patch_scale=args.patch_scale, min_kp_size=args.min_kp_size,
                               all_models=args.all_models, seed=args.seed,
-                              reconstruct=reconstruct, **options)
+                              reconstruct=reconstruct, force=args.force, **options)
     for s in record["scenes"]:
         print(f"{s['split']:5s} {s['name']}: {s['registered']}/{s['images']} photos registered, {s['points']} points, "
               f"{s['patches']} patches")
@@ -77,7 +78,7 @@ def _train(args: argparse.Namespace) -> int:
     if not data:
         raise ValueError("give a training folder: train DATA OUT, or train OUT --data DATA [--data DATA2 ...]")
     cfg = TrainConfig(**{**values, "data": data[0] if len(data) == 1 else data})
-    print(f"weights: {train(cfg, resume=args.resume, progress=not args.quiet)}")
+    print(f"weights: {train(cfg, resume=args.resume, progress=not args.quiet, force=args.force)}")
     return 0
 
 
@@ -146,7 +147,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _export_onnx(args: argparse.Namespace) -> int:
     from .export import export_onnx, read_onnx_metadata
 
-    path = export_onnx(args.out, args.weights, opset=args.opset)
+    path = export_onnx(args.out, args.weights, opset=args.opset, force=args.force)
     meta = read_onnx_metadata(path)
     print(f"wrote {path}: opset {args.opset}, weights {meta['weights']}, patch_scale {meta['patch_scale']}, "
           f"min_kp_size {meta['min_kp_size']}")
@@ -161,16 +162,28 @@ def _eval_sequences(args: argparse.Namespace) -> int:
     def on_skip(name: str, reason: str) -> None:
         print(f"hardnet-desc eval-sequences: warning: skipped sequence {name}: {reason}", file=sys.stderr)
 
+    _check_json_plot(args)
     results = evaluate_sequences(
         args.root, methods, weights=args.weights, max_keypoints=args.max_keypoints, ratio=args.ratio,
         device=args.device, precision=args.precision, progress=not args.quiet, strict=args.strict, on_skip=on_skip,
     )
     print(format_table(results), end="")
     if args.json:
-        print(f"json: {save_json(results, args.json)}")
+        print(f"json: {save_json(results, args.json, force=args.force)}")
     if args.plot:
-        print(f"plot: {plot_mma(results, args.plot)}")
+        print(f"plot: {plot_mma(results, args.plot, force=args.force)}")
     return 0
+
+
+def _check_json_plot(args: argparse.Namespace) -> None:
+    """Before any work: ``--json`` (and ``--plot``) may be written (``outputs.check_output``)."""
+    from .outputs import check_output, json_is_ours
+    from .viz import is_picture_ours
+
+    if args.json:
+        check_output(args.json, json_is_ours, force=args.force)
+    if getattr(args, "plot", None):
+        check_output(args.plot, is_picture_ours, force=args.force)
 
 
 def _eval_fpr95(args: argparse.Namespace) -> int:
@@ -217,19 +230,25 @@ def _eval_pairs(args: argparse.Namespace) -> int:
     scenes = load_scenes(args.sources, images=args.images, scenes=names, min_covisible=args.min_covisible,
                          max_pairs=args.max_pairs or None, seed=args.seed)
     if args.write_pairs:
+        from .data.camera_pairs import is_pairs_file_ours
+        from .outputs import check_output
+
+        for scene in scenes:  # every file may be written before the first is
+            check_output(args.write_pairs / f"{scene.name}.txt", is_pairs_file_ours, force=args.force)
         for scene in scenes:
             path = write_camera_pairs(args.write_pairs / f"{scene.name}.txt", scene.pairs, scene.image_dir,
                                       comment=f"from {scene.source}: min covisible {args.min_covisible}, "
-                                              f"max pairs {args.max_pairs}, seed {args.seed}")
+                                              f"max pairs {args.max_pairs}, seed {args.seed}", force=args.force)
             print(f"{scene.name}: {len(scene.pairs)} pairs -> {path}")
         return 0
+    _check_json_plot(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     results = evaluate_pairs(scenes, methods, weights=args.weights, max_keypoints=args.max_keypoints, ratio=args.ratio,
                              ransac_px=args.ransac_px, device=args.device, precision=args.precision,
                              progress=not args.quiet)
     print(format_pose_table(results), end="")
     if args.json:
-        print(f"json: {save_json(results, args.json)}")
+        print(f"json: {save_json(results, args.json, force=args.force)}")
     return 0
 
 
@@ -238,14 +257,12 @@ def _make_sequences(args: argparse.Namespace) -> int:
 
     folders = make_sequences(args.images, args.out, n_images=args.n_images, seed=args.seed,
                              illumination=not args.no_illumination, noise=args.noise,
-                             max_side=args.max_side, suffix=f".{args.format}")
+                             max_side=args.max_side, suffix=f".{args.format}", force=args.force)
     print(f"{len(folders)} sequences -> {args.out}")
     return 0
 
 
 def _sfm(args: argparse.Namespace) -> int:
-    import json
-
     from .sfm import colmap_like_sift, format_summary, import_pycolmap, reconstruct
 
     try:
@@ -259,8 +276,11 @@ def _sfm(args: argparse.Namespace) -> int:
         print(f"hardnet-desc sfm: error: {err}", file=sys.stderr)
         return 2
     from .data.images import list_images
+    from .outputs import check_output, json_is_ours, write_json
 
     list_images(args.images)  # a missing folder fails before the weights load
+    if args.json:
+        check_output(args.json, json_is_ours, force=args.overwrite)
     descriptor = None
     if args.features == "hardnet":
         from .descriptor import HardNetDescriptor
@@ -273,9 +293,7 @@ def _sfm(args: argparse.Namespace) -> int:
                           overwrite=args.overwrite, progress=not args.quiet, colmap_log=args.colmap_log)
     print(format_summary(summary), end="")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=1))
-        print(f"json: {args.json}")
+        print(f"json: {write_json(args.json, summary, force=args.overwrite)}")
     return 0 if summary["registered_images"] else 1
 
 
@@ -326,6 +344,11 @@ def _add_json(p: argparse.ArgumentParser, per: str) -> None:
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help=f"write all numbers, per {per} too")
 
 
+def _add_force(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=f"replace {what} even if another program wrote it (by "
+                   "default an existing file is replaced only if hardnet-desc wrote it)")
+
+
 def _add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -373,6 +396,7 @@ def _add_make_dataset(sub) -> None:
     g.add_argument("--val-scenes", default=None, metavar="A,B,C",
                    help="scenes held out in OUT/val (default: hardnet_desc.data.sfm_patches.DEFAULT_VAL_SCENES)")
     g.add_argument("--all-models", action="store_true", help="use every model of a scene, not only the largest")
+    _add_force(p, "OUT's meta.json, split.json/record.json, train/ and val/")
     p.set_defaults(func=_make_dataset)
 
 
@@ -426,6 +450,7 @@ def _add_train(sub) -> None:
     _add_precision(p, default=d.precision, training=True)
     _add_device(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    _add_force(p, "OUT's log.csv, hardnet.safetensors and model_card.json")
     _add_quiet(p)
     p.set_defaults(func=_train)
 
@@ -442,7 +467,7 @@ def _add_match(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("matches.png"), metavar="PNG",
                    help="picture of the inlier matches, .png or .jpg; checked before any work, and an existing "
                    "file is replaced only if hardnet-desc wrote it (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="overwrite --out even if another program wrote it")
+    _add_force(p, "--out")
     p.add_argument("--ratio", type=float, default=0.8,
                    help="Lowe's ratio test threshold, 1 turns it off (default: %(default)s)")
     _add_max_keypoints(p)
@@ -504,6 +529,7 @@ def _add_export_onnx(sub) -> None:
     p.add_argument("out", type=Path, metavar="OUT.onnx", help="ONNX file to write")
     _add_weights(p)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..21 (default: %(default)s)")
+    _add_force(p, "OUT.onnx")
     p.set_defaults(func=_export_onnx)
 
 
@@ -524,6 +550,7 @@ def _add_eval_sequences(sub) -> None:
     _add_mutual_ratio(p)
     _add_json(p, "sequence")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save an MMA-vs-threshold plot")
+    _add_force(p, "--json and --plot")
     p.add_argument("--strict", action="store_true", help="abort on an incomplete sequence (a reference image only, "
                    "a missing homography) instead of skipping it with a warning")
     _add_device(p)
@@ -587,6 +614,7 @@ def _add_eval_pairs(sub) -> None:
     p.add_argument("--write-pairs", type=Path, default=None, metavar="DIR",
                    help="write the chosen pairs as DIR/<scene>.txt (to freeze them) and stop")
     _add_json(p, "pair")
+    _add_force(p, "--json and --write-pairs files")
     _add_device(p)
     _add_precision(p, default="fp32")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -609,6 +637,7 @@ def _add_make_sequences(sub) -> None:
     p.add_argument("--no-illumination", action="store_true", help="do not write the i_ sequences")
     p.add_argument("--noise", action="store_true",
                    help="also write n_<photo>: Gaussian sensor noise of growing strength only (sigma 4..24 grey levels)")
+    _add_force(p, "sequence folders")
     p.set_defaults(func=_make_sequences)
 
 
@@ -635,7 +664,8 @@ def _add_sfm(sub) -> None:
                    help="known intrinsics of every image at full resolution, in the model's order "
                    "(e.g. PINHOLE: fx,fy,cx,cy); kept fixed (default: one camera per image size, estimated)")
     p.add_argument("--json", type=Path, default=None, metavar="SUMMARY.json", help="also write the summary here")
-    p.add_argument("--overwrite", action="store_true", help="replace a reconstruction already in OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace a reconstruction already in OUT, and a --json "
+                   "file another program wrote")
     _add_weights(p)
     _add_device(p)
     _add_precision(p, "fp32")

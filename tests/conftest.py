@@ -105,3 +105,11 @@ def hardnet() -> HardNet:
 def make_net():
     """:func:`make_hardnet`, for tests that need several different nets."""
     return make_hardnet
+
+
+@pytest.fixture(autouse=True)
+def _cwd_is_scratch(tmp_path, monkeypatch):
+    """Every test runs in its own empty folder: a test that writes a default output (``matches.png``,
+    ``features.h5``) or reads a relative path never touches, or depends on, the checkout or the caller's
+    working directory (``python examples/match_pair.py`` leaves ``matches.png`` in the checkout)."""
+    monkeypatch.chdir(tmp_path)

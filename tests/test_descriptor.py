@@ -60,6 +60,25 @@ def test_batch_size_does_not_change_results(hardnet, example_image, keypoints):
     np.testing.assert_allclose(small, large, atol=1e-5, rtol=0)
 
 
+def test_batch_size_bounds_each_network_call(hardnet, example_image, keypoints, example_patches):
+    # batch_size bounds the memory of a call: no forward pass sees more patches (300 patches, 64 per call).
+    from hardnet_desc.descriptor import describe_patches
+
+    seen: list[int] = []
+    hook = hardnet.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    describe_patches(hardnet, example_patches, device=torch.device("cpu"), batch_size=64)
+    assert seen == [64, 64, 64, 64, 44]
+    hook.remove()
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=100)
+    seen.clear()
+    desc.net.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    desc.describe_patches(example_patches)
+    assert seen == [100, 100, 100]
+    seen.clear()
+    desc.compute(example_image, keypoints)
+    assert len(seen) > 1 and max(seen) == 100
+
+
 def test_bf16_agrees_with_fp32(hardnet, example_image, example_keypoints):
     fp32 = HardNetDescriptor(hardnet, device="cpu", precision="fp32").compute(example_image, example_keypoints)[1]
     bf16 = HardNetDescriptor(hardnet, device="cpu", precision="bf16").compute(example_image, example_keypoints)[1]

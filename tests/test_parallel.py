@@ -3,6 +3,7 @@ instance) gives the single-process file."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from conftest import DATA_DIR, make_hardnet
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
-from hardnet_desc.features_io import FEATURE_KEYS, extract_folder, feature_names
-from hardnet_desc.parallel import extract_parallel, merge_parts, parts_folder
+from hardnet_desc.features_io import FEATURE_KEYS, extract_folder, feature_names, file_attrs
+from hardnet_desc.parallel import extract_parallel, merge_parts, parts_folder, start_shard
 from hardnet_desc.weights import save_weights
 
 NAMES = ["a.jpg", "c.png", "sub/b.jpg", "sub/d.jpg"]
@@ -74,10 +75,9 @@ def test_resume_merges_left_shards_and_skips_done_images(folder, weights, refere
     hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
     extract_folder(folder, out, hardnet, max_keypoints=300, progress=False, names=["a.jpg"])
     # an interrupted parallel run: one finished shard, one empty shard of a worker that died at once
-    parts_folder(out).mkdir()
-    extract_folder(folder, parts_folder(out) / "part-1.h5", hardnet, max_keypoints=300, progress=False,
-                   names=["sub/b.jpg"])
-    h5py.File(parts_folder(out) / "part-2.h5", "w").close()
+    attrs = file_attrs(hardnet, 300)
+    extract_folder(folder, start_shard(out, attrs), hardnet, max_keypoints=300, progress=False, names=["sub/b.jpg"])
+    start_shard(out, attrs)
     report = extract_parallel(folder, out, weights, workers=2, device="cpu", max_keypoints=300, progress=False)
     assert sorted(report.skipped) == ["a.jpg", "sub/b.jpg"] and sorted(report.done) == ["c.png", "sub/d.jpg"]
     assert_same_file(out, reference)
@@ -91,9 +91,9 @@ def test_other_weights_are_refused_before_any_work(folder, weights, reference, t
     other = save_weights(make_hardnet(seed=1), tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="holds features from other weights"):
         extract_parallel(folder, out, other, workers=2, device="cpu")
-    parts_folder(out).mkdir()
-    extract_folder(folder, parts_folder(out) / "part-9.h5", HardNetDescriptor(other, device="cpu", precision="fp32"),
-                   max_keypoints=50, progress=False, names=["a.jpg"])
+    other_net = HardNetDescriptor(other, device="cpu", precision="fp32")
+    extract_folder(folder, start_shard(out, file_attrs(other_net, 50)), other_net, max_keypoints=50, progress=False,
+                   names=["a.jpg"])
     with pytest.raises(ValueError, match="holds features from other weights"):
         merge_parts(out)
     with pytest.raises(ValueError, match="backend must be one of"):
@@ -170,6 +170,39 @@ def test_default_workers():
     assert default_workers(torch.device("cuda")) == max(1, usable_cpus() - 1)  # the GPU waits for no detector
 
 
+def test_merge_parts_keeps_files_it_did_not_write(folder, weights, reference, tmp_path):
+    # OUT.parts/ also holds: a copy of a real shard without the mark (attributes and all), an HDF5 file
+    # without attributes, a marked shard of another output file, and a marked shard under another name.
+    out = tmp_path / "features.h5"
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
+    mine = start_shard(out, file_attrs(hardnet, 300))
+    extract_folder(folder, mine, hardnet, max_keypoints=300, progress=False, names=["sub/b.jpg"])
+    parts = parts_folder(out)
+    unmarked = parts / "part-1-0123abcd.h5"
+    shutil.copy(reference, unmarked)
+    with h5py.File(unmarked, "a") as h5:
+        h5.attrs["note"] = "theirs"
+    h5py.File(parts / "user.h5", "w").close()
+    other_out = start_shard(tmp_path / "other.h5", file_attrs(hardnet, 300))
+    shutil.move(other_out, parts / other_out.name)
+    renamed = parts / "mine-renamed.h5"
+    shutil.copy(mine, renamed)
+    foreign = [unmarked, parts / "user.h5", parts / other_out.name, renamed]
+    before = {f: f.read_bytes() for f in foreign}
+    with pytest.warns(UserWarning, match="not shards hardnet-desc wrote for features.h5"):
+        assert merge_parts(out) == ["sub/b.jpg"]
+    assert not mine.exists()  # our shard: merged and removed
+    assert {f: f.read_bytes() for f in foreign} == before  # the others: kept byte for byte
+    with h5py.File(out, "r") as h5:
+        assert feature_names(h5) == {"sub/b.jpg"}  # nothing of the unmarked copy of the reference
+        assert "note" not in h5.attrs and "hardnet_desc_shard_of" not in h5.attrs
+    with pytest.warns(UserWarning):
+        report = extract_parallel(folder, out, weights, workers=2, device="cpu", max_keypoints=300, progress=False)
+    assert sorted(report.done) == ["a.jpg", "c.png", "sub/d.jpg"]
+    assert {f: f.read_bytes() for f in foreign} == before
+    assert_same_file(out, reference)
+
+
 @pytest.mark.parametrize("backend", [[], ["--backend", "processes"]])
 def test_cli_workers(folder, weights, reference, tmp_path, capsys, backend):
     out = tmp_path / "features.h5"
@@ -185,7 +218,9 @@ def test_cli_workers(folder, weights, reference, tmp_path, capsys, backend):
 @pytest.mark.slow
 def test_ray_gives_the_single_process_file(folder, weights, reference, tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Ray's workers import this checkout, not an installed copy (spawned processes inherit sys.path)
+    path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     try:
         out = tmp_path / "features.h5"
         extract_folder(folder, out, HardNetDescriptor(weights, device="cpu", precision="fp32"), max_keypoints=300, progress=False,

@@ -19,7 +19,7 @@ network standardises every patch itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import numpy as np
 
 from ..image import imread_quiet
 from ..model import PATCH_SIZE
+from ..outputs import check_output, json_is_ours
 
 GRID = 16  # patches per row / column of a PhotoTour bmp
 STORED_SIZE = 64  # PhotoTour patch side in the bmp files
@@ -203,6 +204,22 @@ def read_phototour(root: str | Path, patch_size: int = PATCH_SIZE) -> PhotoTourD
 
 # --------------------------------------------------------------------------- #
 # PhotoTour writing
+
+
+def check_dataset_folder(out: str | Path, records: Sequence[str], force: bool = False) -> None:
+    """Before make-dataset writes a dataset into ``out``: refuse (``FileExistsError``, unless ``force``) if
+    one of its JSON ``records`` (``meta.json``, ...) there was not written by hardnet-desc, or if
+    ``out/train`` or ``out/val`` holds a PhotoTour folder and no record of ours lies beside it (another
+    program's dataset, such as Brown's)."""
+    out = Path(out)
+    for name in records:
+        check_output(out / name, json_is_ours, force=force)
+    ours = any((out / name).is_file() for name in records)  # each one that exists passed the check above
+    for split in ("train", "val"):
+        if not (force or ours) and (out / split / "info.txt").exists():
+            raise FileExistsError(f"{out / split} holds a PhotoTour dataset that hardnet-desc did not write "
+                                  f"(no {' or '.join(records)} of its own in {out}); pass --force (force=True) "
+                                  "to overwrite it")
 
 
 class PhotoTourWriter:

@@ -14,7 +14,6 @@ Images are split into train and validation by image.
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import numbers
@@ -30,10 +29,11 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..data.images import list_images
-from ..data.phototour import STORED_SIZE, PhotoTourWriter, check_count, make_pairs
+from ..data.phototour import STORED_SIZE, PhotoTourWriter, check_count, check_dataset_folder, make_pairs
 from ..data.warps import WarpConfig, photometric, project_keypoints, random_homography
 from ..detection import detect_sift
 from ..image import read_image, to_grey_numpy, to_grey_tensor
+from ..outputs import write_json
 from ..patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches
 
 
@@ -172,6 +172,7 @@ def make_dataset(
     warp: WarpConfig | None = None,
     match: MatchConfig | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> dict:
     """Build ``out/train`` and ``out/val`` in the PhotoTour layout from the photos in ``images``.
 
@@ -188,6 +189,8 @@ def make_dataset(
         seed: seeds the warps, the photometric changes and the validation pairs.
         split_seed: seeds the train/validation split (default: ``seed``). Fix it to draw new
             views of the same photos without moving validation photos into training.
+        force: write into ``out`` even if its ``meta.json``, ``split.json`` or ``train/``, ``val/`` were
+            written by another program (else ``FileExistsError`` before any work; a dataset of ours is replaced).
 
     Returns:
         The summary written to ``meta.json``.
@@ -213,11 +216,11 @@ def make_dataset(
     if not val:
         raise ValueError(f"val_fraction={val_fraction} leaves no validation photo out of {len(paths)}")
     out = Path(out)
+    check_dataset_folder(out, ("meta.json", "split.json"), force)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(images)
-    (out / "split.json").write_text(
-        json.dumps({"train": [str(p.relative_to(root)) for p in train], "val": [str(p.relative_to(root)) for p in val]}, indent=1)
-    )
+    write_json(out / "split.json", {"train": [str(p.relative_to(root)) for p in train],
+                                    "val": [str(p.relative_to(root)) for p in val]}, force=force)
     workers = workers or min(2, os.cpu_count() or 1)
     summary: dict = {"images": str(root), "patch_scale": patch_scale, "min_kp_size": min_kp_size, "points_per_image": points, "views": views,
                      "seed": seed, "split_seed": split_seed, "warp": asdict(warp), "match": asdict(match)}
@@ -227,7 +230,7 @@ def make_dataset(
                 for i, p in enumerate(files)]  # info.txt's second column: the photo's index in split.json
         n_pairs = val_pairs if split == "val" else None
         summary[split] = {"photos": len(files), **_write_split(out / split, jobs, workers, n_pairs, seed, progress)}
-    (out / "meta.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "meta.json", summary, force=force)
     return summary
 
 

@@ -3,7 +3,6 @@ instance) gives the single-process file."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -218,9 +217,7 @@ def test_cli_workers(folder, weights, reference, tmp_path, capsys, backend):
 @pytest.mark.slow
 def test_ray_gives_the_single_process_file(folder, weights, reference, tmp_path):
     ray = pytest.importorskip("ray")
-    # Ray's workers import this checkout, not an installed copy (spawned processes inherit sys.path)
-    path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # its workers import this checkout: conftest
     try:
         out = tmp_path / "features.h5"
         extract_folder(folder, out, HardNetDescriptor(weights, device="cpu", precision="fp32"), max_keypoints=300, progress=False,

@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
-from hardnet_desc.device import resolve_device  # noqa: E402
+from hardnet_desc.device import cpu_kind, resolve_device  # noqa: E402
 from hardnet_desc.image import read_image  # noqa: E402
 from hardnet_desc.quantize import int8_available  # noqa: E402
 
@@ -239,11 +239,16 @@ def _kornia_method(photo: np.ndarray, kps, desc: HardNetDescriptor, dev: torch.d
 
 
 def scan_batch(device: str = "cpu", sizes: tuple[int, ...] = (32, 64, 128, 256, 512, 1024), n: int = 2048,
-               repeats: int = 5, weights: str = "default") -> dict[str, dict[int, float]]:
-    """Net alone (``describe_patches``), patches/s per precision and batch size, interleaved."""
+               repeats: int = 5, weights: str = "default", total: int | None = None) -> dict[str, dict[int, float]]:
+    """Net alone (``describe_patches``), patches/s per precision and batch size, interleaved.
+
+    ``total``: describe this many patches per call (the ``n`` SIFT patches repeated), so that large
+    batch sizes are timed over several batches (a GPU's)."""
     dev = resolve_device(device)
     precisions = ["fp32", "bf16"] + (["int8"] if dev.type == "cpu" and int8_available() else ["fp16"])
     patches = HardNetDescriptor(weights, device=dev).cut_patches(load_photo(), sift_keypoints(load_photo(), n))
+    if total is not None:
+        patches = patches.repeat(-(-total // len(patches)), 1, 1, 1)[:total]
     methods = {}
     for p in precisions:
         for size in sizes:
@@ -262,7 +267,8 @@ def cpu_name() -> str:
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     wanted = ("avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
-    return f"{model} ({', '.join(f for f in wanted if f in flags) or 'no AVX-512 BF16/VNNI/AMX'})"
+    kind = f"device.cpu_kind() {cpu_kind()!r}"  # the CPU_AUTO and BATCH_SIZES rows ("cpu:KIND") it measures
+    return f"{model} ({', '.join(f for f in wanted if f in flags) or 'no AVX-512 BF16/VNNI/AMX'}; {kind})"
 
 
 ROWS = [

@@ -1,12 +1,20 @@
-"""Throughput of `hardnet-desc extract`: one process, local worker processes, Ray actors.
+"""Throughput of `hardnet-desc extract`: one process, detecting workers feeding one describer, describing
+processes, Ray actors.
 
     python benchmarks/bench_extract.py                          # 12 photo-size images, 1 and 2 workers
     python benchmarks/bench_extract.py --images my_photos/ --workers 1 2 4 --backends processes ray
+    python benchmarks/bench_extract.py --device cuda --n 300 --workers 4 8 15 --backends single feed
 
 Each run writes a fresh HDF5 file from the same images (SIFT detection, patches, HardNet, writing:
 the whole command). Images/s and patches/s are over the run's wall time, worker start-up included
 (spawned processes import torch; Ray starts once, before its first run, and its start is printed apart).
 Without ``--images`` the two bundled photos are repeated as flipped and resized variants.
+
+Backends: ``single`` (``extract_folder(workers=0)``: read, detect and describe in one process),
+``feed`` (``--backend feed``: N processes read and detect, this one describes on ``--device``),
+``processes`` and ``ray`` (N describers, each with its network). First, reading and detecting alone
+in this process on one OpenCV thread gives the images/s one worker can feed: ``feed`` at N workers is
+limited by detection when it reaches about N times that, else by the describing process.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ import h5py
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
-from hardnet_desc.features_io import extract_folder  # noqa: E402
+from hardnet_desc.detection import detect_sift  # noqa: E402
+from hardnet_desc.features_io import extract_folder, image_names  # noqa: E402
+from hardnet_desc.image import read_image, to_grey_numpy  # noqa: E402
 from hardnet_desc.parallel import extract_parallel  # noqa: E402
 
 
@@ -43,6 +53,20 @@ def keypoints_in(path: Path) -> int:
         return sum(h5[name]["keypoints"].shape[0] for name in h5)
 
 
+def detection_rate(images: Path, max_keypoints: int) -> float:
+    """Images/s of reading and detecting alone, in this process on one OpenCV thread (one worker's work)."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        start = time.perf_counter()
+        names = image_names(images)
+        for name in names:
+            detect_sift(to_grey_numpy(read_image(images / name)), max_keypoints)
+        return len(names) / (time.perf_counter() - start)
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def _start_ray(cpus: int) -> None:
     """Start a local Ray instance once (its daemons would slow the runs before it otherwise)."""
     import ray
@@ -53,37 +77,59 @@ def _start_ray(cpus: int) -> None:
         print(f"(ray.init: {time.perf_counter() - start:.1f} s, not counted below)", flush=True)
 
 
+def run(images: Path, runs: list[tuple[str, int]], device: str = "cpu", precision: str = "auto",
+        batch_images: int = 8, max_keypoints: int = 4096, scratch: Path | None = None) -> dict:
+    """Time each ``(backend, workers)`` of ``runs`` writing a fresh HDF5 file of ``images``; return the numbers.
+
+    Keys: ``images``, ``descriptor`` (its repr), ``detect_images_per_s`` (one worker's rate) and
+    ``runs``: ``{"<backend> x<workers>": {"seconds", "images_per_s", "patches_per_s"}}``. Rows are printed as they come.
+    """
+    n_images = len(image_names(images))
+    options = {"max_keypoints": max_keypoints, "batch_images": batch_images, "progress": False}
+    descriptor = HardNetDescriptor(device=device, precision=precision)
+    rate = detection_rate(images, max_keypoints)
+    print(f"{n_images} images; {descriptor!r}")
+    print(f"reading + SIFT alone, 1 OpenCV thread: {rate:.2f} images/s", flush=True)
+    print(f"{'backend':<10} {'workers':>7} {'seconds':>8} {'images/s':>9} {'patches/s':>10}")
+    out_stats: dict = {"images": n_images, "descriptor": repr(descriptor), "detect_images_per_s": rate, "runs": {}}
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        for i, (backend, workers) in enumerate(runs):
+            out = Path(tmp) / f"run{i}.h5"
+            if backend == "ray":
+                _start_ray(max(w for _, w in runs))
+            start = time.perf_counter()
+            if backend in ("single", "feed"):
+                extract_folder(images, out, descriptor, workers=workers, **options)
+            else:
+                extract_parallel(images, out, workers=workers, backend=backend, device=device,
+                                 precision=precision, **options)
+            seconds = time.perf_counter() - start
+            patches = keypoints_in(out)
+            out_stats["runs"][f"{backend} x{workers}"] = {
+                "seconds": seconds, "images_per_s": n_images / seconds, "patches_per_s": patches / seconds}
+            print(f"{backend:<10} {workers:>7} {seconds:>8.1f} {n_images / seconds:>9.2f} "
+                  f"{patches / seconds:>10.0f}", flush=True)
+    return out_stats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=None, help="folder of images (default: generated)")
     parser.add_argument("--n", type=int, default=12, help="generated images (default: %(default)s)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--backends", nargs="+", default=["single", "processes", "ray"],
-                        choices=["single", "processes", "ray"])
+    parser.add_argument("--backends", nargs="+", default=["single", "feed", "processes", "ray"],
+                        choices=["single", "feed", "processes", "ray"])
+    parser.add_argument("--device", default="cpu", help="where the network runs (default: %(default)s)")
+    parser.add_argument("--precision", default="auto", help="(default: %(default)s)")
+    parser.add_argument("--batch-images", type=int, default=8, help="images per network call (default: %(default)s)")
     parser.add_argument("--max-keypoints", type=int, default=4096)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        images = args.images or make_images(tmp, args.n)
-        n_images = len(list(images.rglob("*.jpg"))) + len(list(images.rglob("*.png")))
-        runs = [("single", 1)] if "single" in args.backends else []
-        runs += [(b, w) for b in ("processes", "ray") if b in args.backends for w in args.workers]
-        print(f"{'backend':<10} {'workers':>7} {'seconds':>8} {'images/s':>9} {'patches/s':>10}")
-        for i, (backend, workers) in enumerate(runs):
-            out = tmp / f"run{i}.h5"
-            if backend == "ray":
-                _start_ray(max(args.workers))
-            start = time.perf_counter()
-            if backend == "single":
-                extract_folder(images, out, HardNetDescriptor(device="cpu"), max_keypoints=args.max_keypoints,
-                               progress=False)
-            else:
-                extract_parallel(images, out, workers=workers, backend=backend, device="cpu",
-                                 max_keypoints=args.max_keypoints, progress=False)
-            seconds = time.perf_counter() - start
-            print(f"{backend:<10} {workers:>7} {seconds:>8.1f} {n_images / seconds:>9.2f} "
-                  f"{keypoints_in(out) / seconds:>10.0f}", flush=True)
+        images = args.images or make_images(Path(tmp), args.n)
+        runs = [("single", 0)] if "single" in args.backends else []
+        runs += [(b, w) for b in ("feed", "processes", "ray") if b in args.backends for w in args.workers]
+        run(images, runs, args.device, args.precision, args.batch_images, args.max_keypoints)
 
 
 if __name__ == "__main__":

@@ -55,21 +55,24 @@ def time_batches(data: PhotoTourData, batch: int, aug: AugmentConfig, n: int) ->
     return (time.perf_counter() - t) / n, (time.process_time() - c) / n
 
 
-def time_steps(batch: int, steps: int, precision: str) -> tuple[float, float]:
-    """Median wall seconds of a training step, and mean CPU seconds (all threads)."""
+def time_steps(batch: int, steps: int, precision: str, device: str = "cpu") -> tuple[float, float]:
+    """Median wall seconds of a training step, and mean CPU seconds (all threads) of the host process."""
+    dev = torch.device(device)
     torch.manual_seed(0)
-    net = HardNet().to(memory_format=torch.channels_last).train()
+    net = HardNet().to(dev, memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(net.parameters(), lr=1.0, momentum=0.9, dampening=0.9, weight_decay=1e-4)
-    x = torch.rand(2 * batch, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(2 * batch, 1, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
     times, cpu = [], 0.0
     for k in range(steps + 1):  # the first step warms up
         t, c = time.perf_counter(), time.process_time()
-        with autocast(torch.device("cpu"), precision):
+        with autocast(dev, precision):
             desc = net(x)
         loss = hardest_in_batch_loss(desc[:batch], desc[batch:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         cpu += (time.process_time() - c) if k else 0.0
     return float(np.median(times[1:])), cpu / steps

@@ -1,5 +1,7 @@
 """Match two photos: SIFT keypoints, HardNet descriptors, mutual nearest neighbours + ratio
-test, then RANSAC on the fundamental matrix. Writes a picture of the inlier matches.
+test, then RANSAC on the fundamental matrix. Writes a picture of the inlier matches, marked as
+hardnet-desc's own as ``hardnet-desc match`` marks its pictures (so either may replace the other's,
+and neither replaces a file of yours without ``--force``).
 
     python examples/match_pair.py                         # the bundled Sacré-Cœur pair
     python examples/match_pair.py a.jpg b.jpg --out ab.png --weights my_hardnet.safetensors
@@ -17,7 +19,7 @@ import cv2
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.pipeline import match_pair
-from hardnet_desc.viz import draw_matches
+from hardnet_desc.viz import check_picture_path, draw_matches, save_picture
 
 DATA = Path(__file__).resolve().parent / "data"  # works from any working directory
 
@@ -29,7 +31,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("matches.png"), help="picture (default: %(default)s)")
     parser.add_argument("--max-keypoints", type=int, default=2048, help="per image (default: %(default)s)")
     parser.add_argument("--weights", default=os.environ.get("HARDNET_WEIGHTS", "default"))
+    parser.add_argument("--force", action="store_true", help="replace --out even if another program wrote it")
     args = parser.parse_args()
+    try:
+        check_picture_path(args.out, force=args.force)  # before any work
+    except (OSError, ValueError) as err:
+        parser.error(str(err))
 
     image1, image2 = cv2.imread(str(args.image1)), cv2.imread(str(args.image2))
     for path, image in ((args.image1, image1), (args.image2, image2)):
@@ -45,7 +52,7 @@ def main() -> None:
               f"{inliers.sum()} inliers")
     print(counts)
     picture = draw_matches(image1, image2, r.points1[inliers], r.points2[inliers], ["HardNet + SIFT keypoints", counts])
-    cv2.imwrite(str(args.out), picture)
+    save_picture(args.out, picture)
     print(f"wrote {args.out}")
 
 

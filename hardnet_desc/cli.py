@@ -28,6 +28,7 @@ def _make_dataset(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, val_pairs=args.val_pairs, seed=args.seed, split_seed=args.split_seed,
         workers=args.workers, warp=WARP_PRESETS[args.warp], match=MatchConfig(**{k: v for k, v in (
             ("max_angle_deg", args.match_angle), ("max_scale_ratio", args.match_scale)) if v is not None}),
+        force=args.force,
     )
     for split in ("train", "val"):
         s = summary[split]
@@ -53,7 +54,7 @@ def _make_sfm_dataset(args: argparse.Namespace) -> int:
     record = make_sfm_dataset(args.images, args.out, val_scenes=val, val_pairs=args.val_pairs,
                               patch_scale=args.patch_scale, min_kp_size=args.min_kp_size,
                               all_models=args.all_models, seed=args.seed,
-                              reconstruct=reconstruct, **options)
+                              reconstruct=reconstruct, force=args.force, **options)
     for s in record["scenes"]:
         print(f"{s['split']:5s} {s['name']}: {s['registered']}/{s['images']} photos registered, {s['points']} points, "
               f"{s['patches']} patches")
@@ -77,7 +78,7 @@ def _train(args: argparse.Namespace) -> int:
     if not data:
         raise ValueError("give a training folder: train DATA OUT, or train OUT --data DATA [--data DATA2 ...]")
     cfg = TrainConfig(**{**values, "data": data[0] if len(data) == 1 else data})
-    print(f"weights: {train(cfg, resume=args.resume, progress=not args.quiet)}")
+    print(f"weights: {train(cfg, resume=args.resume, progress=not args.quiet, force=args.force)}")
     return 0
 
 
@@ -121,8 +122,8 @@ def _extract(args: argparse.Namespace) -> int:
     from .data.images import list_images
     from .features_io import extract_folder
 
-    if args.max_keypoints < 0 or args.batch_images < 1 or (args.workers is not None and args.workers < 1):
-        raise ValueError("need --max-keypoints >= 0, --batch-images >= 1 and --workers >= 1")
+    if args.max_keypoints < 0 or args.batch_images < 1 or (args.workers is not None and args.workers < 0):
+        raise ValueError("need --max-keypoints >= 0, --batch-images >= 1 and --workers >= 0")
     if not list_images(args.images):  # a bad folder fails before the weights load
         raise FileNotFoundError(f"no image files in {args.images}")
 
@@ -131,13 +132,13 @@ def _extract(args: argparse.Namespace) -> int:
 
     options = {"max_keypoints": args.max_keypoints or None, "batch_images": args.batch_images,
                "progress": not args.quiet, "on_error": on_error}
-    if args.backend == "ray" or (args.workers or 1) > 1:
+    if args.backend == "feed":
+        report = extract_folder(args.images, args.out, _descriptor(args), workers=args.workers, **options)
+    else:
         from .parallel import extract_parallel
 
         report = extract_parallel(args.images, args.out, args.weights, workers=args.workers, backend=args.backend,
                                   address=args.address, device=args.device, precision=args.precision, **options)
-    else:
-        report = extract_folder(args.images, args.out, _descriptor(args), **options)
     print(f"{len(report.done)} images extracted, {len(report.skipped)} already in {args.out}, "
           f"{len(report.failed)} failed")
     return 1 if report.failed else 0
@@ -146,7 +147,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _export_onnx(args: argparse.Namespace) -> int:
     from .export import export_onnx, read_onnx_metadata
 
-    path = export_onnx(args.out, args.weights, opset=args.opset)
+    path = export_onnx(args.out, args.weights, opset=args.opset, force=args.force)
     meta = read_onnx_metadata(path)
     print(f"wrote {path}: opset {args.opset}, weights {meta['weights']}, patch_scale {meta['patch_scale']}, "
           f"min_kp_size {meta['min_kp_size']}")
@@ -161,16 +162,28 @@ def _eval_sequences(args: argparse.Namespace) -> int:
     def on_skip(name: str, reason: str) -> None:
         print(f"hardnet-desc eval-sequences: warning: skipped sequence {name}: {reason}", file=sys.stderr)
 
+    _check_json_plot(args)
     results = evaluate_sequences(
         args.root, methods, weights=args.weights, max_keypoints=args.max_keypoints, ratio=args.ratio,
         device=args.device, precision=args.precision, progress=not args.quiet, strict=args.strict, on_skip=on_skip,
     )
     print(format_table(results), end="")
     if args.json:
-        print(f"json: {save_json(results, args.json)}")
+        print(f"json: {save_json(results, args.json, force=args.force)}")
     if args.plot:
-        print(f"plot: {plot_mma(results, args.plot)}")
+        print(f"plot: {plot_mma(results, args.plot, force=args.force)}")
     return 0
+
+
+def _check_json_plot(args: argparse.Namespace) -> None:
+    """Before any work: ``--json`` (and ``--plot``) may be written (``outputs.check_output``)."""
+    from .outputs import check_output, json_is_ours
+    from .viz import is_picture_ours
+
+    if args.json:
+        check_output(args.json, json_is_ours, force=args.force)
+    if getattr(args, "plot", None):
+        check_output(args.plot, is_picture_ours, force=args.force)
 
 
 def _eval_fpr95(args: argparse.Namespace) -> int:
@@ -217,19 +230,25 @@ def _eval_pairs(args: argparse.Namespace) -> int:
     scenes = load_scenes(args.sources, images=args.images, scenes=names, min_covisible=args.min_covisible,
                          max_pairs=args.max_pairs or None, seed=args.seed)
     if args.write_pairs:
+        from .data.camera_pairs import is_pairs_file_ours
+        from .outputs import check_output
+
+        for scene in scenes:  # every file may be written before the first is
+            check_output(args.write_pairs / f"{scene.name}.txt", is_pairs_file_ours, force=args.force)
         for scene in scenes:
             path = write_camera_pairs(args.write_pairs / f"{scene.name}.txt", scene.pairs, scene.image_dir,
                                       comment=f"from {scene.source}: min covisible {args.min_covisible}, "
-                                              f"max pairs {args.max_pairs}, seed {args.seed}")
+                                              f"max pairs {args.max_pairs}, seed {args.seed}", force=args.force)
             print(f"{scene.name}: {len(scene.pairs)} pairs -> {path}")
         return 0
+    _check_json_plot(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     results = evaluate_pairs(scenes, methods, weights=args.weights, max_keypoints=args.max_keypoints, ratio=args.ratio,
                              ransac_px=args.ransac_px, device=args.device, precision=args.precision,
                              progress=not args.quiet)
     print(format_pose_table(results), end="")
     if args.json:
-        print(f"json: {save_json(results, args.json)}")
+        print(f"json: {save_json(results, args.json, force=args.force)}")
     return 0
 
 
@@ -238,40 +257,43 @@ def _make_sequences(args: argparse.Namespace) -> int:
 
     folders = make_sequences(args.images, args.out, n_images=args.n_images, seed=args.seed,
                              illumination=not args.no_illumination, noise=args.noise,
-                             max_side=args.max_side, suffix=f".{args.format}")
+                             max_side=args.max_side, suffix=f".{args.format}", force=args.force)
     print(f"{len(folders)} sequences -> {args.out}")
     return 0
 
 
 def _sfm(args: argparse.Namespace) -> int:
-    import json
-
     from .sfm import colmap_like_sift, format_summary, import_pycolmap, reconstruct
 
+    try:
+        params = [float(v) for v in args.camera_params.split(",")] if args.camera_params else None
+    except ValueError:
+        raise ValueError(f"--camera-params must be comma-separated numbers in the camera model's order "
+                         f"(e.g. PINHOLE: fx,fy,cx,cy), got {args.camera_params!r}") from None
     try:
         import_pycolmap()
     except ImportError as err:
         print(f"hardnet-desc sfm: error: {err}", file=sys.stderr)
         return 2
     from .data.images import list_images
+    from .outputs import check_output, json_is_ours, write_json
 
     list_images(args.images)  # a missing folder fails before the weights load
+    if args.json:
+        check_output(args.json, json_is_ours, force=args.overwrite)
     descriptor = None
     if args.features == "hardnet":
         from .descriptor import HardNetDescriptor
 
         descriptor = HardNetDescriptor(args.weights, device=args.device, precision=args.precision,
                                        detector=colmap_like_sift())
-    params = [float(v) for v in args.camera_params.split(",")] if args.camera_params else None
     summary = reconstruct(args.images, args.out, features=args.features, matcher=args.matcher,
                           max_image_size=args.max_image_size, max_keypoints=args.max_keypoints,
                           descriptor=descriptor, camera_model=args.camera_model, camera_params=params,
                           overwrite=args.overwrite, progress=not args.quiet, colmap_log=args.colmap_log)
     print(format_summary(summary), end="")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=1))
-        print(f"json: {args.json}")
+        print(f"json: {write_json(args.json, summary, force=args.overwrite)}")
     return 0 if summary["registered_images"] else 1
 
 
@@ -289,10 +311,10 @@ def _add_precision(p: argparse.ArgumentParser, default: str, int8: bool = False,
     from .device import PRECISIONS
 
     choices = [name for name in PRECISIONS if int8 or name != "int8"]
-    other_cpus = "fp32" if training else "int8 for the bundled weights, else fp32"
+    int8_first = "" if training else "int8 for the bundled weights on x86 CPUs with AVX2 or more, else "
     p.add_argument("--precision", choices=choices, default=default,
-                   help=f"{', '.join(choices[1:])} or auto (bf16 on CPUs with native bf16, fp16 on CUDA, "
-                   f"else {other_cpus}) (default: %(default)s)")
+                   help=f"{', '.join(choices[1:])} or auto (fp16 on CUDA; {int8_first}bf16 on CPUs with native "
+                   "bf16, else fp32) (default: %(default)s)")
 
 
 def _add_verbose(p: argparse.ArgumentParser) -> None:
@@ -320,6 +342,11 @@ def _add_mutual_ratio(p: argparse.ArgumentParser) -> None:
 
 def _add_json(p: argparse.ArgumentParser, per: str) -> None:
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help=f"write all numbers, per {per} too")
+
+
+def _add_force(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=f"replace {what} even if another program wrote it (by "
+                   "default an existing file is replaced only if hardnet-desc wrote it)")
 
 
 def _add_quiet(p: argparse.ArgumentParser) -> None:
@@ -369,6 +396,7 @@ def _add_make_dataset(sub) -> None:
     g.add_argument("--val-scenes", default=None, metavar="A,B,C",
                    help="scenes held out in OUT/val (default: hardnet_desc.data.sfm_patches.DEFAULT_VAL_SCENES)")
     g.add_argument("--all-models", action="store_true", help="use every model of a scene, not only the largest")
+    _add_force(p, "OUT's meta.json, split.json/record.json, train/ and val/")
     p.set_defaults(func=_make_dataset)
 
 
@@ -422,6 +450,7 @@ def _add_train(sub) -> None:
     _add_precision(p, default=d.precision, training=True)
     _add_device(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    _add_force(p, "OUT's log.csv, hardnet.safetensors and model_card.json")
     _add_quiet(p)
     p.set_defaults(func=_train)
 
@@ -438,7 +467,7 @@ def _add_match(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("matches.png"), metavar="PNG",
                    help="picture of the inlier matches, .png or .jpg; checked before any work, and an existing "
                    "file is replaced only if hardnet-desc wrote it (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="overwrite --out even if another program wrote it")
+    _add_force(p, "--out")
     p.add_argument("--ratio", type=float, default=0.8,
                    help="Lowe's ratio test threshold, 1 turns it off (default: %(default)s)")
     _add_max_keypoints(p)
@@ -473,11 +502,14 @@ def _add_extract(sub) -> None:
     _add_weights(p)
     _add_device(p)
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes (or Ray actors), each with its own copy of the network; shards are "
-                   "merged into --out (default: 1; with --backend ray: one per GPU, else per CPU)")
-    p.add_argument("--backend", choices=["processes", "ray"], default="processes",
-                   help="where the workers run: local processes, or a Ray cluster (pip install "
-                   "'hardnet-desc[ray]'; IMAGES_DIR and --out on a file system every node sees) (default: %(default)s)")
+                   help="worker processes or Ray actors, see --backend (default: feed: one per CPU core but one "
+                   "with a GPU, none on the CPU; processes: 2; ray: one per GPU, else per CPU)")
+    p.add_argument("--backend", choices=["feed", "processes", "ray"], default="feed",
+                   help="what the workers are: feed: local processes that read images and detect keypoints for "
+                   "this process, which describes them on --device (0 workers: all in this process); processes: "
+                   "local processes that each also describe, with their own copy of the network, into shards "
+                   "merged into --out; ray: the same as Ray actors on a cluster (pip install 'hardnet-desc[ray]'; "
+                   "IMAGES_DIR and --out on a file system every node sees) (default: %(default)s)")
     p.add_argument("--address", default=None, help="Ray cluster address, e.g. auto or ray://head:10001 "
                    "(default: a running local Ray instance, else a new one)")
     _add_precision(p, default="auto", int8=True)
@@ -497,6 +529,7 @@ def _add_export_onnx(sub) -> None:
     p.add_argument("out", type=Path, metavar="OUT.onnx", help="ONNX file to write")
     _add_weights(p)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..21 (default: %(default)s)")
+    _add_force(p, "OUT.onnx")
     p.set_defaults(func=_export_onnx)
 
 
@@ -517,6 +550,7 @@ def _add_eval_sequences(sub) -> None:
     _add_mutual_ratio(p)
     _add_json(p, "sequence")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save an MMA-vs-threshold plot")
+    _add_force(p, "--json and --plot")
     p.add_argument("--strict", action="store_true", help="abort on an incomplete sequence (a reference image only, "
                    "a missing homography) instead of skipping it with a warning")
     _add_device(p)
@@ -580,6 +614,7 @@ def _add_eval_pairs(sub) -> None:
     p.add_argument("--write-pairs", type=Path, default=None, metavar="DIR",
                    help="write the chosen pairs as DIR/<scene>.txt (to freeze them) and stop")
     _add_json(p, "pair")
+    _add_force(p, "--json and --write-pairs files")
     _add_device(p)
     _add_precision(p, default="fp32")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -602,6 +637,7 @@ def _add_make_sequences(sub) -> None:
     p.add_argument("--no-illumination", action="store_true", help="do not write the i_ sequences")
     p.add_argument("--noise", action="store_true",
                    help="also write n_<photo>: Gaussian sensor noise of growing strength only (sigma 4..24 grey levels)")
+    _add_force(p, "sequence folders")
     p.set_defaults(func=_make_sequences)
 
 
@@ -628,7 +664,8 @@ def _add_sfm(sub) -> None:
                    help="known intrinsics of every image at full resolution, in the model's order "
                    "(e.g. PINHOLE: fx,fy,cx,cy); kept fixed (default: one camera per image size, estimated)")
     p.add_argument("--json", type=Path, default=None, metavar="SUMMARY.json", help="also write the summary here")
-    p.add_argument("--overwrite", action="store_true", help="replace a reconstruction already in OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace a reconstruction already in OUT, and a --json "
+                   "file another program wrote")
     _add_weights(p)
     _add_device(p)
     _add_precision(p, "fp32")

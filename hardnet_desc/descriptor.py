@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .detection import detect_sift
 from .device import autocast, choose_precision, default_batch_size, resolve_device
-from .image import ImageLike, split_batch, to_grey_tensor
+from .image import TAME_RANGE, ImageLike, split_batch, to_grey_tensor
 from .model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
 from .patches import (
     DEFAULT_PATCH_SCALE,
@@ -53,7 +53,8 @@ def describe_patches(
 
     Args:
         net: a ``HardNet`` (or its fused form) on ``device``, in eval mode.
-        patches: ``(N, H, W)`` or ``(N, 1, H, W)``, any numeric dtype and range; other sizes
+        patches: ``(N, H, W)`` or ``(N, 1, H, W)``, any numeric dtype and range (float patches far
+            from a normal range, e.g. 1e-30, are first scaled by a power of two); other sizes
             than 32x32 (e.g. HPatches' 65x65) are resized with area averaging.
         device: where ``net`` runs.
         batch_size: patches per forward pass.
@@ -74,9 +75,11 @@ def describe_patches(
         x = x[:, None]
     if x.dim() != 4 or x.shape[1] != 1:
         raise ValueError(f"patches must be (N, H, W) or (N, 1, H, W), got {tuple(x.shape)}")
+    if x.is_floating_point():
+        if not torch.isfinite(x).all():
+            raise ValueError("patches contain NaN or inf")
+        x = _tame_patches(x)  # in the input's precision: float64 1e300 stays finite
     x = x.to(device, torch.float32)
-    if not torch.isfinite(x).all():
-        raise ValueError("patches contain NaN or inf")
     out = torch.empty((len(x), DESCRIPTOR_DIM), device=device)
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
@@ -85,6 +88,19 @@ def describe_patches(
             batch = F.interpolate(batch, size=(PATCH_SIZE, PATCH_SIZE), mode=mode)
         out[start : start + len(batch)] = _forward(net, batch, device, precision)
     return out.cpu().numpy() if as_numpy else out
+
+
+def _tame_patches(x: torch.Tensor) -> torch.Tensor:
+    """Float patches ``(N, 1, H, W)`` whose largest magnitude lies outside ``TAME_RANGE`` multiplied by a
+    power of two (exact) into ``[0.5, 1)``, each on its own, as ``to_grey_tensor`` does for images:
+    the descriptors of ``1e-30 * p`` are those of ``p``."""
+    x = x.double() if x.dtype == torch.float64 else x.float()
+    peak = x.abs().amax(dim=(1, 2, 3))
+    off = (peak > 0) & ((peak < TAME_RANGE[0]) | (peak > TAME_RANGE[1]))
+    if not bool(off.any()):
+        return x
+    exponent = torch.where(off, torch.frexp(peak).exponent, 0)
+    return torch.ldexp(x, -exponent.view(-1, 1, 1, 1).to(x.dtype))
 
 
 def _forward(net: torch.nn.Module, patches: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
@@ -109,13 +125,6 @@ def _int8_calibration(weights: Weights) -> list[tuple[float, int]] | None:
     from .quantize import CALIBRATION_FILE, load_calibration
 
     return load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE))
-
-
-def _int8_ready(weights: Weights) -> bool:
-    """Whether ``precision="auto"`` may run ``weights`` in int8: kernels present and calibration shipped."""
-    from .quantize import int8_available
-
-    return int8_available() and _int8_calibration(weights) is not None
 
 
 def _spare_core() -> bool:
@@ -159,9 +168,10 @@ class HardNetDescriptor:
         batch_size: patches per forward pass (``None`` or an integer >= 1); bounds memory, never
             changes results. ``None`` takes the fastest measured for the device and precision
             (``hardnet_desc.device.BATCH_SIZES``: small on CPU, where activations that stay in cache win).
-        precision: ``"auto"`` (bf16 on CPUs with native bfloat16, fp16 on CUDA; on other CPUs
-            int8 for weights that ship int8 calibration, such as the bundled ones, else fp32),
-            ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU, bundled weights; see
+        precision: ``"auto"`` (fp16 on CUDA; on a CPU the fastest precision measured for its
+            kind that is as accurate as fp32: int8 for weights that ship int8 calibration, such as
+            the bundled ones, on x86 CPUs with AVX2 or more, else bf16 where the CPU has native
+            bfloat16, else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU, bundled weights; see
             ``hardnet_desc.quantize``). The table is in ``hardnet_desc.device``; the
             ``precision`` property tells what ``"auto"`` chose.
         patch_scale: patch side in units of ``kp.size``. ``None`` takes the value recorded in the
@@ -199,7 +209,7 @@ class HardNetDescriptor:
         choose_precision(precision, self._device, inference=True)  # unknown names, fp16 off CUDA, int8 off CPU
         net, self._weights = load_hardnet(weights)  # also any nn.Module with HardNet's layout (copied)
         self._precision = choose_precision(
-            precision, self._device, inference=True, int8_ready=lambda: _int8_ready(self._weights)
+            precision, self._device, inference=True, int8_calibrated=_int8_calibration(self._weights) is not None
         )
         self._patch_scale = float(patch_scale or self._weights.patch_scale or DEFAULT_PATCH_SCALE)
         self._min_kp_size = float(self._weights.min_kp_size if min_kp_size is None else min_kp_size)
@@ -295,7 +305,8 @@ class HardNetDescriptor:
             image: as for ``compute``.
             mask: ``None`` or a uint8/bool ``(H, W)`` array of the image's size, non-zero where
                 keypoints may lie; another shape or dtype is refused (``ValueError``/``TypeError``).
-            max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
+            max_keypoints: keep the strongest this many, an integer >= 0; ``None`` (or 0) keeps all
+                (``TypeError`` for another type, ``ValueError`` if negative).
         """
         return detect_sift(image, max_keypoints, self._detector, mask)
 

@@ -25,15 +25,34 @@ def detect_sift(
     Args:
         image: any image ``hardnet_desc.image.to_uint8`` accepts (BGR or grey); the detector
             sees its grey 8-bit version.
-        max_keypoints: keep the strongest this many; ``None`` (or 0) keeps all.
+        max_keypoints: keep the strongest this many, an integer >= 0; ``None`` (or 0) keeps all.
         detector: a ``cv2.Feature2D``; default ``cv2.SIFT_create()``.
         mask: optional uint8 or bool ``(H, W)`` mask of the image's size, non-zero where keypoints
             may lie; another shape or dtype raises (OpenCV would read outside it).
 
     Returns:
         ``cv2.KeyPoint`` list; ties in response keep the detector's order.
+
+    Raises:
+        TypeError: ``max_keypoints`` is not an integer. ValueError: it is negative.
     """
+    check_max_keypoints(max_keypoints)
     detector = detector if detector is not None else cv2.SIFT_create()
     grey = to_uint8(image)
     kps = sorted(detector.detect(grey, check_mask(mask, grey.shape)), key=lambda k: -k.response)
     return kps[:max_keypoints] if max_keypoints else kps
+
+
+def check_max_keypoints(max_keypoints: int | None) -> None:
+    """Raise unless ``max_keypoints`` is ``None`` or an integer >= 0 (the keypoint budget; 0 or ``None``: all).
+
+    Raises:
+        TypeError: not an integer (e.g. 2.5 or "100"). ValueError: negative.
+    """
+    if max_keypoints is None:
+        return
+    if isinstance(max_keypoints, bool) or not isinstance(max_keypoints, (int, np.integer)):
+        raise TypeError(f"max_keypoints must be an integer or None, got {type(max_keypoints).__name__} "
+                        f"{max_keypoints!r}")
+    if max_keypoints < 0:
+        raise ValueError(f"max_keypoints must be >= 0 (0 or None: all), got {max_keypoints}")

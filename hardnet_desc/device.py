@@ -2,26 +2,31 @@
 
 Precisions (``precision`` arguments and ``--precision`` options):
 
-| name   | CPU                                              | CUDA                       |
-|--------|--------------------------------------------------|----------------------------|
-| `fp32` | float32                                          | float32                    |
-| `bf16` | bfloat16 autocast                                | bfloat16 autocast          |
-| `fp16` | error (use `bf16`)                               | float16 autocast           |
-| `int8` | int8 convolutions (``hardnet_desc.quantize``) | error                      |
-| `auto` | `bf16` where the CPU has native bfloat16         | `fp16`                     |
-|        | (AVX-512 BF16 or AMX); else, for inference with  |                            |
-|        | calibrated (bundled) weights, `int8`; else `fp32`|                            |
+| name   | CPU                                                    | CUDA                 |
+|--------|--------------------------------------------------------|----------------------|
+| `fp32` | float32                                                | float32              |
+| `bf16` | bfloat16 autocast                                      | bfloat16 autocast    |
+| `fp16` | error (use `bf16`)                                     | float16 autocast     |
+| `int8` | int8 convolutions (``hardnet_desc.quantize``)          | error                |
+| `auto` | per CPU kind (``CPU_AUTO``): the fastest measured      | `fp16`               |
+|        | precision that is as accurate as fp32 on real pairs    |                      |
 
-`int8` is for inference only (``hardnet_desc.HardNetDescriptor``); training refuses it. Without
-native bfloat16 `auto` takes `int8` over `fp32` for the weights that ship int8 calibration: about
-2x the speed at a measured accuracy cost within noise (docs/benchmarks.md, "CPU: AMD EPYC").
-``choose_precision`` names what `auto` becomes, ``default_batch_size`` the measured
-batch size of each device and precision.
+`auto` on a CPU: the kind of CPU (``cpu_kind``: ``"amx"``, ``"avx512_bf16+vnni"``,
+``"avx512_vnni"``, ``"avx2"`` or ``"other"``) names its precisions fastest first in ``CPU_AUTO``,
+and the first that can run is taken: `int8` for inference with weights that ship int8
+calibration (the bundled ones) where torch has the int8 kernels (``int8_available``), `bf16`
+where the CPU computes bfloat16 natively, else `fp32`. Today that is int8 on every x86 kind with
+AVX2 or more (1.7x-2.3x the next precision, and within noise of fp32 in accuracy on real pairs:
+docs/benchmarks.md), bf16 for training or other weights on CPUs with AVX-512 BF16 or AMX, and
+fp32 otherwise. This is the one place the choice is made (``choose_precision``).
+
+`int8` is for inference only (``hardnet_desc.HardNetDescriptor``); training refuses it.
+``default_batch_size`` gives the measured batch size of each device (and CPU kind) and precision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -31,14 +36,41 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
 
-#: Patches per forward pass for each (device type, precision): the fastest batch size measured with
-#: ``python benchmarks/bench_descriptor.py --scan-batch`` (CPU: 2-core Xeon with AMX, see
-#: docs/benchmarks.md). Small CPU batches keep the activations in cache. CUDA: unmeasured, a
-#: batch large enough to fill the card. Never changes results, only speed and memory.
+#: CPU kind -> the precisions ``"auto"`` may run there, fastest first (``fp32`` when none can run).
+#: Accuracy: int8 with the shipped calibration is within noise of fp32 on real pairs (280 held-out
+#: pairs: 158.3 correct matches per pair vs 158.4; MMA@3 0.1 % below on 80 sequence pairs;
+#: docs/benchmarks.md, "Real held-out scenes" and "Accuracy cost of bf16 and int8"), so the faster
+#: one is taken. Speed, ``compute()`` patches/s of ``benchmarks/bench_descriptor.py``:
+CPU_AUTO: dict[str, tuple[str, ...]] = {
+    # Intel Xeon, AMX-INT8/BF16, 2 vCPUs (2026-11-25): int8 1,339 vs bf16 688 = 1.95x
+    # (docs/benchmarks.md, "CPU: Intel Xeon with AMX-BF16/AMX-INT8").
+    "amx": ("int8", "bf16"),
+    # AMD EPYC Zen 4, AVX-512 BF16 + VNNI, 2 vCPUs: int8 1.72x bf16 in one run, nearest-neighbour
+    # agreement with fp32 0.981 (issue 23).
+    "avx512_bf16+vnni": ("int8", "bf16"),
+    # Unmeasured: VNNI adds int8 dot products to what the avx2 row measured without them.
+    "avx512_vnni": ("int8",),
+    # AMD EPYC Zen 3, AVX2, 2 vCPUs (2026-12-02): int8 3,945 vs fp32 1,693 = 2.33x; bf16 is
+    # emulated there, 10x slower than fp32 (docs/benchmarks.md, "CPU: AMD EPYC (Zen 3").
+    "avx2": ("int8",),
+    # Unmeasured (other architectures, x86 without AVX2): fp32.
+    "other": (),
+}
+
+#: Patches per forward pass for each (device kind, precision): the fastest batch size measured with
+#: ``python benchmarks/bench_descriptor.py --scan-batch``. Device kinds: ``"cpu:KIND"`` for a kind of
+#: ``CPU_AUTO`` with its own measurement, else ``"cpu"``; ``"cuda"``. Small CPU batches keep the
+#: activations in cache. Never changes results, only speed and memory.
 BATCH_SIZES = {
+    # Intel Xeon with AMX, 2 vCPUs, 1 thread (docs/benchmarks.md, "Batch size").
+    ("cpu:amx", "fp32"): 64,
+    ("cpu:amx", "bf16"): 128,
+    ("cpu:amx", "int8"): 256,
+    # Other CPU kinds: unmeasured, the AMX machine's values.
     ("cpu", "fp32"): 64,
     ("cpu", "bf16"): 128,
     ("cpu", "int8"): 256,
+    # CUDA: unmeasured, a batch large enough to fill the card.
     ("cuda", "fp32"): 2048,
     ("cuda", "bf16"): 2048,
     ("cuda", "fp16"): 2048,
@@ -51,11 +83,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
     Args:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
-            another torch device string, or a ``torch.device``.
+            ``"mps"`` or ``"xpu"`` where torch and the machine have them, or a ``torch.device``.
 
     Raises:
         TypeError: ``device`` is neither a string nor a ``torch.device``.
-        ValueError: an unknown device string, or a CUDA device that this machine does not have.
+        ValueError: an unknown or unsupported device (e.g. ``"meta"``, which holds no data), or a
+            CUDA, MPS or XPU device that this machine does not have.
     """
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
@@ -65,6 +98,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
         device = torch.device(device)
     except RuntimeError:
         raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):  # e.g. "meta" (no data), "hpu", "privateuseone"
+        raise ValueError(f"device {str(device)!r} is not supported: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if device.type in ("mps", "xpu"):
+        backend = torch.backends.mps if device.type == "mps" else getattr(torch, "xpu", None)
+        if backend is None or not backend.is_available():
+            raise ValueError(f"device={str(device)!r} was requested but this torch build or machine has no "
+                             f"{device.type.upper()} device; use 'auto', 'cpu' or 'cuda'")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r} was requested but CUDA is not available")
@@ -73,23 +113,72 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return device
 
 
+def usable_cpus() -> int:
+    """How many CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+#: The CPU features that tell the kinds of ``CPU_AUTO`` apart: torch's cpuinfo probe of each (any
+#: OS), and the Linux kernel's flag for torch builds without the probes.
+_CPU_PROBES = {
+    "amx": ("_is_amx_tile_supported", "amx_tile"),
+    "avx512_bf16": ("_is_avx512_bf16_supported", "avx512_bf16"),
+    "avx512_vnni": ("_is_vnni_supported", "avx512_vnni"),
+    "avx2": ("_is_avx2_supported", "avx2"),
+}
+
+
+def cpu_features() -> frozenset[str]:
+    """Which of ``"amx"``, ``"avx512_bf16"``, ``"avx512_vnni"`` and ``"avx2"`` this CPU has."""
+    if all(hasattr(torch.cpu, probe) for probe, _ in _CPU_PROBES.values()):
+        return frozenset(name for name, (probe, _) in _CPU_PROBES.items() if getattr(torch.cpu, probe)())
+    try:  # older torch: the kernel's flags (Linux)
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return frozenset()
+    return frozenset(name for name, (_, flag) in _CPU_PROBES.items() if flag in flags)
+
+
+def cpu_kind() -> str:
+    """This CPU's kind, a key of ``CPU_AUTO``: the first of ``"amx"``, ``"avx512_bf16+vnni"``,
+    ``"avx512_vnni"``, ``"avx2"`` whose features it has, else ``"other"``."""
+    features = cpu_features()
+    if "amx" in features:
+        return "amx"
+    if {"avx512_bf16", "avx512_vnni"} <= features:
+        return "avx512_bf16+vnni"
+    for kind in ("avx512_vnni", "avx2"):
+        if kind in features:
+            return kind
+    return "other"
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX), so ``bf16`` is fast on it.
 
     Without it, bfloat16 is emulated and slower than float32.
     """
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's cpuinfo, any OS
-    if all(hasattr(torch.cpu, name) for name in probes):
-        return any(getattr(torch.cpu, name)() for name in probes)
-    try:  # older torch: the kernel's flags (Linux)
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
+    return bool({"amx", "avx512_bf16"} & cpu_features())
+
+
+#: torch's quantized engine of the int8 network (``hardnet_desc.quantize``).
+INT8_ENGINE = "onednn"
+
+
+def int8_available() -> bool:
+    """Whether this torch build has the quantized CPU kernels that ``int8`` runs on (oneDNN engine)."""
+    try:
+        import torch.ao.nn.intrinsic.quantized  # noqa: F401
+    except ImportError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return INT8_ENGINE in torch.backends.quantized.supported_engines
 
 
 def choose_precision(
-    precision: str, device: torch.device, *, inference: bool = False, int8_ready: Callable[[], bool] | None = None
+    precision: str, device: torch.device, *, inference: bool = False, int8_calibrated: bool = False
 ) -> str:
     """The precision name that runs: ``precision`` checked, and ``'auto'`` replaced per the module table.
 
@@ -97,8 +186,8 @@ def choose_precision(
         precision: a name of ``PRECISIONS``.
         device: where the network runs.
         inference: allow ``'int8'`` (``hardnet_desc.HardNetDescriptor``, not training).
-        int8_ready: for inference, whether int8 can run these weights (kernels and calibration);
-            asked only when ``'auto'`` would otherwise fall back to ``'fp32'`` on a CPU.
+        int8_calibrated: the weights have int8 activation scales (the bundled ones ship them), so
+            ``'auto'`` may take int8 for inference where ``CPU_AUTO`` lists it first.
 
     Raises:
         ValueError: an unknown name, ``'fp16'`` off CUDA, or ``'int8'`` off CPU or in training.
@@ -110,9 +199,13 @@ def choose_precision(
             return "fp16"
         if device.type != "cpu":
             return "fp32"
-        if cpu_has_native_bf16():
-            return "bf16"
-        return "int8" if inference and int8_ready is not None and int8_ready() else "fp32"
+        native_bf16 = cpu_has_native_bf16()
+        for name in CPU_AUTO[cpu_kind()]:
+            if name == "int8" and inference and int8_calibrated and int8_available():
+                return name
+            if name == "bf16" and native_bf16:
+                return name
+        return "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' on CPU")
     if precision == "int8" and not inference:
@@ -128,7 +221,10 @@ def resolve_precision(precision: str, device: torch.device, *, inference: bool =
 
 
 def default_batch_size(device: torch.device, precision: str) -> int:
-    """The measured fastest batch size of a chosen precision (``BATCH_SIZES``)."""
+    """The measured fastest batch size of a chosen precision (``BATCH_SIZES``): this CPU kind's row
+    where it has one, else the device type's."""
+    if device.type == "cpu" and (f"cpu:{cpu_kind()}", precision) in BATCH_SIZES:
+        return BATCH_SIZES[(f"cpu:{cpu_kind()}", precision)]
     return BATCH_SIZES.get((device.type, precision), _FALLBACK_BATCH_SIZE)
 
 

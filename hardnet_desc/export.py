@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet, fuse_hardnet
+from .outputs import check_output, replacing
 from .patches import DEFAULT_PATCH_SCALE
 from .weights import DEFAULT_WEIGHTS, Weights, load_hardnet
 
@@ -33,31 +34,39 @@ from .weights import DEFAULT_WEIGHTS, Weights, load_hardnet
 OPSETS = range(13, 22)
 #: Input and output names of the exported graph.
 INPUT_NAME, OUTPUT_NAME = "patches", "descriptors"
+#: The ``producer_name`` of the models ``export_onnx`` writes: how a later export knows its own file.
+PRODUCER = "hardnet-desc"
 
 
 def export_onnx(
-    path: str | Path, weights: str | Path | HardNet = DEFAULT_WEIGHTS, *, opset: int = 17
+    path: str | Path, weights: str | Path | HardNet = DEFAULT_WEIGHTS, *, opset: int = 17, force: bool = False
 ) -> Path:
     """Write HardNet (standardisation, network, L2 normalisation) as an ONNX file.
 
     Args:
-        path: the ``.onnx`` file to write (folders are created).
+        path: the ``.onnx`` file to write (folders are created); an existing one is replaced (atomically)
+            only if ``export_onnx`` wrote it, or with ``force``.
         weights: a bundled name, a weight file, ``hf://...`` or a ``HardNet``.
         opset: ONNX opset version, one of ``OPSETS`` (17 is read by ONNX Runtime >= 1.13 and
             OpenCV >= 4.7).
+        force: replace ``path`` even if another program wrote it.
 
     Returns:
         ``path``. Its ``metadata_props`` hold ``weights``, ``weights_sha256`` (of the tensors, as in
         ``hardnet-desc extract``'s HDF5 files), ``patch_scale``, ``min_kp_size``, ``input`` and ``output``.
 
     Raises:
-        ValueError: an opset outside ``OPSETS``.
+        TypeError: an opset that is not an integer. ValueError: an opset outside ``OPSETS``.
+        FileExistsError: ``path`` exists, was not written by ``export_onnx`` and ``force`` is off.
         WeightsError: weights that cannot be loaded.
     """
     import onnx
 
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise TypeError(f"opset must be an integer in {OPSETS.start}..{OPSETS.stop - 1}, got {type(opset).__name__}")
     if int(opset) not in OPSETS:
         raise ValueError(f"opset must be in {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
+    path = check_output(path, is_onnx_ours, force=force)  # before any work
     if isinstance(weights, HardNet):
         net, info = weights.eval(), Weights(weights.state_dict(), "HardNet module")
     else:
@@ -65,15 +74,21 @@ def export_onnx(
     model = onnx.helper.make_model(
         _graph(fuse_hardnet(net)),
         opset_imports=[onnx.helper.make_opsetid("", int(opset))],
-        producer_name="hardnet-desc",
+        producer_name=PRODUCER,
     )
     model.ir_version = min(model.ir_version, 8)  # readable by older runtimes (ONNX Runtime >= 1.11)
     onnx.helper.set_model_props(model, _metadata(info))
     onnx.checker.check_model(model, full_check=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
+    with replacing(path) as tmp:
+        onnx.save(model, str(tmp))
     return path
+
+
+def is_onnx_ours(path: str | Path) -> bool:
+    """True if ``path`` is an ONNX model ``export_onnx`` wrote (its ``producer_name``)."""
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).producer_name == PRODUCER
 
 
 def _metadata(info: Weights) -> dict[str, str]:

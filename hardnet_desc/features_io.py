@@ -22,18 +22,26 @@ values, is never appended to.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import signal
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
+from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import cv2
 import numpy as np
 import torch
 
 from .data.images import list_images
-from .detection import DEFAULT_MAX_KEYPOINTS
-from .image import read_image
+from .detection import DEFAULT_MAX_KEYPOINTS, detect_sift
+from .device import usable_cpus
+from .image import read_image, to_grey_numpy
+from .model import DESCRIPTOR_DIM
 
 if TYPE_CHECKING:
     import h5py
@@ -66,9 +74,18 @@ def write_features(h5: h5py.File, name: str, keypoints: Sequence[cv2.KeyPoint], 
         h5: an ``h5py.File`` open for writing.
         name: group name, the image path relative to the folder.
         keypoints: N OpenCV keypoints.
-        descriptors: (N, 128) float32, stored transposed.
+        descriptors: (N, 128) float32, one row per keypoint, stored transposed.
         image_size: ``(width, height)``.
+
+    Raises:
+        ValueError: ``descriptors`` is not ``(N, 128)`` with N the number of keypoints (checked before
+            anything is written).
     """
+    keypoints = list(keypoints)
+    shape = np.shape(descriptors)
+    if shape != (len(keypoints), DESCRIPTOR_DIM):
+        raise ValueError(f"{name}: descriptors have shape {shape}, expected (N, {DESCRIPTOR_DIM}) with N = "
+                         f"{len(keypoints)} keypoints, one row each (not transposed: the file stores them transposed)")
     if name in h5:
         del h5[name]  # a group left half-written by an interrupted run
     kp = np.array([(k.pt[0], k.pt[1], k.response, k.size, k.angle) for k in keypoints], np.float32).reshape(-1, 5)
@@ -134,6 +151,13 @@ class ExtractReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
+def default_workers(device: torch.device) -> int:
+    """How many processes ``extract_folder`` reads and detects in by default: on a GPU every CPU
+    core but the describing process's one (the network waits for SIFT otherwise); on the CPU none,
+    since the network's threads already use the cores."""
+    return 0 if device.type == "cpu" else max(1, usable_cpus() - 1)
+
+
 def extract_folder(
     images: str | Path,
     out: str | Path,
@@ -141,6 +165,7 @@ def extract_folder(
     *,
     max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS,
     batch_images: int = 8,
+    workers: int | None = None,
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
     names: Sequence[str] | None = None,
@@ -151,18 +176,28 @@ def extract_folder(
     ``batch_images`` images go through the network together. An image that cannot be read or
     described is reported (``on_error(name, reason)``) and the others are still done.
 
+    With ``workers`` > 0, that many processes (started fresh, not forked from this one, and using
+    only OpenCV and numpy, so a CUDA descriptor is safe) read the images and detect their SIFT
+    keypoints while this process describes and writes them, in order. At most
+    ``batch_images + 2 * workers`` images are read ahead (memory stays bounded). The file is the
+    same for any ``workers``. A script that calls this with workers must guard its entry point
+    with ``if __name__ == "__main__":``, as for any spawned process.
+
     Args:
         images: folder searched recursively.
         out: HDF5 file, created or appended to.
-        descriptor: a ``HardNetDescriptor``.
+        descriptor: a ``HardNetDescriptor``; with workers, one with the default SIFT detector.
         max_keypoints: strongest SIFT keypoints kept per image (``None``: all).
         batch_images: images per network call.
+        workers: reading and detecting processes; 0: all in this process; ``None``:
+            ``default_workers(descriptor.device)``.
         names: only these images (paths relative to ``images``, as ``image_names`` gives them);
             default: every image below ``images``.
     """
     import h5py
     from tqdm import tqdm
 
+    workers = _check_workers(descriptor, workers)
     root = Path(images)
     names = image_names(root) if names is None else list(names)
     report = ExtractReport()
@@ -177,47 +212,146 @@ def extract_folder(
         have = feature_names(h5)
         todo = [n for n in names if n not in have]
         report.skipped = [n for n in names if n in have]
-        bar = tqdm(total=len(todo), desc="extract", unit="img", disable=not progress)
         step = max(1, batch_images)
-        for start in range(0, len(todo), step):
-            batch = todo[start : start + step]
-            ready = _cut_batch(root, batch, descriptor, max_keypoints, report, on_error, lambda: bar.update(1))
-            if ready:
-                # One pass of the network over the patches of the whole batch.
-                desc = descriptor.describe_patches(torch.cat([r[2] for r in ready]))
-                split = np.cumsum([len(r[1]) for r in ready])[:-1]
-                for (name, kps, _, size), d in zip(ready, np.split(desc.cpu().numpy(), split)):
-                    write_features(h5, name, kps, d, size)
-                    report.done.append(name)
-                h5.flush()  # an interrupted run keeps every finished batch
-        bar.close()
+        detected = _detected(root, todo, descriptor, max_keypoints, workers, ahead=step + 2 * workers)
+        with tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:
+            try:
+                for start in range(0, len(todo), step):
+                    batch = [next(detected) for _ in todo[start : start + step]]
+                    ready = _cut_batch(batch, descriptor, report, on_error, lambda: bar.update(1))
+                    if ready:
+                        # One pass of the network over the patches of the whole batch.
+                        desc = descriptor.describe_patches(torch.cat([r[2] for r in ready]))
+                        split = np.cumsum([len(r[1]) for r in ready])[:-1]
+                        for (name, kps, _, size), d in zip(ready, np.split(desc.cpu().numpy(), split)):
+                            write_features(h5, name, kps, d, size)
+                            report.done.append(name)
+                            bar.update(1)
+                        h5.flush()  # an interrupted run keeps every finished batch
+            finally:
+                detected.close()  # stops the workers
     return report
 
 
+#: What makes one image fail (reported, the others go on); anything else stops the extraction.
+_IMAGE_ERRORS = (OSError, ValueError, cv2.error)
+
+#: The ``cv2.KeyPoint`` fields, in the rows that carry keypoints out of a worker process.
+_KEYPOINT_FIELDS = ("x", "y", "size", "angle", "response", "octave", "class_id")
+
+#: ``(name, (grey image, keypoints) or the one-line reason it failed)``, from ``_detected``.
+_Detected = tuple[str, Union[tuple[np.ndarray, list[cv2.KeyPoint]], str]]
+
+
+def _check_workers(descriptor: HardNetDescriptor, workers: int | None) -> int:
+    """``workers`` checked, ``None`` resolved: workers detect with OpenCV's default SIFT only."""
+    own_detector = descriptor._own_detector  # a custom cv2.Feature2D cannot be sent to a process
+    if workers is None:
+        return default_workers(descriptor.device) if own_detector else 0
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
+        raise TypeError(f"workers must be an integer, got {type(workers).__name__} {workers!r}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    if workers and not own_detector:
+        raise ValueError("workers detect with OpenCV's default SIFT; this descriptor has its own detector: "
+                         "use workers=0")
+    return int(workers)
+
+
+def _detected(
+    root: Path, names: Sequence[str], descriptor: HardNetDescriptor, max_keypoints: int | None, workers: int,
+    ahead: int,
+) -> Iterator[_Detected]:
+    """Each of ``names`` read and detected, in order: here (``workers=0``, with the descriptor's
+    detector) or in ``workers`` processes, at most ``ahead`` images before the consumer."""
+    if not workers:
+        for name in names:
+            try:
+                grey = to_grey_numpy(read_image(root / name))
+                found: tuple[np.ndarray, list[cv2.KeyPoint]] | str = (
+                    grey, descriptor.detect(grey, max_keypoints=max_keypoints))
+            except _IMAGE_ERRORS as err:
+                found = _reason(err)
+            yield name, found
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_init_worker)
+    try:
+        pending: deque[tuple[str, Future]] = deque()
+        queue = iter(names)
+        for name in islice(queue, ahead):
+            pending.append((name, pool.submit(_read_and_detect, str(root / name), max_keypoints)))
+        while pending:
+            name, job = pending.popleft()
+            for later in islice(queue, 1):
+                pending.append((later, pool.submit(_read_and_detect, str(root / later), max_keypoints)))
+            found = job.result()
+            yield name, found if isinstance(found, str) else (found[0], _keypoints_from_rows(found[1]))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_context() -> BaseContext:
+    """How worker processes start: forked from a fresh server process that imported this module once
+    (``forkserver``: no CUDA state, and torch is imported once, not per worker), else spawned."""
+    if "forkserver" in get_all_start_methods():
+        context = get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return get_context("spawn")
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one core per worker: the workers are the parallelism
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the describing process's to handle: it stops the pool
+
+
+def _read_and_detect(path: str, max_keypoints: int | None) -> tuple[np.ndarray, np.ndarray] | str:
+    """In a worker process (OpenCV and numpy only): the grey image and its SIFT keypoints as rows of
+    ``_KEYPOINT_FIELDS`` (``cv2.KeyPoint`` does not pickle), or the reason it failed."""
+    try:
+        grey = to_grey_numpy(read_image(path))
+        keypoints = detect_sift(grey, max_keypoints)
+    except _IMAGE_ERRORS as err:
+        return _reason(err)
+    rows = [(*k.pt, k.size, k.angle, k.response, k.octave, k.class_id) for k in keypoints]
+    return grey, np.array(rows, np.float64).reshape(-1, len(_KEYPOINT_FIELDS))
+
+
+def _keypoints_from_rows(rows: np.ndarray) -> list[cv2.KeyPoint]:
+    """The ``cv2.KeyPoint`` list of ``_read_and_detect``'s rows (exact: float64 holds every float32
+    and int32 field)."""
+    return [cv2.KeyPoint(x, y, size, angle, response, int(octave), int(class_id))
+            for x, y, size, angle, response, octave, class_id in rows.tolist()]
+
+
+def _reason(err: BaseException) -> str:
+    """One line saying why an image failed."""
+    return str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+
+
 def _cut_batch(
-    root: Path,
-    names: Sequence[str],
+    batch: Sequence[_Detected],
     descriptor: HardNetDescriptor,
-    max_keypoints: int | None,
     report: ExtractReport,
     on_error: Callable[[str, str], None] | None,
     tick: Callable[[], None] = lambda: None,
 ) -> list[tuple[str, list[cv2.KeyPoint], torch.Tensor, tuple[int, int]]]:
-    """Read, detect and cut the patches of each image: ``(name, keypoints, patches, (w, h))``.
+    """Cut the patches of each detected image: ``(name, keypoints, patches, (w, h))``.
 
-    An image that fails is added to ``report.failed`` (and passed to ``on_error``) and left out.
-    ``tick()`` is called after each image (the progress bar).
+    An image that failed (here or before) is added to ``report.failed`` (and passed to
+    ``on_error``) and left out; ``tick()`` is called for it (the progress bar).
     """
     ready = []
-    for name in names:
-        try:
-            image = read_image(root / name)
-            kps = descriptor.detect(image, max_keypoints=max_keypoints)
-            ready.append((name, kps, descriptor.cut_patches(image, kps), (image.shape[1], image.shape[0])))
-        except (OSError, ValueError, cv2.error) as err:
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            report.failed.append((name, reason))
-            if on_error is not None:
-                on_error(name, reason)
+    for name, found in batch:
+        if not isinstance(found, str):
+            grey, kps = found
+            try:
+                ready.append((name, kps, descriptor.cut_patches(grey, kps), (grey.shape[1], grey.shape[0])))
+                continue
+            except _IMAGE_ERRORS as err:
+                found = _reason(err)
+        report.failed.append((name, found))
+        if on_error is not None:
+            on_error(name, found)
         tick()
     return ready

@@ -22,10 +22,20 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+    image = imread_quiet(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot decode image file: {path}")
     return image
+
+
+def imread_quiet(path: str | Path, flags: int) -> np.ndarray | None:
+    """``cv2.imread`` without OpenCV's own log line for a file it cannot decode (the caller reports it)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imread(str(path), flags)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def to_grey_numpy(image: ImageLike) -> np.ndarray:
@@ -57,6 +67,8 @@ def to_grey_numpy(image: ImageLike) -> np.ndarray:
     image = _tame_float(image)
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         raise TypeError(f"image dtype must be uint8, uint16 or float, got {image.dtype}")
+    if image.ndim in (2, 3) and 0 in image.shape[:2]:
+        raise ValueError(f"image is empty ({image.shape[0]}x{image.shape[1]})")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] in (3, 4):
@@ -86,13 +98,20 @@ def split_batch(image: ImageLike, size: int) -> list[ImageLike]:
     return [image]
 
 
+#: Float images whose largest magnitude lies outside this range are scaled by a power of two into [0.5, 1).
+TAME_RANGE = (2.0**-8, 2.0**32)
+
+
 def _tame_float(image: np.ndarray) -> np.ndarray:
-    """Float images with huge values divided by a power of two (exact) so that sums and squares
-    stay finite in float32; results do not depend on the scale (patches are standardised)."""
+    """Float images with huge or tiny values multiplied by a power of two (exact) into ``[0.5, 1)``.
+
+    Huge values would overflow sums and squares in float32; tiny ones (1e-30) would vanish next
+    to the ``eps`` of the per-patch standardisation. Patches are standardised, so the descriptors
+    are those of the same image at a normal range."""
     if image.dtype.kind != "f" or image.size == 0:
         return image
     peak = float(np.abs(image).max())
-    if not np.isfinite(peak) or peak <= 2.0**32:
+    if not np.isfinite(peak) or peak == 0 or TAME_RANGE[0] <= peak <= TAME_RANGE[1]:
         return image
     return np.ldexp(image, -math.frexp(peak)[1]).astype(image.dtype, copy=False)
 
@@ -121,8 +140,9 @@ def to_grey_tensor(image: ImageLike, device: torch.device | str = "cpu") -> torc
 
     A torch image on a GPU (any device but the CPU) is converted there, with OpenCV's weights;
     numpy images and CPU tensors go through ``to_grey_numpy`` (``cv2.cvtColor``). uint8 is scaled
-    by 1/255 and uint16 by 1/65535; floats are kept as they are
-    (the network standardises each patch, so the intensity range does not matter).
+    by 1/255 and uint16 by 1/65535; floats are kept as they are (the network standardises each
+    patch, so the intensity range does not matter), except that float images whose largest
+    magnitude lies outside ``TAME_RANGE`` are first scaled by a power of two into [0.5, 1).
     """
     if isinstance(image, torch.Tensor) and image.device.type != "cpu":
         return _grey_on_device(image).to(device)  # converted where it lies: no trip to the host
@@ -165,11 +185,14 @@ def _grey_on_device(image: torch.Tensor) -> torch.Tensor:
         return grey[None, None]
     if not t.is_floating_point():
         raise TypeError(f"image dtype must be uint8, uint16 or float, got {t.dtype}")
-    peak = float(t.abs().amax())  # the one sync: NaN/inf check and the scale of huge values
+    if t.dtype != torch.float64:
+        t = t.float()  # exact for half precision, and its range for the scaling below
+    peak = float(t.abs().amax())  # the one sync: NaN/inf check and the scale of huge or tiny values
     if not math.isfinite(peak):
         raise ValueError("image contains NaN or inf")
-    if peak > 2.0**32:  # as _tame_float: a power of two, exact, before float32 could overflow
-        t = t * 2.0 ** -math.frexp(peak)[1]
+    if peak != 0 and not TAME_RANGE[0] <= peak <= TAME_RANGE[1]:  # as _tame_float: into [0.5, 1), exact
+        shift = -math.frexp(peak)[1]
+        t = t * 2.0 ** (shift // 2) * 2.0 ** (shift - shift // 2)  # two factors: 2^shift may not fit
     t = t.float()
     if t.dim() == 3 and t.shape[0] == 3:
         t = t[2] * _GREY_FLOAT[2] + t[1] * _GREY_FLOAT[1] + t[0] * _GREY_FLOAT[0]

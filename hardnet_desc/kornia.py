@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .device import resolve_device
 from .model import PATCH_SIZE, HardNet
 from .patches import DEFAULT_PATCH_SCALE, KeypointsLike, keypoints_to_frames
 from .weights import DEFAULT_WEIGHTS, Weights, load_weights
@@ -40,7 +41,12 @@ def laf_descriptor(
     Args:
         weights: a bundled name, a weight file, ``hf://...``, a ``HardNet``
             or loaded ``Weights``.
-        device: where the module lives.
+        device: where the module lives (``"cpu"``, ``"cuda"``, ``"auto"``...; see
+            ``hardnet_desc.device.resolve_device``).
+
+    Raises:
+        WeightsError: weights that cannot be loaded or do not fit HardNet (as ``load_weights``).
+        ValueError: an unknown device, or one this machine does not have.
 
     Returns:
         The module, in eval mode, called as ``module(image (B, 1, H, W), lafs (B, N, 2, 3)) -> (B, N, 128)``.
@@ -49,10 +55,8 @@ def laf_descriptor(
     """
     import kornia.feature as KF
 
-    if isinstance(weights, HardNet):
-        weights = Weights(weights.state_dict(), "HardNet module")
-    elif not isinstance(weights, Weights):
-        weights = load_weights(weights)
+    device = resolve_device(device)  # before any work: unknown or absent devices fail here
+    weights = load_weights(weights)  # the one check of keys, shapes, dtypes and values (a HardNet is copied)
     net = KF.HardNet(pretrained=False)
     net.load_state_dict(weights.state_dict, strict=True)  # the authors' layer layout, as ours
     module = KF.LAFDescriptor(net.eval(), patch_size=PATCH_SIZE, grayscale_descriptor=True).to(device).eval()

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import cv2
@@ -132,11 +133,11 @@ def match_descriptors(
         Keep TF32 matmuls off (the torch default), or candidates may miss the nearest.
 
     Raises:
-        ValueError: for bad shapes, mismatched dimensions, non-finite values or
-            out-of-range parameters.
+        ValueError: for bad shapes, mismatched dimensions, non-finite values, float64
+            values beyond float32's range, or out-of-range parameters.
+        TypeError: descriptors that are not real arrays or tensors, or a ``ratio`` that is not a number.
     """
-    if ratio is not None and not 0.0 < ratio <= 1.0:
-        raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
+    _check_ratio(ratio)
     if max_distance is not None and not max_distance >= 0:
         raise ValueError(f"max_distance must be >= 0 or None, got {max_distance}")
     a, b, scale = _prepare(desc1, desc2, device)
@@ -218,8 +219,7 @@ class DescriptorMatcher:
         device: str | torch.device | None = None,
         chunk_size: int | None = None,
     ) -> None:
-        if ratio is not None and not 0.0 < ratio <= 1.0:
-            raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
+        _check_ratio(ratio)
         self.ratio = ratio
         self.mutual = mutual
         self.device = device
@@ -243,6 +243,8 @@ class DescriptorMatcher:
         the list of a row without a mutual match is empty. Equal distances
         are ordered by train index for ``k <= 2``, arbitrarily for larger k.
         """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if self.mutual:
@@ -273,6 +275,16 @@ class DescriptorMatcher:
             for q, (ts, ds) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True), start):
                 out.append([cv2.DMatch(q, t, 0, dd) for t, dd in zip(ts, ds, strict=True)])
         return out
+
+
+def _check_ratio(ratio: float | None) -> None:
+    """Raise unless ``ratio`` is ``None`` or a number in (0, 1]."""
+    if ratio is None:
+        return
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
+        raise TypeError(f"ratio must be a number in (0, 1] or None, got {type(ratio).__name__} {ratio!r}")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
 
 
 def _prepare(
@@ -319,9 +331,13 @@ def _to_tensor(x: ArrayLike | None, name: str, device: str | torch.device) -> to
         raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (N, D), got shape {tuple(x.shape)}")
-    x = x.to(device=device, dtype=torch.float32).contiguous()
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf")
+    peak = float(x.abs().max()) if x.dtype == torch.float64 and x.numel() else 0.0
+    if peak > torch.finfo(torch.float32).max:
+        raise ValueError(f"{name} holds values up to {peak:.3g}, beyond float32's range (descriptors are "
+                         "matched in float32): scale them down")
+    x = x.to(device=device, dtype=torch.float32).contiguous()
     return x
 
 

@@ -2,9 +2,11 @@
 
 Every worker holds one ``HardNetDescriptor`` and runs
 ``extract_folder`` on its share of the images, writing its own
-shard ``OUT.parts/part-<id>.h5`` in the layout of ``hardnet_desc.features_io``. When all
-are done the shards are merged into ``OUT`` and removed. Resumable: shards left by an interrupted
-run are merged first, and images already in ``OUT`` are skipped. The descriptors are those of the
+shard ``OUT.parts/part-<pid>-<8 hex>.h5`` in the layout of ``hardnet_desc.features_io``, marked as
+a shard of ``OUT`` by its ``SHARD_MARK`` attribute. When all are done the shards are merged into
+``OUT`` and removed. Resumable: shards left by an interrupted run are merged first, and images
+already in ``OUT`` are skipped. Only files named and marked as our shards are ever merged or
+deleted; anything else in ``OUT.parts/`` is left as it is, with a warning. The descriptors are those of the
 single-process path (the same code describes every image).
 
 Backends:
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -32,6 +36,9 @@ from .features_io import ExtractReport, claim_file, extract_folder, feature_name
 from .weights import DEFAULT_WEIGHTS
 
 BACKENDS = ("processes", "ray")
+#: The attribute that marks a shard as one a worker wrote for the output file it names (``OUT``'s name).
+SHARD_MARK = "hardnet_desc_shard_of"
+_SHARD_NAME = re.compile(r"part-\d+-[0-9a-f]{8}\.h5")
 
 
 def parts_folder(out: str | Path) -> Path:
@@ -40,8 +47,36 @@ def parts_folder(out: str | Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+def start_shard(out: str | Path, attrs: dict[str, Any]) -> Path:
+    """Create a new, empty shard of ``out`` in ``OUT.parts/`` (made if needed), named
+    ``part-<pid>-<8 hex>.h5`` and marked with ``SHARD_MARK``, holding the feature file ``attrs``
+    (``file_attrs``) so that ``extract_folder`` may fill it."""
+    import h5py
+
+    parts = parts_folder(out)
+    parts.mkdir(parents=True, exist_ok=True)
+    shard = parts / f"part-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
+    with h5py.File(shard, "w-") as h5:
+        h5.attrs.update({**attrs, SHARD_MARK: Path(out).name})
+    return shard
+
+
+def _is_shard_of(path: Path, out: Path) -> bool:
+    """True if ``path`` is named and marked as a shard of ``out`` (``start_shard``)."""
+    import h5py
+
+    if not _SHARD_NAME.fullmatch(path.name):
+        return False
+    try:
+        with h5py.File(path, "r") as h5:
+            return h5.attrs.get(SHARD_MARK) == out.name
+    except OSError:
+        return False
+
+
 def merge_parts(out: str | Path, attrs: dict[str, Any] | None = None) -> list[str]:
-    """Move the complete image groups of ``OUT.parts/*.h5`` into ``out``; delete the shards.
+    """Move the complete image groups of the shards of ``out`` (``start_shard``) into ``out``; delete
+    those shards. Other files in ``OUT.parts/`` are neither read nor deleted (a warning names them).
 
     Raises:
         ValueError: a shard (or ``attrs``) from other weights than ``out``'s features.
@@ -52,7 +87,12 @@ def merge_parts(out: str | Path, attrs: dict[str, Any] | None = None) -> list[st
     import h5py
 
     out, parts = Path(out), parts_folder(out)
-    shards = sorted(parts.glob("*.h5")) if parts.is_dir() else []
+    files = sorted(parts.iterdir()) if parts.is_dir() else []
+    shards = [f for f in files if _is_shard_of(f, out)]
+    foreign = [f.name for f in files if f not in shards]
+    if foreign:
+        warnings.warn(f"{parts} holds {len(foreign)} file(s) that are not shards hardnet-desc wrote for {out.name}, "
+                      f"left as they are: {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}", stacklevel=2)
     merged: list[str] = []
     try:
         h5file = h5py.File(out, "a")
@@ -64,9 +104,7 @@ def merge_parts(out: str | Path, attrs: dict[str, Any] | None = None) -> list[st
         have = feature_names(dst)
         for shard in shards:
             with h5py.File(shard, "r") as src:
-                if not src.attrs:  # a shard whose worker died before writing anything
-                    continue
-                claim_file(dst, dict(src.attrs), out)
+                claim_file(dst, {k: v for k, v in src.attrs.items() if k != SHARD_MARK}, out)
                 for name in sorted(feature_names(src) - have):
                     if name in dst:
                         del dst[name]  # half-written by an interrupted run
@@ -128,7 +166,6 @@ def extract_parallel(
     report = ExtractReport(skipped=[n for n in names if n in have])
     todo = [n for n in names if n not in have]
     if todo:
-        parts_folder(out).mkdir(exist_ok=True)
         run = _run_processes if backend == "processes" else _run_ray
         for name, reason in run(str(images), str(parts_folder(out)), todo, settings, workers, address, progress):
             if reason is None:
@@ -154,11 +191,12 @@ class _Worker:
         self.root, self.settings = root, settings
         self.descriptor = HardNetDescriptor(settings["weights"], device=settings["device"],
                                             precision=settings["precision"])
-        self.shard = Path(parts) / f"part-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
+        out = Path(parts).with_name(Path(parts).name.removesuffix(".parts"))
+        self.shard = start_shard(out, file_attrs(self.descriptor, settings["max_keypoints"]))
 
     def run(self, names: Sequence[str]) -> list[tuple[str, str | None]]:
         failed: dict[str, str] = {}
-        extract_folder(self.root, self.shard, self.descriptor, names=list(names), progress=False,
+        extract_folder(self.root, self.shard, self.descriptor, names=list(names), progress=False, workers=0,
                        max_keypoints=self.settings["max_keypoints"], batch_images=self.settings["batch_images"],
                        on_error=lambda name, reason: failed.__setitem__(name, reason))
         return [(n, failed.get(n)) for n in names]

@@ -21,7 +21,11 @@ Conventions (the same as OpenCV's, stated once here and used everywhere):
   along ``A[:, 0]``. Frames are used as given: ``patch_scale`` and
   ``min_kp_size`` do not apply. A keypoint becomes
   ``A = (patch_scale * max(size, min_kp_size) / 2) * R(angle)``.
-* Cells outside the image repeat the nearest border pixel.
+* Cells outside the image repeat the nearest border pixel. A keypoint whose patch is far
+  larger than the image (up to ``kp.size = 1e38``) is still described, as OpenCV's SIFT does
+  (it clamps its window to the image diagonal): its patch is read from the coarsest pyramid
+  level, the same as for any other patch many times the image's size. Only a patch whose
+  half side overflows float32 (``patch_scale * size / 2 > 3.4e38``) is refused (``ValueError``).
 
 Anti-aliasing: each patch is sampled on a ``2 * patch_size`` grid from the
 level of a Gaussian pyramid whose pixel is no larger than a grid step, then
@@ -105,7 +109,8 @@ def keypoints_to_frames(
     An ``(N, 2, 3)`` array or tensor is taken as frames already and returned as is, and so are
     kornia's batched LAFs ``(B, N, 2, 3)`` (frames ``[b]`` belong to image ``b``).
     Sizes below ``min_kp_size`` (pixels) are raised to it for the patch; the keypoints are not changed.
-    Raises ``ValueError`` for non-finite values or sizes <= 0.
+    Raises ``ValueError`` for non-finite values, sizes <= 0, or sizes whose patch side
+    (``patch_scale * size``, about 6.8e38 / ``patch_scale``) would overflow float32.
     """
     if not patch_scale > 0 or not math.isfinite(patch_scale):
         raise ValueError(f"patch_scale must be a positive number, got {patch_scale}")
@@ -125,6 +130,10 @@ def keypoints_to_frames(
         raise ValueError(f"{bad.size} keypoint(s) have size <= 0 (first: index {bad[0]}, size {kps[bad[0], 2]})")
     angle = np.where(kps[:, 3] == -1, 0.0, np.deg2rad(kps[:, 3]))
     half = 0.5 * patch_scale * np.maximum(kps[:, 2], min_kp_size)
+    huge = np.flatnonzero(half > np.finfo(np.float32).max)
+    if huge.size:
+        raise ValueError(f"{huge.size} keypoint(s) are too large to describe (first: index {huge[0]}, size "
+                         f"{kps[huge[0], 2]:g}): the patch side, patch_scale x size, exceeds float32's range")
     cos, sin = np.cos(angle) * half, np.sin(angle) * half
     frames = np.stack([np.stack([cos, -sin, kps[:, 0]], 1), np.stack([sin, cos, kps[:, 1]], 1)], 1)
     return torch.from_numpy(frames).float()
@@ -261,7 +270,7 @@ def pyramid_levels(frames: torch.Tensor, grid_size: int) -> torch.Tensor:
     det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]  # 2x2: direct, 20x cheaper than linalg.det
     scale = torch.sqrt(torch.abs(det)).float()
     step = 2.0 * scale / grid_size
-    return torch.floor(torch.log2(step.clamp(min=1.0))).long()
+    return torch.floor(torch.log2(step.clamp(min=1.0, max=2.0**62))).long()  # a 1e38 size: inf, capped
 
 
 def sample_frames(pyramid: list[torch.Tensor], frames: torch.Tensor, grid_size: int) -> torch.Tensor:
@@ -433,6 +442,12 @@ def extract_patches(
     Returns:
         ``(N, 1, patch_size, patch_size)`` patches on the image's device and dtype.
     """
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+        got = f"a {image.dtype} tensor" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise TypeError(f"image must be a float torch tensor (hardnet_desc.image.to_grey_tensor makes one), got {got}")
+    for name, value in (("patch_size", patch_size), ("supersample", supersample)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if image.dim() == 2:
         image = image[None, None]
     if image.dim() != 4 or image.shape[:2] != (1, 1):

@@ -13,13 +13,15 @@ Example::
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from .descriptor import HardNetDescriptor
-from .detection import DEFAULT_MAX_KEYPOINTS
+from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
 from .image import ImageLike
 from .matching import Matches, match_descriptors
 
@@ -65,13 +67,16 @@ def fit_geometry(
     Args:
         points1, points2: ``(M, 2)`` matched pixel positions.
         geometry: ``"homography"`` (planar scene or a turning camera) or ``"fundamental"`` (any static scene).
-        threshold: inlier threshold in pixels; ``None`` uses ``DEFAULT_THRESHOLD``.
+        threshold: inlier threshold in pixels, > 0; ``None`` uses ``DEFAULT_THRESHOLD``.
 
     Returns:
         ``(model (3, 3) or None, inliers (M,) bool)``.
+
+    Raises:
+        ValueError: an unknown ``geometry``, or a ``threshold`` that is not a positive finite number.
+        TypeError: a ``threshold`` that is not a number.
     """
-    if geometry not in GEOMETRIES:
-        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    _check_geometry(geometry, threshold)
     threshold = threshold or DEFAULT_THRESHOLD[geometry]
     inliers = np.zeros(len(points1), bool)
     if len(points1) < MIN_MATCHES[geometry]:
@@ -81,6 +86,18 @@ def fit_geometry(
     if mask is None:  # RANSAC found no model
         return None, inliers
     return model, mask.ravel().astype(bool)
+
+
+def _check_geometry(geometry: str, threshold: float | None) -> None:
+    """Raise ``ValueError`` for an unknown ``geometry`` or a ``threshold`` that is not a positive number of pixels."""
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    if threshold is None:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a number of pixels or None, got {type(threshold).__name__}")
+    if not 0 < threshold < math.inf:
+        raise ValueError(f"threshold must be a positive number of pixels or None, got {threshold}")
 
 
 def match_pair(
@@ -101,15 +118,17 @@ def match_pair(
         max_keypoints: strongest keypoints per image; ``None`` (or 0) keeps all.
         ratio: Lowe's ratio threshold on top of mutual nearest neighbours (``None`` or 1: off).
         geometry: model fitted by RANSAC, see ``fit_geometry``.
-        threshold: RANSAC inlier threshold in pixels (default: 1 for fundamental, 3 for homography).
+        threshold: RANSAC inlier threshold in pixels, > 0 (default: 1 for fundamental, 3 for homography).
 
     Returns:
         A ``PairMatch``.
+
+    Raises:
+        ValueError: an unknown ``geometry``, a ``threshold`` <= 0 or NaN, a negative ``max_keypoints``
+            (checked before any work); TypeError: a non-integer ``max_keypoints``.
     """
-    if geometry not in GEOMETRIES:
-        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
-    if max_keypoints is not None and max_keypoints < 0:
-        raise ValueError(f"max_keypoints must be >= 0 or None, got {max_keypoints}")
+    _check_geometry(geometry, threshold)
+    check_max_keypoints(max_keypoints)
     descriptor = descriptor if descriptor is not None else HardNetDescriptor()
     detected = [descriptor.detect(image, max_keypoints=max_keypoints) for image in (image1, image2)]
     # Both images in shared network calls; the descriptors stay on the descriptor's device for matching.

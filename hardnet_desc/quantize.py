@@ -31,11 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import INT8_ENGINE as _ENGINE
+from .device import int8_available
 from .model import FusedHardNet, standardize_patches
 
 #: Where the calibrated activation parameters of known weights are stored.
 CALIBRATION_FILE = "int8_calibration.json"
-_ENGINE = "onednn"
 
 
 class Int8HardNet(nn.Module):
@@ -57,15 +58,6 @@ class Int8HardNet(nn.Module):
         for conv in self.convs:
             q = conv(q)
         return F.normalize(q.dequantize().flatten(1), dim=1)
-
-
-def int8_available() -> bool:
-    """Whether this torch build has the quantized CPU kernels (oneDNN engine)."""
-    try:
-        import torch.ao.nn.intrinsic.quantized  # noqa: F401
-    except ImportError:
-        return False
-    return _ENGINE in torch.backends.quantized.supported_engines
 
 
 def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:

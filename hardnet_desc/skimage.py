@@ -17,6 +17,8 @@ photos:
 
 from __future__ import annotations
 
+import math
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +50,10 @@ class HardNetExtractor:
         sigma: float = 4.0,
         device: str | torch.device = "auto",
     ) -> None:
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
+        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+            raise TypeError(f"sigma must be a number (pixels), got {type(sigma).__name__}")
+        if not 0 < sigma < math.inf:
+            raise ValueError(f"sigma must be > 0 (a finite number of pixels), got {sigma}")
         if not isinstance(weights, HardNetDescriptor):
             weights = HardNetDescriptor(weights, device=device)
         self.descriptor = weights
@@ -71,7 +75,12 @@ class HardNetExtractor:
             keypoints: ``(N, 2)`` ``(row, col)`` pixels, e.g. ``SIFT.positions`` or ``corner_peaks``.
             scales: ``(N,)`` blur sigma in pixels (``SIFT.sigmas``); None: ``sigma`` for all.
             orientations: ``(N,)`` radians (``SIFT.orientations``); None: upright.
+
+        Raises:
+            TypeError: ``image`` is not a numpy array. ValueError: bad shapes or scales <= 0.
         """
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"image must be a numpy array (H, W) or (H, W, 3), got {type(image).__name__}")
         keypoints = np.asarray(keypoints, np.float64)
         if keypoints.ndim != 2 or keypoints.shape[1] != 2:
             raise ValueError(f"keypoints must be (N, 2) (row, col), got shape {keypoints.shape}")

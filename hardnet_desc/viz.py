@@ -11,8 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .outputs import check_output, write_bytes
+
 #: Written into every picture ``save_picture`` makes (PNG tEXt chunk, JPEG comment), so that a later
-#: run may overwrite its own pictures but never another file without ``force``.
+#: run (of ``hardnet-desc match`` or ``examples/match_pair.py``) may overwrite its own pictures but never
+#: another file without ``force`` (``outputs.check_output``).
 PICTURE_MARK = b"hardnet-desc match picture"
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -55,11 +58,18 @@ def draw_matches(
 
     Returns:
         ``(banner + height, W, 3)`` uint8 BGR, ready for ``cv2.imwrite``.
+
+    Raises:
+        ValueError: ``points1`` and ``points2`` differ in length, or hold NaN or inf.
     """
     points1 = np.asarray(points1, np.float64).reshape(-1, 2)
     points2 = np.asarray(points2, np.float64).reshape(-1, 2)
     if len(points1) != len(points2):
         raise ValueError(f"points1 and points2 differ in length: {len(points1)} vs {len(points2)}")
+    for name, points in (("points1", points1), ("points2", points2)):
+        bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+        if bad.size:
+            raise ValueError(f"{name} contain NaN or inf ({bad.size} of {len(points)}, first: index {bad[0]})")
     rng = np.random.default_rng(seed)
     if len(points1) > max_lines:
         keep = np.sort(rng.choice(len(points1), max_lines, replace=False))
@@ -126,8 +136,7 @@ def check_picture_path(path: str | Path, force: bool = False) -> Path:
         raise ValueError(f"{path} is a folder; give a file name such as {path / 'matches.png'}")
     if path.suffix.lower() not in PICTURE_SUFFIXES:
         raise ValueError(f"{path}: the picture must be a {', '.join(PICTURE_SUFFIXES)} file")
-    if path.exists() and not force and PICTURE_MARK not in path.read_bytes():
-        raise FileExistsError(f"{path} exists and was not written by hardnet-desc; pass --force to overwrite it")
+    check_output(path, is_picture_ours, force=force)
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
@@ -142,8 +151,14 @@ def check_picture_path(path: str | Path, force: bool = False) -> Path:
     return path
 
 
+def is_picture_ours(path: str | Path) -> bool:
+    """True if ``path`` is a picture ``save_picture`` wrote (it holds ``PICTURE_MARK``)."""
+    return PICTURE_MARK in Path(path).read_bytes()
+
+
 def save_picture(path: str | Path, image: np.ndarray) -> Path:
-    """Write a BGR picture as PNG or JPEG with ``PICTURE_MARK`` in its metadata."""
+    """Write a BGR picture as PNG or JPEG with ``PICTURE_MARK`` in its metadata, atomically (call
+    ``check_picture_path`` first: this replaces ``path`` whoever wrote it)."""
     path = Path(path)
     suffix = path.suffix.lower()
     ok, encoded = cv2.imencode(suffix, image)
@@ -156,5 +171,4 @@ def save_picture(path: str | Path, image: np.ndarray) -> Path:
         data = data[:-12] + chunk + data[-12:]
     else:  # a JPEG comment segment right after the SOI marker
         data = data[:2] + b"\xff\xfe" + struct.pack(">H", len(PICTURE_MARK) + 2) + PICTURE_MARK + data[2:]
-    path.write_bytes(data)
-    return path
+    return write_bytes(path, data)

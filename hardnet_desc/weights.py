@@ -51,9 +51,21 @@ class Weights:
 
     @property
     def patch_scale(self) -> float | None:
-        """The patch scale the weights were trained with, if the file records it."""
+        """The patch scale the weights were trained with, if the file records it.
+
+        Raises:
+            WeightsError: the file records a value that is not a positive finite number.
+        """
         value = self.metadata.get("patch_scale")
-        return float(value) if value is not None else None
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not 0 < number < math.inf:  # the rule of HardNetDescriptor's patch_scale argument
+            raise WeightsError(f"{self.source}: metadata patch_scale {value!r} is not a positive number")
+        return number
 
     @property
     def min_kp_size(self) -> float:
@@ -114,18 +126,16 @@ def load_weights(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHT
     whose state dict is copied, or ``Weights`` (checked and returned).
 
     Raises:
-        WeightsError: unknown name, missing/corrupt/truncated file, checksum mismatch,
-            or a state dict that is not HardNet's (the message names the file and the mismatch).
+        WeightsError: unknown name, missing/corrupt/truncated file, checksum mismatch, a state dict
+            that is not HardNet's (the message names the file and the mismatch), or a recorded
+            ``patch_scale``/``min_kp_size`` that is not a valid number.
     """
     if isinstance(source, Weights):
-        check_state_dict(source.state_dict, source.source)
-        return source
+        return _checked(source)
     if isinstance(source, torch.nn.Module):
         # any module with HardNet's layout, e.g. kornia.feature.HardNet; copied, never changed
         state = {k: v.detach().cpu().clone() for k, v in source.state_dict().items()}
-        weights = Weights(state, f"{type(source).__name__} module")
-        check_state_dict(weights.state_dict, weights.source)
-        return weights
+        return _checked(Weights(state, f"{type(source).__name__} module"))
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
             "weights must be a bundled name, a file path, 'hf://owner/repo/file' or a HardNet-layout "
@@ -158,7 +168,13 @@ def load_weights(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHT
             names = ", ".join(["default", *BUNDLED]) if BUNDLED else "none installed"
             raise WeightsError(f"weights {text!r}: no such file, and not a bundled name (bundled: {names})")
         weights = _read_file(path)
+    return _checked(weights)
+
+
+def _checked(weights: Weights) -> Weights:
+    """``weights`` after ``check_state_dict`` and a check of its recorded ``patch_scale`` and ``min_kp_size``."""
     check_state_dict(weights.state_dict, weights.source)
+    weights.patch_scale, weights.min_kp_size  # noqa: B018 (a bad metadata value fails here, naming the file)
     return weights
 
 
@@ -266,7 +282,8 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise ``WeightsError`` unless ``state`` has HardNet's keys, shapes and finite values."""
+    """Raise ``WeightsError`` unless ``state`` has HardNet's keys and shapes, floating-point finite values
+    and BatchNorm variances >= 0 (a negative ``running_var`` would make every descriptor NaN)."""
     with torch.device("meta"):  # shapes only: no memory, no random init
         reference = {k: v.shape for k, v in HardNet().state_dict().items() if not k.endswith("num_batches_tracked")}
     given = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
@@ -282,8 +299,13 @@ def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
         if not isinstance(value, torch.Tensor) or value.shape != shape:
             got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise WeightsError(f"{source}: {key} has shape {got}, HardNet expects {tuple(shape)}")
+        if not value.is_floating_point():
+            raise WeightsError(f"{source}: {key} has dtype {value.dtype}, HardNet expects floating point")
         if not torch.isfinite(value).all():
             raise WeightsError(f"{source}: {key} contains NaN or inf")
+        if key.endswith("running_var") and bool((value < 0).any()):
+            raise WeightsError(f"{source}: {key} has negative values (min {float(value.min()):g}): "
+                               "a variance is >= 0")
 
 
 def load_hardnet(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHTS) -> tuple[HardNet, Weights]:

@@ -6,6 +6,7 @@ None of these depend on shipped weights; tests of the shipped weights can reuse 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,11 @@ from hardnet_desc.patches import extract_patches
 DATA_DIR = Path(__file__).resolve().parents[1] / "examples" / "data"
 EXAMPLE_FILES = (DATA_DIR / "sacre_coeur_1.jpg", DATA_DIR / "sacre_coeur_2.jpg")
 
+
+# Processes the tests start (extract's workers, forkserver, Ray) import this checkout, not an installed copy,
+# whatever folder a test runs in (each runs in its own, see _cwd_is_scratch).
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join([_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 # The tests are small; one thread avoids OpenMP spin contention with other jobs on small machines.
 torch.set_num_threads(1)
@@ -105,3 +111,11 @@ def hardnet() -> HardNet:
 def make_net():
     """:func:`make_hardnet`, for tests that need several different nets."""
     return make_hardnet
+
+
+@pytest.fixture(autouse=True)
+def _cwd_is_scratch(tmp_path, monkeypatch):
+    """Every test runs in its own empty folder: a test that writes a default output (``matches.png``,
+    ``features.h5``) or reads a relative path never touches, or depends on, the checkout or the caller's
+    working directory (``python examples/match_pair.py`` leaves ``matches.png`` in the checkout)."""
+    monkeypatch.chdir(tmp_path)

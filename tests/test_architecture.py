@@ -17,9 +17,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hardnet_desc"
 #: Layer of each module or sub-package, lowest first (docs/architecture.md draws the same).
 LAYERS = {
     # 0: leaves
-    "model": 0, "image": 0, "device": 0, "fpr95": 0, "viz": 0, "epipolar": 0,
-    # 1: pieces of the describe path, and matching (which resolves devices like the descriptor)
-    "patches": 1, "detection": 1, "weights": 1, "quantize": 1, "matching": 1,
+    "model": 0, "image": 0, "device": 0, "fpr95": 0, "epipolar": 0, "outputs": 0,
+    # 1: pieces of the describe path, and matching (which resolves devices like the descriptor); pictures
+    "patches": 1, "detection": 1, "weights": 1, "quantize": 1, "matching": 1, "viz": 1,
     # 2: the descriptor, and the network for other runtimes (ONNX export, kornia's LAFDescriptor)
     "descriptor": 2, "export": 2, "kornia": 2,
     # 3: the neutral data layer (formats, warps, image listing)

@@ -8,6 +8,7 @@ deep inside torch or OpenCV, and never a silent wrong answer. Each case is one p
 from __future__ import annotations
 
 import os
+import re
 
 import cv2
 import numpy as np
@@ -42,7 +43,9 @@ BAD_IMAGES = {
     "object": (np.empty((64, 64), object), TypeError, "got object"),
     "NaN": (np.full((64, 64), np.nan, np.float32), ValueError, "NaN or inf"),
     "inf float64": (np.full((64, 64), np.inf), ValueError, "NaN or inf"),
-    "empty": (np.zeros((0, 0), np.uint8), ValueError, "too small"),
+    "empty": (np.zeros((0, 0), np.uint8), ValueError, r"image is empty \(0x0\)"),
+    "empty BGR": (np.zeros((0, 0, 3), np.uint8), ValueError, r"image is empty \(0x0\)"),  # was cv2's !_src.empty()
+    "empty torch": (torch.zeros(3, 0, 5), ValueError, r"image is empty \(0x5\)"),
     "one pixel": (np.zeros((1, 1), np.uint8), ValueError, "too small"),
     "4-D numpy": (np.zeros((1, 64, 64, 3), np.uint8), ValueError, r"must be \(H, W\) grey"),
     "5 channels": (np.zeros((64, 64, 5), np.uint8), ValueError, r"must be \(H, W\) grey"),
@@ -74,6 +77,10 @@ BAD_KEYPOINTS = {
     "1-D array": (np.ones(4), ValueError, r"shape \(N, 4\)"),
     "NaN": (np.array([[30.0, np.nan, 5.0, 0.0]]), ValueError, "NaN or inf"),
     "inf size": ([cv2.KeyPoint(30.0, 30.0, float("inf"))], ValueError, "NaN or inf"),
+    # 1e38 is described (test_huge_keypoint_...); a patch side beyond float32 is refused, naming the size
+    "size 3e38": ([KP, cv2.KeyPoint(30.0, 30.0, 3e38)], ValueError, r"too large to describe \(first: index 1, "
+                  r"size 3e\+38\)"),
+    "size 1e300 array": (np.array([[30.0, 30.0, 1e300, 0.0]]), ValueError, r"size 1e\+300"),
     "complex frames": (np.ones((2, 2, 3), complex), TypeError, "real numbers"),
     "NaN frames": (np.full((1, 2, 3), np.nan), ValueError, "NaN or inf"),
 }
@@ -94,11 +101,37 @@ def test_bad_keypoints(desc, case):
         ((k for k in [KP, KP]), 2),  # a generator
         ([KP, cv2.KeyPoint(-100.0, 5.0, 5.0), cv2.KeyPoint(5.0, 5.0, 0.0)], 1),  # outside / size 0: removed
         (np.array([[30, 30, 5, 0], [30, 30, -1, 0]], np.int32), 1),  # integer array
+        ([cv2.KeyPoint(30.0, 30.0, 1e38)], 1),  # a patch far larger than the image: described, as by SIFT
     ],
 )
 def test_unusual_but_valid_keypoints(desc, keypoints, kept):
     kps, d = desc.compute(GOOD, keypoints)
     assert len(kps) == len(d) == kept and d.shape == (kept, 128) and np.isfinite(d).all()
+
+
+def test_huge_keypoint_is_described_like_any_patch_far_larger_than_the_image(desc):
+    image = cv2.imread(IMG, cv2.IMREAD_GRAYSCALE)[:200, :300]
+    _, d = desc.compute(image, [cv2.KeyPoint(100.0, 80.0, s) for s in (1e38, 1e7, 20.0)])
+    assert np.isfinite(d).all() and d[0] @ d[1] > 0.999 and d[0] @ d[2] < 0.99  # the coarsest level, not the patch
+
+
+BAD_DETECT = {
+    "negative": (-3, ValueError, r"max_keypoints must be >= 0"),  # was: drops the 3 weakest
+    "float": (2.5, TypeError, "max_keypoints must be an integer or None, got float"),
+    "string": ("100", TypeError, "max_keypoints must be an integer or None, got str"),
+    "bool": (True, TypeError, "max_keypoints must be an integer or None, got bool"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DETECT, ids=list(BAD_DETECT))
+def test_bad_max_keypoints(desc, case):
+    from hardnet_desc.pipeline import match_pair
+
+    value, error, match = BAD_DETECT[case]
+    with pytest.raises(error, match=match):
+        desc.detect(GOOD, max_keypoints=value)
+    with pytest.raises(error, match=match):
+        match_pair(GOOD, GOOD, desc, max_keypoints=value)
 
 
 BAD_MASKS = {
@@ -137,8 +170,14 @@ BAD_SETTINGS = {
     "fp16 on cpu": ({"device": "cpu", "precision": "fp16"}, ValueError, "needs a CUDA device"),
     "detector": ({"detector": object()}, TypeError, "detector must have a detect"),
 }
+BAD_DEVICES = {"meta": "device 'meta' is not supported"}  # holds no data: descriptors would be garbage
+if not torch.backends.mps.is_available():
+    BAD_DEVICES["mps"] = "device='mps' was requested but this torch build or machine has no MPS device"
+if not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+    BAD_DEVICES["xpu"] = "device='xpu' was requested but this torch build or machine has no XPU device"
 if not torch.cuda.is_available():
-    BAD_SETTINGS["cuda without CUDA"] = ({"device": "cuda"}, ValueError, "CUDA is not available")
+    BAD_DEVICES["cuda"] = "CUDA is not available"
+BAD_SETTINGS.update({f"device {name}": ({"device": name}, ValueError, match) for name, match in BAD_DEVICES.items()})
 
 
 @pytest.mark.parametrize("case", BAD_SETTINGS, ids=list(BAD_SETTINGS))
@@ -146,6 +185,14 @@ def test_bad_settings(case):
     kwargs, error, match = BAD_SETTINGS[case]
     with pytest.raises(error, match=match):
         HardNetDescriptor(make_hardnet(), **kwargs)
+
+
+@pytest.mark.parametrize("device", BAD_DEVICES, ids=list(BAD_DEVICES))
+def test_bad_devices_in_the_kornia_bridge(device):
+    from hardnet_desc.kornia import laf_descriptor
+
+    with pytest.raises(ValueError, match=BAD_DEVICES[device]):
+        laf_descriptor(make_hardnet(), device=device)
 
 
 def _write(tmp_path, name, content):
@@ -162,6 +209,16 @@ class _Payload:
         return (os.system, ("echo this must never run",))
 
 
+def _state(change):
+    return {k: change(k, v) for k, v in make_hardnet().state_dict().items()}
+
+
+def _with_metadata(tmp_path, name, **metadata):
+    from hardnet_desc.weights import save_weights
+
+    return save_weights(make_hardnet(), tmp_path / name, metadata)
+
+
 BAD_WEIGHTS = {
     "int": (lambda tmp: 42, TypeError, "weights must be a bundled name"),
     "None": (lambda tmp: None, TypeError, "weights must be a bundled name"),
@@ -175,6 +232,19 @@ BAD_WEIGHTS = {
                                                        make_hardnet().state_dict().items()}),
                      WeightsError, "has shape"),
     "pickled code": (lambda tmp: _write(tmp, "p.pth", {"x": _Payload()}), WeightsError, "refused by the safe loader"),
+    # a negative variance loaded silently and made every descriptor NaN
+    "negative running_var": (lambda tmp: _write(tmp, "v.pth", _state(lambda k, v: -v if k == "features.4.running_var"
+                                                                      else v)),
+                             WeightsError, r"v\.pth: features\.4\.running_var has negative values"),
+    "int64 tensors": (lambda tmp: _write(tmp, "i.pth", _state(lambda k, v: (v * 100).long())),
+                      WeightsError, r"i\.pth: features\.0\.weight has dtype torch\.int64"),
+    # metadata patch_scale "0" was replaced by 6.0 without a word; "abc" named neither file nor field
+    "patch_scale 0": (lambda tmp: _with_metadata(tmp, "z.safetensors", patch_scale="0"),
+                      WeightsError, r"z\.safetensors: metadata patch_scale '0' is not a positive number"),
+    "patch_scale abc": (lambda tmp: _with_metadata(tmp, "a.safetensors", patch_scale="abc"),
+                        WeightsError, r"a\.safetensors: metadata patch_scale 'abc' is not a positive number"),
+    "patch_scale nan": (lambda tmp: _with_metadata(tmp, "n.safetensors", patch_scale="nan"),
+                        WeightsError, r"n\.safetensors: metadata patch_scale 'nan'"),
     "empty .safetensors": (lambda tmp: _write(tmp, "e.safetensors", b""), WeightsError, "not a readable safetensors"),
     "unknown suffix": (lambda tmp: _write(tmp, "w.onnx", b"x"), WeightsError, "unknown weight file type"),
     "foreign module": (lambda tmp: torch.nn.Conv2d(1, 1, 3), WeightsError, "Conv2d module: not a HardNet"),
@@ -191,6 +261,10 @@ def test_bad_weights(case, tmp_path):
     assert "\n" not in str(err.value)  # one line
     with pytest.raises(error, match=match):
         HardNetDescriptor(source, device="cpu")
+    from hardnet_desc.kornia import laf_descriptor
+
+    with pytest.raises(error, match=match):  # the kornia bridge loads through the same door
+        laf_descriptor(source)
 
 
 A = np.ones((5, 8), np.float32)
@@ -207,6 +281,11 @@ BAD_MATCH = {
     "inf": ((A, np.full((2, 8), np.inf, np.float32)), {}, ValueError, "NaN or inf"),
     "ratio 0": ((A, A), {"ratio": 0.0}, ValueError, "ratio must be in"),
     "ratio 2": ((A, A), {"ratio": 2.0}, ValueError, "ratio must be in"),
+    "ratio str": ((A, A), {"ratio": "0.8"}, TypeError, "ratio must be a number in .* got str"),
+    "ratio nan": ((A, A), {"ratio": float("nan")}, ValueError, "ratio must be in"),
+    # finite float64 values beyond float32 were reported as "NaN or inf"
+    "beyond float32": ((A.astype(np.float64) * 1e300, A), {}, ValueError, "desc1 holds values up to 1e.300, beyond "
+                       "float32's range"),
     "max_distance": ((A, A), {"max_distance": -1.0}, ValueError, "max_distance"),
     "chunk_size": ((A, A), {"chunk_size": 0}, ValueError, "chunk_size"),
     "device": ((A, A), {"device": "gpu"}, ValueError, "unknown device"),
@@ -236,6 +315,34 @@ def test_bad_matcher_arguments():
         DescriptorMatcher().knnMatch(A, A, k=0)
     with pytest.raises(ValueError, match="crossCheck"):
         DescriptorMatcher(mutual=True).knnMatch(A, A, k=2)
+    with pytest.raises(TypeError, match="k must be an integer, got str"):
+        DescriptorMatcher().knnMatch(A, A, k="2")
+    with pytest.raises(TypeError, match="k must be an integer, got float"):
+        DescriptorMatcher().knnMatch(A, A, k=2.0)
+    with pytest.raises(TypeError, match="ratio must be a number"):
+        DescriptorMatcher(ratio="0.8")
+
+
+BAD_GEOMETRY = {
+    "threshold -1": ({"threshold": -1.0}, ValueError, "threshold must be a positive number of pixels"),
+    "threshold 0": ({"threshold": 0.0}, ValueError, "threshold must be a positive number of pixels"),
+    "threshold nan": ({"threshold": float("nan")}, ValueError, "threshold must be a positive number of pixels"),
+    "threshold inf": ({"threshold": float("inf")}, ValueError, "threshold must be a positive number of pixels"),
+    "threshold str": ({"threshold": "3"}, TypeError, "threshold must be a number of pixels"),
+    "geometry": ({"geometry": "affine"}, ValueError, "geometry must be one of"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_GEOMETRY, ids=list(BAD_GEOMETRY))
+def test_bad_geometry_settings(desc, case):
+    from hardnet_desc.pipeline import fit_geometry, match_pair
+
+    kwargs, error, match = BAD_GEOMETRY[case]
+    with pytest.raises(error, match=match):  # was: ran, and reported inliers
+        match_pair(GOOD, GOOD, desc, **kwargs)
+    points = np.random.default_rng(0).uniform(0, 100, (20, 2))
+    with pytest.raises(error, match=match):
+        fit_geometry(points, points, **{"geometry": "homography", **kwargs})
 
 
 BAD_PATCHES = {
@@ -255,6 +362,90 @@ def test_bad_patches(desc, case):
         desc.describe_patches(patches)
 
 
+@pytest.mark.parametrize("scale, dtype", [(1e-30, np.float32), (1e-300, np.float64), (1e300, np.float64)])
+def test_float_images_and_patches_far_from_a_normal_range_describe_alike(desc, scale, dtype):
+    """``image * 1e-30`` gave other descriptors than ``image`` (min cosine -0.22): the same ones now."""
+    image = cv2.imread(IMG, cv2.IMREAD_GRAYSCALE)[:240, :320].astype(dtype)
+    keypoints = desc.detect(image.astype(np.uint8), max_keypoints=60)
+    _, ref = desc.compute(image, keypoints)
+    _, got = desc.compute(image * dtype(scale), keypoints)
+    assert len(ref) > 30 and (ref * got).sum(1).min() > 0.99
+    patches = desc.cut_patches(image, keypoints)[:, 0].numpy().astype(dtype)
+    ref, got = desc.describe_patches(patches), desc.describe_patches(patches * dtype(scale))
+    assert (ref * got).sum(1).min() > 0.99
+
+
+def _frames():
+    return np.array([[30.0, 30.0, 5.0, 0.0]])
+
+
+BAD_EXTRACT = {
+    "numpy image": ({"image": np.zeros((64, 64), np.float32)}, TypeError,
+                    "image must be a float torch tensor.*got ndarray"),
+    "uint8 tensor": ({"image": torch.zeros(64, 64, dtype=torch.uint8)}, TypeError, "got a torch.uint8 tensor"),
+    "patch_size 0": ({"patch_size": 0}, ValueError, "patch_size must be an integer >= 1, got 0"),
+    "patch_size float": ({"patch_size": 32.0}, ValueError, "patch_size must be an integer >= 1"),
+    "supersample 0": ({"supersample": 0}, ValueError, "supersample must be an integer >= 1, got 0"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_EXTRACT, ids=list(BAD_EXTRACT))
+def test_bad_extract_patches_arguments(case):
+    from hardnet_desc.patches import extract_patches
+
+    kwargs, error, match = BAD_EXTRACT[case]
+    kwargs = {"image": torch.zeros(64, 64), **kwargs}
+    with pytest.raises(error, match=match):
+        extract_patches(kwargs.pop("image"), _frames(), **kwargs)
+
+
+BAD_FEATURES = {
+    "5 keypoints, 3 descriptors": (5, np.zeros((3, 128), np.float32)),
+    "(3, 64) descriptors": (3, np.zeros((3, 64), np.float32)),
+    "transposed": (3, np.zeros((128, 3), np.float32)),
+    "1-D": (1, np.zeros(128, np.float32)),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FEATURES, ids=list(BAD_FEATURES))
+def test_bad_feature_shapes_are_not_written(tmp_path, case):
+    import h5py
+
+    from hardnet_desc.features_io import write_features
+
+    n, descriptors = BAD_FEATURES[case]
+    keypoints = [cv2.KeyPoint(float(i), 1.0, 2.0) for i in range(n)]
+    with h5py.File(tmp_path / "f.h5", "w") as h5:
+        shape = re.escape(str(descriptors.shape))
+        with pytest.raises(ValueError, match=rf"img\.jpg: descriptors have shape {shape}, expected \(N, 128\) "
+                                             rf"with N = {n} keypoints"):
+            write_features(h5, "img.jpg", keypoints, descriptors, (64, 64))
+        assert "img.jpg" not in h5
+
+
+def test_bad_bridge_and_export_arguments(tmp_path):
+    from hardnet_desc.export import export_onnx
+    from hardnet_desc.skimage import HardNetExtractor
+    from hardnet_desc.viz import draw_matches
+
+    desc = HardNetDescriptor(make_hardnet(), device="cpu")
+    with pytest.raises(TypeError, match="sigma must be a number"):
+        HardNetExtractor(desc, sigma=None)
+    with pytest.raises(ValueError, match=r"sigma must be > 0 \(a finite number of pixels\), got nan"):
+        HardNetExtractor(desc, sigma=float("nan"))
+    with pytest.raises(TypeError, match="image must be a numpy array .* got NoneType"):
+        HardNetExtractor(desc).extract(None, np.zeros((1, 2)))
+    with pytest.raises(TypeError, match=r"opset must be an integer in 13\.\.21, got NoneType"):
+        export_onnx(tmp_path / "x.onnx", make_hardnet(), opset=None)
+    assert not (tmp_path / "x.onnx").exists()
+    ok = np.ones((2, 2))
+    for bad in ([[np.nan, 1.0], [1.0, 1.0]], [[1.0, 1.0], [np.inf, 1.0]]):
+        with pytest.raises(ValueError, match="points1 contain NaN or inf"):
+            draw_matches(GOOD, GOOD, np.array(bad), ok)
+        with pytest.raises(ValueError, match="points2 contain NaN or inf"):
+            draw_matches(GOOD, GOOD, ok, np.array(bad))
+
+
 # --- the command line: every bad input is one "hardnet-desc CMD: error: ..." line and exit code 2 ---
 IMG = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "data" / "sacre_coeur_1.jpg")
 
@@ -268,7 +459,20 @@ def cli_files(tmp_path_factory):
     (root / "corrupt.jpg").write_bytes(b"not an image")
     (root / "empty").mkdir()
     (root / "text.pth").write_bytes(b"hello\n")
+    (root / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    _phototour(root / "pt", "0 0 0 1 0 0\n2 1 0 99 1 0\n")  # pair indices beyond its 10 patches
+    _phototour(root / "pt_bmp", "0 0 0 1 0 0\n2 1 0 3 1 0\n")
+    bmp = root / "pt_bmp" / "patches0000.bmp"
+    bmp.write_bytes(bmp.read_bytes()[:300])  # a truncated patch file
     return {"root": root, "weights": str(weights)}
+
+
+def _phototour(folder, pairs):
+    from hardnet_desc.data.phototour import write_phototour
+
+    patches = np.random.default_rng(0).integers(0, 256, (10, 64, 64), dtype=np.uint8)
+    write_phototour(folder, patches, np.repeat(np.arange(5), 2))
+    (folder / "m50_4_4_0.txt").write_text(pairs)
 
 
 BAD_CLI = {
@@ -294,16 +498,41 @@ BAD_CLI = {
     "eval-fpr95: missing": (["eval-fpr95", "{root}/none"], "not found"),
     "make-dataset: missing": (["make-dataset", "{root}/none", "{tmp}/out"], "none"),
     "make-sequences: missing": (["make-sequences", "{root}/none", "{tmp}/out"], "no such image folder"),
+    # were run, reporting inliers
+    "match: threshold -1": (["match", IMG, IMG, "--weights", "{weights}", "--max-keypoints", "50", "--threshold", "-1",
+                             "--out", "{tmp}/m.png"], "threshold must be a positive number of pixels"),
+    "match: threshold nan": (["match", IMG, IMG, "--weights", "{weights}", "--max-keypoints", "50", "--threshold",
+                              "nan", "--out", "{tmp}/m.png"], "threshold must be a positive number of pixels"),
+    # exited 0 with empty or odd datasets
+    "make-dataset: views -1": (["make-dataset", "{root}", "{tmp}/ds", "--views", "-1"], "views must be a positive"),
+    "make-dataset: points -1": (["make-dataset", "{root}", "{tmp}/ds", "--points", "-1"], "points must be a positive"),
+    "make-dataset: val-fraction 1.5": (["make-dataset", "{root}", "{tmp}/ds", "--val-fraction", "1.5"],
+                                       "val_fraction must be a number between 0 and 1"),
+    "make-dataset: val-fraction nan": (["make-dataset", "{root}", "{tmp}/ds", "--val-fraction", "nan"],
+                                       "val_fraction must be a number between 0 and 1"),
+    "make-dataset: val-pairs -5": (["make-dataset", "{root}", "{tmp}/ds", "--val-pairs", "-5"],
+                                   "val_pairs must be a positive integer, got -5"),
+    "make-dataset: sfm val-pairs -5": (["make-dataset", "{root}", "{tmp}/ds", "--from-sfm", "--val-pairs", "-5"],
+                                       "val_pairs must be a positive integer, got -5"),
+    "eval-pairs: binary pairs file": (["eval-pairs", "{root}/binary.txt", "--quiet"],
+                                      "binary.txt: not a text pairs file"),
+    "sfm: camera-params a,b": (["sfm", "{root}", "{tmp}/sfm", "--camera-params", "a,b", "--quiet"],
+                               "--camera-params must be comma-separated numbers"),
+    "eval-fpr95: pair index out of range": (["eval-fpr95", "{root}/pt", "--methods", "sift"],
+                                            "m50_4_4_0.txt: 1 patch indices outside [0, 10)"),
+    "eval-fpr95: corrupt bmp": (["eval-fpr95", "{root}/pt_bmp", "--methods", "sift"],  # without OpenCV's log line
+                                "cannot decode image: "),
 }
 
 
 @pytest.mark.parametrize("case", BAD_CLI, ids=list(BAD_CLI))
-def test_bad_cli_inputs(cli_files, tmp_path, capsys, case):
+def test_bad_cli_inputs(cli_files, tmp_path, capfd, case):
     from hardnet_desc.cli import main
 
     argv, match = BAD_CLI[case]
     argv = [a.format(root=cli_files["root"], weights=cli_files["weights"], tmp=tmp_path) for a in argv]
     assert main(argv) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]  # also what C++ code prints
     assert len(err) == 1 and err[0].startswith(f"hardnet-desc {argv[0]}: error: "), err
     assert match in err[0], err[0]
+    assert not (tmp_path / "ds").exists()  # make-dataset refuses before it writes anything

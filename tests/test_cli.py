@@ -79,13 +79,12 @@ def test_match_writes_picture_and_prints_counts(geometry, weights, tmp_path, cap
 
 def test_match_verbose_shows_the_chosen_precision(tmp_path, capsys):
     from hardnet_desc import HardNetDescriptor
-    from hardnet_desc.device import cpu_has_native_bf16
-    from hardnet_desc.quantize import int8_available
+    from hardnet_desc.device import choose_precision
 
     args = ["match", str(IMG1), str(IMG2), "--out", str(tmp_path / "m.png"), "--max-keypoints", "200", "--device", "cpu"]
     assert main([*args, "--verbose"]) == 0
-    chosen = HardNetDescriptor(device="cpu").precision  # auto for the bundled weights: bf16 or int8 on a CPU
-    assert chosen == ("bf16" if cpu_has_native_bf16() else "int8" if int8_available() else "fp32")
+    chosen = HardNetDescriptor(device="cpu").precision  # auto for the bundled weights (calibrated): int8 on x86
+    assert chosen == choose_precision("auto", torch.device("cpu"), inference=True, int8_calibrated=True)
     assert f"precision='{chosen}'" in capsys.readouterr().err
     assert main([*args, "-v", "--precision", "int8"]) == 0  # bundled weights: calibrated for int8
     assert "precision='int8'" in capsys.readouterr().err
@@ -93,17 +92,18 @@ def test_match_verbose_shows_the_chosen_precision(tmp_path, capsys):
 
 
 def test_match_bad_paths_exit_2(weights, tmp_path, capsys):
-    assert main(["match", str(tmp_path / "missing.jpg"), str(IMG2), "--weights", weights]) == 2
+    out = ["--out", str(tmp_path / "m.png")]  # never the working directory's matches.png
+    assert main(["match", str(tmp_path / "missing.jpg"), str(IMG2), "--weights", weights, *out]) == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "missing.jpg" in err[0] and err[0].startswith("hardnet-desc match: error:")
 
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"not an image")
-    assert main(["match", str(IMG1), str(corrupt), "--weights", weights]) == 2
+    assert main(["match", str(IMG1), str(corrupt), "--weights", weights, *out]) == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "corrupt.jpg" in err[0]
 
-    assert main(["match", str(IMG1), str(IMG2), "--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert main(["match", str(IMG1), str(IMG2), "--weights", str(tmp_path / "none.safetensors"), *out]) == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "none.safetensors" in err[0]
 
@@ -126,6 +126,26 @@ def test_draw_matches_shapes():
 
 
 # --- extract ------------------------------------------------------------------------------------
+def test_extract_records_the_descriptors_min_kp_size(weights, tmp_path):
+    # The file records the min_kp_size the patches were cut with: the descriptor's (here set apart from
+    # the weights' 0), so a resume with the weights' own value (other patches) is refused.
+    from hardnet_desc.features_io import extract_folder
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), cv2.imread(str(IMG1))[:200, :300])
+    out = tmp_path / "feats.h5"
+    clamped = HardNetDescriptor(weights, device="cpu", precision="fp32", min_kp_size=5.0)
+    assert clamped.weights.min_kp_size == 0.0
+    extract_folder(folder, out, clamped, max_keypoints=50, progress=False)
+    with h5py.File(out, "r") as f:
+        assert float(f.attrs["min_kp_size"]) == 5.0
+    with pytest.raises(ValueError, match="min_kp_size 5.0"):
+        extract_folder(folder, out, HardNetDescriptor(weights, device="cpu", precision="fp32"), max_keypoints=50,
+                       progress=False)
+    extract_folder(folder, out, clamped, max_keypoints=50, progress=False)  # the same settings: resumed
+
+
 def extract(images: Path, out: Path, weights: str, *extra: str) -> int:
     return main(["extract", str(images), "--out", str(out), "--weights", weights, "--max-keypoints", "200",
                  "--batch-images", "2", "--device", "cpu", "--quiet", *extra])

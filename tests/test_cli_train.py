@@ -194,6 +194,16 @@ def good_checkpoint(data_dir, tmp_path_factory):
     return _good_checkpoint(data_dir, tmp_path_factory.mktemp("good"))
 
 
+def test_resume_refuses_a_checkpoint_beyond_the_runs_steps(data_dir, tmp_path, good_checkpoint, capsys):
+    """A step of 10^9 resumed into a run of 8 steps exited 0 and exported "loss nan" weights."""
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({**good_checkpoint, "step": 10**9}, out / "checkpoint.pt")
+    code = main(["train", str(data_dir / "train"), str(out), "--resume", *FAST])
+    _one_line_error(capsys, code, f"{out / 'checkpoint.pt'}: its step 1000000000 is beyond this run's 8 steps")
+    assert not (out / "hardnet.safetensors").exists() and not (out / "log.csv").exists()
+
+
 @pytest.mark.parametrize("case", BROKEN, ids=list(BROKEN))
 def test_resume_from_broken_checkpoints(data_dir, tmp_path, good_checkpoint, capsys, case):
     out = tmp_path / "run"

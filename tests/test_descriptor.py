@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hardnet_desc.descriptor import HardNetDescriptor
+from hardnet_desc.device import choose_precision
 from hardnet_desc.image import to_grey_tensor
 from hardnet_desc.patches import extract_patches, keypoints_to_array
 
@@ -60,6 +61,25 @@ def test_batch_size_does_not_change_results(hardnet, example_image, keypoints):
     small = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=7).compute(example_image, keypoints)[1]
     large = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=1000).compute(example_image, keypoints)[1]
     np.testing.assert_allclose(small, large, atol=1e-5, rtol=0)
+
+
+def test_batch_size_bounds_each_network_call(hardnet, example_image, keypoints, example_patches):
+    # batch_size bounds the memory of a call: no forward pass sees more patches (300 patches, 64 per call).
+    from hardnet_desc.descriptor import describe_patches
+
+    seen: list[int] = []
+    hook = hardnet.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    describe_patches(hardnet, example_patches, device=torch.device("cpu"), batch_size=64)
+    assert seen == [64, 64, 64, 64, 44]
+    hook.remove()
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=100)
+    seen.clear()
+    desc.net.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    desc.describe_patches(example_patches)
+    assert seen == [100, 100, 100]
+    seen.clear()
+    desc.compute(example_image, keypoints)
+    assert len(seen) > 1 and max(seen) == 100
 
 
 def test_bf16_agrees_with_fp32(hardnet, example_image, example_keypoints):
@@ -118,7 +138,9 @@ def test_bad_images_give_clear_errors(desc, image, error, match):
 def test_bad_settings_give_clear_errors(hardnet):
     with pytest.raises(ValueError, match="precision must be one of"):
         HardNetDescriptor(hardnet, precision="int4")
-    with pytest.raises(ValueError, match="int8' runs on the CPU only"):
+    with pytest.raises(ValueError, match="int8' runs on the CPU only"):  # the rule HardNetDescriptor applies
+        choose_precision("int8", torch.device("cuda"), inference=True)  # (a CUDA-less machine stops at the device)
+    with pytest.raises(ValueError, match="device 'meta' is not supported"):
         HardNetDescriptor(hardnet, device="meta", precision="int8")
     with pytest.raises(ValueError, match="int8' needs activation scales calibrated for these weights"):
         HardNetDescriptor(hardnet, device="cpu", precision="int8")  # untrained: nothing calibrated
@@ -245,16 +267,15 @@ def test_default_precision_and_batch_size_are_chosen_and_shown(hardnet):
     assert HardNetDescriptor(hardnet, device="cpu", batch_size=5).batch_size == 5
 
 
-def test_auto_runs_the_bundled_weights_in_int8_on_cpus_without_native_bf16(monkeypatch, hardnet, example_image,
-                                                                              keypoints):
-    """Without native bf16, "auto" is int8 for weights with shipped calibration (the bundled ones), fp32 for others;
-    the int8 default describes like the explicit int8 and close to fp32."""
+def test_auto_runs_the_bundled_weights_in_int8_on_x86_cpus(monkeypatch, hardnet, example_image, keypoints):
+    """On every x86 kind with AVX2 or more, "auto" is int8 for weights with shipped calibration (the bundled ones)
+    and bf16 or fp32 for others; the int8 default describes like the explicit int8 and close to fp32."""
     import hardnet_desc.device as device
     from hardnet_desc.quantize import int8_available
 
     if not int8_available():
         pytest.skip("this torch build has no quantized CPU kernels")
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_features", lambda: frozenset({"avx2"}))  # AMD Zen 3: no native bf16
     auto = HardNetDescriptor(device="cpu")
     assert auto.precision == "int8" and auto.batch_size == device.BATCH_SIZES[("cpu", "int8")]
     assert HardNetDescriptor(hardnet, device="cpu").precision == "fp32"  # no calibration for these weights
@@ -264,8 +285,9 @@ def test_auto_runs_the_bundled_weights_in_int8_on_cpus_without_native_bf16(monke
     d_fp32 = HardNetDescriptor(device="cpu", precision="fp32").compute(example_image, keypoints)[1]
     np.testing.assert_array_equal(d_auto, d_int8)
     assert (d_auto * d_fp32).sum(1).mean() > 0.999
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
-    assert HardNetDescriptor(device="cpu").precision == "bf16"
+    monkeypatch.setattr(device, "cpu_features", lambda: frozenset({"avx512_bf16", "avx512_vnni", "avx2"}))  # Zen 4
+    assert HardNetDescriptor(device="cpu").precision == "int8"
+    assert HardNetDescriptor(hardnet, device="cpu").precision == "bf16"
 def test_opencv_signatures(desc, example_image, keypoints):
     """compute(img, kps, descriptors) and detectAndCompute(img, mask, descriptors, useProvidedKeypoints)."""
     ref = desc.compute(example_image, keypoints)[1]

@@ -56,6 +56,29 @@ def test_pose_auc_hand_cases():
         pose_auc([1.0, float("nan")])
 
 
+def test_pose_auc_error_equal_to_a_threshold():
+    # An error equal to the threshold is not below it: the curve counts errors e < t (SuperGlue's
+    # np.searchsorted(errors, t), side="left"). (0,0) -> (1,1/3), flat to 2: area 1/6 + 1/3 -> 0.25;
+    # counting the error 2.0 as well would give (0,0) -> (1,1/3) -> (2,2/3): 1/6 + 1/2 -> 1/3.
+    assert pose_auc([1.0, 2.0, 4.0], [2.0]) == pytest.approx([0.25])
+    # each error on a threshold: AUC@5 0; AUC@10 (5/6 + 5/3) / 10; AUC@20 (5/6 + 5/2 + 20/3) / 20
+    assert pose_auc([5.0, 10.0, 20.0], [5, 10, 20]) == pytest.approx([0.0, 0.25, 0.5])
+
+    def superglue(errors, thresholds):  # SuperGlue's / LoFTR's pose_auc, as published
+        errors = np.sort(errors)
+        recall = (np.arange(len(errors)) + 1) / len(errors)
+        errors, recall = np.r_[0.0, errors], np.r_[0.0, recall]
+        out = []
+        for t in thresholds:
+            last = np.searchsorted(errors, t)
+            r, e = np.r_[recall[:last], recall[last - 1]], np.r_[errors[:last], t]
+            out.append(np.trapezoid(r, x=e) / t if hasattr(np, "trapezoid") else np.trapz(r, x=e) / t)
+        return out
+
+    errors = [0.5, 5.0, 5.0, 7.5, 10.0, 12.0, 20.0, 30.0, math.inf]
+    assert pose_auc(errors, [5, 10, 20]) == pytest.approx(superglue(errors, [5, 10, 20]))
+
+
 def test_auc_difference_paired_bootstrap():
     errors = [0.5, 2.0, 7.0, 15.0, math.inf]
     same = auc_difference(errors, errors)

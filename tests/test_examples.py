@@ -19,7 +19,8 @@ import torch
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.model import HardNet
-from hardnet_desc.weights import save_weights
+from hardnet_desc.viz import is_picture_ours
+from hardnet_desc.weights import BUNDLED, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -57,14 +58,49 @@ def test_match_pair_runs_from_anywhere(weights, tmp_path):
     assert result.returncode == 0, result.stderr
     assert re.search(r"\d+ \+ \d+ keypoints, \d+ matches, \d+ inliers", result.stdout)
     assert cv2.imread(str(tmp_path / "matches.png")) is not None
+    assert is_picture_ours(tmp_path / "matches.png")  # marked like the CLI's: `hardnet-desc match` may replace it
+
+
+@pytest.mark.slow
+def test_match_pair_keeps_a_foreign_picture(weights, tmp_path):
+    picture = tmp_path / "matches.png"
+    picture.write_bytes(b"a picture of the user's")
+    env = {**os.environ, "HARDNET_WEIGHTS": weights, "PYTHONPATH": pythonpath()}
+    args = [sys.executable, str(EXAMPLES / "match_pair.py"), "--max-keypoints", "100"]
+    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "matches.png exists and was not written by hardnet-desc" in result.stderr
+    assert picture.read_bytes() == b"a picture of the user's"
+    result = subprocess.run([*args, "--force"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and is_picture_ours(picture)
+
+
+def drop_in_rows(args: list[str], tmp_path, monkeypatch, capsys) -> dict[str, tuple[int, int, int]]:
+    """The example's table: descriptor -> (keypoints, matches, inliers)."""
+    run_script("opencv_drop_in.py", args, tmp_path, monkeypatch)
+    rows = re.findall(r"^(SIFT|HardNet)\s+(\d+)\s+(\d+)\s+(\d+)$", capsys.readouterr().out, re.M)
+    table = {name: tuple(int(v) for v in values) for name, *values in rows}
+    assert set(table) == {"SIFT", "HardNet"}
+    return table
 
 
 @pytest.mark.slow
 def test_opencv_drop_in(weights, tmp_path, monkeypatch, capsys):
-    run_script("opencv_drop_in.py", ["--weights", weights, "--max-keypoints", "300"], tmp_path, monkeypatch)
-    rows = dict(re.findall(r"^(SIFT|HardNet)\s+\d+\s+\d+\s+(\d+)$", capsys.readouterr().out, re.M))
-    assert set(rows) == {"SIFT", "HardNet"}
-    assert int(rows["SIFT"]) > 0
+    # Random weights (the example runs without the shipped ones): one line changes, so both rows see the
+    # same keypoints, and even an untrained HardNet on real patches finds a good share of SIFT's inliers
+    # (a descriptor of the wrong patches finds almost none).
+    rows = drop_in_rows(["--weights", weights, "--max-keypoints", "300"], tmp_path, monkeypatch, capsys)
+    (kp_sift, _, in_sift), (kp_hardnet, matches, in_hardnet) = rows["SIFT"], rows["HardNet"]
+    assert kp_hardnet == kp_sift and 20 < in_sift
+    assert in_sift / 2 < in_hardnet <= matches
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BUNDLED, reason="this build ships no weights")
+def test_opencv_drop_in_with_the_shipped_weights(tmp_path, monkeypatch, capsys):
+    # What docs/benchmarks.md promises for the example's default settings: HardNet's inliers >= SIFT's.
+    rows = drop_in_rows([], tmp_path, monkeypatch, capsys)
+    assert rows["HardNet"][0] == rows["SIFT"][0] > 1000
+    assert rows["HardNet"][2] >= rows["SIFT"][2] > 300
 
 
 @pytest.mark.slow

@@ -103,13 +103,14 @@ def _rgb_tensor(bgr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "float64"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "float64", "tiny"])
 def test_device_grey_equals_opencv(example_image, dtype):
     """The grey conversion that runs on a GPU (here on CPU tensors): OpenCV's, bit for bit for integer images."""
     from hardnet_desc.image import _grey_on_device
 
     image = {"uint8": example_image, "uint16": example_image.astype(np.uint16) * 257,
-             "float32": example_image.astype(np.float32) / 3, "float64": example_image * 1e40}[dtype]
+             "float32": example_image.astype(np.float32) / 3, "float64": example_image * 1e40,
+             "tiny": example_image.astype(np.float32) * 1e-42}[dtype]  # subnormal float32: scaled up first
     for tensor in (_rgb_tensor(image), _rgb_tensor(image)[None], _rgb_tensor(image)[1]):
         ref, got = to_grey_tensor(tensor), _grey_on_device(tensor)
         assert got.shape == ref.shape == (1, 1, 520, 800) and got.dtype == torch.float32

@@ -150,6 +150,23 @@ def test_matcher_match_and_knn_equal_bfmatcher(descs):
     _assert_same(match_descriptors(desc1, desc2, ratio=0.8, mutual=False), good)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cross_check_on_ties_equals_bfmatcher(seed):
+    # Binary-like descriptors: only 32 distinct rows, so most rows of each side have exact duplicates.
+    # Of several query rows equally near a train row, BFMatcher(crossCheck=True) keeps one match per
+    # train row (its first reverse neighbour): 32 matches here, not one per query row.
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 2, (200, 5)).astype(np.float32)
+    b = rng.integers(0, 2, (300, 5)).astype(np.float32)
+    ref = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(a, b)
+    ours = DescriptorMatcher(mutual=True).match(a, b)
+    assert len(ref) == 32
+    assert [(m.queryIdx, m.trainIdx) for m in ours] == [(m.queryIdx, m.trainIdx) for m in ref]
+    assert len({m.trainIdx for m in ours}) == len(ours)
+    got = match_descriptors(a, b, ratio=None, mutual=True)
+    assert list(zip(got.query_idx, got.train_idx)) == [(m.queryIdx, m.trainIdx) for m in ref]
+
+
 def test_ties_ordered_like_opencv():
     # Binary descriptors: many exactly equal distances, spread over several
     # column blocks of the top-2 search. OpenCV orders ties by train index.

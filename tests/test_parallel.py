@@ -1,19 +1,22 @@
-"""Extraction with several workers (local processes, a local Ray instance) gives the single-process file."""
+"""Extraction with several workers (detecting processes feeding one describer, describing processes, a local Ray
+instance) gives the single-process file."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import cv2
 import h5py
 import numpy as np
 import pytest
+import torch
 from conftest import DATA_DIR, make_hardnet
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
-from hardnet_desc.features_io import FEATURE_KEYS, extract_folder, feature_names
-from hardnet_desc.parallel import extract_parallel, merge_parts, parts_folder
+from hardnet_desc.features_io import FEATURE_KEYS, extract_folder, feature_names, file_attrs
+from hardnet_desc.parallel import extract_parallel, merge_parts, parts_folder, start_shard
 from hardnet_desc.weights import save_weights
 
 NAMES = ["a.jpg", "c.png", "sub/b.jpg", "sub/d.jpg"]
@@ -71,10 +74,9 @@ def test_resume_merges_left_shards_and_skips_done_images(folder, weights, refere
     hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
     extract_folder(folder, out, hardnet, max_keypoints=300, progress=False, names=["a.jpg"])
     # an interrupted parallel run: one finished shard, one empty shard of a worker that died at once
-    parts_folder(out).mkdir()
-    extract_folder(folder, parts_folder(out) / "part-1.h5", hardnet, max_keypoints=300, progress=False,
-                   names=["sub/b.jpg"])
-    h5py.File(parts_folder(out) / "part-2.h5", "w").close()
+    attrs = file_attrs(hardnet, 300)
+    extract_folder(folder, start_shard(out, attrs), hardnet, max_keypoints=300, progress=False, names=["sub/b.jpg"])
+    start_shard(out, attrs)
     report = extract_parallel(folder, out, weights, workers=2, device="cpu", max_keypoints=300, progress=False)
     assert sorted(report.skipped) == ["a.jpg", "sub/b.jpg"] and sorted(report.done) == ["c.png", "sub/d.jpg"]
     assert_same_file(out, reference)
@@ -88,9 +90,9 @@ def test_other_weights_are_refused_before_any_work(folder, weights, reference, t
     other = save_weights(make_hardnet(seed=1), tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="holds features from other weights"):
         extract_parallel(folder, out, other, workers=2, device="cpu")
-    parts_folder(out).mkdir()
-    extract_folder(folder, parts_folder(out) / "part-9.h5", HardNetDescriptor(other, device="cpu", precision="fp32"),
-                   max_keypoints=50, progress=False, names=["a.jpg"])
+    other_net = HardNetDescriptor(other, device="cpu", precision="fp32")
+    extract_folder(folder, start_shard(out, file_attrs(other_net, 50)), other_net, max_keypoints=50, progress=False,
+                   names=["a.jpg"])
     with pytest.raises(ValueError, match="holds features from other weights"):
         merge_parts(out)
     with pytest.raises(ValueError, match="backend must be one of"):
@@ -99,10 +101,112 @@ def test_other_weights_are_refused_before_any_work(folder, weights, reference, t
         extract_parallel(folder, out, weights, workers=0)
 
 
-def test_cli_workers(folder, weights, reference, tmp_path, capsys):
+def test_detecting_workers_give_the_same_file(folder, weights, reference, tmp_path):
+    """Two processes read and detect, this one describes: every dataset equal to the one-process file's."""
+    out = tmp_path / "features.h5"
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
+    errors = []
+    report = extract_folder(folder, out, hardnet, max_keypoints=300, workers=2, progress=False,
+                            on_error=lambda name, reason: errors.append((name, reason)))
+    assert report.done == NAMES and report.skipped == []  # in order
+    assert report.failed == errors and [name for name, _ in errors] == ["broken.jpg"]
+    assert "decode" in errors[0][1]  # the worker's one-line reason
+    with h5py.File(out, "r") as got, h5py.File(reference, "r") as ref:
+        assert dict(got.attrs) == dict(ref.attrs)
+        for name in NAMES:
+            for key in FEATURE_KEYS:
+                np.testing.assert_array_equal(got[name][key][()], ref[name][key][()])
+
+
+def test_detecting_workers_resume_and_bound_their_input(folder, weights, reference, tmp_path, monkeypatch):
+    import hardnet_desc.features_io as features_io
+
+    out = tmp_path / "features.h5"
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
+    extract_folder(folder, out, hardnet, max_keypoints=300, workers=0, progress=False, names=["c.png"])
+    submitted, waiting = [], []  # images sent to the workers; sent and not yet taken, after each image taken
+
+    class CountingPool(features_io.ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            submitted.append(args[1])
+            return super().submit(*args, **kwargs)
+
+    detected = features_io._detected
+
+    def spy(*args, **kwargs):
+        for taken, item in enumerate(detected(*args, **kwargs)):
+            waiting.append(len(submitted) - taken - 1)
+            yield item
+
+    monkeypatch.setattr(features_io, "ProcessPoolExecutor", CountingPool)
+    monkeypatch.setattr(features_io, "_detected", spy)
+    report = extract_folder(folder, out, hardnet, max_keypoints=300, workers=1, batch_images=1, progress=False)
+    assert report.skipped == ["c.png"] and report.done == ["a.jpg", "sub/b.jpg", "sub/d.jpg"]
+    assert [Path(p).name for p in submitted] == ["a.jpg", "broken.jpg", "b.jpg", "d.jpg"]  # each once, in order
+    assert waiting == [3, 2, 1, 0]  # at most batch_images + 2 * workers read ahead
+    assert_same_file(out, reference)
+    with pytest.raises(ValueError, match="holds features from other weights"):  # attributes checked as before
+        extract_folder(folder, out, HardNetDescriptor(make_hardnet(seed=1), device="cpu"), workers=1, progress=False)
+
+
+def test_detecting_workers_are_checked(folder, weights, tmp_path):
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        extract_folder(folder, tmp_path / "f.h5", hardnet, workers=-1)
+    with pytest.raises(TypeError, match="workers must be an integer"):
+        extract_folder(folder, tmp_path / "f.h5", hardnet, workers=1.5)
+    own = HardNetDescriptor(weights, device="cpu", detector=cv2.ORB_create())
+    with pytest.raises(ValueError, match="has its own detector: use workers=0"):
+        extract_folder(folder, tmp_path / "f.h5", own, workers=2)
+    assert not (tmp_path / "f.h5").exists()
+
+
+def test_default_workers():
+    from hardnet_desc.device import usable_cpus
+    from hardnet_desc.features_io import default_workers
+
+    assert default_workers(torch.device("cpu")) == 0  # the network's threads use the cores
+    assert default_workers(torch.device("cuda")) == max(1, usable_cpus() - 1)  # the GPU waits for no detector
+
+
+def test_merge_parts_keeps_files_it_did_not_write(folder, weights, reference, tmp_path):
+    # OUT.parts/ also holds: a copy of a real shard without the mark (attributes and all), an HDF5 file
+    # without attributes, a marked shard of another output file, and a marked shard under another name.
+    out = tmp_path / "features.h5"
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
+    mine = start_shard(out, file_attrs(hardnet, 300))
+    extract_folder(folder, mine, hardnet, max_keypoints=300, progress=False, names=["sub/b.jpg"])
+    parts = parts_folder(out)
+    unmarked = parts / "part-1-0123abcd.h5"
+    shutil.copy(reference, unmarked)
+    with h5py.File(unmarked, "a") as h5:
+        h5.attrs["note"] = "theirs"
+    h5py.File(parts / "user.h5", "w").close()
+    other_out = start_shard(tmp_path / "other.h5", file_attrs(hardnet, 300))
+    shutil.move(other_out, parts / other_out.name)
+    renamed = parts / "mine-renamed.h5"
+    shutil.copy(mine, renamed)
+    foreign = [unmarked, parts / "user.h5", parts / other_out.name, renamed]
+    before = {f: f.read_bytes() for f in foreign}
+    with pytest.warns(UserWarning, match="not shards hardnet-desc wrote for features.h5"):
+        assert merge_parts(out) == ["sub/b.jpg"]
+    assert not mine.exists()  # our shard: merged and removed
+    assert {f: f.read_bytes() for f in foreign} == before  # the others: kept byte for byte
+    with h5py.File(out, "r") as h5:
+        assert feature_names(h5) == {"sub/b.jpg"}  # nothing of the unmarked copy of the reference
+        assert "note" not in h5.attrs and "hardnet_desc_shard_of" not in h5.attrs
+    with pytest.warns(UserWarning):
+        report = extract_parallel(folder, out, weights, workers=2, device="cpu", max_keypoints=300, progress=False)
+    assert sorted(report.done) == ["a.jpg", "c.png", "sub/d.jpg"]
+    assert {f: f.read_bytes() for f in foreign} == before
+    assert_same_file(out, reference)
+
+
+@pytest.mark.parametrize("backend", [[], ["--backend", "processes"]])
+def test_cli_workers(folder, weights, reference, tmp_path, capsys, backend):
     out = tmp_path / "features.h5"
     code = main(["extract", str(folder), "--out", str(out), "--workers", "2", "--weights", weights,
-                 "--max-keypoints", "300", "--device", "cpu", "--precision", "fp32", "--quiet"])
+                 "--max-keypoints", "300", "--device", "cpu", "--precision", "fp32", "--quiet", *backend])
     assert code == 1  # broken.jpg
     captured = capsys.readouterr()
     assert "4 images extracted, 0 already in" in captured.out and "1 failed" in captured.out
@@ -113,7 +217,7 @@ def test_cli_workers(folder, weights, reference, tmp_path, capsys):
 @pytest.mark.slow
 def test_ray_gives_the_single_process_file(folder, weights, reference, tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # its workers import this checkout: conftest
     try:
         out = tmp_path / "features.h5"
         extract_folder(folder, out, HardNetDescriptor(weights, device="cpu", precision="fp32"), max_keypoints=300, progress=False,

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..outputs import check_output, write_bytes
+
 _HEADER = "# image_dir:"
 _NUMBERS = (30, 34)  # K1, K2, R, t [+ radial]
 
@@ -87,13 +89,17 @@ def read_camera_pairs(path: str | Path) -> tuple[list[CameraPair], Path]:
         file), else the file's folder.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: a malformed line (its number is named).
+        FileNotFoundError: no such file. ValueError: a binary file, or a malformed line (its number is named).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such pairs file: {path}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text pairs file (it holds bytes that are not UTF-8 text)") from None
     image_dir, pairs = path.parent, []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped.startswith(_HEADER):
             image_dir = path.parent / stripped[len(_HEADER):].strip()
@@ -116,13 +122,24 @@ def read_camera_pairs(path: str | Path) -> tuple[list[CameraPair], Path]:
     return pairs, image_dir
 
 
+#: The first line of every pairs file ``write_camera_pairs`` writes (how it knows its own files).
+_FIRST_LINE = "# image1 image2 K1(9) K2(9) R(9) t(3) [k1_1 k2_1 k1_2 k2_2]; X2 = R X1 + t; OpenCV pixels"
+
+
+def is_pairs_file_ours(path: str | Path) -> bool:
+    """True if ``path`` is a pairs file ``write_camera_pairs`` wrote (its first line)."""
+    with open(path, encoding="utf-8") as f:
+        return f.readline().rstrip("\n") == _FIRST_LINE
+
+
 def write_camera_pairs(
-    path: str | Path, pairs: list[CameraPair], image_dir: str | Path | None = None, comment: str = ""
+    path: str | Path, pairs: list[CameraPair], image_dir: str | Path | None = None, comment: str = "",
+    *, force: bool = False,
 ) -> Path:
-    """Write ``pairs`` in the text format; ``image_dir`` goes into the header (absolute path)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# image1 image2 K1(9) K2(9) R(9) t(3) [k1_1 k2_1 k1_2 k2_2]; X2 = R X1 + t; OpenCV pixels"]
+    """Write ``pairs`` in the text format; ``image_dir`` goes into the header (absolute path). Atomically;
+    an existing ``path`` is replaced only if this function wrote it, or with ``force`` (else ``FileExistsError``)."""
+    path = check_output(path, is_pairs_file_ours, force=force)
+    lines = [_FIRST_LINE]
     lines += [f"# {c}" for c in comment.splitlines() if c]
     if image_dir is not None:
         lines.append(f"{_HEADER} {Path(image_dir).resolve()}")
@@ -130,8 +147,7 @@ def write_camera_pairs(
         if any(c.isspace() for c in pair.image1 + pair.image2):
             raise ValueError(f"image names with spaces cannot be written: {pair.image1!r}, {pair.image2!r}")
         lines.append(pair.to_line())
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
-__all__ = ["CameraPair", "read_camera_pairs", "write_camera_pairs"]
+__all__ = ["CameraPair", "is_pairs_file_ours", "read_camera_pairs", "write_camera_pairs"]

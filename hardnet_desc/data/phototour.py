@@ -19,14 +19,16 @@ network standardises every patch itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..image import imread_quiet
 from ..model import PATCH_SIZE
+from ..outputs import check_output, json_is_ours
 
 GRID = 16  # patches per row / column of a PhotoTour bmp
 STORED_SIZE = 64  # PhotoTour patch side in the bmp files
@@ -85,7 +87,7 @@ def resize_area(img: np.ndarray, width: int, height: int) -> np.ndarray:
 def read_gray(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"missing image file: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    img = imread_quiet(path, cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise ValueError(f"cannot decode image: {path}")
     return img
@@ -97,18 +99,23 @@ def _read_int_table(path: Path, n_cols: int, fmt: str) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"missing file: {path}")
     rows = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                if len(fields) != n_cols:
-                    raise ValueError
-                rows.append([int(x) for x in fields])
-            except ValueError:
-                msg = f"{path}:{lineno}: expected '{fmt}' ({n_cols} integers), got {line.rstrip()!r}"
-                raise ValueError(msg) from None
+    with open(path, encoding="utf-8") as f:
+        try:
+            lines = list(f)
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file of '{fmt}' lines (it holds bytes that are not UTF-8 "
+                             "text)") from None
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            if len(fields) != n_cols:
+                raise ValueError
+            rows.append([int(x) for x in fields])
+        except ValueError:
+            msg = f"{path}:{lineno}: expected '{fmt}' ({n_cols} integers), got {line.rstrip()!r}"
+            raise ValueError(msg) from None
     return np.asarray(rows, dtype=np.int64).reshape(-1, n_cols)
 
 
@@ -124,8 +131,14 @@ def png_shape(path: Path) -> tuple[int, int]:
 
 
 def check_patch_size(patch_size: int) -> None:
-    if not isinstance(patch_size, (int, np.integer)) or patch_size < 1:
-        raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
+    check_count(patch_size, "patch_size")
+
+
+def check_count(value: int, name: str) -> int:
+    """``value`` as an int, or ``ValueError`` naming ``name`` unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 # --------------------------------------------------------------------------- #
@@ -191,6 +204,22 @@ def read_phototour(root: str | Path, patch_size: int = PATCH_SIZE) -> PhotoTourD
 
 # --------------------------------------------------------------------------- #
 # PhotoTour writing
+
+
+def check_dataset_folder(out: str | Path, records: Sequence[str], force: bool = False) -> None:
+    """Before make-dataset writes a dataset into ``out``: refuse (``FileExistsError``, unless ``force``) if
+    one of its JSON ``records`` (``meta.json``, ...) there was not written by hardnet-desc, or if
+    ``out/train`` or ``out/val`` holds a PhotoTour folder and no record of ours lies beside it (another
+    program's dataset, such as Brown's)."""
+    out = Path(out)
+    for name in records:
+        check_output(out / name, json_is_ours, force=force)
+    ours = any((out / name).is_file() for name in records)  # each one that exists passed the check above
+    for split in ("train", "val"):
+        if not (force or ours) and (out / split / "info.txt").exists():
+            raise FileExistsError(f"{out / split} holds a PhotoTour dataset that hardnet-desc did not write "
+                                  f"(no {' or '.join(records)} of its own in {out}); pass --force (force=True) "
+                                  "to overwrite it")
 
 
 class PhotoTourWriter:
@@ -313,6 +342,7 @@ def make_pairs(point_ids: np.ndarray, n_pairs: int, seed: int) -> PairArrays:
     Returns:
         idx1 (M,) int64, idx2 (M,) int64, is_match (M,) bool.
     """
+    check_count(n_pairs, "n_pairs")
     ids = np.asarray(point_ids).reshape(-1)
     rng = np.random.default_rng(seed)
     n_pos, n_neg = n_pairs // 2, n_pairs - n_pairs // 2

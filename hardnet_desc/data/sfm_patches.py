@@ -27,7 +27,8 @@ from scipy.spatial import cKDTree
 
 from ..image import read_image, to_grey_tensor
 from ..patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches, keypoints_from_colmap
-from .phototour import STORED_SIZE, PhotoTourWriter, make_pairs
+from ..outputs import write_json
+from .phototour import STORED_SIZE, PhotoTourWriter, check_count, check_dataset_folder, make_pairs
 
 #: Scenes held out for validation (the same scenes ``eval-pairs`` reports on).
 DEFAULT_VAL_SCENES = (
@@ -387,6 +388,7 @@ def make_sfm_dataset(
     seed: int = 0,
     reconstruct: Callable[[Path, Path], object] | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> dict:
     """Build ``out/train`` and ``out/val`` (PhotoTour layout) from SfM reconstructions, split by scene.
 
@@ -401,17 +403,20 @@ def make_sfm_dataset(
         max_patches_per_point: at most this many observations per point (random choice); ``None`` for all.
         min_point_distance: of two points within this many pixels in a photo, keep one (0 = off).
         val_scenes: names of the scenes held out in ``out/val``; names not present are listed in the record.
-        val_pairs: pairs in the validation pair file (half matches; negatives as ``hard_pairs`` draws them).
+        val_pairs: pairs in the validation pair file, >= 1 (half matches; negatives as ``hard_pairs`` draws them).
         patch_scale: patch side in units of ``kp.size``; default: the bundled weights' value.
         min_kp_size: least ``kp.size`` in pixels a patch is cut for; default: the bundled weights' value.
         all_models: use every model of a scene, not just the largest.
         seed: seeds the choice of points and observations and the validation pairs.
         reconstruct: ``reconstruct(image_dir, out_dir)`` for photo folders without a model.
         progress: show a progress bar over scenes.
+        force: write into ``out`` even if its ``meta.json``, ``record.json`` or ``train/``, ``val/`` were
+            written by another program (else ``FileExistsError`` before any work; a dataset of ours is replaced).
 
     Returns:
         The record written to ``out/record.json``.
     """
+    check_count(val_pairs, "val_pairs")
     if patch_scale is None or min_kp_size is None:
         from ..weights import load_weights
 
@@ -420,6 +425,7 @@ def make_sfm_dataset(
         min_kp_size = default.min_kp_size if min_kp_size is None else min_kp_size
     min_kp_size = check_min_kp_size(min_kp_size)
     out = Path(out)
+    check_dataset_folder(out, ("meta.json", "record.json"), force)
     found = find_scenes(scenes, reconstruct, out / "sfm")
     no_model = [s.name for s in found if not s.models]
     found = [s for s in found if s.models]
@@ -453,8 +459,8 @@ def make_sfm_dataset(
     record["scenes_without_model"] = no_model
     meta = {"source": "sfm", "patch_scale": patch_scale, "min_kp_size": min_kp_size, "record": "record.json",
             **{split: {"photos": t["images"], "points": t["points"], "patches": t["patches"]} for split, t in totals.items()}}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    (out / "record.json").write_text(json.dumps(record, indent=1))  # written last: its presence marks a full build
+    write_json(out / "meta.json", meta, force=force)
+    write_json(out / "record.json", record, force=force)  # written last: its presence marks a full build
     return record
 
 

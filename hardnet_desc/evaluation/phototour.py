@@ -39,6 +39,7 @@ def evaluate_fpr95(
 
     Raises:
         FileNotFoundError: missing folder or pair file, or no pair file in ``root``.
+        ValueError: a malformed pair file, or one whose patch indices lie outside the folder's patches.
     """
     root = Path(root)
     if not root.is_dir():
@@ -54,4 +55,11 @@ def evaluate_fpr95(
             raise FileNotFoundError(f"{root}: no m50_*.txt pair file (pass one with --pairs)")
     data = read_phototour(root, patch_size=patch_size)
     describe = descriptor.describe_patches if isinstance(descriptor, HardNetDescriptor) else descriptor
-    return {f.name: pairs_fpr95(describe, data.patches, read_pairs(f)) for f in files}
+    pairs = {f: read_pairs(f) for f in files}
+    for f, (idx1, idx2, _) in pairs.items():  # before any patch is described
+        used = np.concatenate([idx1, idx2])
+        bad = used[(used < 0) | (used >= len(data))]
+        if bad.size:
+            raise ValueError(f"{f}: {bad.size} patch indices outside [0, {len(data)}), the patches of {root} "
+                             f"(first: {bad[0]})")
+    return {f.name: pairs_fpr95(describe, data.patches, p) for f, p in pairs.items()}

@@ -28,6 +28,8 @@ from tqdm import tqdm
 
 from ..detection import DEFAULT_MAX_KEYPOINTS, detect_sift
 from ..device import resolve_device
+from ..outputs import check_output, replacing, write_json
+from ..viz import PICTURE_MARK, is_picture_ours
 from ..image import read_image, to_uint8
 from ..matching import match_descriptors
 from ..model import HardNet
@@ -255,8 +257,9 @@ def format_table(results: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def save_json(results: dict, path: str | Path) -> Path:
-    """Write ``results`` as JSON (NaN becomes null)."""
+def save_json(results: dict, path: str | Path, *, force: bool = False) -> Path:
+    """Write ``results`` as JSON (NaN becomes null), atomically; an existing ``path`` is replaced only if
+    hardnet-desc wrote it, or with ``force`` (``outputs.write_json``: else ``FileExistsError``)."""
 
     def clean(x: Any) -> Any:
         if isinstance(x, float) and not math.isfinite(x):
@@ -267,14 +270,12 @@ def save_json(results: dict, path: str | Path) -> Path:
             return [clean(v) for v in x]
         return x
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean(results), indent=1))
-    return path
+    return write_json(path, clean(results), force=force)
 
 
-def plot_mma(results: dict, path: str | Path) -> Path:
-    """Save an MMA-vs-threshold PNG: one line per method, one panel per group (overall, v, i, other)."""
+def plot_mma(results: dict, path: str | Path, *, force: bool = False) -> Path:
+    """Save an MMA-vs-threshold PNG: one line per method, one panel per group (overall, v, i, other).
+    Atomically; an existing ``path`` is replaced only if hardnet-desc wrote it, or with ``force``."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -296,9 +297,10 @@ def plot_mma(results: dict, path: str | Path) -> Path:
     axes[0][0].set_ylabel("MMA")
     axes[0][-1].legend(loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    path = check_output(path, is_picture_ours, force=force)
+    mark = {"Software": PICTURE_MARK.decode()} if path.suffix.lower() == ".png" else None
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120, metadata=mark)
     plt.close(fig)
     return path
 

@@ -28,6 +28,7 @@ import numpy as np
 from ..data.images import list_images
 from ..data.warps import WarpConfig, photometric, random_homography
 from ..image import read_image, to_uint8
+from ..outputs import json_is_ours, write_json
 
 LEVELS = 5
 #: Warp ranges at the hardest level (5); level ``l`` uses ``l / 5`` of each range.
@@ -128,18 +129,22 @@ def make_sequences(
     noise: bool = False,
     max_side: int = 1024,
     suffix: str = ".png",
+    force: bool = False,
 ) -> list[Path]:
     """Write synthetic HPatches-layout sequences to ``out``.
 
     Args:
         images: folder of photos (searched recursively).
-        out: output folder; one sub-folder per sequence. Existing sequences are overwritten.
+        out: output folder; one sub-folder per sequence, marked as ours by its ``SEQUENCE_MARK`` file.
+            A sequence folder written before by ``make_sequences`` is overwritten; one that holds
+            other files is left as it is and ``FileExistsError`` raised before any work, unless ``force``.
         n_images: use this many photos (a seeded random choice), None for all.
         seed: seeds the choice of photos and every warp; the output is reproducible.
         illumination: also write the ``i_`` (photometric only) sequences.
         noise: also write the ``n_`` (Gaussian sensor noise only) sequences.
         max_side: photos are first downscaled so that their longer side is at most this.
         suffix: image format, ``'.png'`` or ``'.ppm'`` (lossless).
+        force: write into sequence folders that hold files of another program.
 
     Returns:
         The written sequence folders.
@@ -155,18 +160,22 @@ def make_sequences(
         pick = np.random.default_rng(seed).permutation(len(paths))[:n_images]
         paths = [paths[i] for i in sorted(pick)]
     out = Path(out)
-    written, used = [], set()
-    for index, path in enumerate(paths):
+    used: set[str] = set()
+    names = [_sequence_name(path, used) for path in paths]
+    kinds = ["v"] + (["i"] if illumination else []) + (["n"] if noise else [])
+    for name in names:  # before any work
+        for prefix in kinds:
+            _check_sequence_folder(out / f"{prefix}_{name}", force)
+    written = []
+    for index, (path, name) in enumerate(zip(paths, names)):
         image = to_uint8(read_image(path))
         scale = max_side / max(image.shape)
         if scale < 1:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        name = _sequence_name(path, used)
-        kinds = ["v"] + (["i"] if illumination else []) + (["n"] if noise else [])
         for prefix in kinds:
             rng = np.random.default_rng([seed, index, {"i": 0, "v": 1, "n": 2}[prefix]])
             folder = out / f"{prefix}_{name}"
-            folder.mkdir(parents=True, exist_ok=True)
+            write_json(folder / SEQUENCE_MARK, {"seed": seed, "photo": path.name}, force=True)  # checked above
             _write_image(folder / f"1{suffix}", image)
             for level in range(1, LEVELS + 1):
                 if prefix == "n":
@@ -177,6 +186,25 @@ def make_sequences(
                 np.savetxt(folder / f"H_1_{level + 1}", H, fmt="%.12g")
             written.append(folder)
     return written
+
+
+#: The file that marks a sequence folder as written by ``make_sequences`` (evaluation reads only images
+#: and homographies, so it is ignored there).
+SEQUENCE_MARK = "hardnet-desc.json"
+
+
+def _check_sequence_folder(folder: Path, force: bool) -> None:
+    """Raise ``FileExistsError`` if ``folder`` holds files and no ``SEQUENCE_MARK`` of ours (unless ``force``)."""
+    if force or not folder.is_dir() or not any(folder.iterdir()):
+        return
+    mark = folder / SEQUENCE_MARK
+    try:
+        ours = json_is_ours(mark)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise FileExistsError(f"{folder} exists and was not written by hardnet-desc (no {SEQUENCE_MARK} of ours); "
+                              "pass --force (force=True) to overwrite its images")
 
 
 def _write_image(path: Path, image: np.ndarray) -> None:

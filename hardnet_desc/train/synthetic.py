@@ -14,9 +14,9 @@ Images are split into train and validation by image.
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
+import numbers
 import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -29,10 +29,11 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..data.images import list_images
-from ..data.phototour import STORED_SIZE, PhotoTourWriter, make_pairs
+from ..data.phototour import STORED_SIZE, PhotoTourWriter, check_count, check_dataset_folder, make_pairs
 from ..data.warps import WarpConfig, photometric, project_keypoints, random_homography
 from ..detection import detect_sift
 from ..image import read_image, to_grey_numpy, to_grey_tensor
+from ..outputs import write_json
 from ..patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches
 
 
@@ -171,26 +172,36 @@ def make_dataset(
     warp: WarpConfig | None = None,
     match: MatchConfig | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> dict:
     """Build ``out/train`` and ``out/val`` in the PhotoTour layout from the photos in ``images``.
 
     Args:
         images: folder searched recursively for photos.
         out: output folder; also receives ``split.json`` (which photo went where) and ``meta.json``.
-        points: at most this many 3D points per photo.
-        views: warped views per photo (the photo itself is one more view).
+        points: at most this many 3D points per photo (>= 1).
+        views: warped views per photo, >= 1 (the photo itself is one more view).
         patch_scale: patch side in units of ``kp.size`` (must match inference).
         min_kp_size: least ``kp.size`` in pixels a patch is cut for (must match inference);
             default: the bundled weights' value.
-        val_fraction: share of photos held out for validation.
-        val_pairs: number of pairs in the validation pair file (half matches).
+        val_fraction: share of photos held out for validation, in (0, 1).
+        val_pairs: number of pairs in the validation pair file (half matches), >= 1.
         seed: seeds the warps, the photometric changes and the validation pairs.
         split_seed: seeds the train/validation split (default: ``seed``). Fix it to draw new
             views of the same photos without moving validation photos into training.
+        force: write into ``out`` even if its ``meta.json``, ``split.json`` or ``train/``, ``val/`` were
+            written by another program (else ``FileExistsError`` before any work; a dataset of ours is replaced).
 
     Returns:
         The summary written to ``meta.json``.
+
+    Raises:
+        ValueError: a count < 1 or a ``val_fraction`` outside (0, 1), before anything is written.
     """
+    for name, value in (("points", points), ("views", views), ("val_pairs", val_pairs)):
+        check_count(value, name)
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}")
     warp, match = warp or WarpConfig(), match or MatchConfig()
     if min_kp_size is None:
         from ..weights import load_weights
@@ -205,11 +216,11 @@ def make_dataset(
     if not val:
         raise ValueError(f"val_fraction={val_fraction} leaves no validation photo out of {len(paths)}")
     out = Path(out)
+    check_dataset_folder(out, ("meta.json", "split.json"), force)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(images)
-    (out / "split.json").write_text(
-        json.dumps({"train": [str(p.relative_to(root)) for p in train], "val": [str(p.relative_to(root)) for p in val]}, indent=1)
-    )
+    write_json(out / "split.json", {"train": [str(p.relative_to(root)) for p in train],
+                                    "val": [str(p.relative_to(root)) for p in val]}, force=force)
     workers = workers or min(2, os.cpu_count() or 1)
     summary: dict = {"images": str(root), "patch_scale": patch_scale, "min_kp_size": min_kp_size, "points_per_image": points, "views": views,
                      "seed": seed, "split_seed": split_seed, "warp": asdict(warp), "match": asdict(match)}
@@ -219,7 +230,7 @@ def make_dataset(
                 for i, p in enumerate(files)]  # info.txt's second column: the photo's index in split.json
         n_pairs = val_pairs if split == "val" else None
         summary[split] = {"photos": len(files), **_write_split(out / split, jobs, workers, n_pairs, seed, progress)}
-    (out / "meta.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "meta.json", summary, force=force)
     return summary
 
 

@@ -31,6 +31,7 @@ from ..descriptor import describe_patches
 from ..device import autocast, resolve_device, resolve_precision
 from ..fpr95 import pairs_fpr95
 from ..model import HardNet
+from ..outputs import check_output, json_is_ours, replacing, write_json
 from ..patches import DEFAULT_PATCH_SCALE
 from ..weights import check_state_dict, load_weights, read_checkpoint, save_weights
 from .augment import AugmentConfig
@@ -148,11 +149,14 @@ class _Run:
         return self.cfg.lr * (1.0 - self.step / self.total)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train, checkpointing to ``cfg.out``; returns the path of the exported ``.safetensors``."""
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, force: bool = False) -> Path:
+    """Train, checkpointing to ``cfg.out``; returns the path of the exported ``.safetensors``.
+
+    ``log.csv``, ``hardnet.safetensors`` and ``model_card.json`` already in ``cfg.out`` are replaced only
+    if this trainer wrote them, or with ``force`` (else ``FileExistsError`` before any work)."""
     from tqdm import tqdm
 
-    run = _start(cfg)
+    run = _start(cfg, force)
     _init_net(run)
     _restore(run, resume)
     with _open_log(run) as write_row:
@@ -181,10 +185,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     return export(run.net, cfg, run.history, path) if run.main_process else path
 
 
-def _start(cfg: TrainConfig) -> _Run:
+def _start(cfg: TrainConfig, force: bool = False) -> _Run:
     """Set-up: the output folder, the processes (torchrun) and device, the data and the sampler."""
     check_config(cfg)
     out = Path(cfg.out)
+    for name, ours in _OUTPUTS.items():  # before any work
+        check_output(out / name, ours, force=force)
     out.mkdir(parents=True, exist_ok=True)
     # torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: one process per GPU, each with its own batches
     # (hardest-in-batch mining stays within a process's batch), gradients averaged by DDP.
@@ -235,6 +241,10 @@ def _restore(run: _Run, resume: bool) -> None:
                                               cfg.aug_strength):
         raise ValueError(f"{path} was made with another seed, batch size, data, mix or augmentation; "
                          "resume with the same recipe")
+    if ckpt["step"] > run.total:  # the learning rate would be negative, and nothing trains
+        raise TrainingError(f"{path}: its step {ckpt['step']} is beyond this run's {run.total} steps ({cfg.epochs} "
+                            f"epochs of {len(run.loader)}): resume with the --epochs and --pairs-per-epoch it was "
+                            "made with")
     run.net.load_state_dict(ckpt["model"])
     try:
         run.opt.load_state_dict(ckpt["optimizer"])
@@ -269,6 +279,22 @@ def _check_weights(run: _Run) -> None:
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise TrainingError(f"step {run.step}: {key} contains NaN or inf: training diverged, nothing was "
                                 "saved or exported; lower --lr, or try --precision fp32")
+
+
+def _log_is_ours(path: Path) -> bool:
+    with open(path, encoding="utf-8") as f:
+        return f.readline().startswith(",".join(LOG_COLUMNS))
+
+
+def _weights_are_ours(path: Path) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return "model_card" in (f.metadata() or {})
+
+
+#: The files ``train`` writes into ``cfg.out`` besides its checkpoint, and how it knows its own.
+_OUTPUTS = {"log.csv": _log_is_ours, "hardnet.safetensors": _weights_are_ours, "model_card.json": json_is_ours}
 
 
 @contextmanager
@@ -357,10 +383,9 @@ def _save_checkpoint(run: _Run) -> None:
         return
     _check_weights(run)
     path = run.out / CHECKPOINT
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": run.net.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
-                "history": run.history, "config": asdict(run.cfg)}, tmp)
-    tmp.replace(path)  # atomic: a kill mid-write never leaves a broken checkpoint
+    with replacing(path) as tmp:  # atomic: a kill mid-write never leaves a broken checkpoint
+        torch.save({"model": run.net.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
+                    "history": run.history, "config": asdict(run.cfg)}, tmp)
 
 
 def _paths(value: str | list[str] | None) -> list[str]:
@@ -451,6 +476,7 @@ def export(net: HardNet, cfg: TrainConfig, history: list[dict], path: Path) -> P
     }
     metadata = {k: str(v) for k, v in (("patch_scale", patch_scale), ("min_kp_size", min_kp_size)) if v is not None}
     metadata["model_card"] = json.dumps(card)
-    save_weights(net.eval(), path, metadata)
-    path.with_name("model_card.json").write_text(json.dumps(card, indent=1, default=str))
+    with replacing(path) as tmp:  # an interrupted export leaves the old file or the new one
+        save_weights(net.eval(), tmp, metadata)
+    write_json(path.with_name("model_card.json"), card, force=True, default=str)  # train checked it
     return path

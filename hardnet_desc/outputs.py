@@ -1,0 +1,83 @@
+"""Writing output files: the one rule every command and library function that writes follows.
+
+* **Never replace a file hardnet-desc did not write** (unless ``force``): ``check_output`` raises
+  ``FileExistsError`` naming the file and ``--force``. Whether a file is ours is read from the
+  file itself by an ``ours(path)`` test of its format: a mark in a picture's metadata
+  (``viz.PICTURE_MARK``), ``producer_name`` of an ONNX model, ``WRITTEN_BY`` in a JSON object
+  (``json_is_ours``), the header of a training log.
+* **Replace atomically**: ``replacing(path)`` yields a temporary name in the same folder and
+  ``os.replace``s it onto ``path`` once written, so an interrupted run leaves the old file or the
+  new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+#: The key and value that mark a JSON object (and an HDF5 shard) as written by hardnet-desc.
+WRITTEN_BY_KEY, WRITTEN_BY = "written_by", "hardnet-desc"
+
+
+def check_output(path: str | Path, ours: Callable[[Path], bool], *, force: bool = False) -> Path:
+    """``path`` as a ``Path``, if this program may write it: it does not exist, ``ours(path)`` says
+    hardnet-desc wrote it, or ``force``.
+
+    Raises:
+        ValueError: ``path`` is a folder.
+        FileExistsError: ``path`` exists, is not ours and ``force`` is off.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name")
+    if path.exists() and not force and not _is_ours(ours, path):
+        raise FileExistsError(f"{path} exists and was not written by hardnet-desc; pass --force (force=True) "
+                              "to overwrite it")
+    return path
+
+
+def _is_ours(ours: Callable[[Path], bool], path: Path) -> bool:
+    try:
+        return bool(ours(path))
+    except Exception:  # noqa: BLE001 (a file a format test cannot even read is not ours)
+        return False
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder (same suffix) to write; on success it replaces ``path``
+    (``os.replace``, atomic), on an error it is removed and ``path`` is left as it was. Creates the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see ``replacing``)."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def json_is_ours(path: str | Path) -> bool:
+    """True if ``path`` holds a JSON object that ``write_json`` wrote."""
+    data = json.loads(Path(path).read_text())
+    return isinstance(data, dict) and data.get(WRITTEN_BY_KEY) == WRITTEN_BY
+
+
+def write_json(path: str | Path, data: dict[str, Any], *, force: bool = False, **dumps: Any) -> Path:
+    """Write the object ``data`` as JSON, marked ``{"written_by": "hardnet-desc", ...}``, atomically;
+    refuses (``check_output``) to replace a file it did not write unless ``force``. ``dumps``: for ``json.dumps``."""
+    path = check_output(path, json_is_ours, force=force)
+    text = json.dumps({WRITTEN_BY_KEY: WRITTEN_BY, **data}, **{"indent": 1, **dumps})
+    return write_bytes(path, text.encode())

@@ -185,8 +185,11 @@ def extract_folder(
 ) -> ExtractReport:
     """Detect, describe and store every image below ``images`` into the HDF5 file ``out``.
 
-    Resumable: images already complete in ``out`` are skipped. The patches of
-    ``batch_images`` images go through the network together. An image that cannot be read or
+    Resumable: images already complete in ``out`` are skipped, and each batch of images is
+    flushed to ``out`` once written. ``batch_images`` images are described together
+    (``HardNetDescriptor.describe_many``: off the CPU their patches share network calls; on the
+    CPU each image's batches are its own, so the file holds ``compute``'s descriptors), and a
+    batch is written while the device describes the next. An image that cannot be read or
     described is reported (``on_error(name, reason)``) and the others are still done.
 
     With ``workers`` > 0, that many processes (started fresh, not forked from this one, and using
@@ -201,7 +204,7 @@ def extract_folder(
         out: HDF5 file, created or appended to.
         descriptor: a ``HardNetDescriptor``; with workers, one with the default SIFT detector.
         max_keypoints: strongest SIFT keypoints kept per image (``None``: all).
-        batch_images: images per network call.
+        batch_images: images described together.
         workers: reading and detecting processes; 0: all in this process; ``None``:
             ``default_workers(descriptor.device)``.
         names: only these images (paths relative to ``images``, as ``image_names`` gives them);

@@ -49,13 +49,13 @@ def reference(folder, weights, tmp_path_factory):
     return out
 
 
-def assert_same_file(path, reference) -> None:
+def assert_same_file(path, reference, atol: float = 1e-5) -> None:
     with h5py.File(path, "r") as got, h5py.File(reference, "r") as ref:
         assert feature_names(got) == feature_names(ref) == set(NAMES)
         assert got.attrs["weights_sha256"] == ref.attrs["weights_sha256"]
         for name in NAMES:
             for key in FEATURE_KEYS:
-                np.testing.assert_allclose(got[name][key][()], ref[name][key][()], atol=1e-5, rtol=0)
+                np.testing.assert_allclose(got[name][key][()], ref[name][key][()], atol=atol, rtol=0)
 
 
 def test_processes_give_the_single_process_file(folder, weights, reference, tmp_path):
@@ -175,6 +175,19 @@ def test_write_features_takes_keypoint_rows(tmp_path):
         for key, value in read_features(tmp_path / "f.h5", name).items():
             assert value.dtype == objects[key].dtype
             np.testing.assert_array_equal(value, objects[key])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_extract_with_workers_gives_the_cpu_file(folder, weights, reference, tmp_path, monkeypatch):
+    """Detecting workers feeding a CUDA describer (fp32, TF32 off), two images a batch (so a batch is written
+    while the next is described): the CPU file, descriptors to float rounding."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    out = tmp_path / "features.h5"
+    hardnet = HardNetDescriptor(weights, device="cuda", precision="fp32")
+    report = extract_folder(folder, out, hardnet, max_keypoints=300, workers=2, batch_images=2, progress=False)
+    assert report.done == NAMES and [name for name, _ in report.failed] == ["broken.jpg"]
+    assert_same_file(out, reference, atol=1e-4)
 
 
 def test_detecting_workers_resume_and_bound_their_input(folder, weights, reference, tmp_path, monkeypatch):

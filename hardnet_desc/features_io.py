@@ -239,7 +239,7 @@ def extract_folder(
                     bar.update(1)
                 h5.flush()  # an interrupted run keeps every written batch
 
-            described: tuple[list[_Ready], Callable[[], list[np.ndarray]]] = ([], list)
+            described: tuple[list[_Ready], Callable[[], list[np.ndarray]]] = ([], lambda: [])
             try:
                 for start in range(0, len(todo), step):
                     batch = [next(detected) for _ in todo[start : start + step]]

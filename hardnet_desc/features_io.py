@@ -352,7 +352,7 @@ def _to_host(descs: list[torch.Tensor]) -> Callable[[], list[np.ndarray]]:
         return lambda: [d.cpu().numpy() for d in descs]
     host = torch.cat(descs).to("cpu", non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(descs[0].device))  # the stream the copy went to (any cuda:N)
     split = np.cumsum([len(d) for d in descs])[:-1]
 
     def wait() -> list[np.ndarray]:

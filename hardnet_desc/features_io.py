@@ -40,8 +40,9 @@ import torch
 from .data.images import list_images
 from .detection import DEFAULT_MAX_KEYPOINTS, detect_sift
 from .device import usable_cpus
-from .image import read_image, to_grey_numpy
+from .image import read_image, to_grey_numpy, to_grey_tensor
 from .model import DESCRIPTOR_DIM
+from .patches import check_inside, keypoints_to_frames
 
 if TYPE_CHECKING:
     import h5py
@@ -66,36 +67,48 @@ def feature_names(h5: h5py.File) -> set[str]:
     return names
 
 
-def write_features(h5: h5py.File, name: str, keypoints: Sequence[cv2.KeyPoint], descriptors: np.ndarray,
-                   image_size: tuple[int, int]) -> None:
+def write_features(h5: h5py.File, name: str, keypoints: Sequence[cv2.KeyPoint] | np.ndarray,
+                   descriptors: np.ndarray, image_size: tuple[int, int]) -> None:
     """Write one image's group (replacing a partial one) in the layout of the module docstring.
 
     Args:
         h5: an ``h5py.File`` open for writing.
         name: group name, the image path relative to the folder.
-        keypoints: N OpenCV keypoints.
+        keypoints: N OpenCV keypoints, or their ``(N, >= 5)`` rows ``(x, y, size, angle, response, ...)``
+            (``keypoint_rows``).
         descriptors: (N, 128) float32, one row per keypoint, stored transposed.
         image_size: ``(width, height)``.
 
     Raises:
-        ValueError: ``descriptors`` is not ``(N, 128)`` with N the number of keypoints (checked before
-            anything is written).
+        ValueError: ``descriptors`` is not ``(N, 128)`` with N the number of keypoints, or keypoint rows
+            of another shape (checked before anything is written).
     """
-    keypoints = list(keypoints)
+    rows = keypoints if isinstance(keypoints, np.ndarray) else keypoint_rows(keypoints)
+    if rows.ndim != 2 or rows.shape[1] < 5:
+        raise ValueError(f"{name}: keypoint rows have shape {rows.shape}, expected (N, >= 5) = "
+                         "(x, y, size, angle, response, ...)")
     shape = np.shape(descriptors)
-    if shape != (len(keypoints), DESCRIPTOR_DIM):
+    if shape != (len(rows), DESCRIPTOR_DIM):
         raise ValueError(f"{name}: descriptors have shape {shape}, expected (N, {DESCRIPTOR_DIM}) with N = "
-                         f"{len(keypoints)} keypoints, one row each (not transposed: the file stores them transposed)")
+                         f"{len(rows)} keypoints, one row each (not transposed: the file stores them transposed)")
     if name in h5:
         del h5[name]  # a group left half-written by an interrupted run
-    kp = np.array([(k.pt[0], k.pt[1], k.response, k.size, k.angle) for k in keypoints], np.float32).reshape(-1, 5)
+    kp = rows[:, :5].astype(np.float32)  # x, y, size, angle, response: float32 as cv2.KeyPoint holds them
     group = h5.create_group(name)
     group["keypoints"] = kp[:, :2]
     group["descriptors"] = np.ascontiguousarray(np.asarray(descriptors, np.float32).T)
-    group["scores"] = kp[:, 2]
-    group["scales"] = kp[:, 3]
-    group["oris"] = np.deg2rad(kp[:, 4])
+    group["scores"] = kp[:, 4]
+    group["scales"] = kp[:, 2]
+    group["oris"] = np.deg2rad(kp[:, 3])
     group["image_size"] = np.asarray(image_size, np.int64)  # written last: marks the group complete
+
+
+def keypoint_rows(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
+    """OpenCV keypoints as float64 rows ``(N, 7)`` of ``(x, y, size, angle, response, octave, class_id)``:
+    exact (float64 holds every float32 and int32 field), picklable, and the first four columns are
+    the ``(N, 4)`` keypoint array of ``hardnet_desc.patches``."""
+    rows = [(*k.pt, k.size, k.angle, k.response, k.octave, k.class_id) for k in keypoints]
+    return np.array(rows, np.float64).reshape(-1, 7)
 
 
 def read_features(path: str | Path, name: str) -> dict[str, np.ndarray]:
@@ -172,8 +185,11 @@ def extract_folder(
 ) -> ExtractReport:
     """Detect, describe and store every image below ``images`` into the HDF5 file ``out``.
 
-    Resumable: images already complete in ``out`` are skipped. The patches of
-    ``batch_images`` images go through the network together. An image that cannot be read or
+    Resumable: images already complete in ``out`` are skipped, and each batch of images is
+    flushed to ``out`` once written. ``batch_images`` images are described together
+    (``HardNetDescriptor.describe_many``: off the CPU their patches share network calls; on the
+    CPU each image's batches are its own, so the file holds ``compute``'s descriptors), and a
+    batch is written while the device describes the next. An image that cannot be read or
     described is reported (``on_error(name, reason)``) and the others are still done.
 
     With ``workers`` > 0, that many processes (started fresh, not forked from this one, and using
@@ -188,7 +204,7 @@ def extract_folder(
         out: HDF5 file, created or appended to.
         descriptor: a ``HardNetDescriptor``; with workers, one with the default SIFT detector.
         max_keypoints: strongest SIFT keypoints kept per image (``None``: all).
-        batch_images: images per network call.
+        batch_images: images described together.
         workers: reading and detecting processes; 0: all in this process; ``None``:
             ``default_workers(descriptor.device)``.
         names: only these images (paths relative to ``images``, as ``image_names`` gives them);
@@ -215,19 +231,24 @@ def extract_folder(
         step = max(1, batch_images)
         detected = _detected(root, todo, descriptor, max_keypoints, workers, ahead=step + 2 * workers)
         with tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:
+
+            def write(ready: list[_Ready], descs: Callable[[], list[np.ndarray]]) -> None:
+                for (name, rows, _, grey), desc in zip(ready, descs(), strict=True):
+                    write_features(h5, name, rows, desc, (grey.shape[-1], grey.shape[-2]))
+                    report.done.append(name)
+                    bar.update(1)
+                h5.flush()  # an interrupted run keeps every written batch
+
+            described: tuple[list[_Ready], Callable[[], list[np.ndarray]]] = ([], lambda: [])
             try:
                 for start in range(0, len(todo), step):
                     batch = [next(detected) for _ in todo[start : start + step]]
-                    ready = _cut_batch(batch, descriptor, report, on_error, lambda: bar.update(1))
-                    if ready:
-                        # One pass of the network over the patches of the whole batch.
-                        desc = descriptor.describe_patches(torch.cat([r[2] for r in ready]))
-                        split = np.cumsum([len(r[1]) for r in ready])[:-1]
-                        for (name, kps, _, size), d in zip(ready, np.split(desc.cpu().numpy(), split)):
-                            write_features(h5, name, kps, d, size)
-                            report.done.append(name)
-                            bar.update(1)
-                        h5.flush()  # an interrupted run keeps every finished batch
+                    ready = _checked_batch(batch, descriptor, report, on_error, lambda: bar.update(1))
+                    descs = descriptor.describe_many([r[3] for r in ready], [r[2] for r in ready]) if ready else []
+                    copy = _to_host(descs)
+                    write(*described)  # the previous batch, while the device describes this one
+                    described = (ready, copy)
+                write(*described)
             finally:
                 detected.close()  # stops the workers
     return report
@@ -236,11 +257,13 @@ def extract_folder(
 #: What makes one image fail (reported, the others go on); anything else stops the extraction.
 _IMAGE_ERRORS = (OSError, ValueError, cv2.error)
 
-#: The ``cv2.KeyPoint`` fields, in the rows that carry keypoints out of a worker process.
-_KEYPOINT_FIELDS = ("x", "y", "size", "angle", "response", "octave", "class_id")
+#: ``(name, (grey image, keypoint rows) or the one-line reason it failed)``, from ``_detected``; rows as
+#: ``keypoint_rows`` makes them.
+_Detected = tuple[str, Union[tuple[np.ndarray, np.ndarray], str]]
 
-#: ``(name, (grey image, keypoints) or the one-line reason it failed)``, from ``_detected``.
-_Detected = tuple[str, Union[tuple[np.ndarray, list[cv2.KeyPoint]], str]]
+#: An image ready to describe: ``(name, keypoint rows, frames (N, 2, 3) on the host, grey (1, 1, H, W) on the
+#: descriptor's device)``.
+_Ready = tuple[str, np.ndarray, torch.Tensor, torch.Tensor]
 
 
 def _check_workers(descriptor: HardNetDescriptor, workers: int | None) -> int:
@@ -268,8 +291,8 @@ def _detected(
         for name in names:
             try:
                 grey = to_grey_numpy(read_image(root / name))
-                found: tuple[np.ndarray, list[cv2.KeyPoint]] | str = (
-                    grey, descriptor.detect(grey, max_keypoints=max_keypoints))
+                found: tuple[np.ndarray, np.ndarray] | str = (
+                    grey, keypoint_rows(descriptor.detect(grey, max_keypoints=max_keypoints)))
             except _IMAGE_ERRORS as err:
                 found = _reason(err)
             yield name, found
@@ -284,8 +307,7 @@ def _detected(
             name, job = pending.popleft()
             for later in islice(queue, 1):
                 pending.append((later, pool.submit(_read_and_detect, str(root / later), max_keypoints)))
-            found = job.result()
-            yield name, found if isinstance(found, str) else (found[0], _keypoints_from_rows(found[1]))
+            yield name, job.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -306,22 +328,13 @@ def _init_worker() -> None:
 
 
 def _read_and_detect(path: str, max_keypoints: int | None) -> tuple[np.ndarray, np.ndarray] | str:
-    """In a worker process (OpenCV and numpy only): the grey image and its SIFT keypoints as rows of
-    ``_KEYPOINT_FIELDS`` (``cv2.KeyPoint`` does not pickle), or the reason it failed."""
+    """In a worker process (OpenCV and numpy only): the grey image and its SIFT keypoints as
+    ``keypoint_rows`` (``cv2.KeyPoint`` does not pickle), or the reason it failed."""
     try:
         grey = to_grey_numpy(read_image(path))
-        keypoints = detect_sift(grey, max_keypoints)
+        return grey, keypoint_rows(detect_sift(grey, max_keypoints))
     except _IMAGE_ERRORS as err:
         return _reason(err)
-    rows = [(*k.pt, k.size, k.angle, k.response, k.octave, k.class_id) for k in keypoints]
-    return grey, np.array(rows, np.float64).reshape(-1, len(_KEYPOINT_FIELDS))
-
-
-def _keypoints_from_rows(rows: np.ndarray) -> list[cv2.KeyPoint]:
-    """The ``cv2.KeyPoint`` list of ``_read_and_detect``'s rows (exact: float64 holds every float32
-    and int32 field)."""
-    return [cv2.KeyPoint(x, y, size, angle, response, int(octave), int(class_id))
-            for x, y, size, angle, response, octave, class_id in rows.tolist()]
 
 
 def _reason(err: BaseException) -> str:
@@ -329,14 +342,35 @@ def _reason(err: BaseException) -> str:
     return str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
 
 
-def _cut_batch(
+def _to_host(descs: list[torch.Tensor]) -> Callable[[], list[np.ndarray]]:
+    """Start copying descriptors to the host; the function returned waits for them and gives them as numpy.
+
+    On CUDA the copy is queued behind the work launched so far (into pinned memory, one copy for the
+    batch), so waiting for it later does not wait for work launched after it.
+    """
+    if not descs or descs[0].device.type != "cuda":
+        return lambda: [d.cpu().numpy() for d in descs]
+    host = torch.cat(descs).to("cpu", non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record(torch.cuda.current_stream(descs[0].device))  # the stream the copy went to (any cuda:N)
+    split = np.cumsum([len(d) for d in descs])[:-1]
+
+    def wait() -> list[np.ndarray]:
+        copied.synchronize()
+        return np.split(host.numpy(), split)
+
+    return wait
+
+
+def _checked_batch(
     batch: Sequence[_Detected],
     descriptor: HardNetDescriptor,
     report: ExtractReport,
     on_error: Callable[[str, str], None] | None,
     tick: Callable[[], None] = lambda: None,
-) -> list[tuple[str, list[cv2.KeyPoint], torch.Tensor, tuple[int, int]]]:
-    """Cut the patches of each detected image: ``(name, keypoints, patches, (w, h))``.
+) -> list[_Ready]:
+    """The images of a batch that ``describe_many`` can describe: their frames made and checked
+    (``extract_patches``' checks, so one bad image fails alone) and their grey images sent to the device.
 
     An image that failed (here or before) is added to ``report.failed`` (and passed to
     ``on_error``) and left out; ``tick()`` is called for it (the progress bar).
@@ -344,9 +378,11 @@ def _cut_batch(
     ready = []
     for name, found in batch:
         if not isinstance(found, str):
-            grey, kps = found
+            grey, rows = found
             try:
-                ready.append((name, kps, descriptor.cut_patches(grey, kps), (grey.shape[1], grey.shape[0])))
+                frames = keypoints_to_frames(rows[:, :4], descriptor.patch_scale, descriptor.min_kp_size)
+                check_inside(frames, *grey.shape[:2])
+                ready.append((name, rows, frames, to_grey_tensor(grey, descriptor.device)))
                 continue
             except _IMAGE_ERRORS as err:
                 found = _reason(err)

@@ -49,13 +49,13 @@ def reference(folder, weights, tmp_path_factory):
     return out
 
 
-def assert_same_file(path, reference) -> None:
+def assert_same_file(path, reference, atol: float = 1e-5) -> None:
     with h5py.File(path, "r") as got, h5py.File(reference, "r") as ref:
         assert feature_names(got) == feature_names(ref) == set(NAMES)
         assert got.attrs["weights_sha256"] == ref.attrs["weights_sha256"]
         for name in NAMES:
             for key in FEATURE_KEYS:
-                np.testing.assert_allclose(got[name][key][()], ref[name][key][()], atol=1e-5, rtol=0)
+                np.testing.assert_allclose(got[name][key][()], ref[name][key][()], atol=atol, rtol=0)
 
 
 def test_processes_give_the_single_process_file(folder, weights, reference, tmp_path):
@@ -116,6 +116,78 @@ def test_detecting_workers_give_the_same_file(folder, weights, reference, tmp_pa
         for name in NAMES:
             for key in FEATURE_KEYS:
                 np.testing.assert_array_equal(got[name][key][()], ref[name][key][()])
+
+
+class SiftPlusOne:
+    """SIFT, plus one keypoint that cannot be described (outside the image, or of size 0) in images
+    of a given width."""
+
+    def __init__(self, width: int, bad: cv2.KeyPoint) -> None:
+        self.width, self.bad, self.sift = width, bad, cv2.SIFT_create()
+
+    def detect(self, image, mask=None):
+        kps = list(self.sift.detect(image, mask))
+        return kps + [self.bad] if image.shape[1] == self.width else kps
+
+
+@pytest.mark.parametrize("bad", [cv2.KeyPoint(-50.0, 10.0, 4.0, 0.0, 1e9), cv2.KeyPoint(20.0, 10.0, 0.0, 0.0, 1e9)],
+                         ids=["outside", "size 0"])
+def test_an_image_that_cannot_be_described_fails_alone(folder, weights, reference, tmp_path, bad):
+    """One image of a batch fails; the others of its batch are described together and are written as
+    they are alone: equal to the reference file and to compute() of each image, bit for bit (on the CPU
+    an image's network batches are its own)."""
+    width = cv2.imread(str(folder / "sub" / "d.jpg")).shape[1]  # the only image this wide
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32", detector=SiftPlusOne(width, bad))
+    report = extract_folder(folder, tmp_path / "f.h5", hardnet, max_keypoints=300, batch_images=8, progress=False)
+    assert [name for name, _ in report.failed] == ["broken.jpg", "sub/d.jpg"]
+    assert ("outside the" if bad.pt[0] < 0 else "size <= 0") in report.failed[1][1]
+    assert report.done == ["a.jpg", "c.png", "sub/b.jpg"]
+    plain = HardNetDescriptor(weights, device="cpu", precision="fp32")
+    with h5py.File(tmp_path / "f.h5", "r") as got, h5py.File(reference, "r") as ref:
+        assert "sub/d.jpg" not in got
+        for name in report.done:
+            for key in FEATURE_KEYS:
+                np.testing.assert_array_equal(got[name][key][()], ref[name][key][()])
+            image = cv2.imread(str(folder / name))
+            _, desc = plain.compute(image, plain.detect(image, max_keypoints=300))
+            np.testing.assert_array_equal(got[name]["descriptors"][()].T, desc)
+
+
+def test_write_features_takes_keypoint_rows(tmp_path):
+    """Keypoint rows (as the detecting workers send them) give the datasets of the cv2.KeyPoint list."""
+    from hardnet_desc.features_io import keypoint_rows, read_features, write_features
+
+    image = cv2.imread(str(DATA_DIR / "sacre_coeur_1.jpg"), cv2.IMREAD_GRAYSCALE)
+    kps = cv2.SIFT_create(200).detect(image)
+    desc = np.random.default_rng(0).standard_normal((len(kps), 128)).astype(np.float32)
+    rows = keypoint_rows(kps)
+    assert rows.shape == (len(kps), 7)
+    with h5py.File(tmp_path / "f.h5", "w") as h5:
+        write_features(h5, "objects", kps, desc, (image.shape[1], image.shape[0]))
+        write_features(h5, "rows", rows, desc, (image.shape[1], image.shape[0]))
+        write_features(h5, "columns", rows[:, :5], desc, (image.shape[1], image.shape[0]))
+        with pytest.raises(ValueError, match=r"x: keypoint rows have shape \(\d+, 4\), expected \(N, >= 5\)"):
+            write_features(h5, "x", rows[:, :4], desc, (1, 1))
+        assert "x" not in h5
+    objects = read_features(tmp_path / "f.h5", "objects")
+    assert objects["oris"].dtype == np.float32 and len(objects["keypoints"]) == len(kps)
+    for name in ("rows", "columns"):
+        for key, value in read_features(tmp_path / "f.h5", name).items():
+            assert value.dtype == objects[key].dtype
+            np.testing.assert_array_equal(value, objects[key])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_extract_with_workers_gives_the_cpu_file(folder, weights, reference, tmp_path, monkeypatch):
+    """Detecting workers feeding a CUDA describer (fp32, TF32 off), two images a batch (so a batch is written
+    while the next is described): the CPU file, descriptors to float rounding."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    out = tmp_path / "features.h5"
+    hardnet = HardNetDescriptor(weights, device="cuda", precision="fp32")
+    report = extract_folder(folder, out, hardnet, max_keypoints=300, workers=2, batch_images=2, progress=False)
+    assert report.done == NAMES and [name for name, _ in report.failed] == ["broken.jpg"]
+    assert_same_file(out, reference, atol=1e-4)
 
 
 def test_detecting_workers_resume_and_bound_their_input(folder, weights, reference, tmp_path, monkeypatch):

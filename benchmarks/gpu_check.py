@@ -69,16 +69,20 @@ def device_name(device: torch.device) -> str:
 
 def section_tests(device: torch.device, quick: bool) -> dict:
     """The CUDA-marked tests, in a fresh interpreter from the repository root."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "--tb=short", "-rfE",
            "--continue-on-collection-errors", "tests"]  # a module whose test-only imports are missing is skipped
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
-    tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
-    print("\n".join(f"    {line}" for line in tail))
-    if done.returncode not in (0, 5):  # 5: no test selected (no CUDA-marked test)
-        raise RuntimeError(f"CUDA-marked tests failed: {tail[-1] if tail else done.returncode}")
-    return {"returncode": done.returncode, "summary": tail[-1] if tail else "", "tail": tail,
+    log = (done.stdout + done.stderr).strip().splitlines()
+    failures = [line for line in log if line.startswith(("E ", "FAILED", "ERROR"))]
+    tail = log[-5:]
+    print("\n".join(f"    {line}" for line in failures[:40] + tail))
+    # A module that cannot be collected for want of a test-only package (nbformat, kornia) is reported,
+    # not failed: this check is about the CUDA tests.
+    if any(line.startswith("FAILED") for line in log) or done.returncode not in (0, 1, 5):
+        raise RuntimeError(f"CUDA-marked tests failed: {tail[-1] if tail else done.returncode}\n" + "\n".join(log))
+    return {"returncode": done.returncode, "summary": tail[-1] if tail else "", "log": log,
             "seconds": time.perf_counter() - t0}
 
 

@@ -147,11 +147,10 @@ def match_descriptors(
     n1, n2 = len(a), len(b)
     chunk = _chunk_rows(chunk_size, n2, a.device)
     chunk = chunk if chunk_size is not None else min(chunk, _EXACT_ROWS)  # bounds the candidates' memory too
-    nn, rev = _neighbours(a, b, chunk, reverse=mutual)
+    nn, mutual_nn = _neighbours(a, b, chunk, reverse=mutual)
     q = torch.arange(n1, device=a.device)
-    if rev is not None:
-        # Cross-check: i is kept if it is the nearest row of desc1 (the lowest on ties) to its match.
-        q = q[rev[nn[:, 0]] == q]
+    if mutual_nn is not None:  # cross-check: i is the nearest row of desc1 (the lowest on ties) to its match
+        q = q[mutual_nn]
     t = nn[q, 0]
     d1 = _exact_distances(a[q], b[t]) * scale
     d2 = _exact_distances(a[q], b[nn[q, 1]]) * scale if n2 > 1 else torch.full_like(d1, float("nan"))
@@ -346,8 +345,10 @@ def _sq_dist_chunks(a: torch.Tensor, b: torch.Tensor, chunk: int, pad_to: int = 
 
 # Candidates per row that the matrix product proposes for re-ranking by exact distance (see _neighbours),
 # and the most rows per block by default (re-ranking their candidates takes about 32 KiB a row).
-_CANDIDATES = 8
+_CANDIDATES = 4
 _EXACT_ROWS = 1 << 14
+# Rows per block in the cross-check (see _reverse_check).
+_ROW_BLOCK = 32
 # Pairs per block in the exact search over all of the other set (_search_exactly).
 _EXACT_PAIRS = 1 << 17
 # Relative rounding of matmul inputs, by torch.get_float32_matmul_precision(): TF32 or bfloat16 (x3: a
@@ -361,44 +362,95 @@ def _neighbours(
     """Nearest neighbours by exact distance, whatever the rounding of the matrix product.
 
     Returns ``nn`` (N1, min(2, N2)) int64, the nearest and second nearest row of ``b`` of each row of
-    ``a``, and with ``reverse`` ``rev`` (N2,) int64, the nearest row of ``a`` of each row of ``b``
-    (else None). "Nearest" is by ``_exact_sq``, the lowest index first on exact ties.
+    ``a``, and with ``reverse`` ``mutual`` (N1,) bool: row ``i`` is the nearest row of ``a`` to
+    ``b[nn[i, 0]]`` (else None). "Nearest" is by ``_exact_sq``, the lowest index first on exact ties.
 
     The product (``_sq_dist_chunks``, in blocks of ``chunk`` rows) only proposes ``_CANDIDATES``
-    candidates per row, and per column for ``reverse``; their exact distances decide. ``_product_slack``
-    bounds the product's rounding error: a row for which a column outside its candidates could be as
-    near as the chosen ones (near-ties beyond the candidates, such as many duplicate descriptors) is
-    searched exactly over all of the other set. So the result is the same on every device.
+    candidates per row, whose exact distances decide; for ``reverse`` it gives the two smallest minima
+    of blocks of ``_ROW_BLOCK`` rows per column (see ``_reverse_check``). ``_product_slack`` bounds the
+    product's rounding error: where a row or column outside those looked at exactly could be as near
+    (near-ties beyond the candidates, such as many duplicate descriptors), all of the other set is
+    searched exactly. So the result is the same on every device.
     """
     n1, n2 = len(a), len(b)
-    k, kr = min(_CANDIDATES, n2), min(_CANDIDATES, n1)
+    k = min(_CANDIDATES, n2)
     slack_a, slack_b = _product_slack(a, b)
     nn = torch.empty(n1, min(2, n2), dtype=torch.long, device=a.device)
     unsure = []
-    if reverse:  # the running kr smallest values of each column, and their rows
-        rev_val = torch.full((kr, n2), float("inf"), device=a.device)
-        rev_idx = torch.zeros(kr, n2, dtype=torch.long, device=a.device)
+    if reverse:  # per column: the smallest row-block minimum, its block, and the second smallest
+        chunk = max(_ROW_BLOCK, chunk // _ROW_BLOCK * _ROW_BLOCK)  # no block of rows across two chunks
+        m1 = torch.full((n2,), float("inf"), device=a.device)
+        m2, blk1 = m1.clone(), torch.zeros(n2, dtype=torch.long, device=a.device)
+        near = torch.empty(n1, device=a.device)  # the product's least value of nn[i, 0] over i's block but i
     for start, d in _sq_dist_chunks(a, b, chunk, pad_to=_BLOCK):
         stop = start + len(d)
-        if reverse:
-            v, i = d[:, :n2].topk(min(kr, len(d)), dim=0, largest=False, sorted=False)
-            rev_val, j = torch.cat([rev_val, v]).topk(kr, dim=0, largest=False, sorted=False)
-            rev_idx = torch.cat([rev_idx, i + start]).gather(0, j)
         vals, cols = _candidates(d, k, _BLOCK)
         nn[start:stop], sure = _rerank(a[start:stop], b, cols, vals, slack_a[start:stop], k == n2)
         unsure.append(start + (~sure).nonzero()[:, 0])
+        if reverse:
+            _merge_block_minima(d[:, :n2], start // _ROW_BLOCK, m1, m2, blk1)
+            near[start:stop] = _block_others(d, nn[start:stop, 0])
     _search_exactly(a, b, torch.cat(unsure), nn)
     if not reverse:
         return nn, None
-    rev = torch.empty(n2, 1, dtype=torch.long, device=a.device)
-    unsure = []
-    for start in range(0, n2, _EXACT_ROWS):
-        stop = min(start + _EXACT_ROWS, n2)
-        cols, vals = rev_idx[:, start:stop].T, rev_val[:, start:stop].T
-        rev[start:stop], sure = _rerank(b[start:stop], a, cols, vals, slack_b[start:stop], kr == n1, m=1)
-        unsure.append(start + (~sure).nonzero()[:, 0])
-    _search_exactly(b, a, torch.cat(unsure), rev)
-    return nn, rev[:, 0]
+    return nn, _reverse_check(a, b, nn[:, 0], near, m1, m2, blk1, slack_b)
+
+
+def _merge_block_minima(d: torch.Tensor, first: int, m1: torch.Tensor, m2: torch.Tensor, blk1: torch.Tensor) -> None:
+    """Fold the blocks of ``_ROW_BLOCK`` rows of ``d`` (n, N2), the first being block ``first``, into the
+    running smallest block minimum ``m1`` (N2,) of each column, its block ``blk1`` and the second smallest
+    ``m2`` (in place)."""
+    full = len(d) // _ROW_BLOCK * _ROW_BLOCK
+    bmin = d[:full].unflatten(0, (-1, _ROW_BLOCK)).amin(dim=1)  # (nb, N2)
+    if full < len(d):  # the last, shorter block of the last chunk
+        bmin = torch.cat([bmin, d[full:].amin(dim=0, keepdim=True)])
+    c1 = bmin.amin(dim=0)
+    b1 = (bmin == c1).byte().argmax(dim=0)
+    c2 = bmin.scatter(0, b1[None], float("inf")).amin(dim=0)
+    new = c1 < m1
+    m2.copy_(torch.where(new, torch.minimum(m1, c2), torch.minimum(m2, c1)))
+    blk1.copy_(torch.where(new, b1 + first, blk1))
+    m1.copy_(torch.minimum(m1, c1))
+
+
+def _block_others(d: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(n,): for each row ``r`` of ``d`` (n, N2'), the least of ``d[:, cols[r]]`` over the other rows of
+    its block of ``_ROW_BLOCK`` (inf if none); ``d``'s first row starts a block."""
+    r = torch.arange(len(d), device=d.device)
+    rows = (r // _ROW_BLOCK * _ROW_BLOCK)[:, None] + torch.arange(_ROW_BLOCK, device=d.device)  # (n, _ROW_BLOCK)
+    vals = d[rows.clamp(max=len(d) - 1), cols[:, None]]
+    return vals.masked_fill((rows >= len(d)) | (rows == r[:, None]), float("inf")).amin(dim=1)
+
+
+def _reverse_check(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    nn1: torch.Tensor,
+    near: torch.Tensor,
+    m1: torch.Tensor,
+    m2: torch.Tensor,
+    blk1: torch.Tensor,
+    slack: torch.Tensor,
+) -> torch.Tensor:
+    """(N1,) bool: row ``i`` of ``a`` is the nearest (lowest index on exact ties) to ``b[nn1[i]]``.
+
+    The product's least value of column ``j = nn1[i]`` over the rows but ``i`` is the least of
+    ``near[i]`` (the rest of ``i``'s block of ``_ROW_BLOCK`` rows) and of the smallest block minimum of
+    the column outside that block (``m1[j]``, or ``m2[j]`` when ``m1[j]`` is that block's). Within
+    ``slack[j]`` of ``i``'s exact distance, it leaves a doubt, and the column is searched exactly.
+    """
+    j = nn1
+    own = _exact_sq(a, b[j])  # (N1,)
+    blk = torch.arange(len(a), device=a.device) // _ROW_BLOCK
+    others = torch.minimum(near, torch.where(blk1[j] == blk, m2[j], m1[j])).to(own.dtype)
+    keep = others - slack[j] > own  # every other row is farther
+    doubt = ~keep & ~(others + slack[j] < own)  # else some row is nearer
+    q = doubt.nonzero()[:, 0]
+    cols, inverse = j[q].unique(return_inverse=True)
+    rev = torch.empty(len(cols), 1, dtype=torch.long, device=a.device)
+    _search_exactly(b[cols], a, torch.arange(len(cols), device=a.device), rev)
+    keep[q] = rev[inverse, 0] == q
+    return keep
 
 
 def _candidates(d: torch.Tensor, k: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -488,12 +540,12 @@ def _exact_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     float64 is exact for the squares of float32 differences; devices without it (MPS) use float32.
     """
     dtype = _exact_dtype(a.device)
-    x = (a.to(dtype) - b.to(dtype)).square()
+    x = (a.to(dtype) - b.to(dtype)).square_()
     while x.shape[-1] > 1:
         if x.shape[-1] % 2:
             x = torch.cat([x, x.new_zeros(x.shape[:-1] + (1,))], dim=-1)
         half = x.shape[-1] // 2
-        x = x[..., :half] + x[..., half:]
+        x = x[..., :half].add_(x[..., half:])  # in place: no new buffer per level
     return x[..., 0] if x.shape[-1] == 1 else x.new_zeros(x.shape[:-1])
 
 

@@ -390,9 +390,11 @@ def _neighbours(
         if reverse:
             _merge_block_minima(d[:, :n2], start // _ROW_BLOCK, m1, m2, blk1)
             near[start:stop] = _block_others(d, nn[start:stop, 0])
-    _search_exactly(a, b, torch.cat(unsure), nn)
+    unsure = torch.cat(unsure)
+    _search_exactly(a, b, unsure, nn)
     if not reverse:
         return nn, None
+    near[unsure] = float("nan")  # taken for another column than the one the exact search chose
     return nn, _reverse_check(a, b, nn[:, 0], near, m1, m2, blk1, slack_b)
 
 
@@ -435,7 +437,7 @@ def _reverse_check(
     """(N1,) bool: row ``i`` of ``a`` is the nearest (lowest index on exact ties) to ``b[nn1[i]]``.
 
     The product's least value of column ``j = nn1[i]`` over the rows but ``i`` is the least of
-    ``near[i]`` (the rest of ``i``'s block of ``_ROW_BLOCK`` rows) and of the smallest block minimum of
+    ``near[i]`` (the rest of ``i``'s block of ``_ROW_BLOCK`` rows; NaN: unknown) and of the smallest block minimum of
     the column outside that block (``m1[j]``, or ``m2[j]`` when ``m1[j]`` is that block's). Within
     ``slack[j]`` of ``i``'s exact distance, it leaves a doubt, and the column is searched exactly.
     """
@@ -443,8 +445,8 @@ def _reverse_check(
     own = _exact_sq(a, b[j])  # (N1,)
     blk = torch.arange(len(a), device=a.device) // _ROW_BLOCK
     others = torch.minimum(near, torch.where(blk1[j] == blk, m2[j], m1[j])).to(own.dtype)
-    keep = others - slack[j] > own  # every other row is farther
-    doubt = ~keep & ~(others + slack[j] < own)  # else some row is nearer
+    keep = others - slack[j] > own  # every other row is farther (False for NaN)
+    doubt = ~keep & ~(others + slack[j] < own)  # else some row is nearer (a doubt for NaN)
     q = doubt.nonzero()[:, 0]
     cols, inverse = j[q].unique(return_inverse=True)
     rev = torch.empty(len(cols), 1, dtype=torch.long, device=a.device)

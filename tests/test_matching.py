@@ -419,6 +419,31 @@ def test_results_do_not_depend_on_the_products_rounding(monkeypatch, seed):
         [(m.queryIdx, m.trainIdx) for m in cross]
 
 
+@pytest.mark.parametrize("chunk_size", [None, 37])
+def test_matches_are_the_exact_nearest_neighbours(chunk_size):
+    """Against a brute-force float64 search: nearest, second nearest (via ratios) and the cross-check's
+    reverse nearest, lowest index first on ties, on near-ties (ambiguous sets) and on exact ties
+    (ternary descriptors, many duplicates), whatever the chunks."""
+    rng = np.random.default_rng(5)
+    x, y = _ambiguous_sets(1000, seed=5)
+    a, b = rng.integers(0, 3, (700, 6)).astype(np.float32), rng.integers(0, 3, (900, 6)).astype(np.float32)
+    for d1, d2 in ((x, y), (a, b)):
+        sq = np.stack([((d2 - row.astype(np.float64)) ** 2).sum(axis=1) for row in d1])  # (N1, N2)
+        order = np.argsort(sq, axis=1, kind="stable")[:, :2]
+        dist = np.sqrt(np.take_along_axis(sq, order, axis=1)).astype(np.float32)
+        rows = np.arange(len(d1))
+        for mutual in (False, True):
+            q = rows[sq.argmin(axis=0)[order[:, 0]] == rows] if mutual else rows
+            m = match_descriptors(d1, d2, ratio=None, mutual=mutual, chunk_size=chunk_size)
+            np.testing.assert_array_equal(m.query_idx, q)
+            np.testing.assert_array_equal(m.train_idx, order[q, 0])
+            np.testing.assert_allclose(m.distances, dist[q, 0], rtol=1e-6)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios = np.where(dist[q, 0] == dist[q, 1], 1, dist[q, 0] / dist[q, 1])
+            np.testing.assert_allclose(m.ratios, ratios, rtol=1e-6)
+        assert 0 < len(q) < len(d1)
+
+
 def test_small_train_sets_and_all_duplicates():
     """One to three train rows (fewer than the candidates), and every row the same (all distances tied)."""
     a, b = _binary_sets()

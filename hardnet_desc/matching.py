@@ -1,14 +1,16 @@
 """Nearest-neighbour matching of local descriptors (L2 distance).
 
 A torch replacement for ``cv2.BFMatcher(cv2.NORM_L2)`` + Lowe's ratio test:
-distances come from a chunked matrix product, so large sets are matched in
-bounded memory and on the GPU when the descriptors live there.
+a chunked matrix product proposes a few candidates per row and exact distances
+decide, so large sets are matched in bounded memory, on the GPU when the
+descriptors live there, with the same results on every device.
 
 Conventions, as in OpenCV:
 
 * ``desc1`` is the *query* set (N1, D), ``desc2`` the *train* set (N2, D).
 * A match is a pair ``(query_idx, train_idx)`` with ``distance = ||d1 - d2||``.
-* Ties go to the lowest train index, like ``BFMatcher``.
+* "Nearest" is by exact squared distance (float64 sums of the squared float32
+  differences, in a fixed order); exact ties go to the lowest index, like ``BFMatcher``.
 
 On a CPU shared with other busy processes, torch's OpenMP threads spin while
 waiting for each other and matching can get several times slower; there,
@@ -103,7 +105,7 @@ def match_descriptors(
       ``knnMatch(k=2)`` loop, where OpenCV returns a single neighbour.
     * ``mutual``: keep ``(i, j)`` only if ``i`` is also the nearest neighbour of
       ``j`` in ``desc1`` (``BFMatcher(crossCheck=True)``). If several rows of
-      ``desc1`` are equally near to ``j``, the lowest one that picked ``j`` wins.
+      ``desc1`` are equally near to ``j``, only the lowest of them can match ``j``.
     * ``max_distance``: keep matches with ``d1 <= max_distance``.
 
     Args:
@@ -116,21 +118,23 @@ def match_descriptors(
         max_distance: maximum L2 distance, or None.
         device: where to compute; defaults to the device of ``desc1`` if it is a
             tensor, else the CPU (numpy input is matched on the CPU unless ``device`` says otherwise).
-        chunk_size: rows of ``desc1`` per block. The peak extra memory is about
-            ``chunk_size * N2`` floats (off the CPU plus about 32 KiB a row for the exact
-            re-ranking); the default picks it from ``N2`` (about 64 MiB of distances per block
-            on the CPU, 512 MiB on CUDA).
+        chunk_size: rows of ``desc1`` per block (with ``mutual``, rounded down to a multiple of 32).
+            The peak extra memory is about ``chunk_size * N2`` floats, plus a few KiB a row of the
+            block for the exact re-ranking; the default picks it from ``N2`` (about 64 MiB of
+            distances per block on the CPU, 512 MiB on CUDA, at most 16384 rows).
 
     Returns:
-        ``Matches`` sorted by ``query_idx``, as numpy arrays on every device. Distances are
-        recomputed exactly from the matched descriptor pairs (float64 sums in a fixed order,
-        rounded to float32: the same bits on every device), so they agree with OpenCV to float32
-        precision. On the CPU the neighbour *ranking* uses ``|a|^2 + |b|^2 - 2 a.b``, so near-ties
-        (differences of ~1e-6 in squared distance, relative to ``|a|^2``) may be ranked differently
-        than by OpenCV. On other devices (CUDA) that product only picks a few candidates per
-        row, which are ranked by their exact distances; results are those of the CPU (the same
-        matches, distances and ratios) but for such near-ties, where they are the exact ones.
-        Keep TF32 matmuls off (the torch default), or candidates may miss the nearest.
+        ``Matches`` sorted by ``query_idx``, as numpy arrays on every device. Every decision is
+        taken on exact squared distances (float64 sums of the squared float32 differences, in a
+        fixed order): the nearest and second nearest row of ``desc2`` of each query, the nearest
+        row of ``desc1`` of its match for ``mutual``, lowest index first on exact ties. The matrix
+        product ``|a|^2 + |b|^2 - 2 a.b`` only proposes candidates; a bound on its rounding error
+        tells when a near-tie may lie beyond them, and then that row (or column) is searched
+        exactly. Distances and ratios come from the same exact sums, rounded to float32. So the
+        results are the same bits on every device (CPU, CUDA, with or without TF32 matmuls, which
+        only widen the bound; MPS, without float64, sums in float32) and for every ``chunk_size``,
+        and agree with OpenCV's but where two distances differ by less than OpenCV's float32
+        rounding (~1e-7 relative), which ours order exactly.
 
     Raises:
         ValueError: for bad shapes, mismatched dimensions, non-finite values, float64
@@ -207,8 +211,12 @@ class DescriptorMatcher:
         Returns N1 lists of ``min(k, N2)`` matches. ``ratio`` is not applied
         (apply the ratio test to the result, as with OpenCV). With
         ``mutual=True`` only ``k=1`` is allowed and, like OpenCV's crossCheck,
-        the list of a row without a mutual match is empty. Equal distances
-        are ordered by train index for ``k <= 2``, arbitrarily for larger k.
+        the list of a row without a mutual match is empty. For ``k <= 2`` the
+        neighbours are ``match_descriptors``' (exact nearest and second nearest,
+        the lowest train index first on ties); for larger ``k`` they are the
+        product's ``k`` nearest (a near-tie at the k-th place may differ from
+        OpenCV's), ordered by exact distance, then train index. Distances are
+        ``match_descriptors``'.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
@@ -344,16 +352,16 @@ def _sq_dist_chunks(a: torch.Tensor, b: torch.Tensor, chunk: int, pad_to: int = 
 
 
 # Candidates per row that the matrix product proposes for re-ranking by exact distance (see _neighbours),
-# and the most rows per block by default (re-ranking their candidates takes about 32 KiB a row).
+# and the most rows per block by default (re-ranking their candidates takes a few KiB a row).
 _CANDIDATES = 4
 _EXACT_ROWS = 1 << 14
 # Rows per block in the cross-check (see _reverse_check).
 _ROW_BLOCK = 32
 # Pairs per block in the exact search over all of the other set (_search_exactly).
 _EXACT_PAIRS = 1 << 17
-# Relative rounding of matmul inputs, by torch.get_float32_matmul_precision(): TF32 or bfloat16 (x3: a
-# product of two rounded inputs, with margin).
-_INPUT_ROUNDING = {"highest": 0.0, "high": 3 * 2.0**-11, "medium": 3 * 2.0**-8}
+# Relative error of a product of two matmul inputs rounded (or truncated) to TF32 or bfloat16, by
+# torch.get_float32_matmul_precision(), with margin.
+_INPUT_ROUNDING = {"highest": 0.0, "high": 3 * 2.0**-10, "medium": 3 * 2.0**-7}
 
 
 def _neighbours(
@@ -398,7 +406,9 @@ def _neighbours(
     return nn, _reverse_check(a, b, nn[:, 0], near, m1, m2, blk1, slack_b)
 
 
-def _merge_block_minima(d: torch.Tensor, first: int, m1: torch.Tensor, m2: torch.Tensor, blk1: torch.Tensor) -> None:
+def _merge_block_minima(
+    d: torch.Tensor, first: int, m1: torch.Tensor, m2: torch.Tensor, blk1: torch.Tensor
+) -> None:
     """Fold the blocks of ``_ROW_BLOCK`` rows of ``d`` (n, N2), the first being block ``first``, into the
     running smallest block minimum ``m1`` (N2,) of each column, its block ``blk1`` and the second smallest
     ``m2`` (in place)."""
@@ -437,8 +447,8 @@ def _reverse_check(
     """(N1,) bool: row ``i`` of ``a`` is the nearest (lowest index on exact ties) to ``b[nn1[i]]``.
 
     The product's least value of column ``j = nn1[i]`` over the rows but ``i`` is the least of
-    ``near[i]`` (the rest of ``i``'s block of ``_ROW_BLOCK`` rows; NaN: unknown) and of the smallest block minimum of
-    the column outside that block (``m1[j]``, or ``m2[j]`` when ``m1[j]`` is that block's). Within
+    ``near[i]`` (the rest of ``i``'s block of ``_ROW_BLOCK`` rows; NaN: unknown) and of the smallest
+    block minimum of the column outside that block (``m1[j]``, or ``m2[j]`` when ``m1[j]`` is that block's). Within
     ``slack[j]`` of ``i``'s exact distance, it leaves a doubt, and the column is searched exactly.
     """
     j = nn1
@@ -479,18 +489,17 @@ def _rerank(
     vals: torch.Tensor,
     slack: torch.Tensor,
     complete: bool,
-    m: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``m`` nearest of the candidates ``cols`` (n, k), rows of ``db``, of each row of ``q`` (n, D).
+    """The two nearest of the candidates ``cols`` (n, k), rows of ``db``, of each row of ``q`` (n, D).
 
     ``vals`` (n, k) are the candidates' values in the matrix product, every other column's being at
-    least their largest, and ``slack`` (n,) bounds the product's error. Returns the picks (n, min(m, k)),
+    least their largest, and ``slack`` (n,) bounds the product's error. Returns the picks (n, min(2, k)),
     nearest first by exact distance, the lowest index first on ties, and ``sure`` (n,) bool: no other
     column can be as near as the last pick (always true when ``complete``: the candidates are all of ``db``).
     """
     cols = cols.sort(dim=1).values  # the stable sort below then keeps the lowest index first on ties
     exact = _exact_sq(q[:, None], db[cols])  # (n, k)
-    best = torch.sort(exact, dim=1, stable=True).indices[:, :m]
+    best = torch.sort(exact, dim=1, stable=True).indices[:, :2]
     pick = cols.gather(1, best)
     if complete:
         return pick, torch.ones(len(q), dtype=torch.bool, device=q.device)

@@ -419,6 +419,30 @@ def test_results_do_not_depend_on_the_products_rounding(monkeypatch, seed):
         [(m.queryIdx, m.trainIdx) for m in cross]
 
 
+def test_tf32_matmuls_give_the_same_results(monkeypatch):
+    """With TF32 allowed (torch.set_float32_matmul_precision("high"), as on a GPU), the product's error
+    grows to ~2^-10 of its values; the matcher widens its bound, and the results stay the same."""
+    from hardnet_desc import matching
+
+    x, y = _ambiguous_sets(1500)
+    refs = [match_descriptors(x, y, ratio=None, mutual=mutual) for mutual in (True, False)]
+    product, gen = matching._sq_dist_chunks, torch.Generator().manual_seed(0)
+
+    def tf32_like(*args, **kwargs):
+        for start, d in product(*args, **kwargs):
+            d.mul_(1 + 2.0**-10 * (2 * torch.rand(d.shape, generator=gen) - 1))
+            yield start, d
+
+    monkeypatch.setattr(matching, "_sq_dist_chunks", tf32_like)
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        for mutual, ref in zip((True, False), refs, strict=True):
+            _assert_identical(match_descriptors(x, y, ratio=None, mutual=mutual), ref)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
 @pytest.mark.parametrize("chunk_size", [None, 37])
 def test_matches_are_the_exact_nearest_neighbours(chunk_size):
     """Against a brute-force float64 search: nearest, second nearest (via ratios) and the cross-check's

@@ -150,7 +150,6 @@ def match_descriptors(
 
     n1, n2 = len(a), len(b)
     chunk = _chunk_rows(chunk_size, n2, a.device)
-    chunk = chunk if chunk_size is not None else min(chunk, _EXACT_ROWS)  # bounds the candidates' memory too
     nn, mutual_nn = _neighbours(a, b, chunk, reverse=mutual)
     q = torch.arange(n1, device=a.device)
     if mutual_nn is not None:  # cross-check: i is the nearest row of desc1 (the lowest on ties) to its match
@@ -239,7 +238,6 @@ class DescriptorMatcher:
             return [[] for _ in range(len(a))]
         k = min(k, len(b))
         chunk = _chunk_rows(self.chunk_size, len(b), a.device)
-        chunk = chunk if self.chunk_size is not None else min(chunk, _EXACT_ROWS)
         if k <= 2:  # the usual ratio-test case: match_descriptors' neighbours
             nn, _ = _neighbours(a, b, chunk, reverse=False)
             blocks = ((start, nn[start : start + chunk, :k]) for start in range(0, len(a), chunk))
@@ -323,8 +321,8 @@ def _to_tensor(x: ArrayLike | None, name: str, device: str | torch.device) -> to
 
 
 def _chunk_rows(chunk_size: int | None, n2: int, device: torch.device) -> int:
-    if chunk_size is None:
-        return max(1, _CHUNK_ELEMS.get(device.type, _CHUNK_ELEMS["cpu"]) // max(n2, 1))
+    if chunk_size is None:  # at most _EXACT_ROWS: that bounds the re-ranking's memory too
+        return min(_EXACT_ROWS, max(1, _CHUNK_ELEMS.get(device.type, _CHUNK_ELEMS["cpu"]) // max(n2, 1)))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     return int(chunk_size)
@@ -384,7 +382,7 @@ def _neighbours(
     k = min(_CANDIDATES, n2)
     slack_a, slack_b = _product_slack(a, b)
     nn = torch.empty(n1, min(2, n2), dtype=torch.long, device=a.device)
-    unsure = []
+    sure = torch.empty(n1, dtype=torch.bool, device=a.device)
     if reverse:  # per column: the smallest row-block minimum, its block, and the second smallest
         chunk = max(_ROW_BLOCK, chunk // _ROW_BLOCK * _ROW_BLOCK)  # no block of rows across two chunks
         m1 = torch.full((n2,), float("inf"), device=a.device)
@@ -393,12 +391,11 @@ def _neighbours(
     for start, d in _sq_dist_chunks(a, b, chunk, pad_to=_BLOCK):
         stop = start + len(d)
         vals, cols = _candidates(d, k, _BLOCK)
-        nn[start:stop], sure = _rerank(a[start:stop], b, cols, vals, slack_a[start:stop], k == n2)
-        unsure.append(start + (~sure).nonzero()[:, 0])
+        nn[start:stop], sure[start:stop] = _rerank(a[start:stop], b, cols, vals, slack_a[start:stop], k == n2)
         if reverse:
             _merge_block_minima(d[:, :n2], start // _ROW_BLOCK, m1, m2, blk1)
             near[start:stop] = _block_others(d, nn[start:stop, 0])
-    unsure = torch.cat(unsure)
+    unsure = (~sure).nonzero()[:, 0]  # one host sync, not one per block
     _search_exactly(a, b, unsure, nn)
     if not reverse:
         return nn, None

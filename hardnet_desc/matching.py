@@ -413,8 +413,7 @@ def _merge_block_minima(
     bmin = d[:full].unflatten(0, (-1, _ROW_BLOCK)).amin(dim=1)  # (nb, N2)
     if full < len(d):  # the last, shorter block of the last chunk
         bmin = torch.cat([bmin, d[full:].amin(dim=0, keepdim=True)])
-    c1 = bmin.amin(dim=0)
-    b1 = (bmin == c1).byte().argmax(dim=0)
+    c1, b1 = bmin.min(dim=0)  # (nb, N2) is small: the index search is cheap here
     c2 = bmin.scatter(0, b1[None], float("inf")).amin(dim=0)
     new = c1 < m1
     m2.copy_(torch.where(new, torch.minimum(m1, c2), torch.minimum(m2, c1)))

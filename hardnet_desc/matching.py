@@ -1,14 +1,16 @@
 """Nearest-neighbour matching of local descriptors (L2 distance).
 
 A torch replacement for ``cv2.BFMatcher(cv2.NORM_L2)`` + Lowe's ratio test:
-distances come from a chunked matrix product, so large sets are matched in
-bounded memory and on the GPU when the descriptors live there.
+a chunked matrix product proposes a few candidates per row and exact distances
+decide, so large sets are matched in bounded memory, on the GPU when the
+descriptors live there, with the same results on every device.
 
 Conventions, as in OpenCV:
 
 * ``desc1`` is the *query* set (N1, D), ``desc2`` the *train* set (N2, D).
 * A match is a pair ``(query_idx, train_idx)`` with ``distance = ||d1 - d2||``.
-* Ties go to the lowest train index, like ``BFMatcher``.
+* "Nearest" is by exact squared distance (float64 sums of the squared float32
+  differences, in a fixed order); exact ties go to the lowest index, like ``BFMatcher``.
 
 On a CPU shared with other busy processes, torch's OpenMP threads spin while
 waiting for each other and matching can get several times slower; there,
@@ -41,7 +43,7 @@ ArrayLike = np.ndarray | torch.Tensor
 # Default chunk size: rows of desc1 per block such that one block of squared
 # distances holds about this many floats (64 MiB on CPU, 512 MiB on GPU).
 _CHUNK_ELEMS = {"cpu": 1 << 24, "cuda": 1 << 27}
-# Columns per block in the top-2 search (see _top2).
+# Columns per block in the candidate search (see _candidates).
 _BLOCK = 128
 
 
@@ -103,7 +105,7 @@ def match_descriptors(
       ``knnMatch(k=2)`` loop, where OpenCV returns a single neighbour.
     * ``mutual``: keep ``(i, j)`` only if ``i`` is also the nearest neighbour of
       ``j`` in ``desc1`` (``BFMatcher(crossCheck=True)``). If several rows of
-      ``desc1`` are equally near to ``j``, the lowest one that picked ``j`` wins.
+      ``desc1`` are equally near to ``j``, only the lowest of them can match ``j``.
     * ``max_distance``: keep matches with ``d1 <= max_distance``.
 
     Args:
@@ -116,21 +118,23 @@ def match_descriptors(
         max_distance: maximum L2 distance, or None.
         device: where to compute; defaults to the device of ``desc1`` if it is a
             tensor, else the CPU (numpy input is matched on the CPU unless ``device`` says otherwise).
-        chunk_size: rows of ``desc1`` per block. The peak extra memory is about
-            ``chunk_size * N2`` floats (off the CPU plus about 32 KiB a row for the exact
-            re-ranking); the default picks it from ``N2`` (about 64 MiB of distances per block
-            on the CPU, 512 MiB on CUDA).
+        chunk_size: rows of ``desc1`` per block (with ``mutual``, rounded down to a multiple of 32).
+            The peak extra memory is about ``chunk_size * N2`` floats, plus a few KiB a row of the
+            block for the exact re-ranking; the default picks it from ``N2`` (about 64 MiB of
+            distances per block on the CPU, 512 MiB on CUDA, at most 16384 rows).
 
     Returns:
-        ``Matches`` sorted by ``query_idx``, as numpy arrays on every device. Distances are
-        recomputed exactly from the matched descriptor pairs (float64 sums in a fixed order,
-        rounded to float32: the same bits on every device), so they agree with OpenCV to float32
-        precision. On the CPU the neighbour *ranking* uses ``|a|^2 + |b|^2 - 2 a.b``, so near-ties
-        (differences of ~1e-6 in squared distance, relative to ``|a|^2``) may be ranked differently
-        than by OpenCV. On other devices (CUDA) that product only picks a few candidates per
-        row, which are ranked by their exact distances; results are those of the CPU (the same
-        matches, distances and ratios) but for such near-ties, where they are the exact ones.
-        Keep TF32 matmuls off (the torch default), or candidates may miss the nearest.
+        ``Matches`` sorted by ``query_idx``, as numpy arrays on every device. Every decision is
+        taken on exact squared distances (float64 sums of the squared float32 differences, in a
+        fixed order): the nearest and second nearest row of ``desc2`` of each query, the nearest
+        row of ``desc1`` of its match for ``mutual``, lowest index first on exact ties. The matrix
+        product ``|a|^2 + |b|^2 - 2 a.b`` only proposes candidates; a bound on its rounding error
+        tells when a near-tie may lie beyond them, and then that row (or column) is searched
+        exactly. Distances and ratios come from the same exact sums, rounded to float32. So the
+        results are the same bits on every device (CPU, CUDA, with or without TF32 matmuls, which
+        only widen the bound; MPS, without float64, sums in float32) and for every ``chunk_size``,
+        and agree with OpenCV's but where two distances differ by less than OpenCV's float32
+        rounding (~1e-7 relative), which ours order exactly.
 
     Raises:
         ValueError: for bad shapes, mismatched dimensions, non-finite values, float64
@@ -146,57 +150,23 @@ def match_descriptors(
 
     n1, n2 = len(a), len(b)
     chunk = _chunk_rows(chunk_size, n2, a.device)
-    if a.device.type != "cpu":
-        chunk = chunk if chunk_size is not None else min(chunk, _EXACT_ROWS)  # bounds the candidates' memory too
-        return _match_on_device(a, b, scale, chunk, ratio=ratio, mutual=mutual, max_distance=max_distance)
-    nn1 = torch.empty(n1, dtype=torch.long, device=a.device)
-    nn2 = torch.empty(n1, dtype=torch.long, device=a.device)  # valid if n2 > 1
-    sq1 = torch.empty(n1, device=a.device)  # squared NN distance, as ranked
-    col_min = torch.full((n2,), float("inf"), device=a.device) if mutual else None
-
-    for start, d in _sq_dist_chunks(a, b, chunk, pad_to=_BLOCK):
-        stop = start + len(d)
-        if col_min is not None:
-            # Running min over the columns gives the reverse NN distance in
-            # the same pass; the reverse check is then a comparison (below).
-            torch.minimum(col_min, d[:, :n2].amin(dim=0), out=col_min)
-        sq1[start:stop], nn1[start:stop], _, nn2[start:stop] = _top2(d, _BLOCK)
-
-    if col_min is not None:
-        # col_min[j] includes sq1[i] itself (the same float), so this holds
-        # iff no row of desc1 is strictly nearer to desc2[j].
-        keep = sq1 <= col_min[nn1]
-    else:
-        keep = torch.ones(n1, dtype=torch.bool, device=a.device)
-
-    q = keep.nonzero()[:, 0].cpu().numpy()
-    if mutual:
-        # Rows equally near to j may all have picked it: keep the first, as
-        # OpenCV's reverse NN would.
-        _, first = np.unique(nn1.cpu().numpy()[q], return_index=True)
-        q = q[np.sort(first)]
-
-    # Distances of the kept pairs computed directly: the matmul form loses
-    # precision for near-identical vectors (sqrt of a rounding error).
-    qt = torch.from_numpy(q).to(a.device)
-    t = nn1[qt]
-    d1 = _exact_distances(a[qt], b[t]).cpu().numpy() * scale
-    if n2 > 1:
-        d2 = _exact_distances(a[qt], b[nn2[qt]]).cpu().numpy() * scale
-    else:
-        d2 = np.full_like(d1, np.nan)
-    t = t.cpu().numpy()
+    nn, mutual_nn = _neighbours(a, b, chunk, reverse=mutual)
+    q = torch.arange(n1, device=a.device)
+    if mutual_nn is not None:  # cross-check: i is the nearest row of desc1 (the lowest on ties) to its match
+        q = q[mutual_nn]
+    t = nn[q, 0]
+    d1 = _exact_distances(a[q], b[t]) * scale
+    d2 = _exact_distances(a[q], b[nn[q, 1]]) * scale if n2 > 1 else torch.full_like(d1, float("nan"))
     # Compare in float64, like `m.distance < 0.8 * n.distance` in Python.
-    d1_64, ok = d1.astype(np.float64), np.ones(len(q), dtype=bool)
+    ok = torch.ones(len(q), dtype=torch.bool, device=a.device)
     if ratio is not None:
-        ok &= d1_64 < ratio * d2.astype(np.float64)  # NaN (no 2nd neighbour) fails
+        ok &= d1.double() < ratio * d2.double()  # NaN (no 2nd neighbour) fails
     if max_distance is not None:
-        ok &= d1_64 <= max_distance
+        ok &= d1.double() <= max_distance
     q, t, d1, d2 = q[ok], t[ok], d1[ok], d2[ok]
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(d1 == d2, np.float32(1), d1 / d2).astype(np.float32)
-    return Matches(q.astype(np.int64), t.astype(np.int64), d1.astype(np.float32), ratios)
+    ratios = torch.where(d1 == d2, torch.ones_like(d1), d1 / d2)
+    q, t, d1, ratios = (x.cpu().numpy() for x in (q, t, d1, ratios))
+    return Matches(q.astype(np.int64), t.astype(np.int64), d1.astype(np.float32), ratios.astype(np.float32))
 
 
 class DescriptorMatcher:
@@ -240,8 +210,12 @@ class DescriptorMatcher:
         Returns N1 lists of ``min(k, N2)`` matches. ``ratio`` is not applied
         (apply the ratio test to the result, as with OpenCV). With
         ``mutual=True`` only ``k=1`` is allowed and, like OpenCV's crossCheck,
-        the list of a row without a mutual match is empty. Equal distances
-        are ordered by train index for ``k <= 2``, arbitrarily for larger k.
+        the list of a row without a mutual match is empty. For ``k <= 2`` the
+        neighbours are ``match_descriptors``' (exact nearest and second nearest,
+        the lowest train index first on ties); for larger ``k`` they are the
+        product's ``k`` nearest (a near-tie at the k-th place may differ from
+        OpenCV's), ordered by exact distance, then train index. Distances are
+        ``match_descriptors``'.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
@@ -264,14 +238,19 @@ class DescriptorMatcher:
             return [[] for _ in range(len(a))]
         k = min(k, len(b))
         chunk = _chunk_rows(self.chunk_size, len(b), a.device)
+        if k <= 2:  # the usual ratio-test case: match_descriptors' neighbours
+            nn, _ = _neighbours(a, b, chunk, reverse=False)
+            blocks = ((start, nn[start : start + chunk, :k]) for start in range(0, len(a), chunk))
+        else:  # the product's k nearest, in the order of their exact distances (then of train index)
+            blocks = (
+                (start, d.topk(k, dim=1, largest=False).indices.sort(dim=1).values)
+                for start, d in _sq_dist_chunks(a, b, chunk)
+            )
         out = []
-        for start, d in _sq_dist_chunks(a, b, chunk, pad_to=_BLOCK if k <= 2 else 1):
-            if k <= 2:  # the usual ratio-test case: faster, and ties ordered like OpenCV
-                _, i1, _, i2 = _top2(d, _BLOCK)
-                idx = torch.stack([i1, i2], dim=1)[:, :k]
-            else:
-                idx = d.topk(k, dim=1, largest=False).indices  # (n, k), nearest first
-            dist = _exact_sq(a[start : start + len(d), None], b[idx]).sqrt().float() * scale  # as match's
+        for start, idx in blocks:
+            sq = _exact_sq(a[start : start + len(idx), None], b[idx])  # (n, k), as match_descriptors'
+            sq, order = torch.sort(sq, dim=1, stable=True)
+            idx, dist = idx.gather(1, order), sq.sqrt().float() * scale
             for q, (ts, ds) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True), start):
                 out.append([cv2.DMatch(q, t, 0, dd) for t, dd in zip(ts, ds, strict=True)])
         return out
@@ -342,8 +321,8 @@ def _to_tensor(x: ArrayLike | None, name: str, device: str | torch.device) -> to
 
 
 def _chunk_rows(chunk_size: int | None, n2: int, device: torch.device) -> int:
-    if chunk_size is None:
-        return max(1, _CHUNK_ELEMS.get(device.type, _CHUNK_ELEMS["cpu"]) // max(n2, 1))
+    if chunk_size is None:  # at most _EXACT_ROWS: that bounds the re-ranking's memory too
+        return min(_EXACT_ROWS, max(1, _CHUNK_ELEMS.get(device.type, _CHUNK_ELEMS["cpu"]) // max(n2, 1)))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     return int(chunk_size)
@@ -370,110 +349,195 @@ def _sq_dist_chunks(a: torch.Tensor, b: torch.Tensor, chunk: int, pad_to: int = 
         yield start, d
 
 
-def _top2(d: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Smallest and second smallest value of each row of ``d`` (n, nb * block)
-    and their column indices, lowest index first among equal values.
-
-    Reductions that also return indices (min, argmin, topk) are several times
-    slower on CPU than amin, so the one pass over ``d`` is an amin per block
-    of columns; indices are then found in the (n, nb) block minima and in the
-    two (n, block) blocks that hold the winners. The second value is inf if
-    ``d`` has a single finite column.
-    """
-    rows = torch.arange(len(d), device=d.device)
-    blocks = d.unflatten(1, (-1, block))  # (n, nb, block) view
-    bmin = blocks.amin(dim=2)
-    v1, b1 = bmin.min(dim=1)  # min() returns the first index on ties
-    inner1 = blocks[rows, b1]  # (n, block) copy
-    arg1 = inner1.argmin(dim=1)
-    # Runner-up: the second best in block b1 or the best of the other blocks.
-    inner1[rows, arg1] = float("inf")
-    v2_in, arg2_in = inner1.min(dim=1)
-    bmin[rows, b1] = float("inf")
-    v2_out, b2 = bmin.min(dim=1)
-    arg2_out = blocks[rows, b2].argmin(dim=1)
-    take_in = (v2_in < v2_out) | ((v2_in == v2_out) & (b1 < b2))
-    v2 = torch.where(take_in, v2_in, v2_out)
-    i2 = torch.where(take_in, b1 * block + arg2_in, b2 * block + arg2_out)
-    return v1, b1 * block + arg1, v2, i2
-
-
-# Candidates per row that the device matcher re-ranks by exact distance (see _match_on_device), and the
-# most rows per block by default there (re-ranking their candidates takes about 32 KiB a row).
-_CANDIDATES = 8
+# Candidates per row that the matrix product proposes for re-ranking by exact distance (see _neighbours),
+# and the most rows per block by default (re-ranking their candidates takes a few KiB a row).
+_CANDIDATES = 4
 _EXACT_ROWS = 1 << 14
+# Rows per block in the cross-check (see _reverse_check).
+_ROW_BLOCK = 32
+# Pairs per block in the exact search over all of the other set (_search_exactly).
+_EXACT_PAIRS = 1 << 17
+# Relative error of a product of two matmul inputs rounded (or truncated) to TF32 or bfloat16, by
+# torch.get_float32_matmul_precision(), with margin.
+_INPUT_ROUNDING = {"highest": 0.0, "high": 3 * 2.0**-10, "medium": 3 * 2.0**-7}
 
 
-def _match_on_device(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    scale: float,
-    chunk: int,
-    *,
-    ratio: float | None,
-    mutual: bool,
-    max_distance: float | None,
-) -> Matches:
-    """``match_descriptors`` off the CPU: everything on ``a``'s device, one copy of the result to the host.
+def _neighbours(
+    a: torch.Tensor, b: torch.Tensor, chunk: int, *, reverse: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Nearest neighbours by exact distance, whatever the rounding of the matrix product.
 
-    The chunked matrix product picks ``_CANDIDATES`` candidates per row; their exact squared
-    distances (``_exact_sq``) choose the two nearest, lowest index first on ties. The mutual
-    check and the reverse tie rule are the CPU's, on the product's values.
+    Returns ``nn`` (N1, min(2, N2)) int64, the nearest and second nearest row of ``b`` of each row of
+    ``a``, and with ``reverse`` ``mutual`` (N1,) bool: row ``i`` is the nearest row of ``a`` to
+    ``b[nn[i, 0]]`` (else None). "Nearest" is by ``_exact_sq``, the lowest index first on exact ties.
+
+    The product (``_sq_dist_chunks``, in blocks of ``chunk`` rows) only proposes ``_CANDIDATES``
+    candidates per row, whose exact distances decide; for ``reverse`` it gives the two smallest minima
+    of blocks of ``_ROW_BLOCK`` rows per column (see ``_reverse_check``). ``_product_slack`` bounds the
+    product's rounding error: where a row or column outside those looked at exactly could be as near
+    (near-ties beyond the candidates, such as many duplicate descriptors), all of the other set is
+    searched exactly. So the result is the same on every device.
     """
     n1, n2 = len(a), len(b)
-    nn1 = torch.empty(n1, dtype=torch.long, device=a.device)
-    nn2 = torch.zeros(n1, dtype=torch.long, device=a.device)  # valid if n2 > 1
-    sq1 = torch.empty(n1, device=a.device)  # the product's squared distance to nn1, for the mutual check
-    col_min = torch.full((n2,), float("inf"), device=a.device) if mutual else None
+    k = min(_CANDIDATES, n2)
+    slack_a, slack_b = _product_slack(a, b)
+    nn = torch.empty(n1, min(2, n2), dtype=torch.long, device=a.device)
+    sure = torch.empty(n1, dtype=torch.bool, device=a.device)
+    if reverse:  # per column: the smallest row-block minimum, its block, and the second smallest
+        chunk = max(_ROW_BLOCK, chunk // _ROW_BLOCK * _ROW_BLOCK)  # no block of rows across two chunks
+        m1 = torch.full((n2,), float("inf"), device=a.device)
+        m2, blk1 = m1.clone(), torch.zeros(n2, dtype=torch.long, device=a.device)
+        near = torch.empty(n1, device=a.device)  # the product's least value of nn[i, 0] over i's block but i
     for start, d in _sq_dist_chunks(a, b, chunk, pad_to=_BLOCK):
         stop = start + len(d)
-        if col_min is not None:
-            torch.minimum(col_min, d[:, :n2].amin(dim=0), out=col_min)
-        cand = _candidates(d, min(_CANDIDATES, n2), _BLOCK)  # (n, k), ascending column
-        exact = _exact_sq(a[start:stop, None], b[cand])  # (n, k)
-        best = torch.sort(exact, dim=1, stable=True).indices[:, :2]  # lowest column first on ties
-        pick = cand.gather(1, best)
-        nn1[start:stop] = pick[:, 0]
-        if n2 > 1:
-            nn2[start:stop] = pick[:, 1]
-        sq1[start:stop] = d.gather(1, pick[:, :1])[:, 0]
-
-    q = torch.arange(n1, device=a.device)
-    if col_min is not None:
-        keep = sq1 <= col_min[nn1]  # as on the CPU: no row strictly nearer to desc2[nn1]
-        # Rows equally near to j may all have picked it: keep the first, as OpenCV's reverse NN would.
-        first = torch.full((n2,), n1, dtype=torch.long, device=a.device)
-        first.scatter_reduce_(0, nn1[keep], q[keep], reduce="amin")
-        keep &= first[nn1] == q
-        q = q[keep]
-    t = nn1[q]
-    d1 = _exact_distances(a[q], b[t]) * scale
-    d2 = _exact_distances(a[q], b[nn2[q]]) * scale if n2 > 1 else torch.full_like(d1, float("nan"))
-    # Compare in float64, like `m.distance < 0.8 * n.distance` in Python (and the CPU path).
-    ok = torch.ones(len(q), dtype=torch.bool, device=a.device)
-    if ratio is not None:
-        ok &= d1.double() < ratio * d2.double()  # NaN (no 2nd neighbour) fails
-    if max_distance is not None:
-        ok &= d1.double() <= max_distance
-    q, t, d1, d2 = q[ok], t[ok], d1[ok], d2[ok]
-    ratios = torch.where(d1 == d2, torch.ones_like(d1), d1 / d2)
-    q, t, d1, ratios = (x.cpu().numpy() for x in (q, t, d1, ratios))
-    return Matches(q.astype(np.int64), t.astype(np.int64), d1.astype(np.float32), ratios.astype(np.float32))
+        vals, cols = _candidates(d, k, _BLOCK)
+        nn[start:stop], sure[start:stop] = _rerank(a[start:stop], b, cols, vals, slack_a[start:stop], k == n2)
+        if reverse:
+            _merge_block_minima(d[:, :n2], start // _ROW_BLOCK, m1, m2, blk1)
+            near[start:stop] = _block_others(d, nn[start:stop, 0])
+    unsure = (~sure).nonzero()[:, 0]  # one host sync, not one per block
+    _search_exactly(a, b, unsure, nn)
+    if not reverse:
+        return nn, None
+    near[unsure] = float("nan")  # taken for another column than the one the exact search chose
+    return nn, _reverse_check(a, b, nn[:, 0], near, m1, m2, blk1, slack_b)
 
 
-def _candidates(d: torch.Tensor, k: int, block: int) -> torch.Tensor:
-    """Column indices ``(n, k)``, ascending, of the ``k`` smallest values of each row of ``d`` (n, nb * block).
+def _merge_block_minima(
+    d: torch.Tensor, first: int, m1: torch.Tensor, m2: torch.Tensor, blk1: torch.Tensor
+) -> None:
+    """Fold the blocks of ``_ROW_BLOCK`` rows of ``d`` (n, N2), the first being block ``first``, into the
+    running smallest block minimum ``m1`` (N2,) of each column, its block ``blk1`` and the second smallest
+    ``m2`` (in place)."""
+    full = len(d) // _ROW_BLOCK * _ROW_BLOCK
+    bmin = d[:full].unflatten(0, (-1, _ROW_BLOCK)).amin(dim=1)  # (nb, N2)
+    if full < len(d):  # the last, shorter block of the last chunk
+        bmin = torch.cat([bmin, d[full:].amin(dim=0, keepdim=True)])
+    c1, b1 = bmin.min(dim=0)  # (nb, N2) is small: the index search is cheap here
+    c2 = bmin.scatter(0, b1[None], float("inf")).amin(dim=0)
+    new = c1 < m1
+    m2.copy_(torch.where(new, torch.minimum(m1, c2), torch.minimum(m2, c1)))
+    blk1.copy_(torch.where(new, b1 + first, blk1))
+    m1.copy_(torch.minimum(m1, c1))
 
-    As ``_top2``, one pass of block minima, then a search in the ``k`` blocks with the smallest
-    minima (which hold the ``k`` smallest values); equal values go to the lowest index.
+
+def _block_others(d: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(n,): for each row ``r`` of ``d`` (n, N2'), the least of ``d[:, cols[r]]`` over the other rows of
+    its block of ``_ROW_BLOCK`` (inf if none); ``d``'s first row starts a block."""
+    r = torch.arange(len(d), device=d.device)
+    rows = (r // _ROW_BLOCK * _ROW_BLOCK)[:, None] + torch.arange(_ROW_BLOCK, device=d.device)  # (n, _ROW_BLOCK)
+    vals = d[rows.clamp(max=len(d) - 1), cols[:, None]]
+    return vals.masked_fill((rows >= len(d)) | (rows == r[:, None]), float("inf")).amin(dim=1)
+
+
+def _reverse_check(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    nn1: torch.Tensor,
+    near: torch.Tensor,
+    m1: torch.Tensor,
+    m2: torch.Tensor,
+    blk1: torch.Tensor,
+    slack: torch.Tensor,
+) -> torch.Tensor:
+    """(N1,) bool: row ``i`` of ``a`` is the nearest (lowest index on exact ties) to ``b[nn1[i]]``.
+
+    The product's least value of column ``j = nn1[i]`` over the rows but ``i`` is the least of
+    ``near[i]`` (the rest of ``i``'s block of ``_ROW_BLOCK`` rows; NaN: unknown) and of the smallest
+    block minimum of the column outside that block (``m1[j]``, or ``m2[j]`` when ``m1[j]`` is that block's). Within
+    ``slack[j]`` of ``i``'s exact distance, it leaves a doubt, and the column is searched exactly.
+    """
+    j = nn1
+    own = _exact_sq(a, b[j])  # (N1,)
+    blk = torch.arange(len(a), device=a.device) // _ROW_BLOCK
+    others = torch.minimum(near, torch.where(blk1[j] == blk, m2[j], m1[j])).to(own.dtype)
+    keep = others - slack[j] > own  # every other row is farther (False for NaN)
+    doubt = ~keep & ~(others + slack[j] < own)  # else some row is nearer (a doubt for NaN)
+    q = doubt.nonzero()[:, 0]
+    cols, inverse = j[q].unique(return_inverse=True)
+    rev = torch.empty(len(cols), 1, dtype=torch.long, device=a.device)
+    _search_exactly(b[cols], a, torch.arange(len(cols), device=a.device), rev)
+    keep[q] = rev[inverse, 0] == q
+    return keep
+
+
+def _candidates(d: torch.Tensor, k: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest values of each row of ``d`` (n, nb * block) and their columns, (n, k) each, in no
+    particular order: every other value of the row is at least the largest of them.
+
+    Reductions that also return indices are several times slower on CPU than amin, so the one pass over
+    ``d`` is an amin per block of columns; the ``k`` smallest values lie in the ``k`` blocks with the
+    smallest minima, searched next.
     """
     blocks = d.unflatten(1, (-1, block))  # (n, nb, block) view
     kb = min(k, blocks.shape[1])
-    chosen = torch.sort(blocks.amin(dim=2), dim=1, stable=True).indices[:, :kb].sort(dim=1).values  # (n, kb)
+    chosen = blocks.amin(dim=2).topk(kb, dim=1, largest=False, sorted=False).indices  # (n, kb)
     values = blocks.gather(1, chosen[:, :, None].expand(-1, -1, block)).flatten(1)  # (n, kb * block)
     cols = (chosen[:, :, None] * block + torch.arange(block, device=d.device)).flatten(1)
-    best = torch.sort(values, dim=1, stable=True).indices[:, :k]
-    return cols.gather(1, best).sort(dim=1).values
+    vals, best = values.topk(k, dim=1, largest=False, sorted=False)
+    return vals, cols.gather(1, best)
+
+
+def _rerank(
+    q: torch.Tensor,
+    db: torch.Tensor,
+    cols: torch.Tensor,
+    vals: torch.Tensor,
+    slack: torch.Tensor,
+    complete: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two nearest of the candidates ``cols`` (n, k), rows of ``db``, of each row of ``q`` (n, D).
+
+    ``vals`` (n, k) are the candidates' values in the matrix product, every other column's being at
+    least their largest, and ``slack`` (n,) bounds the product's error. Returns the picks (n, min(2, k)),
+    nearest first by exact distance, the lowest index first on ties, and ``sure`` (n,) bool: no other
+    column can be as near as the last pick (always true when ``complete``: the candidates are all of ``db``).
+    """
+    cols = cols.sort(dim=1).values  # the stable sort below then keeps the lowest index first on ties
+    exact = _exact_sq(q[:, None], db[cols])  # (n, k)
+    best = torch.sort(exact, dim=1, stable=True).indices[:, :2]
+    pick = cols.gather(1, best)
+    if complete:
+        return pick, torch.ones(len(q), dtype=torch.bool, device=q.device)
+    floor = vals.amax(dim=1).to(exact.dtype) - slack  # every other column's exact value is at least this
+    return pick, floor > exact.gather(1, best[:, -1:])[:, 0]
+
+
+def _search_exactly(q: torch.Tensor, db: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> None:
+    """Write into ``out[rows]`` (R, m) the ``m`` nearest rows of ``db`` (N, D) of ``q[rows]`` by exact
+    distance, the lowest index first on ties: all of ``db`` searched, in blocks of ``_EXACT_PAIRS`` pairs."""
+    m, n = out.shape[1], len(db)
+    group = max(1, _EXACT_PAIRS // n)
+    step = max(m, _EXACT_PAIRS // group)
+    for g in rows.split(group):
+        best = torch.empty(len(g), 0, dtype=_exact_dtype(q.device), device=q.device)
+        idx = torch.empty(len(g), 0, dtype=torch.long, device=q.device)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            exact = _exact_sq(q[g, None], db[None, start:stop])  # (R, step)
+            cols = torch.arange(start, stop, device=q.device).expand(len(g), -1)
+            best, order = torch.sort(torch.cat([best, exact], dim=1), dim=1, stable=True)  # earlier columns first
+            best, idx = best[:, :m], torch.cat([idx, cols], dim=1).gather(1, order[:, :m])
+        out[g] = idx
+
+
+def _product_slack(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds on the error of ``_sq_dist_chunks``'s values, (N1,) for the rows of ``a``, (N2,) for ``b``.
+
+    A float32 dot product of n terms is off by at most about ``n * 2^-24`` times the sum of the terms'
+    magnitudes, whatever the summation order (so on every device); here that sum, and that of the
+    squared norms it adds, are at most ``(|a_i| + |b_j|)^2``. The bound taken is twice that, plus the
+    rounding of the inputs when matmuls may use TF32 or bfloat16 (``torch.set_float32_matmul_precision``).
+    """
+    dtype = _exact_dtype(a.device)
+    na, nb = a.to(dtype).norm(dim=1), b.to(dtype).norm(dim=1)
+    unit = 4 * (a.shape[1] + 2) * 2.0**-24 + _INPUT_ROUNDING.get(torch.get_float32_matmul_precision(), 0.1)
+    return unit * (na + nb.max()).square(), unit * (nb + na.max()).square()
+
+
+def _exact_dtype(device: torch.device) -> torch.dtype:
+    """float64, or float32 on devices without it (MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _exact_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -482,13 +546,13 @@ def _exact_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     float64 is exact for the squares of float32 differences; devices without it (MPS) use float32.
     """
-    dtype = torch.float32 if a.device.type == "mps" else torch.float64
-    x = (a.to(dtype) - b.to(dtype)).square()
+    dtype = _exact_dtype(a.device)
+    x = (a.to(dtype) - b.to(dtype)).square_()
     while x.shape[-1] > 1:
         if x.shape[-1] % 2:
             x = torch.cat([x, x.new_zeros(x.shape[:-1] + (1,))], dim=-1)
         half = x.shape[-1] // 2
-        x = x[..., :half] + x[..., half:]
+        x = x[..., :half].add_(x[..., half:])  # in place: no new buffer per level
     return x[..., 0] if x.shape[-1] == 1 else x.new_zeros(x.shape[:-1])
 
 

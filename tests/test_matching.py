@@ -359,52 +359,135 @@ def test_unavailable_device_is_the_descriptor_error():
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def _device_algorithm(desc1, desc2, chunk_size=None, **kwargs) -> Matches:
-    """The matcher that runs off the CPU (candidates, exact re-ranking), run here on CPU tensors."""
-    from hardnet_desc import matching
-
-    a, b, scale = matching._prepare(desc1, desc2, None)
-    chunk = matching._chunk_rows(chunk_size, len(b), a.device)
-    kwargs = {"ratio": 0.8, "mutual": True, "max_distance": None, **kwargs}
-    return matching._match_on_device(a, b, scale, chunk, **kwargs)
-
-
 def _assert_identical(got: Matches, ref: Matches):
     for field in ("query_idx", "train_idx", "distances", "ratios"):
         np.testing.assert_array_equal(getattr(got, field), getattr(ref, field), err_msg=field)
 
 
-SETTINGS = [{"ratio": 0.8, "mutual": True}, {"ratio": None, "mutual": False}, {"ratio": 0.9, "mutual": False},
-            {"ratio": None, "mutual": True, "max_distance": 250.0}]
+def _ambiguous_sets(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Unit descriptors whose true match is about as near as the nearest of n - 1 others: many near-ties."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 128)).astype(np.float32)
+    y = x[rng.permutation(n)] + 3.0 * rng.standard_normal((n, 128)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), y / np.linalg.norm(y, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("kwargs", SETTINGS)
-def test_device_algorithm_equals_the_cpu_matcher(descs, kwargs):
-    """The GPU's algorithm (exact re-ranking of a few candidates) gives the CPU's matches, distances and ratios."""
-    desc1, desc2 = descs
-    max_distance = kwargs.get("max_distance")
-    if max_distance is not None and desc1.max() <= 1:  # L2-normalised: distances below 2
-        kwargs = {**kwargs, "max_distance": 0.9}
-    ref = match_descriptors(desc1, desc2, **kwargs)
-    assert len(ref) > 100
-    _assert_identical(_device_algorithm(desc1, desc2, **kwargs), ref)
-    _assert_identical(_device_algorithm(desc1, desc2, chunk_size=37, **kwargs), ref)
+def _binary_sets(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Binary-like descriptors: 32 distinct rows, so most rows have exact duplicates (exactly tied distances)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2, (200, 5)).astype(np.float32), rng.integers(0, 2, (300, 5)).astype(np.float32)
 
 
-def test_device_algorithm_ties_and_small_sets_like_the_cpu():
-    """Exactly tied distances (binary descriptors), one or a few train rows: the CPU's choices."""
-    rng = np.random.default_rng(3)
-    a = rng.integers(0, 2, (200, 5)).astype(np.float32)
-    b = rng.integers(0, 2, (300, 5)).astype(np.float32)
-    for kwargs in ({"ratio": None, "mutual": True}, {"ratio": None, "mutual": False}, {"ratio": 1.0, "mutual": True}):
-        ref = match_descriptors(a, b, **kwargs)
-        assert len(ref) > 0 or kwargs["ratio"] == 1.0  # d1 == d2 everywhere fails d1 < d2
-        _assert_identical(_device_algorithm(a, b, **kwargs), ref)
+def _round_the_product_differently(monkeypatch, seed: int) -> None:
+    """Make the matrix product's values round as another device's might (a GPU sums in another order):
+    each value times (1 + 1e-5 u), u uniform in [-1, 1]. That is ten times the typical float32 error of
+    the product, within the bound the matcher assumes (_product_slack)."""
+    from hardnet_desc import matching
+
+    product, gen = matching._sq_dist_chunks, torch.Generator().manual_seed(seed)
+
+    def noisy(*args, **kwargs):
+        for start, d in product(*args, **kwargs):
+            d.mul_(1 + 1e-5 * (2 * torch.rand(d.shape, generator=gen) - 1))
+            yield start, d
+
+    monkeypatch.setattr(matching, "_sq_dist_chunks", noisy)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_results_do_not_depend_on_the_products_rounding(monkeypatch, seed):
+    """Near-ties (4k x 4k ambiguous unit descriptors) and exact ties (binary ones) are decided by exact
+    distances: a product that rounds differently, as on a GPU, gives the same matches, distances, ratios
+    and knnMatch lists, whatever the chunks."""
+    x, y = _ambiguous_sets(4000)
+    a, b = _binary_sets()
+    cases = [(x, y, {"ratio": None, "mutual": True}), (x, y, {"ratio": None, "mutual": False}),
+             (a, b, {"ratio": None, "mutual": True}), (a, b, {"ratio": None, "mutual": False})]
+    refs = [match_descriptors(d1, d2, **kwargs) for d1, d2, kwargs in cases]
+    assert len(refs[0]) > 1000 and len(refs[2]) == 32
+    knn_refs = [DescriptorMatcher().knnMatch(d1, d2, k=2) for d1, d2 in ((x[:1000], y), (a, b))]
+    _round_the_product_differently(monkeypatch, seed)
+    for (d1, d2, kwargs), ref in zip(cases, refs, strict=True):
+        _assert_identical(match_descriptors(d1, d2, chunk_size=1500, **kwargs), ref)
+    for (d1, d2), ref in zip(((x[:1000], y), (a, b)), knn_refs, strict=True):
+        got = DescriptorMatcher().knnMatch(d1, d2, k=2)
+        assert [[(m.trainIdx, m.distance) for m in row] for row in got] == \
+            [[(m.trainIdx, m.distance) for m in row] for row in ref]
+    # Exact ties keep OpenCV's cross-check rule (lowest query, lowest train index).
     cross = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(a, b)
-    got = _device_algorithm(a, b, ratio=None, mutual=True)
-    assert sorted((m.queryIdx, m.trainIdx) for m in cross) == list(zip(got.query_idx.tolist(), got.train_idx.tolist()))
+    assert [(m.queryIdx, m.trainIdx) for m in DescriptorMatcher(mutual=True).match(a, b)] == \
+        [(m.queryIdx, m.trainIdx) for m in cross]
+
+
+def test_tf32_matmuls_give_the_same_results(monkeypatch):
+    """With TF32 allowed (torch.set_float32_matmul_precision("high"), as on a GPU), the product's error
+    grows to ~2^-10 of its terms; the matcher widens its bound and the results stay the same (without
+    the widening, errors of 3 * 2^-10 of each value change them)."""
+    from hardnet_desc import matching
+
+    x, y = _ambiguous_sets(1000)
+    refs = [match_descriptors(x, y, ratio=None, mutual=mutual) for mutual in (True, False)]
+    product, gen = matching._sq_dist_chunks, torch.Generator().manual_seed(0)
+
+    def tf32_like(*args, **kwargs):
+        for start, d in product(*args, **kwargs):
+            d.mul_(1 + 3 * 2.0**-10 * (2 * torch.rand(d.shape, generator=gen) - 1))
+            yield start, d
+
+    monkeypatch.setattr(matching, "_sq_dist_chunks", tf32_like)
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        for mutual, ref in zip((True, False), refs, strict=True):
+            _assert_identical(match_descriptors(x, y, ratio=None, mutual=mutual), ref)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 37])
+def test_matches_are_the_exact_nearest_neighbours(chunk_size):
+    """Against a brute-force float64 search: nearest, second nearest (via ratios) and the cross-check's
+    reverse nearest, lowest index first on ties, on near-ties (ambiguous sets) and on exact ties
+    (ternary descriptors, many duplicates), whatever the chunks."""
+    rng = np.random.default_rng(5)
+    x, y = _ambiguous_sets(1000, seed=5)
+    a, b = rng.integers(0, 3, (700, 6)).astype(np.float32), rng.integers(0, 3, (900, 6)).astype(np.float32)
+    for d1, d2 in ((x, y), (a, b)):
+        sq = np.stack([((d2 - row.astype(np.float64)) ** 2).sum(axis=1) for row in d1])  # (N1, N2)
+        order = np.argsort(sq, axis=1, kind="stable")[:, :2]
+        dist = np.sqrt(np.take_along_axis(sq, order, axis=1)).astype(np.float32)
+        rows = np.arange(len(d1))
+        for mutual in (False, True):
+            q = rows[sq.argmin(axis=0)[order[:, 0]] == rows] if mutual else rows
+            m = match_descriptors(d1, d2, ratio=None, mutual=mutual, chunk_size=chunk_size)
+            np.testing.assert_array_equal(m.query_idx, q)
+            np.testing.assert_array_equal(m.train_idx, order[q, 0])
+            np.testing.assert_allclose(m.distances, dist[q, 0], rtol=1e-6)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios = np.where(dist[q, 0] == dist[q, 1], 1, dist[q, 0] / dist[q, 1])
+            np.testing.assert_allclose(m.ratios, ratios, rtol=1e-6)
+        assert 0 < len(q) < len(d1)
+
+
+def test_small_train_sets_and_all_duplicates():
+    """One to three train rows (fewer than the candidates), and every row the same (all distances tied)."""
+    a, b = _binary_sets()
     for n2 in (1, 2, 3):
-        _assert_identical(_device_algorithm(a, b[:n2], ratio=None), match_descriptors(a, b[:n2], ratio=None))
+        for mutual in (True, False):
+            m = match_descriptors(a, b[:n2], ratio=None, mutual=mutual)
+            d = np.linalg.norm(a[:, None] - b[None, :n2], axis=2)
+            nearest = d.argmin(axis=1)  # lowest index on ties
+            if mutual:
+                q = np.arange(len(a))[d.argmin(axis=0)[nearest] == np.arange(len(a))]
+            else:
+                q = np.arange(len(a))
+            np.testing.assert_array_equal(m.query_idx, q)
+            np.testing.assert_array_equal(m.train_idx, nearest[q])
+    same = np.ones((300, 16), np.float32)
+    m = match_descriptors(same, same[:250], ratio=None, mutual=True)
+    assert m.query_idx.tolist() == [0] and m.train_idx.tolist() == [0]
+    m = match_descriptors(same, same[:250], ratio=None, mutual=False)
+    assert np.all(m.train_idx == 0) and np.all(m.ratios == 1) and len(m) == 300
 
 
 def test_exact_distances_are_float64_sums():
@@ -419,9 +502,12 @@ def test_exact_distances_are_float64_sums():
     assert _exact_distances(torch.zeros(3, 0), torch.zeros(3, 0)).tolist() == [0.0, 0.0, 0.0]
 
 
+SETTINGS = [{"ratio": 0.8, "mutual": True}, {"ratio": None, "mutual": False}, {"ratio": 0.9, "mutual": False}]
+
+
 @cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("kwargs", SETTINGS[:3])
+@pytest.mark.parametrize("kwargs", SETTINGS)
 def test_cuda_matcher_equals_the_cpu_matcher(descs, kwargs):
     """CUDA tensors are matched on the GPU, with the CPU's results; numpy with device="cuda" too."""
     desc1, desc2 = descs

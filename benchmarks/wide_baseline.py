@@ -123,6 +123,7 @@ def main() -> None:
     match_pair(*[load(photos[0], 400)] * 2, hardnet)  # warm-up (weights, int8 kernels)
     stats = {m: {"solved": 0, "wrong": 0, "seconds": [], "neg_wrong": 0, "neg_seconds": []} for m in methods}
     scales = []
+    cpu_seconds: dict[str, list[float]] = {m: [] for m in methods}  # all threads; steadier than wall time on a busy machine
     for k, path in enumerate(photos):
         image = load(path, args.max_side)
         h, w = image.shape[:2]
@@ -136,9 +137,10 @@ def main() -> None:
             jac = truth[:2, :2] - np.outer(truth[:2] @ [w / 2, h / 2, 1], truth[2, :2]) / (truth[2] @ [w / 2, h / 2, 1])
             scales.append(math.sqrt(abs(np.linalg.det(jac))) / (truth[2] @ [w / 2, h / 2, 1]))
         for m in methods:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model = run[m](image, warped)
             seconds = time.perf_counter() - t0
+            cpu_seconds[m].append(time.process_time() - c0)
             err = corner_error(model, truth, h, w)
             s = stats[m]
             if negative:
@@ -156,12 +158,15 @@ def main() -> None:
     print(f"\n{args.pairs} pairs from {args.images.name}, max side {args.max_side} px, {args.threads} threads, {cpu}")
     if scales:
         print(f"linear scale at the centre (sqrt |det J|): {min(scales):.2f} - {max(scales):.2f}")
-    print("| method | solved | wrong models | seconds per pair (mean / max) |"
+    load = open("/proc/loadavg").read().split()[:3]
+    print(f"load average at the end (1, 5, 15 min): {' '.join(load)}")
+    print("| method | solved | wrong models | seconds per pair (mean / max) | CPU seconds per pair |"
           + (" negatives: wrong models | negatives: s per pair |" if args.negatives else ""))
-    print("|---|---|---|---|" + ("---|---|" if args.negatives else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if args.negatives else ""))
     for m in methods:
         s = stats[m]
-        row = f"| {m} | {s['solved']}/{args.pairs} | {s['wrong']} | {np.mean(s['seconds']):.1f} / {max(s['seconds']):.1f} |"
+        row = (f"| {m} | {s['solved']}/{args.pairs} | {s['wrong']} | {np.mean(s['seconds']):.1f} / "
+               f"{max(s['seconds']):.1f} | {np.mean(cpu_seconds[m]):.1f} |")
         if args.negatives:
             row += f" {s['neg_wrong']}/{args.negatives} | {np.mean(s['neg_seconds']):.1f} |"
         print(row)

@@ -170,3 +170,31 @@ def test_wide_baseline_finds_no_model_between_a_photo_and_noise(example_image, h
     r = match_pair(small, noise, hardnet, geometry="homography", wide_baseline=True, max_keypoints=500)
     assert r.model is None and r.step is None and not r.inliers.any()
     assert r.views[0] == 1 + 15 + 35  # every step was tried
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+
+def test_match_cli_wide_baseline_writes_json_and_keeps_foreign_files(example_files, tmp_path, capsys):
+    import json
+
+    from hardnet_desc.cli import main
+
+    foreign = tmp_path / "mine.json"
+    foreign.write_text('{"my": "data"}')
+    args = ["match", *map(str, example_files), "--out", str(tmp_path / "m.png"), "--device", "cpu",
+            "--max-keypoints", "800", "--wide-baseline"]
+    assert main([*args, "--json", str(foreign)]) == 2  # checked before any work
+    assert foreign.read_text() == '{"my": "data"}' and "--force" in capsys.readouterr().err
+    out = tmp_path / "m.json"
+    assert main([*args, "--json", str(out), "--verbose"]) == 0
+    text = capsys.readouterr()
+    assert "step 0 (tilts 1)" in text.err and "step 0 verified the model" in text.out
+    data = json.loads(out.read_text())
+    assert data["written_by"] == "hardnet-desc" and data["step"] == 0 and data["views"] == [1, 1]
+    assert data["geometry"] == "fundamental" and len(data["model"]) == 3
+    assert data["inliers"] == sum(data["matches"]["inlier"]) >= 25
+    assert len(data["matches"]["points1"]) == len(data["matches"]["points2"]) == len(data["matches"]["inlier"])
+    assert main([*args, "--json", str(out)]) == 0  # its own file: replaced without --force
+    assert main(["match", *map(str, example_files), "--out", str(tmp_path / "n.png"), "--min-inliers", "5"]) == 2
+    assert "--min-inliers needs --wide-baseline" in capsys.readouterr().err

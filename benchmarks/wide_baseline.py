@@ -11,6 +11,7 @@ solved; ``--negatives`` adds pairs of two different photos, where every model is
     python benchmarks/wide_baseline.py                               # 20 pairs, 2 threads, all methods
     python benchmarks/wide_baseline.py --pairs 5 --methods wide      # quick look
     python benchmarks/wide_baseline.py --images DIR --max-side 1000 --negatives 5
+    python benchmarks/wide_baseline.py --tilts 1,1.5 --methods plain,wide    # easy pairs: the cost of step 0
 
 Methods: ``plain`` = ``match_pair(geometry="homography")``; ``wide`` = the same with ``wide_baseline=True``;
 ``asift`` = ``cv2.AffineFeature(cv2.SIFT_create())`` + RootSIFT, mutual nearest neighbours with ratio 0.9,
@@ -59,9 +60,10 @@ def pick_photos(folder: Path, n: int, max_side: int, min_keypoints: int = 2000) 
     return chosen
 
 
-def make_pair(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+def make_pair(image: np.ndarray, rng: np.random.Generator, tilts: tuple[float, float] = (3.0, 8.0),
+              ) -> tuple[np.ndarray, np.ndarray, dict]:
     h, w = image.shape[:2]
-    setting = {"tilt": rng.uniform(3, 8), "axis_deg": rng.uniform(0, 180), "rotation_deg": rng.uniform(0, 360),
+    setting = {"tilt": rng.uniform(*tilts), "axis_deg": rng.uniform(0, 180), "rotation_deg": rng.uniform(0, 360),
                "zoom": 2 ** rng.uniform(-1, 1)}
     truth = viewpoint_homography((h, w), **setting)
     return cv2.warpPerspective(image, truth, (w, h), flags=cv2.INTER_AREA), truth, setting
@@ -103,6 +105,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--negatives", type=int, default=0, help="pairs of two different photos (no true model)")
     parser.add_argument("--max-side", type=int, default=1000)
+    parser.add_argument("--tilts", default="3,8", metavar="LO,HI",
+                        help="range of the tilt (3: 70.5 degrees, 8: 82.8; 1,1.5 gives easy pairs)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="plain,wide,asift")
@@ -111,6 +115,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     methods = args.methods.split(",")
+    tilts = tuple(float(t) for t in args.tilts.split(","))
     rng = np.random.default_rng(args.seed)
     photos = pick_photos(args.images, args.pairs + args.negatives, args.max_side)
     hardnet = HardNetDescriptor(device="cpu")
@@ -131,9 +136,9 @@ def main() -> None:
         if negative:  # an unrelated photo, warped like the others
             other = load(photos[k - args.pairs], args.max_side)
             other = cv2.resize(other, (w, h), interpolation=cv2.INTER_AREA)
-            warped, truth, setting = make_pair(other, rng)
+            warped, truth, setting = make_pair(other, rng, tilts)
         else:
-            warped, truth, setting = make_pair(image, rng)
+            warped, truth, setting = make_pair(image, rng, tilts)
             jac = truth[:2, :2] - np.outer(truth[:2] @ [w / 2, h / 2, 1], truth[2, :2]) / (truth[2] @ [w / 2, h / 2, 1])
             scales.append(math.sqrt(abs(np.linalg.det(jac))) / (truth[2] @ [w / 2, h / 2, 1]))
         for m in methods:
@@ -155,7 +160,8 @@ def main() -> None:
                       f"{setting['rotation_deg']:5.1f} zoom {setting['zoom']:.2f}  {m:6s} err "
                       f"{err:8.4f}  {seconds:6.1f} s", flush=True)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"\n{args.pairs} pairs from {args.images.name}, max side {args.max_side} px, {args.threads} threads, {cpu}")
+    print(f"\n{args.pairs} pairs from {args.images.name}, tilts {args.tilts}, max side {args.max_side} px, "
+          f"{args.threads} threads, {cpu}")
     if scales:
         print(f"linear scale at the centre (sqrt |det J|): {min(scales):.2f} - {max(scales):.2f}")
     load = open("/proc/loadavg").read().split()[:3]

@@ -26,7 +26,7 @@ from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
 from .image import ImageLike
 from .matching import Matches, match_descriptors
-from .wide_baseline import frames_to_keypoints, match_wide
+from .wide_baseline import check_min_inliers, frames_to_keypoints, match_wide
 
 GEOMETRIES = ("fundamental", "homography")
 #: RANSAC inlier threshold in pixels when none is given.
@@ -145,11 +145,13 @@ def match_pair(
         A ``PairMatch``.
 
     Raises:
-        ValueError: an unknown ``geometry``, a ``threshold`` <= 0 or NaN, a negative ``max_keypoints``
-            (checked before any work); TypeError: a non-integer ``max_keypoints``.
+        ValueError: an unknown ``geometry``, a ``threshold`` <= 0 or NaN, a negative ``max_keypoints``, a
+            ``min_inliers`` below 1 (checked before any work); TypeError: a non-integer ``max_keypoints``
+            or ``min_inliers``.
     """
     _check_geometry(geometry, threshold)
     check_max_keypoints(max_keypoints)
+    check_min_inliers(min_inliers)
     descriptor = descriptor if descriptor is not None else HardNetDescriptor()
     if wide_baseline:
         return _match_wide(image1, image2, descriptor, max_keypoints=max_keypoints, ratio=ratio, geometry=geometry,

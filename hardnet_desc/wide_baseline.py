@@ -415,6 +415,16 @@ def _keeps_sides(h: np.ndarray, size: tuple[int, int]) -> bool:
     return bool((w > 0).all() or (w < 0).all())
 
 
+def check_min_inliers(min_inliers: int | None) -> None:
+    """Raise unless ``min_inliers`` is ``None`` or an integer >= 1."""
+    if min_inliers is None:
+        return
+    if isinstance(min_inliers, bool) or not isinstance(min_inliers, (int, np.integer)):
+        raise TypeError(f"min_inliers must be an integer or None, got {type(min_inliers).__name__} {min_inliers!r}")
+    if min_inliers < 1:
+        raise ValueError(f"min_inliers must be >= 1 (or None for the default), got {min_inliers}")
+
+
 # --- the iteration -------------------------------------------------------------------------------
 
 
@@ -459,7 +469,14 @@ def match_wide(
 
     Returns:
         A ``WideMatch``.
+
+    Raises:
+        ValueError: an unknown ``geometry``, or a ``min_inliers`` below 1; TypeError: a ``min_inliers``
+            that is not an integer.
     """
+    if geometry not in MIN_INLIERS:
+        raise ValueError(f"geometry must be one of {tuple(MIN_INLIERS)}, got {geometry!r}")
+    check_min_inliers(min_inliers)
     clock = time.perf_counter()
     timings = {"features": 0.0, "match": 0.0, "verify": 0.0}
     greys = [to_uint8(image1), to_uint8(image2)]

@@ -159,6 +159,12 @@ def test_wide_baseline_solves_an_extreme_tilt_the_plain_pipeline_misses(example_
     assert np.median(np.linalg.norm(moved - wide.points2[wide.inliers], axis=1)) < 2
 
 
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), ("15", TypeError)])
+def test_bad_min_inliers_fail_before_any_work(value, error):
+    with pytest.raises(error, match="min_inliers"):
+        match_pair(np.zeros((8, 8)), np.zeros((8, 8)), descriptor=object(), wide_baseline=True, min_inliers=value)
+
+
 def test_wide_baseline_stops_at_step_0_on_an_easy_pair(example_pair, hardnet):
     r = match_pair(*example_pair, hardnet, geometry="fundamental", wide_baseline=True)
     assert r.step == 0 and r.views == (1, 1) and r.model is not None and r.inliers.sum() >= 25

@@ -36,6 +36,7 @@ from hardnet_desc.data.images import list_images
 from hardnet_desc.data.warps import viewpoint_homography
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.pipeline import match_pair
+from hardnet_desc.wide_baseline import DEFAULT_VIEW_KEYPOINTS, ROTATION_STEP, match_wide
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-images" / "urban100"
 
@@ -110,6 +111,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="plain,wide,asift")
+    parser.add_argument("--view-keypoints", type=int, default=DEFAULT_VIEW_KEYPOINTS, help="wide: keypoints per view")
+    parser.add_argument("--rotation-step", type=float, default=ROTATION_STEP, help="wide: views of tilt t are this / t "
+                        "degrees apart")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per pair and method")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -121,10 +125,13 @@ def main() -> None:
     hardnet = HardNetDescriptor(device="cpu")
     asift = cv2.AffineFeature_create(cv2.SIFT_create())
     run = {
-        "plain": lambda a, b: match_pair(a, b, hardnet, geometry="homography").model,
-        "wide": lambda a, b: match_pair(a, b, hardnet, geometry="homography", wide_baseline=True).model,
+        "plain": lambda a, b: match_pair(a, b, hardnet, geometry="homography"),
+        "wide": lambda a, b: match_pair(a, b, hardnet, geometry="homography", wide_baseline=True),
         "asift": lambda a, b: asift_pair(a, b, asift),
     }
+    if (args.view_keypoints, args.rotation_step) != (DEFAULT_VIEW_KEYPOINTS, ROTATION_STEP):  # other settings
+        run["wide"] = lambda a, b: match_wide(a, b, hardnet, view_keypoints=args.view_keypoints,
+                                              rotation_step=args.rotation_step)
     match_pair(*[load(photos[0], 400)] * 2, hardnet)  # warm-up (weights, int8 kernels)
     stats = {m: {"solved": 0, "wrong": 0, "seconds": [], "neg_wrong": 0, "neg_seconds": []} for m in methods}
     scales = []
@@ -144,6 +151,8 @@ def main() -> None:
         for m in methods:
             t0, c0 = time.perf_counter(), time.process_time()
             model = run[m](image, warped)
+            step = getattr(model, "step", "")
+            model = getattr(model, "model", model)
             seconds = time.perf_counter() - t0
             cpu_seconds[m].append(time.process_time() - c0)
             err = corner_error(model, truth, h, w)
@@ -158,14 +167,14 @@ def main() -> None:
             if args.verbose:
                 print(f"{path.name:14s} {'neg ' if negative else ''}tilt {setting['tilt']:.1f} rot "
                       f"{setting['rotation_deg']:5.1f} zoom {setting['zoom']:.2f}  {m:6s} err "
-                      f"{err:8.4f}  {seconds:6.1f} s", flush=True)
+                      f"{err:8.4f}  {seconds:6.1f} s  {'' if step == '' else f'step {step}'}", flush=True)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"\n{args.pairs} pairs from {args.images.name}, tilts {args.tilts}, max side {args.max_side} px, "
           f"{args.threads} threads, {cpu}")
     if scales:
         print(f"linear scale at the centre (sqrt |det J|): {min(scales):.2f} - {max(scales):.2f}")
-    load = open("/proc/loadavg").read().split()[:3]
-    print(f"load average at the end (1, 5, 15 min): {' '.join(load)}")
+    loadavg = open("/proc/loadavg").read().split()[:3]
+    print(f"load average at the end (1, 5, 15 min): {' '.join(loadavg)}")
     print("| method | solved | wrong models | seconds per pair (mean / max) | CPU seconds per pair |"
           + (" negatives: wrong models | negatives: s per pair |" if args.negatives else ""))
     print("|---|---|---|---|---|" + ("---|---|" if args.negatives else ""))

@@ -54,6 +54,9 @@ DEFAULT_VIEW_MAX_SIDE = 1000
 #: A fundamental matrix is replaced by a homography when at least this share of its inliers fits
 #: the homography and fewer than ``OFF_PLANE_MIN`` lie off that plane.
 PLANE_SHARE, OFF_PLANE_MIN = 0.8, 15
+#: A homography is stated only if the fit with 2/3 of the threshold maps image 1's corners within this
+#: share of its diagonal of the first fit's (with few inliers, far apart views can leave it undetermined).
+AGREEMENT = 0.01
 
 
 @dataclass(frozen=True)
@@ -364,7 +367,9 @@ def verify(
 
     * fewer than ``min_inliers`` inliers (default ``MIN_INLIERS[geometry]``): no model;
     * a homography that maps a corner of image 1 (``size1 = (height, width)``) through the
-      horizon (the plane would be seen from behind): no model;
+      horizon (the plane would be seen from behind), or one that the fit with 2/3 of the threshold
+      does not confirm (image 1's corners land more than ``AGREEMENT`` of its diagonal apart; only
+      with ``size1``): no model;
     * a fundamental matrix whose inliers lie mostly on one plane (``PLANE_SHARE`` of them fit a
       homography and fewer than ``OFF_PLANE_MIN`` lie off it) is not determined by them: the
       homography is reported instead (geometry ``"homography"``), as DEGENSAC advises.
@@ -379,7 +384,7 @@ def verify(
     p1, p2 = np.float64(points1), np.float64(points2)
     if geometry == "homography":
         model, inliers = _homography(p1, p2, threshold)
-        if model is None or inliers.sum() < min_inliers or (size1 and not _keeps_sides(model, size1)):
+        if model is None or inliers.sum() < min_inliers or (size1 and not _settled(model, p1, p2, threshold, size1)):
             return None, none, geometry
         return model, inliers, geometry
     model, mask = cv2.findFundamentalMat(p1, p2, cv2.USAC_MAGSAC, threshold, 0.999, 10_000)
@@ -392,7 +397,7 @@ def verify(
     if h is not None and on_plane.sum() >= PLANE_SHARE * inliers.sum() and (~on_plane).sum() < OFF_PLANE_MIN:
         plane = np.zeros(len(p1), bool)
         plane[np.flatnonzero(inliers)[on_plane]] = True
-        if size1 and not _keeps_sides(h, size1):
+        if size1 and not _settled(h, p1[inliers], p2[inliers], max(threshold, 2.0), size1):
             return None, none, geometry
         return h, plane, "homography"
     return model, inliers, geometry
@@ -407,12 +412,22 @@ def _homography(p1: np.ndarray, p2: np.ndarray, threshold: float) -> tuple[np.nd
     return model, mask.ravel().astype(bool)
 
 
-def _keeps_sides(h: np.ndarray, size: tuple[int, int]) -> bool:
-    """Whether ``h`` keeps image 1's corners on the visible side (``w > 0`` for all, after sign normalising)."""
+def _settled(h: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float, size: tuple[int, int]) -> bool:
+    """Whether homography ``h`` keeps image 1's corners (``size = (height, width)``) on one side of the horizon
+    (all ``w`` of one sign) and the fit with 2/3 of ``threshold`` puts them within ``AGREEMENT`` of the diagonal."""
     rows, cols = size
     corners = np.array([[0, 0, 1], [cols - 1, 0, 1], [0, rows - 1, 1], [cols - 1, rows - 1, 1]], np.float64)
     w = corners @ h[2]
-    return bool((w > 0).all() or (w < 0).all())
+    if not ((w > 0).all() or (w < 0).all()):
+        return False
+    check, _ = _homography(p1, p2, threshold * 2 / 3)
+    if check is None:
+        return False
+    a, b = corners @ h.T, corners @ check.T
+    if not (np.abs(b[:, 2]) > 1e-12).all():
+        return False
+    gap = np.linalg.norm(a[:, :2] / a[:, 2:] - b[:, :2] / b[:, 2:], axis=1).max()
+    return bool(gap <= AGREEMENT * math.hypot(rows, cols))
 
 
 def check_min_inliers(min_inliers: int | None) -> None:

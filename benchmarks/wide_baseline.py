@@ -13,6 +13,8 @@ solved; ``--negatives`` adds pairs of two different photos, where every model is
     python benchmarks/wide_baseline.py --images DIR --max-side 1000 --negatives 5
     python benchmarks/wide_baseline.py --tilts 1,1.5 --methods plain,wide    # easy pairs: the cost of step 0
 
+``--photometric`` also changes image 2's light, blur, noise and JPEG quality, as real pairs differ.
+
 Methods: ``plain`` = ``match_pair(geometry="homography")``; ``wide`` = the same with ``wide_baseline=True``;
 ``asift`` = ``cv2.AffineFeature(cv2.SIFT_create())`` + RootSIFT, mutual nearest neighbours with ratio 0.9,
 MAGSAC (3 px, OpenCV's USAC), a model with at least 15 inliers.
@@ -33,7 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.data.images import list_images
-from hardnet_desc.data.warps import viewpoint_homography
+from hardnet_desc.data.warps import WarpConfig, photometric, viewpoint_homography
+from hardnet_desc.image import to_uint8
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import DEFAULT_VIEW_KEYPOINTS, ROTATION_STEP, match_wide
@@ -85,7 +88,7 @@ def root_sift(desc: np.ndarray) -> np.ndarray:
 
 
 def asift_pair(image1: np.ndarray, image2: np.ndarray, asift) -> np.ndarray | None:
-    feats = [asift.detectAndCompute(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), None) for im in (image1, image2)]
+    feats = [asift.detectAndCompute(to_uint8(im), None) for im in (image1, image2)]
     (k1, d1), (k2, d2) = feats
     if d1 is None or d2 is None:
         return None
@@ -111,6 +114,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="plain,wide,asift")
+    parser.add_argument("--photometric", action="store_true", help="also change image 2's light, blur, noise and "
+                        "JPEG quality (hardnet_desc.data.warps.photometric with WarpConfig's defaults)")
     parser.add_argument("--view-keypoints", type=int, default=DEFAULT_VIEW_KEYPOINTS, help="wide: keypoints per view")
     parser.add_argument("--rotation-step", type=float, default=ROTATION_STEP, help="wide: views of tilt t are this / t "
                         "degrees apart")
@@ -121,6 +126,7 @@ def main() -> None:
     methods = args.methods.split(",")
     tilts = tuple(float(t) for t in args.tilts.split(","))
     rng = np.random.default_rng(args.seed)
+    light_rng = np.random.default_rng(args.seed + 1)  # its own stream: the same geometry with or without light
     photos = pick_photos(args.images, args.pairs + args.negatives, args.max_side)
     hardnet = HardNetDescriptor(device="cpu")
     asift = cv2.AffineFeature_create(cv2.SIFT_create())
@@ -146,6 +152,9 @@ def main() -> None:
             warped, truth, setting = make_pair(other, rng, tilts)
         else:
             warped, truth, setting = make_pair(image, rng, tilts)
+        if args.photometric:
+            warped = photometric(to_uint8(warped), WarpConfig(), light_rng)
+        if not negative:
             jac = truth[:2, :2] - np.outer(truth[:2] @ [w / 2, h / 2, 1], truth[2, :2]) / (truth[2] @ [w / 2, h / 2, 1])
             scales.append(math.sqrt(abs(np.linalg.det(jac))) / (truth[2] @ [w / 2, h / 2, 1]))
         for m in methods:
@@ -170,7 +179,7 @@ def main() -> None:
                       f"{err:8.4f}  {seconds:6.1f} s  {'' if step == '' else f'step {step}'}", flush=True)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"\n{args.pairs} pairs from {args.images.name}, tilts {args.tilts}, max side {args.max_side} px, "
-          f"{args.threads} threads, {cpu}")
+          + ("photometric changes, " if args.photometric else "") + f"{args.threads} threads, {cpu}")
     if scales:
         print(f"linear scale at the centre (sqrt |det J|): {min(scales):.2f} - {max(scales):.2f}")
     loadavg = open("/proc/loadavg").read().split()[:3]

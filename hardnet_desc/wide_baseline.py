@@ -133,8 +133,8 @@ def view_angles(tilt: float, rotation_step: float = ROTATION_STEP) -> list[float
     return [float(a) for a in np.arange(0.0, 180.0 - 1e-9, step)]
 
 
-def make_views(tilts: Sequence[float], rotation_step: float = ROTATION_STEP, scale: float = 1.0,
-               size: tuple[int, int] = (0, 0)) -> list[View]:
+def make_views(tilts: Sequence[float], size: tuple[int, int], rotation_step: float = ROTATION_STEP,
+               scale: float = 1.0) -> list[View]:
     """The views of an image of ``size = (height, width)`` for ``tilts``, each at its rotations.
 
     ``scale`` (<= 1) shrinks the image first (views of a large image are synthesized from a smaller copy).
@@ -161,18 +161,21 @@ def view_matrix(tilt: float, angle: float, size: tuple[int, int], scale: float =
 def render_view(grey: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
     """The view's pixels and its mask of valid pixels (uint8, borders eroded).
 
-    The image is scaled and rotated first, then blurred along x with ``sigma = 0.8 sqrt(t^2 - 1)``
-    and compressed (the anti-aliasing of ASIFT); the result is the image under ``view.matrix``.
+    The image is scaled (blurred first with ``sigma = 0.8 sqrt(1 / s^2 - 1)`` if shrunk by ``s``) and
+    rotated, then blurred along x with ``sigma = 0.8 sqrt(t^2 - 1)`` and compressed by ``t`` (the
+    anti-aliasing of ASIFT); the result is the image under ``view.matrix``.
     """
     h, w = grey.shape
     linear, shift = view.matrix[:, :2], view.matrix[:, 2]
     rotation = linear * np.array([[view.tilt], [1.0]])  # undo the compression: scale and rotation only
+    scale = math.sqrt(abs(np.linalg.det(rotation)))
+    if scale < 0.99:
+        grey = cv2.GaussianBlur(grey, (0, 0), 0.8 * math.sqrt(1 / scale**2 - 1))
     corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64) @ rotation.T
     rot_shift = -corners.min(axis=0)
     rw, rh = (np.ceil(corners.max(axis=0) + rot_shift) + 1).astype(int)
     first = np.hstack([rotation, rot_shift[:, None]])
-    flags = cv2.INTER_LINEAR if abs(np.linalg.det(rotation)) >= 0.25 else cv2.INTER_AREA
-    rotated = cv2.warpAffine(grey, first, (int(rw), int(rh)), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    rotated = cv2.warpAffine(grey, first, (int(rw), int(rh)), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     mask = cv2.warpAffine(np.full_like(grey, 255), first, (int(rw), int(rh)), flags=cv2.INTER_NEAREST)
     if view.tilt > 1:
         sigma = 0.8 * math.sqrt(view.tilt**2 - 1)
@@ -504,7 +507,7 @@ def match_wide(
             t0 = time.perf_counter()
             scale = min(1.0, view_max_side / max(grey.shape))
             views = ([View(1.0, 0.0, np.eye(2, 3))] if not tilts else
-                     make_views(tilts, rotation_step, scale, grey.shape))
+                     make_views(tilts, grey.shape, rotation_step, scale))
             limit = max_keypoints if not tilts else view_keypoints
             frames, desc, which = describe_views(descriptor, (image1, image2)[g], views, limit, grey)
             timings["features"] += time.perf_counter() - t0

@@ -108,8 +108,8 @@ def main() -> None:
                     seconds = time.perf_counter() - start
                     err = float("inf")
                     if r.model is not None and r.inliers.sum() >= 8:
-                        n1 = cv2.undistortPoints(r.points1[r.inliers][None], K1, None)[0]
-                        n2 = cv2.undistortPoints(r.points2[r.inliers][None], K2, None)[0]
+                        n1 = cv2.undistortPoints(r.points1[r.inliers][None], K1, None).reshape(-1, 2)
+                        n2 = cv2.undistortPoints(r.points2[r.inliers][None], K2, None).reshape(-1, 2)
                         pose = estimate_relative_pose(n1, n2, threshold=1.0 / K1[0, 0])
                         if pose is not None:
                             err = pose_error_deg(pose[0], pose[1], R, t)

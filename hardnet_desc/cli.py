@@ -122,11 +122,11 @@ def _match(args: argparse.Namespace) -> int:
     ratio = "FGINN ratio" if args.wide_baseline else "ratio"
     print(f"matches:   {len(r.matches)} (mutual nearest neighbours" + (f", {ratio} < {args.ratio})" if args.ratio else ")"))
     print(f"inliers:   {n_inliers} ({r.geometry}, MAGSAC, {r.threshold:g} px)")
-    if args.wide_baseline or args.verbose:
+    if args.wide_baseline:
         step = "no step verified a model" if r.step is None else f"step {r.step} verified the model"
         print(f"views:     {r.views[0]} + {r.views[1]}; {step}; {r.timings.get('total', 0):.1f} s")
     if r.model is None:
-        print("model:     none (too few inliers)")
+        print("model:     none (no model verified)")
     print(f"picture:   {args.out}")
     if args.json is not None:
         print(f"json:      {args.json}")

@@ -37,6 +37,7 @@ import torch
 
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS
+from .epipolar import sampson_error_px
 from .image import ImageLike, to_grey_tensor, to_uint8
 from .matching import Matches
 from .patches import inside_image
@@ -57,6 +58,8 @@ PLANE_SHARE, OFF_PLANE_MIN = 0.8, 15
 #: A homography is stated only if the fit with 2/3 of the threshold maps image 1's corners within this
 #: share of its diagonal of the first fit's (with few inliers, far apart views can leave it undetermined).
 AGREEMENT = 0.01
+#: A fundamental matrix is stated only if the fit with 2/3 of the threshold keeps this share of its inliers.
+AGREEMENT_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -373,6 +376,8 @@ def verify(
       horizon (the plane would be seen from behind), or one that the fit with 2/3 of the threshold
       does not confirm (image 1's corners land more than ``AGREEMENT`` of its diagonal apart; only
       with ``size1``): no model;
+    * a fundamental matrix that the fit with 2/3 of the threshold does not confirm (it keeps fewer
+      than ``AGREEMENT_SHARE`` of the inliers within the threshold): no model;
     * a fundamental matrix whose inliers lie mostly on one plane (``PLANE_SHARE`` of them fit a
       homography and fewer than ``OFF_PLANE_MIN`` lie off it) is not determined by them: the
       homography is reported instead (geometry ``"homography"``), as DEGENSAC advises.
@@ -394,7 +399,7 @@ def verify(
     if mask is None or model is None or model.shape != (3, 3):
         return None, none, geometry
     inliers = mask.ravel().astype(bool)
-    if inliers.sum() < min_inliers:
+    if inliers.sum() < min_inliers or not _f_settled(p1, p2, inliers, threshold):
         return None, none, geometry
     h, on_plane = _homography(p1[inliers], p2[inliers], max(threshold, 2.0))
     if h is not None and on_plane.sum() >= PLANE_SHARE * inliers.sum() and (~on_plane).sum() < OFF_PLANE_MIN:
@@ -404,6 +409,15 @@ def verify(
             return None, none, geometry
         return h, plane, "homography"
     return model, inliers, geometry
+
+
+def _f_settled(p1: np.ndarray, p2: np.ndarray, inliers: np.ndarray, threshold: float) -> bool:
+    """Whether the fundamental matrix fitted with 2/3 of ``threshold`` keeps ``AGREEMENT_SHARE`` of the first
+    fit's ``inliers`` within ``threshold`` (Sampson distance): a model many correspondences determine."""
+    check, _ = cv2.findFundamentalMat(p1, p2, cv2.USAC_MAGSAC, threshold * 2 / 3, 0.999, 10_000)
+    if check is None or check.shape != (3, 3):
+        return False
+    return bool(np.mean(sampson_error_px(p1[inliers], p2[inliers], check) < threshold) >= AGREEMENT_SHARE)
 
 
 def _homography(p1: np.ndarray, p2: np.ndarray, threshold: float) -> tuple[np.ndarray | None, np.ndarray]:

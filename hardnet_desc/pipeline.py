@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -24,6 +26,7 @@ from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
 from .image import ImageLike
 from .matching import Matches, match_descriptors
+from .wide_baseline import check_min_inliers, frames_to_keypoints, match_wide
 
 GEOMETRIES = ("fundamental", "homography")
 #: RANSAC inlier threshold in pixels when none is given.
@@ -46,6 +49,11 @@ class PairMatch:
             ``None`` when too few matches or RANSAC found none.
         geometry: ``"homography"`` or ``"fundamental"``.
         threshold: the RANSAC threshold used, in pixels.
+        step: with ``wide_baseline=True``, the step of ``hardnet_desc.wide_baseline.match_wide`` whose
+            model was accepted (0: the original images sufficed), ``None`` when no step verified one;
+            0 for the plain pipeline.
+        views: views described per image (1 each for the plain pipeline).
+        timings: seconds per stage and ``total``.
     """
 
     keypoints1: list[cv2.KeyPoint]
@@ -57,6 +65,9 @@ class PairMatch:
     model: np.ndarray | None
     geometry: str
     threshold: float
+    step: int | None = 0
+    views: tuple[int, int] = (1, 1)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def fit_geometry(
@@ -109,6 +120,9 @@ def match_pair(
     ratio: float | None = 0.8,
     geometry: str = "fundamental",
     threshold: float | None = None,
+    wide_baseline: bool = False,
+    min_inliers: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> PairMatch:
     """Detect, describe, match and verify two images.
 
@@ -119,17 +133,31 @@ def match_pair(
         ratio: Lowe's ratio threshold on top of mutual nearest neighbours (``None`` or 1: off).
         geometry: model fitted by RANSAC, see ``fit_geometry``.
         threshold: RANSAC inlier threshold in pixels, > 0 (default: 1 for fundamental, 3 for homography).
+        wide_baseline: match views far apart (``hardnet_desc.wide_baseline.match_wide``): synthesized
+            affine views only when the original images give no verified model, FGINN matching,
+            a model only with ``min_inliers`` inliers. ``keypoints1/2`` then stand for the affine
+            frames of all views (``frames_to_keypoints``).
+        min_inliers: with ``wide_baseline``, the verified inliers that end the search and below which
+            the model is ``None`` (default ``MIN_INLIERS``: 15 for H, 25 for F).
+        progress: with ``wide_baseline``, called with a line of text after each step.
 
     Returns:
         A ``PairMatch``.
 
     Raises:
-        ValueError: an unknown ``geometry``, a ``threshold`` <= 0 or NaN, a negative ``max_keypoints``
-            (checked before any work); TypeError: a non-integer ``max_keypoints``.
+        ValueError: an unknown ``geometry``, a ``threshold`` <= 0 or NaN, a negative ``max_keypoints``, a
+            ``min_inliers`` below 1 (checked before any work); TypeError: a non-integer ``max_keypoints``
+            or ``min_inliers``.
     """
     _check_geometry(geometry, threshold)
     check_max_keypoints(max_keypoints)
+    check_min_inliers(min_inliers)
     descriptor = descriptor if descriptor is not None else HardNetDescriptor()
+    if wide_baseline:
+        return _match_wide(image1, image2, descriptor, max_keypoints=max_keypoints, ratio=ratio, geometry=geometry,
+                           threshold=threshold or DEFAULT_THRESHOLD[geometry], min_inliers=min_inliers,
+                           progress=progress)
+    clock = time.perf_counter()
     detected = [descriptor.detect(image, max_keypoints=max_keypoints) for image in (image1, image2)]
     # Both images in shared network calls; the descriptors stay on the descriptor's device for matching.
     keypoints, descs = descriptor._describe_images([image1, image2], detected)
@@ -138,4 +166,15 @@ def match_pair(
     p1, p2 = points[0][matches.query_idx], points[1][matches.train_idx]
     model, inliers = fit_geometry(p1, p2, geometry, threshold)
     return PairMatch(keypoints[0], keypoints[1], matches, p1, p2, inliers, model, geometry,
-                     threshold or DEFAULT_THRESHOLD[geometry])
+                     threshold or DEFAULT_THRESHOLD[geometry], timings={"total": time.perf_counter() - clock})
+
+
+def _match_wide(image1: ImageLike, image2: ImageLike, descriptor: HardNetDescriptor, *, threshold: float,
+                **options) -> PairMatch:
+    """``match_pair(..., wide_baseline=True)``: ``match_wide``'s result as a ``PairMatch``."""
+    w = match_wide(image1, image2, descriptor, threshold=threshold, **options)
+    c1, c2 = w.features1.centres, w.features2.centres
+    p1, p2 = c1[w.matches.query_idx], c2[w.matches.train_idx]
+    keypoints = [frames_to_keypoints(f.frames, descriptor.patch_scale) for f in (w.features1, w.features2)]
+    return PairMatch(keypoints[0], keypoints[1], w.matches, p1, p2, w.inliers, w.model, w.geometry, threshold,
+                     step=w.step, views=(len(w.features1.views), len(w.features2.views)), timings=w.timings)

@@ -23,7 +23,7 @@ LAYERS = {
     # 2: the descriptor, and the network for other runtimes (ONNX export, kornia's LAFDescriptor)
     "descriptor": 2, "export": 2, "kornia": 2,
     # 3: the neutral data layer (formats, warps, image listing)
-    "data": 3,
+    "data": 3, "wide_baseline": 3,
     # 4: applications of the descriptor
     "features_io": 4, "pipeline": 4, "skimage": 4, "sfm": 4,
     # 5: training and evaluation, side by side (neither imports the other)

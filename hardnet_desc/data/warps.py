@@ -101,3 +101,44 @@ def project_keypoints(kps: np.ndarray, H: np.ndarray) -> np.ndarray:
     size = kps[:, 2] * np.sqrt(np.abs(np.linalg.det(j)))
     angle = np.rad2deg(np.arctan2(d[:, 1], d[:, 0])) % 360.0
     return np.stack([u, v, size, angle], 1)
+
+
+def viewpoint_homography(
+    size: tuple[int, int], tilt: float, axis_deg: float = 0.0, rotation_deg: float = 0.0, zoom: float = 1.0,
+    canvas: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """The homography of a planar image seen by a second camera far off its axis (wide-baseline tests).
+
+    Camera 1 (focal ``max(h, w)`` pixels, principal point at the centre) looks straight at the plane,
+    which fills its image. Camera 2 looks at the plane's centre from the same distance, turned by
+    ``acos(1 / tilt)`` about the in-plane axis at ``axis_deg`` (tilt 3: 70.5 degrees, tilt 8: 82.8).
+    Its picture is then rotated by ``rotation_deg`` in the image plane and scaled so that the whole
+    plane fits the ``canvas = (height, width)`` (default: ``size``), times ``zoom`` (> 1: a crop, < 1:
+    smaller) about the canvas centre.
+
+    Args:
+        size: ``(height, width)`` of image 1.
+
+    Returns:
+        ``(3, 3)`` float64 ``H``, ``x2 ~ H x1`` in pixels (centre of the top-left pixel at ``(0, 0)``).
+    """
+    h, w = size
+    ch, cw = canvas or size
+    f = float(max(h, w))
+    k = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]])
+    theta, a = math.acos(1.0 / tilt), math.radians(axis_deg)
+    axis = np.array([math.cos(a), math.sin(a), 0.0])
+    turn, _ = cv2.Rodrigues(axis * theta)
+    centre2 = np.array([0, 0, 1.0]) + turn @ np.array([0, 0, -1.0])  # camera 1 turned about the plane's centre
+    homography = k @ turn.T @ (np.eye(3) - np.outer(centre2, [0, 0, 1])) @ np.linalg.inv(k)
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64)
+    r = math.radians(rotation_deg)
+    rot = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    moved = (rot @ homography @ corners.T).T
+    moved = moved[:, :2] / moved[:, 2:]
+    lo, hi = moved.min(0), moved.max(0)
+    s = zoom * 0.95 * min((cw - 1) / (hi - lo)[0], (ch - 1) / (hi - lo)[1])
+    mid = (lo + hi) / 2
+    fit = np.array([[s, 0, (cw - 1) / 2 - s * mid[0]], [0, s, (ch - 1) / 2 - s * mid[1]], [0, 0, 1]])
+    out = fit @ rot @ homography
+    return out / out[2, 2]

@@ -1,0 +1,200 @@
+"""Extreme-viewpoint pairs with known homographies: today's match_pair, wide_baseline=True and OpenCV's ASIFT.
+
+Pairs are made from near-planar photos (default: urban100's facades in ../shared/data/train-images, the
+photos stay outside the repository): each photo, scaled to ``--max-side`` pixels, against itself seen by a
+camera turned 70-83 degrees away (tilt 3-8, ``hardnet_desc.data.warps.viewpoint_homography``) about a random
+in-plane axis, rotated in the picture by a random angle and zoomed by 2^U(-1, 1) around the fit of the
+whole plane. A pair is **solved** when the estimated homography puts image 1's four corners within 1 % of
+the image diagonal of where the true one puts them. **Wrong** counts models stated as found that are not
+solved; ``--negatives`` adds pairs of two different photos, where every model is wrong.
+
+    python benchmarks/wide_baseline.py                               # 20 pairs, 2 threads, all methods
+    python benchmarks/wide_baseline.py --pairs 5 --methods wide      # quick look
+    python benchmarks/wide_baseline.py --images DIR --max-side 1000 --negatives 5
+    python benchmarks/wide_baseline.py --tilts 1,1.5 --methods plain,wide    # easy pairs: the cost of step 0
+
+``--photometric`` also changes image 2's light, blur, noise and JPEG quality, as real pairs differ.
+
+Methods: ``plain`` = ``match_pair(geometry="homography")``; ``wide`` = the same with ``wide_baseline=True``;
+``asift`` = ``cv2.AffineFeature(cv2.SIFT_create())`` + RootSIFT, mutual nearest neighbours with ratio 0.9,
+MAGSAC (3 px, OpenCV's USAC), a model with at least 15 inliers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from hardnet_desc import HardNetDescriptor
+from hardnet_desc.data.images import list_images
+from hardnet_desc.data.warps import WarpConfig, photometric, viewpoint_homography
+from hardnet_desc.image import to_uint8
+from hardnet_desc.matching import match_descriptors
+from hardnet_desc.pipeline import match_pair
+from hardnet_desc.wide_baseline import DEFAULT_VIEW_KEYPOINTS, ROTATION_STEP, match_wide
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-images" / "urban100"
+
+
+def load(path: Path, max_side: int) -> np.ndarray:
+    image = cv2.imread(str(path))
+    s = max_side / max(image.shape[:2])
+    return cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else image
+
+
+def pick_photos(folder: Path, n: int, max_side: int, min_keypoints: int = 2000) -> list[Path]:
+    """The first ``n`` photos of ``folder``, in a fixed random order, with at least ``min_keypoints`` SIFT keypoints."""
+    files = list_images(folder)
+    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))]
+    chosen = []
+    sift = cv2.SIFT_create()
+    for f in files:
+        if len(sift.detect(cv2.cvtColor(load(f, max_side), cv2.COLOR_BGR2GRAY))) >= min_keypoints:
+            chosen.append(f)
+        if len(chosen) == n:
+            break
+    return chosen
+
+
+def make_pair(image: np.ndarray, rng: np.random.Generator, tilts: tuple[float, float] = (3.0, 8.0),
+              ) -> tuple[np.ndarray, np.ndarray, dict]:
+    h, w = image.shape[:2]
+    setting = {"tilt": rng.uniform(*tilts), "axis_deg": rng.uniform(0, 180), "rotation_deg": rng.uniform(0, 360),
+               "zoom": 2 ** rng.uniform(-1, 1)}
+    truth = viewpoint_homography((h, w), **setting)
+    return cv2.warpPerspective(image, truth, (w, h), flags=cv2.INTER_AREA), truth, setting
+
+
+def corner_error(model: np.ndarray | None, truth: np.ndarray, h: int, w: int) -> float:
+    """Largest corner displacement between ``model`` and ``truth``, over the image diagonal (inf: no model)."""
+    if model is None:
+        return math.inf
+    corners = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])[None]
+    d = cv2.perspectiveTransform(corners, model) - cv2.perspectiveTransform(corners, truth)
+    return float(np.linalg.norm(d[0], axis=1).max() / math.hypot(w, h))
+
+
+def root_sift(desc: np.ndarray) -> np.ndarray:
+    desc = desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)
+    return np.sqrt(desc).astype(np.float32)
+
+
+def asift_pair(image1: np.ndarray, image2: np.ndarray, asift) -> np.ndarray | None:
+    feats = [asift.detectAndCompute(to_uint8(im), None) for im in (image1, image2)]
+    (k1, d1), (k2, d2) = feats
+    if d1 is None or d2 is None:
+        return None
+    m = match_descriptors(root_sift(d1), root_sift(d2), ratio=0.9, mutual=True)
+    if len(m) < 15:
+        return None
+    p1 = np.float64([k1[i].pt for i in m.query_idx])
+    p2 = np.float64([k2[i].pt for i in m.train_idx])
+    model, mask = cv2.findHomography(p1, p2, cv2.USAC_MAGSAC, 3.0, confidence=0.999, maxIters=10_000)
+    if model is None or mask is None or mask.sum() < 15:
+        return None
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of near-planar photos")
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--negatives", type=int, default=0, help="pairs of two different photos (no true model)")
+    parser.add_argument("--max-side", type=int, default=1000)
+    parser.add_argument("--tilts", default="3,8", metavar="LO,HI",
+                        help="range of the tilt (3: 70.5 degrees, 8: 82.8; 1,1.5 gives easy pairs)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default="plain,wide,asift")
+    parser.add_argument("--photometric", action="store_true", help="also change image 2's light, blur, noise and "
+                        "JPEG quality (hardnet_desc.data.warps.photometric with WarpConfig's defaults)")
+    parser.add_argument("--view-keypoints", type=int, default=DEFAULT_VIEW_KEYPOINTS, help="wide: keypoints per view")
+    parser.add_argument("--rotation-step", type=float, default=ROTATION_STEP, help="wide: views of tilt t are this / t "
+                        "degrees apart")
+    parser.add_argument("-v", "--verbose", action="store_true", help="one line per pair and method")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    methods = args.methods.split(",")
+    tilts = tuple(float(t) for t in args.tilts.split(","))
+    rng = np.random.default_rng(args.seed)
+    light_rng = np.random.default_rng(args.seed + 1)  # its own stream: the same geometry with or without light
+    photos = pick_photos(args.images, args.pairs + args.negatives, args.max_side)
+    hardnet = HardNetDescriptor(device="cpu")
+    asift = cv2.AffineFeature_create(cv2.SIFT_create())
+    run = {
+        "plain": lambda a, b: match_pair(a, b, hardnet, geometry="homography"),
+        "wide": lambda a, b: match_pair(a, b, hardnet, geometry="homography", wide_baseline=True),
+        "asift": lambda a, b: asift_pair(a, b, asift),
+    }
+    if (args.view_keypoints, args.rotation_step) != (DEFAULT_VIEW_KEYPOINTS, ROTATION_STEP):  # other settings
+        run["wide"] = lambda a, b: match_wide(a, b, hardnet, view_keypoints=args.view_keypoints,
+                                              rotation_step=args.rotation_step)
+    match_pair(*[load(photos[0], 400)] * 2, hardnet)  # warm-up (weights, int8 kernels)
+    stats = {m: {"solved": 0, "wrong": 0, "seconds": [], "neg_wrong": 0, "neg_seconds": []} for m in methods}
+    scales = []
+    cpu_seconds: dict[str, list[float]] = {m: [] for m in methods}  # all threads; steadier than wall time on a busy machine
+    for k, path in enumerate(photos):
+        image = load(path, args.max_side)
+        h, w = image.shape[:2]
+        negative = k >= args.pairs
+        if negative:  # an unrelated photo, warped like the others
+            other = load(photos[k - args.pairs], args.max_side)
+            other = cv2.resize(other, (w, h), interpolation=cv2.INTER_AREA)
+            warped, truth, setting = make_pair(other, rng, tilts)
+        else:
+            warped, truth, setting = make_pair(image, rng, tilts)
+        if args.photometric:
+            warped = photometric(to_uint8(warped), WarpConfig(), light_rng)
+        if not negative:
+            jac = truth[:2, :2] - np.outer(truth[:2] @ [w / 2, h / 2, 1], truth[2, :2]) / (truth[2] @ [w / 2, h / 2, 1])
+            scales.append(math.sqrt(abs(np.linalg.det(jac))) / (truth[2] @ [w / 2, h / 2, 1]))
+        for m in methods:
+            t0, c0 = time.perf_counter(), time.process_time()
+            model = run[m](image, warped)
+            step = getattr(model, "step", "")
+            model = getattr(model, "model", model)
+            seconds = time.perf_counter() - t0
+            cpu_seconds[m].append(time.process_time() - c0)
+            err = corner_error(model, truth, h, w)
+            s = stats[m]
+            if negative:
+                s["neg_seconds"].append(seconds)
+                s["neg_wrong"] += model is not None
+            else:
+                s["seconds"].append(seconds)
+                s["solved"] += err <= 0.01
+                s["wrong"] += model is not None and err > 0.01
+            if args.verbose:
+                print(f"{path.name:14s} {'neg ' if negative else ''}tilt {setting['tilt']:.1f} rot "
+                      f"{setting['rotation_deg']:5.1f} zoom {setting['zoom']:.2f}  {m:6s} err "
+                      f"{err:8.4f}  {seconds:6.1f} s  {'' if step == '' else f'step {step}'}", flush=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"\n{args.pairs} pairs from {args.images.name}, tilts {args.tilts}, max side {args.max_side} px, "
+          + ("photometric changes, " if args.photometric else "") + f"{args.threads} threads, {cpu}")
+    if scales:
+        print(f"linear scale at the centre (sqrt |det J|): {min(scales):.2f} - {max(scales):.2f}")
+    loadavg = open("/proc/loadavg").read().split()[:3]
+    print(f"load average at the end (1, 5, 15 min): {' '.join(loadavg)}")
+    print("| method | solved | wrong models | seconds per pair (mean / max) | CPU seconds per pair |"
+          + (" negatives: wrong models | negatives: s per pair |" if args.negatives else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if args.negatives else ""))
+    for m in methods:
+        s = stats[m]
+        row = (f"| {m} | {s['solved']}/{args.pairs} | {s['wrong']} | {np.mean(s['seconds']):.1f} / "
+               f"{max(s['seconds']):.1f} | {np.mean(cpu_seconds[m]):.1f} |")
+        if args.negatives:
+            row += f" {s['neg_wrong']}/{args.negatives} | {np.mean(s['neg_seconds']):.1f} |"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,553 @@
+"""Wide-baseline matching, MODS-style: affine views only when needed, FGINN, careful verification.
+
+The idea is that of MODS (Mishkin, Matas, Perdoch, "MODS: Fast and accurate two-view matching",
+CVIU 2015), written anew here around HardNet:
+
+1. **Step 0** is the plain pipeline: SIFT on each original image, HardNet, matching, RANSAC. Most
+   pairs stop here (``min_inliers`` verified inliers).
+2. Otherwise each later step adds **synthesized affine views** of both images (ASIFT's views): a
+   rotation by ``phi`` in the image plane, an anti-aliasing Gaussian blur along x
+   (``sigma = 0.8 sqrt(t^2 - 1)``) and a compression of x by the tilt ``t``. SIFT runs on each
+   view, and each keypoint goes back to the **original** image as an affine frame, described
+   there by HardNet (no resampling of a resampled view).
+3. The features of all views of an image are one set, matched with **FGINN** (the second
+   neighbour of the ratio test is the nearest one lying more than ``fginn_radius`` pixels from
+   the first; a point seen in several views is not its own competitor), a mutual check that
+   accepts a reverse neighbour at the same place, and **duplicate removal** (the same point pair
+   found through several views counts once).
+4. **Verification** (``verify``) returns no model rather than a wrong one: too few inliers, a
+   homography that sends part of image 1 through the horizon, or a fundamental matrix that only a
+   plane supports (DEGENSAC's concern: the plane's homography is reported instead).
+
+Conventions: pixels with the centre of the top-left pixel at ``(0, 0)``, y down; a view's
+``matrix`` ``M`` (2, 3) maps original pixels to view pixels, ``x_view = M[:, :2] @ x + M[:, 2]``;
+affine frames ``[A | c]`` (N, 2, 3) as in ``hardnet_desc.patches``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from .descriptor import HardNetDescriptor
+from .detection import DEFAULT_MAX_KEYPOINTS
+from .epipolar import sampson_error_px
+from .image import ImageLike, to_grey_tensor, to_uint8
+from .matching import Matches
+from .patches import inside_image
+
+#: Tilts added at each step; step 0 (``()``) is the original image alone.
+DEFAULT_STEPS: tuple[tuple[float, ...], ...] = ((), (2.0, 4.0), (6.0, 8.0))
+#: In-plane rotations of a view with tilt ``t`` are ``ROTATION_STEP / t`` degrees apart (ASIFT's 72 degrees).
+ROTATION_STEP = 72.0
+#: Verified inliers that end the search, and below which no model is reported.
+MIN_INLIERS = {"homography": 15, "fundamental": 25}
+#: SIFT keypoints kept per synthesized view (the strongest).
+DEFAULT_VIEW_KEYPOINTS = 400
+#: Views are synthesized from the image scaled down to at most this many pixels on its longer side.
+DEFAULT_VIEW_MAX_SIDE = 1000
+#: A fundamental matrix is replaced by a homography when at least this share of its inliers fits
+#: the homography and fewer than ``OFF_PLANE_MIN`` lie off that plane.
+PLANE_SHARE, OFF_PLANE_MIN = 0.8, 15
+#: A homography is stated only if the fit with 2/3 of the threshold maps image 1's corners within this
+#: share of its diagonal of the first fit's (with few inliers, far apart views can leave it undetermined).
+AGREEMENT = 0.01
+#: A fundamental matrix is stated only if the fit with 2/3 of the threshold keeps this share of its inliers.
+AGREEMENT_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class View:
+    """One synthesized view of an image.
+
+    Attributes:
+        tilt: compression of the view's x axis (1: none).
+        angle: in-plane rotation in degrees (counter-clockwise on screen, as ``cv2.getRotationMatrix2D``).
+        matrix: ``(2, 3)`` float64, original pixels -> view pixels.
+    """
+
+    tilt: float
+    angle: float
+    matrix: np.ndarray
+
+
+@dataclass
+class Features:
+    """The features of one image from all its views so far.
+
+    Attributes:
+        frames: ``(N, 2, 3)`` float32 affine frames in the original image.
+        descriptors: ``(N, 128)`` float32 tensor on the descriptor's device.
+        view_index: ``(N,)`` int64, the view (into ``views``) each feature came from.
+        views: the views described so far.
+    """
+
+    frames: torch.Tensor
+    descriptors: torch.Tensor
+    view_index: np.ndarray
+    views: list[View] = field(default_factory=list)
+
+    @property
+    def centres(self) -> np.ndarray:
+        """``(N, 2)`` float64 frame centres in the original image."""
+        return self.frames[:, :, 2].double().cpu().numpy()
+
+
+@dataclass
+class WideMatch:
+    """What ``match_wide`` found.
+
+    Attributes:
+        features1, features2: the features of each image (all views of the steps run).
+        matches: indices into them, after FGINN, the mutual check and duplicate removal.
+        inliers: ``(M,)`` bool, the matches that agree with ``model``.
+        model: ``(3, 3)`` or ``None`` (no verified model).
+        geometry: the model's kind; ``"homography"`` also when a fundamental matrix was asked for and
+            only a plane supports it.
+        step: the step whose model was accepted, or ``None``.
+        timings: seconds per stage (``features``: views, detection and description; ``match``;
+            ``verify``) and ``total``.
+    """
+
+    features1: Features
+    features2: Features
+    matches: Matches
+    inliers: np.ndarray
+    model: np.ndarray | None
+    geometry: str
+    step: int | None
+    timings: dict[str, float]
+
+
+# --- views -------------------------------------------------------------------------------------
+
+
+def view_angles(tilt: float, rotation_step: float = ROTATION_STEP) -> list[float]:
+    """In-plane rotations (degrees, in ``[0, 180)``) of the views with ``tilt``: ``[0]`` for tilt 1."""
+    if tilt <= 1:
+        return [0.0]
+    step = rotation_step / tilt
+    return [float(a) for a in np.arange(0.0, 180.0 - 1e-9, step)]
+
+
+def make_views(tilts: Sequence[float], size: tuple[int, int], rotation_step: float = ROTATION_STEP,
+               scale: float = 1.0) -> list[View]:
+    """The views of an image of ``size = (height, width)`` for ``tilts``, each at its rotations.
+
+    ``scale`` (<= 1) shrinks the image first (views of a large image are synthesized from a smaller copy).
+    The matrices place each view's content at non-negative pixels.
+    """
+    views = []
+    for tilt in tilts:
+        for angle in view_angles(tilt, rotation_step):
+            views.append(View(float(tilt), angle, view_matrix(tilt, angle, size, scale)))
+    return views
+
+
+def view_matrix(tilt: float, angle: float, size: tuple[int, int], scale: float = 1.0) -> np.ndarray:
+    """``(2, 3)`` original -> view: scale, rotate by ``angle`` degrees, compress x by ``tilt``, then shift
+    so that the image's corners land at non-negative pixels."""
+    h, w = size
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    linear = np.diag([1.0 / tilt, 1.0]) @ np.array([[c, s], [-s, c]]) * scale  # as cv2.getRotationMatrix2D
+    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64)
+    shift = -(corners @ linear.T).min(axis=0)
+    return np.hstack([linear, shift[:, None]])
+
+
+def render_view(grey: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
+    """The view's pixels and its mask of valid pixels (uint8, borders eroded).
+
+    The image is scaled (blurred first with ``sigma = 0.8 sqrt(1 / s^2 - 1)`` if shrunk by ``s``) and
+    rotated, then blurred along x with ``sigma = 0.8 sqrt(t^2 - 1)`` and compressed by ``t`` (the
+    anti-aliasing of ASIFT); the result is the image under ``view.matrix``.
+    """
+    h, w = grey.shape
+    linear, shift = view.matrix[:, :2], view.matrix[:, 2]
+    rotation = linear * np.array([[view.tilt], [1.0]])  # undo the compression: scale and rotation only
+    scale = math.sqrt(abs(np.linalg.det(rotation)))
+    if scale < 0.99:
+        grey = cv2.GaussianBlur(grey, (0, 0), 0.8 * math.sqrt(1 / scale**2 - 1))
+    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64) @ rotation.T
+    rot_shift = -corners.min(axis=0)
+    rw, rh = (np.ceil(corners.max(axis=0) + rot_shift) + 1).astype(int)
+    first = np.hstack([rotation, rot_shift[:, None]])
+    rotated = cv2.warpAffine(grey, first, (int(rw), int(rh)), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mask = cv2.warpAffine(np.full_like(grey, 255), first, (int(rw), int(rh)), flags=cv2.INTER_NEAREST)
+    if view.tilt > 1:
+        sigma = 0.8 * math.sqrt(view.tilt**2 - 1)
+        kernel = cv2.getGaussianKernel(2 * math.ceil(3 * sigma) + 1, sigma)
+        rotated = cv2.sepFilter2D(rotated, -1, kernel, np.ones((1, 1)), borderType=cv2.BORDER_REPLICATE)
+    # second map: x / tilt, and the rotation's shift replaced by the view's
+    second = np.array([[1.0 / view.tilt, 0, shift[0] - rot_shift[0] / view.tilt], [0, 1.0, shift[1] - rot_shift[1]]])
+    out_w, out_h = int(np.ceil((rw - 1) / view.tilt)) + 1, int(rh)
+    pixels = cv2.warpAffine(rotated, second, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mask = cv2.warpAffine(mask, second, (out_w, out_h), flags=cv2.INTER_NEAREST)
+    return pixels, cv2.erode(mask, np.ones((5, 5), np.uint8))
+
+
+def frames_to_original(frames: np.ndarray | torch.Tensor, matrix: np.ndarray) -> np.ndarray:
+    """Affine frames ``(N, 2, 3)`` of a view mapped back to the original image: ``[L^-1 A | L^-1 (c - b)]``
+    for the view matrix ``[L | b]`` (original -> view). Returns float64 ``(N, 2, 3)``."""
+    frames = np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames, np.float64)
+    inv = np.linalg.inv(matrix[:, :2])
+    a = inv @ frames[:, :, :2]
+    c = (frames[:, :, 2] - matrix[:, 2]) @ inv.T
+    return np.concatenate([a, c[:, :, None]], axis=2)
+
+
+def frames_to_keypoints(frames: np.ndarray | torch.Tensor, patch_scale: float) -> list[cv2.KeyPoint]:
+    """``cv2.KeyPoint`` stand-ins of affine frames: the centre, ``size = 2 sqrt|det A| / patch_scale``
+    (the size of the circular keypoint with the patch's area) and the angle of ``A``'s first column."""
+    f = np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames, np.float64)
+    det = np.abs(f[:, 0, 0] * f[:, 1, 1] - f[:, 0, 1] * f[:, 1, 0])
+    sizes = 2 * np.sqrt(det) / patch_scale
+    angles = np.degrees(np.arctan2(f[:, 1, 0], f[:, 0, 0])) % 360
+    return [cv2.KeyPoint(float(x), float(y), float(s), float(a))
+            for (x, y), s, a in zip(f[:, :, 2], sizes, angles, strict=True)]
+
+
+def describe_views(
+    descriptor: HardNetDescriptor, image: ImageLike, views: Sequence[View], max_keypoints: int | None,
+    grey: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """SIFT in each view, the keypoints' frames mapped back, described from the original image.
+
+    Args:
+        descriptor: detects (its detector) and describes.
+        image: the original image.
+        views: views of it (``make_views``); the identity view is the original without resampling.
+        max_keypoints: strongest keypoints kept per view (``None``: all).
+        grey: the 8-bit grey image if already made.
+
+    Returns:
+        ``(frames (N, 2, 3) float32, descriptors (N, 128) on the descriptor's device, view (N,) int64)``,
+        index into ``views``.
+    """
+    grey = to_uint8(image) if grey is None else grey
+    h, w = grey.shape
+    frames, which = [], []
+    for k, view in enumerate(views):
+        if view.tilt == 1 and np.allclose(view.matrix, np.eye(2, 3)):
+            kps, mask_view = descriptor.detect(grey, max_keypoints=max_keypoints), np.eye(2, 3)
+        else:
+            pixels, mask = render_view(grey, view)
+            kps, mask_view = descriptor.detect(pixels, mask, max_keypoints=max_keypoints), view.matrix
+        if not kps:
+            continue
+        f = frames_to_original(descriptor.frames(kps), mask_view)
+        frames.append(f)
+        which.append(np.full(len(f), k, np.int64))
+    if not frames:
+        return torch.zeros(0, 2, 3), torch.zeros(0, 128, device=descriptor.device), np.zeros(0, np.int64)
+    f = torch.from_numpy(np.concatenate(frames)).float()
+    keep = inside_image(f, h, w)
+    f, which = f[keep], np.concatenate(which)[keep.numpy()]
+    desc = descriptor.describe_many([to_grey_tensor(image, descriptor.device)], [f])[0]
+    return f, desc, which
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+
+def fginn_match(
+    desc1: torch.Tensor | np.ndarray,
+    desc2: torch.Tensor | np.ndarray,
+    centres1: np.ndarray,
+    centres2: np.ndarray,
+    *,
+    ratio: float | None = 0.8,
+    radius: float = 10.0,
+    mutual: bool = True,
+    candidates: int = 16,
+    chunk: int = 2048,
+) -> Matches:
+    """First-geometrically-inconsistent nearest-neighbour matching (FGINN) with an adapted mutual check.
+
+    For each row ``i`` of ``desc1``: its nearest neighbour ``j`` in ``desc2`` (L2), and as "second"
+    the nearest row of ``desc2`` whose centre lies more than ``radius`` pixels from ``centres2[j]``
+    (among the ``candidates`` nearest; if none of them is that far, the farthest of them, which
+    makes the test stricter). The match passes if ``d1 < ratio * d2``. The mutual check keeps it
+    if the nearest row of ``desc1`` to ``j`` lies within ``radius`` pixels of ``centres1[i]`` (it is
+    ``i`` itself, or the same point from another view).
+
+    Args:
+        desc1, desc2: ``(N1, D)``, ``(N2, D)`` descriptors (numpy or torch; computed in float32).
+        centres1, centres2: ``(N1, 2)``, ``(N2, 2)`` keypoint centres in pixels of their images.
+        ratio: threshold in (0, 1], or ``None`` for no ratio test.
+        radius: pixels; neighbours nearer than this to the first one are the same point.
+        mutual: apply the (adapted) mutual check.
+        candidates: neighbours examined per row.
+        chunk: rows of ``desc1`` per block (memory: ``chunk * N2`` floats).
+
+    Returns:
+        ``Matches`` sorted by ``query_idx``; ``ratios`` are ``d1 / d2`` with the FGINN ``d2``.
+    """
+    a = torch.as_tensor(desc1).float()
+    b = torch.as_tensor(desc2).float().to(a.device)
+    n1, n2 = len(a), len(b)
+    if n1 == 0 or n2 == 0:
+        return Matches.empty()
+    c1, c2 = np.asarray(centres1, np.float64), np.asarray(centres2, np.float64)
+    k = min(candidates, n2)
+    dist = np.empty((n1, k), np.float32)
+    idx = np.empty((n1, k), np.int64)
+    col_min = torch.full((n2,), math.inf, device=a.device)
+    col_arg = torch.zeros(n2, dtype=torch.long, device=a.device)
+    for start in range(0, n1, chunk):
+        d = torch.cdist(a[start : start + chunk], b)  # (n, N2)
+        v, i = d.topk(k, dim=1, largest=False)  # ascending
+        dist[start : start + len(d)], idx[start : start + len(d)] = v.cpu().numpy(), i.cpu().numpy()
+        cmin, carg = d.min(dim=0)
+        better = cmin < col_min
+        col_min = torch.where(better, cmin, col_min)
+        col_arg = torch.where(better, carg + start, col_arg)
+    nn = idx[:, 0]
+    far = np.linalg.norm(c2[idx] - c2[nn][:, None], axis=2) > radius  # (N1, k)
+    far[:, 0] = False
+    has = far.any(axis=1)
+    second = np.where(has, far.argmax(axis=1), k - 1)
+    d1 = dist[:, 0]
+    d2 = dist[np.arange(n1), second] if k > 1 else np.full(n1, np.nan, np.float32)
+    ok = np.ones(n1, bool)
+    if ratio is not None:
+        ok &= d1.astype(np.float64) < ratio * d2.astype(np.float64)
+    if mutual:
+        back = col_arg.cpu().numpy()[nn]
+        ok &= np.linalg.norm(c1[back] - c1, axis=1) <= radius
+    q = np.flatnonzero(ok)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(d1[q] == d2[q], 1.0, d1[q] / d2[q]).astype(np.float32)
+    return Matches(q.astype(np.int64), nn[q].astype(np.int64), d1[q].astype(np.float32), ratios)
+
+
+def remove_duplicates(points1: np.ndarray, points2: np.ndarray, order: np.ndarray | None = None,
+                      radius: float = 2.0) -> np.ndarray:
+    """Which correspondences to keep: one of each group that lies within ``radius`` pixels on both sides.
+
+    Greedy in ``order`` (best first, e.g. by ratio; default: as given): a correspondence is dropped
+    if an already kept one is within ``radius`` of it in image 1 **and** in image 2.
+
+    Args:
+        points1, points2: ``(M, 2)`` pixel positions.
+        order: ``(M,)`` permutation, best first.
+        radius: pixels.
+
+    Returns:
+        ``(M,)`` bool mask of the kept ones.
+    """
+    m = len(points1)
+    keep = np.zeros(m, bool)
+    order = np.arange(m) if order is None else np.asarray(order)
+    cells: dict[tuple[int, int], list[int]] = {}
+    p1, p2 = np.asarray(points1, np.float64), np.asarray(points2, np.float64)
+    for i in order.tolist():
+        cx, cy = int(p1[i, 0] // radius), int(p1[i, 1] // radius)
+        near = [j for dx in (-1, 0, 1) for dy in (-1, 0, 1) for j in cells.get((cx + dx, cy + dy), ())]
+        if any(np.hypot(*(p1[j] - p1[i])) <= radius and np.hypot(*(p2[j] - p2[i])) <= radius for j in near):
+            continue
+        keep[i] = True
+        cells.setdefault((cx, cy), []).append(i)
+    return keep
+
+
+# --- verification --------------------------------------------------------------------------------
+
+
+def verify(
+    points1: np.ndarray,
+    points2: np.ndarray,
+    geometry: str = "homography",
+    threshold: float = 3.0,
+    min_inliers: int | None = None,
+    size1: tuple[int, int] | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, str]:
+    """MAGSAC++ (OpenCV's USAC) of a homography or fundamental matrix, with the checks that make
+    "no model" the answer rather than a wrong one.
+
+    * fewer than ``min_inliers`` inliers (default ``MIN_INLIERS[geometry]``): no model;
+    * a homography that maps a corner of image 1 (``size1 = (height, width)``) through the
+      horizon (the plane would be seen from behind), or one that the fit with 2/3 of the threshold
+      does not confirm (image 1's corners land more than ``AGREEMENT`` of its diagonal apart; only
+      with ``size1``): no model;
+    * a fundamental matrix that the fit with 2/3 of the threshold does not confirm (it keeps fewer
+      than ``AGREEMENT_SHARE`` of the inliers within the threshold): no model;
+    * a fundamental matrix whose inliers lie mostly on one plane (``PLANE_SHARE`` of them fit a
+      homography and fewer than ``OFF_PLANE_MIN`` lie off it) is not determined by them: the
+      homography is reported instead (geometry ``"homography"``), as DEGENSAC advises.
+
+    Returns:
+        ``(model (3, 3) or None, inliers (M,) bool, geometry)``; ``inliers`` is all False without a model.
+    """
+    min_inliers = MIN_INLIERS[geometry] if min_inliers is None else min_inliers
+    none = np.zeros(len(points1), bool)
+    if len(points1) < max(min_inliers, 8 if geometry == "fundamental" else 4):
+        return None, none, geometry
+    p1, p2 = np.float64(points1), np.float64(points2)
+    if geometry == "homography":
+        model, inliers = _homography(p1, p2, threshold)
+        if model is None or inliers.sum() < min_inliers or (size1 and not _settled(model, p1, p2, threshold, size1)):
+            return None, none, geometry
+        return model, inliers, geometry
+    model, mask = cv2.findFundamentalMat(p1, p2, cv2.USAC_MAGSAC, threshold, 0.999, 10_000)
+    if mask is None or model is None or model.shape != (3, 3):
+        return None, none, geometry
+    inliers = mask.ravel().astype(bool)
+    if inliers.sum() < min_inliers or not _f_settled(p1, p2, inliers, threshold):
+        return None, none, geometry
+    h, on_plane = _homography(p1[inliers], p2[inliers], max(threshold, 2.0))
+    if h is not None and on_plane.sum() >= PLANE_SHARE * inliers.sum() and (~on_plane).sum() < OFF_PLANE_MIN:
+        plane = np.zeros(len(p1), bool)
+        plane[np.flatnonzero(inliers)[on_plane]] = True
+        if size1 and not _settled(h, p1[inliers], p2[inliers], max(threshold, 2.0), size1):
+            return None, none, geometry
+        return h, plane, "homography"
+    return model, inliers, geometry
+
+
+def _f_settled(p1: np.ndarray, p2: np.ndarray, inliers: np.ndarray, threshold: float) -> bool:
+    """Whether the fundamental matrix fitted with 2/3 of ``threshold`` keeps ``AGREEMENT_SHARE`` of the first
+    fit's ``inliers`` within ``threshold`` (Sampson distance): a model many correspondences determine."""
+    check, _ = cv2.findFundamentalMat(p1, p2, cv2.USAC_MAGSAC, threshold * 2 / 3, 0.999, 10_000)
+    if check is None or check.shape != (3, 3):
+        return False
+    return bool(np.mean(sampson_error_px(p1[inliers], p2[inliers], check) < threshold) >= AGREEMENT_SHARE)
+
+
+def _homography(p1: np.ndarray, p2: np.ndarray, threshold: float) -> tuple[np.ndarray | None, np.ndarray]:
+    if len(p1) < 4:
+        return None, np.zeros(len(p1), bool)
+    model, mask = cv2.findHomography(p1, p2, cv2.USAC_MAGSAC, threshold, confidence=0.999, maxIters=10_000)
+    if model is None or mask is None:
+        return None, np.zeros(len(p1), bool)
+    return model, mask.ravel().astype(bool)
+
+
+def _settled(h: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float, size: tuple[int, int]) -> bool:
+    """Whether homography ``h`` keeps image 1's corners (``size = (height, width)``) on one side of the horizon
+    (all ``w`` of one sign) and the fit with 2/3 of ``threshold`` puts them within ``AGREEMENT`` of the diagonal."""
+    rows, cols = size
+    corners = np.array([[0, 0, 1], [cols - 1, 0, 1], [0, rows - 1, 1], [cols - 1, rows - 1, 1]], np.float64)
+    w = corners @ h[2]
+    if not ((w > 0).all() or (w < 0).all()):
+        return False
+    check, _ = _homography(p1, p2, threshold * 2 / 3)
+    if check is None:
+        return False
+    a, b = corners @ h.T, corners @ check.T
+    if not (np.abs(b[:, 2]) > 1e-12).all():
+        return False
+    gap = np.linalg.norm(a[:, :2] / a[:, 2:] - b[:, :2] / b[:, 2:], axis=1).max()
+    return bool(gap <= AGREEMENT * math.hypot(rows, cols))
+
+
+def check_min_inliers(min_inliers: int | None) -> None:
+    """Raise unless ``min_inliers`` is ``None`` or an integer >= 1."""
+    if min_inliers is None:
+        return
+    if isinstance(min_inliers, bool) or not isinstance(min_inliers, (int, np.integer)):
+        raise TypeError(f"min_inliers must be an integer or None, got {type(min_inliers).__name__} {min_inliers!r}")
+    if min_inliers < 1:
+        raise ValueError(f"min_inliers must be >= 1 (or None for the default), got {min_inliers}")
+
+
+# --- the iteration -------------------------------------------------------------------------------
+
+
+def match_wide(
+    image1: ImageLike,
+    image2: ImageLike,
+    descriptor: HardNetDescriptor,
+    *,
+    geometry: str = "homography",
+    threshold: float = 3.0,
+    ratio: float | None = 0.8,
+    max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS,
+    view_keypoints: int | None = DEFAULT_VIEW_KEYPOINTS,
+    steps: Sequence[Sequence[float]] = DEFAULT_STEPS,
+    rotation_step: float = ROTATION_STEP,
+    view_max_side: int = DEFAULT_VIEW_MAX_SIDE,
+    min_inliers: int | None = None,
+    fginn_radius: float = 10.0,
+    duplicate_radius: float = 2.0,
+    progress: Callable[[str], None] | None = None,
+) -> WideMatch:
+    """Match two images, adding synthesized views step by step until a model is verified.
+
+    Step 0 describes each original image (``max_keypoints`` strongest SIFT keypoints); step ``s``
+    adds the views of tilts ``steps[s]`` at their rotations (``view_keypoints`` per view). After
+    each step all features so far are matched (``fginn_match``), duplicates are removed and the
+    model is verified (``verify``); the search stops at the first step with ``min_inliers`` inliers.
+
+    Args:
+        image1, image2: as ``HardNetDescriptor.compute`` takes them.
+        descriptor: detects and describes.
+        geometry: ``"homography"`` or ``"fundamental"``.
+        threshold: RANSAC inlier threshold in pixels.
+        ratio: FGINN ratio threshold (``None``: off).
+        max_keypoints, view_keypoints: keypoints of the original image, of each synthesized view.
+        steps: tilts per step (``DEFAULT_STEPS``); the first entry should be ``()``.
+        rotation_step: views of tilt ``t`` are ``rotation_step / t`` degrees apart.
+        view_max_side: views are made from the image scaled to at most this long side (memory and time).
+        min_inliers: default ``MIN_INLIERS[geometry]``.
+        fginn_radius, duplicate_radius: pixels, see ``fginn_match`` and ``remove_duplicates``.
+        progress: called with a line of text after each step (e.g. ``print``).
+
+    Returns:
+        A ``WideMatch``.
+
+    Raises:
+        ValueError: an unknown ``geometry``, or a ``min_inliers`` below 1; TypeError: a ``min_inliers``
+            that is not an integer.
+    """
+    if geometry not in MIN_INLIERS:
+        raise ValueError(f"geometry must be one of {tuple(MIN_INLIERS)}, got {geometry!r}")
+    check_min_inliers(min_inliers)
+    clock = time.perf_counter()
+    timings = {"features": 0.0, "match": 0.0, "verify": 0.0}
+    greys = [to_uint8(image1), to_uint8(image2)]
+    feats = [Features(torch.zeros(0, 2, 3), torch.zeros(0, 128, device=descriptor.device), np.zeros(0, np.int64))
+             for _ in greys]
+    result: tuple = (Matches.empty(), np.zeros(0, bool), None, geometry)
+    step_ok = None
+    for step, tilts in enumerate(steps):
+        for g, (grey, f) in enumerate(zip(greys, feats, strict=True)):
+            t0 = time.perf_counter()
+            scale = min(1.0, view_max_side / max(grey.shape))
+            views = ([View(1.0, 0.0, np.eye(2, 3))] if not tilts else
+                     make_views(tilts, grey.shape, rotation_step, scale))
+            limit = max_keypoints if not tilts else view_keypoints
+            frames, desc, which = describe_views(descriptor, (image1, image2)[g], views, limit, grey)
+            timings["features"] += time.perf_counter() - t0
+            f.frames = torch.cat([f.frames, frames])
+            f.descriptors = torch.cat([f.descriptors, desc])
+            f.view_index = np.concatenate([f.view_index, which + len(f.views)])
+            f.views += views
+        t0 = time.perf_counter()
+        c1, c2 = feats[0].centres, feats[1].centres
+        matches = fginn_match(feats[0].descriptors, feats[1].descriptors, c1, c2, ratio=ratio, radius=fginn_radius)
+        p1, p2 = c1[matches.query_idx], c2[matches.train_idx]
+        keep = remove_duplicates(p1, p2, np.argsort(matches.ratios, kind="stable"), duplicate_radius)
+        matches = Matches(*(x[keep] for x in (matches.query_idx, matches.train_idx, matches.distances,
+                                              matches.ratios)))
+        timings["match"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model, inliers, kind = verify(p1[keep], p2[keep], geometry, threshold, min_inliers, greys[0].shape)
+        timings["verify"] += time.perf_counter() - t0
+        result = (matches, inliers, model, kind)
+        if progress is not None:
+            progress(f"step {step} (tilts {', '.join(f'{t:g}' for t in tilts) or '1'}): {len(feats[0].views)} + "
+                     f"{len(feats[1].views)} views, {len(feats[0].frames)} + {len(feats[1].frames)} features, "
+                     f"{len(matches)} matches, {int(inliers.sum())} inliers"
+                     + ("" if model is None else " -> model"))
+        if model is not None:
+            step_ok = step
+            break
+    timings["total"] = time.perf_counter() - clock
+    return WideMatch(feats[0], feats[1], *result[:2], result[2], result[3], step_ok, timings)

@@ -1,0 +1,208 @@
+"""Wide-baseline matching: views and their frames, FGINN, duplicate removal, verification, and match_pair."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from hardnet_desc import HardNetDescriptor
+from hardnet_desc.data.warps import viewpoint_homography
+from hardnet_desc.pipeline import match_pair
+from hardnet_desc.wide_baseline import (
+    View,
+    fginn_match,
+    frames_to_keypoints,
+    frames_to_original,
+    make_views,
+    remove_duplicates,
+    render_view,
+    verify,
+    view_angles,
+    view_matrix,
+)
+
+
+@pytest.fixture(scope="module")
+def hardnet() -> HardNetDescriptor:
+    return HardNetDescriptor(device="cpu")  # the bundled weights: wide-baseline matching needs a trained net
+
+
+def corner_error(model: np.ndarray, truth: np.ndarray, height: int, width: int) -> float:
+    """Largest distance between image 1's corners mapped by ``model`` and by ``truth``, over image 2's diagonal
+    (taken as image 1's size here: the canvases are equal)."""
+    corners = np.float32([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]])[None]
+    moved = cv2.perspectiveTransform(corners, model) - cv2.perspectiveTransform(corners, truth)
+    return float(np.linalg.norm(moved[0], axis=1).max() / np.hypot(width, height))
+
+
+# --- views and frames -------------------------------------------------------------------------
+
+
+def test_view_angles_are_72_over_t_apart():
+    assert view_angles(1) == [0.0]
+    assert view_angles(2) == [0.0, 36.0, 72.0, 108.0, 144.0]
+    assert len(view_angles(4)) == 10 and len(view_angles(8)) == 20
+    assert len(make_views([2, 4], (100, 200))) == 15
+
+
+def test_frames_mapped_back_from_a_view_equal_hand_computed_ones():
+    # Tilt 2 at 0 degrees: x is halved, so a circle of radius 3 at view (10, 20) is an ellipse 6 x 3 at (20, 20).
+    m = view_matrix(2, 0, (10, 20))
+    np.testing.assert_allclose(m, [[0.5, 0, 0], [0, 1, 0]])
+    frame = np.array([[[3.0, 0, 10], [0, 3, 20]]])
+    np.testing.assert_allclose(frames_to_original(frame, m), [[[6, 0, 20], [0, 3, 20]]])
+    # Tilt 2 at 90 degrees: x' = y / 2, y' = 19 - x (shifted so the 20-wide image lands at y' >= 0).
+    m = view_matrix(2, 90, (10, 20))
+    np.testing.assert_allclose(m, [[0, 0.5, 0], [-1, 0, 19]], atol=1e-12)
+    back = frames_to_original(np.array([[[3.0, 0, 2], [0, 3, 5]]]), m)
+    np.testing.assert_allclose(back, [[[0, -3, 14], [6, 0, 4]]], atol=1e-12)  # L^-1 = [[0, -1], [2, 0]]
+    kp = frames_to_keypoints(back, patch_scale=6.0)[0]
+    assert kp.pt == pytest.approx((14, 4)) and kp.size == pytest.approx(2 * np.sqrt(18) / 6)
+
+
+@pytest.mark.parametrize("tilt, angle, scale", [(2, 0, 1), (4, 36, 1), (6, 120, 1), (2, 72, 0.5)])
+def test_a_rendered_view_is_the_image_under_its_matrix(tilt, angle, scale):
+    # A bright blob of the original appears in the view where the view's matrix puts its centre.
+    grey = np.zeros((120, 160), np.uint8)
+    cv2.circle(grey, (100, 40), 6, 255, -1)
+    view = View(float(tilt), float(angle), view_matrix(tilt, angle, grey.shape, scale))
+    pixels, mask = render_view(grey, view)
+    expected = view.matrix @ [100, 40, 1]
+    ys, xs = np.nonzero(pixels > 0.5 * pixels.max())
+    weights = pixels[ys, xs].astype(float)
+    found = np.array([np.average(xs, weights=weights), np.average(ys, weights=weights)])
+    np.testing.assert_allclose(found, expected, atol=0.6)
+    assert mask[int(round(expected[1])), int(round(expected[0]))] == 255
+    if angle:
+        assert mask[0, 0] == 0  # a turned image leaves empty corners, where SIFT must not look
+
+
+# --- FGINN and duplicates ---------------------------------------------------------------------------
+
+
+def test_fginn_skips_the_same_point_from_another_view_as_second_neighbour():
+    # Query 0's two nearest are one point seen in two views (1 px apart): Lowe's ratio (~1) would reject it;
+    # FGINN compares with the nearest one far away instead. Query 1's runner-up is far away: a plain ratio
+    # test, which it fails (0.89).
+    desc1 = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    desc2 = np.array([[0.98, 0.1, 0], [0.97, 0.12, 0], [0.3, 0.9, 0.2], [0.35, 0.88, 0.2]])
+    c1 = np.array([[10.0, 10], [50, 50]])
+    c2 = np.array([[20.0, 20], [21, 20], [60, 60], [90, 60]])
+    m = fginn_match(desc1, desc2, c1, c2, ratio=0.8, radius=10)
+    assert m.query_idx.tolist() == [0] and m.train_idx.tolist() == [0]
+    d1, d2 = np.linalg.norm(desc1[0] - desc2[0]), np.linalg.norm(desc1[0] - desc2[3])  # 3: nearest far one
+    assert m.ratios[0] == pytest.approx(d1 / d2, rel=1e-5)
+    # With the duplicate moved 30 px away it is a competitor, and the ratio test rejects query 0.
+    c2[1] = [50, 20]
+    assert len(fginn_match(desc1, desc2, c1, c2, ratio=0.8, radius=10)) == 0
+
+
+def test_fginn_mutual_check_accepts_the_same_point_from_another_view():
+    # Both queries are one point of image 1 (two views, 2 px apart); train 0's nearest is query 1, yet query 0's
+    # match is kept (its reverse neighbour is the same point). A query elsewhere is refused.
+    desc1 = np.array([[1.0, 0.05, 0], [1.0, 0.0, 0], [0.9, 0, 0.3]])
+    desc2 = np.array([[1.0, 0.0, 0], [0, 1.0, 0]])
+    c1 = np.array([[10.0, 10], [12, 10], [80, 80]])
+    c2 = np.array([[5.0, 5], [70, 70]])
+    m = fginn_match(desc1, desc2, c1, c2, ratio=None, radius=5)
+    assert m.query_idx.tolist() == [0, 1] and m.train_idx.tolist() == [0, 0]
+    assert fginn_match(desc1, desc2, c1, c2, ratio=None, radius=1).query_idx.tolist() == [1]
+
+
+def test_remove_duplicates_keeps_the_best_of_each_group():
+    p1 = np.array([[10.0, 10], [11, 10.5], [10.5, 9], [10, 10], [40, 40]])
+    p2 = np.array([[50.0, 50], [51, 51], [50.5, 50], [80, 80], [70, 70]])
+    # 0, 1, 2 are one correspondence (within 2 px on both sides); 3 shares only image 1's point; 4 is alone.
+    keep = remove_duplicates(p1, p2, order=np.array([1, 0, 2, 3, 4]), radius=2)
+    assert keep.tolist() == [False, True, False, True, True]
+    assert remove_duplicates(p1, p2, radius=2).tolist() == [True, False, False, True, True]
+
+
+# --- verification -----------------------------------------------------------------------------------
+
+
+def test_verify_reports_no_model_below_min_inliers_and_the_plane_for_a_planar_f():
+    rng = np.random.default_rng(0)
+    p1 = rng.uniform(0, 500, (200, 2))
+    H = np.array([[0.9, 0.1, 20], [-0.05, 1.1, 5], [1e-4, 2e-4, 1]])
+    p2 = cv2.perspectiveTransform(p1[None], H)[0]
+    model, inliers, kind = verify(p1, p2, "homography", 3.0, size1=(500, 500))
+    assert kind == "homography" and inliers.all() and np.allclose(model / model[2, 2], H, rtol=1e-3, atol=1e-6)
+    # All points on one plane: F is not determined by them, so the plane's homography is reported.
+    model, inliers, kind = verify(p1, p2, "fundamental", 1.0)
+    assert kind == "homography" and inliers.sum() > 180
+    # Random correspondences: no model, whatever RANSAC finds among them.
+    q2 = rng.uniform(0, 500, (200, 2))
+    for geometry in ("homography", "fundamental"):
+        model, inliers, _ = verify(p1, q2, geometry, 3.0)
+        assert model is None and not inliers.any()
+    assert verify(p1[:10], p2[:10], "homography", 3.0)[0] is None  # 10 < 15 inliers
+
+
+# --- the whole path -------------------------------------------------------------------------------------
+
+
+def test_wide_baseline_solves_an_extreme_tilt_the_plain_pipeline_misses(example_image, hardnet):
+    # The photo seen at 80.4 degrees (tilt 6) about an axis at 30 degrees, turned by 60 degrees in the picture.
+    h, w = example_image.shape[:2]
+    truth = viewpoint_homography((h, w), tilt=6, axis_deg=30, rotation_deg=60)
+    other = cv2.warpPerspective(example_image, truth, (w, h))
+    plain = match_pair(example_image, other, hardnet, geometry="homography")
+    assert plain.model is None or corner_error(plain.model, truth, h, w) > 0.05
+    lines: list[str] = []
+    wide = match_pair(example_image, other, hardnet, geometry="homography", wide_baseline=True, progress=lines.append)
+    assert wide.model is not None and wide.step >= 1 and wide.inliers.sum() >= 15
+    assert corner_error(wide.model, truth, h, w) < 0.01
+    assert len(lines) == wide.step + 1 and lines[-1].endswith("-> model")
+    assert wide.views[0] > 1 and wide.timings["total"] > 0 and len(wide.keypoints1) >= len(plain.keypoints1)
+    # The inliers agree with the true homography (points are frame centres in the original images).
+    moved = cv2.perspectiveTransform(wide.points1[wide.inliers][None], truth)[0]
+    assert np.median(np.linalg.norm(moved - wide.points2[wide.inliers], axis=1)) < 2
+
+
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), ("15", TypeError)])
+def test_bad_min_inliers_fail_before_any_work(value, error):
+    with pytest.raises(error, match="min_inliers"):
+        match_pair(np.zeros((8, 8)), np.zeros((8, 8)), descriptor=object(), wide_baseline=True, min_inliers=value)
+
+
+def test_wide_baseline_stops_at_step_0_on_an_easy_pair(example_pair, hardnet):
+    r = match_pair(*example_pair, hardnet, geometry="fundamental", wide_baseline=True)
+    assert r.step == 0 and r.views == (1, 1) and r.model is not None and r.inliers.sum() >= 25
+
+
+def test_wide_baseline_finds_no_model_between_a_photo_and_noise(example_image, hardnet):
+    small = cv2.resize(example_image, (400, 260), interpolation=cv2.INTER_AREA)
+    noise = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (260, 400), np.uint8), (0, 0), 1.5)
+    r = match_pair(small, noise, hardnet, geometry="homography", wide_baseline=True, max_keypoints=500)
+    assert r.model is None and r.step is None and not r.inliers.any()
+    assert r.views[0] == 1 + 15 + 35  # every step was tried
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+
+def test_match_cli_wide_baseline_writes_json_and_keeps_foreign_files(example_files, tmp_path, capsys):
+    import json
+
+    from hardnet_desc.cli import main
+
+    foreign = tmp_path / "mine.json"
+    foreign.write_text('{"my": "data"}')
+    args = ["match", *map(str, example_files), "--out", str(tmp_path / "m.png"), "--device", "cpu",
+            "--max-keypoints", "800", "--wide-baseline"]
+    assert main([*args, "--json", str(foreign)]) == 2  # checked before any work
+    assert foreign.read_text() == '{"my": "data"}' and "--force" in capsys.readouterr().err
+    out = tmp_path / "m.json"
+    assert main([*args, "--json", str(out), "--verbose"]) == 0
+    text = capsys.readouterr()
+    assert "step 0 (tilts 1)" in text.err and "step 0 verified the model" in text.out
+    data = json.loads(out.read_text())
+    assert data["written_by"] == "hardnet-desc" and data["step"] == 0 and data["views"] == [1, 1]
+    assert data["geometry"] == "fundamental" and len(data["model"]) == 3
+    assert data["inliers"] == sum(data["matches"]["inlier"]) >= 25
+    assert len(data["matches"]["points1"]) == len(data["matches"]["points2"]) == len(data["matches"]["inlier"])
+    assert main([*args, "--json", str(out)]) == 0  # its own file: replaced without --force
+    assert main(["match", *map(str, example_files), "--out", str(tmp_path / "n.png"), "--min-inliers", "5"]) == 2
+    assert "--min-inliers needs --wide-baseline" in capsys.readouterr().err

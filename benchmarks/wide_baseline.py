@@ -177,7 +177,9 @@ def main() -> None:
                 print(f"{path.name:14s} {'neg ' if negative else ''}tilt {setting['tilt']:.1f} rot "
                       f"{setting['rotation_deg']:5.1f} zoom {setting['zoom']:.2f}  {m:6s} err "
                       f"{err:8.4f}  {seconds:6.1f} s  {'' if step == '' else f'step {step}'}", flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    from bench_descriptor import cpu_name  # the same CPU line as the other benchmarks
+
+    cpu = cpu_name()
     print(f"\n{args.pairs} pairs from {args.images.name}, tilts {args.tilts}, max side {args.max_side} px, "
           + ("photometric changes, " if args.photometric else "") + f"{args.threads} threads, {cpu}")
     if scales:

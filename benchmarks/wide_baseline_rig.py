@@ -118,7 +118,9 @@ def main() -> None:
                         print(f"{name} {path1.name}-{path2.name} ({angle:5.1f} deg) {method:5s} "
                               f"{int(r.inliers.sum()):4d} inliers ({r.geometry}) step {r.step}  pose error "
                               f"{err:6.2f} deg  {seconds:5.1f} s", flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    from bench_descriptor import cpu_name  # the same CPU line as the other benchmarks
+
+    cpu = cpu_name()
     print(f"\n{', '.join(sets)}; {args.threads} threads, {cpu}; load average "
           f"{' '.join(open('/proc/loadavg').read().split()[:3])}")
     print("| angle between the cameras | method | solved (pose error < 10 deg) | seconds per pair |")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .detection import detect_sift
 from .device import autocast, choose_precision, default_batch_size, resolve_device
-from .image import TAME_RANGE, ImageLike, split_batch, to_grey_tensor
+from .image import ImageLike, split_batch, tame_tensor, to_grey_tensor
 from .model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
 from .patches import (
     DEFAULT_PATCH_SCALE,
@@ -91,16 +91,10 @@ def describe_patches(
 
 
 def _tame_patches(x: torch.Tensor) -> torch.Tensor:
-    """Float patches ``(N, 1, H, W)`` whose largest magnitude lies outside ``TAME_RANGE`` multiplied by a
-    power of two (exact) into ``[0.5, 1)``, each on its own, as ``to_grey_tensor`` does for images:
-    the descriptors of ``1e-30 * p`` are those of ``p``."""
+    """Float patches ``(N, 1, H, W)`` scaled each on its own by ``image.tame_tensor``, as ``to_grey_tensor``
+    does for images: the descriptors of ``1e-30 * p`` are those of ``p``."""
     x = x.double() if x.dtype == torch.float64 else x.float()
-    peak = x.abs().amax(dim=(1, 2, 3))
-    off = (peak > 0) & ((peak < TAME_RANGE[0]) | (peak > TAME_RANGE[1]))
-    if not bool(off.any()):
-        return x
-    exponent = torch.where(off, torch.frexp(peak).exponent, 0)
-    return torch.ldexp(x, -exponent.view(-1, 1, 1, 1).to(x.dtype))
+    return tame_tensor(x, x.abs().amax(dim=(1, 2, 3), keepdim=True))
 
 
 def _forward(net: torch.nn.Module, patches: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:

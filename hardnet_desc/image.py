@@ -116,6 +116,19 @@ def _tame_float(image: np.ndarray) -> np.ndarray:
     return np.ldexp(image, -math.frexp(peak)[1]).astype(image.dtype, copy=False)
 
 
+def tame_tensor(t: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """``_tame_float`` for torch: each item of ``t`` whose finite ``peak`` (its largest magnitude, broadcastable
+    to ``t``, e.g. ``(N, 1, 1, 1)`` for ``N`` patches) lies outside ``TAME_RANGE`` multiplied by a power of two
+    into ``[0.5, 1)``, exactly. The power is applied as two factors: ``2^126`` alone (a subnormal peak such as
+    1e-39) does not fit in float32. ``t`` is returned as it is when no item needs it."""
+    off = (peak > 0) & ((peak < TAME_RANGE[0]) | (peak > TAME_RANGE[1]))
+    if not bool(off.any()):
+        return t
+    shift = torch.where(off, -torch.frexp(peak).exponent, 0).to(t.dtype)
+    half = torch.div(shift, 2, rounding_mode="floor")
+    return t * torch.exp2(half) * torch.exp2(shift - half)
+
+
 def check_mask(mask: np.ndarray | torch.Tensor | None, shape: tuple[int, int]) -> np.ndarray | None:
     """A detection mask as OpenCV wants it: ``None`` or uint8 ``(H, W)`` of the image's size.
 
@@ -189,12 +202,11 @@ def _grey_on_device(image: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"image dtype must be uint8, uint16 or float, got {t.dtype}")
     if t.dtype != torch.float64:
         t = t.float()  # exact for half precision, and its range for the scaling below
-    peak = float(t.abs().amax())  # the one sync: NaN/inf check and the scale of huge or tiny values
-    if not math.isfinite(peak):
+    peak = t.abs().amax()
+    if not math.isfinite(float(peak)):  # the one sync: NaN/inf check, and whether the scale is off
         raise ValueError("image contains NaN or inf")
-    if peak != 0 and not TAME_RANGE[0] <= peak <= TAME_RANGE[1]:  # as _tame_float: into [0.5, 1), exact
-        shift = -math.frexp(peak)[1]
-        t = t * 2.0 ** (shift // 2) * 2.0 ** (shift - shift // 2)  # two factors: 2^shift may not fit
+    if float(peak) != 0 and not TAME_RANGE[0] <= float(peak) <= TAME_RANGE[1]:  # as _tame_float
+        t = tame_tensor(t, peak)
     t = t.float()
     if t.dim() == 3 and t.shape[0] == 3:
         t = t[2] * _GREY_FLOAT[2] + t[1] * _GREY_FLOAT[1] + t[0] * _GREY_FLOAT[0]

@@ -46,7 +46,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]  # run from a checkout: the package and th
 import bench_descriptor  # noqa: E402
 import bench_matching  # noqa: E402
 from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
-from hardnet_desc.device import resolve_device  # noqa: E402
+from hardnet_desc.device import resolve_device, usable_cpus  # noqa: E402
 from hardnet_desc.image import read_image  # noqa: E402
 from hardnet_desc.matching import match_descriptors  # noqa: E402
 from hardnet_desc.pipeline import fit_geometry  # noqa: E402
@@ -225,7 +225,7 @@ def section_extract(device: torch.device, quick: bool, n_images: int, sizes: lis
     import bench_extract
 
     n_images = 6 if quick else n_images
-    cpus = len(os.sched_getaffinity(0))
+    cpus = usable_cpus()
     runs = [("single", 0)] + [("feed", w) for w in ((2,) if quick else sorted({4, 8, cpus - 1}))]
     out: dict = {"cpus": cpus}
     for long_side in sizes[:1] if quick else sizes:
@@ -274,7 +274,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     report: dict = {"device": device_name(device), "cpu": bench_descriptor.cpu_name(),
-                    "cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__, "quick": args.quick,
+                    "cpus": usable_cpus(), "torch": torch.__version__, "quick": args.quick,
                     "command": " ".join(sys.argv), "sections": {}, "errors": {}}
     print(f"GPU check on {report['device']}; host {report['cpu']}, {report['cpus']} CPUs, torch {torch.__version__}")
     start = time.perf_counter()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .detection import detect_sift
-from .device import autocast, choose_precision, default_batch_size, resolve_device
+from .device import autocast, choose_precision, default_batch_size, resolve_device, usable_cpus
 from .image import ImageLike, split_batch, tame_tensor, to_grey_tensor
 from .model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
 from .patches import (
@@ -123,11 +122,7 @@ def _int8_calibration(weights: Weights) -> list[tuple[float, int]] | None:
 
 def _spare_core() -> bool:
     """Whether torch's intra-op threads leave at least one of this process's CPUs free."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return torch.get_num_threads() < cpus
+    return torch.get_num_threads() < usable_cpus()
 
 
 def _prefetched(

@@ -17,6 +17,8 @@ Conventions:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import cv2
@@ -190,3 +192,52 @@ __all__ = [
     "translation_error_deg",
     "undistort_points",
 ]
+
+
+#: Models ``fit_geometry`` fits.
+GEOMETRIES = ("fundamental", "homography")
+#: RANSAC inlier threshold in pixels when none is given.
+DEFAULT_THRESHOLD = {"fundamental": 1.0, "homography": 3.0}
+#: Matches a model needs at least (H: 4; F: 8 for a unique model).
+MIN_MATCHES = {"fundamental": 8, "homography": 4}
+
+
+def fit_geometry(
+    points1: np.ndarray, points2: np.ndarray, geometry: str = "fundamental", threshold: float | None = None
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """RANSAC (MAGSAC, confidence 0.999, 10,000 iterations) of a homography or fundamental matrix.
+
+    Args:
+        points1, points2: ``(M, 2)`` matched pixel positions.
+        geometry: ``"homography"`` (planar scene or a turning camera) or ``"fundamental"`` (any static scene).
+        threshold: inlier threshold in pixels, > 0; ``None`` uses ``DEFAULT_THRESHOLD``.
+
+    Returns:
+        ``(model (3, 3) or None, inliers (M,) bool)``.
+
+    Raises:
+        ValueError: an unknown ``geometry``, or a ``threshold`` that is not a positive finite number.
+        TypeError: a ``threshold`` that is not a number.
+    """
+    check_geometry(geometry, threshold)
+    threshold = threshold or DEFAULT_THRESHOLD[geometry]
+    inliers = np.zeros(len(points1), bool)
+    if len(points1) < MIN_MATCHES[geometry]:
+        return None, inliers
+    find = cv2.findHomography if geometry == "homography" else cv2.findFundamentalMat
+    model, mask = find(points1, points2, cv2.USAC_MAGSAC, threshold, confidence=0.999, maxIters=10_000)
+    if mask is None:  # RANSAC found no model
+        return None, inliers
+    return model, mask.ravel().astype(bool)
+
+
+def check_geometry(geometry: str, threshold: float | None) -> None:
+    """Raise ``ValueError`` for an unknown ``geometry`` or a ``threshold`` that is not a positive number of pixels."""
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    if threshold is None:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a number of pixels or None, got {type(threshold).__name__}")
+    if not 0 < threshold < math.inf:
+        raise ValueError(f"threshold must be a positive number of pixels or None, got {threshold}")

@@ -13,8 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,16 +21,12 @@ import cv2
 import numpy as np
 
 from .descriptor import HardNetDescriptor
+from .epipolar import DEFAULT_THRESHOLD, GEOMETRIES, MIN_MATCHES, check_geometry, fit_geometry  # noqa: F401 (API)
 from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
 from .image import ImageLike
 from .matching import Matches, match_descriptors
 from .wide_baseline import check_min_inliers, frames_to_keypoints, match_wide
 
-GEOMETRIES = ("fundamental", "homography")
-#: RANSAC inlier threshold in pixels when none is given.
-DEFAULT_THRESHOLD = {"fundamental": 1.0, "homography": 3.0}
-#: Matches a model needs at least (H: 4; F: 8 for a unique model).
-MIN_MATCHES = {"fundamental": 8, "homography": 4}
 
 
 @dataclass
@@ -68,47 +62,6 @@ class PairMatch:
     step: int | None = 0
     views: tuple[int, int] = (1, 1)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def fit_geometry(
-    points1: np.ndarray, points2: np.ndarray, geometry: str = "fundamental", threshold: float | None = None
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """RANSAC (MAGSAC, confidence 0.999, 10,000 iterations) of a homography or fundamental matrix.
-
-    Args:
-        points1, points2: ``(M, 2)`` matched pixel positions.
-        geometry: ``"homography"`` (planar scene or a turning camera) or ``"fundamental"`` (any static scene).
-        threshold: inlier threshold in pixels, > 0; ``None`` uses ``DEFAULT_THRESHOLD``.
-
-    Returns:
-        ``(model (3, 3) or None, inliers (M,) bool)``.
-
-    Raises:
-        ValueError: an unknown ``geometry``, or a ``threshold`` that is not a positive finite number.
-        TypeError: a ``threshold`` that is not a number.
-    """
-    _check_geometry(geometry, threshold)
-    threshold = threshold or DEFAULT_THRESHOLD[geometry]
-    inliers = np.zeros(len(points1), bool)
-    if len(points1) < MIN_MATCHES[geometry]:
-        return None, inliers
-    find = cv2.findHomography if geometry == "homography" else cv2.findFundamentalMat
-    model, mask = find(points1, points2, cv2.USAC_MAGSAC, threshold, confidence=0.999, maxIters=10_000)
-    if mask is None:  # RANSAC found no model
-        return None, inliers
-    return model, mask.ravel().astype(bool)
-
-
-def _check_geometry(geometry: str, threshold: float | None) -> None:
-    """Raise ``ValueError`` for an unknown ``geometry`` or a ``threshold`` that is not a positive number of pixels."""
-    if geometry not in GEOMETRIES:
-        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
-    if threshold is None:
-        return
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a number of pixels or None, got {type(threshold).__name__}")
-    if not 0 < threshold < math.inf:
-        raise ValueError(f"threshold must be a positive number of pixels or None, got {threshold}")
 
 
 def match_pair(
@@ -149,7 +102,7 @@ def match_pair(
             ``min_inliers`` below 1 (checked before any work); TypeError: a non-integer ``max_keypoints``
             or ``min_inliers``.
     """
-    _check_geometry(geometry, threshold)
+    check_geometry(geometry, threshold)
     check_max_keypoints(max_keypoints)
     check_min_inliers(min_inliers)
     descriptor = descriptor if descriptor is not None else HardNetDescriptor()

@@ -37,7 +37,7 @@ import torch
 
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS
-from .epipolar import sampson_error_px
+from .epipolar import fit_geometry, sampson_error_px
 from .image import ImageLike, to_grey_tensor, to_uint8
 from .matching import Matches
 from .patches import inside_image
@@ -394,17 +394,16 @@ def verify(
         return None, none, geometry
     p1, p2 = np.float64(points1), np.float64(points2)
     if geometry == "homography":
-        model, inliers = _homography(p1, p2, threshold)
+        model, inliers = fit_geometry(p1, p2, "homography", threshold)
         if model is None or inliers.sum() < min_inliers or (size1 and not _settled(model, p1, p2, threshold, size1)):
             return None, none, geometry
         return (*_polish(model, inliers, p1, p2, threshold, min_inliers), geometry)
-    model, mask = cv2.findFundamentalMat(p1, p2, cv2.USAC_MAGSAC, threshold, 0.999, 10_000)
-    if mask is None or model is None or model.shape != (3, 3):
+    model, inliers = fit_geometry(p1, p2, "fundamental", threshold)
+    if model is None or model.shape != (3, 3):
         return None, none, geometry
-    inliers = mask.ravel().astype(bool)
     if inliers.sum() < min_inliers or not _f_settled(p1, p2, inliers, threshold):
         return None, none, geometry
-    h, on_plane = _homography(p1[inliers], p2[inliers], max(threshold, 2.0))
+    h, on_plane = fit_geometry(p1[inliers], p2[inliers], "homography", max(threshold, 2.0))
     if h is not None and on_plane.sum() >= PLANE_SHARE * inliers.sum() and (~on_plane).sum() < OFF_PLANE_MIN:
         plane = np.zeros(len(p1), bool)
         plane[np.flatnonzero(inliers)[on_plane]] = True
@@ -418,19 +417,10 @@ def verify(
 def _f_settled(p1: np.ndarray, p2: np.ndarray, inliers: np.ndarray, threshold: float) -> bool:
     """Whether the fundamental matrix fitted with 2/3 of ``threshold`` keeps ``AGREEMENT_SHARE`` of the first
     fit's ``inliers`` within ``threshold`` (Sampson distance): a model many correspondences determine."""
-    check, _ = cv2.findFundamentalMat(p1, p2, cv2.USAC_MAGSAC, threshold * 2 / 3, 0.999, 10_000)
+    check, _ = fit_geometry(p1, p2, "fundamental", threshold * 2 / 3)
     if check is None or check.shape != (3, 3):
         return False
     return bool(np.mean(sampson_error_px(p1[inliers], p2[inliers], check) < threshold) >= AGREEMENT_SHARE)
-
-
-def _homography(p1: np.ndarray, p2: np.ndarray, threshold: float) -> tuple[np.ndarray | None, np.ndarray]:
-    if len(p1) < 4:
-        return None, np.zeros(len(p1), bool)
-    model, mask = cv2.findHomography(p1, p2, cv2.USAC_MAGSAC, threshold, confidence=0.999, maxIters=10_000)
-    if model is None or mask is None:
-        return None, np.zeros(len(p1), bool)
-    return model, mask.ravel().astype(bool)
 
 
 def _polish(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float,
@@ -479,7 +469,7 @@ def _settled(h: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float, si
     w = corners @ h[2]
     if not ((w > 0).all() or (w < 0).all()):
         return False
-    check, _ = _homography(p1, p2, threshold * 2 / 3)
+    check, _ = fit_geometry(p1, p2, "homography", threshold * 2 / 3)
     if check is None:
         return False
     a, b = corners @ h.T, corners @ check.T

@@ -37,9 +37,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
-from hardnet_desc.device import cpu_kind, resolve_device  # noqa: E402
-from hardnet_desc.image import read_image  # noqa: E402
-from hardnet_desc.quantize import int8_available  # noqa: E402
+from hardnet_desc.core.device import cpu_kind, resolve_device  # noqa: E402
+from hardnet_desc.core.image import read_image  # noqa: E402
+from hardnet_desc.core.quantize import int8_available  # noqa: E402
 
 DEFAULT_IMAGE = ROOT / "examples" / "data" / "sacre_coeur_1.jpg"
 
@@ -225,7 +225,7 @@ def _kornia_method(photo: np.ndarray, kps, desc: HardNetDescriptor, dev: torch.d
         import kornia.feature as KF
     except ImportError:
         return {}
-    from hardnet_desc.image import to_grey_tensor
+    from hardnet_desc.core.image import to_grey_tensor
 
     # kornia's LAFs are our frames: [A | c] in pixels, the patch covering c + A [-1, 1]^2
     lafs = desc.frames(kps)[None].to(dev)

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
 from hardnet_desc.detection import detect_sift  # noqa: E402
-from hardnet_desc.features_io import extract_folder, image_names  # noqa: E402
-from hardnet_desc.image import read_image, to_grey_numpy  # noqa: E402
-from hardnet_desc.parallel import extract_parallel  # noqa: E402
+from hardnet_desc.integrations.hloc import extract_folder, image_names  # noqa: E402
+from hardnet_desc.core.image import read_image, to_grey_numpy  # noqa: E402
+from hardnet_desc.integrations.parallel import extract_parallel  # noqa: E402
 
 
 def make_images(folder: Path, n: int) -> Path:

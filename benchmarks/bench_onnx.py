@@ -25,9 +25,9 @@ from bench_descriptor import ROOT, _median_time, load_photo, sift_keypoints  # n
 
 sys.path.insert(0, str(ROOT))
 from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
-from hardnet_desc.export import export_onnx  # noqa: E402
-from hardnet_desc.image import to_grey_tensor  # noqa: E402
-from hardnet_desc.patches import extract_patches  # noqa: E402
+from hardnet_desc.integrations.onnx import export_onnx  # noqa: E402
+from hardnet_desc.core.image import to_grey_tensor  # noqa: E402
+from hardnet_desc.core.patches import extract_patches  # noqa: E402
 
 
 def _batched(fn, patches: np.ndarray, batch: int) -> np.ndarray:

@@ -46,8 +46,8 @@ sys.path[:0] = [str(ROOT), str(HERE)]  # run from a checkout: the package and th
 import bench_descriptor  # noqa: E402
 import bench_matching  # noqa: E402
 from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
-from hardnet_desc.device import resolve_device, usable_cpus  # noqa: E402
-from hardnet_desc.image import read_image  # noqa: E402
+from hardnet_desc.core.device import resolve_device, usable_cpus  # noqa: E402
+from hardnet_desc.core.image import read_image  # noqa: E402
 from hardnet_desc.matching import match_descriptors  # noqa: E402
 from hardnet_desc.pipeline import fit_geometry  # noqa: E402
 

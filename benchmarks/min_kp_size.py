@@ -3,7 +3,7 @@
     python benchmarks/min_kp_size.py hardnet-desc-v3 3.5 runs/v3-ms3.5.safetensors
     hardnet-desc eval-pairs data/eval-pairs/heldout-v3 --methods hardnet --weights runs/v3-ms3.5.safetensors
 
-``min_kp_size`` is a property of the weights (``hardnet_desc.patches``: the patch of a keypoint
+``min_kp_size`` is a property of the weights (``hardnet_desc.core.patches``: the patch of a keypoint
 smaller than it is cut as for a keypoint of that size), read by ``HardNetDescriptor`` and every
 command that describes. To run any command with another value, write such a copy: the tensors
 and the other metadata are kept. Datasets take it at build time: ``make-dataset --min-kp-size``.
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from hardnet_desc.patches import DEFAULT_PATCH_SCALE, check_min_kp_size
-from hardnet_desc.weights import load_hardnet, save_weights
+from hardnet_desc.core.patches import DEFAULT_PATCH_SCALE, check_min_kp_size
+from hardnet_desc.core.weights import load_hardnet, save_weights
 
 
 def main(argv: list[str]) -> None:

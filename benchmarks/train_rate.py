@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from hardnet_desc.data.phototour import PhotoTourData, read_phototour
-from hardnet_desc.device import autocast
-from hardnet_desc.model import HardNet
+from hardnet_desc.core.device import autocast
+from hardnet_desc.core.model import HardNet
 from hardnet_desc.train.augment import AugmentConfig
 from hardnet_desc.train.loss import hardest_in_batch_loss
 from hardnet_desc.train.sampler import PairDataset

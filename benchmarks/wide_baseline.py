@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.data.images import list_images
 from hardnet_desc.data.warps import WarpConfig, photometric, viewpoint_homography
-from hardnet_desc.image import to_uint8
+from hardnet_desc.core.image import to_uint8
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import DEFAULT_VIEW_KEYPOINTS, ROTATION_STEP, match_wide

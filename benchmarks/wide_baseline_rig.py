@@ -4,7 +4,7 @@ Sets of ../shared/data/multiview-train with calibrated cameras (the images stay 
 ``buddha`` (13 views round a stone sculpture, 3 x 4 projection matrices in ``_meta/``) and the
 robovision-mvs sets (an object in a ring of 12 calibrated cameras, HALCON camera files; dark
 images with few SIFT keypoints). Pairs are binned by the angle between their cameras. Each method fits a fundamental matrix (1 px); the relative pose is then
-estimated from its inliers with the known intrinsics (``hardnet_desc.epipolar.estimate_relative_pose``)
+estimated from its inliers with the known intrinsics (``hardnet_desc.geometry.estimate_relative_pose``)
 and compared with the calibrated one. A pair is **solved** when the pose error (the larger of the
 rotation and translation-direction errors) is below 10 degrees.
 
@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from hardnet_desc import HardNetDescriptor
-from hardnet_desc.epipolar import estimate_relative_pose, pose_error_deg, rotation_angle_deg
+from hardnet_desc.geometry import estimate_relative_pose, pose_error_deg, rotation_angle_deg
 from hardnet_desc.pipeline import match_pair
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "multiview-train"

@@ -4,7 +4,7 @@
 
 1. ``HardNetDescriptor.compute`` with kornia's calling convention: an RGB ``(B, 3, H, W)`` float
    image and LAFs ``(B, N, 2, 3)`` give a ``(B, N, 128)`` tensor.
-2. kornia's own ``LAFDescriptor`` running these weights (``hardnet_desc.kornia.laf_descriptor``).
+2. kornia's own ``LAFDescriptor`` running these weights (``hardnet_desc.integrations.kornia.laf_descriptor``).
 3. LAFs from a kornia detector: ``SIFTFeatureScaleSpace`` returns 6-sigma frames, whose scale is
    ``3 * kp.size``, the scale these weights were trained at (``patch_scale * kp.size / 2``).
 """
@@ -19,7 +19,7 @@ import kornia.feature as KF
 import torch
 
 from hardnet_desc import HardNetDescriptor
-from hardnet_desc.kornia import keypoints_to_lafs, laf_descriptor
+from hardnet_desc.integrations.kornia import keypoints_to_lafs, laf_descriptor
 
 path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "data" / "sacre_coeur_1.jpg"
 bgr = cv2.imread(str(path))

@@ -20,7 +20,7 @@ from skimage.io import imread
 from skimage.measure import ransac
 from skimage.transform import FundamentalMatrixTransform
 
-from hardnet_desc.skimage import HardNetExtractor
+from hardnet_desc.integrations.skimage import HardNetExtractor
 
 DATA = Path(__file__).resolve().parent / "data"
 paths = sys.argv[1:3] if len(sys.argv) > 2 else [DATA / "sacre_coeur_1.jpg", DATA / "sacre_coeur_2.jpg"]

@@ -9,11 +9,11 @@ except ImportError as _err:
     ) from _err
 
 from .descriptor import HardNetDescriptor
-from .export import export_onnx
+from .integrations.onnx import export_onnx
 from .matching import DescriptorMatcher, Matches, match_descriptors
-from .model import HardNet
-from .patches import extract_patches
-from .weights import WeightsError, load_weights
+from .core.model import HardNet
+from .core.patches import extract_patches
+from .core.weights import WeightsError, load_weights
 
 __version__ = "0.1.0"
 

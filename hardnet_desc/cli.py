@@ -14,7 +14,7 @@ _SFM_OPTIONS = ("min_track", "max_points_per_scene", "max_patches_per_point", "m
 
 def _make_dataset(args: argparse.Namespace) -> int:
     from .data.warps import WARP_PRESETS
-    from .train.synthetic import MatchConfig, make_dataset
+    from .train.datasets.synthetic import MatchConfig, make_dataset
 
     if args.from_sfm:
         return _make_sfm_dataset(args)
@@ -37,10 +37,10 @@ def _make_dataset(args: argparse.Namespace) -> int:
 
 
 def _make_sfm_dataset(args: argparse.Namespace) -> int:
-    from .data.sfm_patches import DEFAULT_VAL_SCENES, make_sfm_dataset
+    from .train.datasets.sfm import DEFAULT_VAL_SCENES, make_sfm_dataset
 
     try:
-        from .sfm import reconstruct as sfm_reconstruct
+        from .integrations.colmap import reconstruct as sfm_reconstruct
 
         def reconstruct(image_dir, out_dir):
             return sfm_reconstruct(image_dir, out_dir, features="sift")
@@ -93,7 +93,7 @@ def _descriptor(args: argparse.Namespace):
 
 
 def _match(args: argparse.Namespace) -> int:
-    from .image import read_image
+    from .core.image import read_image
     from .outputs import check_output, json_is_ours
     from .pipeline import match_pair
     from .viz import check_picture_path, draw_matches, save_picture
@@ -152,7 +152,7 @@ def _extract(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data.images import list_images
-    from .features_io import extract_folder
+    from .integrations.hloc import extract_folder
 
     if args.max_keypoints < 0 or args.batch_images < 1 or (args.workers is not None and args.workers < 0):
         raise ValueError("need --max-keypoints >= 0, --batch-images >= 1 and --workers >= 0")
@@ -167,7 +167,7 @@ def _extract(args: argparse.Namespace) -> int:
     if args.backend == "feed":
         report = extract_folder(args.images, args.out, _descriptor(args), workers=args.workers, **options)
     else:
-        from .parallel import extract_parallel
+        from .integrations.parallel import extract_parallel
 
         report = extract_parallel(args.images, args.out, args.weights, workers=args.workers, backend=args.backend,
                                   address=args.address, device=args.device, precision=args.precision, **options)
@@ -177,7 +177,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from .export import export_onnx, read_onnx_metadata
+    from .integrations.onnx import export_onnx, read_onnx_metadata
 
     path = export_onnx(args.out, args.weights, opset=args.opset, force=args.force)
     meta = read_onnx_metadata(path)
@@ -295,7 +295,7 @@ def _make_sequences(args: argparse.Namespace) -> int:
 
 
 def _sfm(args: argparse.Namespace) -> int:
-    from .sfm import colmap_like_sift, format_summary, import_pycolmap, reconstruct
+    from .integrations.colmap import colmap_like_sift, format_summary, import_pycolmap, reconstruct
 
     try:
         params = [float(v) for v in args.camera_params.split(",")] if args.camera_params else None
@@ -340,7 +340,7 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def _add_precision(p: argparse.ArgumentParser, default: str, int8: bool = False, training: bool = False) -> None:
-    from .device import PRECISIONS
+    from .core.device import PRECISIONS
 
     choices = [name for name in PRECISIONS if int8 or name != "int8"]
     int8_first = "" if training else "int8 for the bundled weights on x86 CPUs with AVX2 or more, else "
@@ -387,7 +387,7 @@ def _add_quiet(p: argparse.ArgumentParser) -> None:
 
 # --- one function per subcommand ---------------------------------------------------------------
 def _add_make_dataset(sub) -> None:
-    from .patches import DEFAULT_PATCH_SCALE
+    from .core.patches import DEFAULT_PATCH_SCALE
 
     p = sub.add_parser("make-dataset", help="synthetic correspondences from your photos, in the PhotoTour layout",
                        description="Warp each photo into several views, re-detect SIFT keypoints, keep those that agree "
@@ -426,7 +426,7 @@ def _add_make_dataset(sub) -> None:
     g.add_argument("--min-point-distance", type=float, default=None, metavar="PX",
                    help="of two 3D points closer than PX in a photo keep the longer track; 0 = off (default: 3)")
     g.add_argument("--val-scenes", default=None, metavar="A,B,C",
-                   help="scenes held out in OUT/val (default: hardnet_desc.data.sfm_patches.DEFAULT_VAL_SCENES)")
+                   help="scenes held out in OUT/val (default: hardnet_desc.train.datasets.sfm.DEFAULT_VAL_SCENES)")
     g.add_argument("--all-models", action="store_true", help="use every model of a scene, not only the largest")
     _add_force(p, "OUT's meta.json, split.json/record.json, train/ and val/")
     p.set_defaults(func=_make_dataset)
@@ -602,7 +602,7 @@ def _add_eval_sequences(sub) -> None:
 
 
 def _add_eval_fpr95(sub) -> None:
-    from .patches import DEFAULT_PATCH_SCALE
+    from .core.patches import DEFAULT_PATCH_SCALE
 
     p = sub.add_parser("eval-fpr95", help="FPR95 on PhotoTour-layout patch pairs",
                        description="False-positive rate at 95% recall of HardNet (or SIFT, RootSIFT) on the m50_*.txt "

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from .detection import detect_sift
-from .device import autocast, choose_precision, default_batch_size, resolve_device, usable_cpus
-from .image import ImageLike, split_batch, tame_tensor, to_grey_tensor
-from .model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
-from .patches import (
+from .core.device import autocast, choose_precision, default_batch_size, resolve_device, usable_cpus
+from .core.image import ImageLike, split_batch, tame_tensor, to_grey_tensor
+from .core.model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
+from .core.patches import (
     DEFAULT_PATCH_SCALE,
     KeypointsLike,
     build_pyramid,
@@ -34,7 +34,7 @@ from .patches import (
     frame_batches,
     keypoints_to_frames,
 )
-from .weights import DEFAULT_WEIGHTS, Weights, bundled_file, load_hardnet
+from .core.weights import DEFAULT_WEIGHTS, Weights, bundled_file, load_hardnet
 
 
 @torch.inference_mode()
@@ -102,7 +102,7 @@ def _forward(net: torch.nn.Module, patches: torch.Tensor, device: torch.device, 
 
 
 def _int8_net(net: torch.nn.Module, weights: Weights) -> torch.nn.Module:
-    from .quantize import quantize_hardnet
+    from .core.quantize import quantize_hardnet
 
     activations = _int8_calibration(weights)
     if activations is None:
@@ -115,7 +115,7 @@ def _int8_net(net: torch.nn.Module, weights: Weights) -> torch.nn.Module:
 
 def _int8_calibration(weights: Weights) -> list[tuple[float, int]] | None:
     """The int8 activation scales shipped for ``weights`` (the bundled ones), or ``None``."""
-    from .quantize import CALIBRATION_FILE, load_calibration
+    from .core.quantize import CALIBRATION_FILE, load_calibration
 
     return load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE))
 
@@ -156,17 +156,17 @@ class HardNetDescriptor:
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         batch_size: patches per forward pass (``None`` or an integer >= 1); bounds memory, never
             changes results. ``None`` takes the fastest measured for the device and precision
-            (``hardnet_desc.device.BATCH_SIZES``: small on CPU, where activations that stay in cache win).
+            (``hardnet_desc.core.device.BATCH_SIZES``: small on CPU, where activations that stay in cache win).
         precision: ``"auto"`` (fp16 on CUDA; on a CPU the fastest precision measured for its
             kind that is as accurate as fp32: int8 for weights that ship int8 calibration, such as
             the bundled ones, on x86 CPUs with AVX2 or more, else bf16 where the CPU has native
             bfloat16, else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU, bundled weights; see
-            ``hardnet_desc.quantize``). The table is in ``hardnet_desc.device``; the
+            ``hardnet_desc.core.quantize``). The table is in ``hardnet_desc.core.device``; the
             ``precision`` property tells what ``"auto"`` chose.
         patch_scale: patch side in units of ``kp.size``. ``None`` takes the value recorded in the
             weight file, else ``DEFAULT_PATCH_SCALE``.
         min_kp_size: least ``kp.size`` in pixels a patch is cut for (smaller keypoints get the patch
-            of this size; ``hardnet_desc.patches``). ``None`` takes the value recorded in the weight
+            of this size; ``hardnet_desc.core.patches``). ``None`` takes the value recorded in the weight
             file, else 0 (no minimum).
         detector: any ``cv2.Feature2D`` used by ``detect``; default ``cv2.SIFT_create()``.
     """
@@ -317,7 +317,7 @@ class HardNetDescriptor:
                 the images' patches share network calls (``describe_many``).
             keypoints: ``cv2.KeyPoint`` sequence (``None``: none), ``(N, 4)`` ``(x, y, size, angle_deg)``
                 array, ``(N, 2, 3)`` affine frames, or kornia's batched LAFs ``(B, N, 2, 3)`` (LAF ``b``
-                of image ``b``; these are described as given). Conventions: ``hardnet_desc.patches``.
+                of image ``b``; these are described as given). Conventions: ``hardnet_desc.core.patches``.
             descriptors: OpenCV's output argument; accepted for compatibility and not used.
 
         Returns:
@@ -407,7 +407,7 @@ class HardNetDescriptor:
 
         kornia's batched LAFs ``(B, N, 2, 3)`` are returned as they are.
 
-        Conventions (and kornia's LAF, which is the same): ``hardnet_desc.patches``.
+        Conventions (and kornia's LAF, which is the same): ``hardnet_desc.core.patches``.
         """
         return keypoints_to_frames(keypoints, self._patch_scale, self._min_kp_size).to(self._device)
 
@@ -447,10 +447,10 @@ class HardNetDescriptor:
         worker would only compete with them, and the patches are cut before each batch.
 
         Args:
-            greys: ``K`` grey float32 images ``(1, 1, H_k, W_k)`` (``hardnet_desc.image.to_grey_tensor``),
+            greys: ``K`` grey float32 images ``(1, 1, H_k, W_k)`` (``hardnet_desc.core.image.to_grey_tensor``),
                 moved to this device if elsewhere.
             frames: ``K`` float affine frames ``(N_k, 2, 3)`` in pixels of image ``k``
-                (``frames(keypoints)``; conventions in ``hardnet_desc.patches``).
+                (``frames(keypoints)``; conventions in ``hardnet_desc.core.patches``).
 
         Returns:
             ``K`` float32 tensors ``(N_k, 128)`` on this device, unit L2 rows in frame order.

@@ -7,7 +7,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .image import ImageLike, check_mask, to_uint8
+from .core.image import ImageLike, check_mask, to_uint8
 
 #: The keypoint budget per image of ``match``, ``extract`` and ``eval-sequences`` (and of the
 #: library functions behind them): the strongest this many SIFT keypoints.
@@ -23,7 +23,7 @@ def detect_sift(
     """Keypoints sorted by response, strongest first, at most ``max_keypoints``.
 
     Args:
-        image: any image ``hardnet_desc.image.to_uint8`` accepts (BGR or grey); the detector
+        image: any image ``hardnet_desc.core.image.to_uint8`` accepts (BGR or grey); the detector
             sees its grey 8-bit version.
         max_keypoints: keep the strongest this many, an integer >= 0; ``None`` (or 0) keeps all.
         detector: a ``cv2.Feature2D``; default ``cv2.SIFT_create()``.

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from .device import resolve_device
+from .core.device import resolve_device
 
 __all__ = ["DescriptorMatcher", "Matches", "match_descriptors"]
 

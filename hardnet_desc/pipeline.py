@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from .descriptor import HardNetDescriptor
-from .epipolar import DEFAULT_THRESHOLD, GEOMETRIES, MIN_MATCHES, check_geometry, fit_geometry  # noqa: F401 (API)
+from .geometry import DEFAULT_THRESHOLD, GEOMETRIES, MIN_MATCHES, check_geometry, fit_geometry  # noqa: F401 (API)
 from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
-from .image import ImageLike
+from .core.image import ImageLike
 from .matching import Matches, match_descriptors
 from .wide_baseline import check_min_inliers, frames_to_keypoints, match_wide
 

@@ -21,7 +21,7 @@ CVIU 2015), written anew here around HardNet:
 
 Conventions: pixels with the centre of the top-left pixel at ``(0, 0)``, y down; a view's
 ``matrix`` ``M`` (2, 3) maps original pixels to view pixels, ``x_view = M[:, :2] @ x + M[:, 2]``;
-affine frames ``[A | c]`` (N, 2, 3) as in ``hardnet_desc.patches``.
+affine frames ``[A | c]`` (N, 2, 3) as in ``hardnet_desc.core.patches``.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ import torch
 
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS
-from .epipolar import fit_geometry, sampson_error_px
-from .image import ImageLike, to_grey_tensor, to_uint8
+from .geometry import fit_geometry, sampson_error_px
+from .core.image import ImageLike, to_grey_tensor, to_uint8
 from .matching import Matches
-from .patches import inside_image
+from .core.patches import inside_image
 
 #: Tilts added at each step; step 0 (``()``) is the original image alone.
 DEFAULT_STEPS: tuple[tuple[float, ...], ...] = ((), (2.0, 4.0), (6.0, 8.0))

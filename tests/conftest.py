@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from hardnet_desc.image import to_grey_tensor
-from hardnet_desc.model import HardNet
-from hardnet_desc.patches import extract_patches
+from hardnet_desc.core.image import to_grey_tensor
+from hardnet_desc.core.model import HardNet
+from hardnet_desc.core.patches import extract_patches
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "examples" / "data"
 EXAMPLE_FILES = (DATA_DIR / "sacre_coeur_1.jpg", DATA_DIR / "sacre_coeur_2.jpg")

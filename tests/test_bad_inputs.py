@@ -189,7 +189,7 @@ def test_bad_settings(case):
 
 @pytest.mark.parametrize("device", BAD_DEVICES, ids=list(BAD_DEVICES))
 def test_bad_devices_in_the_kornia_bridge(device):
-    from hardnet_desc.kornia import laf_descriptor
+    from hardnet_desc.integrations.kornia import laf_descriptor
 
     with pytest.raises(ValueError, match=BAD_DEVICES[device]):
         laf_descriptor(make_hardnet(), device=device)
@@ -214,7 +214,7 @@ def _state(change):
 
 
 def _with_metadata(tmp_path, name, **metadata):
-    from hardnet_desc.weights import save_weights
+    from hardnet_desc.core.weights import save_weights
 
     return save_weights(make_hardnet(), tmp_path / name, metadata)
 
@@ -261,7 +261,7 @@ def test_bad_weights(case, tmp_path):
     assert "\n" not in str(err.value)  # one line
     with pytest.raises(error, match=match):
         HardNetDescriptor(source, device="cpu")
-    from hardnet_desc.kornia import laf_descriptor
+    from hardnet_desc.integrations.kornia import laf_descriptor
 
     with pytest.raises(error, match=match):  # the kornia bridge loads through the same door
         laf_descriptor(source)
@@ -394,7 +394,7 @@ BAD_EXTRACT = {
 
 @pytest.mark.parametrize("case", BAD_EXTRACT, ids=list(BAD_EXTRACT))
 def test_bad_extract_patches_arguments(case):
-    from hardnet_desc.patches import extract_patches
+    from hardnet_desc.core.patches import extract_patches
 
     kwargs, error, match = BAD_EXTRACT[case]
     kwargs = {"image": torch.zeros(64, 64), **kwargs}
@@ -414,7 +414,7 @@ BAD_FEATURES = {
 def test_bad_feature_shapes_are_not_written(tmp_path, case):
     import h5py
 
-    from hardnet_desc.features_io import write_features
+    from hardnet_desc.integrations.hloc import write_features
 
     n, descriptors = BAD_FEATURES[case]
     keypoints = [cv2.KeyPoint(float(i), 1.0, 2.0) for i in range(n)]
@@ -427,8 +427,8 @@ def test_bad_feature_shapes_are_not_written(tmp_path, case):
 
 
 def test_bad_bridge_and_export_arguments(tmp_path):
-    from hardnet_desc.export import export_onnx
-    from hardnet_desc.skimage import HardNetExtractor
+    from hardnet_desc.integrations.onnx import export_onnx
+    from hardnet_desc.integrations.skimage import HardNetExtractor
     from hardnet_desc.viz import draw_matches
 
     desc = HardNetDescriptor(make_hardnet(), device="cpu")
@@ -455,7 +455,7 @@ IMG = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
 
 @pytest.fixture(scope="module")
 def cli_files(tmp_path_factory):
-    from hardnet_desc.weights import save_weights
+    from hardnet_desc.core.weights import save_weights
 
     root = tmp_path_factory.mktemp("cli_bad")
     weights = save_weights(make_hardnet(), root / "w.safetensors")

@@ -14,10 +14,10 @@ import torch
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import build_parser, main
-from hardnet_desc.features_io import FEATURE_KEYS, read_features
-from hardnet_desc.model import HardNet
+from hardnet_desc.integrations.hloc import FEATURE_KEYS, read_features
+from hardnet_desc.core.model import HardNet
 from hardnet_desc.viz import draw_matches
-from hardnet_desc.weights import load_hardnet, save_weights
+from hardnet_desc.core.weights import load_hardnet, save_weights
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 IMG1, IMG2 = DATA / "sacre_coeur_1.jpg", DATA / "sacre_coeur_2.jpg"
@@ -79,7 +79,7 @@ def test_match_writes_picture_and_prints_counts(geometry, weights, tmp_path, cap
 
 def test_match_verbose_shows_the_chosen_precision(tmp_path, capsys):
     from hardnet_desc import HardNetDescriptor
-    from hardnet_desc.device import choose_precision
+    from hardnet_desc.core.device import choose_precision
 
     args = ["match", str(IMG1), str(IMG2), "--out", str(tmp_path / "m.png"), "--max-keypoints", "200", "--device", "cpu"]
     assert main([*args, "--verbose"]) == 0
@@ -129,7 +129,7 @@ def test_draw_matches_shapes():
 def test_extract_records_the_descriptors_min_kp_size(weights, tmp_path):
     # The file records the min_kp_size the patches were cut with: the descriptor's (here set apart from
     # the weights' 0), so a resume with the weights' own value (other patches) is refused.
-    from hardnet_desc.features_io import extract_folder
+    from hardnet_desc.integrations.hloc import extract_folder
 
     folder = tmp_path / "images"
     folder.mkdir()

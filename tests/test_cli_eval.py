@@ -9,7 +9,7 @@ import pytest
 
 from hardnet_desc.cli import main
 from hardnet_desc.evaluation import methods as methods_module
-from hardnet_desc.weights import save_weights
+from hardnet_desc.core.weights import save_weights
 
 from conftest import make_hardnet
 from test_evaluation import small_photo, write_pair_fixture

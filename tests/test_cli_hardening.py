@@ -20,9 +20,9 @@ from hardnet_desc import cli
 from hardnet_desc.cli import build_parser, main
 from hardnet_desc.detection import DEFAULT_MAX_KEYPOINTS, detect_sift
 from hardnet_desc.matching import match_descriptors
-from hardnet_desc.model import HardNet
+from hardnet_desc.core.model import HardNet
 from hardnet_desc.viz import PICTURE_MARK
-from hardnet_desc.weights import save_weights
+from hardnet_desc.core.weights import save_weights
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 IMG1, IMG2 = DATA / "sacre_coeur_1.jpg", DATA / "sacre_coeur_2.jpg"

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hardnet_desc.descriptor import HardNetDescriptor
-from hardnet_desc.device import choose_precision
-from hardnet_desc.image import to_grey_tensor
-from hardnet_desc.patches import extract_patches, keypoints_to_array
+from hardnet_desc.core.device import choose_precision
+from hardnet_desc.core.image import to_grey_tensor
+from hardnet_desc.core.patches import extract_patches, keypoints_to_array
 
 
 @pytest.fixture
@@ -257,7 +257,7 @@ def test_patches_are_cut_in_a_worker_thread_only_where_a_core_is_spare(monkeypat
 
 
 def test_default_precision_and_batch_size_are_chosen_and_shown(hardnet):
-    from hardnet_desc.device import choose_precision, default_batch_size
+    from hardnet_desc.core.device import choose_precision, default_batch_size
 
     desc = HardNetDescriptor(hardnet, device="cpu")
     cpu = torch.device("cpu")
@@ -270,8 +270,8 @@ def test_default_precision_and_batch_size_are_chosen_and_shown(hardnet):
 def test_auto_runs_the_bundled_weights_in_int8_on_x86_cpus(monkeypatch, hardnet, example_image, keypoints):
     """On every x86 kind with AVX2 or more, "auto" is int8 for weights with shipped calibration (the bundled ones)
     and bf16 or fp32 for others; the int8 default describes like the explicit int8 and close to fp32."""
-    import hardnet_desc.device as device
-    from hardnet_desc.quantize import int8_available
+    import hardnet_desc.core.device as device
+    from hardnet_desc.core.quantize import int8_available
 
     if not int8_available():
         pytest.skip("this torch build has no quantized CPU kernels")
@@ -345,7 +345,7 @@ def test_undescribable_keypoints_are_removed(desc, example_image, keypoints):
 
 def test_patch_scale_is_used(hardnet, example_image, keypoints, example_grey, tmp_path):
     """patch_scale from the argument and from the weight file changes what is described."""
-    from hardnet_desc.weights import save_weights
+    from hardnet_desc.core.weights import save_weights
 
     kps = keypoints[:60]
     d6 = HardNetDescriptor(hardnet, device="cpu").compute(example_image, kps)[1]
@@ -362,7 +362,7 @@ def test_patch_scale_is_used(hardnet, example_image, keypoints, example_grey, tm
 
 def test_min_kp_size_is_used(hardnet, example_image, keypoints, example_grey, tmp_path):
     """min_kp_size from the weight file (or the argument) widens the patches of small keypoints only."""
-    from hardnet_desc.weights import save_weights
+    from hardnet_desc.core.weights import save_weights
 
     kps = keypoints[:300]
     sizes = np.array([k.size for k in kps])

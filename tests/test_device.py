@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hardnet_desc.device import (
+from hardnet_desc.core.device import (
     BATCH_SIZES,
     CPU_AUTO,
     PRECISIONS,
@@ -42,7 +42,7 @@ CPUS = {
 
 @pytest.mark.parametrize("cpu", CPUS)
 def test_auto_per_cpu_kind(monkeypatch, cpu):
-    import hardnet_desc.device as device
+    import hardnet_desc.core.device as device
 
     features, kind, calibrated, other, training = CPUS[cpu]
     monkeypatch.setattr(device, "cpu_features", lambda: frozenset(features))
@@ -79,7 +79,7 @@ def test_int8_is_inference_on_cpu_only():
 
 
 def test_batch_size_table(monkeypatch):
-    import hardnet_desc.device as device
+    import hardnet_desc.core.device as device
 
     monkeypatch.setattr(device, "cpu_features", lambda: frozenset({"amx", "avx512_bf16", "avx512_vnni", "avx2"}))
     for precision in ("fp32", "bf16", "int8"):  # a kind with its own measurements

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hardnet_desc.cli import main
-from hardnet_desc.epipolar import (
+from hardnet_desc.geometry import (
     estimate_relative_pose,
     fundamental_from_pose,
     pose_auc,

@@ -333,8 +333,8 @@ def test_sift_patches_match_sift_on_the_image():
     the keypoint size convention shows: a wrong patch_scale lowers the agreement."""
     from hardnet_desc.detection import detect_sift
     from hardnet_desc.evaluation.methods import sift, sift_octave, sift_patches
-    from hardnet_desc.image import to_grey_tensor
-    from hardnet_desc.patches import extract_patches
+    from hardnet_desc.core.image import to_grey_tensor
+    from hardnet_desc.core.patches import extract_patches
 
     img = cv2.imread(str(DATA_DIR / "sacre_coeur_1.jpg"), cv2.IMREAD_GRAYSCALE)
     kps = detect_sift(img, 200)

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from hardnet_desc import HardNetDescriptor
-from hardnet_desc.model import HardNet
+from hardnet_desc.core.model import HardNet
 from hardnet_desc.viz import is_picture_ours
-from hardnet_desc.weights import BUNDLED, save_weights
+from hardnet_desc.core.weights import BUNDLED, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -17,10 +17,10 @@ from conftest import make_hardnet
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
-from hardnet_desc.export import export_onnx, read_onnx_metadata
-from hardnet_desc.image import to_grey_tensor
-from hardnet_desc.patches import extract_patches
-from hardnet_desc.weights import save_weights
+from hardnet_desc.integrations.onnx import export_onnx, read_onnx_metadata
+from hardnet_desc.core.image import to_grey_tensor
+from hardnet_desc.core.patches import extract_patches
+from hardnet_desc.core.weights import save_weights
 
 ort = pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hardnet_desc.image import read_image, to_grey_numpy, to_grey_tensor, to_uint8
+from hardnet_desc.core.image import read_image, to_grey_numpy, to_grey_tensor, to_uint8
 
 
 def test_read_image(example_files, example_image, tmp_path):
@@ -106,7 +106,7 @@ def _rgb_tensor(bgr: np.ndarray) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "float64", "tiny"])
 def test_device_grey_equals_opencv(example_image, dtype):
     """The grey conversion that runs on a GPU (here on CPU tensors): OpenCV's, bit for bit for integer images."""
-    from hardnet_desc.image import _grey_on_device
+    from hardnet_desc.core.image import _grey_on_device
 
     image = {"uint8": example_image, "uint16": example_image.astype(np.uint16) * 257,
              "float32": example_image.astype(np.float32) / 3, "float64": example_image * 1e40,
@@ -130,7 +130,7 @@ def test_device_grey_equals_opencv(example_image, dtype):
     (torch.full((3, 8, 8), float("inf"), dtype=torch.float64), ValueError, "NaN or inf"),
 ])
 def test_device_grey_refuses_what_the_opencv_path_refuses(image, error, match):
-    from hardnet_desc.image import _grey_on_device
+    from hardnet_desc.core.image import _grey_on_device
 
     with pytest.raises(error, match=match):
         _grey_on_device(image)

@@ -9,8 +9,8 @@ import torch
 from conftest import make_hardnet
 
 from hardnet_desc import HardNetDescriptor
-from hardnet_desc.kornia import keypoints_to_lafs, laf_descriptor
-from hardnet_desc.weights import save_weights
+from hardnet_desc.integrations.kornia import keypoints_to_lafs, laf_descriptor
+from hardnet_desc.core.weights import save_weights
 
 KF = pytest.importorskip("kornia.feature")
 
@@ -38,7 +38,7 @@ def rgb_tensor(bgr: np.ndarray) -> torch.Tensor:
 
 
 def test_lafs_are_kornias_own_construction(kps):
-    # kornia's laf_from_center_scale_ori: scale = half the patch side, orientation negated (see hardnet_desc.kornia)
+    # kornia's laf_from_center_scale_ori: scale = half the patch side, orientation negated (see hardnet_desc.integrations.kornia)
     arr = np.array([(*k.pt, k.size, k.angle) for k in kps], np.float32)
     xy, size, angle = torch.from_numpy(arr[None, :, :2]), torch.from_numpy(arr[:, 2]), torch.from_numpy(arr[:, 3])
     theirs = KF.laf_from_center_scale_ori(xy, (6.0 * size / 2).view(1, -1, 1, 1), (-angle).view(1, -1, 1))

@@ -340,7 +340,7 @@ def test_huge_norms_match_like_opencv(scale):
 
 
 def test_unavailable_device_is_the_descriptor_error():
-    from hardnet_desc.device import resolve_device
+    from hardnet_desc.core.device import resolve_device
 
     a = np.zeros((5, 8), np.float32)
     if torch.cuda.is_available():

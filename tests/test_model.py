@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hardnet_desc.model import DESCRIPTOR_DIM, HardNet, fuse_hardnet, standardize_patches
+from hardnet_desc.core.model import DESCRIPTOR_DIM, HardNet, fuse_hardnet, standardize_patches
 
 CONV_IDX = (0, 3, 6, 9, 12, 15, 19)
 BN_IDX = (1, 4, 7, 10, 13, 16, 20)

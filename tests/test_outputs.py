@@ -16,9 +16,9 @@ import pytest
 from hardnet_desc.cli import main
 from hardnet_desc.data.camera_pairs import CameraPair, read_camera_pairs, write_camera_pairs
 from hardnet_desc.evaluation.sequences import save_json
-from hardnet_desc.export import read_onnx_metadata
+from hardnet_desc.integrations.onnx import read_onnx_metadata
 from hardnet_desc.outputs import check_output, json_is_ours, replacing, write_json
-from hardnet_desc.weights import save_weights
+from hardnet_desc.core.weights import save_weights
 
 from conftest import EXAMPLE_FILES, make_hardnet
 from test_evaluation import small_photo

@@ -15,9 +15,9 @@ from conftest import DATA_DIR, make_hardnet
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
-from hardnet_desc.features_io import FEATURE_KEYS, extract_folder, feature_names, file_attrs
-from hardnet_desc.parallel import extract_parallel, merge_parts, parts_folder, start_shard
-from hardnet_desc.weights import save_weights
+from hardnet_desc.integrations.hloc import FEATURE_KEYS, extract_folder, feature_names, file_attrs
+from hardnet_desc.integrations.parallel import extract_parallel, merge_parts, parts_folder, start_shard
+from hardnet_desc.core.weights import save_weights
 
 NAMES = ["a.jpg", "c.png", "sub/b.jpg", "sub/d.jpg"]
 
@@ -155,7 +155,7 @@ def test_an_image_that_cannot_be_described_fails_alone(folder, weights, referenc
 
 def test_write_features_takes_keypoint_rows(tmp_path):
     """Keypoint rows (as the detecting workers send them) give the datasets of the cv2.KeyPoint list."""
-    from hardnet_desc.features_io import keypoint_rows, read_features, write_features
+    from hardnet_desc.integrations.hloc import keypoint_rows, read_features, write_features
 
     image = cv2.imread(str(DATA_DIR / "sacre_coeur_1.jpg"), cv2.IMREAD_GRAYSCALE)
     kps = cv2.SIFT_create(200).detect(image)
@@ -191,7 +191,7 @@ def test_cuda_extract_with_workers_gives_the_cpu_file(folder, weights, reference
 
 
 def test_detecting_workers_resume_and_bound_their_input(folder, weights, reference, tmp_path, monkeypatch):
-    import hardnet_desc.features_io as features_io
+    import hardnet_desc.integrations.hloc as features_io
 
     out = tmp_path / "features.h5"
     hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
@@ -234,8 +234,8 @@ def test_detecting_workers_are_checked(folder, weights, tmp_path):
 
 
 def test_default_workers():
-    from hardnet_desc.device import usable_cpus
-    from hardnet_desc.features_io import default_workers
+    from hardnet_desc.core.device import usable_cpus
+    from hardnet_desc.integrations.hloc import default_workers
 
     assert default_workers(torch.device("cpu")) == 0  # the network's threads use the cores
     assert default_workers(torch.device("cuda")) == max(1, usable_cpus() - 1)  # the GPU waits for no detector

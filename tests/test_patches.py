@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hardnet_desc.patches import (
+from hardnet_desc.core.patches import (
     DEFAULT_PATCH_SCALE,
     build_pyramid,
     cut_frame_batch,

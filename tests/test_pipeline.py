@@ -9,7 +9,7 @@ import torch
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.detection import detect_sift
-from hardnet_desc.device import autocast, cpu_has_native_bf16, resolve_precision
+from hardnet_desc.core.device import autocast, cpu_has_native_bf16, resolve_precision
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.pipeline import fit_geometry, match_pair
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hardnet_desc.descriptor import HardNetDescriptor
-from hardnet_desc.model import fuse_hardnet
-from hardnet_desc.quantize import (
+from hardnet_desc.core.model import fuse_hardnet
+from hardnet_desc.core.quantize import (
     CALIBRATION_FILE,
     calibrate,
     fingerprint,
@@ -16,7 +16,7 @@ from hardnet_desc.quantize import (
     load_calibration,
     quantize_hardnet,
 )
-from hardnet_desc.weights import bundled_file, load_weights
+from hardnet_desc.core.weights import bundled_file, load_weights
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="torch without quantized CPU kernels")
 

@@ -1,4 +1,4 @@
-"""Structure from motion (hardnet_desc.sfm, ``hardnet-desc sfm``) on a small real multi-view set.
+"""Structure from motion (hardnet_desc.integrations.colmap, ``hardnet-desc sfm``) on a small real multi-view set.
 
 The nine 640x480 photos of ``tests/data/multiview/bundler-et`` (provenance in its README.md) are
 reconstructed once per feature type (module-scoped fixtures): COLMAP's SIFT through the CLI, and
@@ -22,8 +22,8 @@ from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
 from hardnet_desc.detection import detect_sift
 from hardnet_desc.matching import match_descriptors
-from hardnet_desc.patches import keypoints_from_colmap, keypoints_to_colmap
-from hardnet_desc.sfm import PYCOLMAP_INSTALL, colmap_like_sift, reconstruct
+from hardnet_desc.core.patches import keypoints_from_colmap, keypoints_to_colmap
+from hardnet_desc.integrations.colmap import PYCOLMAP_INSTALL, colmap_like_sift, reconstruct
 
 pycolmap = pytest.importorskip("pycolmap")
 

@@ -1,4 +1,4 @@
-"""Real correspondences from a COLMAP reconstruction (hardnet_desc.data.sfm_patches, make-dataset --from-sfm).
+"""Real correspondences from a COLMAP reconstruction (hardnet_desc.train.datasets.sfm, make-dataset --from-sfm).
 
 The fixture reconstructs the committed 9-photo scene tests/data/multiview/bundler-et with plain pycolmap (SIFT,
 exhaustive matching, incremental mapping: a few seconds) and builds a dataset from it.
@@ -17,8 +17,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from hardnet_desc.cli import main
-from hardnet_desc.patches import keypoints_from_colmap
-from hardnet_desc.data.sfm_patches import (
+from hardnet_desc.core.patches import keypoints_from_colmap
+from hardnet_desc.train.datasets.sfm import (
     cut_patches,
     find_scenes,
     hard_pairs,
@@ -28,9 +28,9 @@ from hardnet_desc.data.sfm_patches import (
     reprojection_errors,
     select_tracks,
 )
-from hardnet_desc.image import read_image, to_grey_tensor
-from hardnet_desc.patches import extract_patches
-from hardnet_desc.weights import load_weights
+from hardnet_desc.core.image import read_image, to_grey_tensor
+from hardnet_desc.core.patches import extract_patches
+from hardnet_desc.core.weights import load_weights
 from hardnet_desc.data.phototour import read_pairs, read_phototour
 from hardnet_desc.train.sampler import PairDataset
 
@@ -208,7 +208,7 @@ def test_photo_folders_go_through_reconstruct(scenes, tmp_path):
     shutil.copytree(SCENE, photos / "et")
     calls = []
 
-    def reconstruct(image_dir: Path, out_dir: Path) -> None:  # stands in for hardnet_desc.sfm: reuse the fixture's model
+    def reconstruct(image_dir: Path, out_dir: Path) -> None:  # stands in for hardnet_desc.integrations.colmap: reuse the fixture's model
         calls.append((image_dir, out_dir))
         out_dir.mkdir(parents=True)
         shutil.copy(scenes / "bundler-et" / "database.db", out_dir)

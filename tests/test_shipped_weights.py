@@ -12,7 +12,7 @@ import pytest
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.evaluation import evaluate_sequences, make_sequences
 from hardnet_desc.matching import match_descriptors
-from hardnet_desc.weights import BUNDLED, bundled_path, load_weights, sha256_of
+from hardnet_desc.core.weights import BUNDLED, bundled_path, load_weights, sha256_of
 
 from conftest import DATA_DIR
 

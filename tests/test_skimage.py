@@ -13,7 +13,7 @@ from skimage.transform import FundamentalMatrixTransform, ProjectiveTransform
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.matching import match_descriptors
-from hardnet_desc.skimage import HardNetExtractor
+from hardnet_desc.integrations.skimage import HardNetExtractor
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from hardnet_desc.cli import main
 from hardnet_desc.data.phototour import find_pair_files, read_pairs, read_phototour
 from hardnet_desc.descriptor import describe_patches
 from hardnet_desc.fpr95 import pairs_fpr95
-from hardnet_desc.model import HardNet
+from hardnet_desc.core.model import HardNet
 from hardnet_desc.train import TrainConfig, make_dataset, train
-from hardnet_desc.weights import BUNDLED, load_weights
+from hardnet_desc.core.weights import BUNDLED, load_weights
 
 from conftest import EXAMPLE_FILES
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from hardnet_desc import weights as W
+from hardnet_desc.core import weights as W
 from hardnet_desc.descriptor import HardNetDescriptor
-from hardnet_desc.model import HardNet
-from hardnet_desc.weights import WeightsError, load_hardnet, load_weights, save_weights
+from hardnet_desc.core.model import HardNet
+from hardnet_desc.core.weights import WeightsError, load_hardnet, load_weights, save_weights
 
 
 def _outputs_match(net: HardNet, source, patches: torch.Tensor) -> None:

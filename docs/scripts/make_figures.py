@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hardnet_desc.image import read_image, to_grey_tensor
-from hardnet_desc.patches import DEFAULT_PATCH_SCALE, extract_patches, keypoints_to_frames
+from hardnet_desc.core.image import read_image, to_grey_tensor
+from hardnet_desc.core.patches import DEFAULT_PATCH_SCALE, extract_patches, keypoints_to_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTO = ROOT / "examples" / "data" / "sacre_coeur_1.jpg"

@@ -16,7 +16,7 @@ from PIL import Image
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.data.warps import viewpoint_homography
-from hardnet_desc.image import read_image
+from hardnet_desc.core.image import read_image
 from hardnet_desc.pipeline import match_pair
 from hardnet_desc.viz import draw_matches
 

@@ -5,7 +5,7 @@
 * ``hardnet_desc.data.hpatches``: the HPatches patch release reader.
 * ``hardnet_desc.data.warps``: random homographies and photometric changes (``WarpConfig``).
 * ``hardnet_desc.data.images``: ``list_images`` and ``IMAGE_SUFFIXES``.
-* ``hardnet_desc.data.sfm_patches``: real correspondences from COLMAP reconstructions
+* ``hardnet_desc.train.datasets.sfm``: real correspondences from COLMAP reconstructions
   (``make-dataset --from-sfm``), written in the PhotoTour format.
 
 This layer sits on the inference core (model, image, patches) and under both

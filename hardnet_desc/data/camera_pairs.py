@@ -11,7 +11,7 @@ One pair per line, fields separated by whitespace::
   the direction of ``t`` is used.
 * optional 4 numbers: radial distortion ``(k1, k2)`` of camera 1, then of camera 2, in COLMAP's
   ``RADIAL`` model (``SIMPLE_RADIAL``: ``k2 = 0``); 0 when absent. See
-  ``hardnet_desc.epipolar`` for the conventions.
+  ``hardnet_desc.geometry`` for the conventions.
 
 Blank lines and lines starting with ``#`` are ignored, except a header line
 ``# image_dir: PATH``, which names the image folder (relative paths are relative to the file).

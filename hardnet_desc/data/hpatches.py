@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import PATCH_SIZE
+from ..core.model import PATCH_SIZE
 from .phototour import PhotoTourData, check_patch_size, png_shape, read_gray, resize_area
 
 HPATCHES_SIZE = 65

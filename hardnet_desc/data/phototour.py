@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..image import imread_quiet
-from ..model import PATCH_SIZE
+from ..core.image import imread_quiet
+from ..core.model import PATCH_SIZE
 from ..outputs import check_output, json_is_ours
 
 GRID = 16  # patches per row / column of a PhotoTour bmp

@@ -1,7 +1,7 @@
 """Random view changes of an image: homographies (viewpoint, zoom, in-plane rotation) and
 photometric changes (brightness, contrast, gamma, uneven light, blur, noise, JPEG).
 
-One warper for both sides: ``hardnet_desc.train.synthetic`` makes training views with it and
+One warper for both sides: ``hardnet_desc.train.datasets.synthetic`` makes training views with it and
 ``hardnet_desc.evaluation.synthetic_sequences`` makes evaluation sequences with it.
 """
 

@@ -10,7 +10,7 @@
 * ``hardnet_desc.evaluation.poses``: relative pose on image pairs with known cameras
   (``hardnet-desc eval-pairs``); ``hardnet_desc.evaluation.pair_sources`` picks the pairs from
   COLMAP models or reads pairs files (format: ``hardnet_desc.data.camera_pairs``); the
-  two-view geometry is the leaf ``hardnet_desc.epipolar``.
+  two-view geometry is the leaf ``hardnet_desc.geometry``.
 """
 
 from ..fpr95 import fpr95, fpr_at_recall, pair_distances, pairs_fpr95

@@ -11,7 +11,7 @@ Oxford affine layout (Mikolajczyk et al., IJCV 2005)::
     <seq>/H1to2p ... H1to6p
 
 Homographies act on pixel coordinates ``(x, y, 1)`` with x right and y down, as
-in ``hardnet_desc.patches``. Sequence names starting with ``v_`` form the
+in ``hardnet_desc.core.patches``. Sequence names starting with ``v_`` form the
 viewpoint group, ``i_`` the illumination group, anything else ``'other'``.
 """
 

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from ..descriptor import HardNetDescriptor
-from ..image import to_grey_tensor
-from ..kornia import laf_descriptor
-from ..model import DESCRIPTOR_DIM, HardNet
-from ..patches import DEFAULT_PATCH_SCALE
-from ..weights import DEFAULT_WEIGHTS
+from ..core.image import to_grey_tensor
+from ..integrations.kornia import laf_descriptor
+from ..core.model import DESCRIPTOR_DIM, HardNet
+from ..core.patches import DEFAULT_PATCH_SCALE
+from ..core.weights import DEFAULT_WEIGHTS
 
 DescribeFn = Callable[[np.ndarray, Sequence[cv2.KeyPoint]], np.ndarray]
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..data.phototour import find_pair_files, read_pairs, read_phototour
 from ..descriptor import HardNetDescriptor
 from ..fpr95 import pairs_fpr95
-from ..model import PATCH_SIZE
+from ..core.model import PATCH_SIZE
 
 
 def evaluate_fpr95(

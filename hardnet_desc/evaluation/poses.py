@@ -12,7 +12,7 @@ matched by mutual nearest neighbour (plus the ratio test if ``ratio`` is given).
   USAC is seeded, so results repeat); ``cv2.recoverPose`` then picks ``(R, t)``;
 * **pose error** = ``max(rotation error, translation direction error)`` in degrees (``inf`` when
   no pose is found); **AUC@5/10/20** = area under its cumulative curve
-  (``hardnet_desc.epipolar.pose_auc``, SuperGlue's and LoFTR's definition);
+  (``hardnet_desc.geometry.pose_auc``, SuperGlue's and LoFTR's definition);
 * **inliers**: the essential matrix's RANSAC inliers; **correct**: matches whose Sampson error
   under the ground-truth ``F = K2^-T [t]x R K1^-1`` is below ``correct_px`` (1 px).
 
@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..device import resolve_device
+from ..core.device import resolve_device
 from ..matching import match_descriptors
-from ..model import HardNet
-from ..epipolar import (
+from ..core.model import HardNet
+from ..geometry import (
     AUC_THRESHOLDS,
     estimate_relative_pose,
     fundamental_from_pose,

@@ -27,12 +27,12 @@ import torch
 from tqdm import tqdm
 
 from ..detection import DEFAULT_MAX_KEYPOINTS, detect_sift
-from ..device import resolve_device
+from ..core.device import resolve_device
 from ..outputs import check_output, replacing, write_json
 from ..viz import PICTURE_MARK, is_picture_ours
-from ..image import read_image, to_uint8
+from ..core.image import read_image, to_uint8
 from ..matching import match_descriptors
-from ..model import HardNet
+from ..core.model import HardNet
 from .layouts import GROUPS, ImageSequence, find_sequences
 from .methods import DescribeFn, build_methods
 from .metrics import H_THRESHOLDS, MMA_THRESHOLDS, pair_metrics, summarize

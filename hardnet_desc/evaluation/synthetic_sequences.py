@@ -27,7 +27,7 @@ import numpy as np
 
 from ..data.images import list_images
 from ..data.warps import WarpConfig, photometric, random_homography
-from ..image import read_image, to_uint8
+from ..core.image import read_image, to_uint8
 from ..outputs import json_is_ours, write_json
 
 LEVELS = 5

@@ -9,7 +9,7 @@ CLI: ``hardnet-desc make-dataset`` and ``hardnet-desc train`` (or ``python -m ha
 from .augment import AugmentConfig, augment_patches
 from .loss import hardest_in_batch_loss
 from .sampler import MixedPairs, PairDataset
-from .synthetic import make_dataset
+from .datasets.synthetic import make_dataset
 from .trainer import TrainConfig, train
 
 __all__ = [

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..data.phototour import PhotoTourData, group_by_point
-from ..patches import DEFAULT_PATCH_SCALE
+from ..core.patches import DEFAULT_PATCH_SCALE
 from .augment import AugmentConfig, augment_patches, kp_jitter, warp_patches
 
 

@@ -28,12 +28,12 @@ import torch
 
 from ..data.phototour import PhotoTourData, find_pair_files, read_pairs, read_phototour
 from ..descriptor import describe_patches
-from ..device import autocast, resolve_device, resolve_precision
+from ..core.device import autocast, resolve_device, resolve_precision
 from ..fpr95 import pairs_fpr95
-from ..model import HardNet
+from ..core.model import HardNet
 from ..outputs import check_output, json_is_ours, replacing, write_json
-from ..patches import DEFAULT_PATCH_SCALE
-from ..weights import check_state_dict, load_weights, read_checkpoint, save_weights
+from ..core.patches import DEFAULT_PATCH_SCALE
+from ..core.weights import check_state_dict, load_weights, read_checkpoint, save_weights
 from .augment import AugmentConfig
 from .loss import hardest_in_batch_loss
 from .sampler import MixedPairs, PairDataset, split_batch

@@ -24,7 +24,7 @@ Everything goes through a real COLMAP database, so the output opens in COLMAP's 
     OUT/summary.json     what ``reconstruct`` returns
 
 Keypoints are stored as COLMAP affine frames, so their scale and orientation survive
-(conversion: ``hardnet_desc.patches.keypoints_to_colmap``, docs/conventions.md).
+(conversion: ``hardnet_desc.core.patches.keypoints_to_colmap``, docs/conventions.md).
 pycolmap is an optional dependency: ``pip install "hardnet-desc[sfm]"``.
 """
 
@@ -41,13 +41,13 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from .data.images import list_images
-from .image import read_image
-from .matching import match_descriptors
-from .patches import keypoints_to_array, keypoints_to_colmap
+from ..data.images import list_images
+from ..core.image import read_image
+from ..matching import match_descriptors
+from ..core.patches import keypoints_to_array, keypoints_to_colmap
 
 if TYPE_CHECKING:
-    from .descriptor import HardNetDescriptor
+    from ..descriptor import HardNetDescriptor
 
 __all__ = [
     "FEATURES", "MATCHERS", "PYCOLMAP_INSTALL", "colmap_like_sift", "format_summary", "import_pycolmap",
@@ -206,7 +206,7 @@ def _run(pycolmap: Any, job: _Job, descriptor: HardNetDescriptor | None) -> dict
     seconds["import"], clock = _lap(clock)
     if job.features == "hardnet":
         if descriptor is None:
-            from .descriptor import HardNetDescriptor
+            from ..descriptor import HardNetDescriptor
 
             descriptor = HardNetDescriptor(detector=colmap_like_sift())
         descs = _extract_hardnet(pycolmap, db, job.image_dir, descriptor, job.max_image_size, job.max_keypoints,

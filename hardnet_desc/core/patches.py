@@ -428,7 +428,7 @@ def extract_patches(
     """Cut oriented, scale-normalised patches around keypoints.
 
     Args:
-        image: grey float image ``(H, W)`` or ``(1, 1, H, W)`` (see ``hardnet_desc.image.to_grey_tensor``).
+        image: grey float image ``(H, W)`` or ``(1, 1, H, W)`` (see ``hardnet_desc.core.image.to_grey_tensor``).
         keypoints: ``cv2.KeyPoint`` list, ``(N, 4)`` array of ``(x, y, size, angle_deg)``,
             or ``(N, 2, 3)`` affine frames. See the module docstring for conventions.
         patch_size: output side in pixels.
@@ -444,7 +444,7 @@ def extract_patches(
     """
     if not isinstance(image, torch.Tensor) or not image.is_floating_point():
         got = f"a {image.dtype} tensor" if isinstance(image, torch.Tensor) else type(image).__name__
-        raise TypeError(f"image must be a float torch tensor (hardnet_desc.image.to_grey_tensor makes one), got {got}")
+        raise TypeError(f"image must be a float torch tensor (hardnet_desc.core.image.to_grey_tensor makes one), got {got}")
     for name, value in (("patch_size", patch_size), ("supersample", supersample)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

@@ -5,7 +5,7 @@ For each photo: detect SIFT keypoints, make several views with random homographi
 gamma, blur, noise, JPEG), re-detect SIFT in every view and keep a keypoint wherever the
 re-detection agrees with the keypoint projected through the known homography (position,
 scale and orientation). The view's *detected* keypoint is used, so detector noise is real.
-Every view's patch is cut with ``hardnet_desc.patches.extract_patches``, the same code
+Every view's patch is cut with ``hardnet_desc.core.patches.extract_patches``, the same code
 as inference, at 64x64 with ``supersample=1``; the loader's 2x2 mean then equals the 32x32
 inference patch exactly.
 
@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ..data.images import list_images
-from ..data.phototour import STORED_SIZE, PhotoTourWriter, check_count, check_dataset_folder, make_pairs
-from ..data.warps import WarpConfig, photometric, project_keypoints, random_homography
-from ..detection import detect_sift
-from ..image import read_image, to_grey_numpy, to_grey_tensor
-from ..outputs import write_json
-from ..patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches
+from ...data.images import list_images
+from ...data.phototour import STORED_SIZE, PhotoTourWriter, check_count, check_dataset_folder, make_pairs
+from ...data.warps import WarpConfig, photometric, project_keypoints, random_homography
+from ...detection import detect_sift
+from ...core.image import read_image, to_grey_numpy, to_grey_tensor
+from ...outputs import write_json
+from ...core.patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches
 
 
 @dataclass
@@ -204,7 +204,7 @@ def make_dataset(
         raise ValueError(f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}")
     warp, match = warp or WarpConfig(), match or MatchConfig()
     if min_kp_size is None:
-        from ..weights import load_weights
+        from ...core.weights import load_weights
 
         min_kp_size = load_weights().min_kp_size
     min_kp_size = check_min_kp_size(min_kp_size)

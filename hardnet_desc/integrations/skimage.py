@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .descriptor import HardNetDescriptor
-from .model import HardNet
-from .weights import DEFAULT_WEIGHTS
+from ..descriptor import HardNetDescriptor
+from ..core.model import HardNet
+from ..core.weights import DEFAULT_WEIGHTS
 
 
 class HardNetExtractor:

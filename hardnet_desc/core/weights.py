@@ -34,7 +34,7 @@ BUNDLED: dict[str, tuple[str, str]] = {
     "hardnet-desc-v3": ("hardnet-desc-v3.safetensors", "92613e231a66c26241dd36064953f4355b41ca5b6c85caa5c7cd28a5f1894949"),
 }
 DEFAULT_WEIGHTS = "default"
-_REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+_REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 
 
 class WeightsError(ValueError):
@@ -81,7 +81,7 @@ class Weights:
             number = float(value)
         except ValueError:
             number = math.nan
-        if not 0 <= number < math.inf:  # the rule of hardnet_desc.patches.check_min_kp_size
+        if not 0 <= number < math.inf:  # the rule of hardnet_desc.core.patches.check_min_kp_size
             raise WeightsError(f"{self.source}: metadata min_kp_size {value!r} is not a number >= 0 of pixels")
         return number
 

@@ -37,17 +37,17 @@ import cv2
 import numpy as np
 import torch
 
-from .data.images import list_images
-from .detection import DEFAULT_MAX_KEYPOINTS, detect_sift
-from .device import usable_cpus
-from .image import read_image, to_grey_numpy, to_grey_tensor
-from .model import DESCRIPTOR_DIM
-from .patches import check_inside, keypoints_to_frames
+from ..data.images import list_images
+from ..detection import DEFAULT_MAX_KEYPOINTS, detect_sift
+from ..core.device import usable_cpus
+from ..core.image import read_image, to_grey_numpy, to_grey_tensor
+from ..core.model import DESCRIPTOR_DIM
+from ..core.patches import check_inside, keypoints_to_frames
 
 if TYPE_CHECKING:
     import h5py
 
-    from .descriptor import HardNetDescriptor
+    from ..descriptor import HardNetDescriptor
 
 #: Datasets of one image's group, in the order they are written.
 FEATURE_KEYS = ("keypoints", "descriptors", "scores", "scales", "oris", "image_size")
@@ -106,7 +106,7 @@ def write_features(h5: h5py.File, name: str, keypoints: Sequence[cv2.KeyPoint] |
 def keypoint_rows(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
     """OpenCV keypoints as float64 rows ``(N, 7)`` of ``(x, y, size, angle, response, octave, class_id)``:
     exact (float64 holds every float32 and int32 field), picklable, and the first four columns are
-    the ``(N, 4)`` keypoint array of ``hardnet_desc.patches``."""
+    the ``(N, 4)`` keypoint array of ``hardnet_desc.core.patches``."""
     rows = [(*k.pt, k.size, k.angle, k.response, k.octave, k.class_id) for k in keypoints]
     return np.array(rows, np.float64).reshape(-1, 7)
 

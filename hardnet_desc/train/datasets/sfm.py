@@ -2,7 +2,7 @@
 
 Every 3D point of a COLMAP reconstruction whose track has at least ``min_track`` observations
 gives one patch per observation, cut around that observation's own SIFT keypoint (position,
-scale and orientation from the COLMAP database) with ``hardnet_desc.patches.extract_patches``,
+scale and orientation from the COLMAP database) with ``hardnet_desc.core.patches.extract_patches``,
 the code ``HardNetDescriptor.compute`` uses, at 64x64 with ``supersample=1`` (the trainer's 2x2
 mean then equals the 32x32 inference patch). The label is the 3D point, unique across scenes;
 the second column of ``info.txt`` is the scene's index, so the trainer's ``--photos-per-batch``
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ..image import read_image, to_grey_tensor
-from ..patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches, keypoints_from_colmap
-from ..outputs import write_json
-from .phototour import STORED_SIZE, PhotoTourWriter, check_count, check_dataset_folder, make_pairs
+from ...core.image import read_image, to_grey_tensor
+from ...core.patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches, keypoints_from_colmap
+from ...outputs import write_json
+from ...data.phototour import STORED_SIZE, PhotoTourWriter, check_count, check_dataset_folder, make_pairs
 
 #: Scenes held out for validation (the same scenes ``eval-pairs`` reports on).
 DEFAULT_VAL_SCENES = (
@@ -80,7 +80,7 @@ def find_scenes(
 
     A folder without ``database.db`` and ``sparse/`` is taken as a folder of photos and
     reconstructed into ``work_dir/<name>`` by ``reconstruct(image_dir, out_dir)`` (e.g. SIFT with
-    ``hardnet_desc.sfm.reconstruct``), which must write ``database.db`` and ``sparse/<k>/`` there;
+    ``hardnet_desc.integrations.colmap.reconstruct``), which must write ``database.db`` and ``sparse/<k>/`` there;
     without ``reconstruct`` such a folder is an error.
     """
     if isinstance(scenes, (str, Path)):
@@ -268,7 +268,7 @@ def cut_patches(
         keypoints: ``(k, 4)`` OpenCV keypoints, centres inside the photo.
         patch_scale: patch side in units of ``kp.size``.
         size: ``(width, height)`` the model's camera gives the photo; another size is an error.
-        min_kp_size: least ``kp.size`` in pixels a patch is cut for (``hardnet_desc.patches``).
+        min_kp_size: least ``kp.size`` in pixels a patch is cut for (``hardnet_desc.core.patches``).
     """
     image = read_image(image_path)
     if image.shape[1::-1] != tuple(size):
@@ -367,7 +367,7 @@ def scene_patches(scene: SfmScene, *, all_models: bool = False, **options) -> Sc
 
 
 def _count_images(scene: SfmScene) -> int:
-    from .images import list_images
+    from ...data.images import list_images
 
     return len(list_images(scene.image_dir))
 
@@ -418,7 +418,7 @@ def make_sfm_dataset(
     """
     check_count(val_pairs, "val_pairs")
     if patch_scale is None or min_kp_size is None:
-        from ..weights import load_weights
+        from ...core.weights import load_weights
 
         default = load_weights()
         patch_scale = patch_scale or default.patch_scale or DEFAULT_PATCH_SCALE

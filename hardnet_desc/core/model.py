@@ -14,7 +14,7 @@ from torch import nn
 PATCH_SIZE = 32
 DESCRIPTOR_DIM = 128
 
-# (in, out, stride) of the seven 3x3 convolutions.
+# (in, out, stride) of the six 3x3 convolutions; the seventh, 8x8, gives the 128-D descriptor.
 _CONVS = ((1, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2), (128, 128, 1))
 
 

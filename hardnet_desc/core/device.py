@@ -7,7 +7,7 @@ Precisions (``precision`` arguments and ``--precision`` options):
 | `fp32` | float32                                                | float32              |
 | `bf16` | bfloat16 autocast                                      | bfloat16 autocast    |
 | `fp16` | error (use `bf16`)                                     | float16 autocast     |
-| `int8` | int8 convolutions (``hardnet_desc.quantize``)          | error                |
+| `int8` | int8 convolutions (``hardnet_desc.core.quantize``)          | error                |
 | `auto` | per CPU kind (``CPU_AUTO``): the fastest measured      | `fp16`               |
 |        | precision that is as accurate as fp32 on real pairs    |                      |
 
@@ -165,7 +165,7 @@ def cpu_has_native_bf16() -> bool:
     return bool({"amx", "avx512_bf16"} & cpu_features())
 
 
-#: torch's quantized engine of the int8 network (``hardnet_desc.quantize``).
+#: torch's quantized engine of the int8 network (``hardnet_desc.core.quantize``).
 INT8_ENGINE = "onednn"
 
 

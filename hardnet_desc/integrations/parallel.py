@@ -2,7 +2,7 @@
 
 Every worker holds one ``HardNetDescriptor`` and runs
 ``extract_folder`` on its share of the images, writing its own
-shard ``OUT.parts/part-<pid>-<8 hex>.h5`` in the layout of ``hardnet_desc.features_io``, marked as
+shard ``OUT.parts/part-<pid>-<8 hex>.h5`` in the layout of ``hardnet_desc.integrations.hloc``, marked as
 a shard of ``OUT`` by its ``SHARD_MARK`` attribute. When all are done the shards are merged into
 ``OUT`` and removed. Resumable: shards left by an interrupted run are merged first, and images
 already in ``OUT`` are skipped. Only files named and marked as our shards are ever merged or
@@ -31,9 +31,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from .detection import DEFAULT_MAX_KEYPOINTS
-from .features_io import ExtractReport, claim_file, extract_folder, feature_names, file_attrs, image_names
-from .weights import DEFAULT_WEIGHTS
+from ..detection import DEFAULT_MAX_KEYPOINTS
+from .hloc import ExtractReport, claim_file, extract_folder, feature_names, file_attrs, image_names
+from ..core.weights import DEFAULT_WEIGHTS
 
 BACKENDS = ("processes", "ray")
 #: The attribute that marks a shard as one a worker wrote for the output file it names (``OUT``'s name).
@@ -145,7 +145,7 @@ def extract_parallel(
             or a new local instance.
         device, precision: for each worker's descriptor.
     """
-    from .descriptor import HardNetDescriptor
+    from ..descriptor import HardNetDescriptor
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -184,7 +184,7 @@ class _Worker:
     def __init__(self, root: str, parts: str, settings: dict[str, Any], threads: int | None = None) -> None:
         import torch
 
-        from .descriptor import HardNetDescriptor
+        from ..descriptor import HardNetDescriptor
 
         if threads:
             torch.set_num_threads(threads)

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .device import resolve_device
-from .model import PATCH_SIZE, HardNet
-from .patches import DEFAULT_PATCH_SCALE, KeypointsLike, keypoints_to_frames
-from .weights import DEFAULT_WEIGHTS, Weights, load_weights
+from ..core.device import resolve_device
+from ..core.model import PATCH_SIZE, HardNet
+from ..core.patches import DEFAULT_PATCH_SCALE, KeypointsLike, keypoints_to_frames
+from ..core.weights import DEFAULT_WEIGHTS, Weights, load_weights
 
 if TYPE_CHECKING:
     import kornia.feature
@@ -42,7 +42,7 @@ def laf_descriptor(
         weights: a bundled name, a weight file, ``hf://...``, a ``HardNet``
             or loaded ``Weights``.
         device: where the module lives (``"cpu"``, ``"cuda"``, ``"auto"``...; see
-            ``hardnet_desc.device.resolve_device``).
+            ``hardnet_desc.core.device.resolve_device``).
 
     Raises:
         WeightsError: weights that cannot be loaded or do not fit HardNet (as ``load_weights``).

@@ -4,7 +4,7 @@ The float network is quantized when it is loaded, from its own weights and a few
 numbers, so no second weight file exists:
 
 * **weights**: int8, symmetric, one scale per output channel (``max |w| / 127.5``), computed
-  from the fused float weights (``hardnet_desc.model.fuse_hardnet``) at load time;
+  from the fused float weights (``hardnet_desc.core.model.fuse_hardnet``) at load time;
 * **activations**: uint8 with one ``(scale, zero_point)`` per tensor, for the standardised
   input and the output of each of the seven convolutions. These come from running the float
   net on patches of training photos (``calibrate``, a histogram observer that minimises

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet, fuse_hardnet
-from .outputs import check_output, replacing
-from .patches import DEFAULT_PATCH_SCALE
-from .weights import DEFAULT_WEIGHTS, Weights, load_hardnet
+from ..core.model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet, fuse_hardnet
+from ..outputs import check_output, replacing
+from ..core.patches import DEFAULT_PATCH_SCALE
+from ..core.weights import DEFAULT_WEIGHTS, Weights, load_hardnet
 
 #: Opsets the exported graph is valid for.
 OPSETS = range(13, 22)

@@ -73,12 +73,21 @@ class Weights:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the state dict's tensors (names and values), to tell weight sets apart."""
-        digest = hashlib.sha256()
-        for key in sorted(self.state_dict):
-            digest.update(key.encode())
-            digest.update(self.state_dict[key].detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        """``fingerprint`` of the state dict: recorded by feature files, ONNX models and int8 calibration."""
+        return fingerprint(self.state_dict)
+
+
+def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's tensors (names, sorted, and values as stored), to tell weight sets apart.
+
+    The one fingerprint of weights: ``hardnet-desc extract``'s HDF5 files, ONNX metadata and the int8
+    calibration table (``hardnet_desc.core.quantize``) record it.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        digest.update(key.encode())
+        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def bundled_path(name: str) -> Path:

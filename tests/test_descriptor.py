@@ -229,29 +229,28 @@ def test_describe_patches_errors(desc):
 
 def test_patches_cut_in_a_worker_thread_give_the_same_descriptors(hardnet, example_image, keypoints):
     """compute() cuts batch i + 1 while the net describes batch i; the result is the serial one, bit for bit."""
-    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64)  # 4 batches
-    desc._overlap = True
-    overlapped = desc.compute(example_image, keypoints)[1]
-    desc._overlap = False
-    serial = desc.compute(example_image, keypoints)[1]
+    overlapped, serial = (
+        HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64, overlap=overlap)  # 4 batches
+        .compute(example_image, keypoints)[1] for overlap in (True, False)
+    )
     np.testing.assert_array_equal(overlapped, serial)
 
 
 def test_patches_are_cut_in_a_worker_thread_only_where_a_core_is_spare(monkeypatch, hardnet, example_image, keypoints):
     """By default the worker thread runs only when torch's threads leave a CPU free (else it competes with them)."""
-    import hardnet_desc.descriptor as descriptor
+    import hardnet_desc.describe as describe
 
     threads = []
-    real = descriptor._prefetched
+    real = describe._prefetched
 
     def spy(fn, items, enabled=True):
         threads.append(enabled)
         return real(fn, items, enabled)
 
-    monkeypatch.setattr(descriptor, "_prefetched", spy)
+    monkeypatch.setattr(describe, "_prefetched", spy)
     desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64)
     for spare in (True, False):
-        monkeypatch.setattr(descriptor, "_spare_core", lambda spare=spare: spare)
+        monkeypatch.setattr(describe, "spare_core", lambda spare=spare: spare)
         desc.compute(example_image, keypoints)
     assert threads == [True, False]
 
@@ -517,8 +516,8 @@ def test_many_images_share_network_calls(hardnet, example_pair, keypoints):
     sizes = _network_batches(desc)
     refs = [desc.compute(image, kps)[1] for image, kps in zip(images, lists)]
     assert sizes == [64, 64, 64, 8, 64, 64, 2, 30, 5]  # on the CPU each image has its own batches
-    sizes.clear()
-    desc._pack = True  # what runs off the CPU
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64, pack=True)  # what runs off the CPU
+    sizes = _network_batches(desc)
     kept, descs = desc.compute(images, lists)
     assert sizes == [64] * 5 + [45]
     for got, ref in zip(descs, refs):
@@ -542,7 +541,7 @@ def test_batched_lafs_share_network_calls(hardnet, example_pair, keypoints):
     images = torch.stack([torch.from_numpy(im[:, :, ::-1].copy()).permute(2, 0, 1) for im in (image, image[::-1])])
     lafs = desc.frames(keypoints[:100])[None].repeat(2, 1, 1, 1)
     refs = [desc.compute(images[b], lafs[b])[1] for b in range(2)]
-    desc._pack = True
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=128, pack=True)
     sizes = _network_batches(desc)
     _, got = desc.compute(images, lafs)
     assert sizes == [128, 72] and got.shape == (2, 100, 128) and isinstance(got, torch.Tensor)
@@ -599,8 +598,8 @@ def test_cuda_describing_stays_on_the_device(example_pair, pair_keypoints):
     tensors = [torch.from_numpy(im[:, :, ::-1].copy()).permute(2, 0, 1).cuda() for im in example_pair]
     syncs = {}
     for batch_size in (64, 1024):
-        desc = HardNetDescriptor(device="cuda", precision="fp16", batch_size=batch_size)
-        desc._overlap = False  # every sync in this thread, where the warnings are caught
+        # overlap=False: every sync in this thread, where the warnings are caught
+        desc = HardNetDescriptor(device="cuda", precision="fp16", batch_size=batch_size, overlap=False)
         desc.compute(tensors[0], pair_keypoints[0])  # warm-up: cuDNN, caches
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("warn")

@@ -12,6 +12,8 @@ from hardnet_desc.core.patches import (
     DEFAULT_PATCH_SCALE,
     PatchSpec,
     build_pyramid,
+    check_frames,
+    describable_frames,
     cut_frame_batch,
     extract_patches,
     frame_batches,
@@ -174,7 +176,7 @@ def test_bad_image_and_patch_scale_give_clear_errors(grey):
     kps = np.array([[10.0, 10.0, 5.0, 0.0]])
     with pytest.raises(ValueError, match=r"image must be \(H, W\) or \(1, 1, H, W\)"):
         extract_patches(torch.from_numpy(grey)[None], kps)
-    with pytest.raises(ValueError, match="patch_scale must be a positive number"):
+    with pytest.raises(ValueError, match="patch_scale must be a positive finite number, got 0.0"):
         _patches(grey, kps, patch_scale=0.0)
 
 
@@ -204,7 +206,7 @@ def test_min_kp_size_raises_small_sizes_only(grey, kp_array):
     plain = _patches(grey, kps)
     torch.testing.assert_close(got[large], plain[large], atol=0, rtol=0)
     assert (got[small] - plain[small]).abs().mean() > 0.02  # a wider support is really described
-    frames = keypoints_to_frames(kps, DEFAULT_PATCH_SCALE, floor)
+    frames = keypoints_to_frames(kps, PatchSpec(DEFAULT_PATCH_SCALE, floor))
     scale = torch.sqrt(torch.det(frames[:, :, :2].double())).numpy()
     np.testing.assert_allclose(scale, DEFAULT_PATCH_SCALE * np.maximum(kps[:, 2], floor) / 2, rtol=1e-6)
     assert kps[small, 2].max() < floor  # the caller's keypoints are not changed
@@ -280,7 +282,7 @@ def test_colmap_keypoints_upright_and_bad_shapes():
 @pytest.mark.parametrize(("batch_size", "first"), [(64, None), (64, 10), (1000, None), (7, 7)])
 def test_frame_batches_cut_the_patches_of_extract_patches(example_grey, example_keypoints, batch_size, first):
     """Checked and grouped once per image, each batch's patches are extract_patches', bit for bit."""
-    frames = keypoints_to_frames(example_keypoints, DEFAULT_PATCH_SCALE)[:150]
+    frames = keypoints_to_frames(example_keypoints, PatchSpec(DEFAULT_PATCH_SCALE))[:150]
     frames[::9, :, :2] *= 7.0  # large patches: read from coarse pyramid levels
     max_level, batches = frame_batches(frames, 520, 800, batch_size, first)
     assert max_level == int(pyramid_levels(frames, 64).max()) > 2
@@ -295,17 +297,19 @@ def test_frame_batches_cut_the_patches_of_extract_patches(example_grey, example_
     assert frame_batches(frames[:0], 520, 800, 64) == (0, [])
 
 
-def test_frame_batches_refuse_bad_frames(example_keypoints):
+def test_check_frames_refuses_bad_frames(example_keypoints):
+    """The one check of given frames (describe_many's, before frame_batches, which trusts them)."""
     frames = keypoints_to_frames(example_keypoints[:20])
+    check_frames(frames, 520, 800)
     outside = frames.clone()
     outside[5, 0, 2] = 900.0
     with pytest.raises(ValueError, match=r"1 keypoint\(s\) lie outside the 800x520 image \(first: index 5"):
-        frame_batches(outside, 520, 800, 8)
+        check_frames(outside, 520, 800)
     for value in (float("nan"), float("inf")):
         bad = frames.clone()
         bad[3, 1, 0] = value
         with pytest.raises(ValueError, match="NaN or inf"):
-            frame_batches(bad, 520, 800, 8)
+            check_frames(bad, 520, 800)
     with pytest.raises(ValueError, match="must be >= 1"):
         frame_batches(frames, 520, 800, 8, 0)
 

@@ -327,13 +327,14 @@ class HardNetDescriptor:
         Returns the kept keypoints of each image and its descriptors as a float32 tensor on this
         device: ``(N, 128)``, or ``(B, N, 128)`` for kornia's batched LAFs.
         """
-        kept, greys, frames, counts = [], [], [], []
+        kept, greys, frames, counts, batched = [], [], [], [], []
         for image, kps in zip(images, keypoints, strict=True):
             if kps is None:  # what cv2 accepts for "no keypoints"
                 kps = ()
             elif isinstance(kps, Iterator):
                 kps = list(kps)  # a generator can be read once: keep what it gave
-            if is_frames(kps) and kps.ndim == 4:  # kornia's (B, N, 2, 3): frames[b] belong to image b
+            batched.append(getattr(kps, "ndim", 0) == 4 and is_frames(kps))
+            if batched[-1]:  # kornia's (B, N, 2, 3): frames[b] belong to image b
                 batch = as_frames(kps).to(self.device)
                 for im in split_batch(image, len(batch)):
                     greys.append(to_grey_tensor(im, self.device))
@@ -350,9 +351,8 @@ class HardNetDescriptor:
             counts.append(len(greys) - sum(counts))
         descs = describe(self.net, greys, frames, self._settings)  # checked above: the core trusts them
         out, start = [], 0
-        for count, kps in zip(counts, kept, strict=True):
-            batched = is_frames(kps) and kps.ndim == 4
-            out.append(torch.stack(descs[start : start + count]) if batched else descs[start])
+        for count, lafs in zip(counts, batched, strict=True):
+            out.append(torch.stack(descs[start : start + count]) if lafs else descs[start])
             start += count
         return kept, out
 

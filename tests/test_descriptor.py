@@ -1,6 +1,8 @@
 """HardNetDescriptor as an OpenCV Feature2D drop-in, on the bundled photos (untrained weights)."""
 
+import sys
 import warnings
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -619,3 +621,54 @@ def test_cuda_describing_stays_on_the_device(example_pair, pair_keypoints):
     desc.compute(tensors, pair_keypoints)
     total = sum(len(kps) for kps in pair_keypoints)
     assert total > 1500 and sizes == [300] * (total // 300) + [total % 300]  # packed: every call full but the last
+
+
+def test_one_compute_enters_each_step_once(hardnet, example_image, keypoints):
+    """Following one compute call: the facade converts the image and the keypoints once (image, then
+    patches), then the torch core (describe) cuts and describes; nothing is converted or checked twice."""
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64, overlap=False)  # 4 batches
+    calls: list[tuple[str, str]] = []
+
+    def profile(frame, event, arg):
+        module = frame.f_globals.get("__name__", "")
+        if event == "call" and module.startswith("hardnet_desc."):
+            calls.append((module.removeprefix("hardnet_desc."), frame.f_code.co_name))
+
+    sys.setprofile(profile)
+    try:
+        _, got = desc.compute(example_image, keypoints)
+    finally:
+        sys.setprofile(None)
+    assert got.shape == (len(keypoints), 128)
+    count = Counter(name for _, name in calls)
+    for name in ("to_grey_tensor", "describable_frames", "keypoints_to_array", "_frames_of", "inside_image",
+                 "describe", "frame_batches", "pyramid_levels", "build_pyramid"):
+        assert count[name] == 1, (name, count[name])
+    for name in ("keypoints_to_frames", "check_inside", "check_frames", "describe_many", "sample_frames"):
+        assert count[name] == 0, (name, count[name])
+    assert count["cut_frame_batch"] == 4
+    core = next(i for i, (module, name) in enumerate(calls) if name == "describe")
+    facade = [module for module, _ in calls[:core] if module != "descriptor"]
+    assert [m for k, m in enumerate(facade) if k == 0 or facade[k - 1] != m] == ["core.image", "core.patches"]
+    assert calls[-1] == ("descriptor", "_output")  # then back in the facade only for the result
+    assert {module for module, _ in calls[core:-1]} <= {"describe", "core.patches", "core.device", "core.model"}
+
+
+def test_a_torch_image_is_not_copied_to_the_host(monkeypatch, desc, example_image, keypoints):
+    """compute of a torch image converts it where it lies (no .cpu(), .numpy() or __array__ of its data)
+    and describes it as the same image in numpy, bit for bit (uint8: OpenCV's integer grey weights)."""
+    rgb = torch.from_numpy(np.ascontiguousarray(example_image[:, :, ::-1])).permute(2, 0, 1)
+    copied: list[int] = []
+    for method in ("cpu", "numpy", "__array__", "tolist"):
+        real = getattr(torch.Tensor, method)
+
+        def spy(self, *args, real=real, **kwargs):
+            copied.append(self.data_ptr())
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, spy)
+    _, got = desc.compute(rgb, keypoints)
+    assert isinstance(got, torch.Tensor)
+    assert rgb.data_ptr() not in copied
+    monkeypatch.undo()
+    np.testing.assert_array_equal(got.numpy(), desc.compute(example_image, keypoints)[1])

@@ -27,6 +27,9 @@ Conventions (the same as OpenCV's, stated once here and used everywhere):
   level, the same as for any other patch many times the image's size. Only a patch whose
   half side overflows float32 (``patch_scale * size / 2 > 3.4e38``) is refused (``ValueError``).
 
+The patch geometry (``patch_scale``, ``min_kp_size``, the output side and the supersampling)
+travels as one ``PatchSpec``; the weights record its first two (``PatchSpec.to_metadata``).
+
 Anti-aliasing: each patch is sampled on a ``2 * patch_size`` grid from the
 level of a Gaussian pyramid whose pixel is no larger than a grid step, then
 2x2-averaged. A large keypoint is thus read from a blurred, downsampled level

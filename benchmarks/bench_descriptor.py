@@ -185,8 +185,8 @@ def run(
     precisions = ["fp32", "bf16"] + (["int8"] if dev.type == "cpu" and int8_available() else ["fp16"])
     descs = {p: HardNetDescriptor(weights, device=dev, precision=p) for p in precisions}
     descs["default"] = HardNetDescriptor(weights, device=dev)
-    serial, threaded = HardNetDescriptor(weights, device=dev), HardNetDescriptor(weights, device=dev)
-    serial._overlap, threaded._overlap = False, True  # the default decides by spare cores
+    # the default (overlap=None) decides by spare cores
+    serial, threaded = (HardNetDescriptor(weights, device=dev, overlap=overlap) for overlap in (False, True))
     stats["default_precision"] = descs["default"].precision
     stats["default_batch_size"] = float(descs["default"].batch_size)
     patches = descs["default"].cut_patches(photo, kps)

@@ -27,7 +27,7 @@ image = torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() 
 
 hardnet = HardNetDescriptor(device="cpu")
 keypoints = cv2.SIFT_create(nfeatures=500).detect(bgr, None)
-lafs = keypoints_to_lafs(keypoints, hardnet.patch_scale, hardnet.min_kp_size)  # (1, N, 2, 3)
+lafs = keypoints_to_lafs(keypoints, hardnet.patch_spec)  # (1, N, 2, 3)
 _, desc = hardnet.compute(image, lafs)  # (1, N, 128) tensor
 print(f"HardNetDescriptor: {tuple(desc.shape)} {type(desc).__name__}")
 

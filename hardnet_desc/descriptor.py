@@ -6,10 +6,7 @@ returns: the keypoints and a float32 ``(N, 128)`` array with unit L2 norm rows, 
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +15,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .detection import detect_sift
-from .core.device import autocast, choose_precision, default_batch_size, resolve_device, usable_cpus
+from .core.device import choose_precision, default_batch_size, resolve_device
 from .core.image import ImageLike, split_batch, tame_tensor, to_grey_tensor
 from .core.model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
 from .core.patches import (
-    DEFAULT_PATCH_SCALE,
     KeypointsLike,
-    build_pyramid,
-    check_min_kp_size,
-    cut_frame_batch,
+    PatchSpec,
+    as_frames,
+    check_frames,
     describable_frames,
-    is_frames,
     extract_patches,
-    frame_batches,
+    is_frames,
     keypoints_to_frames,
 )
-from .core.weights import DEFAULT_WEIGHTS, Weights, bundled_file, load_hardnet
+from .core.quantize import inference_net
+from .core.weights import DEFAULT_WEIGHTS, Weights, load_hardnet
+from .describe import DescribeSettings, describe, forward
+from .detection import detect_sift
 
 
 @torch.inference_mode()
@@ -85,7 +82,7 @@ def describe_patches(
         if batch.shape[-2:] != (PATCH_SIZE, PATCH_SIZE):
             mode = "area" if min(batch.shape[-2:]) >= PATCH_SIZE else "bilinear"
             batch = F.interpolate(batch, size=(PATCH_SIZE, PATCH_SIZE), mode=mode)
-        out[start : start + len(batch)] = _forward(net, batch, device, precision)
+        out[start : start + len(batch)] = forward(net, batch, device, precision)
     return out.cpu().numpy() if as_numpy else out
 
 
@@ -94,56 +91,6 @@ def _tame_patches(x: torch.Tensor) -> torch.Tensor:
     does for images: the descriptors of ``1e-30 * p`` are those of ``p``."""
     x = x.double() if x.dtype == torch.float64 else x.float()
     return tame_tensor(x, x.abs().amax(dim=(1, 2, 3), keepdim=True))
-
-
-def _forward(net: torch.nn.Module, patches: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
-    with autocast(device, precision):
-        return net(patches.contiguous(memory_format=torch.channels_last)).float()
-
-
-def _int8_net(net: torch.nn.Module, weights: Weights) -> torch.nn.Module:
-    from .core.quantize import quantize_hardnet
-
-    activations = _int8_calibration(weights)
-    if activations is None:
-        raise ValueError(
-            f"precision='int8' needs activation scales calibrated for these weights ({weights.source}); "
-            "only the bundled weights ship them (benchmarks/calibrate_int8.py makes them for others)"
-        )
-    return quantize_hardnet(net, activations)
-
-
-def _int8_calibration(weights: Weights) -> list[tuple[float, int]] | None:
-    """The int8 activation scales shipped for ``weights`` (the bundled ones), or ``None``."""
-    from .core.quantize import CALIBRATION_FILE, load_calibration
-
-    return load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE))
-
-
-def _spare_core() -> bool:
-    """Whether torch's intra-op threads leave at least one of this process's CPUs free."""
-    return torch.get_num_threads() < usable_cpus()
-
-
-def _prefetched(
-    fn: Callable[[int], torch.Tensor], items: Sequence[int], enabled: bool = True
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(item, fn(item))`` in order, with ``fn`` of the next item running in a worker thread meanwhile."""
-    if not enabled:
-        yield from ((item, fn(item)) for item in items)
-        return
-
-    def run(item: int) -> torch.Tensor:
-        with torch.inference_mode():  # inference mode is per thread
-            return fn(item)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hardnet-patches") as pool:
-        pending = pool.submit(run, items[0])
-        for k, item in enumerate(items):
-            result = pending.result()
-            if k + 1 < len(items):
-                pending = pool.submit(run, items[k + 1])
-            yield item, result
 
 
 class HardNetDescriptor:
@@ -168,7 +115,16 @@ class HardNetDescriptor:
         min_kp_size: least ``kp.size`` in pixels a patch is cut for (smaller keypoints get the patch
             of this size; ``hardnet_desc.core.patches``). ``None`` takes the value recorded in the weight
             file, else 0 (no minimum).
+        patch_spec: the whole patch geometry at once (``PatchSpec``; ``None``: the weights'
+            ``Weights.patch_spec``); ``patch_scale`` and ``min_kp_size`` replace its fields. Its
+            ``size`` must be the network's input side, 32.
         detector: any ``cv2.Feature2D`` used by ``detect``; default ``cv2.SIFT_create()``.
+        overlap: cut the next batch's patches in a worker thread while the network describes this
+            one: ``None`` where torch's threads leave a CPU free for it, ``True``/``False`` always/never.
+            Never changes results.
+        pack: let a network call hold the patches of several images (``compute`` of a list,
+            ``describe_many``): ``None`` off the CPU only (CPU batches are small, and its bf16 kernels
+            are not batch-invariant), ``True``/``False`` always/never.
     """
 
     def __init__(
@@ -180,50 +136,46 @@ class HardNetDescriptor:
         precision: str = "auto",
         patch_scale: float | None = None,
         min_kp_size: float | None = None,
+        patch_spec: PatchSpec | None = None,
         detector: Any = None,
+        overlap: bool | None = None,
+        pack: bool | None = None,
     ) -> None:
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))):
             raise TypeError(f"batch_size must be an integer, got {type(batch_size).__name__} {batch_size!r}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if patch_scale is not None and not _is_real(patch_scale):
-            raise TypeError(f"patch_scale must be a number or None, got {type(patch_scale).__name__}")
-        if patch_scale is not None and not 0 < patch_scale < math.inf:
-            raise ValueError(f"patch_scale must be a positive finite number, got {patch_scale}")
-        if min_kp_size is not None:
-            check_min_kp_size(min_kp_size)
+        if patch_spec is not None and not isinstance(patch_spec, PatchSpec):
+            raise TypeError(f"patch_spec must be a PatchSpec or None, got {type(patch_spec).__name__}")
+        if patch_spec is not None and patch_spec.size != PATCH_SIZE:
+            raise ValueError(f"patch_spec.size must be {PATCH_SIZE}, the network's input side, got {patch_spec.size}")
+        PatchSpec().replace(scale=patch_scale, min_kp_size=min_kp_size)  # bad values fail before any loading
+        for name, value in (("overlap", overlap), ("pack", pack)):
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"{name} must be True, False or None, got {type(value).__name__}")
         if detector is not None and not callable(getattr(detector, "detect", None)):
             raise TypeError(f"detector must have a detect(image, mask) method, got {type(detector).__name__}")
-        self._device = resolve_device(device)
-        choose_precision(precision, self._device, inference=True)  # unknown names, fp16 off CUDA, int8 off CPU
+        device = resolve_device(device)
+        choose_precision(precision, device, inference=True)  # unknown names, fp16 off CUDA, int8 off CPU
         net, self._weights = load_hardnet(weights)  # also any nn.Module with HardNet's layout (copied)
-        self._precision = choose_precision(
-            precision, self._device, inference=True, int8_calibrated=_int8_calibration(self._weights) is not None
-        )
-        self._patch_scale = float(patch_scale or self._weights.patch_scale or DEFAULT_PATCH_SCALE)
-        self._min_kp_size = float(self._weights.min_kp_size if min_kp_size is None else min_kp_size)
-        self._batch_size = int(batch_size or default_batch_size(self._device, self._precision))
-        self.net = fuse_hardnet(net.eval()).to(self._device).to(memory_format=torch.channels_last)
-        if self._precision == "int8":
-            self.net = _int8_net(self.net, self._weights)
+        fused = fuse_hardnet(net.eval()).to(device).to(memory_format=torch.channels_last)
+        self.net, precision = inference_net(fused, self._weights, precision, device)
+        spec = (patch_spec or self._weights.patch_spec).replace(scale=patch_scale, min_kp_size=min_kp_size)
+        batch_size = int(batch_size or default_batch_size(device, precision))
+        self._settings = DescribeSettings(device, precision, batch_size, spec, pack=pack, overlap=overlap)
         self._own_detector = detector is None
         self._detector = cv2.SIFT_create() if detector is None else detector
-        # Cut the next batch's patches in a worker thread while the net runs: None = where a core is left
-        # over for it (_spare_core), True/False = always/never (tests and benchmarks).
-        self._overlap: bool | None = None
-        # Let a network batch hold the patches of several images (describe_many): None = off the CPU only
-        # (CPU batches are small, and its bf16 kernels are not batch-invariant), True/False = always/never.
-        self._pack: bool | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the settings and weights (cv2's default SIFT detector is rebuilt, not pickled).
 
         The resolved precision and batch size are stored, so the copy describes exactly as this one.
         """
+        settings = self._settings
         return {
-            "weights": self._weights, "device": str(self._device), "batch_size": self._batch_size,
-            "precision": self._precision, "patch_scale": self._patch_scale, "min_kp_size": self._min_kp_size,
-            "detector": None if self._own_detector else self._detector,
+            "weights": self._weights, "device": str(settings.device), "batch_size": settings.batch_size,
+            "precision": settings.precision, "patch_spec": settings.spec, "overlap": settings.overlap,
+            "pack": settings.pack, "detector": None if self._own_detector else self._detector,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -237,29 +189,50 @@ class HardNetDescriptor:
         return self._weights
 
     @property
+    def patch_spec(self) -> PatchSpec:
+        """The patch geometry: how the patch of a keypoint is cut."""
+        return self._settings.spec
+
+    @property
     def patch_scale(self) -> float:
-        """Patch side in units of ``kp.size``."""
-        return self._patch_scale
+        """Patch side in units of ``kp.size`` (``patch_spec.scale``)."""
+        return self._settings.spec.scale
 
     @property
     def min_kp_size(self) -> float:
-        """Least ``kp.size`` in pixels a patch is cut for (0: none)."""
-        return self._min_kp_size
+        """Least ``kp.size`` in pixels a patch is cut for (0: none; ``patch_spec.min_kp_size``)."""
+        return self._settings.spec.min_kp_size
 
     @property
     def device(self) -> torch.device:
         """Where the network runs."""
-        return self._device
+        return self._settings.device
 
     @property
     def precision(self) -> str:
         """The precision that runs (``"auto"`` already resolved): ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``."""
-        return self._precision
+        return self._settings.precision
 
     @property
     def batch_size(self) -> int:
         """Patches per forward pass."""
-        return self._batch_size
+        return self._settings.batch_size
+
+    @property
+    def settings(self) -> DescribeSettings:
+        """How ``hardnet_desc.describe.describe`` runs for this descriptor (device, precision, batch size,
+        ``patch_spec``, ``pack``, ``overlap``); frozen."""
+        return self._settings
+
+    @property
+    def overlap(self) -> bool | None:
+        """Whether patches are cut in a worker thread while the network runs (``None``: where a CPU is spare)."""
+        return self._settings.overlap
+
+    @property
+    def pack(self) -> bool | None:
+        """Whether a network call may hold the patches of several images (``None``: off the CPU only)."""
+        return self._settings.pack
 
     def __repr__(self) -> str:
         return (
@@ -354,31 +327,32 @@ class HardNetDescriptor:
         Returns the kept keypoints of each image and its descriptors as a float32 tensor on this
         device: ``(N, 128)``, or ``(B, N, 128)`` for kornia's batched LAFs.
         """
-        kept, greys, frames, counts = [], [], [], []
+        kept, greys, frames, counts, batched = [], [], [], [], []
         for image, kps in zip(images, keypoints, strict=True):
             if kps is None:  # what cv2 accepts for "no keypoints"
                 kps = ()
             elif isinstance(kps, Iterator):
                 kps = list(kps)  # a generator can be read once: keep what it gave
-            if is_frames(kps) and kps.ndim == 4:  # kornia's (B, N, 2, 3): frames[b] belong to image b
-                batch = self.frames(kps)
-                split = split_batch(image, len(batch))
-                greys += [to_grey_tensor(im, self._device) for im in split]
-                frames += list(batch)
+            batched.append(getattr(kps, "ndim", 0) == 4 and is_frames(kps))
+            if batched[-1]:  # kornia's (B, N, 2, 3): frames[b] belong to image b
+                batch = as_frames(kps).to(self.device)
+                for im in split_batch(image, len(batch)):
+                    greys.append(to_grey_tensor(im, self.device))
+                    check_frames(batch[len(frames)], *greys[-1].shape[-2:])  # described as given: all or none
+                    frames.append(batch[len(frames)])
             else:
-                grey = to_grey_tensor(image, self._device)
-                f, keep = describable_frames(kps, self._patch_scale, grey.shape[-2], grey.shape[-1], self._min_kp_size)
+                grey = to_grey_tensor(image, self.device)
+                f, keep = describable_frames(kps, self.patch_spec, grey.shape[-2], grey.shape[-1])
                 if not keep.all():
                     kps = _select(kps, keep)
                 greys.append(grey)
-                frames.append(f)
+                frames.append(f.to(self.device))
             kept.append(kps)
             counts.append(len(greys) - sum(counts))
-        descs = self.describe_many(greys, frames)
+        descs = describe(self.net, greys, frames, self._settings)  # checked above: the core trusts them
         out, start = [], 0
-        for count, kps in zip(counts, kept, strict=True):
-            batched = is_frames(kps) and kps.ndim == 4
-            out.append(torch.stack(descs[start : start + count]) if batched else descs[start])
+        for count, lafs in zip(counts, batched, strict=True):
+            out.append(torch.stack(descs[start : start + count]) if lafs else descs[start])
             start += count
         return kept, out
 
@@ -409,7 +383,7 @@ class HardNetDescriptor:
 
         Conventions (and kornia's LAF, which is the same): ``hardnet_desc.core.patches``.
         """
-        return keypoints_to_frames(keypoints, self._patch_scale, self._min_kp_size).to(self._device)
+        return keypoints_to_frames(keypoints, self.patch_spec).to(self.device)
 
     @torch.inference_mode()
     def cut_patches(self, image: ImageLike, keypoints: KeypointsLike) -> torch.Tensor:
@@ -418,32 +392,34 @@ class HardNetDescriptor:
         With ``describe_patches`` this splits ``compute`` in two, so the patches of
         several images can share network calls.
         """
-        return extract_patches(to_grey_tensor(image, self._device), self.frames(keypoints))
+        return extract_patches(to_grey_tensor(image, self.device), keypoints, self.patch_spec)
 
     # --- tensors in, descriptors out --------------------------------------------------------
     @torch.inference_mode()
-    def describe_frames(self, grey: torch.Tensor, frames: torch.Tensor) -> np.ndarray:
-        """Descriptors ``(N, 128)`` (numpy) for affine frames ``(N, 2, 3)`` of a ``(1, 1, H, W)`` image.
+    def describe_frames(self, grey: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """Descriptors ``(N, 128)`` for affine frames ``(N, 2, 3)`` of a ``(1, 1, H, W)`` grey image.
 
-        ``describe_many`` of one image, copied to the host.
+        ``describe_many`` of one image; the result follows the input as ``compute``'s does for a
+        torch image: a float32 tensor on the device of ``grey``.
         """
-        return self.describe_many([grey], [frames])[0].cpu().numpy()
+        return self.describe_many([grey], [frames])[0].to(grey.device)
 
     @torch.inference_mode()
     def describe_many(self, greys: Sequence[torch.Tensor], frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Descriptors of the frames of several images, on this device.
 
-        Everything runs on this device: the pyramids, the patches, the network; the host waits
-        for the device a couple of times per image (uploading host frames, reading back the frame
-        check and the level counts of ``patches.frame_batches``), never per batch. Off the CPU
-        the patches of consecutive images share network calls, so every call but the last is a
-        full ``batch_size``; on the CPU each image's batches are its own (results are then the
-        same as describing the images one by one; elsewhere they agree to float rounding). An
-        image's pyramid is built when its first batch is cut and dropped after its last one.
+        The frames are checked here, once per image (one read-back from the device each); then
+        ``hardnet_desc.describe.describe`` runs everything on this device: the pyramids, the
+        patches, the network; the host waits for the device once more per image (the level counts
+        of ``patches.frame_batches``), never per batch. Off the CPU (``pack``) the patches of
+        consecutive images share network calls, so every call but the last is a full
+        ``batch_size``; on the CPU each image's batches are its own (results are then the same as
+        describing the images one by one; elsewhere they agree to float rounding). An image's
+        pyramid is built when its first batch is cut and dropped after its last one.
 
-        Where torch's threads leave a core free, batch ``i + 1``'s patches are cut in a worker
-        thread while the network describes batch ``i`` (sampling and convolutions release the
-        GIL), so the network does not wait for them. Where the net's threads take every core the
+        Where torch's threads leave a core free (``overlap``), batch ``i + 1``'s patches are cut in
+        a worker thread while the network describes batch ``i`` (sampling and convolutions release
+        the GIL), so the network does not wait for them. Where the net's threads take every core the
         worker would only compete with them, and the patches are cut before each batch.
 
         Args:
@@ -461,50 +437,14 @@ class HardNetDescriptor:
         """
         if len(greys) != len(frames):
             raise ValueError(f"{len(greys)} images and {len(frames)} frame sets: give one frame set per image")
-        pack = self._device.type != "cpu" if self._pack is None else self._pack
-        size = self._batch_size
-        outs, plans, fill = [], [], 0  # fill: patches in the last network call so far
+        moved = []
         for grey, f in zip(greys, frames, strict=True):
             if grey.dim() != 4 or grey.shape[:2] != (1, 1):
                 raise ValueError(f"grey image must be (1, 1, H, W), got {tuple(grey.shape)}")
-            grey, f = grey.to(self._device), f.to(self._device, torch.float32)
-            joins = pack and 0 < fill < size  # this image's first patches fill up the last call
-            max_level, batches = frame_batches(f, grey.shape[-2], grey.shape[-1], size, size - fill if joins else size)
-            if batches:
-                last = batches[-1][1] - batches[-1][0]
-                fill = fill + last if joins and len(batches) == 1 else last
-            outs.append(torch.empty((len(f), DESCRIPTOR_DIM), device=self._device))
-            plans.append((grey, max_level, f, batches, joins))
-        # Network calls: lists of (image, start, stop, groups), filled in order; the last call of each image.
-        calls: list[list[tuple[int, int, int, list]]] = []
-        for k, (*_, batches, joins) in enumerate(plans):
-            for b, (start, stop, groups) in enumerate(batches):
-                if b == 0 and joins:
-                    calls[-1].append((k, start, stop, groups))
-                else:
-                    calls.append([(k, start, stop, groups)])
-        last_call = {k: call for call, pieces in enumerate(calls) for k, *_ in pieces}
-        pyramids: dict[int, list[torch.Tensor]] = {}  # built when first cut, dropped after the image's last call
-
-        def cut(call: int) -> torch.Tensor:
-            parts = []
-            for k, start, stop, groups in calls[call]:
-                grey, max_level, f, *_ = plans[k]
-                if k not in pyramids:
-                    pyramids[k] = build_pyramid(grey, max_level)
-                parts.append(cut_frame_batch(pyramids[k], f[start:stop], groups))
-            return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-        items = range(len(calls))
-        overlap = _spare_core() if self._overlap is None else self._overlap
-        for call, patches in _prefetched(cut, items, enabled=overlap and len(items) > 1):
-            desc, at = _forward(self.net, patches, self._device, self._precision), 0
-            for k, start, stop, _ in calls[call]:
-                outs[k][start:stop] = desc[at : at + stop - start]
-                at += stop - start
-                if last_call[k] == call:
-                    pyramids.pop(k, None)  # the worker may be cutting the next call: of other images only
-        return outs
+            grey, f = grey.to(self.device), as_frames(f).to(self.device)
+            check_frames(f, grey.shape[-2], grey.shape[-1])
+            moved.append((grey, f))
+        return describe(self.net, [g for g, _ in moved], [f for _, f in moved], self._settings)
 
     def describe_patches(self, patches: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Describe ready-made patches.
@@ -516,8 +456,8 @@ class HardNetDescriptor:
         Returns:
             ``(N, 128)`` float32, numpy for numpy input and a tensor (on this device) for a tensor.
         """
-        return describe_patches(self.net, patches, device=self._device, batch_size=self._batch_size,
-                                precision=self._precision)
+        return describe_patches(self.net, patches, device=self.device, batch_size=self.batch_size,
+                                precision=self.precision)
 
 
 def _output(desc: torch.Tensor, image: ImageLike) -> np.ndarray | torch.Tensor:
@@ -526,10 +466,6 @@ def _output(desc: torch.Tensor, image: ImageLike) -> np.ndarray | torch.Tensor:
     if isinstance(image, torch.Tensor):
         return desc.to(image.device)
     return desc.cpu().numpy()
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _select(keypoints: Any, keep: np.ndarray) -> Any:

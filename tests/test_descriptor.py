@@ -1,6 +1,8 @@
 """HardNetDescriptor as an OpenCV Feature2D drop-in, on the bundled photos (untrained weights)."""
 
+import sys
 import warnings
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -229,29 +231,28 @@ def test_describe_patches_errors(desc):
 
 def test_patches_cut_in_a_worker_thread_give_the_same_descriptors(hardnet, example_image, keypoints):
     """compute() cuts batch i + 1 while the net describes batch i; the result is the serial one, bit for bit."""
-    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64)  # 4 batches
-    desc._overlap = True
-    overlapped = desc.compute(example_image, keypoints)[1]
-    desc._overlap = False
-    serial = desc.compute(example_image, keypoints)[1]
+    overlapped, serial = (
+        HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64, overlap=overlap)  # 4 batches
+        .compute(example_image, keypoints)[1] for overlap in (True, False)
+    )
     np.testing.assert_array_equal(overlapped, serial)
 
 
 def test_patches_are_cut_in_a_worker_thread_only_where_a_core_is_spare(monkeypatch, hardnet, example_image, keypoints):
     """By default the worker thread runs only when torch's threads leave a CPU free (else it competes with them)."""
-    import hardnet_desc.descriptor as descriptor
+    import hardnet_desc.describe as describe
 
     threads = []
-    real = descriptor._prefetched
+    real = describe._prefetched
 
     def spy(fn, items, enabled=True):
         threads.append(enabled)
         return real(fn, items, enabled)
 
-    monkeypatch.setattr(descriptor, "_prefetched", spy)
+    monkeypatch.setattr(describe, "_prefetched", spy)
     desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64)
     for spare in (True, False):
-        monkeypatch.setattr(descriptor, "_spare_core", lambda spare=spare: spare)
+        monkeypatch.setattr(describe, "spare_core", lambda spare=spare: spare)
         desc.compute(example_image, keypoints)
     assert threads == [True, False]
 
@@ -517,8 +518,8 @@ def test_many_images_share_network_calls(hardnet, example_pair, keypoints):
     sizes = _network_batches(desc)
     refs = [desc.compute(image, kps)[1] for image, kps in zip(images, lists)]
     assert sizes == [64, 64, 64, 8, 64, 64, 2, 30, 5]  # on the CPU each image has its own batches
-    sizes.clear()
-    desc._pack = True  # what runs off the CPU
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64, pack=True)  # what runs off the CPU
+    sizes = _network_batches(desc)
     kept, descs = desc.compute(images, lists)
     assert sizes == [64] * 5 + [45]
     for got, ref in zip(descs, refs):
@@ -542,7 +543,7 @@ def test_batched_lafs_share_network_calls(hardnet, example_pair, keypoints):
     images = torch.stack([torch.from_numpy(im[:, :, ::-1].copy()).permute(2, 0, 1) for im in (image, image[::-1])])
     lafs = desc.frames(keypoints[:100])[None].repeat(2, 1, 1, 1)
     refs = [desc.compute(images[b], lafs[b])[1] for b in range(2)]
-    desc._pack = True
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=128, pack=True)
     sizes = _network_batches(desc)
     _, got = desc.compute(images, lafs)
     assert sizes == [128, 72] and got.shape == (2, 100, 128) and isinstance(got, torch.Tensor)
@@ -599,8 +600,8 @@ def test_cuda_describing_stays_on_the_device(example_pair, pair_keypoints):
     tensors = [torch.from_numpy(im[:, :, ::-1].copy()).permute(2, 0, 1).cuda() for im in example_pair]
     syncs = {}
     for batch_size in (64, 1024):
-        desc = HardNetDescriptor(device="cuda", precision="fp16", batch_size=batch_size)
-        desc._overlap = False  # every sync in this thread, where the warnings are caught
+        # overlap=False: every sync in this thread, where the warnings are caught
+        desc = HardNetDescriptor(device="cuda", precision="fp16", batch_size=batch_size, overlap=False)
         desc.compute(tensors[0], pair_keypoints[0])  # warm-up: cuDNN, caches
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("warn")
@@ -620,3 +621,54 @@ def test_cuda_describing_stays_on_the_device(example_pair, pair_keypoints):
     desc.compute(tensors, pair_keypoints)
     total = sum(len(kps) for kps in pair_keypoints)
     assert total > 1500 and sizes == [300] * (total // 300) + [total % 300]  # packed: every call full but the last
+
+
+def test_one_compute_enters_each_step_once(hardnet, example_image, keypoints):
+    """Following one compute call: the facade converts the image and the keypoints once (image, then
+    patches), then the torch core (describe) cuts and describes; nothing is converted or checked twice."""
+    desc = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=64, overlap=False)  # 4 batches
+    calls: list[tuple[str, str]] = []
+
+    def profile(frame, event, arg):
+        module = frame.f_globals.get("__name__", "")
+        if event == "call" and module.startswith("hardnet_desc."):
+            calls.append((module.removeprefix("hardnet_desc."), frame.f_code.co_name))
+
+    sys.setprofile(profile)
+    try:
+        _, got = desc.compute(example_image, keypoints)
+    finally:
+        sys.setprofile(None)
+    assert got.shape == (len(keypoints), 128)
+    count = Counter(name for _, name in calls)
+    for name in ("to_grey_tensor", "describable_frames", "keypoints_to_array", "_frames_of", "inside_image",
+                 "describe", "frame_batches", "pyramid_levels", "build_pyramid"):
+        assert count[name] == 1, (name, count[name])
+    for name in ("keypoints_to_frames", "check_inside", "check_frames", "describe_many", "sample_frames"):
+        assert count[name] == 0, (name, count[name])
+    assert count["cut_frame_batch"] == 4
+    core = next(i for i, (module, name) in enumerate(calls) if name == "describe")
+    facade = [module for module, _ in calls[:core] if module != "descriptor"]
+    assert [m for k, m in enumerate(facade) if k == 0 or facade[k - 1] != m] == ["core.image", "core.patches"]
+    assert calls[-1] == ("descriptor", "_output")  # then back in the facade only for the result
+    assert {module for module, _ in calls[core:-1]} <= {"describe", "core.patches", "core.device", "core.model"}
+
+
+def test_a_torch_image_is_not_copied_to_the_host(monkeypatch, desc, example_image, keypoints):
+    """compute of a torch image converts it where it lies (no .cpu(), .numpy() or __array__ of its data)
+    and describes it as the same image in numpy, bit for bit (uint8: OpenCV's integer grey weights)."""
+    rgb = torch.from_numpy(np.ascontiguousarray(example_image[:, :, ::-1])).permute(2, 0, 1)
+    copied: list[int] = []
+    for method in ("cpu", "numpy", "__array__", "tolist"):
+        real = getattr(torch.Tensor, method)
+
+        def spy(self, *args, real=real, **kwargs):
+            copied.append(self.data_ptr())
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, spy)
+    _, got = desc.compute(rgb, keypoints)
+    assert isinstance(got, torch.Tensor)
+    assert rgb.data_ptr() not in copied
+    monkeypatch.undo()
+    np.testing.assert_array_equal(got.numpy(), desc.compute(example_image, keypoints)[1])

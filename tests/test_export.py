@@ -17,6 +17,7 @@ from conftest import make_hardnet
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
+from hardnet_desc.core.patches import PatchSpec
 from hardnet_desc.integrations.onnx import export_onnx, read_onnx_metadata
 from hardnet_desc.core.image import to_grey_tensor
 from hardnet_desc.core.patches import extract_patches
@@ -75,6 +76,8 @@ def test_metadata_names_weights_and_patch_scale(model, weights_file):
     assert meta["weights"] == str(weights_file)
     assert meta["weights_sha256"] == hardnet.weights.fingerprint
     assert float(meta["patch_scale"]) == 5.0 and float(meta["min_kp_size"]) == 3.0
+    assert (meta["patch_scale"], meta["min_kp_size"]) == ("5.0", "3.0")  # as the files have always spelled them
+    assert PatchSpec.from_metadata(meta, source=str(model)) == hardnet.patch_spec == PatchSpec(5.0, 3.0)
     assert json.loads(meta["output"]) == {"name": "descriptors", "shape": ["N", 128], "dtype": "float32"}
 
 

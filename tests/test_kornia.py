@@ -9,6 +9,7 @@ import torch
 from conftest import make_hardnet
 
 from hardnet_desc import HardNetDescriptor
+from hardnet_desc.core.patches import PatchSpec
 from hardnet_desc.integrations.kornia import keypoints_to_lafs, laf_descriptor
 from hardnet_desc.core.weights import save_weights
 
@@ -42,12 +43,12 @@ def test_lafs_are_kornias_own_construction(kps):
     arr = np.array([(*k.pt, k.size, k.angle) for k in kps], np.float32)
     xy, size, angle = torch.from_numpy(arr[None, :, :2]), torch.from_numpy(arr[:, 2]), torch.from_numpy(arr[:, 3])
     theirs = KF.laf_from_center_scale_ori(xy, (6.0 * size / 2).view(1, -1, 1, 1), (-angle).view(1, -1, 1))
-    ours = keypoints_to_lafs(kps, 6.0)
+    ours = keypoints_to_lafs(kps, PatchSpec(scale=6.0))
     assert ours.shape == (1, len(kps), 2, 3)
     torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-5)
     torch.testing.assert_close(KF.get_laf_scale(ours)[0, :, 0, 0], 3.0 * size, atol=1e-3, rtol=1e-5)
     floor = float(np.median(size.numpy()))
-    clamped = KF.get_laf_scale(keypoints_to_lafs(kps, 6.0, floor))[0, :, 0, 0]
+    clamped = KF.get_laf_scale(keypoints_to_lafs(kps, PatchSpec(scale=6.0, min_kp_size=floor)))[0, :, 0, 0]
     torch.testing.assert_close(clamped, 3.0 * size.clamp(min=floor), atol=1e-3, rtol=1e-5)
 
 
@@ -57,7 +58,8 @@ def test_kornia_laf_descriptor_gives_our_descriptors(weights_file, desc, example
     module = laf_descriptor("default")
     assert module.patch_scale == desc.patch_scale == 6.0
     with torch.inference_mode():
-        lafs = keypoints_to_lafs(kps, module.patch_scale, module.min_kp_size)  # the weights' own patch regions
+        assert module.patch_spec == desc.patch_spec and module.patch_spec.to_metadata() == {"patch_scale": "6.0", "min_kp_size": "3.5"}
+        lafs = keypoints_to_lafs(kps, module.patch_spec)  # the weights' own patch regions
         theirs = module(rgb_tensor(example_image), lafs)[0].numpy()
     ours = desc.compute(example_image, kps)[1]
     cosine = (theirs * ours).sum(1)
@@ -75,7 +77,7 @@ def test_batched_lafs_and_torch_images(desc, example_pair, kps):
     h, w = (min(s) for s in zip(*(im.shape[:2] for im in example_pair)))
     images = [im[:h, :w] for im in example_pair]
     kps = [k for k in kps if k.pt[0] < w - 1 and k.pt[1] < h - 1]
-    lafs = torch.stack([keypoints_to_lafs(kps[:100], desc.patch_scale, desc.min_kp_size)[0]] * 2)  # (2, 100, 2, 3)
+    lafs = torch.stack([keypoints_to_lafs(kps[:100], desc.patch_spec)[0]] * 2)  # (2, 100, 2, 3)
     batch = torch.cat([rgb_tensor(im) for im in images])
     _, out = desc.compute(batch, lafs)
     assert isinstance(out, torch.Tensor) and out.shape == (2, 100, 128) and out.device == batch.device
@@ -92,7 +94,7 @@ def test_batched_lafs_and_torch_images(desc, example_pair, kps):
 
 
 def test_batch_mismatch_gives_clear_errors(desc, example_image, kps):
-    lafs = keypoints_to_lafs(kps[:10], desc.patch_scale)
+    lafs = keypoints_to_lafs(kps[:10], desc.patch_spec)
     with pytest.raises(ValueError, match=r"1 keypoint set\(s\) for a batch of 2 image"):
         desc.compute(torch.zeros(2, 1, 64, 64), lafs)
     with pytest.raises(ValueError, match="2 keypoint sets for one image"):

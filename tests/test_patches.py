@@ -1,5 +1,7 @@
 """Patch geometry on a real photo: rotation, scale, anti-aliasing, borders, input checks."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -8,7 +10,10 @@ import torch.nn.functional as F
 
 from hardnet_desc.core.patches import (
     DEFAULT_PATCH_SCALE,
+    PatchSpec,
     build_pyramid,
+    check_frames,
+    describable_frames,
     cut_frame_batch,
     extract_patches,
     frame_batches,
@@ -171,7 +176,7 @@ def test_bad_image_and_patch_scale_give_clear_errors(grey):
     kps = np.array([[10.0, 10.0, 5.0, 0.0]])
     with pytest.raises(ValueError, match=r"image must be \(H, W\) or \(1, 1, H, W\)"):
         extract_patches(torch.from_numpy(grey)[None], kps)
-    with pytest.raises(ValueError, match="patch_scale must be a positive number"):
+    with pytest.raises(ValueError, match="patch_scale must be a positive finite number, got 0.0"):
         _patches(grey, kps, patch_scale=0.0)
 
 
@@ -201,7 +206,7 @@ def test_min_kp_size_raises_small_sizes_only(grey, kp_array):
     plain = _patches(grey, kps)
     torch.testing.assert_close(got[large], plain[large], atol=0, rtol=0)
     assert (got[small] - plain[small]).abs().mean() > 0.02  # a wider support is really described
-    frames = keypoints_to_frames(kps, DEFAULT_PATCH_SCALE, floor)
+    frames = keypoints_to_frames(kps, PatchSpec(DEFAULT_PATCH_SCALE, floor))
     scale = torch.sqrt(torch.det(frames[:, :, :2].double())).numpy()
     np.testing.assert_allclose(scale, DEFAULT_PATCH_SCALE * np.maximum(kps[:, 2], floor) / 2, rtol=1e-6)
     assert kps[small, 2].max() < floor  # the caller's keypoints are not changed
@@ -277,7 +282,7 @@ def test_colmap_keypoints_upright_and_bad_shapes():
 @pytest.mark.parametrize(("batch_size", "first"), [(64, None), (64, 10), (1000, None), (7, 7)])
 def test_frame_batches_cut_the_patches_of_extract_patches(example_grey, example_keypoints, batch_size, first):
     """Checked and grouped once per image, each batch's patches are extract_patches', bit for bit."""
-    frames = keypoints_to_frames(example_keypoints, DEFAULT_PATCH_SCALE)[:150]
+    frames = keypoints_to_frames(example_keypoints, PatchSpec(DEFAULT_PATCH_SCALE))[:150]
     frames[::9, :, :2] *= 7.0  # large patches: read from coarse pyramid levels
     max_level, batches = frame_batches(frames, 520, 800, batch_size, first)
     assert max_level == int(pyramid_levels(frames, 64).max()) > 2
@@ -292,17 +297,19 @@ def test_frame_batches_cut_the_patches_of_extract_patches(example_grey, example_
     assert frame_batches(frames[:0], 520, 800, 64) == (0, [])
 
 
-def test_frame_batches_refuse_bad_frames(example_keypoints):
+def test_check_frames_refuses_bad_frames(example_keypoints):
+    """The one check of given frames (describe_many's, before frame_batches, which trusts them)."""
     frames = keypoints_to_frames(example_keypoints[:20])
+    check_frames(frames, 520, 800)
     outside = frames.clone()
     outside[5, 0, 2] = 900.0
     with pytest.raises(ValueError, match=r"1 keypoint\(s\) lie outside the 800x520 image \(first: index 5"):
-        frame_batches(outside, 520, 800, 8)
+        check_frames(outside, 520, 800)
     for value in (float("nan"), float("inf")):
         bad = frames.clone()
         bad[3, 1, 0] = value
         with pytest.raises(ValueError, match="NaN or inf"):
-            frame_batches(bad, 520, 800, 8)
+            check_frames(bad, 520, 800)
     with pytest.raises(ValueError, match="must be >= 1"):
         frame_batches(frames, 520, 800, 8, 0)
 
@@ -310,3 +317,47 @@ def test_frame_batches_refuse_bad_frames(example_keypoints):
 def test_pyramid_depth_is_what_build_pyramid_builds():
     for h, w in [(520, 800), (7, 100), (8, 8), (15, 33), (1000, 9)]:
         assert len(build_pyramid(torch.zeros(1, 1, h, w), 50)) == pyramid_depth(h, w) + 1
+
+
+def test_patch_spec_defaults_checks_and_metadata_round_trip():
+    spec = PatchSpec()
+    assert (spec.scale, spec.min_kp_size, spec.size, spec.supersample, spec.grid_size) == (6.0, 0.0, 32, 2, 64)
+    spec = PatchSpec(scale=12, min_kp_size=np.float32(3.5))
+    assert isinstance(spec.scale, float) and spec.scale == 12.0 and spec.min_kp_size == 3.5
+    meta = spec.to_metadata()
+    assert meta == {"patch_scale": "12.0", "min_kp_size": "3.5"}
+    assert PatchSpec.from_metadata(meta) == spec
+    assert PatchSpec.from_metadata({"patch_scale": 12.0, "min_kp_size": 3.5, "other": "x"}) == spec  # h5 attrs: numbers
+    assert PatchSpec.from_metadata({}) == PatchSpec()  # files from before min_kp_size: the defaults
+    assert spec.replace(min_kp_size=None, size=64) == PatchSpec(12.0, 3.5, 64, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.scale = 3.0
+
+
+@pytest.mark.parametrize(
+    "fields, error, match",
+    [({"scale": 0}, ValueError, "patch_scale must be a positive finite number, got 0"),
+     ({"scale": float("inf")}, ValueError, "patch_scale must be a positive finite number, got inf"),
+     ({"scale": "6"}, TypeError, "patch_scale must be a number, got str"),
+     ({"scale": True}, TypeError, "patch_scale must be a number, got bool"),
+     ({"min_kp_size": -1.0}, ValueError, "min_kp_size must be a finite number >= 0"),
+     ({"min_kp_size": None}, TypeError, "min_kp_size must be a number"),
+     ({"size": 0}, ValueError, "patch_size must be an integer >= 1, got 0"),
+     ({"size": 32.0}, ValueError, "patch_size must be an integer >= 1, got 32.0"),
+     ({"supersample": 0}, ValueError, "supersample must be an integer >= 1, got 0")],
+)
+def test_patch_spec_refuses_bad_fields(fields, error, match):
+    with pytest.raises(error, match=match):
+        PatchSpec(**fields)
+
+
+@pytest.mark.parametrize(
+    "meta, match",
+    [({"patch_scale": "-6"}, "w.onnx: metadata patch_scale '-6' is not a positive number"),
+     ({"patch_scale": "six"}, "w.onnx: metadata patch_scale 'six' is not a positive number"),
+     ({"min_kp_size": "nan"}, "w.onnx: metadata min_kp_size 'nan' is not a number >= 0 of pixels"),
+     ({"min_kp_size": None}, "w.onnx: metadata min_kp_size None is not a number >= 0")],
+)
+def test_patch_spec_from_bad_metadata_names_source_and_key(meta, match):
+    with pytest.raises(ValueError, match=match):
+        PatchSpec.from_metadata(meta, source="w.onnx")

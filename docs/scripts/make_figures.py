@@ -42,7 +42,7 @@ def draw_patches(image: np.ndarray, kps: list[cv2.KeyPoint], scale: int = 2) -> 
     """The photo, upscaled, with each keypoint's patch square, its x axis and its number."""
     canvas = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     canvas = (canvas * 0.8).astype(np.uint8)
-    frames = keypoints_to_frames(kps, DEFAULT_PATCH_SCALE).numpy().astype(np.float64)
+    frames = keypoints_to_frames(kps).numpy().astype(np.float64)
     corners_unit = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64)  # patch (col, row) corners
     to_px = lambda p: np.round(((p + 0.5) * scale - 0.5) * 16).astype(np.int32)  # noqa: E731 (1/16 px, cv2 shift=4)
     for i, (A, k) in enumerate(zip(frames, kps)):

@@ -151,13 +151,14 @@ def check_mask(mask: np.ndarray | torch.Tensor | None, shape: tuple[int, int]) -
 def to_grey_tensor(image: ImageLike, device: torch.device | str = "cpu") -> torch.Tensor:
     """Grey float32 tensor ``(1, 1, H, W)`` on ``device``.
 
-    A torch image on a GPU (any device but the CPU) is converted there, with OpenCV's weights;
-    numpy images and CPU tensors go through ``to_grey_numpy`` (``cv2.cvtColor``). uint8 is scaled
+    A torch image is converted where it lies, with OpenCV's weights, and only the grey result
+    moves (to ``device``): it is never copied to the host and back. numpy images go through
+    ``to_grey_numpy`` (``cv2.cvtColor``). uint8 is scaled
     by 1/255 and uint16 by 1/65535; floats are kept as they are (the network standardises each
     patch, so the intensity range does not matter), except that float images whose largest
     magnitude lies outside ``TAME_RANGE`` are first scaled by a power of two into [0.5, 1).
     """
-    if isinstance(image, torch.Tensor) and image.device.type != "cpu":
+    if isinstance(image, torch.Tensor):
         return _grey_on_device(image).to(device)  # converted where it lies: no trip to the host
     grey = to_grey_numpy(image)
     scale = {np.dtype(np.uint8): 1 / 255.0, np.dtype(np.uint16): 1 / 65535.0}.get(grey.dtype, 1.0)
@@ -188,6 +189,8 @@ def _grey_on_device(image: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"torch image must have 1 or 3 channels first, got shape {tuple(image.shape)}")
     if t.dim() not in (2, 3):
         raise ValueError(f"torch image must be (H, W), (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
+    if 0 in t.shape[-2:]:
+        raise ValueError(f"image is empty ({t.shape[-2]}x{t.shape[-1]})")
     if t.shape[-2] < 2 or t.shape[-1] < 2:
         raise ValueError(f"image is too small: {tuple(t.shape[-2:])}")
     if t.dtype in (torch.uint8, torch.uint16):
@@ -199,7 +202,8 @@ def _grey_on_device(image: torch.Tensor) -> torch.Tensor:
         grey = t.reshape(t.shape[-2:]).float() * scale
         return grey[None, None]
     if not t.is_floating_point():
-        raise TypeError(f"image dtype must be uint8, uint16 or float, got {t.dtype}")
+        got = str(t.dtype).removeprefix("torch.")  # as numpy names it, like the numpy path's message
+        raise TypeError(f"image dtype must be uint8, uint16 or float, got {got}")
     if t.dtype != torch.float64:
         t = t.float()  # exact for half precision, and its range for the scaling below
     peak = t.abs().amax()

@@ -27,6 +27,9 @@ Conventions (the same as OpenCV's, stated once here and used everywhere):
   level, the same as for any other patch many times the image's size. Only a patch whose
   half side overflows float32 (``patch_scale * size / 2 > 3.4e38``) is refused (``ValueError``).
 
+The patch geometry (``patch_scale``, ``min_kp_size``, the output side and the supersampling)
+travels as one ``PatchSpec``; the weights record its first two (``PatchSpec.to_metadata``).
+
 Anti-aliasing: each patch is sampled on a ``2 * patch_size`` grid from the
 level of a Gaussian pyramid whose pixel is no larger than a grid step, then
 2x2-averaged. A large keypoint is thus read from a blurred, downsampled level
@@ -35,10 +38,12 @@ rather than by point-sampling a wide area.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
-from typing import Union
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Union
 
 import cv2
 import numpy as np
@@ -58,6 +63,107 @@ SUPERSAMPLE = 2
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 # Grid points (block * G * G) per grid_sample call in sample_frames.
 _GRID_BLOCK = 1 << 19
+
+
+def check_patch_scale(patch_scale: float) -> float:
+    """``patch_scale`` as a float, or ``TypeError``/``ValueError`` unless it is a positive finite number."""
+    if isinstance(patch_scale, bool) or not isinstance(patch_scale, numbers.Real):
+        raise TypeError(f"patch_scale must be a number, got {type(patch_scale).__name__}")
+    if not 0 < patch_scale < math.inf:
+        raise ValueError(f"patch_scale must be a positive finite number, got {patch_scale}")
+    return float(patch_scale)
+
+
+
+def check_min_kp_size(min_kp_size: float) -> float:
+    """``min_kp_size`` as a float, or ``ValueError``/``TypeError`` unless it is a finite number >= 0."""
+    if isinstance(min_kp_size, bool) or not isinstance(min_kp_size, (int, float, np.integer, np.floating)):
+        raise TypeError(f"min_kp_size must be a number (pixels), got {type(min_kp_size).__name__}")
+    if not 0 <= min_kp_size < math.inf:
+        raise ValueError(f"min_kp_size must be a finite number >= 0 (pixels), got {min_kp_size}")
+    return float(min_kp_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchSpec:
+    """How a patch is cut around a keypoint: the patch geometry, one object wherever a patch is cut.
+
+    The geometry belongs to the weights (they were trained on patches cut so): ``Weights.patch_spec``
+    reads it from their file, ``to_metadata``/``from_metadata`` are the one place its metadata keys
+    are spelled.
+
+    Attributes:
+        scale: patch side in units of ``kp.size`` (the ``patch_scale`` of the weights and of
+            ``HardNetDescriptor``); a positive finite number.
+        min_kp_size: least ``kp.size`` in pixels a patch is cut for (0: no minimum); a finite number >= 0.
+        size: side of the output patch in pixels (the network's input, 32).
+        supersample: the sampling grid is ``size * supersample`` cells, then averaged down (anti-aliasing).
+
+    Raises:
+        TypeError, ValueError: a field that is not a number of the kind above (one-line messages
+            naming it by its public name, e.g. ``patch_scale``).
+    """
+
+    scale: float = DEFAULT_PATCH_SCALE
+    min_kp_size: float = 0.0
+    size: int = PATCH_SIZE
+    supersample: int = SUPERSAMPLE
+
+    #: Field -> its key in weight, ONNX and feature-file metadata (the only place the keys are spelled).
+    METADATA_KEYS: ClassVar[dict[str, str]] = {"scale": "patch_scale", "min_kp_size": "min_kp_size"}
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", check_patch_scale(self.scale))
+        object.__setattr__(self, "min_kp_size", check_min_kp_size(self.min_kp_size))
+        for name, public in (("size", "patch_size"), ("supersample", "supersample")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{public} must be an integer >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
+
+    @property
+    def grid_size(self) -> int:
+        """Cells per side of the sampling grid: ``size * supersample``."""
+        return self.size * self.supersample
+
+    def replace(self, **changes: Any) -> PatchSpec:
+        """A copy with the given fields changed (and checked); ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_metadata(self) -> dict[str, str]:
+        """The weights' part of the spec (``scale``, ``min_kp_size``) as metadata strings, e.g.
+        ``{"patch_scale": "6.0", "min_kp_size": "3.5"}``."""
+        return {key: repr(float(getattr(self, name))) for name, key in self.METADATA_KEYS.items()}
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any], source: str = "metadata") -> PatchSpec:
+        """The spec recorded in ``meta`` (weight, ONNX or feature-file metadata; strings or numbers);
+        a key it lacks takes the default.
+
+        Raises:
+            ValueError: a recorded value that is not a valid number for its field; the message names
+                ``source`` (e.g. the file) and the key.
+        """
+        fields = {}
+        for name, key in cls.METADATA_KEYS.items():
+            if key not in meta:
+                continue
+            value = meta[key]
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            valid = 0 < number < math.inf if name == "scale" else 0 <= number < math.inf
+            if not valid:
+                rule = "a positive number" if name == "scale" else "a number >= 0 of pixels"
+                raise ValueError(f"{source}: metadata {key} {value!r} is not {rule}")
+            fields[name] = number
+        return cls(**fields)
+
+    @classmethod
+    def records(cls, meta: Mapping[str, Any], name: str) -> bool:
+        """Whether ``meta`` records the field ``name`` (``"scale"`` or ``"min_kp_size"``)."""
+        return cls.METADATA_KEYS[name] in meta
 
 
 def keypoints_to_array(keypoints: KeypointsLike) -> np.ndarray:
@@ -101,25 +207,25 @@ def is_frames(keypoints: KeypointsLike) -> bool:
     return is_array and keypoints.ndim in (3, 4) and tuple(keypoints.shape[-2:]) == (2, 3)
 
 
-def keypoints_to_frames(
-    keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE, min_kp_size: float = 0.0
-) -> torch.Tensor:
-    """Convert keypoints to float32 affine frames ``(N, 2, 3)`` (see module conventions).
+def keypoints_to_frames(keypoints: KeypointsLike, spec: PatchSpec = PatchSpec()) -> torch.Tensor:
+    """Convert keypoints to float32 affine frames ``(N, 2, 3)`` (see module conventions), checked.
 
-    An ``(N, 2, 3)`` array or tensor is taken as frames already and returned as is, and so are
-    kornia's batched LAFs ``(B, N, 2, 3)`` (frames ``[b]`` belong to image ``b``).
-    Sizes below ``min_kp_size`` (pixels) are raised to it for the patch; the keypoints are not changed.
-    Raises ``ValueError`` for non-finite values, sizes <= 0, or sizes whose patch side
-    (``patch_scale * size``, about 6.8e38 / ``patch_scale``) would overflow float32.
+    An ``(N, 2, 3)`` array or tensor is taken as frames already and returned as is (as float32, on
+    its device), and so are kornia's batched LAFs ``(B, N, 2, 3)`` (frames ``[b]`` belong to image ``b``).
+    Sizes below ``spec.min_kp_size`` (pixels) are raised to it for the patch; the keypoints are not changed.
+
+    Args:
+        keypoints: ``cv2.KeyPoint`` sequence, ``(N, 4)`` ``(x, y, size, angle_deg)``, or frames.
+        spec: the patch geometry (``scale`` and ``min_kp_size`` apply to keypoints, not to frames).
+
+    Raises:
+        ValueError: non-finite values, sizes <= 0, or sizes whose patch side (``spec.scale * size``,
+            about 6.8e38 / ``spec.scale``) would overflow float32.
+        TypeError: keypoints of another type, or ``spec`` that is not a ``PatchSpec``.
     """
-    if not patch_scale > 0 or not math.isfinite(patch_scale):
-        raise ValueError(f"patch_scale must be a positive number, got {patch_scale}")
-    check_min_kp_size(min_kp_size)
+    _check_spec(spec)
     if is_frames(keypoints):
-        frames = torch.as_tensor(keypoints)
-        if frames.is_complex() or frames.dtype == torch.bool:
-            raise TypeError(f"affine frames must hold real numbers, got dtype {frames.dtype}")
-        frames = frames.float()
+        frames = as_frames(keypoints)
         if not torch.isfinite(frames).all():
             raise ValueError("affine frames contain NaN or inf")
         return frames
@@ -128,8 +234,30 @@ def keypoints_to_frames(
     bad = np.flatnonzero(kps[:, 2] <= 0)
     if bad.size:
         raise ValueError(f"{bad.size} keypoint(s) have size <= 0 (first: index {bad[0]}, size {kps[bad[0], 2]})")
+    return _frames_of(kps, spec)
+
+
+def _check_spec(spec: PatchSpec) -> None:
+    if not isinstance(spec, PatchSpec):
+        raise TypeError(f"spec must be a PatchSpec (e.g. PatchSpec(scale=6.0)), got {type(spec).__name__}")
+
+
+def as_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Frames ``(..., 2, 3)`` as a float32 tensor on their device (values not checked).
+
+    Raises:
+        TypeError: complex or boolean values.
+    """
+    frames = torch.as_tensor(frames)
+    if frames.is_complex() or frames.dtype == torch.bool:
+        raise TypeError(f"affine frames must hold real numbers, got dtype {frames.dtype}")
+    return frames.float()
+
+
+def _frames_of(kps: np.ndarray, spec: PatchSpec) -> torch.Tensor:
+    """Frames of finite ``(N, 4)`` keypoints with sizes > 0; ``ValueError`` for a patch side beyond float32."""
     angle = np.where(kps[:, 3] == -1, 0.0, np.deg2rad(kps[:, 3]))
-    half = 0.5 * patch_scale * np.maximum(kps[:, 2], min_kp_size)
+    half = 0.5 * spec.scale * np.maximum(kps[:, 2], spec.min_kp_size)
     huge = np.flatnonzero(half > np.finfo(np.float32).max)
     if huge.size:
         raise ValueError(f"{huge.size} keypoint(s) are too large to describe (first: index {huge[0]}, size "
@@ -137,15 +265,6 @@ def keypoints_to_frames(
     cos, sin = np.cos(angle) * half, np.sin(angle) * half
     frames = np.stack([np.stack([cos, -sin, kps[:, 0]], 1), np.stack([sin, cos, kps[:, 1]], 1)], 1)
     return torch.from_numpy(frames).float()
-
-
-def check_min_kp_size(min_kp_size: float) -> float:
-    """``min_kp_size`` as a float, or ``ValueError``/``TypeError`` unless it is a finite number >= 0."""
-    if isinstance(min_kp_size, bool) or not isinstance(min_kp_size, (int, float, np.integer, np.floating)):
-        raise TypeError(f"min_kp_size must be a number (pixels), got {type(min_kp_size).__name__}")
-    if not 0 <= min_kp_size < math.inf:
-        raise ValueError(f"min_kp_size must be a finite number >= 0 (pixels), got {min_kp_size}")
-    return float(min_kp_size)
 
 
 def keypoints_to_colmap(keypoints: KeypointsLike) -> np.ndarray:
@@ -192,24 +311,28 @@ def keypoints_from_colmap(keypoints: np.ndarray) -> np.ndarray:
 
 
 def describable_frames(
-    keypoints: KeypointsLike, patch_scale: float, height: int, width: int, min_kp_size: float = 0.0
+    keypoints: KeypointsLike, spec: PatchSpec, height: int, width: int
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Frames of the keypoints that can be described, and which those are (OpenCV's Feature2D rule).
 
-    A keypoint cannot be described if its size is <= 0 or its centre lies outside the image area
-    ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``; NaN or inf still raise ``ValueError``.
+    The one conversion and check of one image's keypoints on the way to descriptors: a keypoint
+    cannot be described if its size is <= 0 or its centre lies outside the image area
+    ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``; NaN or inf still raise ``ValueError``. The frames returned
+    need no further check (``frame_batches`` trusts them).
 
     Returns:
-        ``(frames, keep)``: float32 frames ``(M, 2, 3)`` and the ``(N,)`` bool mask of the kept keypoints.
+        ``(frames, keep)``: float32 frames ``(M, 2, 3)`` (on the device of frames given as a tensor,
+        else the CPU) and the ``(N,)`` bool mask of the kept keypoints.
     """
+    _check_spec(spec)
     if is_frames(keypoints):
-        frames = keypoints_to_frames(keypoints, patch_scale)
+        frames = keypoints_to_frames(keypoints, spec)
         keep = np.ones(len(frames), dtype=bool)
     else:
         kps = keypoints_to_array(keypoints)
         _check_finite(kps, "keypoints")
         keep = kps[:, 2] > 0
-        frames = keypoints_to_frames(kps[keep], patch_scale, min_kp_size)
+        frames = _frames_of(kps[keep], spec)
     inside = inside_image(frames, height, width)  # on the frames' device (kornia's LAFs may be on a GPU)
     keep[np.flatnonzero(keep)[~inside.cpu().numpy()]] = False
     return frames[inside], keep
@@ -238,6 +361,16 @@ def check_inside(frames: torch.Tensor, height: int, width: int) -> None:
             f"{len(idx)} keypoint(s) lie outside the {width}x{height} image "
             f"(first: index {i} at x={float(c[i, 0]):.1f}, y={float(c[i, 1]):.1f})"
         )
+
+
+def check_frames(frames: torch.Tensor, height: int, width: int) -> None:
+    """Raise ``ValueError`` for NaN or inf in ``frames`` ``(N, 2, 3)`` or a centre outside the image area;
+    one read-back from the frames' device."""
+    bad, outside = torch.stack([(~torch.isfinite(frames)).sum(), (~inside_image(frames, height, width)).sum()]).tolist()
+    if bad:
+        raise ValueError("affine frames contain NaN or inf")
+    if outside:
+        check_inside(frames, height, width)
 
 
 def build_pyramid(image: torch.Tensor, levels: int) -> list[torch.Tensor]:
@@ -273,13 +406,16 @@ def pyramid_levels(frames: torch.Tensor, grid_size: int) -> torch.Tensor:
     return torch.floor(torch.log2(step.clamp(min=1.0, max=2.0**62))).long()  # a 1e38 size: inf, capped
 
 
-def sample_frames(pyramid: list[torch.Tensor], frames: torch.Tensor, grid_size: int) -> torch.Tensor:
+def sample_frames(
+    pyramid: list[torch.Tensor], frames: torch.Tensor, grid_size: int, levels: torch.Tensor | None = None
+) -> torch.Tensor:
     """Bilinearly sample ``(N, 1, G, G)`` grids from the right pyramid levels.
 
     Loops over pyramid levels (a handful) and blocks of keypoints, never over single keypoints.
+    ``levels``: ``pyramid_levels(frames, grid_size)`` where the caller has them already.
     """
     frames = frames.to(pyramid[0])
-    levels = pyramid_levels(frames, grid_size).clamp(max=len(pyramid) - 1)
+    levels = (pyramid_levels(frames, grid_size) if levels is None else levels).clamp(max=len(pyramid) - 1)
     groups = [(level, torch.nonzero(levels == level)[:, 0]) for level in torch.unique(levels).tolist()]
     return sample_level_groups(pyramid, frames, grid_size, groups)
 
@@ -335,13 +471,18 @@ def pyramid_depth(height: int, width: int) -> int:
 
 
 def frame_batches(
-    frames: torch.Tensor, height: int, width: int, batch_size: int, first: int | None = None
+    frames: torch.Tensor,
+    height: int,
+    width: int,
+    batch_size: int,
+    first: int | None = None,
+    spec: PatchSpec = PatchSpec(),
 ) -> tuple[int, list[tuple[int, int, list[tuple[int, torch.Tensor]]]]]:
-    """Check the frames of one image and group them by pyramid level per batch, with one host sync.
+    """Group the frames of one image by pyramid level per batch, with one host sync.
 
-    What ``extract_patches`` checks and ``sample_frames`` groups per call, done once for all the
-    batches of an image, so that cutting the batches (``cut_frame_batch``) reads nothing back from
-    the device.
+    What ``sample_frames`` groups per call, done once for all the batches of an image, so that
+    cutting the batches (``cut_frame_batch``) reads nothing back from the device. The frames are
+    trusted: finite, centres inside the image (``describable_frames`` or ``check_frames`` made sure).
 
     Args:
         frames: ``(N, 2, 3)`` float32 affine frames, on the image's device.
@@ -349,6 +490,7 @@ def frame_batches(
         batch_size: frames per batch.
         first: frames in the first batch (``batch_size`` when ``None``); the others hold
             ``batch_size``, the last the rest.
+        spec: the patch geometry (its ``grid_size`` picks the levels).
 
     Returns:
         ``(max_level, batches)``: the deepest pyramid level needed (for ``build_pyramid``) and, per
@@ -356,7 +498,7 @@ def frame_batches(
         ``sample_level_groups`` (``idx`` counted from ``start``).
 
     Raises:
-        ValueError: a frame centre outside the image area, or NaN or inf in the frames.
+        ValueError: ``batch_size`` or ``first`` below 1.
     """
     if batch_size < 1 or (first is not None and first < 1):
         raise ValueError(f"batch_size and first must be >= 1, got {batch_size} and {first}")
@@ -365,19 +507,13 @@ def frame_batches(
     if n == 0:
         return 0, []
     depth = pyramid_depth(height, width)
-    levels = pyramid_levels(frames, PATCH_SIZE * SUPERSAMPLE).clamp(0, depth)  # NaN frames: any level
+    levels = pyramid_levels(frames, spec.grid_size).clamp(0, depth)
     batch = (torch.arange(n, device=frames.device) + (batch_size - first)) // batch_size  # 0 for the first
     key = batch * (depth + 1) + levels
     n_batches = 1 + -(-(n - first) // batch_size)
     counts = torch.zeros(n_batches * (depth + 1), dtype=torch.long, device=frames.device)
     counts.scatter_add_(0, key, torch.ones_like(key))  # bincount would read its max back first
-    outside = (~inside_image(frames, height, width)).sum()
-    bad = (~torch.isfinite(frames).flatten(1).all(1)).sum()
-    *counts, outside, bad, max_level = torch.cat([counts, torch.stack([outside, bad, levels.max()])]).tolist()
-    if outside:
-        check_inside(frames, height, width)
-    if bad:
-        raise ValueError("affine frames contain NaN or inf")
+    *counts, max_level = torch.cat([counts, levels.max()[None]]).tolist()
     order = torch.argsort(key, stable=True)  # by batch, then level, then row
     batches, offset = [], 0
     for b in range(n_batches):
@@ -392,13 +528,16 @@ def frame_batches(
 
 
 def cut_frame_batch(
-    pyramid: list[torch.Tensor], frames: torch.Tensor, groups: Sequence[tuple[int, torch.Tensor]]
+    pyramid: list[torch.Tensor],
+    frames: torch.Tensor,
+    groups: Sequence[tuple[int, torch.Tensor]],
+    spec: PatchSpec = PatchSpec(),
 ) -> torch.Tensor:
-    """The ``(N, 1, 32, 32)`` patches of a batch of ``frame_batches``: ``extract_patches`` with its defaults.
+    """The ``(N, 1, S, S)`` patches (``S = spec.size``) of a batch of ``frame_batches``: ``extract_patches``'.
 
     ``frames`` are the batch's rows, ``groups`` its level groups; no value is read back from the device.
     """
-    return _mean_2x2(sample_level_groups(pyramid, frames, PATCH_SIZE * SUPERSAMPLE, groups))
+    return _downsample(sample_level_groups(pyramid, frames, spec.grid_size, groups), spec.supersample)
 
 
 @functools.lru_cache(maxsize=8)
@@ -415,14 +554,28 @@ def _mean_2x2(x: torch.Tensor) -> torch.Tensor:
     return (x[..., ::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, ::2] + x[..., 1::2, 1::2]) * 0.25
 
 
+#: "Not given: as in ``spec``" for ``extract_patches``' short-form arguments.
+_AS_SPEC: Any = object()
+
+
+def _downsample(grids: torch.Tensor, supersample: int) -> torch.Tensor:
+    """Sampled grids ``(N, 1, G, G)`` averaged down to patches ``(N, 1, G / supersample, ...)``."""
+    if supersample == 2:
+        return _mean_2x2(grids)
+    if supersample > 1:
+        return F.avg_pool2d(grids, supersample)
+    return grids
+
+
 def extract_patches(
     image: torch.Tensor,
     keypoints: KeypointsLike,
+    spec: PatchSpec | None = None,
     *,
-    patch_size: int = PATCH_SIZE,
-    patch_scale: float = DEFAULT_PATCH_SCALE,
-    min_kp_size: float = 0.0,
-    supersample: int = SUPERSAMPLE,
+    patch_size: int = _AS_SPEC,
+    patch_scale: float = _AS_SPEC,
+    min_kp_size: float = _AS_SPEC,
+    supersample: int = _AS_SPEC,
     pyramid: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Cut oriented, scale-normalised patches around keypoints.
@@ -431,38 +584,32 @@ def extract_patches(
         image: grey float image ``(H, W)`` or ``(1, 1, H, W)`` (see ``hardnet_desc.core.image.to_grey_tensor``).
         keypoints: ``cv2.KeyPoint`` list, ``(N, 4)`` array of ``(x, y, size, angle_deg)``,
             or ``(N, 2, 3)`` affine frames. See the module docstring for conventions.
-        patch_size: output side in pixels.
-        patch_scale: patch side in units of ``kp.size`` (ignored for affine frames).
-        min_kp_size: least ``kp.size`` in pixels the patch is cut for (ignored for affine frames).
-        supersample: the grid is ``patch_size * supersample`` cells, then averaged down.
-            Training data is stored with ``patch_size=64, supersample=1``, whose 2x2 mean
-            equals the default 32x32 output exactly.
+        spec: the patch geometry (default ``PatchSpec()``: 32x32 patches of side ``6 * kp.size``).
+            Training data is stored with ``size=64, supersample=1``, whose 2x2 mean equals the
+            default 32x32 output exactly.
+        patch_size, patch_scale, min_kp_size, supersample: the short form: these fields of
+            ``spec`` (``size``, ``scale``, ``min_kp_size``, ``supersample``) replaced, when given.
         pyramid: a pyramid from ``build_pyramid`` to reuse across calls.
 
     Returns:
-        ``(N, 1, patch_size, patch_size)`` patches on the image's device and dtype.
+        ``(N, 1, S, S)`` patches (``S = spec.size``) on the image's device and dtype.
     """
+    if spec is not None:
+        _check_spec(spec)
+    fields = {"size": patch_size, "scale": patch_scale, "min_kp_size": min_kp_size, "supersample": supersample}
+    spec = dataclasses.replace(spec or PatchSpec(), **{k: v for k, v in fields.items() if v is not _AS_SPEC})
     if not isinstance(image, torch.Tensor) or not image.is_floating_point():
         got = f"a {image.dtype} tensor" if isinstance(image, torch.Tensor) else type(image).__name__
         raise TypeError(f"image must be a float torch tensor (hardnet_desc.core.image.to_grey_tensor makes one), got {got}")
-    for name, value in (("patch_size", patch_size), ("supersample", supersample)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if image.dim() == 2:
         image = image[None, None]
     if image.dim() != 4 or image.shape[:2] != (1, 1):
         raise ValueError(f"image must be (H, W) or (1, 1, H, W), got {tuple(image.shape)}")
-    frames = keypoints_to_frames(keypoints, patch_scale, min_kp_size).to(image.device)
+    frames = keypoints_to_frames(keypoints, spec).to(image.device)
     if frames.shape[0] == 0:
-        return image.new_zeros((0, 1, patch_size, patch_size))
+        return image.new_zeros((0, 1, spec.size, spec.size))
     check_inside(frames, image.shape[-2], image.shape[-1])
-    grid_size = patch_size * supersample
+    levels = pyramid_levels(frames, spec.grid_size)
     if pyramid is None:
-        max_level = int(pyramid_levels(frames, grid_size).max())
-        pyramid = build_pyramid(image, max_level)
-    patches = sample_frames(pyramid, frames, grid_size)
-    if supersample == 2:
-        patches = _mean_2x2(patches)
-    elif supersample > 1:
-        patches = F.avg_pool2d(patches, supersample)
-    return patches
+        pyramid = build_pyramid(image, int(levels.max()))
+    return _downsample(sample_frames(pyramid, frames, spec.grid_size, levels), spec.supersample)

@@ -42,7 +42,8 @@ from ..detection import DEFAULT_MAX_KEYPOINTS, detect_sift
 from ..core.device import usable_cpus
 from ..core.image import read_image, to_grey_numpy, to_grey_tensor
 from ..core.model import DESCRIPTOR_DIM
-from ..core.patches import check_inside, keypoints_to_frames
+from ..describe import describe
+from ..core.patches import PatchSpec, check_inside, keypoints_to_frames
 
 if TYPE_CHECKING:
     import h5py
@@ -126,10 +127,13 @@ def image_names(folder: str | Path) -> list[str]:
 
 
 def file_attrs(descriptor: HardNetDescriptor, max_keypoints: int | None = None) -> dict[str, str | float | int]:
-    """The attributes a feature file records about how its features were made (``max_keypoints``: 0 for all)."""
+    """The attributes a feature file records about how its features were made (``max_keypoints``: 0 for all).
+
+    The patch geometry as ``PatchSpec.to_metadata`` names it, stored as numbers (HDF5 float attributes).
+    """
+    spec = {key: float(value) for key, value in descriptor.patch_spec.to_metadata().items()}
     return {"descriptor": "HardNet", "detector": "OpenCV SIFT", "weights": str(descriptor.weights.source),
-            "weights_sha256": descriptor.weights.fingerprint, "patch_scale": descriptor.patch_scale,
-            "min_kp_size": descriptor.min_kp_size, "max_keypoints": int(max_keypoints or 0)}
+            "weights_sha256": descriptor.weights.fingerprint, **spec, "max_keypoints": int(max_keypoints or 0)}
 
 
 def claim_file(h5: h5py.File, attrs: dict[str, Any], path: str | Path) -> None:
@@ -142,12 +146,12 @@ def claim_file(h5: h5py.File, attrs: dict[str, Any], path: str | Path) -> None:
     if (len(h5) or len(h5.attrs)) and h5.attrs.get("descriptor") != "HardNet":
         raise ValueError(f"{path} holds data written by another tool (no hardnet-desc attributes); "
                          "extract only adds to its own files: choose another --out")
-    if "weights_sha256" in h5.attrs and (
-        h5.attrs["weights_sha256"], h5.attrs["patch_scale"], float(h5.attrs.get("min_kp_size", 0.0))
-    ) != (attrs["weights_sha256"], attrs["patch_scale"], attrs["min_kp_size"]):
-        raise ValueError(f"{path} holds features from other weights or patch geometry ({h5.attrs['weights']}, "
-                         f"patch_scale {h5.attrs['patch_scale']}, min_kp_size {h5.attrs.get('min_kp_size', 0.0)}); "
-                         "use the same --weights or another --out")
+    if "weights_sha256" in h5.attrs:
+        theirs = PatchSpec.from_metadata(h5.attrs, source=str(path))  # files from before min_kp_size: 0
+        if (h5.attrs["weights_sha256"], theirs) != (attrs["weights_sha256"], PatchSpec.from_metadata(attrs)):
+            raise ValueError(f"{path} holds features from other weights or patch geometry ({h5.attrs['weights']}, "
+                             f"patch_scale {theirs.scale}, min_kp_size {theirs.min_kp_size}); "
+                             "use the same --weights or another --out")
     budget = attrs.get("max_keypoints")
     if len(h5) and budget is not None and int(h5.attrs.get("max_keypoints", budget)) != int(budget):
         raise ValueError(f"{path} was extracted with --max-keypoints {int(h5.attrs['max_keypoints'])} (0: all); "
@@ -244,7 +248,8 @@ def extract_folder(
                 for start in range(0, len(todo), step):
                     batch = [next(detected) for _ in todo[start : start + step]]
                     ready = _checked_batch(batch, descriptor, report, on_error, lambda: bar.update(1))
-                    descs = descriptor.describe_many([r[3] for r in ready], [r[2] for r in ready]) if ready else []
+                    # checked per image in _checked_batch: the core describes them as they are
+                    descs = describe(descriptor.net, [r[3] for r in ready], [r[2] for r in ready], descriptor.settings)
                     copy = _to_host(descs)
                     write(*described)  # the previous batch, while the device describes this one
                     described = (ready, copy)
@@ -369,8 +374,8 @@ def _checked_batch(
     on_error: Callable[[str, str], None] | None,
     tick: Callable[[], None] = lambda: None,
 ) -> list[_Ready]:
-    """The images of a batch that ``describe_many`` can describe: their frames made and checked
-    (``extract_patches``' checks, so one bad image fails alone) and their grey images sent to the device.
+    """The images of a batch that ``describe`` can describe: their frames made and checked once
+    (``describe_many``'s checks, so one bad image fails alone) and, with their grey images, sent to the device.
 
     An image that failed (here or before) is added to ``report.failed`` (and passed to
     ``on_error``) and left out; ``tick()`` is called for it (the progress bar).
@@ -380,9 +385,9 @@ def _checked_batch(
         if not isinstance(found, str):
             grey, rows = found
             try:
-                frames = keypoints_to_frames(rows[:, :4], descriptor.patch_scale, descriptor.min_kp_size)
+                frames = keypoints_to_frames(rows[:, :4], descriptor.patch_spec)  # finite, on the host
                 check_inside(frames, *grey.shape[:2])
-                ready.append((name, rows, frames, to_grey_tensor(grey, descriptor.device)))
+                ready.append((name, rows, frames.to(descriptor.device), to_grey_tensor(grey, descriptor.device)))
                 continue
             except _IMAGE_ERRORS as err:
                 found = _reason(err)

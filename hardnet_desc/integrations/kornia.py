@@ -5,7 +5,7 @@ covers ``c + A @ [-1, 1]^2``, which is this package's frame convention (docs/con
 frames pass between the two unchanged. What differs is the *scale* each set of weights expects:
 
 * kornia's LAF scale is ``s = sqrt(|det A|)``, half the patch side.
-* These weights see a patch of side ``patch_scale * kp.size``, so ``s = patch_scale * kp.size / 2``
+* These weights see a patch of side ``patch_scale * kp.size`` (``PatchSpec.scale``), so ``s = patch_scale * kp.size / 2``
   (``3 * kp.size`` for the bundled weights, ``patch_scale = 6``): a 6-sigma DoG frame as
   ``kornia.feature.SIFTFeatureScaleSpace`` returns it. Weights that record a ``min_kp_size``
   see ``kp.size`` raised to at least that many pixels: ``s >= patch_scale * min_kp_size / 2``.
@@ -26,7 +26,7 @@ import torch
 
 from ..core.device import resolve_device
 from ..core.model import PATCH_SIZE, HardNet
-from ..core.patches import DEFAULT_PATCH_SCALE, KeypointsLike, keypoints_to_frames
+from ..core.patches import KeypointsLike, PatchSpec, keypoints_to_frames
 from ..core.weights import DEFAULT_WEIGHTS, Weights, load_weights
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ def laf_descriptor(
 
     Returns:
         The module, in eval mode, called as ``module(image (B, 1, H, W), lafs (B, N, 2, 3)) -> (B, N, 128)``.
-        Its ``patch_scale`` and ``min_kp_size`` attributes are the weights' own: build LAFs with
-        ``keypoints_to_lafs(kps, module.patch_scale, module.min_kp_size)``.
+        Its ``patch_spec`` attribute is the weights' own (``Weights.patch_spec``; also as
+        ``patch_scale`` and ``min_kp_size``): build LAFs with ``keypoints_to_lafs(kps, module.patch_spec)``.
     """
     import kornia.feature as KF
 
@@ -60,17 +60,16 @@ def laf_descriptor(
     net = KF.HardNet(pretrained=False)
     net.load_state_dict(weights.state_dict, strict=True)  # the authors' layer layout, as ours
     module = KF.LAFDescriptor(net.eval(), patch_size=PATCH_SIZE, grayscale_descriptor=True).to(device).eval()
-    module.patch_scale = float(weights.patch_scale or DEFAULT_PATCH_SCALE)
-    module.min_kp_size = weights.min_kp_size
+    module.patch_spec = weights.patch_spec
+    module.patch_scale, module.min_kp_size = module.patch_spec.scale, module.patch_spec.min_kp_size
     return module
 
 
-def keypoints_to_lafs(
-    keypoints: KeypointsLike, patch_scale: float = DEFAULT_PATCH_SCALE, min_kp_size: float = 0.0
-) -> torch.Tensor:
+def keypoints_to_lafs(keypoints: KeypointsLike, spec: PatchSpec = PatchSpec()) -> torch.Tensor:
     """OpenCV keypoints (or ``(N, 4)`` ``(x, y, size, angle_deg)``) as kornia LAFs ``(1, N, 2, 3)``.
 
-    The LAFs cover the patches ``HardNetDescriptor`` describes: scale
-    ``patch_scale * max(size, min_kp_size) / 2``, orientation ``-angle`` in kornia's convention.
+    The LAFs cover the patches ``HardNetDescriptor`` describes with ``spec`` (its ``patch_spec``,
+    or ``laf_descriptor(...).patch_spec``): scale ``spec.scale * max(size, spec.min_kp_size) / 2``,
+    orientation ``-angle`` in kornia's convention.
     """
-    return keypoints_to_frames(keypoints, patch_scale, min_kp_size)[None]
+    return keypoints_to_frames(keypoints, spec)[None]

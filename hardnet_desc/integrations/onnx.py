@@ -27,7 +27,6 @@ import torch
 
 from ..core.model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet, fuse_hardnet
 from ..outputs import check_output, replacing
-from ..core.patches import DEFAULT_PATCH_SCALE
 from ..core.weights import DEFAULT_WEIGHTS, Weights, load_hardnet
 
 #: Opsets the exported graph is valid for.
@@ -95,8 +94,7 @@ def _metadata(info: Weights) -> dict[str, str]:
     return {
         "weights": str(info.source),
         "weights_sha256": info.fingerprint,
-        "patch_scale": repr(float(info.patch_scale or DEFAULT_PATCH_SCALE)),
-        "min_kp_size": repr(info.min_kp_size),
+        **info.patch_spec.to_metadata(),  # patch_scale, min_kp_size
         "input": json.dumps({"name": INPUT_NAME, "shape": ["N", 1, PATCH_SIZE, PATCH_SIZE], "dtype": "float32"}),
         "output": json.dumps({"name": OUTPUT_NAME, "shape": ["N", DESCRIPTOR_DIM], "dtype": "float32"}),
     }

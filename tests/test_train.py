@@ -179,7 +179,9 @@ def test_cli_mix_two_datasets_two_val_sets_with_augmentations(dataset, tmp_path,
     fprs = [float(rows[0][k]) for k in ("val_fpr95", f"val_fpr95_{name}", "val_fpr95_again")]
     assert 0 <= fprs[0] < 1 and fprs[0] == fprs[1] == fprs[2]  # the same pairs, scored three times
     card = json.loads((tmp_path / "a" / "model_card.json").read_text())
-    assert card["recipe"]["mix"] == [0.25, 0.75] and card["recipe"]["aug"] == "noise,blur,jpeg=2,photometric,kpjitter"
+    assert card["recipe"]["mix"] == [0.25, 0.75] and card["recipe"]["augment"] == {
+        "noise": 1.5, "blur": 1.5, "jpeg": 2.0, "photometric": 1.5, "kpjitter": 1.5, "flip_rot90": False,
+        "rot_deg": 0.0, "scale": 0.0}
     assert card["recipe"]["data"] == [str(dataset / "train"), str(second)]
     assert card["recipe"]["photos_per_batch"] == [2, 0]
 

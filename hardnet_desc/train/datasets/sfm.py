@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +26,10 @@ import torch
 from scipy.spatial import cKDTree
 
 from ...core.image import read_image, to_grey_tensor
-from ...core.patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches, keypoints_from_colmap
+from ...core.patches import extract_patches, keypoints_from_colmap
 from ...outputs import write_json
-from ...data.phototour import STORED_SIZE, PhotoTourWriter, check_count, check_dataset_folder, make_pairs
+from ...data.phototour import STORED_SIZE, check_count, check_dataset_folder, make_pairs
+from .writer import Part, default_patch_settings, write_split
 
 #: Scenes held out for validation (the same scenes ``eval-pairs`` reports on).
 DEFAULT_VAL_SCENES = (
@@ -417,13 +418,7 @@ def make_sfm_dataset(
         The record written to ``out/record.json``.
     """
     check_count(val_pairs, "val_pairs")
-    if patch_scale is None or min_kp_size is None:
-        from ...core.weights import load_weights
-
-        default = load_weights()
-        patch_scale = patch_scale or default.patch_scale or DEFAULT_PATCH_SCALE
-        min_kp_size = default.min_kp_size if min_kp_size is None else min_kp_size
-    min_kp_size = check_min_kp_size(min_kp_size)
+    patch_scale, min_kp_size = default_patch_settings(patch_scale, min_kp_size)
     out = Path(out)
     check_dataset_folder(out, ("meta.json", "record.json"), force)
     found = find_scenes(scenes, reconstruct, out / "sfm")
@@ -526,33 +521,35 @@ def _write_split(
     Labels run on from ``first_label``; ``info.txt``'s second column is the scene's index. With
     ``val_pairs > 0`` an ``m50_*.txt`` pair file is written too.
     """
-    from tqdm import tqdm
-
-    writer = PhotoTourWriter(root)
-    records, labels, next_label = [], [], first_label
+    records: list[dict] = []
     where: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # scene, photo, xy of every patch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small per-photo tensors: one thread is several times faster on a busy CPU
-    try:
-        for index, scene in zip(indices, tqdm(scenes, desc=f"{root.name} scenes", disable=not progress)):
+
+    def parts() -> Iterator[Part]:
+        next_label = first_label
+        for index, scene in zip(indices, scenes):
             part = scene_patches(scene, all_models=all_models, patch_scale=patch_scale, min_kp_size=min_kp_size,
                                  seed=seed + index, **select)
-            writer.add(part.patches, part.labels + next_label, index)
-            labels.append(part.labels + next_label)
             where.append((np.full(len(part.labels), index), part.photo, part.xy))
             records.append({"index": index, "first_label": next_label, **part.record})
             next_label += int(part.labels.max()) + 1 if len(part.labels) else 0
+            yield part.patches, part.labels, index
+
+    def pair_files(ids: np.ndarray) -> dict | None:
+        if not len(ids):
+            raise ValueError(f"{root}: the scenes {[s.name for s in scenes]} gave no patches (no track long enough?)")
+        n = min(val_pairs, len(ids))
+        if not n:
+            return None
+        scene, photo, xy = (np.concatenate(x) for x in zip(*where))
+        return {f"m50_{n}_{n}_0.txt": hard_pairs(ids, scene, photo, xy, n, seed)}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small per-photo tensors: one thread is several times faster on a busy CPU
+    try:
+        ids = write_split(root, parts(), first_label=first_label, pair_files=pair_files, total=len(scenes),
+                          unit="scenes", progress=progress)
     finally:
         torch.set_num_threads(threads)
-    ids = np.concatenate(labels)
-    if not len(ids):
-        raise ValueError(f"{root}: the scenes {[s.name for s in scenes]} gave no patches (no track long enough?)")
-    n = min(val_pairs, len(ids))
-    if n:
-        scene, photo, xy = (np.concatenate(x) for x in zip(*where))
-        writer.close({f"m50_{n}_{n}_0.txt": hard_pairs(ids, scene, photo, xy, n, seed)})
-    else:
-        writer.close()
     return records, ids
 
 

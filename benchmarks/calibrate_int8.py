@@ -3,7 +3,7 @@
     python benchmarks/calibrate_int8.py PHOTOS_DIR --split DATASET/split.json
 
 Writes ``weights/int8_calibration.json`` (one entry per weights, keyed by
-:func:`hardnet_desc.core.quantize.fingerprint`), which ``HardNetDescriptor(precision="int8")`` reads.
+:func:`hardnet_desc.core.weights.fingerprint`), which ``HardNetDescriptor(precision="int8")`` reads.
 Deterministic: the photos are every k-th name of the sorted ``train`` list of ``split.json``
 (never a validation photo), each gives its ``--per-photo`` strongest SIFT keypoints, and the
 histogram observers have no randomness. The training photos are not shipped; the file is.
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
 from hardnet_desc.core.image import read_image  # noqa: E402
-from hardnet_desc.core.quantize import CALIBRATION_FILE, calibrate, fingerprint  # noqa: E402
+from hardnet_desc.core.quantize import CALIBRATION_FILE, calibrate  # noqa: E402
 
 
 def calibration_photos(photos: Path, split: Path | None, n_photos: int) -> list[Path]:
@@ -56,7 +56,7 @@ def main() -> None:
     patches = torch.cat(patches)
     activations = calibrate(desc.net, patches)
     table = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    table[fingerprint(desc.weights.state_dict)] = {
+    table[desc.weights.fingerprint] = {
         "weights": desc.weights.source,
         "activations": [[scale, zero_point] for scale, zero_point in activations],
         "calibration": {

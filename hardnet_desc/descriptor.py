@@ -34,7 +34,8 @@ from .core.patches import (
     frame_batches,
     keypoints_to_frames,
 )
-from .core.weights import DEFAULT_WEIGHTS, Weights, bundled_file, load_hardnet
+from .core.quantize import inference_net
+from .core.weights import DEFAULT_WEIGHTS, Weights, load_hardnet
 
 
 @torch.inference_mode()
@@ -99,25 +100,6 @@ def _tame_patches(x: torch.Tensor) -> torch.Tensor:
 def _forward(net: torch.nn.Module, patches: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
     with autocast(device, precision):
         return net(patches.contiguous(memory_format=torch.channels_last)).float()
-
-
-def _int8_net(net: torch.nn.Module, weights: Weights) -> torch.nn.Module:
-    from .core.quantize import quantize_hardnet
-
-    activations = _int8_calibration(weights)
-    if activations is None:
-        raise ValueError(
-            f"precision='int8' needs activation scales calibrated for these weights ({weights.source}); "
-            "only the bundled weights ship them (benchmarks/calibrate_int8.py makes them for others)"
-        )
-    return quantize_hardnet(net, activations)
-
-
-def _int8_calibration(weights: Weights) -> list[tuple[float, int]] | None:
-    """The int8 activation scales shipped for ``weights`` (the bundled ones), or ``None``."""
-    from .core.quantize import CALIBRATION_FILE, load_calibration
-
-    return load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE))
 
 
 def _spare_core() -> bool:
@@ -197,15 +179,11 @@ class HardNetDescriptor:
         self._device = resolve_device(device)
         choose_precision(precision, self._device, inference=True)  # unknown names, fp16 off CUDA, int8 off CPU
         net, self._weights = load_hardnet(weights)  # also any nn.Module with HardNet's layout (copied)
-        self._precision = choose_precision(
-            precision, self._device, inference=True, int8_calibrated=_int8_calibration(self._weights) is not None
-        )
+        fused = fuse_hardnet(net.eval()).to(self._device).to(memory_format=torch.channels_last)
+        self.net, self._precision = inference_net(fused, self._weights, precision, self._device)
         self._patch_scale = float(patch_scale or self._weights.patch_scale or DEFAULT_PATCH_SCALE)
         self._min_kp_size = float(self._weights.min_kp_size if min_kp_size is None else min_kp_size)
         self._batch_size = int(batch_size or default_batch_size(self._device, self._precision))
-        self.net = fuse_hardnet(net.eval()).to(self._device).to(memory_format=torch.channels_last)
-        if self._precision == "int8":
-            self.net = _int8_net(self.net, self._weights)
         self._own_detector = detector is None
         self._detector = cv2.SIFT_create() if detector is None else detector
         # Cut the next batch's patches in a worker thread while the net runs: None = where a core is left

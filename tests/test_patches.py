@@ -1,5 +1,7 @@
 """Patch geometry on a real photo: rotation, scale, anti-aliasing, borders, input checks."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch.nn.functional as F
 
 from hardnet_desc.core.patches import (
     DEFAULT_PATCH_SCALE,
+    PatchSpec,
     build_pyramid,
     cut_frame_batch,
     extract_patches,
@@ -310,3 +313,47 @@ def test_frame_batches_refuse_bad_frames(example_keypoints):
 def test_pyramid_depth_is_what_build_pyramid_builds():
     for h, w in [(520, 800), (7, 100), (8, 8), (15, 33), (1000, 9)]:
         assert len(build_pyramid(torch.zeros(1, 1, h, w), 50)) == pyramid_depth(h, w) + 1
+
+
+def test_patch_spec_defaults_checks_and_metadata_round_trip():
+    spec = PatchSpec()
+    assert (spec.scale, spec.min_kp_size, spec.size, spec.supersample, spec.grid_size) == (6.0, 0.0, 32, 2, 64)
+    spec = PatchSpec(scale=12, min_kp_size=np.float32(3.5))
+    assert isinstance(spec.scale, float) and spec.scale == 12.0 and spec.min_kp_size == 3.5
+    meta = spec.to_metadata()
+    assert meta == {"patch_scale": "12.0", "min_kp_size": "3.5"}
+    assert PatchSpec.from_metadata(meta) == spec
+    assert PatchSpec.from_metadata({"patch_scale": 12.0, "min_kp_size": 3.5, "other": "x"}) == spec  # h5 attrs: numbers
+    assert PatchSpec.from_metadata({}) == PatchSpec()  # files from before min_kp_size: the defaults
+    assert spec.replace(min_kp_size=None, size=64) == PatchSpec(12.0, 3.5, 64, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.scale = 3.0
+
+
+@pytest.mark.parametrize(
+    "fields, error, match",
+    [({"scale": 0}, ValueError, "patch_scale must be a positive finite number, got 0"),
+     ({"scale": float("inf")}, ValueError, "patch_scale must be a positive finite number, got inf"),
+     ({"scale": "6"}, TypeError, "patch_scale must be a number, got str"),
+     ({"scale": True}, TypeError, "patch_scale must be a number, got bool"),
+     ({"min_kp_size": -1.0}, ValueError, "min_kp_size must be a finite number >= 0"),
+     ({"min_kp_size": None}, TypeError, "min_kp_size must be a number"),
+     ({"size": 0}, ValueError, "patch_size must be an integer >= 1, got 0"),
+     ({"size": 32.0}, ValueError, "patch_size must be an integer >= 1, got 32.0"),
+     ({"supersample": 0}, ValueError, "supersample must be an integer >= 1, got 0")],
+)
+def test_patch_spec_refuses_bad_fields(fields, error, match):
+    with pytest.raises(error, match=match):
+        PatchSpec(**fields)
+
+
+@pytest.mark.parametrize(
+    "meta, match",
+    [({"patch_scale": "-6"}, "w.onnx: metadata patch_scale '-6' is not a positive number"),
+     ({"patch_scale": "six"}, "w.onnx: metadata patch_scale 'six' is not a positive number"),
+     ({"min_kp_size": "nan"}, "w.onnx: metadata min_kp_size 'nan' is not a number >= 0 of pixels"),
+     ({"min_kp_size": None}, "w.onnx: metadata min_kp_size None is not a number >= 0")],
+)
+def test_patch_spec_from_bad_metadata_names_source_and_key(meta, match):
+    with pytest.raises(ValueError, match=match):
+        PatchSpec.from_metadata(meta, source="w.onnx")

@@ -11,7 +11,6 @@ from hardnet_desc.core.model import fuse_hardnet
 from hardnet_desc.core.quantize import (
     CALIBRATION_FILE,
     calibrate,
-    fingerprint,
     int8_available,
     load_calibration,
     quantize_hardnet,
@@ -51,7 +50,7 @@ def test_bad_activation_list_is_refused(hardnet):
 def test_bundled_weights_ship_their_calibration():
     weights = load_weights("default")
     table = json.loads(bundled_file(CALIBRATION_FILE).read_text())
-    entry = table[fingerprint(weights.state_dict)]
+    entry = table[weights.fingerprint]  # the one fingerprint of weights, as feature files and ONNX record it
     assert entry["weights"] == weights.source and entry["calibration"]["patches"] > 10_000
     assert load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE)) == [(float(s), int(z)) for s, z in entry["activations"]]
 

@@ -9,6 +9,7 @@ import torch
 from hardnet_desc.core import weights as W
 from hardnet_desc.descriptor import HardNetDescriptor
 from hardnet_desc.core.model import HardNet
+from hardnet_desc.core.patches import PatchSpec
 from hardnet_desc.core.weights import WeightsError, load_hardnet, load_weights, save_weights
 
 
@@ -66,6 +67,17 @@ def test_bad_min_kp_size_in_a_file_is_a_weights_error(hardnet, tmp_path, value):
     path = save_weights(hardnet, tmp_path / "w.safetensors", {"min_kp_size": value})
     with pytest.raises(WeightsError, match=f"w.safetensors: metadata min_kp_size '{value}' is not a number >= 0"):
         HardNetDescriptor(path, device="cpu")
+
+
+def test_patch_spec_is_read_from_the_file(hardnet, tmp_path):
+    path = save_weights(hardnet, tmp_path / "w.safetensors", {"patch_scale": "12.0", "min_kp_size": "3.5"})
+    weights = load_weights(path)
+    assert weights.patch_spec == PatchSpec(scale=12.0, min_kp_size=3.5)
+    assert (weights.patch_scale, weights.min_kp_size) == (12.0, 3.5)
+    bare = load_weights(save_weights(hardnet, tmp_path / "bare.safetensors"))
+    assert bare.patch_spec == PatchSpec() and bare.patch_scale is None and bare.min_kp_size == 0.0
+    with pytest.raises(WeightsError, match=r"bad\.safetensors: metadata patch_scale '0' is not a positive number"):
+        load_weights(save_weights(hardnet, tmp_path / "bad.safetensors", {"patch_scale": "0"}))
 
 
 def test_missing_file_and_unknown_name(tmp_path):

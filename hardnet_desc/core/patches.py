@@ -35,10 +35,12 @@ rather than by point-sampling a wide area.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
-from typing import Union
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Union
 
 import cv2
 import numpy as np
@@ -58,6 +60,98 @@ SUPERSAMPLE = 2
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 # Grid points (block * G * G) per grid_sample call in sample_frames.
 _GRID_BLOCK = 1 << 19
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchSpec:
+    """How a patch is cut around a keypoint: the patch geometry, one object wherever a patch is cut.
+
+    The geometry belongs to the weights (they were trained on patches cut so): ``Weights.patch_spec``
+    reads it from their file, ``to_metadata``/``from_metadata`` are the one place its metadata keys
+    are spelled.
+
+    Attributes:
+        scale: patch side in units of ``kp.size`` (the ``patch_scale`` of the weights and of
+            ``HardNetDescriptor``); a positive finite number.
+        min_kp_size: least ``kp.size`` in pixels a patch is cut for (0: no minimum); a finite number >= 0.
+        size: side of the output patch in pixels (the network's input, 32).
+        supersample: the sampling grid is ``size * supersample`` cells, then averaged down (anti-aliasing).
+
+    Raises:
+        TypeError, ValueError: a field that is not a number of the kind above (one-line messages
+            naming it by its public name, e.g. ``patch_scale``).
+    """
+
+    scale: float = DEFAULT_PATCH_SCALE
+    min_kp_size: float = 0.0
+    size: int = PATCH_SIZE
+    supersample: int = SUPERSAMPLE
+
+    #: Field -> its key in weight, ONNX and feature-file metadata (the only place the keys are spelled).
+    METADATA_KEYS: ClassVar[dict[str, str]] = {"scale": "patch_scale", "min_kp_size": "min_kp_size"}
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", check_patch_scale(self.scale))
+        object.__setattr__(self, "min_kp_size", check_min_kp_size(self.min_kp_size))
+        for name, public in (("size", "patch_size"), ("supersample", "supersample")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{public} must be an integer >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
+
+    @property
+    def grid_size(self) -> int:
+        """Cells per side of the sampling grid: ``size * supersample``."""
+        return self.size * self.supersample
+
+    def replace(self, **changes: Any) -> PatchSpec:
+        """A copy with the given fields changed (and checked); ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_metadata(self) -> dict[str, str]:
+        """The weights' part of the spec (``scale``, ``min_kp_size``) as metadata strings, e.g.
+        ``{"patch_scale": "6.0", "min_kp_size": "3.5"}``."""
+        return {key: repr(float(getattr(self, name))) for name, key in self.METADATA_KEYS.items()}
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any], source: str = "metadata") -> PatchSpec:
+        """The spec recorded in ``meta`` (weight, ONNX or feature-file metadata; strings or numbers);
+        a key it lacks takes the default.
+
+        Raises:
+            ValueError: a recorded value that is not a valid number for its field; the message names
+                ``source`` (e.g. the file) and the key.
+        """
+        fields = {}
+        for name, key in cls.METADATA_KEYS.items():
+            if key not in meta:
+                continue
+            value = meta[key]
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            valid = 0 < number < math.inf if name == "scale" else 0 <= number < math.inf
+            if not valid:
+                rule = "a positive number" if name == "scale" else "a number >= 0 of pixels"
+                raise ValueError(f"{source}: metadata {key} {value!r} is not {rule}")
+            fields[name] = number
+        return cls(**fields)
+
+    @classmethod
+    def records(cls, meta: Mapping[str, Any], name: str) -> bool:
+        """Whether ``meta`` records the field ``name`` (``"scale"`` or ``"min_kp_size"``)."""
+        return cls.METADATA_KEYS[name] in meta
+
+
+def check_patch_scale(patch_scale: float) -> float:
+    """``patch_scale`` as a float, or ``TypeError``/``ValueError`` unless it is a positive finite number."""
+    if isinstance(patch_scale, bool) or not isinstance(patch_scale, numbers.Real):
+        raise TypeError(f"patch_scale must be a number, got {type(patch_scale).__name__}")
+    if not 0 < patch_scale < math.inf:
+        raise ValueError(f"patch_scale must be a positive finite number, got {patch_scale}")
+    return float(patch_scale)
+
 
 
 def keypoints_to_array(keypoints: KeypointsLike) -> np.ndarray:

@@ -9,7 +9,7 @@ numbers, so no second weight file exists:
   input and the output of each of the seven convolutions. These come from running the float
   net on patches of training photos (``calibrate``, a histogram observer that minimises
   the quantization error) and are stored per weights in ``int8_calibration.json`` next to the
-  bundled weight files, keyed by ``fingerprint`` of the state dict;
+  bundled weight files, keyed by the weights' ``fingerprint`` (``hardnet_desc.core.weights``);
 * **biases** stay float32 (oneDNN adds them in int32/float).
 
 Per-patch standardisation and the final L2 normalisation run in float32; the seven
@@ -18,11 +18,13 @@ engine, which uses AMX-INT8 or AVX-512 VNNI where the CPU has them.
 
 The calibration file of the bundled weights is written by ``benchmarks/calibrate_int8.py``
 (a deterministic build step over the training photos, which are not shipped).
+
+``inference_net`` is the whole int8 decision: whether ``"auto"`` runs int8 (``device.choose_precision``
+with whether the weights ship calibration), and the int8 net or the refusal.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -32,8 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import INT8_ENGINE as _ENGINE
-from .device import int8_available
+from .device import choose_precision, int8_available
 from .model import FusedHardNet, standardize_patches
+from .weights import Weights, bundled_file, fingerprint
 
 #: Where the calibrated activation parameters of known weights are stored.
 CALIBRATION_FILE = "int8_calibration.json"
@@ -58,17 +61,6 @@ class Int8HardNet(nn.Module):
         for conv in self.convs:
             q = conv(q)
         return F.normalize(q.dequantize().flatten(1), dim=1)
-
-
-def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 of a HardNet state dict as loaded (names and float32 values), to key calibration data."""
-    digest = hashlib.sha256()
-    for name, value in sorted(state_dict.items()):
-        if name.endswith("num_batches_tracked"):
-            continue
-        digest.update(name.encode())
-        digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @torch.inference_mode()
@@ -153,3 +145,38 @@ def load_calibration(state_dict: dict[str, torch.Tensor], path: str | Path) -> l
         return None
     entry = json.loads(path.read_text()).get(fingerprint(state_dict))
     return None if entry is None else [(float(s), int(z)) for s, z in entry["activations"]]
+
+
+def shipped_calibration(weights: Weights) -> list[tuple[float, int]] | None:
+    """The int8 activation parameters shipped for ``weights`` (the bundled ones), or ``None``."""
+    return load_calibration(weights.state_dict, bundled_file(CALIBRATION_FILE))
+
+
+def inference_net(
+    net: FusedHardNet, weights: Weights, precision: str, device: torch.device
+) -> tuple[nn.Module, str]:
+    """The network that describes with ``precision`` on ``device``, and that precision resolved: the int8 decision.
+
+    Args:
+        net: the fused float net (``fuse_hardnet``) of ``weights``, on ``device``.
+        weights: its weights; whether they ship calibration (``shipped_calibration``) decides
+            whether ``"auto"`` may take int8 (``device.choose_precision``).
+        precision: a name of ``device.PRECISIONS``.
+        device: where the net runs.
+
+    Returns:
+        ``(net, name)``: ``net`` itself, or its ``Int8HardNet`` when the name is ``"int8"``.
+
+    Raises:
+        ValueError: as ``choose_precision``, or ``"int8"`` for weights without calibration.
+    """
+    activations = shipped_calibration(weights)
+    chosen = choose_precision(precision, device, inference=True, int8_calibrated=activations is not None)
+    if chosen != "int8":
+        return net, chosen
+    if activations is None:
+        raise ValueError(
+            f"precision='int8' needs activation scales calibrated for these weights ({weights.source}); "
+            "only the bundled weights ship them (benchmarks/calibrate_int8.py makes them for others)"
+        )
+    return quantize_hardnet(net, activations), chosen

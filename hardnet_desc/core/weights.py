@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import pickle
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .model import HardNet
+from .patches import PatchSpec
 
 #: Bundled weight files: name -> (file name, sha256). The first entry is the default.
 BUNDLED: dict[str, tuple[str, str]] = {
@@ -50,49 +50,44 @@ class Weights:
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
-    def patch_scale(self) -> float | None:
-        """The patch scale the weights were trained with, if the file records it.
+    def patch_spec(self) -> PatchSpec:
+        """How the weights' patches are cut, as their file records it (``PatchSpec`` defaults for what it does not).
 
         Raises:
-            WeightsError: the file records a value that is not a positive finite number.
+            WeightsError: the file records a value that is not valid (the message names the file and the key).
         """
-        value = self.metadata.get("patch_scale")
-        if value is None:
-            return None
         try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not 0 < number < math.inf:  # the rule of HardNetDescriptor's patch_scale argument
-            raise WeightsError(f"{self.source}: metadata patch_scale {value!r} is not a positive number")
-        return number
+            return PatchSpec.from_metadata(self.metadata, source=self.source)
+        except ValueError as err:
+            raise WeightsError(str(err)) from None
+
+    @property
+    def patch_scale(self) -> float | None:
+        """The patch scale the weights were trained with, if the file records it (``patch_spec``)."""
+        return self.patch_spec.scale if PatchSpec.records(self.metadata, "scale") else None
 
     @property
     def min_kp_size(self) -> float:
-        """The least ``kp.size`` (pixels) the weights were trained to cut patches for; 0 if the file records none.
-
-        Raises:
-            WeightsError: the file records a value that is not a finite number >= 0.
-        """
-        value = self.metadata.get("min_kp_size")
-        if value is None:
-            return 0.0
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not 0 <= number < math.inf:  # the rule of hardnet_desc.core.patches.check_min_kp_size
-            raise WeightsError(f"{self.source}: metadata min_kp_size {value!r} is not a number >= 0 of pixels")
-        return number
+        """The least ``kp.size`` (pixels) the weights were trained to cut patches for; 0 if the file records none."""
+        return self.patch_spec.min_kp_size
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the state dict's tensors (names and values), to tell weight sets apart."""
-        digest = hashlib.sha256()
-        for key in sorted(self.state_dict):
-            digest.update(key.encode())
-            digest.update(self.state_dict[key].detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        """``fingerprint`` of the state dict: recorded by feature files, ONNX models and int8 calibration."""
+        return fingerprint(self.state_dict)
+
+
+def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's tensors (names, sorted, and values as stored), to tell weight sets apart.
+
+    The one fingerprint of weights: ``hardnet-desc extract``'s HDF5 files, ONNX metadata and the int8
+    calibration table (``hardnet_desc.core.quantize``) record it.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        digest.update(key.encode())
+        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def bundled_path(name: str) -> Path:
@@ -174,7 +169,7 @@ def load_weights(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHT
 def _checked(weights: Weights) -> Weights:
     """``weights`` after ``check_state_dict`` and a check of its recorded ``patch_scale`` and ``min_kp_size``."""
     check_state_dict(weights.state_dict, weights.source)
-    weights.patch_scale, weights.min_kp_size  # noqa: B018 (a bad metadata value fails here, naming the file)
+    weights.patch_spec  # noqa: B018 (a bad metadata value fails here, naming the file)
     return weights
 
 

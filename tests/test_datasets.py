@@ -16,6 +16,7 @@ from hardnet_desc.data.phototour import (
     write_phototour,
 )
 from hardnet_desc.train.augment import AugmentConfig
+from hardnet_desc.train.datasets.writer import write_split
 from hardnet_desc.train.sampler import MixedPairs, PairDataset, split_batch
 
 N = 300  # two bmp files, the second holds 44 patches
@@ -98,6 +99,29 @@ def test_writer_round_trip_and_layout(tmp_path, tour):
     for got, want in zip((i1, i2, m), pairs["m50_20_20_0.txt"]):
         np.testing.assert_array_equal(got, want)
     assert find_pair_files(tmp_path / "w") == [tmp_path / "w" / "m50_20_20_0.txt"]
+
+
+def test_split_writer_runs_labels_on_across_parts(tmp_path):
+    """train.datasets.writer.write_split (both builders'): part labels run on, the part index is the photo column."""
+    patches = make_patches(300)
+    local = [np.repeat(np.arange(50), 2), np.zeros(0, np.int64), np.repeat(np.arange(100), [1, 2] * 50)[:150]]
+    parts = [(patches[:100], local[0], 0), (patches[:0], local[1], 1), (patches[100:250], local[2], 2)]
+    seen = []
+
+    def pair_files(ids):
+        seen.append(ids)
+        return {"m50_30_30_0.txt": make_pairs(ids, 30, seed=0)}
+
+    ids = write_split(tmp_path / "val", iter(parts), first_label=7, pair_files=pair_files, progress=False)
+    want = np.concatenate([local[0] + 7, local[2] + 57])
+    np.testing.assert_array_equal(ids, want)
+    np.testing.assert_array_equal(seen[0], want)
+    data = read_phototour(tmp_path / "val", patch_size=64)
+    np.testing.assert_array_equal(data.patches, patches[:250])
+    np.testing.assert_array_equal(data.point_ids, want)
+    np.testing.assert_array_equal(data.source, np.repeat([0, 2], [100, 150]))
+    assert find_pair_files(tmp_path / "val") == [tmp_path / "val" / "m50_30_30_0.txt"]
+    assert len(write_split(tmp_path / "empty", [], progress=False)) == 0 and not find_pair_files(tmp_path / "empty")
 
 
 def test_streaming_writer_in_pieces(tmp_path):

@@ -85,6 +85,13 @@ def test_min_kp_size_goes_from_the_data_into_the_weights(dataset, photo_dir, tmp
     weights = train(_config(tmp_path / "m4", tmp_path / "run", **small), progress=False)
     assert HardNetDescriptor(weights, device="cpu").min_kp_size == 4.0
     assert json.loads((tmp_path / "run" / "model_card.json").read_text())["min_kp_size"] == 4.0
+    bad = tmp_path / "bad"  # a meta.json value no PatchSpec takes is refused, naming the file and the key
+    (bad / "train").mkdir(parents=True)
+    (bad / "meta.json").write_text(json.dumps({"patch_scale": 6.0, "min_kp_size": -1}))
+    for f in (dataset / "train").iterdir():
+        (bad / "train" / f.name).symlink_to(f)
+    with pytest.raises(ValueError, match=r"bad/meta.json: metadata min_kp_size -1 "):
+        train(_config(bad, tmp_path / "badrun", **small), progress=False)
     mixed = _config(dataset, tmp_path / "mixed", **small)
     mixed.data = [str(dataset / "train"), str(tmp_path / "m4" / "train")]
     with pytest.raises(ValueError, match="different min_kp_size"):

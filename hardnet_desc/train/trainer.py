@@ -32,7 +32,7 @@ from ..core.device import autocast, resolve_device, resolve_precision
 from ..fpr95 import pairs_fpr95
 from ..core.model import HardNet
 from ..outputs import check_output, json_is_ours, replacing, write_json
-from ..core.patches import DEFAULT_PATCH_SCALE
+from ..core.patches import PatchSpec
 from ..core.weights import check_state_dict, load_weights, read_checkpoint, save_weights
 from .augment import AugmentConfig
 from .loss import hardest_in_batch_loss
@@ -209,7 +209,7 @@ def _init_net(run: _Run) -> None:
     torch.manual_seed(cfg.seed)
     net = HardNet(dropout=cfg.dropout)
     if cfg.init:
-        init, patch_scale = load_weights(cfg.init), data_setting(cfg, "patch_scale")
+        init, patch_scale = load_weights(cfg.init), data_patch_metadata(cfg).get("patch_scale")
         if None not in (init.patch_scale, patch_scale) and init.patch_scale != patch_scale:
             raise ValueError(f"--init {cfg.init} was trained at patch_scale {init.patch_scale}, but {cfg.data} "
                              f"holds patches at patch_scale {patch_scale}")
@@ -403,23 +403,35 @@ def _paths(value: str | list[str] | None) -> list[str]:
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
-#: How the training patches were cut, as make-dataset's ``meta.json`` records it; the value a file
-#: without the key means (older datasets have no ``min_kp_size``: none was applied).
-_DATA_SETTINGS = {"patch_scale": None, "min_kp_size": 0.0}
+#: The ``PatchSpec`` metadata a make-dataset ``meta.json`` without the key means (older datasets have no
+#: ``min_kp_size``: none was applied; a missing ``patch_scale`` stays unknown).
+_DATA_DEFAULTS = {"min_kp_size": 0.0}
 
 
-def data_setting(cfg: TrainConfig, key: str) -> float | None:
-    """How the training patches were cut (``"patch_scale"`` or ``"min_kp_size"``): ``cfg.extra[key]``,
-    else make-dataset's ``meta.json`` (one value for all data folders), else None."""
-    value = cfg.extra.get(key)
-    if value is None:
-        metas = [Path(d).parent / "meta.json" for d in _paths(cfg.data)]
-        found = {str(m): json.loads(m.read_text()).get(key, _DATA_SETTINGS[key]) for m in metas if m.is_file()}
-        found = {m: float(v) for m, v in found.items() if v is not None}
-        if len(set(found.values())) > 1:
+def data_patch_metadata(cfg: TrainConfig) -> dict[str, float]:
+    """How the training patches were cut, under ``PatchSpec``'s metadata keys (``patch_scale``,
+    ``min_kp_size``): each from ``cfg.extra``, else from make-dataset's ``meta.json`` (one value for all
+    data folders); a key that nothing records is left out.
+
+    Raises:
+        ValueError: the folders' ``meta.json`` disagree on a key, or record a value no ``PatchSpec`` takes.
+    """
+    recorded = []
+    for meta_path in (Path(d).parent / "meta.json" for d in _paths(cfg.data)):
+        if meta_path.is_file():
+            meta = {k: v for k, v in json.loads(meta_path.read_text()).items() if v is not None}
+            meta = {**_DATA_DEFAULTS, **meta}
+            spec = PatchSpec.from_metadata(meta, source=str(meta_path))  # checks the values
+            recorded.append((str(meta_path), {k: float(v) for k, v in spec.to_metadata().items() if k in meta}))
+    settings = {}
+    for key in PatchSpec.METADATA_KEYS.values():
+        found = {path: values[key] for path, values in recorded if key in values}
+        if cfg.extra.get(key) is None and len(set(found.values())) > 1:
             raise ValueError(f"the data folders hold patches cut with different {key}: {found}")
-        value = next(iter(found.values()), None)
-    return None if value is None else float(value)
+        value = cfg.extra[key] if cfg.extra.get(key) is not None else next(iter(found.values()), None)
+        if value is not None:
+            settings[key] = float(value)
+    return settings
 
 
 def make_sampler(cfg: TrainConfig, seed: int) -> PairDataset | MixedPairs:
@@ -434,7 +446,7 @@ def make_sampler(cfg: TrainConfig, seed: int) -> PairDataset | MixedPairs:
     if len(photos) != len(folders):
         raise ValueError(f"--photos-per-batch gives {len(photos)} values for {len(folders)} data folders")
     n_batches = cfg.pairs_per_epoch // cfg.batch_size
-    patch_scale = data_setting(cfg, "patch_scale") or DEFAULT_PATCH_SCALE
+    patch_scale = PatchSpec.from_metadata(data_patch_metadata(cfg)).scale  # the default if unrecorded
     parts = []
     for k, (folder, share, k_photos) in enumerate(zip(folders, shares, photos)):
         if share < 2:
@@ -472,19 +484,18 @@ def read_val_sets(val: str | list[str] | None) -> dict[str, tuple[PhotoTourData,
 
 def export(net: HardNet, cfg: TrainConfig, history: list[dict], path: Path) -> Path:
     """Write weights (safetensors, with the card in its metadata) and ``model_card.json`` beside them."""
-    patch_scale, min_kp_size = data_setting(cfg, "patch_scale"), data_setting(cfg, "min_kp_size")
+    data = data_patch_metadata(cfg)
     last = history[-1] if history else {}
     card = {
         "architecture": "HardNet (Mishchuk et al., NIPS 2017)",
-        "patch_scale": patch_scale,
-        "min_kp_size": min_kp_size,
+        **{key: data.get(key) for key in PatchSpec.METADATA_KEYS.values()},  # patch_scale, min_kp_size
         "pairs_seen": last.get("pairs_seen", 0),
         "val_fpr95": last.get("val_fpr95"),
         "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("extra",)},
         "history": history,
         **cfg.extra,
     }
-    metadata = {k: str(v) for k, v in (("patch_scale", patch_scale), ("min_kp_size", min_kp_size)) if v is not None}
+    metadata = {k: v for k, v in PatchSpec.from_metadata(data).to_metadata().items() if k in data}
     metadata["model_card"] = json.dumps(card)
     with replacing(path) as tmp:  # an interrupted export leaves the old file or the new one
         save_weights(net.eval(), tmp, metadata)

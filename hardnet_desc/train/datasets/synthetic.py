@@ -35,8 +35,8 @@ from ...data.warps import WarpConfig, photometric, project_keypoints, random_hom
 from ...detection import detect_sift
 from ...core.image import read_image, to_grey_numpy, to_grey_tensor
 from ...outputs import write_json
-from ...core.patches import extract_patches
-from .writer import Part, default_patch_settings, write_split
+from ...core.patches import PatchSpec, extract_patches
+from .writer import Part, default_patch_spec, spec_record, write_split
 
 
 @dataclass
@@ -106,10 +106,9 @@ class ImageJob:
     seed: int
     points: int
     views: int
-    patch_scale: float
+    spec: PatchSpec  # the patch geometry (scale, min_kp_size); cut at 64x64 without supersampling
     warp: WarpConfig
     match: MatchConfig
-    min_kp_size: float = 0.0
 
 
 def correspondences_from_image(job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +144,7 @@ def correspondences_from_image(job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
             if len(sel) == 0:
                 continue
             p = extract_patches(to_grey_tensor(img), kps[sel], patch_size=STORED_SIZE, supersample=1,
-                                patch_scale=job.patch_scale, min_kp_size=job.min_kp_size)
+                                patch_scale=job.spec.scale, min_kp_size=job.spec.min_kp_size)
             patches.append((p[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy())
             ids.append(sel)
     if not patches:
@@ -184,7 +183,7 @@ def make_dataset(
         points: at most this many 3D points per photo (>= 1).
         views: warped views per photo, >= 1 (the photo itself is one more view).
         patch_scale: patch side in units of ``kp.size`` (must match inference); default: the bundled
-            weights' value (``writer.default_patch_settings``, as for the SfM builder).
+            weights' value (``writer.default_patch_spec``, as for the SfM builder).
         min_kp_size: least ``kp.size`` in pixels a patch is cut for (must match inference);
             default: the bundled weights' value.
         val_fraction: share of photos held out for validation, in (0, 1).
@@ -206,7 +205,7 @@ def make_dataset(
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}")
     warp, match = warp or WarpConfig(), match or MatchConfig()
-    patch_scale, min_kp_size = default_patch_settings(patch_scale, min_kp_size)
+    spec = default_patch_spec(patch_scale, min_kp_size)
     paths = list_images(images)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 photos in {images}, found {len(paths)}")
@@ -221,11 +220,11 @@ def make_dataset(
     write_json(out / "split.json", {"train": [str(p.relative_to(root)) for p in train],
                                     "val": [str(p.relative_to(root)) for p in val]}, force=force)
     workers = workers or min(2, os.cpu_count() or 1)
-    summary: dict = {"images": str(root), "patch_scale": patch_scale, "min_kp_size": min_kp_size, "points_per_image": points, "views": views,
+    summary: dict = {"images": str(root), **spec_record(spec), "points_per_image": points, "views": views,
                      "seed": seed, "split_seed": split_seed, "warp": asdict(warp), "match": asdict(match)}
     for split, files in (("train", train), ("val", val)):
-        jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, patch_scale, warp, match,
-                         min_kp_size)
+        jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, spec, warp,
+                         match)
                 for i, p in enumerate(files)]  # info.txt's second column: the photo's index in split.json
         n_pairs = val_pairs if split == "val" else None
         summary[split] = {"photos": len(files), **_write_split(out / split, jobs, workers, n_pairs, seed, progress)}

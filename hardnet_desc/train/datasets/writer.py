@@ -1,4 +1,4 @@
-"""What both training-set builders share: the split writer and the default patch settings.
+"""What both training-set builders share: the split writer and the default ``PatchSpec``.
 
 A split is a PhotoTour folder (``hardnet_desc.data.phototour``) written from parts, one per photo
 (synthetic builder) or per scene (SfM builder): each part's patches with its own point labels
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.phototour import PairArrays, PhotoTourWriter
-from ...core.patches import DEFAULT_PATCH_SCALE, check_min_kp_size
+from ...core.patches import PatchSpec
 
 #: One part of a split: patches (k, 64, 64) uint8, their point labels (k,) counted from 0 within the
 #: part, and the part's index (``info.txt``'s second column).
@@ -55,17 +55,21 @@ def write_split(
     return ids
 
 
-def default_patch_settings(patch_scale: float | None, min_kp_size: float | None) -> tuple[float, float]:
-    """``(patch_scale, min_kp_size)`` a training set is cut with: the values given, else the bundled
-    weights' (a set cut as they describe; ``DEFAULT_PATCH_SCALE`` if they record no patch scale).
+def default_patch_spec(patch_scale: float | None = None, min_kp_size: float | None = None) -> PatchSpec:
+    """The ``PatchSpec`` a training set is cut with: ``patch_scale`` and ``min_kp_size`` as given, else the
+    bundled weights' (a set cut as they describe; ``PatchSpec``'s defaults for what they do not record).
 
     Raises:
-        ValueError, TypeError: ``min_kp_size`` is not a finite number >= 0.
+        ValueError, TypeError: a value that is not a valid number for its field.
     """
     if patch_scale is None or min_kp_size is None:
         from ...core.weights import load_weights
 
-        default = load_weights()
-        patch_scale = default.patch_scale or DEFAULT_PATCH_SCALE if patch_scale is None else patch_scale
-        min_kp_size = default.min_kp_size if min_kp_size is None else min_kp_size
-    return patch_scale, check_min_kp_size(min_kp_size)
+        return load_weights().patch_spec.replace(scale=patch_scale, min_kp_size=min_kp_size)
+    return PatchSpec(scale=patch_scale, min_kp_size=min_kp_size)
+
+
+def spec_record(spec: PatchSpec) -> dict[str, float]:
+    """The spec as a dataset's ``meta.json`` records it, in numbers: ``{"patch_scale": 6.0, "min_kp_size": 3.5}``
+    (the keys of ``PatchSpec.to_metadata``, which the trainer reads back and writes into the weights)."""
+    return {key: float(value) for key, value in spec.to_metadata().items()}

@@ -47,7 +47,7 @@ def bundled_tiles() -> PhotoTourData:
 
 def time_batches(data: PhotoTourData, batch: int, aug: AugmentConfig, n: int) -> tuple[float, float]:
     """Wall and CPU seconds to build one batch."""
-    ds = PairDataset(data, batch * (n + 1), batch, seed=0, augmentations=aug)
+    ds = PairDataset(data, batch * (n + 1), batch_size=batch, seed=0, augment=aug)
     ds.get_batch(0, 0)
     t, c = time.perf_counter(), time.process_time()
     for i in range(1, n + 1):

@@ -71,9 +71,12 @@ def _make_sfm_dataset(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
+    from .train.augment import AugmentConfig
     from .train.trainer import TrainConfig, train
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values["augment"] = AugmentConfig.parse(args.aug, args.aug_strength, flip_rot90=args.augment,
+                                            rot_deg=args.rot_deg, scale=args.scale_jitter)
     data = ([args.data] if args.data else []) + args.more_data
     if not data:
         raise ValueError("give a training folder: train DATA OUT, or train OUT --data DATA [--data DATA2 ...]")
@@ -464,7 +467,7 @@ def _add_train(sub) -> None:
                    "folder's name, or its parent's for .../val); the first is also val_fpr95")
     p.add_argument("--aug", metavar="LIST", help="per-patch augmentations, comma separated, from noise, blur, jpeg, "
                    "photometric, kpjitter; 'name=S' gives one its own strength")
-    p.add_argument("--aug-strength", type=float, default=d.aug_strength, metavar="S",
+    p.add_argument("--aug-strength", type=float, default=1.0, metavar="S",
                    help="strength of the --aug entries without their own (default: %(default)s)")
     p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (a bundled name or a file) instead of "
                    "a random init")
@@ -474,8 +477,10 @@ def _add_train(sub) -> None:
                    metavar="K[,K2,...]", help="draw each batch's points from K photos (the photo column of "
                    "info.txt), batch/K from each; one K per data folder when mixing (default: %(default)s = from "
                    "the whole set)")
-    for name in ("lr", "momentum", "dampening", "weight_decay", "margin", "dropout", "rot_deg", "scale_jitter"):
+    for name in ("lr", "momentum", "dampening", "weight_decay", "margin", "dropout"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    p.add_argument("--rot-deg", type=float, default=d.augment.rot_deg)
+    p.add_argument("--scale-jitter", type=float, default=d.augment.scale)
     p.add_argument("--batch-reduce", choices=["min", "average", "random"], default=d.batch_reduce)
     p.add_argument("--no-anchor-swap", dest="anchor_swap", action="store_false")
     p.add_argument("--augment", action="store_true", help="'+' augmentation: random flip/rot90 of each pair")

@@ -163,7 +163,7 @@ def test_augment_patches_hits_about_half_and_is_seeded(photo_patches):
 
 def test_augment_config_parse():
     cfg = AugmentConfig.parse("noise, jpeg=2,kpjitter", strength=0.5)
-    assert cfg.as_dict() == {"noise": 0.5, "blur": 0.0, "jpeg": 2.0, "photometric": 0.0, "kpjitter": 0.5}
+    assert cfg.strengths() == {"noise": 0.5, "blur": 0.0, "jpeg": 2.0, "photometric": 0.0, "kpjitter": 0.5}
     assert cfg.photometric_chain and not AugmentConfig(kpjitter=1.0).photometric_chain
     assert AugmentConfig.parse(None) == AugmentConfig() == AugmentConfig.parse("")
     with pytest.raises(ValueError, match="unknown augmentation 'sharpen'"):
@@ -172,6 +172,18 @@ def test_augment_config_parse():
         AugmentConfig.parse("noise=strong")
     with pytest.raises(ValueError, match=">= 0"):
         AugmentConfig.parse("blur=-1")
+    # the geometric switches travel in the same object, checked when it is made
+    geo = AugmentConfig.parse("noise", flip_rot90=True, rot_deg=10, scale=0.1)
+    assert (geo.noise, geo.flip_rot90, geo.rot_deg, geo.scale) == (1.0, True, 10.0, 0.1) and geo.frame_jitter
+    assert not AugmentConfig(noise=1.0).frame_jitter and AugmentConfig(kpjitter=0.5).frame_jitter
+    with pytest.raises(ValueError, match=r"rot_deg must be >= 0 \(--rot-deg\)"):
+        AugmentConfig(rot_deg=-1.0)
+    with pytest.raises(ValueError, match=r"scale must be in \[0, 1\) \(--scale-jitter\)"):
+        AugmentConfig.parse(None, scale=1.0)
+    with pytest.raises(ValueError, match="rot_deg"):
+        AugmentConfig(rot_deg=float("nan"))
+    with pytest.raises(ValueError, match="unknown augmentation 'rot_deg'"):  # not a per-patch strength
+        AugmentConfig.parse("rot_deg=3")
     with pytest.raises(ValueError, match=r"\(B, H, W\)"):
         gaussian_blur(np.zeros((32, 32), np.uint8), 1.0)
     with pytest.raises(TypeError, match="uint8 or float32"):

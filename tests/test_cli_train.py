@@ -121,6 +121,8 @@ def _one_line_error(capsys, code, match):
         ("--checkpoint-every", "0", "checkpoint_every must be >= 1"),
         ("--max-steps", "0", "max_steps must be >= 1"),
         ("--photos-per-batch", "-1", "photos_per_batch must be >= 0"),
+        ("--rot-deg", "-1", "rot_deg must be >= 0 (--rot-deg), got -1.0"),
+        ("--scale-jitter", "1", "scale must be in [0, 1) (--scale-jitter), got 1.0"),
         ("--device", "gpu7", "unknown device 'gpu7'"),
     ],
 )
@@ -202,6 +204,27 @@ def test_resume_refuses_a_checkpoint_beyond_the_runs_steps(data_dir, tmp_path, g
     code = main(["train", str(data_dir / "train"), str(out), "--resume", *FAST])
     _one_line_error(capsys, code, f"{out / 'checkpoint.pt'}: its step 1000000000 is beyond this run's 8 steps")
     assert not (out / "hardnet.safetensors").exists() and not (out / "log.csv").exists()
+
+
+OLD_NAMES = {"aug": None, "aug_strength": 1.0, "augment": False, "rot_deg": 0.0, "scale_jitter": 0.0}
+
+
+def test_resume_reads_the_augmentation_names_of_older_checkpoints(data_dir, tmp_path, good_checkpoint, capsys):
+    """Checkpoints from before AugmentConfig store aug, aug_strength, augment (bool), rot_deg, scale_jitter."""
+    for name, old, args, code in [("same", OLD_NAMES, [], 0), ("other", {**OLD_NAMES, "aug": "noise"}, [], 2),
+                                  ("flip", {**OLD_NAMES, "augment": True, "rot_deg": 5.0}, ["--augment"], 2),
+                                  ("flip-rot", {**OLD_NAMES, "augment": True, "rot_deg": 5.0},
+                                   ["--augment", "--rot-deg", "5"], 0)]:
+        out = tmp_path / name
+        out.mkdir()
+        config = {k: v for k, v in good_checkpoint["config"].items() if k != "augment"}
+        torch.save({**good_checkpoint, "config": {**config, **old}}, out / "checkpoint.pt")
+        capsys.readouterr()
+        assert main(["train", str(data_dir / "train"), str(out), "--resume", "--max-steps", "2", *FAST, *args]) == code
+        assert ("same recipe" in capsys.readouterr().err) == (code == 2), name
+    assert good_checkpoint["config"]["augment"] == {"noise": 0.0, "blur": 0.0, "jpeg": 0.0, "photometric": 0.0,
+                                                    "kpjitter": 0.0, "flip_rot90": False, "rot_deg": 0.0,
+                                                    "scale": 0.0}
 
 
 @pytest.mark.parametrize("case", BROKEN, ids=list(BROKEN))

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from hardnet_desc.data.phototour import (
     write_phototour,
 )
 from hardnet_desc.train.augment import AugmentConfig
+from hardnet_desc.train.datasets.writer import write_split
 from hardnet_desc.train.sampler import MixedPairs, PairDataset, split_batch
 
 N = 300  # two bmp files, the second holds 44 patches
@@ -96,6 +99,29 @@ def test_writer_round_trip_and_layout(tmp_path, tour):
     for got, want in zip((i1, i2, m), pairs["m50_20_20_0.txt"]):
         np.testing.assert_array_equal(got, want)
     assert find_pair_files(tmp_path / "w") == [tmp_path / "w" / "m50_20_20_0.txt"]
+
+
+def test_split_writer_runs_labels_on_across_parts(tmp_path):
+    """train.datasets.writer.write_split (both builders'): part labels run on, the part index is the photo column."""
+    patches = make_patches(300)
+    local = [np.repeat(np.arange(50), 2), np.zeros(0, np.int64), np.repeat(np.arange(100), [1, 2] * 50)[:150]]
+    parts = [(patches[:100], local[0], 0), (patches[:0], local[1], 1), (patches[100:250], local[2], 2)]
+    seen = []
+
+    def pair_files(ids):
+        seen.append(ids)
+        return {"m50_30_30_0.txt": make_pairs(ids, 30, seed=0)}
+
+    ids = write_split(tmp_path / "val", iter(parts), first_label=7, pair_files=pair_files, progress=False)
+    want = np.concatenate([local[0] + 7, local[2] + 57])
+    np.testing.assert_array_equal(ids, want)
+    np.testing.assert_array_equal(seen[0], want)
+    data = read_phototour(tmp_path / "val", patch_size=64)
+    np.testing.assert_array_equal(data.patches, patches[:250])
+    np.testing.assert_array_equal(data.point_ids, want)
+    np.testing.assert_array_equal(data.source, np.repeat([0, 2], [100, 150]))
+    assert find_pair_files(tmp_path / "val") == [tmp_path / "val" / "m50_30_30_0.txt"]
+    assert len(write_split(tmp_path / "empty", [], progress=False)) == 0 and not find_pair_files(tmp_path / "empty")
 
 
 def test_streaming_writer_in_pieces(tmp_path):
@@ -240,7 +266,7 @@ def test_augment_same_transform_for_pair():
     # the two patches of a point are identical, so a == p iff both got the same transform
     base = np.random.default_rng(1).integers(0, 256, (50, 32, 32), dtype=np.uint8)
     data = PhotoTourData(np.repeat(base, 2, axis=0), np.repeat(np.arange(50), 2))
-    ds = PairDataset(data, n_pairs=40, batch_size=40, seed=0, augment=True)
+    ds = PairDataset(data, n_pairs=40, batch_size=40, seed=0, augment=AugmentConfig(flip_rot90=True))
     a, p = ds.get_batch(0, 0)
     assert torch.equal(a, p)
     ia, _ = ds.pair_indices(0, 0)
@@ -254,7 +280,7 @@ def test_augment_same_transform_for_pair():
 
 
 def test_jitter(data):
-    ds = PairDataset(data, n_pairs=64, batch_size=32, seed=0, rot_deg=10, scale=0.1)
+    ds = PairDataset(data, n_pairs=64, batch_size=32, seed=0, augment=AugmentConfig(rot_deg=10, scale=0.1))
     a, p = ds.get_batch(0, 0)
     assert a.shape == (32, 1, 32, 32) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a, ds.get_batch(0, 0)[0])
@@ -327,29 +353,30 @@ ALL_AUG = AugmentConfig.parse("noise,blur,jpeg,photometric,kpjitter")
 
 
 def test_augmented_batches_resume_exactly(data):
-    kw = dict(n_pairs=128, batch_size=32, seed=5, rot_deg=10, scale=0.1, augmentations=ALL_AUG)
+    kw = dict(n_pairs=128, batch_size=32, seed=5, augment=replace(ALL_AUG, rot_deg=10, scale=0.1))
     full = list(PairDataset(data, **kw).batches(epoch=1))
     again = list(PairDataset(data, **kw).batches(epoch=1, start=2))
     for x, y in zip(full[2:], again, strict=True):
         assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
-    plain = PairDataset(data, n_pairs=128, batch_size=32, seed=5, rot_deg=10, scale=0.1).get_batch(1, 0)
+    plain = PairDataset(data, n_pairs=128, batch_size=32, seed=5,
+                        augment=AugmentConfig(rot_deg=10, scale=0.1)).get_batch(1, 0)
     assert not torch.equal(full[0][0], plain[0])
     # anchor and positive get independent draws: two copies of one patch come out different
     base = np.random.default_rng(1).integers(0, 256, (40, 32, 32), dtype=np.uint8)
     twins = PhotoTourData(np.repeat(base, 2, axis=0), np.repeat(np.arange(40), 2))
-    a, p = PairDataset(twins, n_pairs=40, batch_size=40, seed=0, augmentations=ALL_AUG).get_batch(0, 0)
+    a, p = PairDataset(twins, n_pairs=40, batch_size=40, seed=0, augment=ALL_AUG).get_batch(0, 0)
     assert (a != p).flatten(1).any(1).float().mean() > 0.9
 
 
 def test_kpjitter_zero_is_identity_and_rot_jitter_unchanged(data):
     plain = PairDataset(data, n_pairs=64, batch_size=32, seed=0).get_batch(0, 1)
-    zero = PairDataset(data, n_pairs=64, batch_size=32, seed=0, augmentations=AugmentConfig(kpjitter=0.0))
+    zero = PairDataset(data, n_pairs=64, batch_size=32, seed=0, augment=AugmentConfig(kpjitter=0.0))
     for x, y in zip(plain, zero.get_batch(0, 1)):
         assert torch.equal(x, y)
     # kpjitter adds its noise to the same rotation/zoom draws
-    rot = PairDataset(data, n_pairs=64, batch_size=32, seed=0, rot_deg=10).get_batch(0, 1)[0]
-    both = PairDataset(data, n_pairs=64, batch_size=32, seed=0, rot_deg=10,
-                       augmentations=AugmentConfig(kpjitter=1.0)).get_batch(0, 1)[0]
+    rot = PairDataset(data, n_pairs=64, batch_size=32, seed=0, augment=AugmentConfig(rot_deg=10)).get_batch(0, 1)[0]
+    both = PairDataset(data, n_pairs=64, batch_size=32, seed=0,
+                       augment=AugmentConfig(kpjitter=1.0, rot_deg=10)).get_batch(0, 1)[0]
     diff = (both - rot).abs().mean().item()
     assert 0 < diff < (rot - plain[0]).abs().mean().item()
 
@@ -365,8 +392,8 @@ def test_split_batch():
 
 def test_mixed_pairs_draw_the_requested_fractions(data, photo_data):
     sizes = split_batch(40, [0.25, 0.75])
-    parts = [PairDataset(data, 3 * sizes[0], sizes[0], seed=2, augmentations=ALL_AUG),
-             PairDataset(photo_data, 3 * sizes[1], sizes[1], seed=2, photos_per_batch=3, stream=1)]
+    parts = [PairDataset(data, 3 * sizes[0], batch_size=sizes[0], seed=2, augment=ALL_AUG),
+             PairDataset(photo_data, 3 * sizes[1], batch_size=sizes[1], seed=2, photos_per_batch=3, stream=1)]
     mix = MixedPairs(parts)
     assert len(mix) == 3 and mix.batch_size == 40
     a, p = mix.get_batch(1, 2)
@@ -379,9 +406,9 @@ def test_mixed_pairs_draw_the_requested_fractions(data, photo_data):
     # resumable: a batch rebuilt later is the same
     assert torch.equal(list(mix.batches(1, start=2))[0][0], a)
     # a second stream draws other points than the same data with stream 0
-    same = PairDataset(photo_data, 3 * sizes[1], sizes[1], seed=2, photos_per_batch=3)
+    same = PairDataset(photo_data, 3 * sizes[1], batch_size=sizes[1], seed=2, photos_per_batch=3)
     assert not np.array_equal(same.pair_indices(1, 2)[0], ia)
     with pytest.raises(ValueError, match="distinct streams"):
-        MixedPairs([parts[0], PairDataset(data, 3 * sizes[0], sizes[0], seed=2)])
+        MixedPairs([parts[0], PairDataset(data, 3 * sizes[0], batch_size=sizes[0], seed=2)])
     with pytest.raises(ValueError, match="equal lengths"):
-        MixedPairs([parts[0], PairDataset(data, 4 * sizes[0], sizes[0], seed=2, stream=1)])
+        MixedPairs([parts[0], PairDataset(data, 4 * sizes[0], batch_size=sizes[0], seed=2, stream=1)])

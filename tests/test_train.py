@@ -85,6 +85,13 @@ def test_min_kp_size_goes_from_the_data_into_the_weights(dataset, photo_dir, tmp
     weights = train(_config(tmp_path / "m4", tmp_path / "run", **small), progress=False)
     assert HardNetDescriptor(weights, device="cpu").min_kp_size == 4.0
     assert json.loads((tmp_path / "run" / "model_card.json").read_text())["min_kp_size"] == 4.0
+    bad = tmp_path / "bad"  # a meta.json value no PatchSpec takes is refused, naming the file and the key
+    (bad / "train").mkdir(parents=True)
+    (bad / "meta.json").write_text(json.dumps({"patch_scale": 6.0, "min_kp_size": -1}))
+    for f in (dataset / "train").iterdir():
+        (bad / "train" / f.name).symlink_to(f)
+    with pytest.raises(ValueError, match=r"bad/meta.json: metadata min_kp_size -1 "):
+        train(_config(bad, tmp_path / "badrun", **small), progress=False)
     mixed = _config(dataset, tmp_path / "mixed", **small)
     mixed.data = [str(dataset / "train"), str(tmp_path / "m4" / "train")]
     with pytest.raises(ValueError, match="different min_kp_size"):
@@ -179,7 +186,9 @@ def test_cli_mix_two_datasets_two_val_sets_with_augmentations(dataset, tmp_path,
     fprs = [float(rows[0][k]) for k in ("val_fpr95", f"val_fpr95_{name}", "val_fpr95_again")]
     assert 0 <= fprs[0] < 1 and fprs[0] == fprs[1] == fprs[2]  # the same pairs, scored three times
     card = json.loads((tmp_path / "a" / "model_card.json").read_text())
-    assert card["recipe"]["mix"] == [0.25, 0.75] and card["recipe"]["aug"] == "noise,blur,jpeg=2,photometric,kpjitter"
+    assert card["recipe"]["mix"] == [0.25, 0.75] and card["recipe"]["augment"] == {
+        "noise": 1.5, "blur": 1.5, "jpeg": 2.0, "photometric": 1.5, "kpjitter": 1.5, "flip_rot90": False,
+        "rot_deg": 0.0, "scale": 0.0}
     assert card["recipe"]["data"] == [str(dataset / "train"), str(second)]
     assert card["recipe"]["photos_per_batch"] == [2, 0]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -38,7 +38,9 @@ KP_SHIFT, KP_LOG_SCALE, KP_ANGLE_DEG = 0.06, 0.06, 3.0
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Strength of each augmentation; 0 switches it off, 1 is the default range (see the module constants).
+    """Every augmentation of training patches, as one object (``TrainConfig.augment``, ``PairDataset``).
+
+    Per-patch strengths (``--aug``): 0 switches one off, 1 is the default range (see the module constants):
 
     Attributes:
         noise: Gaussian read noise and Poisson shot noise.
@@ -46,6 +48,13 @@ class AugmentConfig:
         jpeg: JPEG compression artefacts.
         photometric: exposure gain, gamma and offset (clipped, so over-exposure saturates).
         kpjitter: keypoint position, scale and angle noise (a resampled patch frame).
+        flip_rot90: the "+" of HardNet+ (``--augment``): a random flip and rot90 per pair, the same for
+            anchor and positive.
+        rot_deg: random rotation of each patch in [-rot_deg, rot_deg] degrees (``--rot-deg``; 0 = off).
+        scale: random zoom of each patch in [1 - scale, 1 + scale] (``--scale-jitter``; 0 = off).
+
+    Raises:
+        ValueError: a strength or ``rot_deg`` that is not a finite number >= 0, or ``scale`` outside [0, 1).
     """
 
     noise: float = 0.0
@@ -53,36 +62,55 @@ class AugmentConfig:
     jpeg: float = 0.0
     photometric: float = 0.0
     kpjitter: float = 0.0
+    flip_rot90: bool = False
+    rot_deg: float = 0.0
+    scale: float = 0.0
+
+    #: The per-patch augmentations ``--aug`` names, in camera order.
+    STRENGTHS = ("noise", "blur", "jpeg", "photometric", "kpjitter")
+
+    def __post_init__(self) -> None:
+        bad = [f"{k}={v}" for k, v in self.strengths().items() if not (math.isfinite(v) and v >= 0)]
+        if bad:
+            raise ValueError(f"augmentation strengths must be finite and >= 0, got {', '.join(bad)}")
+        if not (math.isfinite(self.rot_deg) and self.rot_deg >= 0):
+            raise ValueError(f"rot_deg must be >= 0 (--rot-deg), got {self.rot_deg!r}")
+        if not 0 <= self.scale < 1:
+            raise ValueError(f"scale must be in [0, 1) (--scale-jitter), got {self.scale!r}")
 
     @classmethod
-    def parse(cls, spec: str | Sequence[str] | None, strength: float = 1.0) -> AugmentConfig:
-        """From ``'noise,blur,jpeg=2'``: listed names get ``strength``, ``name=S`` sets its own."""
-        names = [f.name for f in fields(cls)]
+    def parse(cls, spec: str | Sequence[str] | None, strength: float = 1.0, *, flip_rot90: bool = False,
+              rot_deg: float = 0.0, scale: float = 0.0) -> AugmentConfig:
+        """From ``'noise,blur,jpeg=2'``: listed names get ``strength``, ``name=S`` sets its own; the
+        geometric switches as given (the CLI's ``--aug``, ``--aug-strength``, ``--augment``, ``--rot-deg``,
+        ``--scale-jitter``)."""
         items = spec.split(",") if isinstance(spec, str) else list(spec or [])
         values: dict[str, float] = {}
         for item in (s.strip() for s in items):
             if not item:
                 continue
             name, _, value = item.partition("=")
-            if name not in names:
-                raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(names)}")
+            if name not in cls.STRENGTHS:
+                raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(cls.STRENGTHS)}")
             try:
                 values[name] = float(value) if value else float(strength)
             except ValueError:
                 raise ValueError(f"augmentation strength must be a number, got {item!r}") from None
-        cfg = cls(**values)
-        bad = [f"{k}={v}" for k, v in cfg.as_dict().items() if not (math.isfinite(v) and v >= 0)]
-        if bad:
-            raise ValueError(f"augmentation strengths must be finite and >= 0, got {', '.join(bad)}")
-        return cfg
+        return cls(**values, flip_rot90=bool(flip_rot90), rot_deg=float(rot_deg), scale=float(scale))
 
-    def as_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    def strengths(self) -> dict[str, float]:
+        """The per-patch strengths by name (what ``--aug`` sets)."""
+        return {name: getattr(self, name) for name in self.STRENGTHS}
 
     @property
     def photometric_chain(self) -> bool:
         """True if any augmentation other than the geometric ``kpjitter`` is on."""
         return any((self.noise, self.blur, self.jpeg, self.photometric))
+
+    @property
+    def frame_jitter(self) -> bool:
+        """True if patches are resampled in a changed frame (``rot_deg``, ``scale`` or ``kpjitter``)."""
+        return self.rot_deg > 0 or self.scale > 0 or self.kpjitter > 0
 
 
 # --------------------------------------------------------------------------- #

@@ -29,19 +29,15 @@ class PairDataset:
             remainder is dropped: hardest-in-batch mining depends on the size).
         batch_size: pairs per batch.
         seed: base seed (non-negative).
-        augment: "+" augmentation of HardNet+: a random flip and rot90 per
-            pair, the same for anchor and positive.
-        rot_deg: independent random rotation of each patch in
-            [-rot_deg, rot_deg] degrees (0 = off).
-        scale: independent random zoom of each patch in [1 - scale, 1 + scale]
-            (0 = off).
+        augment: every augmentation (``hardnet_desc.train.augment.AugmentConfig``;
+            default none): the flip/rot90 of a pair, the same for anchor and
+            positive; then, drawn independently for anchor and positive from the
+            batch's RNG, rotation/zoom jitter, keypoint jitter and the
+            photometric chain.
         photos_per_batch: 0 draws the batch's points from the whole dataset;
             ``k > 0`` draws them from ``k`` random photos (``data.source``),
             ``batch_size / k`` from each, so the hardest negatives come from
             the same photo, as the distractors do when two images are matched.
-        augmentations: per-patch photometric and keypoint-jitter
-            augmentations (``hardnet_desc.train.augment``), drawn
-            independently for anchor and positive from the batch's RNG.
         patch_scale: patch side in units of ``kp.size`` (the data's), to
             express the keypoint position noise in patch pixels.
         stream: 0, or a further seed component so that several samplers with
@@ -53,13 +49,11 @@ class PairDataset:
         self,
         data: PhotoTourData,
         n_pairs: int,
-        batch_size: int,
-        seed: int,
-        augment: bool = False,
-        rot_deg: float = 0.0,
-        scale: float = 0.0,
+        *,
+        batch_size: int = 1024,
+        seed: int = 0,
+        augment: AugmentConfig | None = None,
         photos_per_batch: int = 0,
-        augmentations: AugmentConfig | None = None,
         patch_scale: float = DEFAULT_PATCH_SCALE,
         stream: int = 0,
     ) -> None:
@@ -69,12 +63,11 @@ class PairDataset:
             raise ValueError(f"n_pairs ({n_pairs}) is smaller than batch_size ({batch_size})")
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
-        if rot_deg < 0 or not 0 <= scale < 1:
-            raise ValueError(f"need rot_deg >= 0 and 0 <= scale < 1, got {rot_deg}, {scale}")
         self.data = data
         self.n_pairs, self.batch_size, self.seed = n_pairs, batch_size, seed
-        self.augment, self.rot_deg, self.scale = augment, rot_deg, scale
-        self.augmentations = augmentations or AugmentConfig()
+        if augment is not None and not isinstance(augment, AugmentConfig):
+            raise TypeError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
+        self.augment = augment or AugmentConfig()
         if not patch_scale > 0 or stream < 0:
             raise ValueError(f"need patch_scale > 0 and stream >= 0, got {patch_scale}, {stream}")
         self.patch_scale, self.stream = float(patch_scale), stream
@@ -141,26 +134,26 @@ class PairDataset:
         rng = self._rng(epoch, index)
         ia, ip = self._sample(rng)
         a, p = self.data.patches[ia], self.data.patches[ip]  # (B, S, S) uint8 copies
-        if self.augment:
+        if self.augment.flip_rot90:
             a, p = _flip_rot90(a, p, rng)
         both = torch.from_numpy(np.concatenate([a, p])).unsqueeze(1).float().div_(255.0)  # (2B, 1, S, S)
         both = self._jitter(both, rng)
-        if self.augmentations.photometric_chain:
-            both = torch.from_numpy(augment_patches(both[:, 0].numpy(), rng, self.augmentations)).unsqueeze(1)
+        if self.augment.photometric_chain:
+            both = torch.from_numpy(augment_patches(both[:, 0].numpy(), rng, self.augment)).unsqueeze(1)
         return both[: len(a)], both[len(a) :]
 
     def _jitter(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """Random rotation/zoom (``rot_deg``, ``scale``) and keypoint noise (``kpjitter``) of each
         patch (2B, 1, S, S), in one resampling."""
-        n, kp = len(x), self.augmentations.kpjitter
-        if not (self.rot_deg > 0 or self.scale > 0 or kp > 0):
+        aug, n = self.augment, len(x)
+        if not aug.frame_jitter:
             return x
         angle, zoom, shift = np.zeros(n), np.ones(n), None
-        if self.rot_deg > 0 or self.scale > 0:
-            angle = np.deg2rad(rng.uniform(-self.rot_deg, self.rot_deg, n))
-            zoom = rng.uniform(1 - self.scale, 1 + self.scale, n)
-        if kp > 0:
-            kp_angle, kp_zoom, shift = kp_jitter(rng, n, kp, x.shape[-1], self.patch_scale)
+        if aug.rot_deg > 0 or aug.scale > 0:
+            angle = np.deg2rad(rng.uniform(-aug.rot_deg, aug.rot_deg, n))
+            zoom = rng.uniform(1 - aug.scale, 1 + aug.scale, n)
+        if aug.kpjitter > 0:
+            kp_angle, kp_zoom, shift = kp_jitter(rng, n, aug.kpjitter, x.shape[-1], self.patch_scale)
             angle, zoom, shift = angle + kp_angle, zoom * kp_zoom, torch.from_numpy(shift).float()
         return warp_patches(x, torch.from_numpy(angle).float(), torch.from_numpy(zoom).float(), shift)
 

@@ -32,7 +32,7 @@ from ..core.device import autocast, resolve_device, resolve_precision
 from ..fpr95 import pairs_fpr95
 from ..core.model import HardNet
 from ..outputs import check_output, json_is_ours, replacing, write_json
-from ..core.patches import DEFAULT_PATCH_SCALE
+from ..core.patches import PatchSpec
 from ..core.weights import check_state_dict, load_weights, read_checkpoint, save_weights
 from .augment import AugmentConfig
 from .loss import hardest_in_batch_loss
@@ -51,8 +51,6 @@ class TrainConfig:
     out: str  # output folder: checkpoint, log.csv, weights
     val: str | list[str] | None = None  # PhotoTour-layout folder(s) with an m50_*.txt pair file, each '[NAME=]PATH'
     mix: list[float] | None = None  # share of each batch per data folder (default: equal shares)
-    aug: str | None = None  # photometric/keypoint augmentations, e.g. 'noise,blur,jpeg,photometric,kpjitter'
-    aug_strength: float = 1.0  # strength of the --aug entries without their own '=S'
     epochs: int = 10
     pairs_per_epoch: int = 1_000_000
     batch_size: int = 1024
@@ -64,9 +62,8 @@ class TrainConfig:
     anchor_swap: bool = True
     batch_reduce: str = "min"
     dropout: float = 0.3
-    augment: bool = False
-    rot_deg: float = 0.0
-    scale_jitter: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # every augmentation (CLI: --aug, --aug-strength,
+    # --augment, --rot-deg, --scale-jitter; AugmentConfig.parse)
     photos_per_batch: int | list[int] = 0  # > 0: each batch's points come from this many photos (harder
     # negatives); a list gives each data folder its own
     init: str | None = None  # start from these weights (fine-tuning) instead of a random init
@@ -104,14 +101,14 @@ def check_config(cfg: TrainConfig) -> None:
     need(finite(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", ">= 0")
     need(finite(cfg.margin) and cfg.margin > 0, "margin", "> 0")
     need(finite(cfg.dropout) and 0 <= cfg.dropout < 1, "dropout", "in [0, 1)")
-    need(finite(cfg.rot_deg) and cfg.rot_deg >= 0, "rot_deg", ">= 0")
-    need(finite(cfg.scale_jitter) and 0 <= cfg.scale_jitter < 1, "scale_jitter", "in [0, 1)")
     per_folder = cfg.photos_per_batch if isinstance(cfg.photos_per_batch, list) else [cfg.photos_per_batch]
     need(all(n >= 0 for n in per_folder), "photos_per_batch", ">= 0")
     need(cfg.seed >= 0, "seed", ">= 0")
     need(cfg.checkpoint_every >= 1, "checkpoint_every", ">= 1")
     need(cfg.max_steps is None or cfg.max_steps >= 1, "max_steps", ">= 1")
     need(cfg.batch_reduce in ("min", "average", "random"), "batch_reduce", "'min', 'average' or 'random'")
+    if not isinstance(cfg.augment, AugmentConfig):
+        raise TypeError(f"augment must be an AugmentConfig (AugmentConfig.parse), got {type(cfg.augment).__name__}")
 
 
 @dataclass
@@ -212,7 +209,7 @@ def _init_net(run: _Run) -> None:
     torch.manual_seed(cfg.seed)
     net = HardNet(dropout=cfg.dropout)
     if cfg.init:
-        init, patch_scale = load_weights(cfg.init), data_setting(cfg, "patch_scale")
+        init, patch_scale = load_weights(cfg.init), data_patch_metadata(cfg).get("patch_scale")
         if None not in (init.patch_scale, patch_scale) and init.patch_scale != patch_scale:
             raise ValueError(f"--init {cfg.init} was trained at patch_scale {init.patch_scale}, but {cfg.data} "
                              f"holds patches at patch_scale {patch_scale}")
@@ -236,9 +233,12 @@ def _restore(run: _Run, resume: bool) -> None:
     ckpt = read_checkpoint(path, map_location=run.device)  # WeightsError for empty, corrupt or unsafe files
     _check_checkpoint(ckpt, path)
     was, cfg = ckpt["config"], run.cfg
-    if (was["seed"], was["batch_size"], _paths(was["data"]), was.get("mix"), was.get("aug"),
-            was.get("aug_strength", 1.0)) != (cfg.seed, cfg.batch_size, _paths(cfg.data), cfg.mix, cfg.aug,
-                                              cfg.aug_strength):
+    try:
+        was_augment = augment_of(was)
+    except (TypeError, ValueError) as err:
+        raise TrainingError(f"{path}: its config's augmentations are unreadable ({_first_line(err)})") from None
+    if (was["seed"], was["batch_size"], _paths(was["data"]), was.get("mix"), was_augment) != (
+            cfg.seed, cfg.batch_size, _paths(cfg.data), cfg.mix, cfg.augment):
         raise ValueError(f"{path} was made with another seed, batch size, data, mix or augmentation; "
                          "resume with the same recipe")
     if ckpt["step"] > run.total:  # the learning rate would be negative, and nothing trains
@@ -267,6 +267,17 @@ def _check_checkpoint(ckpt: object, path: Path) -> None:
     if not {"seed", "batch_size", "data"} <= set(ckpt["config"]):
         raise TrainingError(f"{path}: not a checkpoint of this trainer (its config has no seed, batch_size or data)")
     check_state_dict(ckpt["model"], str(path))  # WeightsError naming the key and shape
+
+
+def augment_of(config: dict) -> AugmentConfig:
+    """The augmentations of a ``TrainConfig`` stored as a dict (a checkpoint's ``config``): its ``augment``,
+    or, in runs from before ``AugmentConfig`` held them all, ``aug``, ``aug_strength``, ``augment`` (the
+    flip/rot90 switch), ``rot_deg`` and ``scale_jitter``."""
+    value = config.get("augment")
+    if isinstance(value, dict):
+        return AugmentConfig(**value)
+    return AugmentConfig.parse(config.get("aug"), config.get("aug_strength", 1.0), flip_rot90=bool(value),
+                               rot_deg=config.get("rot_deg", 0.0), scale=config.get("scale_jitter", 0.0))
 
 
 def _first_line(err: Exception) -> str:
@@ -392,23 +403,35 @@ def _paths(value: str | list[str] | None) -> list[str]:
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
-#: How the training patches were cut, as make-dataset's ``meta.json`` records it; the value a file
-#: without the key means (older datasets have no ``min_kp_size``: none was applied).
-_DATA_SETTINGS = {"patch_scale": None, "min_kp_size": 0.0}
+#: The ``PatchSpec`` metadata a make-dataset ``meta.json`` without the key means (older datasets have no
+#: ``min_kp_size``: none was applied; a missing ``patch_scale`` stays unknown).
+_DATA_DEFAULTS = {"min_kp_size": 0.0}
 
 
-def data_setting(cfg: TrainConfig, key: str) -> float | None:
-    """How the training patches were cut (``"patch_scale"`` or ``"min_kp_size"``): ``cfg.extra[key]``,
-    else make-dataset's ``meta.json`` (one value for all data folders), else None."""
-    value = cfg.extra.get(key)
-    if value is None:
-        metas = [Path(d).parent / "meta.json" for d in _paths(cfg.data)]
-        found = {str(m): json.loads(m.read_text()).get(key, _DATA_SETTINGS[key]) for m in metas if m.is_file()}
-        found = {m: float(v) for m, v in found.items() if v is not None}
-        if len(set(found.values())) > 1:
+def data_patch_metadata(cfg: TrainConfig) -> dict[str, float]:
+    """How the training patches were cut, under ``PatchSpec``'s metadata keys (``patch_scale``,
+    ``min_kp_size``): each from ``cfg.extra``, else from make-dataset's ``meta.json`` (one value for all
+    data folders); a key that nothing records is left out.
+
+    Raises:
+        ValueError: the folders' ``meta.json`` disagree on a key, or record a value no ``PatchSpec`` takes.
+    """
+    recorded = []
+    for meta_path in (Path(d).parent / "meta.json" for d in _paths(cfg.data)):
+        if meta_path.is_file():
+            meta = {k: v for k, v in json.loads(meta_path.read_text()).items() if v is not None}
+            meta = {**_DATA_DEFAULTS, **meta}
+            spec = PatchSpec.from_metadata(meta, source=str(meta_path))  # checks the values
+            recorded.append((str(meta_path), {k: float(v) for k, v in spec.to_metadata().items() if k in meta}))
+    settings = {}
+    for key in PatchSpec.METADATA_KEYS.values():
+        found = {path: values[key] for path, values in recorded if key in values}
+        if cfg.extra.get(key) is None and len(set(found.values())) > 1:
             raise ValueError(f"the data folders hold patches cut with different {key}: {found}")
-        value = next(iter(found.values()), None)
-    return None if value is None else float(value)
+        value = cfg.extra[key] if cfg.extra.get(key) is not None else next(iter(found.values()), None)
+        if value is not None:
+            settings[key] = float(value)
+    return settings
 
 
 def make_sampler(cfg: TrainConfig, seed: int) -> PairDataset | MixedPairs:
@@ -423,14 +446,13 @@ def make_sampler(cfg: TrainConfig, seed: int) -> PairDataset | MixedPairs:
     if len(photos) != len(folders):
         raise ValueError(f"--photos-per-batch gives {len(photos)} values for {len(folders)} data folders")
     n_batches = cfg.pairs_per_epoch // cfg.batch_size
-    aug = AugmentConfig.parse(cfg.aug, cfg.aug_strength)
-    patch_scale = data_setting(cfg, "patch_scale") or DEFAULT_PATCH_SCALE
+    patch_scale = PatchSpec.from_metadata(data_patch_metadata(cfg)).scale  # the default if unrecorded
     parts = []
     for k, (folder, share, k_photos) in enumerate(zip(folders, shares, photos)):
         if share < 2:
             raise ValueError(f"--mix gives {folder} {share} pairs of a batch of {cfg.batch_size}; it needs >= 2")
-        parts.append(PairDataset(read_phototour(folder), max(n_batches, 1) * share, share, seed, cfg.augment,
-                                 cfg.rot_deg, cfg.scale_jitter, k_photos, aug, patch_scale, stream=k))
+        parts.append(PairDataset(read_phototour(folder), max(n_batches, 1) * share, batch_size=share, seed=seed,
+                                 augment=cfg.augment, photos_per_batch=k_photos, patch_scale=patch_scale, stream=k))
     return parts[0] if len(parts) == 1 else MixedPairs(parts)
 
 
@@ -462,19 +484,18 @@ def read_val_sets(val: str | list[str] | None) -> dict[str, tuple[PhotoTourData,
 
 def export(net: HardNet, cfg: TrainConfig, history: list[dict], path: Path) -> Path:
     """Write weights (safetensors, with the card in its metadata) and ``model_card.json`` beside them."""
-    patch_scale, min_kp_size = data_setting(cfg, "patch_scale"), data_setting(cfg, "min_kp_size")
+    data = data_patch_metadata(cfg)
     last = history[-1] if history else {}
     card = {
         "architecture": "HardNet (Mishchuk et al., NIPS 2017)",
-        "patch_scale": patch_scale,
-        "min_kp_size": min_kp_size,
+        **{key: data.get(key) for key in PatchSpec.METADATA_KEYS.values()},  # patch_scale, min_kp_size
         "pairs_seen": last.get("pairs_seen", 0),
         "val_fpr95": last.get("val_fpr95"),
         "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("extra",)},
         "history": history,
         **cfg.extra,
     }
-    metadata = {k: str(v) for k, v in (("patch_scale", patch_scale), ("min_kp_size", min_kp_size)) if v is not None}
+    metadata = {k: v for k, v in PatchSpec.from_metadata(data).to_metadata().items() if k in data}
     metadata["model_card"] = json.dumps(card)
     with replacing(path) as tmp:  # an interrupted export leaves the old file or the new one
         save_weights(net.eval(), tmp, metadata)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +26,10 @@ import torch
 from scipy.spatial import cKDTree
 
 from ...core.image import read_image, to_grey_tensor
-from ...core.patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches, keypoints_from_colmap
+from ...core.patches import PatchSpec, extract_patches, keypoints_from_colmap
 from ...outputs import write_json
-from ...data.phototour import STORED_SIZE, PhotoTourWriter, check_count, check_dataset_folder, make_pairs
+from ...data.phototour import STORED_SIZE, check_count, check_dataset_folder, make_pairs
+from .writer import Part, default_patch_spec, spec_record, write_split
 
 #: Scenes held out for validation (the same scenes ``eval-pairs`` reports on).
 DEFAULT_VAL_SCENES = (
@@ -417,13 +418,7 @@ def make_sfm_dataset(
         The record written to ``out/record.json``.
     """
     check_count(val_pairs, "val_pairs")
-    if patch_scale is None or min_kp_size is None:
-        from ...core.weights import load_weights
-
-        default = load_weights()
-        patch_scale = patch_scale or default.patch_scale or DEFAULT_PATCH_SCALE
-        min_kp_size = default.min_kp_size if min_kp_size is None else min_kp_size
-    min_kp_size = check_min_kp_size(min_kp_size)
+    spec = default_patch_spec(patch_scale, min_kp_size)
     out = Path(out)
     check_dataset_folder(out, ("meta.json", "record.json"), force)
     found = find_scenes(scenes, reconstruct, out / "sfm")
@@ -439,7 +434,7 @@ def make_sfm_dataset(
               "min_point_distance": min_point_distance}
     settings = {"min_track": min_track, "max_points_per_scene": max_points_per_scene,
                 "max_patches_per_point": max_patches_per_point, "min_point_distance": min_point_distance,
-                "patch_scale": patch_scale, "min_kp_size": min_kp_size, "patch_size": STORED_SIZE, "all_models": all_models, "seed": seed,
+                **spec_record(spec), "patch_size": STORED_SIZE, "all_models": all_models, "seed": seed,
                 "val_pairs": val_pairs, "val_scenes": list(val_scenes)}
     start = time.time()
     splits = {"train": [s for s in found if s.name not in val_names], "val": [s for s in found if s.name in val_names]}
@@ -448,7 +443,7 @@ def make_sfm_dataset(
         if not chosen:
             continue
         records, ids = _write_split(chosen, out / split, [names.index(s.name) for s in chosen], first_label,
-                                    select, patch_scale, min_kp_size, all_models, seed, progress,
+                                    select, spec, all_models, seed, progress,
                                     val_pairs if split == "val" else 0)
         first_label = int(ids.max()) + 1
         scene_records += [{"split": split, **r} for r in records]
@@ -457,7 +452,7 @@ def make_sfm_dataset(
     scene_records.sort(key=lambda r: r["index"])
     record = _record(scene_records, totals, settings, sorted(set(val_scenes) - set(names)), time.time() - start)
     record["scenes_without_model"] = no_model
-    meta = {"source": "sfm", "patch_scale": patch_scale, "min_kp_size": min_kp_size, "record": "record.json",
+    meta = {"source": "sfm", **spec_record(spec), "record": "record.json",
             **{split: {"photos": t["images"], "points": t["points"], "patches": t["patches"]} for split, t in totals.items()}}
     write_json(out / "meta.json", meta, force=force)
     write_json(out / "record.json", record, force=force)  # written last: its presence marks a full build
@@ -518,41 +513,43 @@ def _near_pairs(labels: np.ndarray, photo: np.ndarray, xy: np.ndarray, k: int) -
 
 
 def _write_split(
-    scenes: list[SfmScene], root: Path, indices: list[int], first_label: int, select: dict, patch_scale: float,
-    min_kp_size: float, all_models: bool, seed: int, progress: bool, val_pairs: int,
+    scenes: list[SfmScene], root: Path, indices: list[int], first_label: int, select: dict, spec: PatchSpec,
+    all_models: bool, seed: int, progress: bool, val_pairs: int,
 ) -> tuple[list[dict], np.ndarray]:
     """Write the patches of ``scenes`` to the PhotoTour folder ``root``; their records and all labels (N,).
 
     Labels run on from ``first_label``; ``info.txt``'s second column is the scene's index. With
     ``val_pairs > 0`` an ``m50_*.txt`` pair file is written too.
     """
-    from tqdm import tqdm
-
-    writer = PhotoTourWriter(root)
-    records, labels, next_label = [], [], first_label
+    records: list[dict] = []
     where: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # scene, photo, xy of every patch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small per-photo tensors: one thread is several times faster on a busy CPU
-    try:
-        for index, scene in zip(indices, tqdm(scenes, desc=f"{root.name} scenes", disable=not progress)):
-            part = scene_patches(scene, all_models=all_models, patch_scale=patch_scale, min_kp_size=min_kp_size,
+
+    def parts() -> Iterator[Part]:
+        next_label = first_label
+        for index, scene in zip(indices, scenes):
+            part = scene_patches(scene, all_models=all_models, patch_scale=spec.scale, min_kp_size=spec.min_kp_size,
                                  seed=seed + index, **select)
-            writer.add(part.patches, part.labels + next_label, index)
-            labels.append(part.labels + next_label)
             where.append((np.full(len(part.labels), index), part.photo, part.xy))
             records.append({"index": index, "first_label": next_label, **part.record})
             next_label += int(part.labels.max()) + 1 if len(part.labels) else 0
+            yield part.patches, part.labels, index
+
+    def pair_files(ids: np.ndarray) -> dict | None:
+        if not len(ids):
+            raise ValueError(f"{root}: the scenes {[s.name for s in scenes]} gave no patches (no track long enough?)")
+        n = min(val_pairs, len(ids))
+        if not n:
+            return None
+        scene, photo, xy = (np.concatenate(x) for x in zip(*where))
+        return {f"m50_{n}_{n}_0.txt": hard_pairs(ids, scene, photo, xy, n, seed)}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small per-photo tensors: one thread is several times faster on a busy CPU
+    try:
+        ids = write_split(root, parts(), first_label=first_label, pair_files=pair_files, total=len(scenes),
+                          unit="scenes", progress=progress)
     finally:
         torch.set_num_threads(threads)
-    ids = np.concatenate(labels)
-    if not len(ids):
-        raise ValueError(f"{root}: the scenes {[s.name for s in scenes]} gave no patches (no track long enough?)")
-    n = min(val_pairs, len(ids))
-    if n:
-        scene, photo, xy = (np.concatenate(x) for x in zip(*where))
-        writer.close({f"m50_{n}_{n}_0.txt": hard_pairs(ids, scene, photo, xy, n, seed)})
-    else:
-        writer.close()
     return records, ids
 
 

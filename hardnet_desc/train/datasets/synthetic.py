@@ -18,6 +18,7 @@ import math
 import multiprocessing
 import numbers
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -29,12 +30,13 @@ import torch
 from scipy.spatial import cKDTree
 
 from ...data.images import list_images
-from ...data.phototour import STORED_SIZE, PhotoTourWriter, check_count, check_dataset_folder, make_pairs
+from ...data.phototour import STORED_SIZE, check_count, check_dataset_folder, make_pairs
 from ...data.warps import WarpConfig, photometric, project_keypoints, random_homography
 from ...detection import detect_sift
 from ...core.image import read_image, to_grey_numpy, to_grey_tensor
 from ...outputs import write_json
-from ...core.patches import DEFAULT_PATCH_SCALE, check_min_kp_size, extract_patches
+from ...core.patches import PatchSpec, extract_patches
+from .writer import Part, default_patch_spec, spec_record, write_split
 
 
 @dataclass
@@ -104,10 +106,9 @@ class ImageJob:
     seed: int
     points: int
     views: int
-    patch_scale: float
+    spec: PatchSpec  # the patch geometry (scale, min_kp_size); cut at 64x64 without supersampling
     warp: WarpConfig
     match: MatchConfig
-    min_kp_size: float = 0.0
 
 
 def correspondences_from_image(job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +144,7 @@ def correspondences_from_image(job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
             if len(sel) == 0:
                 continue
             p = extract_patches(to_grey_tensor(img), kps[sel], patch_size=STORED_SIZE, supersample=1,
-                                patch_scale=job.patch_scale, min_kp_size=job.min_kp_size)
+                                patch_scale=job.spec.scale, min_kp_size=job.spec.min_kp_size)
             patches.append((p[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy())
             ids.append(sel)
     if not patches:
@@ -162,7 +163,7 @@ def make_dataset(
     *,
     points: int = 1000,
     views: int = 3,
-    patch_scale: float = DEFAULT_PATCH_SCALE,
+    patch_scale: float | None = None,
     min_kp_size: float | None = None,
     val_fraction: float = 0.1,
     val_pairs: int = 50_000,
@@ -181,7 +182,8 @@ def make_dataset(
         out: output folder; also receives ``split.json`` (which photo went where) and ``meta.json``.
         points: at most this many 3D points per photo (>= 1).
         views: warped views per photo, >= 1 (the photo itself is one more view).
-        patch_scale: patch side in units of ``kp.size`` (must match inference).
+        patch_scale: patch side in units of ``kp.size`` (must match inference); default: the bundled
+            weights' value (``writer.default_patch_spec``, as for the SfM builder).
         min_kp_size: least ``kp.size`` in pixels a patch is cut for (must match inference);
             default: the bundled weights' value.
         val_fraction: share of photos held out for validation, in (0, 1).
@@ -203,11 +205,7 @@ def make_dataset(
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}")
     warp, match = warp or WarpConfig(), match or MatchConfig()
-    if min_kp_size is None:
-        from ...core.weights import load_weights
-
-        min_kp_size = load_weights().min_kp_size
-    min_kp_size = check_min_kp_size(min_kp_size)
+    spec = default_patch_spec(patch_scale, min_kp_size)
     paths = list_images(images)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 photos in {images}, found {len(paths)}")
@@ -222,11 +220,11 @@ def make_dataset(
     write_json(out / "split.json", {"train": [str(p.relative_to(root)) for p in train],
                                     "val": [str(p.relative_to(root)) for p in val]}, force=force)
     workers = workers or min(2, os.cpu_count() or 1)
-    summary: dict = {"images": str(root), "patch_scale": patch_scale, "min_kp_size": min_kp_size, "points_per_image": points, "views": views,
+    summary: dict = {"images": str(root), **spec_record(spec), "points_per_image": points, "views": views,
                      "seed": seed, "split_seed": split_seed, "warp": asdict(warp), "match": asdict(match)}
     for split, files in (("train", train), ("val", val)):
-        jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, patch_scale, warp, match,
-                         min_kp_size)
+        jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, spec, warp,
+                         match)
                 for i, p in enumerate(files)]  # info.txt's second column: the photo's index in split.json
         n_pairs = val_pairs if split == "val" else None
         summary[split] = {"photos": len(files), **_write_split(out / split, jobs, workers, n_pairs, seed, progress)}
@@ -241,25 +239,23 @@ def _write_split(folder: Path, jobs: list[ImageJob], workers: int, val_pairs: in
     Point ids are made contiguous over the split; ``val_pairs`` (for the validation split) writes
     a pair file of that many pairs, seeded by ``seed``. Returns ``{"points", "patches"}``.
     """
-    from tqdm import tqdm
+    def pair_files(ids: np.ndarray) -> dict | None:
+        if val_pairs is None:
+            return None
+        n = min(val_pairs, len(ids))
+        return {f"m50_{n}_{n}_0.txt": make_pairs(ids, n, seed)}
 
-    writer = PhotoTourWriter(folder)
-    all_ids: list[np.ndarray] = []
-    next_id = 0
+    ids = write_split(folder, _photo_parts(jobs, workers), pair_files=pair_files, total=len(jobs), unit="photos",
+                      progress=progress)
+    return {"points": int(ids.max()) + 1 if len(ids) else 0, "patches": len(ids)}
+
+
+def _photo_parts(jobs: list[ImageJob], workers: int) -> Iterator[Part]:
+    """``(patches, labels 0..P-1, photo index)`` of each job, in order, run in ``workers`` processes."""
     # spawn, not fork: a forked child of a process whose torch/OpenMP threads already ran can deadlock
     pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker) if workers > 1 else None
     with pool or nullcontext():
         results = pool.map(correspondences_from_image, jobs) if pool else map(correspondences_from_image, jobs)
-        for photo, (patches, ids) in enumerate(tqdm(results, total=len(jobs), desc=f"{folder.name} photos",
-                                                    disable=not progress)):
+        for photo, (patches, ids) in enumerate(results):
             _, local = np.unique(ids, return_inverse=True)  # contiguous ids per photo
-            writer.add(patches, local + next_id, photo)
-            all_ids.append(local + next_id)
-            next_id += int(local.max()) + 1 if len(local) else 0
-    ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
-    pairs = None
-    if val_pairs is not None:
-        n = min(val_pairs, len(ids))
-        pairs = {f"m50_{n}_{n}_0.txt": make_pairs(ids, n, seed)}
-    writer.close(pairs)
-    return {"points": next_id, "patches": len(ids)}
+            yield patches, local, photo

@@ -209,6 +209,8 @@ def test_photo_folders_go_through_reconstruct(scenes, tmp_path, monkeypatch):
     found = find_scenes(photos, reconstruct=True, work_dir=tmp_path / "work")
     assert calls == [(photos / "et", tmp_path / "work" / "et", {"features": "sift"})]
     assert found[0].name == "et" and found[0].image_dir == photos / "et" and len(found[0].models) == 1
+    with pytest.raises(TypeError, match="reconstruct must be True or False"):
+        find_scenes(photos, reconstruct=reconstruct)  # the old callback form: not silently run as COLMAP
 
 
 def test_scene_without_model_is_skipped(scenes, tmp_path):

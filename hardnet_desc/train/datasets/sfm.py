@@ -69,6 +69,7 @@ def read_scene(folder: str | Path, image_dir: str | Path | None = None) -> Colma
 
 def find_scenes(
     scenes: str | Path | Sequence[str | Path],
+    *,
     reconstruct: bool = False,
     work_dir: str | Path | None = None,
 ) -> list[ColmapScene]:
@@ -79,6 +80,9 @@ def find_scenes(
     (``hardnet_desc.integrations.colmap.reconstruct``) into ``work_dir/<name>``
     (default ``<its parent>/_sfm/<name>``); without, it is an error.
     """
+    if not isinstance(reconstruct, bool):
+        raise TypeError(f"reconstruct must be True or False (photo folders are reconstructed with COLMAP's SIFT), "
+                        f"got {type(reconstruct).__name__}")
     if isinstance(scenes, (str, Path)):
         root = Path(scenes)
         if not root.is_dir():
@@ -92,7 +96,7 @@ def find_scenes(
             found.append(read_scene(folder))
         elif not reconstruct:
             raise ValueError(f"{folder} has no COLMAP model (database.db, sparse/<k>/): reconstruct it first "
-                             "(hardnet-desc sfm, or pycolmap)")
+                             "(hardnet-desc sfm, pycolmap, or reconstruct=True)")
         else:
             out = Path(work_dir or folder.parent / "_sfm") / folder.name
             colmap_reconstruct(folder, out, features="sift")
@@ -411,7 +415,7 @@ def make_sfm_dataset(
     min_kp_size = check_min_kp_size(min_kp_size)
     out = Path(out)
     check_dataset_folder(out, ("meta.json", "record.json"), force)
-    found = find_scenes(scenes, reconstruct, out / "sfm")
+    found = find_scenes(scenes, reconstruct=reconstruct, work_dir=out / "sfm")
     no_model = [s.name for s in found if not s.models]
     found = [s for s in found if s.models]
     names = [s.name for s in found]

@@ -39,13 +39,6 @@ def _make_dataset(args: argparse.Namespace) -> int:
 def _make_sfm_dataset(args: argparse.Namespace) -> int:
     from .train.datasets.sfm import DEFAULT_VAL_SCENES, make_sfm_dataset
 
-    try:
-        from .integrations.colmap import reconstruct as sfm_reconstruct
-
-        def reconstruct(image_dir, out_dir):
-            return sfm_reconstruct(image_dir, out_dir, features="sift")
-    except ImportError:  # no sfm module: photo folders without a model are an error
-        reconstruct = None
     val = DEFAULT_VAL_SCENES if args.val_scenes is None else [s.strip() for s in args.val_scenes.split(",") if s.strip()]
     options = {k: getattr(args, k) for k in _SFM_OPTIONS[:4] if getattr(args, k) is not None}  # else the library's
     for k in ("max_points_per_scene", "max_patches_per_point"):
@@ -54,7 +47,7 @@ def _make_sfm_dataset(args: argparse.Namespace) -> int:
     record = make_sfm_dataset(args.images, args.out, val_scenes=val, val_pairs=args.val_pairs,
                               patch_scale=args.patch_scale, min_kp_size=args.min_kp_size,
                               all_models=args.all_models, seed=args.seed,
-                              reconstruct=reconstruct, force=args.force, **options)
+                              reconstruct=True, force=args.force, **options)
     for s in record["scenes"]:
         print(f"{s['split']:5s} {s['name']}: {s['registered']}/{s['images']} photos registered, {s['points']} points, "
               f"{s['patches']} patches")
@@ -328,8 +321,8 @@ def _sfm(args: argparse.Namespace) -> int:
                           overwrite=args.overwrite, progress=not args.quiet, colmap_log=args.colmap_log)
     print(format_summary(summary), end="")
     if args.json:
-        print(f"json: {write_json(args.json, summary, force=args.overwrite)}")
-    return 0 if summary["registered_images"] else 1
+        print(f"json: {write_json(args.json, summary.to_dict(), force=args.overwrite)}")
+    return 0 if summary.registered_images else 1
 
 
 # --- options shared by several commands: declared once ----------------------------------------

@@ -13,13 +13,10 @@ from hardnet_desc.core.patches import (
     PatchSpec,
     build_pyramid,
     check_frames,
-    describable_frames,
     cut_frame_batch,
     extract_patches,
     frame_batches,
-    keypoints_from_colmap,
     keypoints_to_array,
-    keypoints_to_colmap,
     keypoints_to_frames,
     pyramid_depth,
     pyramid_levels,
@@ -254,29 +251,6 @@ def test_training_patches_pool_to_the_default_patches(grey, kp_array, example_ke
         assert p64.shape == (len(kps), 1, 64, 64)
         ref = _patches(grey, kps, patch_scale=scale)
         torch.testing.assert_close(F.avg_pool2d(p64, 2), ref, atol=1e-5, rtol=0)
-
-
-def test_colmap_keypoints_round_trip(example_keypoints):
-    """OpenCV keypoints -> COLMAP affine frames -> keypoints, and the frame is s * R(theta)."""
-    kps = keypoints_to_array(example_keypoints)
-    colmap = keypoints_to_colmap(example_keypoints)
-    assert colmap.shape == (len(kps), 6) and colmap.dtype == np.float32
-    np.testing.assert_allclose(colmap[:, :2], kps[:, :2] + 0.5, atol=1e-3)  # top-left corner at (0, 0)
-    a = colmap[:, 2:].reshape(-1, 2, 2)
-    np.testing.assert_allclose(np.sqrt(np.abs(np.linalg.det(a))), kps[:, 2] / 2, rtol=1e-5)  # scale = size / 2
-    back = keypoints_from_colmap(colmap)
-    np.testing.assert_allclose(back[:, :3], kps[:, :3], rtol=1e-5, atol=1e-3)
-    np.testing.assert_allclose((back[:, 3] - kps[:, 3] + 180) % 360 - 180, 0, atol=1e-3)
-    # COLMAP's (x, y, scale, orientation) form gives the same keypoints
-    four = np.column_stack([colmap[:, :2], kps[:, 2] / 2, np.deg2rad(kps[:, 3])])
-    np.testing.assert_allclose(keypoints_from_colmap(four), back, atol=1e-3)
-
-
-def test_colmap_keypoints_upright_and_bad_shapes():
-    upright = keypoints_to_colmap(np.array([[10.0, 20.0, 4.0, -1.0]]))
-    np.testing.assert_allclose(upright, [[10.5, 20.5, 2.0, 0.0, 0.0, 2.0]])
-    with pytest.raises(ValueError, match="shape"):
-        keypoints_from_colmap(np.zeros((3, 5)))
 
 
 @pytest.mark.parametrize(("batch_size", "first"), [(64, None), (64, 10), (1000, None), (7, 7)])

@@ -22,8 +22,14 @@ from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
 from hardnet_desc.detection import detect_sift
 from hardnet_desc.matching import match_descriptors
-from hardnet_desc.core.patches import keypoints_from_colmap, keypoints_to_colmap
-from hardnet_desc.integrations.colmap import PYCOLMAP_INSTALL, colmap_like_sift, reconstruct
+from hardnet_desc.integrations.colmap import (
+    PYCOLMAP_INSTALL,
+    ReconstructionSummary,
+    colmap_like_sift,
+    keypoints_from_colmap,
+    keypoints_to_colmap,
+    reconstruct,
+)
 
 pycolmap = pytest.importorskip("pycolmap")
 
@@ -38,7 +44,7 @@ def hardnet_descriptor() -> HardNetDescriptor:
 
 
 @pytest.fixture(scope="module")
-def hardnet_run(tmp_path_factory, hardnet_descriptor) -> tuple[dict, Path]:
+def hardnet_run(tmp_path_factory, hardnet_descriptor) -> tuple[ReconstructionSummary, Path]:
     out = tmp_path_factory.mktemp("sfm") / "hardnet"
     summary = reconstruct(SCENE, out, features="hardnet", descriptor=hardnet_descriptor,
                           max_keypoints=HARDNET_KEYPOINTS, progress=False)
@@ -61,9 +67,24 @@ def sift_run(tmp_path_factory) -> tuple[dict, Path]:
     return summary, out
 
 
+#: The keys of summary.json, in the order written.
+SUMMARY_KEYS = [
+    "num_images", "registered_images", "num_points3D", "mean_track_length", "mean_reprojection_error", "num_models",
+    "models", "keypoints_per_image", "image_pairs", "verified_pairs", "seconds", "image_dir", "out_dir", "features",
+    "matcher", "max_image_size", "max_keypoints", "ratio", "camera_model", "camera_params", "weights", "precision",
+]
+
+
 @pytest.mark.parametrize("run", ["hardnet_run", "sift_run"])
 def test_every_image_registers(run, request):
     summary, out = request.getfixturevalue(run)
+    written = json.loads((out / "summary.json").read_text())
+    assert list(written) == SUMMARY_KEYS
+    assert list(written["models"][0]) == ["index", "path", "registered_images", "num_points3D", "mean_track_length",
+                                          "mean_reprojection_error"]
+    if isinstance(summary, ReconstructionSummary):  # the library's result is what summary.json holds
+        assert written == json.loads(json.dumps(summary.to_dict()))
+        summary = summary.to_dict()
     assert summary["num_images"] == len(NAMES) == 9
     assert summary["registered_images"] == 9
     assert summary["image_pairs"] == 36 and 20 <= summary["verified_pairs"] <= 36  # RANSAC varies by a few
@@ -74,7 +95,7 @@ def test_every_image_registers(run, request):
 
 
 def test_hardnet_model_is_as_accurate_as_sift(hardnet_run, sift_run):
-    hardnet, sift = hardnet_run[0], sift_run[0]
+    hardnet, sift = hardnet_run[0].to_dict(), sift_run[0]
     assert 0 < sift["mean_reprojection_error"] < 1.5
     assert hardnet["mean_reprojection_error"] < min(1.5, 1.5 * sift["mean_reprojection_error"])
     # a 640x480 object scene: hundreds of points seen in several views each, not a handful
@@ -115,7 +136,7 @@ def test_resize_scales_keypoints_back(tmp_path, hardnet_descriptor, monkeypatch)
     monkeypatch.chdir(tmp_path)
     summary = reconstruct(Path("images"), Path("out"), descriptor=hardnet_descriptor, max_image_size=320,
                           max_keypoints=300, progress=False)
-    assert summary["image_dir"] == str(scene.resolve()) and summary["out_dir"] == str((tmp_path / "out").resolve())
+    assert summary.image_dir == str(scene.resolve()) and summary.out_dir == str((tmp_path / "out").resolve())
     with pycolmap.Database.open(tmp_path / "out" / "database.db") as db:
         im = db.read_image_with_name(NAMES[0])
         stored = keypoints_from_colmap(db.read_keypoints(im.image_id))

@@ -17,7 +17,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from hardnet_desc.cli import main
-from hardnet_desc.core.patches import keypoints_from_colmap
+from hardnet_desc.integrations.colmap import keypoints_from_colmap
+from hardnet_desc.train.datasets import sfm as sfm_dataset
 from hardnet_desc.train.datasets.sfm import (
     cut_patches,
     find_scenes,
@@ -60,16 +61,6 @@ def dataset(scenes, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data")
     make_sfm_dataset(scenes, out, val_scenes=["bundler-et"], max_points_per_scene=400, progress=False)
     return out
-
-
-def test_colmap_keypoints_to_opencv_by_hand():
-    s, t = 3.0, np.deg2rad(30.0)
-    row = [10.5, 20.5, s * np.cos(t), -s * np.sin(t), s * np.sin(t), s * np.cos(t)]
-    np.testing.assert_allclose(keypoints_from_colmap(np.array([row])), [[10.0, 20.0, 6.0, 30.0]], atol=1e-9)
-    row = [0.5, 0.5, s * np.cos(-t), -s * np.sin(-t), s * np.sin(-t), s * np.cos(-t)]
-    assert keypoints_from_colmap(np.array([row]))[0, 3] == pytest.approx(330.0)
-    with pytest.raises(ValueError, match=r"\(N, 6\)"):
-        keypoints_from_colmap(np.zeros((3, 5)))
 
 
 def test_colmap_keypoints_agree_with_opencv_sift(scenes):
@@ -203,20 +194,23 @@ def test_missing_model_and_split_errors(scenes, tmp_path):
         make_sfm_dataset(scenes, tmp_path / "b", val_scenes=["bundler-et", "other-et"], progress=False)
 
 
-def test_photo_folders_go_through_reconstruct(scenes, tmp_path):
+def test_photo_folders_go_through_reconstruct(scenes, tmp_path, monkeypatch):
     photos = tmp_path / "photos"
     shutil.copytree(SCENE, photos / "et")
     calls = []
 
-    def reconstruct(image_dir: Path, out_dir: Path) -> None:  # stands in for hardnet_desc.integrations.colmap: reuse the fixture's model
-        calls.append((image_dir, out_dir))
+    def reconstruct(image_dir: Path, out_dir: Path, **options) -> None:  # stands in for COLMAP: reuse the fixture's model
+        calls.append((image_dir, out_dir, options))
         out_dir.mkdir(parents=True)
         shutil.copy(scenes / "bundler-et" / "database.db", out_dir)
         shutil.copytree(scenes / "bundler-et" / "sparse", out_dir / "sparse")
 
-    found = find_scenes(photos, reconstruct, tmp_path / "work")
-    assert calls == [(photos / "et", tmp_path / "work" / "et")]
+    monkeypatch.setattr(sfm_dataset, "colmap_reconstruct", reconstruct)
+    found = find_scenes(photos, reconstruct=True, work_dir=tmp_path / "work")
+    assert calls == [(photos / "et", tmp_path / "work" / "et", {"features": "sift"})]
     assert found[0].name == "et" and found[0].image_dir == photos / "et" and len(found[0].models) == 1
+    with pytest.raises(TypeError, match="reconstruct must be True or False"):
+        find_scenes(photos, reconstruct=reconstruct)  # the old callback form: not silently run as COLMAP
 
 
 def test_scene_without_model_is_skipped(scenes, tmp_path):

@@ -14,11 +14,11 @@ common 3D points; at most ``max_pairs`` per scene, drawn uniformly at random wit
 (so the same model always gives the same pairs). The intrinsics come from the model's cameras,
 converted to OpenCV pixels, with their radial distortion; keypoints are undistorted with it
 before the essential matrix is estimated. Reading models needs ``pycolmap`` (imported only then).
+The scene-folder layout is read by ``hardnet_desc.integrations.colmap.scene``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.camera_pairs import CameraPair, read_camera_pairs
+from ..integrations.colmap.scene import is_model, load_model, model_folders, read_scene_folder
 
 #: COLMAP camera models we can read: name -> (index of fx, fy, cx, cy, k1, k2; None = absent / same as fx).
 _CAMERA_MODELS = {
@@ -70,11 +71,7 @@ def _pose(image) -> tuple[np.ndarray, np.ndarray]:
 
 def model_pairs(model_dir: str | Path, min_covisible: int = 50) -> list[CameraPair]:
     """Every pair of registered images of one COLMAP model with ``>= min_covisible`` common 3D points."""
-    try:
-        import pycolmap
-    except ImportError:
-        raise ImportError("reading COLMAP models needs pycolmap: pip install 'hardnet-desc[sfm]'") from None
-    rec = pycolmap.Reconstruction(str(model_dir))
+    rec = load_model(model_dir)
     seen: dict[int, set[int]] = {}
     for point_id, point in rec.points3D.items():
         for element in point.track.elements:
@@ -100,24 +97,15 @@ def sample_pairs(pairs: Sequence[CameraPair], max_pairs: int | None, seed: int =
     return [pairs[i] for i in keep]
 
 
-def _is_model(path: Path) -> bool:
-    return all((path / f"{name}.bin").is_file() or (path / f"{name}.txt").is_file()
-               for name in ("cameras", "images", "points3D"))
-
-
 def _is_scene(path: Path) -> bool:
-    return (path / "sparse").is_dir() and any(_is_model(p) for p in (path / "sparse").iterdir())
+    return bool(model_folders(path))
 
 
 def _scene_image_dir(scene_dir: Path, images: Path | None) -> Path:
-    if images is not None:
-        return images
-    summary = scene_dir / "summary.json"
-    if summary.is_file():
-        image_dir = json.loads(summary.read_text()).get("image_dir")
-        if image_dir:
-            return (scene_dir / image_dir) if not Path(image_dir).is_absolute() else Path(image_dir)
-    raise ValueError(f"{scene_dir}: no summary.json with image_dir; give the photos with --images")
+    image_dir = read_scene_folder(scene_dir, images).image_dir
+    if image_dir is None:
+        raise ValueError(f"{scene_dir}: no summary.json with image_dir; give the photos with --images")
+    return image_dir
 
 
 def load_scene(
@@ -135,14 +123,13 @@ def load_scene(
     if path.is_file():
         pairs, image_dir = read_camera_pairs(path)
         return Scene(path.stem, images or image_dir, sample_pairs(pairs, max_pairs, seed), str(path))
-    if _is_model(path):
+    if is_model(path):
         scene_dir = path.parent.parent if path.parent.name == "sparse" else path
         name = scene_dir.name
         pairs = model_pairs(path, min_covisible)
     elif _is_scene(path):
         scene_dir, name = path, path.name
-        models = sorted((p for p in (path / "sparse").iterdir() if _is_model(p)), key=lambda p: p.name)
-        pairs = [pair for model in models for pair in model_pairs(model, min_covisible)]
+        pairs = [pair for model in model_folders(path) for pair in model_pairs(model, min_covisible)]
     else:
         raise FileNotFoundError(f"{path} is neither a pairs file, a COLMAP model nor a scene folder with sparse/<k>/")
     return Scene(name, _scene_image_dir(scene_dir, images), sample_pairs(pairs, max_pairs, seed), str(path))
@@ -163,7 +150,7 @@ def find_sources(path: str | Path, scenes: Sequence[str] | None = None) -> list[
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
-    if path.is_file() or _is_model(path) or _is_scene(path):
+    if path.is_file() or is_model(path) or _is_scene(path):
         return [path]
     found = {scene_name(p): p for p in sorted(path.iterdir()) if (p.is_file() and p.suffix == ".txt") or _is_scene(p)}
     if not found:

@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings

@@ -9,16 +9,15 @@ the second column of ``info.txt`` is the scene's index, so the trainer's ``--pho
 draws negatives from one scene. Whole scenes are held out for validation.
 
 A scene folder (as ``pycolmap`` / ``hardnet-desc sfm`` write it) holds ``database.db``,
-``sparse/<k>/`` (COLMAP binary models) and ``summary.json`` with the photo folder as
-``image_dir``.
+``sparse/<k>/`` (COLMAP models) and ``summary.json`` with the photo folder as ``image_dir``
+(read by ``hardnet_desc.integrations.colmap.scene``).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,15 @@ import torch
 from scipy.spatial import cKDTree
 
 from ...core.image import read_image, to_grey_tensor
-from ...core.patches import PatchSpec, extract_patches, keypoints_from_colmap
+from ...core.patches import PatchSpec, extract_patches
+from ...integrations.colmap import (
+    ColmapScene,
+    keypoints_from_colmap,
+    load_model,
+    open_database,
+    read_scene_folder,
+    reconstruct as colmap_reconstruct,
+)
 from ...outputs import write_json
 from ...data.phototour import STORED_SIZE, check_count, check_dataset_folder, make_pairs
 from .writer import Part, default_patch_spec, spec_record, write_split
@@ -39,51 +46,44 @@ DEFAULT_VAL_SCENES = (
 TRACK_BINS = (2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
 
 
-@dataclass
-class SfmScene:
-    """One reconstructed scene: its name, photos, COLMAP database and model folders."""
-
-    name: str
-    image_dir: Path
-    database: Path
-    models: list[Path]
-    num_images: int | None = None
+#: A scene the builder reads (the scene-folder layout is ``hardnet_desc.integrations.colmap.scene``'s).
+SfmScene = ColmapScene
 
 
-def read_scene(folder: str | Path, image_dir: str | Path | None = None) -> SfmScene:
+def read_scene(folder: str | Path, image_dir: str | Path | None = None) -> ColmapScene:
     """A scene folder with ``database.db``, ``sparse/<k>/`` and ``summary.json`` (whose ``image_dir``
-    names the photo folder unless ``image_dir`` is given).
+    names the photo folder unless ``image_dir`` is given; default ``folder/images``).
 
     A finished reconstruction that found no model (``summary.json`` but no ``sparse/<k>/``) gives a
     scene with no models; a folder with neither is an error (e.g. a reconstruction still running).
     """
-    folder = Path(folder)
-    database = folder / "database.db"
-    models = sorted((p for p in (folder / "sparse").glob("*") if (p / "points3D.bin").is_file()),
-                    key=lambda p: (len(p.name), p.name))
-    summary_path = folder / "summary.json"
-    if not database.is_file() or not (models or summary_path.is_file()):
+    scene = read_scene_folder(folder, image_dir)
+    if scene.database is None or not (scene.models or scene.summary is not None):
         raise FileNotFoundError(f"{folder}: not a reconstructed scene (needs database.db and sparse/<k>/points3D.bin, "
                                 "or summary.json if no model was found)")
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    image_dir = Path(image_dir or summary.get("image_dir", folder / "images"))
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"{folder}: photo folder {image_dir} not found (summary.json's image_dir)")
-    return SfmScene(summary.get("scene", folder.name), image_dir, database, models, summary.get("num_images"))
+    if scene.image_dir is None:
+        scene = replace(scene, image_dir=scene.folder / "images")
+    if not scene.image_dir.is_dir():
+        raise FileNotFoundError(f"{folder}: photo folder {scene.image_dir} not found (summary.json's image_dir)")
+    return scene
 
 
 def find_scenes(
     scenes: str | Path | Sequence[str | Path],
-    reconstruct: Callable[[Path, Path], object] | None = None,
+    *,
+    reconstruct: bool = False,
     work_dir: str | Path | None = None,
-) -> list[SfmScene]:
+) -> list[ColmapScene]:
     """Scenes of a folder of scene folders (or of a list of them), sorted by name.
 
-    A folder without ``database.db`` and ``sparse/`` is taken as a folder of photos and
-    reconstructed into ``work_dir/<name>`` by ``reconstruct(image_dir, out_dir)`` (e.g. SIFT with
-    ``hardnet_desc.integrations.colmap.reconstruct``), which must write ``database.db`` and ``sparse/<k>/`` there;
-    without ``reconstruct`` such a folder is an error.
+    A folder without ``database.db`` and ``sparse/`` is taken as a folder of photos: with
+    ``reconstruct`` it is reconstructed with COLMAP's SIFT
+    (``hardnet_desc.integrations.colmap.reconstruct``) into ``work_dir/<name>``
+    (default ``<its parent>/_sfm/<name>``); without, it is an error.
     """
+    if not isinstance(reconstruct, bool):
+        raise TypeError(f"reconstruct must be True or False (photo folders are reconstructed with COLMAP's SIFT), "
+                        f"got {type(reconstruct).__name__}")
     if isinstance(scenes, (str, Path)):
         root = Path(scenes)
         if not root.is_dir():
@@ -93,31 +93,25 @@ def find_scenes(
         folders = [Path(p) for p in scenes]
     found = []
     for folder in folders:
-        if (folder / "database.db").is_file() or (folder / "sparse").is_dir():
+        if read_scene_folder(folder).reconstructed:
             found.append(read_scene(folder))
-        elif reconstruct is None:
+        elif not reconstruct:
             raise ValueError(f"{folder} has no COLMAP model (database.db, sparse/<k>/): reconstruct it first "
-                             "(hardnet-desc sfm, or pycolmap)")
+                             "(hardnet-desc sfm, pycolmap, or reconstruct=True)")
         else:
             out = Path(work_dir or folder.parent / "_sfm") / folder.name
-            reconstruct(folder, out)
+            colmap_reconstruct(folder, out, features="sift")
             found.append(read_scene(out, image_dir=folder))
     if not found:
         raise FileNotFoundError(f"no scene folders in {scenes}")
     return sorted(found, key=lambda s: s.name)
 
 
-def _load_model(path: Path):
-    import pycolmap
-
-    return pycolmap.Reconstruction(str(path))
-
-
 def largest_model(scene: SfmScene):
     """The scene's model with the most registered images (then 3D points), and its folder."""
     best = None
     for path in scene.models:
-        rec = _load_model(path)
+        rec = load_model(path)
         key = (rec.num_reg_images(), rec.num_points3D())
         if best is None or key > best[0]:
             best = (key, rec, path)
@@ -241,11 +235,8 @@ def observation_keypoints(rec, database: str | Path, tracks: Tracks) -> np.ndarr
 
     Raises ``ValueError`` if the database's keypoints are not the model's (positions differ).
     """
-    import pycolmap
-
     out = np.zeros((len(tracks.point), 4))
-    db = pycolmap.Database.open(str(database))
-    try:
+    with open_database(database) as db:
         for image_id in np.unique(tracks.image_id):
             rows = np.flatnonzero(tracks.image_id == image_id)
             image = rec.images[int(image_id)]
@@ -254,8 +245,6 @@ def observation_keypoints(rec, database: str | Path, tracks: Tracks) -> np.ndarr
             if raw.shape[1] != 6 or np.abs(raw[:, :2] - xy).max(initial=0.0) > 1e-2:
                 raise ValueError(f"{database}: keypoints of {image.name} do not match the model's (another database?)")
             out[rows] = keypoints_from_colmap(raw)
-    finally:
-        db.close()
     return out
 
 
@@ -347,7 +336,7 @@ def _stats(x: np.ndarray) -> dict:
 def scene_patches(scene: SfmScene, *, all_models: bool = False, **options) -> ScenePatches:
     """Patches of a scene's largest model (or of all its models, labels kept apart); see ``model_patches``."""
     if all_models:
-        models = [(_load_model(p), p) for p in scene.models]
+        models = [(load_model(p), p) for p in scene.models]
     else:
         models = [largest_model(scene)]
     parts, records, offset, registered = [], [], 0, set()
@@ -387,7 +376,7 @@ def make_sfm_dataset(
     min_kp_size: float | None = None,
     all_models: bool = False,
     seed: int = 0,
-    reconstruct: Callable[[Path, Path], object] | None = None,
+    reconstruct: bool = False,
     progress: bool = True,
     force: bool = False,
 ) -> dict:
@@ -409,7 +398,7 @@ def make_sfm_dataset(
         min_kp_size: least ``kp.size`` in pixels a patch is cut for; default: the bundled weights' value.
         all_models: use every model of a scene, not just the largest.
         seed: seeds the choice of points and observations and the validation pairs.
-        reconstruct: ``reconstruct(image_dir, out_dir)`` for photo folders without a model.
+        reconstruct: reconstruct photo folders without a model (COLMAP's SIFT, into ``out/sfm/<name>``).
         progress: show a progress bar over scenes.
         force: write into ``out`` even if its ``meta.json``, ``record.json`` or ``train/``, ``val/`` were
             written by another program (else ``FileExistsError`` before any work; a dataset of ours is replaced).
@@ -421,7 +410,7 @@ def make_sfm_dataset(
     spec = default_patch_spec(patch_scale, min_kp_size)
     out = Path(out)
     check_dataset_folder(out, ("meta.json", "record.json"), force)
-    found = find_scenes(scenes, reconstruct, out / "sfm")
+    found = find_scenes(scenes, reconstruct=reconstruct, work_dir=out / "sfm")
     no_model = [s.name for s in found if not s.models]
     found = [s for s in found if s.models]
     names = [s.name for s in found]

@@ -17,14 +17,14 @@
 
 Everything goes through a real COLMAP database, so the output opens in COLMAP's GUI
 (``colmap gui --database_path OUT/database.db --image_path IMAGES``, then *File > Import model*
-``OUT/sparse/0``)::
+``OUT/sparse/0``). ``OUT`` becomes a scene folder (``hardnet_desc.integrations.colmap.scene``)::
 
     OUT/database.db      cameras, images, keypoints (affine frames), matches, two-view geometries
     OUT/sparse/<k>/      model k in COLMAP's binary format (cameras.bin, images.bin, points3D.bin, ...)
-    OUT/summary.json     what ``reconstruct`` returns
+    OUT/summary.json     what ``reconstruct`` returns (``ReconstructionSummary.to_dict``)
 
 Keypoints are stored as COLMAP affine frames, so their scale and orientation survive
-(conversion: ``hardnet_desc.core.patches.keypoints_to_colmap``, docs/conventions.md).
+(conversion: ``hardnet_desc.integrations.colmap.keypoints.keypoints_to_colmap``, docs/conventions.md).
 pycolmap is an optional dependency: ``pip install "hardnet-desc[sfm]"``.
 """
 
@@ -34,39 +34,32 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from ..data.images import list_images
-from ..core.image import read_image
-from ..matching import match_descriptors
-from ..core.patches import keypoints_to_array, keypoints_to_colmap
+from ...core.image import read_image
+from ...core.patches import keypoints_to_array
+from ...data.images import list_images
+from ...matching import match_descriptors
+from ...outputs import replacing
+from .guard import import_pycolmap
+from .keypoints import keypoints_to_colmap
+from .scene import DATABASE, SPARSE, SUMMARY, open_database
 
 if TYPE_CHECKING:
-    from ..descriptor import HardNetDescriptor
+    from ...descriptor import HardNetDescriptor
 
 __all__ = [
-    "FEATURES", "MATCHERS", "PYCOLMAP_INSTALL", "colmap_like_sift", "format_summary", "import_pycolmap",
+    "FEATURES", "MATCHERS", "ModelSummary", "ReconstructionSummary", "colmap_like_sift", "format_summary",
     "reconstruct", "resize_for_extraction",
 ]
 
 FEATURES = ("hardnet", "sift")
 MATCHERS = ("exhaustive", "sequential")
-#: What to install when pycolmap is missing.
-PYCOLMAP_INSTALL = 'pip install "hardnet-desc[sfm]"'
-
-
-def import_pycolmap() -> Any:
-    """``import pycolmap``, or an ``ImportError`` that says what to install."""
-    try:
-        import pycolmap
-    except ImportError as err:
-        raise ImportError(f"structure from motion needs pycolmap: {PYCOLMAP_INSTALL}") from err
-    return pycolmap
 
 
 def colmap_like_sift() -> cv2.Feature2D:
@@ -99,6 +92,57 @@ def resize_for_extraction(image: np.ndarray, max_image_size: int | None) -> tupl
     return small, small.shape[1] / image.shape[1]
 
 
+@dataclass
+class ModelSummary:
+    """One model ``sparse/<index>/`` of a reconstruction (``path`` relative to the output folder)."""
+
+    index: int
+    path: str
+    registered_images: int
+    num_points3D: int
+    mean_track_length: float
+    mean_reprojection_error: float | None  # px; None for a model without points
+
+
+@dataclass
+class ReconstructionSummary:
+    """What ``reconstruct`` did and found; ``to_dict()`` is the content of ``OUT/summary.json``.
+
+    The numbers of the largest model (most registered images, then most points) come first
+    (0 / ``None`` when nothing reconstructs), then every model, the counts of the stages,
+    ``seconds`` per stage (``import``, ``extract``, ``match``, ``verify``, ``map``, ``total``)
+    and the options used. ``image_dir`` and ``out_dir`` are absolute, so readers of
+    ``summary.json`` find the photos from anywhere.
+    """
+
+    num_images: int
+    registered_images: int
+    num_points3D: int
+    mean_track_length: float
+    mean_reprojection_error: float | None
+    num_models: int
+    models: list[ModelSummary]
+    keypoints_per_image: float
+    image_pairs: int  # matched
+    verified_pairs: int  # with geometric inliers
+    seconds: dict[str, float]
+    image_dir: str
+    out_dir: str
+    features: str
+    matcher: str
+    max_image_size: int
+    max_keypoints: int
+    ratio: float | None  # None for COLMAP's SIFT
+    camera_model: str
+    camera_params: list[float] | None
+    weights: str | None  # HardNet's weights; None for COLMAP's SIFT
+    precision: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-able dict, keys in field order (``summary.json``, ``--json``)."""
+        return asdict(self)
+
+
 def reconstruct(
     image_dir: str | Path,
     out_dir: str | Path,
@@ -115,7 +159,7 @@ def reconstruct(
     overwrite: bool = False,
     progress: bool = True,
     colmap_log: bool = False,
-) -> dict[str, Any]:
+) -> ReconstructionSummary:
     """Reconstruct the photos below ``image_dir`` into ``out_dir`` (layout in the module docstring).
 
     Args:
@@ -144,12 +188,9 @@ def reconstruct(
         colmap_log: let COLMAP log its INFO lines (to stderr); by default only its warnings.
 
     Returns:
-        A JSON-able summary: ``num_images``; ``registered_images``, ``num_points3D``,
-        ``mean_track_length``, ``mean_reprojection_error`` (px) of the largest model (0 / ``None``
-        when nothing reconstructs); ``models`` (the same per model, with its ``path``);
-        ``seconds`` per stage (``import``, ``extract``, ``match``, ``verify``, ``map``, ``total``);
-        ``keypoints_per_image``, ``image_pairs`` (matched), ``verified_pairs`` (with geometric
-        inliers) and the options used.
+        The summary (``ReconstructionSummary``), also written to ``out_dir/summary.json``:
+        registered images, points, mean track length and reprojection error (px) of the largest
+        model, every model, seconds per stage and the options used.
 
     Raises:
         ImportError: pycolmap is not installed (the message says what to install).
@@ -171,10 +212,11 @@ def reconstruct(
         job = _Job(image_dir, out_dir, database, names, features, matcher, max_image_size, max_keypoints, ratio,
                    overlap, camera_model, None if camera_params is None else [float(v) for v in camera_params],
                    progress)
-        summary = _run(pycolmap, job, descriptor)
+        summary = _run(job, descriptor)
     finally:
         pycolmap.logging.minloglevel = level
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    with replacing(out_dir / SUMMARY) as tmp:
+        tmp.write_text(json.dumps(summary.to_dict(), indent=1))
     return summary
 
 
@@ -197,42 +239,42 @@ class _Job:
     progress: bool
 
 
-def _run(pycolmap: Any, job: _Job, descriptor: HardNetDescriptor | None) -> dict[str, Any]:
+def _run(job: _Job, descriptor: HardNetDescriptor | None) -> ReconstructionSummary:
     """The stages of ``reconstruct``, timed; returns the summary."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     db, progress = job.database, job.progress
-    _import_images(pycolmap, db, job.image_dir, job.names, job.camera_model, job.camera_params)
+    _import_images(db, job.image_dir, job.names, job.camera_model, job.camera_params)
     seconds["import"], clock = _lap(clock)
     if job.features == "hardnet":
         if descriptor is None:
-            from ..descriptor import HardNetDescriptor
+            from ...descriptor import HardNetDescriptor
 
             descriptor = HardNetDescriptor(detector=colmap_like_sift())
-        descs = _extract_hardnet(pycolmap, db, job.image_dir, descriptor, job.max_image_size, job.max_keypoints,
+        descs = _extract_hardnet(db, job.image_dir, descriptor, job.max_image_size, job.max_keypoints,
                                  progress)
         seconds["extract"], clock = _lap(clock)
-        pairs = _image_pairs(pycolmap, db, job.matcher, job.overlap)
-        _match_hardnet(pycolmap, db, descs, pairs, job.ratio, descriptor.device, progress)
+        pairs = _image_pairs(db, job.matcher, job.overlap)
+        _match_hardnet(db, descs, pairs, job.ratio, descriptor.device, progress)
         del descs
         seconds["match"], clock = _lap(clock)
-        _verify(pycolmap, db, progress)
+        _verify(db, progress)
         seconds["verify"], clock = _lap(clock)
     else:
-        _extract_sift(pycolmap, db, job.image_dir, job.names, job.max_image_size, job.max_keypoints, progress)
+        _extract_sift(db, job.image_dir, job.names, job.max_image_size, job.max_keypoints, progress)
         seconds["extract"], clock = _lap(clock)
-        pairs = _image_pairs(pycolmap, db, job.matcher, job.overlap)
-        _match_sift(pycolmap, db, pairs, job.out_dir, progress)  # COLMAP verifies while matching
+        pairs = _image_pairs(db, job.matcher, job.overlap)
+        _match_sift(db, pairs, job.out_dir, progress)  # COLMAP verifies while matching
         seconds["match"], clock = _lap(clock)
         seconds["verify"] = 0.0
-    models = _map(pycolmap, db, job.image_dir, job.out_dir / "sparse", len(job.names),
+    models = _map(db, job.image_dir, job.out_dir / SPARSE, len(job.names),
                   job.camera_params is not None, progress)
     seconds["map"], clock = _lap(clock)
     seconds["total"] = sum(seconds.values())
 
-    summary = _summarise(pycolmap, db, models, len(job.names), len(pairs), seconds)
     hardnet = job.features == "hardnet"
-    summary.update(
+    return ReconstructionSummary(
+        **_summarise(db, models, len(job.names), len(pairs), seconds),
         # absolute: readers (eval-pairs, make-dataset --from-sfm) find the photos from anywhere
         image_dir=str(job.image_dir.resolve()), out_dir=str(job.out_dir.resolve()), features=job.features,
         matcher=job.matcher,
@@ -241,7 +283,6 @@ def _run(pycolmap: Any, job: _Job, descriptor: HardNetDescriptor | None) -> dict
         weights=str(descriptor.weights.source) if hardnet else None,
         precision=descriptor.precision if hardnet else None,
     )
-    return summary
 
 
 def _check_options(features: str, matcher: str, max_image_size: int, max_keypoints: int, ratio: float,
@@ -272,22 +313,23 @@ def _bar(total: int, desc: str, unit: str, progress: bool):
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
-    database = out_dir / "database.db"
-    if database.exists() or (out_dir / "sparse").exists():
+    database = out_dir / DATABASE
+    if database.exists() or (out_dir / SPARSE).exists():
         if not overwrite:
             raise FileExistsError(f"{out_dir} already holds a reconstruction; pass overwrite=True (--overwrite) "
                                   "or choose another output folder")
         database.unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "sparse", ignore_errors=True)
+        shutil.rmtree(out_dir / SPARSE, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     return database
 
 
-def _import_images(pycolmap: Any, database: Path, image_dir: Path, names: list[str], camera_model: str,
+def _import_images(database: Path, image_dir: Path, names: list[str], camera_model: str,
                    camera_params: Sequence[float] | None) -> None:
     """Cameras and images (with COLMAP's trivial rigs and frames): one camera per image size,
     or one camera with ``camera_params`` for all."""
-    pycolmap.Database.open(database).close()  # import_images needs the file
+    pycolmap = import_pycolmap()
+    open_database(database).close()  # import_images needs the file
     options = pycolmap.ImageReaderOptions()
     options.camera_model = camera_model
     if camera_params is not None:
@@ -312,12 +354,12 @@ def _image_size(path: Path) -> tuple[int, int]:
     return image.shape[1], image.shape[0]
 
 
-def _extract_hardnet(pycolmap: Any, database: Path, image_dir: Path, descriptor: HardNetDescriptor,
+def _extract_hardnet(database: Path, image_dir: Path, descriptor: HardNetDescriptor,
                      max_image_size: int, max_keypoints: int, progress: bool) -> dict[int, np.ndarray]:
     """SIFT keypoints + HardNet descriptors per image; keypoints go to the database as COLMAP
     affine frames at full resolution. Returns ``{image_id: (N, 128) float32}``."""
     descs = {}
-    with pycolmap.Database.open(database) as db:
+    with open_database(database) as db:
         images = sorted(db.read_all_images(), key=lambda im: im.image_id)
         with _bar(len(images), "extract", "img", progress) as bar:
             for im in images:
@@ -339,9 +381,10 @@ def _scale_keypoints(keypoints: Sequence[cv2.KeyPoint], factor: float) -> np.nda
     return kps
 
 
-def _extract_sift(pycolmap: Any, database: Path, image_dir: Path, names: list[str], max_image_size: int,
+def _extract_sift(database: Path, image_dir: Path, names: list[str], max_image_size: int,
                   max_keypoints: int, progress: bool, chunk: int = 8) -> None:
     """COLMAP's SIFT on the images already in the database (chunks of ``chunk`` for the bar)."""
+    pycolmap = import_pycolmap()
     options = pycolmap.FeatureExtractionOptions()
     options.max_image_size = max_image_size or 1_000_000  # COLMAP rescales keypoints to full resolution
     options.sift.max_num_features = max_keypoints
@@ -352,9 +395,10 @@ def _extract_sift(pycolmap: Any, database: Path, image_dir: Path, names: list[st
             bar.update(len(batch))
 
 
-def _image_pairs(pycolmap: Any, database: Path, matcher: str, overlap: int) -> list[tuple[int, int]]:
+def _image_pairs(database: Path, matcher: str, overlap: int) -> list[tuple[int, int]]:
     """Image-id pairs from COLMAP's own pair generators."""
-    with pycolmap.Database.open(database) as db:
+    pycolmap = import_pycolmap()
+    with open_database(database) as db:
         if matcher == "sequential":
             options = pycolmap.SequentialPairingOptions()
             options.overlap = overlap
@@ -364,21 +408,22 @@ def _image_pairs(pycolmap: Any, database: Path, matcher: str, overlap: int) -> l
         return [(int(a), int(b)) for a, b in generator.all_pairs()]
 
 
-def _match_hardnet(pycolmap: Any, database: Path, descs: dict[int, np.ndarray], pairs: list[tuple[int, int]],
+def _match_hardnet(database: Path, descs: dict[int, np.ndarray], pairs: list[tuple[int, int]],
                    ratio: float, device: Any, progress: bool) -> None:
-    with pycolmap.Database.open(database) as db, _bar(len(pairs), "match", "pair", progress) as bar:
+    with open_database(database) as db, _bar(len(pairs), "match", "pair", progress) as bar:
         for a, b in pairs:
             matches = match_descriptors(descs[a], descs[b], ratio=ratio, mutual=True, device=device)
             db.write_matches(a, b, matches.pairs.astype(np.uint32))
             bar.update()
 
 
-def _match_sift(pycolmap: Any, database: Path, pairs: list[tuple[int, int]], out_dir: Path, progress: bool,
+def _match_sift(database: Path, pairs: list[tuple[int, int]], out_dir: Path, progress: bool,
                 chunk: int = 64) -> None:
     """COLMAP's SIFT matcher + verification on ``pairs`` (through a pair list file, in chunks)."""
-    with pycolmap.Database.open(database) as db:
+    with open_database(database) as db:
         name = {im.image_id: im.name for im in db.read_all_images()}
     pair_file = out_dir / "pairs.txt"
+    pycolmap = import_pycolmap()
     options = pycolmap.ImportedPairingOptions()
     options.match_list_path = str(pair_file)
     try:
@@ -392,15 +437,16 @@ def _match_sift(pycolmap: Any, database: Path, pairs: list[tuple[int, int]], out
         pair_file.unlink(missing_ok=True)
 
 
-def _verify(pycolmap: Any, database: Path, progress: bool) -> None:
+def _verify(database: Path, progress: bool) -> None:
     with _bar(1, "verify", "run", progress) as bar:
-        pycolmap.geometric_verification(database)
+        import_pycolmap().geometric_verification(database)
         bar.update()
 
 
-def _map(pycolmap: Any, database: Path, image_dir: Path, sparse_dir: Path, num_images: int,
+def _map(database: Path, image_dir: Path, sparse_dir: Path, num_images: int,
          fixed_intrinsics: bool, progress: bool) -> dict[int, Any]:
     """COLMAP's incremental mapper; writes ``sparse_dir/<k>/``. The bar counts registrations."""
+    pycolmap = import_pycolmap()
     sparse_dir.mkdir(parents=True, exist_ok=True)
     options = pycolmap.IncrementalPipelineOptions()
     if fixed_intrinsics:
@@ -415,44 +461,41 @@ def _map(pycolmap: Any, database: Path, image_dir: Path, sparse_dir: Path, num_i
     return dict(models)
 
 
-def _summarise(pycolmap: Any, database: Path, models: dict[int, Any], num_images: int, num_pairs: int,
+def _summarise(database: Path, models: dict[int, Any], num_images: int, num_pairs: int,
                seconds: dict[str, float]) -> dict[str, Any]:
-    per_model = []
-    for k, model in sorted(models.items()):
-        per_model.append(dict(
-            index=k, path=f"sparse/{k}", registered_images=model.num_reg_images(),
-            num_points3D=model.num_points3D(),
-            mean_track_length=model.compute_mean_track_length() if model.num_points3D() else 0.0,
-            mean_reprojection_error=model.compute_mean_reprojection_error() if model.num_points3D() else None,
-        ))
-    best = max(per_model, key=lambda m: (m["registered_images"], m["num_points3D"]), default=None)
-    with pycolmap.Database.open(database) as db:
+    """The fields of ``ReconstructionSummary`` that the models and the database give."""
+    per_model = [ModelSummary(
+        index=k, path=f"{SPARSE}/{k}", registered_images=model.num_reg_images(), num_points3D=model.num_points3D(),
+        mean_track_length=model.compute_mean_track_length() if model.num_points3D() else 0.0,
+        mean_reprojection_error=model.compute_mean_reprojection_error() if model.num_points3D() else None,
+    ) for k, model in sorted(models.items())]
+    best = max(per_model, key=lambda m: (m.registered_images, m.num_points3D), default=None)
+    with open_database(database) as db:
         keypoints = db.num_keypoints() / max(1, db.num_images())
         verified = sum(n > 0 for n in db.read_two_view_geometry_num_inliers()[1])  # pairs with inliers
     return dict(
         num_images=num_images,
-        registered_images=best["registered_images"] if best else 0,
-        num_points3D=best["num_points3D"] if best else 0,
-        mean_track_length=best["mean_track_length"] if best else 0.0,
-        mean_reprojection_error=best["mean_reprojection_error"] if best else None,
+        registered_images=best.registered_images if best else 0,
+        num_points3D=best.num_points3D if best else 0,
+        mean_track_length=best.mean_track_length if best else 0.0,
+        mean_reprojection_error=best.mean_reprojection_error if best else None,
         num_models=len(per_model), models=per_model, keypoints_per_image=keypoints,
         image_pairs=num_pairs, verified_pairs=verified, seconds=seconds,
     )
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: ReconstructionSummary) -> str:
     """The closing lines of ``hardnet-desc sfm``: registrations, points, tracks, errors, stage times."""
-    error = summary["mean_reprojection_error"]
+    error = summary.mean_reprojection_error
     lines = [
-        f"images registered: {summary['registered_images']} / {summary['num_images']}"
-        + (f" (largest of {summary['num_models']} models)" if summary["num_models"] > 1 else ""),
-        f"3D points:         {summary['num_points3D']}",
-        f"mean track length: {summary['mean_track_length']:.2f}",
+        f"images registered: {summary.registered_images} / {summary.num_images}"
+        + (f" (largest of {summary.num_models} models)" if summary.num_models > 1 else ""),
+        f"3D points:         {summary.num_points3D}",
+        f"mean track length: {summary.mean_track_length:.2f}",
         "mean reproj. err.: " + (f"{error:.3f} px" if error is not None else "-"),
-        f"keypoints / image: {summary['keypoints_per_image']:.0f}; verified pairs {summary['verified_pairs']} "
-        f"of {summary['image_pairs']}",
-        "seconds:           " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items()),
+        f"keypoints / image: {summary.keypoints_per_image:.0f}; verified pairs {summary.verified_pairs} "
+        f"of {summary.image_pairs}",
+        "seconds:           " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()),
     ]
-    lines += [f"model {m['path']}: {m['registered_images']} images, {m['num_points3D']} points"
-              for m in summary["models"]]
+    lines += [f"model {m.path}: {m.registered_images} images, {m.num_points3D} points" for m in summary.models]
     return "\n".join(lines) + "\n"

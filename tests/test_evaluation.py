@@ -24,7 +24,7 @@ from hardnet_desc.evaluation import (
 )
 from hardnet_desc.evaluation import methods as methods_module
 from hardnet_desc.evaluation.methods import build_methods
-from hardnet_desc.evaluation.metrics import corner_error, estimate_homography, match_errors, matchable_pairs, project
+from hardnet_desc.evaluation.metrics import corner_error, match_errors, matchable_pairs, pair_metrics, project
 from hardnet_desc.evaluation.synthetic_sequences import MIN_COVERAGE, NOISE_SIGMAS, coverage
 from hardnet_desc.detection import detect_sift
 from hardnet_desc.matching import match_descriptors
@@ -125,7 +125,7 @@ def test_corner_error_and_homography_failure():
     assert corner_error(shifted, H, 100, 200) == pytest.approx(2.0)
     assert corner_error(None, H, 100, 200) == math.inf
     pts = np.random.default_rng(0).random((3, 2)) * 100
-    assert estimate_homography(pts, pts) is None  # fewer than 4 matches
+    assert pair_metrics(pts, pts, H, (100, 200))["h_error"] == math.inf  # fewer than 4 matches: no estimate
 
 
 # --------------------------------------------------------------------------- layouts

@@ -107,8 +107,8 @@ def _render_ridge_pair(tmp_path: Path) -> tuple[Scene, np.ndarray, np.ndarray]:
 def test_synthetic_two_view_scene_recovers_the_pose(tmp_path):
     scene, _, _ = _render_ridge_pair(tmp_path)
     results = evaluate_pairs([scene], ["sift", "rootsift", "hardnet"], max_keypoints=1000)
-    for name, s in results["summary"].items():
-        true, wrong = (p["methods"][name] for p in results["scenes"][0]["pairs"])
+    for name, s in results.summary.items():
+        true, wrong = (p["methods"][name] for p in results.scenes[0]["pairs"])
         assert true["pose_error"] < 1.0, name  # the known pose is found
         assert true["correct"] > 150 and true["inliers"] > 150, name
         assert 8.0 < wrong["pose_error"] < 12.0, name  # a 10-degree error in the truth shows
@@ -116,7 +116,11 @@ def test_synthetic_two_view_scene_recovers_the_pose(tmp_path):
         assert s["overall"]["pairs"] == 2 and s["overall"]["failures"] == 0
     table = format_pose_table(results)
     assert "favour SIFT" in table and "hardnet - rootsift: AUC@5" in table
-    assert set(results["differences"]) == {"sift", "hardnet"} and results["reference"] == "rootsift"
+    assert set(results.differences) == {"sift", "hardnet"} and results.reference == "rootsift"
+    # the JSON form keeps the keys (and their order) of the dict evaluate_pairs returned before
+    assert list(results.to_dict()) == ["config", "thresholds", "baseline_edges", "summary", "reference",
+                                       "differences", "timing", "scenes"]
+    assert results.to_dict()["summary"] is results.summary
 
 
 # ---------------------------------------------------------------- real photos, COLMAP model
@@ -141,7 +145,7 @@ def test_real_scene_all_methods_sensible(et_model, tmp_path):
     assert len(scene.pairs) >= 12 and scene.image_dir == ET_DIR
     assert all(p.covisible >= 50 and p.size1 == (640, 480) and p.radial1[0] != 0 for p in scene.pairs)
     results = evaluate_pairs([scene], ["sift", "rootsift", "hardnet"])
-    s = {name: v["overall"] for name, v in results["summary"].items()}
+    s = {name: v["overall"] for name, v in results.summary.items()}
     for name, v in s.items():
         assert v["auc@20"] > 0.4 and v["auc@5"] > 0.2, (name, v)
         assert v["correct"] > 60 and v["inliers"] > 60, (name, v)
@@ -149,11 +153,11 @@ def test_real_scene_all_methods_sensible(et_model, tmp_path):
     assert s["hardnet"]["auc@20"] > s["sift"]["auc@20"] - 0.1, s
     assert s["hardnet"]["auc@10"] > s["sift"]["auc@10"] - 0.15, s
     assert s["hardnet"]["correct"] > s["sift"]["correct"], s  # bundled weights: more correct matches
-    edges = results["baseline_edges"]
+    edges = results.baseline_edges
     assert len(edges) == 2 and edges[0] < edges[1]
-    assert sum(results["summary"]["sift"][g]["pairs"] for g in ("narrow", "medium", "wide")) == len(scene.pairs)
+    assert sum(results.summary["sift"][g]["pairs"] for g in ("narrow", "medium", "wide")) == len(scene.pairs)
     # wide baselines are harder
-    assert results["summary"]["sift"]["wide"]["auc@10"] < results["summary"]["sift"]["narrow"]["auc@10"]
+    assert results.summary["sift"]["wide"]["auc@10"] < results.summary["sift"]["narrow"]["auc@10"]
 
 
 def test_pairs_file_from_model_gives_the_same_results(et_model, tmp_path, capsys):
@@ -167,7 +171,8 @@ def test_pairs_file_from_model_gives_the_same_results(et_model, tmp_path, capsys
     printed = capsys.readouterr().out
     assert "AUC@10" in printed and "favour SIFT" in printed
     from_file = json.loads(json_path.read_text())
-    errors = [[p["methods"]["sift"]["pose_error"] for p in r["scenes"][0]["pairs"]] for r in (from_model, from_file)]
+    errors = [[p["methods"]["sift"]["pose_error"] for p in r["scenes"][0]["pairs"]]
+              for r in (from_model.to_dict(), from_file)]
     assert errors[0] == pytest.approx(errors[1], abs=1e-6)  # the text file keeps the cameras exactly enough
 
 

@@ -39,7 +39,7 @@ def main() -> None:
     results = evaluate_sequences(args.out / "sequences", ["sift", "rootsift", "hardnet"], weights=args.weights,
                                  max_keypoints=args.max_keypoints, progress=True)
     print(format_table(results))
-    summary = results["summary"]
+    summary = results.summary
     for group in ("overall", "v", "i"):
         ours, base = summary["hardnet"].get(group), summary["rootsift"].get(group)
         if ours and base:

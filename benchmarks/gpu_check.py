@@ -49,7 +49,7 @@ from hardnet_desc.descriptor import HardNetDescriptor  # noqa: E402
 from hardnet_desc.core.device import resolve_device, usable_cpus  # noqa: E402
 from hardnet_desc.core.image import read_image  # noqa: E402
 from hardnet_desc.matching import match_descriptors  # noqa: E402
-from hardnet_desc.pipeline import fit_geometry  # noqa: E402
+from hardnet_desc.geometry import fit_geometry  # noqa: E402
 
 PAIR = (ROOT / "examples" / "data" / "sacre_coeur_1.jpg", ROOT / "examples" / "data" / "sacre_coeur_2.jpg")
 

@@ -58,7 +58,7 @@ def main() -> None:
     methods.update({v: variant(hardnet, v) for v in args.variants.split(",")})
     for ratio in args.ratios.split(","):
         r = None if ratio == "none" else float(ratio)
-        summary = evaluate_sequences(args.seqs, methods, ratio=r)["summary"]
+        summary = evaluate_sequences(args.seqs, methods, ratio=r).summary
         print(f"--- ratio {ratio}\n{'method':10s} v:MMA@3 v:correct n:MMA@3 n:correct")
         for m, groups in summary.items():
             print(f"{m:10s} " + " ".join(f"{groups[g]['mma@3']:.4f} {groups[g]['correct']:7.1f}"

@@ -37,6 +37,7 @@ from hardnet_desc import HardNetDescriptor
 from hardnet_desc.data.images import list_images
 from hardnet_desc.data.warps import WarpConfig, photometric, viewpoint_homography
 from hardnet_desc.core.image import to_uint8
+from hardnet_desc.geometry import fit_homography
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import DEFAULT_VIEW_KEYPOINTS, ROTATION_STEP, match_wide
@@ -97,8 +98,8 @@ def asift_pair(image1: np.ndarray, image2: np.ndarray, asift) -> np.ndarray | No
         return None
     p1 = np.float64([k1[i].pt for i in m.query_idx])
     p2 = np.float64([k2[i].pt for i in m.train_idx])
-    model, mask = cv2.findHomography(p1, p2, cv2.USAC_MAGSAC, 3.0, confidence=0.999, maxIters=10_000)
-    if model is None or mask is None or mask.sum() < 15:
+    model, inliers = fit_homography(p1, p2, 3.0)  # MAGSAC++, as the pipeline's
+    if model is None or inliers.sum() < 15:
         return None
     return model
 

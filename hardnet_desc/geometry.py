@@ -1,6 +1,10 @@
-"""Two-view geometry with known intrinsics: relative pose, its error, pose AUC, Sampson error.
+"""Two-view geometry: every homography, fundamental and essential matrix fit, relative pose, its error,
+pose AUC, Sampson error.
 
-A leaf: numpy/OpenCV functions, no I/O. Used by ``hardnet_desc.evaluation.poses``.
+A leaf: numpy/OpenCV functions, no I/O. ``fit_geometry`` (MAGSAC++ H or F) serves ``hardnet_desc.pipeline``
+and ``hardnet_desc.wide_baseline``; ``fit_homography`` with classic RANSAC the image-sequence benchmark
+(``hardnet_desc.evaluation.metrics``); ``estimate_relative_pose`` the pose benchmark
+(``hardnet_desc.evaluation.poses``). No other module calls OpenCV's H/F/E estimators.
 
 Conventions:
 
@@ -179,27 +183,14 @@ def estimate_relative_pose(
     return best[1], best[2], mask.ravel().astype(bool)
 
 
-__all__ = [
-    "AUC_THRESHOLDS",
-    "estimate_relative_pose",
-    "fundamental_from_pose",
-    "pose_auc",
-    "pose_error_deg",
-    "rotation_angle_deg",
-    "rotation_error_deg",
-    "sampson_error_px",
-    "skew",
-    "translation_error_deg",
-    "undistort_points",
-]
-
-
 #: Models ``fit_geometry`` fits.
 GEOMETRIES = ("fundamental", "homography")
 #: RANSAC inlier threshold in pixels when none is given.
 DEFAULT_THRESHOLD = {"fundamental": 1.0, "homography": 3.0}
 #: Matches a model needs at least (H: 4; F: 8 for a unique model).
 MIN_MATCHES = {"fundamental": 8, "homography": 4}
+#: ``fit_homography``'s estimators: OpenCV's method flags (0: least squares on all points).
+ESTIMATORS = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC, "least_squares": 0}
 
 
 def fit_geometry(
@@ -224,10 +215,52 @@ def fit_geometry(
     inliers = np.zeros(len(points1), bool)
     if len(points1) < MIN_MATCHES[geometry]:
         return None, inliers
-    find = cv2.findHomography if geometry == "homography" else cv2.findFundamentalMat
-    model, mask = find(points1, points2, cv2.USAC_MAGSAC, threshold, confidence=0.999, maxIters=10_000)
+    if geometry == "homography":
+        return fit_homography(points1, points2, threshold)
+    model, mask = cv2.findFundamentalMat(points1, points2, cv2.USAC_MAGSAC, threshold, confidence=0.999,
+                                         maxIters=10_000)
     if mask is None:  # RANSAC found no model
         return None, inliers
+    return model, mask.ravel().astype(bool)
+
+
+def fit_homography(
+    points1: np.ndarray,
+    points2: np.ndarray,
+    threshold: float = 3.0,
+    *,
+    estimator: str = "magsac",
+    confidence: float = 0.999,
+    max_iters: int = 10_000,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Homography ``x2 ~ H x1`` from matched pixel positions (OpenCV's ``findHomography``).
+
+    Args:
+        points1, points2: ``(M, 2)`` matched pixel positions.
+        threshold: inlier threshold in pixels (forward transfer error); unused by ``"least_squares"``.
+        estimator: a key of ``ESTIMATORS``: ``"magsac"`` (MAGSAC++, ``fit_geometry``'s), ``"ransac"``
+            (classic RANSAC: the image-sequence benchmark's, with OpenCV's default ``confidence=0.995,
+            max_iters=2000``) or ``"least_squares"`` (all points, refined by Levenberg-Marquardt).
+        confidence, max_iters: RANSAC stopping rule.
+
+    Returns:
+        ``(H (3, 3) or None, inliers (M,) bool)``: None (and no inlier) with fewer than 4 matches, or
+        when OpenCV finds no finite model. ``"least_squares"`` counts every point an inlier.
+
+    Raises:
+        ValueError: an unknown ``estimator``.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}, got {estimator!r}")
+    p1 = np.asarray(points1, dtype=np.float64).reshape(-1, 2)
+    p2 = np.asarray(points2, dtype=np.float64).reshape(-1, 2)
+    none = np.zeros(len(p1), bool)
+    if len(p1) < MIN_MATCHES["homography"]:
+        return None, none
+    model, mask = cv2.findHomography(p1, p2, ESTIMATORS[estimator], threshold, confidence=confidence,
+                                     maxIters=max_iters)
+    if model is None or mask is None or model.shape != (3, 3) or not np.isfinite(model).all():
+        return None, none
     return model, mask.ravel().astype(bool)
 
 
@@ -241,3 +274,25 @@ def check_geometry(geometry: str, threshold: float | None) -> None:
         raise TypeError(f"threshold must be a number of pixels or None, got {type(threshold).__name__}")
     if not 0 < threshold < math.inf:
         raise ValueError(f"threshold must be a positive number of pixels or None, got {threshold}")
+
+
+__all__ = [
+    "AUC_THRESHOLDS",
+    "DEFAULT_THRESHOLD",
+    "ESTIMATORS",
+    "GEOMETRIES",
+    "MIN_MATCHES",
+    "check_geometry",
+    "estimate_relative_pose",
+    "fit_geometry",
+    "fit_homography",
+    "fundamental_from_pose",
+    "pose_auc",
+    "pose_error_deg",
+    "rotation_angle_deg",
+    "rotation_error_deg",
+    "sampson_error_px",
+    "skew",
+    "translation_error_deg",
+    "undistort_points",
+]

@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .descriptor import HardNetDescriptor
-from .geometry import DEFAULT_THRESHOLD, GEOMETRIES, MIN_MATCHES, check_geometry, fit_geometry  # noqa: F401 (API)
-from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
 from .core.image import ImageLike
+from .descriptor import HardNetDescriptor
+from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
+from .geometry import DEFAULT_THRESHOLD, GEOMETRIES, check_geometry, fit_geometry
 from .matching import Matches, match_descriptors
 from .wide_baseline import check_min_inliers, frames_to_keypoints, match_wide
 
+# GEOMETRIES (match_pair's geometry values) and fit_geometry (its RANSAC) live in geometry.py
+__all__ = ["GEOMETRIES", "PairMatch", "fit_geometry", "match_pair"]
 
 
 @dataclass

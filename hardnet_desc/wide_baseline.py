@@ -37,7 +37,7 @@ import torch
 
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS
-from .geometry import fit_geometry, sampson_error_px
+from .geometry import fit_geometry, fit_homography, sampson_error_px
 from .core.image import ImageLike, to_grey_tensor, to_uint8
 from .matching import Matches
 from .core.patches import inside_image
@@ -439,7 +439,7 @@ def _polish(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray, 
     for _ in range(rounds):
         if close.sum() < 4:
             break
-        fit, _ = cv2.findHomography(p1[close], p2[close], 0)
+        fit, _ = fit_homography(p1[close], p2[close], estimator="least_squares")
         if fit is None:
             break
         now = _transfer_error(fit, p1, p2) < threshold * 2 / 3

@@ -1,5 +1,6 @@
-"""Relative-pose evaluation: hand cases for the geometry, a synthetic two-view scene with known
-cameras, and a real run on the committed bundler-et photos with a COLMAP model built here."""
+"""Relative-pose evaluation: the AUC bootstrap, the pairs file, a synthetic two-view scene with known
+cameras, and a real run on the committed bundler-et photos with a COLMAP model built here (the
+geometry's hand cases are in test_geometry.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,6 @@ import numpy as np
 import pytest
 
 from hardnet_desc.cli import main
-from hardnet_desc.geometry import (
-    estimate_relative_pose,
-    fundamental_from_pose,
-    pose_auc,
-    pose_error_deg,
-    rotation_error_deg,
-    sampson_error_px,
-    translation_error_deg,
-    undistort_points,
-)
 from hardnet_desc.data.camera_pairs import CameraPair, read_camera_pairs, write_camera_pairs
 from hardnet_desc.evaluation.pair_sources import Scene, load_scene
 from hardnet_desc.evaluation.poses import auc_difference, evaluate_pairs, format_pose_table
@@ -35,48 +26,7 @@ def rot_y(deg: float) -> np.ndarray:
     return cv2.Rodrigues(np.array([0.0, math.radians(deg), 0.0]))[0]
 
 
-def rot_z(deg: float) -> np.ndarray:
-    return cv2.Rodrigues(np.array([0.0, 0.0, math.radians(deg)]))[0]
-
-
-# ---------------------------------------------------------------- geometry hand cases
-
-
-def test_pose_auc_hand_cases():
-    # curve (0,0) -> (1,.5) -> (3,1), flat to 5: area .25 + 1.5 + 2 = 3.75 -> 0.75
-    assert pose_auc([3.0, 1.0], [5.0]) == pytest.approx([0.75])
-    # at t=2 the curve stays flat after the last error below 2: area .25 + .5 -> 0.375
-    assert pose_auc([1.0, 3.0], [2.0]) == pytest.approx([0.375])
-    # a failure (inf) only counts in n: (0,0) -> (1,.5), flat: .25 + 2 = 2.25 -> 0.45
-    assert pose_auc([1.0, math.inf], [5.0]) == pytest.approx([0.45])
-    assert pose_auc([0.0, 0.0, 0.0], [5, 10, 20]) == pytest.approx([1.0, 1.0, 1.0])
-    assert pose_auc([30.0], [5, 10, 20]) == [0.0, 0.0, 0.0]
-    assert all(math.isnan(a) for a in pose_auc([], [5, 10]))
-    with pytest.raises(ValueError, match="NaN"):
-        pose_auc([1.0, float("nan")])
-
-
-def test_pose_auc_error_equal_to_a_threshold():
-    # An error equal to the threshold is not below it: the curve counts errors e < t (SuperGlue's
-    # np.searchsorted(errors, t), side="left"). (0,0) -> (1,1/3), flat to 2: area 1/6 + 1/3 -> 0.25;
-    # counting the error 2.0 as well would give (0,0) -> (1,1/3) -> (2,2/3): 1/6 + 1/2 -> 1/3.
-    assert pose_auc([1.0, 2.0, 4.0], [2.0]) == pytest.approx([0.25])
-    # each error on a threshold: AUC@5 0; AUC@10 (5/6 + 5/3) / 10; AUC@20 (5/6 + 5/2 + 20/3) / 20
-    assert pose_auc([5.0, 10.0, 20.0], [5, 10, 20]) == pytest.approx([0.0, 0.25, 0.5])
-
-    def superglue(errors, thresholds):  # SuperGlue's / LoFTR's pose_auc, as published
-        errors = np.sort(errors)
-        recall = (np.arange(len(errors)) + 1) / len(errors)
-        errors, recall = np.r_[0.0, errors], np.r_[0.0, recall]
-        out = []
-        for t in thresholds:
-            last = np.searchsorted(errors, t)
-            r, e = np.r_[recall[:last], recall[last - 1]], np.r_[errors[:last], t]
-            out.append(np.trapezoid(r, x=e) / t if hasattr(np, "trapezoid") else np.trapz(r, x=e) / t)
-        return out
-
-    errors = [0.5, 5.0, 5.0, 7.5, 10.0, 12.0, 20.0, 30.0, math.inf]
-    assert pose_auc(errors, [5, 10, 20]) == pytest.approx(superglue(errors, [5, 10, 20]))
+# ---------------------------------------------------------------- AUC differences
 
 
 def test_auc_difference_paired_bootstrap():
@@ -90,51 +40,6 @@ def test_auc_difference_paired_bootstrap():
     assert d == 0.0 and lo < -0.4 and hi > 0.4  # no difference on average, a wide interval
     with pytest.raises(ValueError, match="different pairs"):
         auc_difference([1.0], [1.0, 2.0])
-
-
-def test_pose_error_hand_cases():
-    t = np.array([1.0, 0.0, 0.0])
-    assert rotation_error_deg(rot_z(10) @ rot_y(0), np.eye(3)) == pytest.approx(10.0)
-    assert rotation_error_deg(rot_y(30), rot_y(20)) == pytest.approx(10.0)
-    assert translation_error_deg(-3 * t, t) == pytest.approx(0.0, abs=1e-6)  # sign and scale are free
-    assert translation_error_deg(rot_z(30) @ t, t) == pytest.approx(30.0)
-    assert translation_error_deg(rot_z(120) @ t, t) == pytest.approx(60.0)  # = 180 - 120
-    assert translation_error_deg(t, np.zeros(3)) == 0.0
-    assert pose_error_deg(rot_y(4), rot_z(7) @ t, np.eye(3), t) == pytest.approx(7.0)  # max of the two
-    assert pose_error_deg(rot_y(9), rot_z(7) @ t, np.eye(3), t) == pytest.approx(9.0)
-    assert pose_error_deg(None, None, np.eye(3), t) == math.inf
-
-
-def test_sampson_error_rectified_hand_case():
-    # R = I, t along x: epipolar lines are the rows; a vertical offset dy has Sampson error |dy| / sqrt(2)
-    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
-    F = fundamental_from_pose(K, K, np.eye(3), np.array([1.0, 0, 0]))
-    p1 = np.array([[100.0, 50.0], [300.0, 200.0], [10.0, 400.0]])
-    p2 = p1 + np.array([[40.0, 0.0], [-7.0, 2.0], [3.0, -0.5]])
-    assert sampson_error_px(p1, p2, F) == pytest.approx([0.0, 2 / math.sqrt(2), 0.5 / math.sqrt(2)], abs=1e-9)
-
-
-def test_undistort_inverts_colmap_radial_model():
-    K = np.array([[680.0, 0, 319.5], [0, 680.0, 239.5], [0, 0, 1]])
-    k1, k2 = -0.13, 0.02
-    ideal = np.array([[0.0, 0.0], [0.4, -0.3], [-0.45, 0.35], [0.1, 0.2]])
-    r2 = np.sum(ideal**2, axis=1, keepdims=True)
-    pixels = ideal * (1 + k1 * r2 + k2 * r2**2) * 680.0 + [319.5, 239.5]
-    np.testing.assert_allclose(undistort_points(pixels, K, (k1, k2)), ideal, atol=1e-9)
-    np.testing.assert_allclose(undistort_points(pixels, K), (pixels - [319.5, 239.5]) / 680.0)
-
-
-def test_estimate_relative_pose_on_exact_points():
-    rng = np.random.default_rng(0)
-    X = rng.uniform([-2, -2, 4], [2, 2, 8], size=(200, 3))  # a volume in front of both cameras
-    R, t = rot_y(15) @ rot_z(5), np.array([-1.0, 0.1, 0.2])
-    X2 = X @ R.T + t
-    n1, n2 = X[:, :2] / X[:, 2:], X2[:, :2] / X2[:, 2:]
-    n2[:40] = rng.uniform(-0.5, 0.5, size=(40, 2))  # 20% outliers
-    R_est, t_est, inliers = estimate_relative_pose(n1, n2, 0.5 / 500)
-    assert pose_error_deg(R_est, t_est, R, t) < 0.5  # MAGSAC++ weights a few outliers in: ~0.1 deg here
-    assert inliers[40:].all() and inliers[:40].sum() < 4
-    assert estimate_relative_pose(n1[:4], n2[:4], 1e-3) is None  # fewer than 5 matches
 
 
 # ---------------------------------------------------------------- pairs file format
@@ -202,8 +107,8 @@ def _render_ridge_pair(tmp_path: Path) -> tuple[Scene, np.ndarray, np.ndarray]:
 def test_synthetic_two_view_scene_recovers_the_pose(tmp_path):
     scene, _, _ = _render_ridge_pair(tmp_path)
     results = evaluate_pairs([scene], ["sift", "rootsift", "hardnet"], max_keypoints=1000)
-    for name, s in results["summary"].items():
-        true, wrong = (p["methods"][name] for p in results["scenes"][0]["pairs"])
+    for name, s in results.summary.items():
+        true, wrong = (p["methods"][name] for p in results.scenes[0]["pairs"])
         assert true["pose_error"] < 1.0, name  # the known pose is found
         assert true["correct"] > 150 and true["inliers"] > 150, name
         assert 8.0 < wrong["pose_error"] < 12.0, name  # a 10-degree error in the truth shows
@@ -211,7 +116,11 @@ def test_synthetic_two_view_scene_recovers_the_pose(tmp_path):
         assert s["overall"]["pairs"] == 2 and s["overall"]["failures"] == 0
     table = format_pose_table(results)
     assert "favour SIFT" in table and "hardnet - rootsift: AUC@5" in table
-    assert set(results["differences"]) == {"sift", "hardnet"} and results["reference"] == "rootsift"
+    assert set(results.differences) == {"sift", "hardnet"} and results.reference == "rootsift"
+    # the JSON form keeps the keys (and their order) of the dict evaluate_pairs returned before
+    assert list(results.to_dict()) == ["config", "thresholds", "baseline_edges", "summary", "reference",
+                                       "differences", "timing", "scenes"]
+    assert results.to_dict()["summary"] is results.summary
 
 
 # ---------------------------------------------------------------- real photos, COLMAP model
@@ -236,7 +145,7 @@ def test_real_scene_all_methods_sensible(et_model, tmp_path):
     assert len(scene.pairs) >= 12 and scene.image_dir == ET_DIR
     assert all(p.covisible >= 50 and p.size1 == (640, 480) and p.radial1[0] != 0 for p in scene.pairs)
     results = evaluate_pairs([scene], ["sift", "rootsift", "hardnet"])
-    s = {name: v["overall"] for name, v in results["summary"].items()}
+    s = {name: v["overall"] for name, v in results.summary.items()}
     for name, v in s.items():
         assert v["auc@20"] > 0.4 and v["auc@5"] > 0.2, (name, v)
         assert v["correct"] > 60 and v["inliers"] > 60, (name, v)
@@ -244,11 +153,11 @@ def test_real_scene_all_methods_sensible(et_model, tmp_path):
     assert s["hardnet"]["auc@20"] > s["sift"]["auc@20"] - 0.1, s
     assert s["hardnet"]["auc@10"] > s["sift"]["auc@10"] - 0.15, s
     assert s["hardnet"]["correct"] > s["sift"]["correct"], s  # bundled weights: more correct matches
-    edges = results["baseline_edges"]
+    edges = results.baseline_edges
     assert len(edges) == 2 and edges[0] < edges[1]
-    assert sum(results["summary"]["sift"][g]["pairs"] for g in ("narrow", "medium", "wide")) == len(scene.pairs)
+    assert sum(results.summary["sift"][g]["pairs"] for g in ("narrow", "medium", "wide")) == len(scene.pairs)
     # wide baselines are harder
-    assert results["summary"]["sift"]["wide"]["auc@10"] < results["summary"]["sift"]["narrow"]["auc@10"]
+    assert results.summary["sift"]["wide"]["auc@10"] < results.summary["sift"]["narrow"]["auc@10"]
 
 
 def test_pairs_file_from_model_gives_the_same_results(et_model, tmp_path, capsys):
@@ -262,7 +171,8 @@ def test_pairs_file_from_model_gives_the_same_results(et_model, tmp_path, capsys
     printed = capsys.readouterr().out
     assert "AUC@10" in printed and "favour SIFT" in printed
     from_file = json.loads(json_path.read_text())
-    errors = [[p["methods"]["sift"]["pose_error"] for p in r["scenes"][0]["pairs"]] for r in (from_model, from_file)]
+    errors = [[p["methods"]["sift"]["pose_error"] for p in r["scenes"][0]["pairs"]]
+              for r in (from_model.to_dict(), from_file)]
     assert errors[0] == pytest.approx(errors[1], abs=1e-6)  # the text file keeps the cameras exactly enough
 
 

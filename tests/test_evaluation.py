@@ -24,7 +24,7 @@ from hardnet_desc.evaluation import (
 )
 from hardnet_desc.evaluation import methods as methods_module
 from hardnet_desc.evaluation.methods import build_methods
-from hardnet_desc.evaluation.metrics import corner_error, estimate_homography, match_errors, matchable_pairs, project
+from hardnet_desc.evaluation.metrics import corner_error, match_errors, matchable_pairs, pair_metrics, project
 from hardnet_desc.evaluation.synthetic_sequences import MIN_COVERAGE, NOISE_SIGMAS, coverage
 from hardnet_desc.detection import detect_sift
 from hardnet_desc.matching import match_descriptors
@@ -125,7 +125,7 @@ def test_corner_error_and_homography_failure():
     assert corner_error(shifted, H, 100, 200) == pytest.approx(2.0)
     assert corner_error(None, H, 100, 200) == math.inf
     pts = np.random.default_rng(0).random((3, 2)) * 100
-    assert estimate_homography(pts, pts) is None  # fewer than 4 matches
+    assert pair_metrics(pts, pts, H, (100, 200))["h_error"] == math.inf  # fewer than 4 matches: no estimate
 
 
 # --------------------------------------------------------------------------- layouts
@@ -196,7 +196,7 @@ def test_identity_pair_scores_one_and_wrong_homography_scores_zero(identity_root
     methods, _ = build_methods(["sift", "rootsift", "hardnet", "kornia"], weights=make_hardnet(), device="cpu")
     results = evaluate_sequences(identity_root, methods, max_keypoints=150, device="cpu")
     for name in methods:
-        same, wrong = results["summary"][name]["v"], results["summary"][name]["i"]
+        same, wrong = results.summary[name]["v"], results.summary[name]["i"]
         assert same["mma"] == [1.0] * 10, name
         assert same["h_acc@1"] == 1.0 and same["matches"] > 50, name
         assert max(wrong["mma"]) < 0.05 and wrong["h_acc@5"] == 0.0, name
@@ -378,7 +378,7 @@ def test_incomplete_sequences_are_skipped_unless_strict(incomplete_root):
     messages = sorted(str(w.message) for w in caught)
     assert messages[0].startswith("skipped sequence i_no_h: missing homography file")
     assert messages[1].startswith("skipped sequence v_reference_only: ") and len(messages) == 2
-    assert [s["name"] for s in results["sequences"]] == ["v_ok"]
-    assert sorted(results["config"]["skipped_sequences"]) == ["i_no_h", "v_reference_only"]
+    assert [s["name"] for s in results.sequences] == ["v_ok"]
+    assert sorted(results.config["skipped_sequences"]) == ["i_no_h", "v_reference_only"]
     with pytest.raises(FileNotFoundError, match="H_1_2"):
         evaluate_sequences(incomplete_root, ["sift"], max_keypoints=100, device="cpu", strict=True)

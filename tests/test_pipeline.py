@@ -11,7 +11,7 @@ from hardnet_desc import HardNetDescriptor
 from hardnet_desc.detection import detect_sift
 from hardnet_desc.core.device import autocast, cpu_has_native_bf16, resolve_precision
 from hardnet_desc.matching import match_descriptors
-from hardnet_desc.pipeline import fit_geometry, match_pair
+from hardnet_desc.pipeline import match_pair
 
 from conftest import make_hardnet
 
@@ -47,14 +47,6 @@ def test_match_pair_is_the_sum_of_its_steps(example_pair, desc):
     np.testing.assert_array_equal(p1, r.points1)
     _, mask = cv2.findFundamentalMat(p1, r.points2, cv2.USAC_MAGSAC, 1.0, confidence=0.999, maxIters=10_000)
     assert np.array_equal(mask.ravel().astype(bool), r.inliers)
-
-
-def test_fit_geometry_needs_enough_matches_and_a_known_model():
-    pts = np.random.default_rng(0).uniform(0, 100, (5, 2))
-    model, inliers = fit_geometry(pts, pts, "fundamental")  # 5 < 8
-    assert model is None and inliers.shape == (5,) and not inliers.any()
-    with pytest.raises(ValueError, match="geometry must be one of"):
-        fit_geometry(pts, pts, "affine")
 
 
 def test_cut_patches_then_describe_patches_equals_compute(example_image, example_keypoints, desc):

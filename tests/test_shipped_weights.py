@@ -55,7 +55,7 @@ def test_default_weights_beat_rootsift_on_warped_photos(example_sequences):
     """v4 measured MMA@3 0.886 vs RootSIFT 0.873 and 554.5 vs 534.0 correct matches per pair here
     (v3: 0.883, 551.8; v2: 0.879, 549.5); v1 (0.864, 538.4) fails both bounds."""
     results = evaluate_sequences(example_sequences, ["rootsift", "hardnet"], max_keypoints=1000, device="cpu")
-    ours, base = results["summary"]["hardnet"]["overall"], results["summary"]["rootsift"]["overall"]
+    ours, base = results.summary["hardnet"]["overall"], results.summary["rootsift"]["overall"]
     print(f"MMA@3 HardNet {ours['mma@3']:.3f} vs RootSIFT {base['mma@3']:.3f}; "
           f"correct {ours['correct']:.1f} vs {base['correct']:.1f}")
     assert ours["mma@3"] > base["mma@3"]
@@ -77,7 +77,7 @@ def test_default_weights_beat_rootsift_on_the_committed_multiview_scene(tmp_path
     (tmp_path / "summary.json").write_text(json.dumps({"image_dir": str(photos)}))
     scene = load_scene(tmp_path, min_covisible=50)
     assert len(scene.pairs) >= 20
-    summary = evaluate_pairs([scene], ["rootsift", "hardnet"], device="cpu")["summary"]
+    summary = evaluate_pairs([scene], ["rootsift", "hardnet"], device="cpu").summary
     ours, base = summary["hardnet"]["overall"], summary["rootsift"]["overall"]
     print(f"correct {ours['correct']:.1f} vs RootSIFT {base['correct']:.1f}; "
           f"AUC@10 {ours['auc@10']:.3f} vs {base['auc@10']:.3f}")

@@ -5,12 +5,13 @@
 * ``hardnet_desc.evaluation.layouts``: HPatches / Oxford sequence folders.
 * ``hardnet_desc.evaluation.metrics``: MMA, corner error, homography accuracy.
 * ``hardnet_desc.evaluation.methods``: sift, rootsift, hardnet and kornia on the same keypoints.
-* ``hardnet_desc.evaluation.sequences``: the benchmark (``hardnet-desc eval-sequences``).
+* ``hardnet_desc.evaluation.sequences``: the benchmark (``hardnet-desc eval-sequences``), results as
+  ``SequenceResults``.
 * ``hardnet_desc.evaluation.synthetic_sequences``: sequences from photos (``hardnet-desc make-sequences``).
 * ``hardnet_desc.evaluation.poses``: relative pose on image pairs with known cameras
-  (``hardnet-desc eval-pairs``); ``hardnet_desc.evaluation.pair_sources`` picks the pairs from
+  (``hardnet-desc eval-pairs``), results as ``PoseResults``; ``hardnet_desc.evaluation.pair_sources`` picks the pairs from
   COLMAP models or reads pairs files (format: ``hardnet_desc.data.camera_pairs``); the
-  two-view geometry is the leaf ``hardnet_desc.geometry``.
+  two-view geometry (every H/F/E fit) is the leaf ``hardnet_desc.geometry``.
 """
 
 from ..fpr95 import fpr95, fpr_at_recall, pair_distances, pairs_fpr95
@@ -18,13 +19,15 @@ from .layouts import ImageSequence, find_sequences, read_homography, read_sequen
 from .methods import METHODS, build_methods
 from .metrics import matching_accuracy, pair_metrics, summarize
 from .phototour import evaluate_fpr95
-from .poses import evaluate_pairs, format_pose_table
-from .sequences import evaluate_sequences, format_table, plot_mma, save_json
+from .poses import PoseResults, evaluate_pairs, format_pose_table
+from .sequences import SequenceResults, evaluate_sequences, format_table, plot_mma, save_json
 from .synthetic_sequences import make_sequences
 
 __all__ = [
     "METHODS",
     "ImageSequence",
+    "PoseResults",
+    "SequenceResults",
     "build_methods",
     "evaluate_fpr95",
     "evaluate_pairs",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,39 @@ from ..geometry import (
 from .methods import DescribeFn, build_methods
 from ..data.camera_pairs import CameraPair
 from .pair_sources import Scene, find_sources, load_scene, scene_name
-from .sequences import describe_images
+from .sequences import Results, describe_images
 
 #: Baseline groups: terciles of the ground-truth rotation angle.
 BASELINES = ("narrow", "medium", "wide")
+
+
+@dataclass
+class PoseResults(Results):
+    """What ``evaluate_pairs`` measured (definitions in the module docstring).
+
+    Attributes:
+        config: its arguments and the definitions, in words; skipped methods (name -> why).
+        thresholds: the AUC thresholds in degrees (``AUC_THRESHOLDS``).
+        baseline_edges: the two rotation terciles (degrees) between narrow, medium and wide; [] without pairs.
+        summary: method -> ``"overall"`` | ``"narrow"`` | ``"medium"`` | ``"wide"`` -> ``summarize_poses``, and
+            ``"scenes"`` -> {scene name: ``summarize_poses``}: ``pairs``, ``auc@5/10/20``, ``matches``, ``inliers``,
+            ``correct`` (means per pair) and ``failures``.
+        reference: the method the others are compared with (RootSIFT, else the first of several), or None.
+        differences: method -> ``"overall"`` | ``"wide"`` -> ``auc_difference`` against ``reference``.
+        timing: seconds describing per method, and ``"matching+pose"``.
+        scenes: per scene ``{"name", "source", "image_dir", "pairs": [{"image1", "image2", "rotation",
+            "covisible", "methods": {method: pair_pose_metrics}}]}``; infinite errors stay ``inf``
+            (``save_json`` writes null).
+    """
+
+    config: dict
+    thresholds: list[float]
+    baseline_edges: list[float]
+    summary: dict[str, dict]
+    reference: str | None
+    differences: dict[str, dict]
+    timing: dict[str, float]
+    scenes: list[dict]
 
 
 def pair_pose_metrics(
@@ -161,7 +191,7 @@ def evaluate_pairs(
     device: str | torch.device = "auto",
     precision: str = "fp32",
     progress: bool = False,
-) -> dict:
+) -> PoseResults:
     """Run the relative-pose benchmark (definitions in the module docstring).
 
     Args:
@@ -178,12 +208,7 @@ def evaluate_pairs(
         progress: progress bar over pairs.
 
     Returns:
-        A JSON-ready dict ``{"config", "thresholds", "baseline_edges" (deg), "summary": {method:
-        {"overall"|"narrow"|"medium"|"wide": {...}, "scenes": {name: {...}}}}, "timing", "scenes":
-        [{"name", "source", "image_dir", "pairs": [{"image1", "image2", "rotation", "covisible",
-        "methods": {method: pair_pose_metrics}}]}]}``; each summary has ``pairs``, ``auc@5/10/20``,
-        ``matches``, ``inliers``, ``correct`` (means per pair) and ``failures``. Infinite errors are
-        kept as ``inf`` (``save_json`` writes null).
+        A ``PoseResults``; ``to_dict()`` (or ``save_json``) gives its JSON form.
     """
     if max_keypoints < 1:
         raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
@@ -213,8 +238,9 @@ def evaluate_pairs(
             per_scene.append({"name": scene.name, "source": scene.source, "image_dir": str(scene.image_dir),
                               "pairs": records})
     edges = _baseline_edges(per_scene)
-    return {
-        "config": {
+    reference = _reference(list(describe))
+    return PoseResults(
+        config={
             "sources": [s.source for s in loaded], "methods": list(describe), "skipped": skipped,
             "weights":
                 "HardNet module" if isinstance(weights, HardNet) else (None if weights is None else str(weights)),
@@ -226,14 +252,14 @@ def evaluate_pairs(
                     "10,000 iterations; recoverPose",
             "correct": f"Sampson error under the ground-truth F < {correct_px:g} px",
         },
-        "thresholds": list(AUC_THRESHOLDS),
-        "baseline_edges": edges,
-        "summary": {name: _summaries(per_scene, name, edges) for name in describe},
-        "reference": _reference(list(describe)),
-        "differences": _differences(per_scene, list(describe), _reference(list(describe)), edges),
-        "timing": timing,
-        "scenes": per_scene,
-    }
+        thresholds=list(AUC_THRESHOLDS),
+        baseline_edges=edges,
+        summary={name: _summaries(per_scene, name, edges) for name in describe},
+        reference=reference,
+        differences=_differences(per_scene, list(describe), reference, edges),
+        timing=timing,
+        scenes=per_scene,
+    )
 
 
 def _baseline_edges(per_scene: list[dict]) -> list[float]:
@@ -345,14 +371,13 @@ def _difference_lines(differences: dict, group: str, reference: str | None) -> l
     return lines + (["(differences with 95% paired-bootstrap intervals over pairs)"] if lines else []) + [""]
 
 
-def format_pose_table(results: dict) -> str:
+def format_pose_table(results: PoseResults) -> str:
     """Plain-text tables: all pairs, the widest-baseline third, and AUC@10 per scene; methods side by
     side with ratios against RootSIFT (or the first method when RootSIFT was not run)."""
-    summary, config, edges = results["summary"], results["config"], results["baseline_edges"]
+    summary, config, edges = results.summary, results.config, results.baseline_edges
     methods = list(summary)
-    reference = _reference(methods)
-    differences = results.get("differences", {})
-    n_scenes = len(results["scenes"])
+    reference, differences = results.reference, results.differences
+    n_scenes = len(results.scenes)
     lines = [f"{n_scenes} scene(s); {config['max_keypoints']} SIFT keypoints per image; {config['matching']}; "
              f"{config['pose']}; correct = {config['correct']}",
              "note: ground-truth poses from a SIFT reconstruction favour SIFT slightly", ""]
@@ -363,14 +388,15 @@ def format_pose_table(results: dict) -> str:
         lines += _difference_lines(differences, "wide", reference)
         lines += _group_table(summary, "narrow", f"narrowest baselines: rotation <= {edges[0]:.1f} deg", reference)
         lines.append("")
-    width = max(len("scene"), *(len(s["name"]) for s in results["scenes"]))
+    width = max(len("scene"), *(len(s["name"]) for s in results.scenes))
     lines.append("AUC@10 per scene")
     lines.append(f"{'scene':<{width}}{'pairs':>7}" + "".join(f"{m:>10}" for m in methods))
-    for scene in results["scenes"]:
+    for scene in results.scenes:
         cells = "".join(f"{summary[m]['scenes'][scene['name']]['auc@10']:>10.3f}" for m in methods)
         lines.append(f"{scene['name']:<{width}}{len(scene['pairs']):>7}" + cells)
     lines += [f"skipped {name}: {why}" for name, why in (config.get("skipped") or {}).items()]
     return "\n".join(lines).rstrip() + "\n"
 
 
-__all__ = ["BASELINES", "auc_difference", "evaluate_pairs", "format_pose_table", "load_scenes", "pair_pose_metrics", "summarize_poses"]
+__all__ = ["BASELINES", "PoseResults", "auc_difference", "evaluate_pairs", "format_pose_table", "load_scenes",
+           "pair_pose_metrics", "summarize_poses"]

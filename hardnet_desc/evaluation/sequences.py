@@ -18,6 +18,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,35 @@ from ..core.model import HardNet
 from .layouts import GROUPS, ImageSequence, find_sequences
 from .methods import DescribeFn, build_methods
 from .metrics import H_THRESHOLDS, MMA_THRESHOLDS, pair_metrics, summarize
+
+
+class Results:
+    """Base of the benchmarks' results (dataclasses of JSON-ready values)."""
+
+    def to_dict(self) -> dict:
+        """The fields as a dict in their order (the same objects, not copies): the JSON form, see ``save_json``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class SequenceResults(Results):
+    """What ``evaluate_sequences`` measured.
+
+    Attributes:
+        config: its arguments in words, skipped methods and sequences (name -> why), the definitions.
+        thresholds: ``T`` pixel thresholds of the MMA curve.
+        summary: method -> group (``"overall"``, ``"v"``, ``"i"``, ``"n"``, ``"other"``: those present) ->
+            ``metrics.summarize``'s values and ``"sequences"``.
+        timing: method -> seconds describing.
+        sequences: per sequence ``{"name", "group", "layout", "pairs": [{"target": k, "keypoints": [n1, nk],
+            "methods": {method: {"matches", "correct", "accuracy": [T], "h_error": px or None (failure)}}}]}``.
+    """
+
+    config: dict
+    thresholds: list[float]
+    summary: dict[str, dict]
+    timing: dict[str, float]
+    sequences: list[dict]
 
 
 def describe_images(
@@ -91,7 +121,7 @@ def evaluate_sequences(
     progress: bool = False,
     strict: bool = False,
     on_skip: Callable[[str, str], None] | None = None,
-) -> dict:
+) -> SequenceResults:
     """Run the matching benchmark.
 
     Args:
@@ -113,17 +143,7 @@ def evaluate_sequences(
             ``UserWarning``) and to ``config["skipped_sequences"]``.
 
     Returns:
-        A JSON-ready dict::
-
-            {"config": {...},                     # arguments, skipped methods and why
-             "thresholds": [1, ..., 10],
-             "summary": {method: {group: {...}}},  # group: "overall", "v", "i", "other" (those present);
-                                                   # values from metrics.summarize + "sequences"
-             "timing": {method: seconds describing},
-             "sequences": [{"name", "group", "layout",
-                            "pairs": [{"target": k, "keypoints": [n1, nk],
-                                       "methods": {method: {"matches", "correct", "accuracy": [T],
-                                                            "h_error": px or None (failure)}}}]}]}
+        A ``SequenceResults``; ``to_dict()`` (or ``save_json``) gives its JSON form.
     """
     if max_keypoints < 1:
         raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
@@ -151,14 +171,9 @@ def evaluate_sequences(
         for pair in seq["pairs"]:
             for r in pair["methods"].values():
                 r["h_error"] = r["h_error"] if math.isfinite(r["h_error"]) else None
-    return {
-        "config": {**_config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision),
-                   "skipped_sequences": skipped_sequences},
-        "thresholds": thresholds,
-        "summary": summary,
-        "timing": timing,
-        "sequences": per_sequence,
-    }
+    config = _config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision)
+    return SequenceResults({**config, "skipped_sequences": skipped_sequences}, thresholds, summary, timing,
+                           per_sequence)
 
 
 def _score_pairs(seq: ImageSequence, features: list, methods: list[str], ratio: float | None,
@@ -227,7 +242,7 @@ _TITLES = {"overall": "overall", "v": "viewpoint (v_)", "i": "illumination (i_)"
            "other": "other"}
 
 
-def format_table(results: dict) -> str:
+def format_table(results: SequenceResults) -> str:
     """A plain-text table per group: one row per method.
 
     Columns: MMA at 1/3/5 px, matches and correct (@3 px) matches per pair, homography accuracy at
@@ -236,7 +251,7 @@ def format_table(results: dict) -> str:
     columns = [("MMA@1", "mma@1", "{:.3f}"), ("MMA@3", "mma@3", "{:.3f}"), ("MMA@5", "mma@5", "{:.3f}"),
                ("matches", "matches", "{:.1f}"), ("correct", "correct", "{:.1f}"),
                ("H@1", "h_acc@1", "{:.3f}"), ("H@3", "h_acc@3", "{:.3f}"), ("H@5", "h_acc@5", "{:.3f}")]
-    summary = results["summary"]
+    summary = results.summary
     methods = list(summary)
     width = max([len("method"), *map(len, methods)])
     lines = []
@@ -251,14 +266,15 @@ def format_table(results: dict) -> str:
             cells = "".join(f"{fmt.format(s[key]) if key in s else '-':>9}" for _, key, fmt in columns)
             lines.append(f"{name:<{width}}{cells}")
         lines.append("")
-    skipped = results.get("config", {}).get("skipped") or {}
+    skipped = results.config.get("skipped") or {}
     lines += [f"skipped {name}: {why}" for name, why in skipped.items()]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def save_json(results: dict, path: str | Path, *, force: bool = False) -> Path:
-    """Write ``results`` as JSON (NaN becomes null), atomically; an existing ``path`` is replaced only if
-    hardnet-desc wrote it, or with ``force`` (``outputs.write_json``: else ``FileExistsError``)."""
+def save_json(results: dict | Results, path: str | Path, *, force: bool = False) -> Path:
+    """Write ``results`` (a dict, or a benchmark's results as ``to_dict()``) as JSON (NaN becomes null),
+    atomically; an existing ``path`` is replaced only if hardnet-desc wrote it, or with ``force``
+    (``outputs.write_json``: else ``FileExistsError``)."""
 
     def clean(x: Any) -> Any:
         if isinstance(x, float) and not math.isfinite(x):
@@ -269,10 +285,10 @@ def save_json(results: dict, path: str | Path, *, force: bool = False) -> Path:
             return [clean(v) for v in x]
         return x
 
-    return write_json(path, clean(results), force=force)
+    return write_json(path, clean(results.to_dict() if isinstance(results, Results) else results), force=force)
 
 
-def plot_mma(results: dict, path: str | Path, *, force: bool = False) -> Path:
+def plot_mma(results: SequenceResults, path: str | Path, *, force: bool = False) -> Path:
     """Save an MMA-vs-threshold PNG: one line per method, one panel per group (overall, v, i, other).
     Atomically; an existing ``path`` is replaced only if hardnet-desc wrote it, or with ``force``."""
     import matplotlib
@@ -280,7 +296,7 @@ def plot_mma(results: dict, path: str | Path, *, force: bool = False) -> Path:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    summary, t = results["summary"], results["thresholds"]
+    summary, t = results.summary, results.thresholds
     groups = [g for g in ("overall", *GROUPS) if any(g in s for s in summary.values())]
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), sharey=True, squeeze=False)
     for ax, group in zip(axes[0], groups):
@@ -304,4 +320,4 @@ def plot_mma(results: dict, path: str | Path, *, force: bool = False) -> Path:
     return path
 
 
-__all__ = ["evaluate_sequences", "format_table", "plot_mma", "save_json"]
+__all__ = ["Results", "SequenceResults", "evaluate_sequences", "format_table", "plot_mma", "save_json"]

@@ -46,9 +46,6 @@ DEFAULT_VAL_SCENES = (
 TRACK_BINS = (2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
 
 
-#: A scene the builder reads (the scene-folder layout is ``hardnet_desc.integrations.colmap.scene``'s).
-SfmScene = ColmapScene
-
 
 def read_scene(folder: str | Path, image_dir: str | Path | None = None) -> ColmapScene:
     """A scene folder with ``database.db``, ``sparse/<k>/`` and ``summary.json`` (whose ``image_dir``
@@ -107,7 +104,7 @@ def find_scenes(
     return sorted(found, key=lambda s: s.name)
 
 
-def largest_model(scene: SfmScene):
+def largest_model(scene: ColmapScene):
     """The scene's model with the most registered images (then 3D points), and its folder."""
     best = None
     for path in scene.models:
@@ -290,7 +287,7 @@ class ScenePatches:
 
 
 def model_patches(
-    scene: SfmScene, rec, *, patch_scale: float, min_kp_size: float = 0.0, seed: int = 0, **select
+    scene: ColmapScene, rec, *, patch_scale: float, min_kp_size: float = 0.0, seed: int = 0, **select
 ) -> ScenePatches:
     """Patches of one model of ``scene`` (``select``: ``select_tracks`` options)."""
     tracks = select_tracks(rec, seed=seed, **select)
@@ -333,7 +330,7 @@ def _stats(x: np.ndarray) -> dict:
             "max": float(x.max())}
 
 
-def scene_patches(scene: SfmScene, *, all_models: bool = False, **options) -> ScenePatches:
+def scene_patches(scene: ColmapScene, *, all_models: bool = False, **options) -> ScenePatches:
     """Patches of a scene's largest model (or of all its models, labels kept apart); see ``model_patches``."""
     if all_models:
         models = [(load_model(p), p) for p in scene.models]
@@ -356,7 +353,7 @@ def scene_patches(scene: SfmScene, *, all_models: bool = False, **options) -> Sc
                         *(np.concatenate([getattr(x, k) for x in parts]) for k in ("photo", "xy")))
 
 
-def _count_images(scene: SfmScene) -> int:
+def _count_images(scene: ColmapScene) -> int:
     from ...data.images import list_images
 
     return len(list_images(scene.image_dir))
@@ -502,7 +499,7 @@ def _near_pairs(labels: np.ndarray, photo: np.ndarray, xy: np.ndarray, k: int) -
 
 
 def _write_split(
-    scenes: list[SfmScene], root: Path, indices: list[int], first_label: int, select: dict, spec: PatchSpec,
+    scenes: list[ColmapScene], root: Path, indices: list[int], first_label: int, select: dict, spec: PatchSpec,
     all_models: bool, seed: int, progress: bool, val_pairs: int,
 ) -> tuple[list[dict], np.ndarray]:
     """Write the patches of ``scenes`` to the PhotoTour folder ``root``; their records and all labels (N,).

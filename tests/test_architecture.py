@@ -124,4 +124,4 @@ def test_the_graph_is_read():
     assert "hardnet_desc.descriptor" in GRAPH["hardnet_desc.pipeline"]
     assert "hardnet_desc.data.phototour" in GRAPH["hardnet_desc.train.trainer"]
     assert "hardnet_desc.data.phototour" in GRAPH["hardnet_desc.data.hpatches"]  # relative, inside data
-    assert "hardnet_desc.train.trainer" in GRAPH["hardnet_desc.cli"]  # inside a function
+    assert "hardnet_desc.train.trainer" in GRAPH["hardnet_desc.cli.train"]  # inside a function

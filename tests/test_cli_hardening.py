@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -16,8 +18,7 @@ import pytest
 import torch
 
 from hardnet_desc import HardNetDescriptor, __version__
-from hardnet_desc import cli
-from hardnet_desc.cli import build_parser, main
+from hardnet_desc.cli import build_parser, evaluate, main
 from hardnet_desc.detection import DEFAULT_MAX_KEYPOINTS, detect_sift
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.core.model import HardNet
@@ -46,6 +47,19 @@ def test_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"hardnet-desc {__version__}"
 
+
+
+def test_help_leaves_the_handlers_imports_to_the_handlers():
+    """Building every parser imports no module only a handler needs, so ``hardnet-desc --help`` stays fast."""
+    heavy = ["hardnet_desc.pipeline", "hardnet_desc.viz", "hardnet_desc.evaluation", "hardnet_desc.integrations.hloc",
+             "hardnet_desc.integrations.parallel", "hardnet_desc.integrations.colmap", "h5py", "matplotlib",
+             "pycolmap", "ray", "onnxruntime", "kornia"]
+    code = ("import sys\nfrom hardnet_desc.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "make-dataset" in result.stdout and result.stdout.strip().splitlines()[-1] == "[]", result.stdout
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_help_has_no_escaped_percent(command, capsys):
@@ -168,7 +182,7 @@ def test_unexpected_errors_are_one_line_too(monkeypatch, capsys):
     def boom(args):
         raise RuntimeError("something broke\ndeep inside")
 
-    monkeypatch.setattr(cli, "_make_sequences", boom)
+    monkeypatch.setattr(evaluate, "run_make_sequences", boom)
     assert main(["make-sequences", "in", "out"]) == 1
     assert _error(capsys) == "hardnet-desc make-sequences: error: RuntimeError: something broke deep inside"
     monkeypatch.setenv("HARDNET_DESC_DEBUG", "1")

@@ -39,8 +39,8 @@ from hardnet_desc.data.images import list_images
 from hardnet_desc.data.warps import WarpConfig, photometric, viewpoint_homography
 from hardnet_desc.core.image import to_uint8
 from hardnet_desc.matching import match_descriptors
-from hardnet_desc.pipeline import match_pair
 from hardnet_desc.geometry import fit_geometry
+from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import DEFAULT_VIEW_KEYPOINTS, MIN_INLIERS, ROTATION_STEP, match_wide, verify
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-images" / "urban100"
@@ -202,7 +202,7 @@ def main() -> None:
     rows = methods + [f"wide/{v}" for v in verifiers]
     stats = {m: {"solved": 0, "wrong": 0, "seconds": [], "neg_wrong": 0, "neg_seconds": []} for m in rows}
     scales = []
-    cpu_seconds: dict[str, list[float]] = {m: [] for m in rows}  # all threads; steadier than wall time on a busy machine
+    cpu_seconds: dict[str, list[float]] = {m: [] for m in rows}  # all threads; steadier than wall time when busy
     for k, path in enumerate(photos):
         image = load(path, args.max_side)
         h, w = image.shape[:2]

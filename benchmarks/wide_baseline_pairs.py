@@ -22,7 +22,8 @@ with a larger error is **wrong**. AUC@5/10/20 as in ``eval-pairs`` (no model: an
 Methods: ``plain`` = ``match_pair(geometry="fundamental")``; ``wide`` = the same with ``wide_baseline=True``;
 ``asift`` = ``cv2.AffineFeature(cv2.SIFT_create())`` + RootSIFT, mutual nearest neighbours with ratio 0.9,
 MAGSAC (1 px), a model with at least 25 inliers (``MIN_INLIERS``). ``--verifiers`` fits ``wide``'s correspondences
-again with each verifier (``fit_with`` in benchmarks/wide_baseline.py; PoseLib and pydegensac must be installed for theirs).
+again with each verifier (``fit_with`` in benchmarks/wide_baseline.py; PoseLib and pydegensac must be installed
+for theirs).
 """
 
 from __future__ import annotations

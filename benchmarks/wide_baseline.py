@@ -16,6 +16,7 @@ solved; ``--negatives`` adds pairs of two different photos, where every model is
 ``--photometric`` also changes image 2's light, blur, noise and JPEG quality, as real pairs differ.
 
 Methods: ``plain`` = ``match_pair(geometry="homography")``; ``wide`` = the same with ``wide_baseline=True``;
+``wide-rX`` = ``match_wide`` with ``view_ratio=X``;
 ``asift`` = ``cv2.AffineFeature(cv2.SIFT_create())`` + RootSIFT, mutual nearest neighbours with ratio 0.9,
 MAGSAC (3 px, OpenCV's USAC), a model with at least 15 inliers.
 """
@@ -39,8 +40,9 @@ from hardnet_desc.data.warps import WarpConfig, photometric, viewpoint_homograph
 from hardnet_desc.core.image import to_uint8
 from hardnet_desc.geometry import fit_homography
 from hardnet_desc.matching import match_descriptors
+from hardnet_desc.geometry import fit_geometry
 from hardnet_desc.pipeline import match_pair
-from hardnet_desc.wide_baseline import DEFAULT_VIEW_KEYPOINTS, ROTATION_STEP, match_wide
+from hardnet_desc.wide_baseline import DEFAULT_VIEW_KEYPOINTS, MIN_INLIERS, ROTATION_STEP, match_wide, verify
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-images" / "urban100"
 
@@ -104,6 +106,56 @@ def asift_pair(image1: np.ndarray, image2: np.ndarray, asift) -> np.ndarray | No
     return model
 
 
+def correspondences(result) -> tuple[np.ndarray, np.ndarray]:
+    """``(points1, points2)`` (M, 2) of the matches of a ``PairMatch`` or a ``WideMatch``."""
+    if hasattr(result, "points1"):
+        return result.points1, result.points2
+    m = result.matches
+    return result.features1.centres[m.query_idx], result.features2.centres[m.train_idx]
+
+
+def fit_with(verifier: str, points1: np.ndarray, points2: np.ndarray, geometry: str, threshold: float,
+             size1: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(model or None, inliers (M,) bool)`` of one verifier on the same correspondences (pixels).
+
+    ``magsac``: ``hardnet_desc.wide_baseline.verify`` as shipped (OpenCV's MAGSAC++ and its checks);
+    ``magsac-raw``: OpenCV's MAGSAC++ alone (``fit_geometry``); ``poselib``: PoseLib's LO-RANSAC with its
+    non-linear refinement; ``degensac``: pydegensac (for F with its degeneracy check). Every one states a
+    model only with ``MIN_INLIERS[geometry]`` inliers. PoseLib and pydegensac are imported only here.
+    """
+    p1, p2 = np.ascontiguousarray(points1, np.float64), np.ascontiguousarray(points2, np.float64)
+    none = np.zeros(len(p1), bool)
+    need = max(MIN_INLIERS[geometry], 8 if geometry == "fundamental" else 4)
+    if len(p1) < need:
+        return None, none
+    if verifier == "magsac":
+        model, inliers, _ = verify(p1, p2, geometry, threshold, None, size1)
+        return model, inliers
+    if verifier == "magsac-raw":
+        model, inliers = fit_geometry(p1, p2, geometry, threshold)
+    elif verifier == "poselib":
+        import poselib
+
+        if geometry == "homography":
+            model, info = poselib.estimate_homography(p1, p2, {"max_reproj_error": threshold})
+        else:
+            model, info = poselib.estimate_fundamental(p1, p2, {"max_epipolar_error": threshold})
+        inliers = np.asarray(info["inliers"], bool)
+    elif verifier == "degensac":
+        import pydegensac
+
+        if geometry == "homography":
+            model, inliers = pydegensac.findHomography(p1, p2, threshold, 0.999, 10_000)
+        else:
+            model, inliers = pydegensac.findFundamentalMatrix(p1, p2, threshold, 0.999, 10_000)
+        inliers = np.asarray(inliers, bool)
+    else:
+        raise ValueError(f"unknown verifier {verifier!r}")
+    if model is None or inliers.sum() < need or not np.isfinite(model).all():
+        return None, none
+    return model, inliers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of near-planar photos")
@@ -120,11 +172,16 @@ def main() -> None:
     parser.add_argument("--view-keypoints", type=int, default=DEFAULT_VIEW_KEYPOINTS, help="wide: keypoints per view")
     parser.add_argument("--rotation-step", type=float, default=ROTATION_STEP, help="wide: views of tilt t are this / t "
                         "degrees apart")
+    parser.add_argument("--verifiers", default="", help="also verify wide's correspondences with these "
+                        "(comma-separated: magsac, magsac-raw, poselib, degensac; see fit_with)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per pair and method")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     methods = args.methods.split(",")
+    verifiers = [v for v in args.verifiers.split(",") if v]
+    if verifiers and "wide" not in methods:
+        parser.error("--verifiers needs the wide method")
     tilts = tuple(float(t) for t in args.tilts.split(","))
     rng = np.random.default_rng(args.seed)
     light_rng = np.random.default_rng(args.seed + 1)  # its own stream: the same geometry with or without light
@@ -136,13 +193,17 @@ def main() -> None:
         "wide": lambda a, b: match_pair(a, b, hardnet, geometry="homography", wide_baseline=True),
         "asift": lambda a, b: asift_pair(a, b, asift),
     }
+    for m in methods:  # wide-rX: wide with view_ratio X (the setting before VIEW_RATIO: wide-r0.8)
+        if m.startswith("wide-r"):
+            run[m] = lambda a, b, r=float(m[6:]): match_wide(a, b, hardnet, view_ratio=r)
     if (args.view_keypoints, args.rotation_step) != (DEFAULT_VIEW_KEYPOINTS, ROTATION_STEP):  # other settings
         run["wide"] = lambda a, b: match_wide(a, b, hardnet, view_keypoints=args.view_keypoints,
                                               rotation_step=args.rotation_step)
     match_pair(*[load(photos[0], 400)] * 2, hardnet)  # warm-up (weights, int8 kernels)
-    stats = {m: {"solved": 0, "wrong": 0, "seconds": [], "neg_wrong": 0, "neg_seconds": []} for m in methods}
+    rows = methods + [f"wide/{v}" for v in verifiers]
+    stats = {m: {"solved": 0, "wrong": 0, "seconds": [], "neg_wrong": 0, "neg_seconds": []} for m in rows}
     scales = []
-    cpu_seconds: dict[str, list[float]] = {m: [] for m in methods}  # all threads; steadier than wall time on a busy machine
+    cpu_seconds: dict[str, list[float]] = {m: [] for m in rows}  # all threads; steadier than wall time when busy
     for k, path in enumerate(photos):
         image = load(path, args.max_side)
         h, w = image.shape[:2]
@@ -158,9 +219,14 @@ def main() -> None:
         if not negative:
             jac = truth[:2, :2] - np.outer(truth[:2] @ [w / 2, h / 2, 1], truth[2, :2]) / (truth[2] @ [w / 2, h / 2, 1])
             scales.append(math.sqrt(abs(np.linalg.det(jac))) / (truth[2] @ [w / 2, h / 2, 1]))
-        for m in methods:
+        found = None  # wide's result, whose correspondences the other verifiers get
+        for m in rows:
             t0, c0 = time.perf_counter(), time.process_time()
-            model = run[m](image, warped)
+            if m.startswith("wide/"):
+                model = fit_with(m[5:], *correspondences(found), "homography", 3.0, (h, w))[0]
+            else:
+                model = run[m](image, warped)
+            found = model if m == "wide" else found
             step = getattr(model, "step", "")
             model = getattr(model, "model", model)
             seconds = time.perf_counter() - t0
@@ -190,7 +256,7 @@ def main() -> None:
     print("| method | solved | wrong models | seconds per pair (mean / max) | CPU seconds per pair |"
           + (" negatives: wrong models | negatives: s per pair |" if args.negatives else ""))
     print("|---|---|---|---|---|" + ("---|---|" if args.negatives else ""))
-    for m in methods:
+    for m in rows:
         s = stats[m]
         row = (f"| {m} | {s['solved']}/{args.pairs} | {s['wrong']} | {np.mean(s['seconds']):.1f} / "
                f"{max(s['seconds']):.1f} | {np.mean(cpu_seconds[m]):.1f} |")

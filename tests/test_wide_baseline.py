@@ -10,12 +10,14 @@ from hardnet_desc import HardNetDescriptor
 from hardnet_desc.data.warps import viewpoint_homography
 from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import (
+    VIEW_RATIO,
     View,
     _polish,
     fginn_match,
     frames_to_keypoints,
     frames_to_original,
     make_views,
+    match_wide,
     remove_duplicates,
     render_view,
     verify,
@@ -195,6 +197,22 @@ def test_wide_baseline_finds_no_model_between_a_photo_and_noise(example_image, h
     r = match_pair(small, noise, hardnet, geometry="homography", wide_baseline=True, max_keypoints=500)
     assert r.model is None and r.step is None and not r.inliers.any()
     assert r.views[0] == 1 + 15 + 35  # every step was tried
+
+
+def test_view_ratio_applies_to_the_view_steps_only(example_pair, example_image, hardnet):
+    # Step 0 is the plain pipeline with ``ratio``: an extreme view_ratio leaves an easy pair's result as it was.
+    easy = [match_wide(*example_pair, hardnet, geometry="fundamental", view_ratio=v) for v in (VIEW_RATIO, 0.05)]
+    assert easy[0].step == easy[1].step == 0
+    assert np.array_equal(easy[0].matches.query_idx, easy[1].matches.query_idx)
+    assert np.array_equal(easy[0].inliers, easy[1].inliers)
+    # The later steps match with ``view_ratio``: a stricter one keeps fewer of the same tentative matches.
+    small = cv2.resize(example_image, (400, 260), interpolation=cv2.INTER_AREA)
+    noise = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (260, 400), np.uint8), (0, 0), 1.5)
+    loose, strict = [match_wide(small, noise, hardnet, steps=((), (2.0,)), max_keypoints=500, view_ratio=v)
+                     for v in (None, 0.8)]
+    assert loose.step is None and strict.step is None
+    assert len(strict.matches) < len(loose.matches)
+    assert set(strict.matches.query_idx.tolist()) <= set(loose.matches.query_idx.tolist())
 
 
 # --- the command line -----------------------------------------------------------------------------------

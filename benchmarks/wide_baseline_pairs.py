@@ -50,7 +50,6 @@ from hardnet_desc.core.image import to_uint8  # noqa: E402
 from hardnet_desc.geometry import estimate_relative_pose, pose_auc, pose_error_deg, rotation_angle_deg  # noqa: E402
 from hardnet_desc.matching import match_descriptors  # noqa: E402
 from hardnet_desc.pipeline import match_pair  # noqa: E402
-from hardnet_desc.wide_baseline import MIN_INLIERS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "multiview-train"
 SETS = ("buddha", "ngp-fox", "bundler-kermit")

@@ -654,21 +654,32 @@ def test_one_compute_enters_each_step_once(hardnet, example_image, keypoints):
     assert {module for module, _ in calls[core:-1]} <= {"describe", "core.patches", "core.device", "core.model"}
 
 
-def test_a_torch_image_is_not_copied_to_the_host(monkeypatch, desc, example_image, keypoints):
-    """compute of a torch image converts it where it lies (no .cpu(), .numpy() or __array__ of its data)
-    and describes it as the same image in numpy, bit for bit (uint8: OpenCV's integer grey weights)."""
-    rgb = torch.from_numpy(np.ascontiguousarray(example_image[:, :, ::-1])).permute(2, 0, 1)
-    copied: list[int] = []
-    for method in ("cpu", "numpy", "__array__", "tolist"):
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_a_torch_image_is_not_copied_off_its_device(monkeypatch, desc, example_image, keypoints, dtype):
+    """compute of a CPU torch image reads it in place (every .cpu()/.numpy() of the image is a view of
+    its memory; no .tolist() or __array__ copy of it) and describes it as the same image in numpy, bit
+    for bit. (A CUDA image: test_cuda_describing_stays_on_the_device.)"""
+    bgr = example_image if dtype == "uint8" else example_image.astype(np.float32) / 255
+    rgb = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)
+    copies: list[str] = []
+
+    def spy(method, shares):
         real = getattr(torch.Tensor, method)
 
-        def spy(self, *args, real=real, **kwargs):
-            copied.append(self.data_ptr())
-            return real(self, *args, **kwargs)
+        def wrapped(self, *args, **kwargs):
+            out = real(self, *args, **kwargs)
+            if self.data_ptr() == rgb.data_ptr() and not shares(self, out):
+                copies.append(method)
+            return out
 
-        monkeypatch.setattr(torch.Tensor, method, spy)
+        monkeypatch.setattr(torch.Tensor, method, wrapped)
+
+    spy("cpu", lambda t, out: out.data_ptr() == t.data_ptr())
+    spy("numpy", lambda t, out: out.__array_interface__["data"][0] == t.data_ptr())
+    spy("__array__", lambda t, out: False)
+    spy("tolist", lambda t, out: False)
     _, got = desc.compute(rgb, keypoints)
-    assert isinstance(got, torch.Tensor)
-    assert rgb.data_ptr() not in copied
     monkeypatch.undo()
-    np.testing.assert_array_equal(got.numpy(), desc.compute(example_image, keypoints)[1])
+    assert copies == []
+    assert isinstance(got, torch.Tensor) and got.device == rgb.device
+    np.testing.assert_array_equal(got.numpy(), desc.compute(bgr, keypoints)[1])

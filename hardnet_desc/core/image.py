@@ -151,14 +151,15 @@ def check_mask(mask: np.ndarray | torch.Tensor | None, shape: tuple[int, int]) -
 def to_grey_tensor(image: ImageLike, device: torch.device | str = "cpu") -> torch.Tensor:
     """Grey float32 tensor ``(1, 1, H, W)`` on ``device``.
 
-    A torch image is converted where it lies, with OpenCV's weights, and only the grey result
-    moves (to ``device``): it is never copied to the host and back. numpy images go through
-    ``to_grey_numpy`` (``cv2.cvtColor``). uint8 is scaled
+    A torch image on a GPU (any device but the CPU) is converted there, with OpenCV's weights, and
+    only the grey result moves (to ``device``): it is never copied to the host and back. numpy
+    images and CPU tensors (read in place, as a numpy view) go through ``to_grey_numpy``
+    (``cv2.cvtColor``), so a CPU tensor describes bit for bit as the same image in numpy. uint8 is scaled
     by 1/255 and uint16 by 1/65535; floats are kept as they are (the network standardises each
     patch, so the intensity range does not matter), except that float images whose largest
     magnitude lies outside ``TAME_RANGE`` are first scaled by a power of two into [0.5, 1).
     """
-    if isinstance(image, torch.Tensor):
+    if isinstance(image, torch.Tensor) and image.device.type != "cpu":
         return _grey_on_device(image).to(device)  # converted where it lies: no trip to the host
     grey = to_grey_numpy(image)
     scale = {np.dtype(np.uint8): 1 / 255.0, np.dtype(np.uint16): 1 / 65535.0}.get(grey.dtype, 1.0)

@@ -30,7 +30,7 @@ from .core.patches import (
 )
 from .core.quantize import inference_net
 from .core.weights import DEFAULT_WEIGHTS, Weights, load_hardnet
-from .describe import DescribeSettings, describe, forward
+from .core.describe import DescribeSettings, describe, forward
 from .detection import detect_sift
 
 
@@ -220,7 +220,7 @@ class HardNetDescriptor:
 
     @property
     def settings(self) -> DescribeSettings:
-        """How ``hardnet_desc.describe.describe`` runs for this descriptor (device, precision, batch size,
+        """How ``hardnet_desc.core.describe.describe`` runs for this descriptor (device, precision, batch size,
         ``patch_spec``, ``pack``, ``overlap``); frozen."""
         return self._settings
 
@@ -409,7 +409,7 @@ class HardNetDescriptor:
         """Descriptors of the frames of several images, on this device.
 
         The frames are checked here, once per image (one read-back from the device each); then
-        ``hardnet_desc.describe.describe`` runs everything on this device: the pyramids, the
+        ``hardnet_desc.core.describe.describe`` runs everything on this device: the pyramids, the
         patches, the network; the host waits for the device once more per image (the level counts
         of ``patches.frame_batches``), never per batch. Off the CPU (``pack``) the patches of
         consecutive images share network calls, so every call but the last is a full

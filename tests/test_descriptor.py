@@ -240,7 +240,7 @@ def test_patches_cut_in_a_worker_thread_give_the_same_descriptors(hardnet, examp
 
 def test_patches_are_cut_in_a_worker_thread_only_where_a_core_is_spare(monkeypatch, hardnet, example_image, keypoints):
     """By default the worker thread runs only when torch's threads leave a CPU free (else it competes with them)."""
-    import hardnet_desc.describe as describe
+    import hardnet_desc.core.describe as describe
 
     threads = []
     real = describe._prefetched
@@ -651,7 +651,7 @@ def test_one_compute_enters_each_step_once(hardnet, example_image, keypoints):
     facade = [module for module, _ in calls[:core] if module != "descriptor"]
     assert [m for k, m in enumerate(facade) if k == 0 or facade[k - 1] != m] == ["core.image", "core.patches"]
     assert calls[-1] == ("descriptor", "_output")  # then back in the facade only for the result
-    assert {module for module, _ in calls[core:-1]} <= {"describe", "core.patches", "core.device", "core.model"}
+    assert {module for module, _ in calls[core:-1]} <= {"core.describe", "core.patches", "core.device", "core.model"}
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])

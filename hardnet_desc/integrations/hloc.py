@@ -42,7 +42,7 @@ from ..detection import DEFAULT_MAX_KEYPOINTS, detect_sift
 from ..core.device import usable_cpus
 from ..core.image import read_image, to_grey_numpy, to_grey_tensor
 from ..core.model import DESCRIPTOR_DIM
-from ..describe import describe
+from ..core.describe import describe
 from ..core.patches import PatchSpec, check_inside, keypoints_to_frames
 
 if TYPE_CHECKING:

@@ -209,7 +209,7 @@ def _init_net(run: _Run) -> None:
     torch.manual_seed(cfg.seed)
     net = HardNet(dropout=cfg.dropout)
     if cfg.init:
-        init, patch_scale = load_weights(cfg.init), data_patch_metadata(cfg).get("patch_scale")
+        init, patch_scale = load_weights(cfg.init), data_patch_metadata(cfg).get(PatchSpec.METADATA_KEYS["scale"])
         if None not in (init.patch_scale, patch_scale) and init.patch_scale != patch_scale:
             raise ValueError(f"--init {cfg.init} was trained at patch_scale {init.patch_scale}, but {cfg.data} "
                              f"holds patches at patch_scale {patch_scale}")
@@ -405,7 +405,7 @@ def _paths(value: str | list[str] | None) -> list[str]:
 
 #: The ``PatchSpec`` metadata a make-dataset ``meta.json`` without the key means (older datasets have no
 #: ``min_kp_size``: none was applied; a missing ``patch_scale`` stays unknown).
-_DATA_DEFAULTS = {"min_kp_size": 0.0}
+_DATA_DEFAULTS = {PatchSpec.METADATA_KEYS["min_kp_size"]: 0.0}
 
 
 def data_patch_metadata(cfg: TrainConfig) -> dict[str, float]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .core.device import autocast, usable_cpus
-from .core.model import DESCRIPTOR_DIM
-from .core.patches import PatchSpec, build_pyramid, cut_frame_batch, frame_batches
+from .device import autocast, usable_cpus
+from .model import DESCRIPTOR_DIM
+from .patches import PatchSpec, build_pyramid, cut_frame_batch, frame_batches
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def test_imports_go_one_way():
 def test_groups_are_what_the_docs_say():
     # The core holds the network, weights, patches, images and devices; bridges sit in integrations.
     assert {m for m in GRAPH if group(m) == "core"} >= {f"hardnet_desc.core.{m}" for m in
-                                                        ("model", "weights", "patches", "image", "device", "quantize")}
+                                                        ("model", "weights", "patches", "describe", "image", "device", "quantize")}
     assert group("hardnet_desc.descriptor") == group("hardnet_desc.data.phototour") == "library"
     assert group("hardnet_desc.integrations.colmap") == "integrations"
 

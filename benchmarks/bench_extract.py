@@ -20,6 +20,8 @@ limited by detection when it reaches about N times that, else by the describing 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import sys
 import tempfile
 import time
@@ -77,12 +79,24 @@ def _start_ray(cpus: int) -> None:
         print(f"(ray.init: {time.perf_counter() - start:.1f} s, not counted below)", flush=True)
 
 
+def profile_rows(profile: cProfile.Profile, top: int = 15) -> list[dict]:
+    """The ``top`` functions of this process by own time (``tottime``), with their calls and cumulative time."""
+    stats = pstats.Stats(profile)
+    rows = [{"function": f"{Path(file).name}:{line} {name}", "calls": calls, "own_s": round(own, 4),
+             "cumulative_s": round(cum, 4)}
+            for (file, line, name), (_, calls, own, cum, _) in stats.stats.items()]  # type: ignore[attr-defined]
+    return sorted(rows, key=lambda r: -r["own_s"])[:top]
+
+
 def run(images: Path, runs: list[tuple[str, int]], device: str = "cpu", precision: str = "auto",
-        batch_images: int = 8, max_keypoints: int = 4096, scratch: Path | None = None) -> dict:
+        batch_images: int = 8, max_keypoints: int = 4096, scratch: Path | None = None,
+        profile: bool = False) -> dict:
     """Time each ``(backend, workers)`` of ``runs`` writing a fresh HDF5 file of ``images``; return the numbers.
 
     Keys: ``images``, ``descriptor`` (its repr), ``detect_images_per_s`` (one worker's rate) and
     ``runs``: ``{"<backend> x<workers>": {"seconds", "images_per_s", "patches_per_s"}}``. Rows are printed as they come.
+    With ``profile``, each run of ``single`` or ``feed`` also gets ``profile``: the describing process's
+    busiest functions (``profile_rows``; cProfile slows it, so its seconds are not comparable with the others).
     """
     n_images = len(image_names(images))
     options = {"max_keypoints": max_keypoints, "batch_images": batch_images, "progress": False}
@@ -97,8 +111,11 @@ def run(images: Path, runs: list[tuple[str, int]], device: str = "cpu", precisio
             out = Path(tmp) / f"run{i}.h5"
             if backend == "ray":
                 _start_ray(max(w for _, w in runs))
+            profiler = cProfile.Profile() if profile and backend in ("single", "feed") else None
             start = time.perf_counter()
-            if backend in ("single", "feed"):
+            if profiler is not None:
+                profiler.runcall(extract_folder, images, out, descriptor, workers=workers, **options)
+            elif backend in ("single", "feed"):
                 extract_folder(images, out, descriptor, workers=workers, **options)
             else:
                 extract_parallel(images, out, workers=workers, backend=backend, device=device,
@@ -109,6 +126,11 @@ def run(images: Path, runs: list[tuple[str, int]], device: str = "cpu", precisio
                 "seconds": seconds, "images_per_s": n_images / seconds, "patches_per_s": patches / seconds}
             print(f"{backend:<10} {workers:>7} {seconds:>8.1f} {n_images / seconds:>9.2f} "
                   f"{patches / seconds:>10.0f}", flush=True)
+            if profiler is not None:
+                rows = out_stats["runs"][f"{backend} x{workers}"]["profile"] = profile_rows(profiler)
+                for r in rows[:8]:
+                    print(f"    {r['own_s']:8.3f} s own {r['cumulative_s']:8.3f} s cum {r['calls']:>8} "
+                          f"{r['function']}")
     return out_stats
 
 
@@ -123,13 +145,15 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="(default: %(default)s)")
     parser.add_argument("--batch-images", type=int, default=8, help="images per network call (default: %(default)s)")
     parser.add_argument("--max-keypoints", type=int, default=4096)
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the describing process of the single and feed runs (cProfile; slower)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         images = args.images or make_images(Path(tmp), args.n)
         runs = [("single", 0)] if "single" in args.backends else []
         runs += [(b, w) for b in ("feed", "processes", "ray") if b in args.backends for w in args.workers]
-        run(images, runs, args.device, args.precision, args.batch_images, args.max_keypoints)
+        run(images, runs, args.device, args.precision, args.batch_images, args.max_keypoints, profile=args.profile)
 
 
 if __name__ == "__main__":

@@ -219,8 +219,9 @@ def section_matching(device: torch.device, quick: bool) -> dict:
             "big_cpu_s": cpu_s, "big_cpu_matches": len(ref), "big_identical": identical, "big_max_dist_diff": max_diff}
 
 
-def section_extract(device: torch.device, quick: bool, n_images: int, sizes: list[int]) -> dict:
-    """``extract`` over generated images of each long side: one process, and CPU workers feeding the device."""
+def section_extract(device: torch.device, quick: bool, n_images: int, sizes: list[int], profile: bool = False) -> dict:
+    """``extract`` over generated images of each long side: one process, and CPU workers feeding the device;
+    with ``profile``, the describing process's busiest functions too (``bench_extract.profile_rows``)."""
     import cv2
     import bench_extract
 
@@ -233,7 +234,8 @@ def section_extract(device: torch.device, quick: bool, n_images: int, sizes: lis
             for i, image in enumerate(_photo_variants(n_images, long_side)):
                 cv2.imwrite(str(Path(tmp) / f"{i:04d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
             print(f"    images of long side {long_side} px:")
-            out[str(long_side)] = bench_extract.run(Path(tmp), runs, device=str(device), max_keypoints=4096)
+            out[str(long_side)] = bench_extract.run(Path(tmp), runs, device=str(device), max_keypoints=4096,
+                                                      profile=profile)
     return out
 
 
@@ -271,6 +273,8 @@ def main() -> None:
     parser.add_argument("--extract-images", type=int, default=240, help="images for the extract section")
     parser.add_argument("--extract-sizes", type=int, nargs="+", default=[800, 1600],
                         help="long sides in pixels of the extract section's images (the bundled photos, rescaled)")
+    parser.add_argument("--profile-extract", action="store_true",
+                        help="profile the describing process of the extract runs (where its time goes; slower)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     report: dict = {"device": device_name(device), "cpu": bench_descriptor.cpu_name(),
@@ -285,7 +289,8 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             if name == "extract":
-                result = section_extract(device, args.quick, args.extract_images, args.extract_sizes)
+                result = section_extract(device, args.quick, args.extract_images, args.extract_sizes,
+                                         args.profile_extract)
             else:
                 result = globals()[f"section_{name}"](device, args.quick)
             report["sections"][name] = result

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .descriptor import HardNetDescriptor
-from .detection import DEFAULT_MAX_KEYPOINTS
+from .detection import DEFAULT_MAX_KEYPOINTS, detect_sift
 from .geometry import fit_geometry, fit_homography, sampson_error_px
 from .core.image import ImageLike, to_grey_tensor, to_uint8
 from .matching import Matches
@@ -54,6 +54,9 @@ MIN_INLIERS = {"homography": 15, "fundamental": 25}
 VIEW_RATIO = 0.9
 #: SIFT keypoints kept per synthesized view (the strongest).
 DEFAULT_VIEW_KEYPOINTS = 400
+#: SIFT contrast thresholds of a synthesized view, in turn, while it yields fewer than half its keypoints
+#: (OpenCV's default first; as benchmarks/bench_descriptor.sift_keypoints). Only with the descriptor's own SIFT.
+VIEW_CONTRAST_THRESHOLDS = (0.04, 0.01, 0.002)
 #: Views are synthesized from the image scaled down to at most this many pixels on its longer side.
 DEFAULT_VIEW_MAX_SIDE = 1000
 #: A fundamental matrix is replaced by a homography when at least this share of its inliers fits
@@ -242,7 +245,7 @@ def describe_views(
             kps, mask_view = descriptor.detect(grey, max_keypoints=max_keypoints), np.eye(2, 3)
         else:
             pixels, mask = render_view(grey, view)
-            kps, mask_view = descriptor.detect(pixels, mask, max_keypoints=max_keypoints), view.matrix
+            kps, mask_view = _detect_view(descriptor, pixels, mask, max_keypoints), view.matrix
         if not kps:
             continue
         f = frames_to_original(descriptor.frames(kps), mask_view)
@@ -255,6 +258,20 @@ def describe_views(
     f, which = f[keep], np.concatenate(which)[keep.numpy()]
     desc = descriptor.describe_many([to_grey_tensor(image, descriptor.device)], [f])[0]
     return f, desc, which
+
+
+def _detect_view(descriptor: HardNetDescriptor, pixels: np.ndarray, mask: np.ndarray,
+                 max_keypoints: int | None) -> list[cv2.KeyPoint]:
+    """The descriptor's keypoints of a view; with its own (default) SIFT, lower contrast thresholds
+    (``VIEW_CONTRAST_THRESHOLDS``) while the view gives fewer than half of ``max_keypoints`` (low-contrast images)."""
+    kps = descriptor.detect(pixels, mask, max_keypoints=max_keypoints)
+    if not max_keypoints or not descriptor._own_detector:  # a detector the caller chose is used as given
+        return kps
+    for contrast in VIEW_CONTRAST_THRESHOLDS[1:]:
+        if len(kps) >= max_keypoints / 2:
+            break
+        kps = detect_sift(pixels, max_keypoints, cv2.SIFT_create(contrastThreshold=contrast), mask)
+    return kps
 
 
 # --- matching ------------------------------------------------------------------------------------
@@ -483,6 +500,41 @@ def _settled(h: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float, si
     return bool(gap <= AGREEMENT * math.hypot(rows, cols))
 
 
+def verify_prior(
+    prior: np.ndarray,
+    points1: np.ndarray,
+    points2: np.ndarray,
+    threshold: float = 1.0,
+    min_inliers: int | None = None,
+    size1: tuple[int, int] | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, str]:
+    """``verify`` (fundamental) of the correspondences that agree with ``prior``, the model of the original
+    images that had too few inliers to be stated.
+
+    A view step sees the original images' matches again among many new ones; on real wide pairs a wrong
+    fundamental matrix of the new ones can outvote a right one of the originals (docs/wide-baseline.md). So
+    the view steps first verify the correspondences within ``threshold`` (Sampson) of ``prior``: if at least
+    ``min_inliers`` (default ``MIN_INLIERS["fundamental"]``) agree and pass ``verify``, that model is stated.
+
+    Returns:
+        as ``verify``, with ``inliers`` (M,) over all the correspondences.
+    """
+    none = np.zeros(len(points1), bool)
+    if len(points1) == 0:
+        return None, none, "fundamental"
+    p1, p2 = np.float64(points1), np.float64(points2)
+    near = sampson_error_px(p1, p2, prior) < threshold
+    need = MIN_INLIERS["fundamental"] if min_inliers is None else min_inliers
+    if near.sum() < need:
+        return None, none, "fundamental"
+    model, inliers, kind = verify(p1[near], p2[near], "fundamental", threshold, min_inliers, size1)
+    if model is None:
+        return None, none, "fundamental"
+    full = none.copy()
+    full[np.flatnonzero(near)[inliers]] = True
+    return model, full, kind
+
+
 def ratio_tries(ratio: float | None, view_ratio: float | None) -> list[float | None]:
     """The FGINN ratio thresholds a step verifies with, stricter first (``None``: no ratio test, the loosest)."""
     first, second = sorted((ratio, view_ratio), key=lambda r: math.inf if r is None else r)
@@ -562,6 +614,7 @@ def match_wide(
              for _ in greys]
     result: tuple = (Matches.empty(), np.zeros(0, bool), None, geometry)
     step_ok = None
+    prior = None  # fundamental: step 0's model with fewer than min_inliers (verify_prior)
     for step, tilts in enumerate(steps):
         for g, (grey, f) in enumerate(zip(greys, feats, strict=True)):
             t0 = time.perf_counter()
@@ -586,10 +639,18 @@ def match_wide(
             t0 = time.perf_counter()
             # the matches passing r are a prefix of the ratio order, so their duplicate removal is keep's
             use = keep & (matches.ratios < r) if r is not None else keep
-            model, inliers, kind = verify(p1[use], p2[use], geometry, threshold, min_inliers, greys[0].shape)
+            model, inliers, kind = (None, None, geometry) if prior is None else verify_prior(
+                prior, p1[use], p2[use], threshold, min_inliers, greys[0].shape)
+            if model is None:
+                model, inliers, kind = verify(p1[use], p2[use], geometry, threshold, min_inliers, greys[0].shape)
             timings["verify"] += time.perf_counter() - t0
             if model is not None:
                 break
+        if model is None and not tilts and geometry == "fundamental":  # step 0's weaker model guides the views'
+            need = MIN_INLIERS[geometry] if min_inliers is None else min_inliers
+            prior, _, kind = verify(p1[use], p2[use], geometry, threshold, max(8, need // 2), greys[0].shape)
+            prior = prior if kind == "fundamental" else None
+            kind = geometry
         result = (Matches(*(x[use] for x in (matches.query_idx, matches.train_idx, matches.distances,
                                              matches.ratios))), inliers, model, kind)
         matches = result[0]

@@ -17,7 +17,8 @@ CVIU 2015), written anew here around HardNet:
    found through several views counts once).
 4. **Verification** (``verify``) returns no model rather than a wrong one: too few inliers, a
    homography that sends part of image 1 through the horizon, or a fundamental matrix that only a
-   plane supports (DEGENSAC's concern: the plane's homography is reported instead).
+   plane supports (DEGENSAC's concern: the plane's homography is reported instead). A fundamental
+   matrix of step 0 with too few inliers to be stated guides the later steps (``verify_prior``).
 
 Conventions: pixels with the centre of the top-left pixel at ``(0, 0)``, y down; a view's
 ``matrix`` ``M`` (2, 3) maps original pixels to view pixels, ``x_view = M[:, :2] @ x + M[:, 2]``;
@@ -35,12 +36,12 @@ import cv2
 import numpy as np
 import torch
 
+from .core.image import ImageLike, to_grey_tensor, to_uint8
+from .core.patches import inside_image
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS, detect_sift
 from .geometry import fit_geometry, fit_homography, sampson_error_px
-from .core.image import ImageLike, to_grey_tensor, to_uint8
 from .matching import Matches
-from .core.patches import inside_image
 
 #: Tilts added at each step; step 0 (``()``) is the original image alone.
 DEFAULT_STEPS: tuple[tuple[float, ...], ...] = ((), (2.0, 4.0), (6.0, 8.0))
@@ -579,7 +580,9 @@ def match_wide(
     adds the views of tilts ``steps[s]`` at their rotations (``view_keypoints`` per view). After
     each step all features so far are matched (``fginn_match``), duplicates are removed and the
     model is verified (``verify``; at the view steps with ``ratio``, then with ``view_ratio`` if that
-    found nothing); the search stops at the first step with ``min_inliers`` inliers.
+    found nothing); the search stops at the first step with ``min_inliers`` inliers. With
+    ``geometry="fundamental"`` a step-0 model with at least half of ``min_inliers`` is verified first
+    at each later step on the correspondences that agree with it (``verify_prior``).
 
     Args:
         image1, image2: as ``HardNetDescriptor.compute`` takes them.

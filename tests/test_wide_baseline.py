@@ -181,7 +181,7 @@ def test_verify_prior_keeps_the_original_images_model_against_a_larger_wrong_one
     prior, _ = cv2.findFundamentalMat(a1[:15], a2[:15], cv2.FM_8POINT)  # the weaker model: 15 matches
     _, inliers, kind = verify(p1, p2, "fundamental", 1.0)
     assert kind == "fundamental" and inliers[30:].sum() >= 55 and inliers[:30].sum() <= 5
-    model, inliers, kind = verify_prior(prior, p1, p2, 1.0)
+    _, inliers, kind = verify_prior(prior, p1, p2, 1.0)
     assert kind == "fundamental" and inliers[:30].sum() >= 28 and not inliers[30:].any()
     # Too few correspondences agree with the prior: no model (verify then decides alone).
     assert verify_prior(prior, p1[20:], p2[20:], 1.0)[0] is None

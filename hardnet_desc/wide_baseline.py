@@ -39,7 +39,7 @@ import torch
 from .core.image import ImageLike, to_grey_tensor, to_uint8
 from .core.patches import inside_image
 from .descriptor import HardNetDescriptor
-from .detection import DEFAULT_MAX_KEYPOINTS, detect_sift
+from .detection import DEFAULT_MAX_KEYPOINTS
 from .geometry import fit_geometry, fit_homography, sampson_error_px
 from .matching import Matches
 
@@ -55,9 +55,6 @@ MIN_INLIERS = {"homography": 15, "fundamental": 25}
 VIEW_RATIO = 0.9
 #: SIFT keypoints kept per synthesized view (the strongest).
 DEFAULT_VIEW_KEYPOINTS = 400
-#: SIFT contrast thresholds of a synthesized view, in turn, while it yields fewer than half its keypoints
-#: (OpenCV's default first; as benchmarks/bench_descriptor.sift_keypoints). Only with the descriptor's own SIFT.
-VIEW_CONTRAST_THRESHOLDS = (0.04, 0.01, 0.002)
 #: Views are synthesized from the image scaled down to at most this many pixels on its longer side.
 DEFAULT_VIEW_MAX_SIDE = 1000
 #: A fundamental matrix is replaced by a homography when at least this share of its inliers fits
@@ -246,7 +243,7 @@ def describe_views(
             kps, mask_view = descriptor.detect(grey, max_keypoints=max_keypoints), np.eye(2, 3)
         else:
             pixels, mask = render_view(grey, view)
-            kps, mask_view = _detect_view(descriptor, pixels, mask, max_keypoints), view.matrix
+            kps, mask_view = descriptor.detect(pixels, mask, max_keypoints=max_keypoints), view.matrix
         if not kps:
             continue
         f = frames_to_original(descriptor.frames(kps), mask_view)
@@ -259,20 +256,6 @@ def describe_views(
     f, which = f[keep], np.concatenate(which)[keep.numpy()]
     desc = descriptor.describe_many([to_grey_tensor(image, descriptor.device)], [f])[0]
     return f, desc, which
-
-
-def _detect_view(descriptor: HardNetDescriptor, pixels: np.ndarray, mask: np.ndarray,
-                 max_keypoints: int | None) -> list[cv2.KeyPoint]:
-    """The descriptor's keypoints of a view; with its own (default) SIFT, lower contrast thresholds
-    (``VIEW_CONTRAST_THRESHOLDS``) while the view gives fewer than half of ``max_keypoints`` (low-contrast images)."""
-    kps = descriptor.detect(pixels, mask, max_keypoints=max_keypoints)
-    if not max_keypoints or not descriptor._own_detector:  # a detector the caller chose is used as given
-        return kps
-    for contrast in VIEW_CONTRAST_THRESHOLDS[1:]:
-        if len(kps) >= max_keypoints / 2:
-            break
-        kps = detect_sift(pixels, max_keypoints, cv2.SIFT_create(contrastThreshold=contrast), mask)
-    return kps
 
 
 # --- matching ------------------------------------------------------------------------------------

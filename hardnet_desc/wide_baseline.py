@@ -17,7 +17,8 @@ CVIU 2015), written anew here around HardNet:
    found through several views counts once).
 4. **Verification** (``verify``) returns no model rather than a wrong one: too few inliers, a
    homography that sends part of image 1 through the horizon, or a fundamental matrix that only a
-   plane supports (DEGENSAC's concern: the plane's homography is reported instead).
+   plane supports (DEGENSAC's concern: the plane's homography is reported instead). A fundamental
+   matrix of step 0 with too few inliers to be stated guides the later steps (``verify_prior``).
 
 Conventions: pixels with the centre of the top-left pixel at ``(0, 0)``, y down; a view's
 ``matrix`` ``M`` (2, 3) maps original pixels to view pixels, ``x_view = M[:, :2] @ x + M[:, 2]``;
@@ -35,12 +36,12 @@ import cv2
 import numpy as np
 import torch
 
+from .core.image import ImageLike, to_grey_tensor, to_uint8
+from .core.patches import inside_image
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS
 from .geometry import fit_geometry, fit_homography, sampson_error_px
-from .core.image import ImageLike, to_grey_tensor, to_uint8
 from .matching import Matches
-from .core.patches import inside_image
 
 #: Tilts added at each step; step 0 (``()``) is the original image alone.
 DEFAULT_STEPS: tuple[tuple[float, ...], ...] = ((), (2.0, 4.0), (6.0, 8.0))
@@ -483,6 +484,41 @@ def _settled(h: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float, si
     return bool(gap <= AGREEMENT * math.hypot(rows, cols))
 
 
+def verify_prior(
+    prior: np.ndarray,
+    points1: np.ndarray,
+    points2: np.ndarray,
+    threshold: float = 1.0,
+    min_inliers: int | None = None,
+    size1: tuple[int, int] | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, str]:
+    """``verify`` (fundamental) of the correspondences that agree with ``prior``, the model of the original
+    images that had too few inliers to be stated.
+
+    A view step sees the original images' matches again among many new ones; on real wide pairs a wrong
+    fundamental matrix of the new ones can outvote a right one of the originals (docs/wide-baseline.md). So
+    the view steps first verify the correspondences within ``threshold`` (Sampson) of ``prior``: if at least
+    ``min_inliers`` (default ``MIN_INLIERS["fundamental"]``) agree and pass ``verify``, that model is stated.
+
+    Returns:
+        as ``verify``, with ``inliers`` (M,) over all the correspondences.
+    """
+    none = np.zeros(len(points1), bool)
+    if len(points1) == 0:
+        return None, none, "fundamental"
+    p1, p2 = np.float64(points1), np.float64(points2)
+    near = sampson_error_px(p1, p2, prior) < threshold
+    need = MIN_INLIERS["fundamental"] if min_inliers is None else min_inliers
+    if near.sum() < need:
+        return None, none, "fundamental"
+    model, inliers, kind = verify(p1[near], p2[near], "fundamental", threshold, min_inliers, size1)
+    if model is None:
+        return None, none, "fundamental"
+    full = none.copy()
+    full[np.flatnonzero(near)[inliers]] = True
+    return model, full, kind
+
+
 def ratio_tries(ratio: float | None, view_ratio: float | None) -> list[float | None]:
     """The FGINN ratio thresholds a step verifies with, stricter first (``None``: no ratio test, the loosest)."""
     first, second = sorted((ratio, view_ratio), key=lambda r: math.inf if r is None else r)
@@ -527,7 +563,9 @@ def match_wide(
     adds the views of tilts ``steps[s]`` at their rotations (``view_keypoints`` per view). After
     each step all features so far are matched (``fginn_match``), duplicates are removed and the
     model is verified (``verify``; at the view steps with ``ratio``, then with ``view_ratio`` if that
-    found nothing); the search stops at the first step with ``min_inliers`` inliers.
+    found nothing); the search stops at the first step with ``min_inliers`` inliers. With
+    ``geometry="fundamental"`` a step-0 model with at least half of ``min_inliers`` is verified first
+    at each later step on the correspondences that agree with it (``verify_prior``).
 
     Args:
         image1, image2: as ``HardNetDescriptor.compute`` takes them.
@@ -562,6 +600,7 @@ def match_wide(
              for _ in greys]
     result: tuple = (Matches.empty(), np.zeros(0, bool), None, geometry)
     step_ok = None
+    prior = None  # fundamental: step 0's model with fewer than min_inliers (verify_prior)
     for step, tilts in enumerate(steps):
         for g, (grey, f) in enumerate(zip(greys, feats, strict=True)):
             t0 = time.perf_counter()
@@ -586,10 +625,18 @@ def match_wide(
             t0 = time.perf_counter()
             # the matches passing r are a prefix of the ratio order, so their duplicate removal is keep's
             use = keep & (matches.ratios < r) if r is not None else keep
-            model, inliers, kind = verify(p1[use], p2[use], geometry, threshold, min_inliers, greys[0].shape)
+            model, inliers, kind = (None, None, geometry) if prior is None else verify_prior(
+                prior, p1[use], p2[use], threshold, min_inliers, greys[0].shape)
+            if model is None:
+                model, inliers, kind = verify(p1[use], p2[use], geometry, threshold, min_inliers, greys[0].shape)
             timings["verify"] += time.perf_counter() - t0
             if model is not None:
                 break
+        if model is None and not tilts and geometry == "fundamental":  # step 0's weaker model guides the views'
+            need = MIN_INLIERS[geometry] if min_inliers is None else min_inliers
+            prior, _, kind = verify(p1[use], p2[use], geometry, threshold, max(8, need // 2), greys[0].shape)
+            prior = prior if kind == "fundamental" else None
+            kind = geometry
         result = (Matches(*(x[use] for x in (matches.query_idx, matches.train_idx, matches.distances,
                                              matches.ratios))), inliers, model, kind)
         matches = result[0]

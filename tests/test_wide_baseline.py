@@ -21,6 +21,7 @@ from hardnet_desc.wide_baseline import (
     remove_duplicates,
     render_view,
     verify,
+    verify_prior,
     view_angles,
     view_matrix,
 )
@@ -158,6 +159,32 @@ def test_polish_brings_a_minimal_sample_model_closer_at_the_corners():
     model, inliers = _polish(h0, within, p1, p2, 3.0, min_inliers=15)
     assert corner_error(model, H, 1000, 1000) < corner_error(h0, H, 1000, 1000) / 2
     assert inliers[:30].all() and not inliers[30:].any()
+
+def _two_motions(rng: np.random.Generator, n: int, angle: float, shift: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` correspondences of random 3D points (depth 4-8) seen by ``[I | 0]`` and by a camera turned
+    ``angle`` degrees about y and moved by ``shift`` (f = 500, centre (250, 250))."""
+    X = rng.uniform([-2, -2, 4], [2, 2, 8], (n, 3))
+    R = cv2.Rodrigues(np.array([0.0, np.radians(angle), 0.0]))[0]
+    K = np.array([[500.0, 0, 250], [0, 500, 250], [0, 0, 1]])
+    x1, x2 = X @ K.T, (X @ R.T + shift) @ K.T
+    return x1[:, :2] / x1[:, 2:], x2[:, :2] / x2[:, 2:]
+
+
+def test_verify_prior_keeps_the_original_images_model_against_a_larger_wrong_one():
+    """30 correspondences of one camera motion among 60 of another (as a view step's wrong matches can outvote
+    the original images' right ones): verify states the larger motion, verify_prior the one of the prior."""
+    rng = np.random.default_rng(5)
+    a1, a2 = _two_motions(rng, 30, 20.0, [1.0, 0.1, 0.2])
+    b1, b2 = _two_motions(rng, 60, -35.0, [-0.5, 0.8, 0.1])
+    p1, p2 = np.vstack([a1, b1]), np.vstack([a2, b2])
+    prior, _ = cv2.findFundamentalMat(a1[:15], a2[:15], cv2.FM_8POINT)  # the weaker model: 15 matches
+    _, inliers, kind = verify(p1, p2, "fundamental", 1.0)
+    assert kind == "fundamental" and inliers[30:].sum() >= 55 and inliers[:30].sum() <= 5
+    _, inliers, kind = verify_prior(prior, p1, p2, 1.0)
+    assert kind == "fundamental" and inliers[:30].sum() >= 28 and not inliers[30:].any()
+    # Too few correspondences agree with the prior: no model (verify then decides alone).
+    assert verify_prior(prior, p1[20:], p2[20:], 1.0)[0] is None
+
 
 # --- the whole path -------------------------------------------------------------------------------------
 

@@ -267,8 +267,6 @@ def _frames_of(kps: np.ndarray, spec: PatchSpec) -> torch.Tensor:
     return torch.from_numpy(frames).float()
 
 
-
-
 def describable_frames(
     keypoints: KeypointsLike, spec: PatchSpec, height: int, width: int
 ) -> tuple[torch.Tensor, np.ndarray]:

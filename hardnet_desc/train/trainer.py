@@ -35,6 +35,7 @@ from ..outputs import check_output, json_is_ours, replacing, write_json
 from ..core.patches import PatchSpec
 from ..core.weights import check_state_dict, load_weights, read_checkpoint, save_weights
 from .augment import AugmentConfig
+from .datasets.writer import spec_record
 from .loss import hardest_in_batch_loss
 from .sampler import MixedPairs, PairDataset, split_batch
 
@@ -422,7 +423,7 @@ def data_patch_metadata(cfg: TrainConfig) -> dict[str, float]:
             meta = {k: v for k, v in json.loads(meta_path.read_text()).items() if v is not None}
             meta = {**_DATA_DEFAULTS, **meta}
             spec = PatchSpec.from_metadata(meta, source=str(meta_path))  # checks the values
-            recorded.append((str(meta_path), {k: float(v) for k, v in spec.to_metadata().items() if k in meta}))
+            recorded.append((str(meta_path), {k: v for k, v in spec_record(spec).items() if k in meta}))
     settings = {}
     for key in PatchSpec.METADATA_KEYS.values():
         found = {path: values[key] for path, values in recorded if key in values}

@@ -3,8 +3,8 @@
 Pairs are made from near-planar photos (default: urban100's facades in ../shared/data/train-images, the
 photos stay outside the repository): each photo, scaled to ``--max-side`` pixels, against itself seen by a
 camera turned 70-83 degrees away (tilt 3-8, ``hardnet_desc.data.warps.viewpoint_homography``) about a random
-in-plane axis, rotated in the picture by a random angle and zoomed by 2^U(-1, 1) around the fit of the
-whole plane. A pair is **solved** when the estimated homography puts image 1's four corners within 1 % of
+in-plane axis, rotated in the picture by a random angle and zoomed by 2^U(-1, 1) (``--zoom``) around the fit of
+the whole plane. A pair is **solved** when the estimated homography puts image 1's four corners within 1 % of
 the image diagonal of where the true one puts them. **Wrong** counts models stated as found that are not
 solved; ``--negatives`` adds pairs of two different photos, where every model is wrong.
 
@@ -68,10 +68,10 @@ def pick_photos(folder: Path, n: int, max_side: int, min_keypoints: int = 2000) 
 
 
 def make_pair(image: np.ndarray, rng: np.random.Generator, tilts: tuple[float, float] = (3.0, 8.0),
-              ) -> tuple[np.ndarray, np.ndarray, dict]:
+              zoom_octaves: tuple[float, float] = (-1.0, 1.0)) -> tuple[np.ndarray, np.ndarray, dict]:
     h, w = image.shape[:2]
     setting = {"tilt": rng.uniform(*tilts), "axis_deg": rng.uniform(0, 180), "rotation_deg": rng.uniform(0, 360),
-               "zoom": 2 ** rng.uniform(-1, 1)}
+               "zoom": 2 ** rng.uniform(*zoom_octaves)}
     truth = viewpoint_homography((h, w), **setting)
     return cv2.warpPerspective(image, truth, (w, h), flags=cv2.INTER_AREA), truth, setting
 
@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=1000)
     parser.add_argument("--tilts", default="3,8", metavar="LO,HI",
                         help="range of the tilt (3: 70.5 degrees, 8: 82.8; 1,1.5 gives easy pairs)")
+    parser.add_argument("--zoom", default="-1,1", metavar="LO,HI",
+                        help="the zoom is 2^U(LO, HI) (octaves; -2,2 gives the 0.25-4x of issue #24)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="plain,wide,asift")
@@ -183,6 +185,7 @@ def main() -> None:
     if verifiers and "wide" not in methods:
         parser.error("--verifiers needs the wide method")
     tilts = tuple(float(t) for t in args.tilts.split(","))
+    zoom = tuple(float(z) for z in args.zoom.split(","))
     rng = np.random.default_rng(args.seed)
     light_rng = np.random.default_rng(args.seed + 1)  # its own stream: the same geometry with or without light
     photos = pick_photos(args.images, args.pairs + args.negatives, args.max_side)
@@ -211,9 +214,9 @@ def main() -> None:
         if negative:  # an unrelated photo, warped like the others
             other = load(photos[k - args.pairs], args.max_side)
             other = cv2.resize(other, (w, h), interpolation=cv2.INTER_AREA)
-            warped, truth, setting = make_pair(other, rng, tilts)
+            warped, truth, setting = make_pair(other, rng, tilts, zoom)
         else:
-            warped, truth, setting = make_pair(image, rng, tilts)
+            warped, truth, setting = make_pair(image, rng, tilts, zoom)
         if args.photometric:
             warped = photometric(to_uint8(warped), WarpConfig(), light_rng)
         if not negative:
@@ -247,7 +250,7 @@ def main() -> None:
     from bench_descriptor import cpu_name  # the same CPU line as the other benchmarks
 
     cpu = cpu_name()
-    print(f"\n{args.pairs} pairs from {args.images.name}, tilts {args.tilts}, max side {args.max_side} px, "
+    print(f"\n{args.pairs} pairs from {args.images.name}, tilts {args.tilts}, zoom 2^U({args.zoom}), max side {args.max_side} px, "
           + ("photometric changes, " if args.photometric else "") + f"{args.threads} threads, {cpu}")
     if scales:
         print(f"linear scale at the centre (sqrt |det J|): {min(scales):.2f} - {max(scales):.2f}")

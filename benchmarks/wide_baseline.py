@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--tilts", default="3,8", metavar="LO,HI",
                         help="range of the tilt (3: 70.5 degrees, 8: 82.8; 1,1.5 gives easy pairs)")
     parser.add_argument("--zoom", default="-1,1", metavar="LO,HI",
-                        help="the zoom is 2^U(LO, HI) (octaves; -2,2 gives the 0.25-4x of issue #24)")
+                        help="the zoom is 2^U(LO, HI) (octaves; --zoom=-2,2 gives the 0.25-4x of issue #24)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="plain,wide,asift")

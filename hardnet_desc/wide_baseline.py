@@ -40,7 +40,7 @@ from .core.image import ImageLike, to_grey_tensor, to_uint8
 from .core.patches import inside_image
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS
-from .geometry import fit_geometry, fit_homography, sampson_error_px
+from .geometry import fit_geometry, refine_homography, sampson_error_px, transfer_error
 from .matching import Matches
 
 #: Tilts added at each step; step 0 (``()``) is the original image alone.
@@ -387,7 +387,7 @@ def verify(
       homography and fewer than ``OFF_PLANE_MIN`` lie off it) is not determined by them: the
       homography is reported instead (geometry ``"homography"``), as DEGENSAC advises.
 
-    A homography that passes is refined by least squares on its closest inliers (``_polish``); the checks
+    A homography that passes is refined on its inliers by robust least squares (``_refine``); the checks
     above are made on MAGSAC++'s model, so the refinement never turns "no model" into a model.
 
     Returns:
@@ -402,7 +402,7 @@ def verify(
         model, inliers = fit_geometry(p1, p2, "homography", threshold)
         if model is None or inliers.sum() < min_inliers or (size1 and not _settled(model, p1, p2, threshold, size1)):
             return None, none, geometry
-        return (*_polish(model, inliers, p1, p2, threshold, min_inliers), geometry)
+        return (*_refine(model, inliers, p1, p2, threshold, min_inliers), geometry)
     model, inliers = fit_geometry(p1, p2, "fundamental", threshold)
     if model is None or model.shape != (3, 3):
         return None, none, geometry
@@ -414,7 +414,7 @@ def verify(
         plane[np.flatnonzero(inliers)[on_plane]] = True
         if size1 and not _settled(h, p1[inliers], p2[inliers], max(threshold, 2.0), size1):
             return None, none, geometry
-        h, plane = _polish(h, plane, p1, p2, max(threshold, 2.0), min_inliers)
+        h, plane = _refine(h, plane, p1, p2, max(threshold, 2.0), min_inliers)
         return h, plane, "homography"
     return model, inliers, geometry
 
@@ -428,42 +428,19 @@ def _f_settled(p1: np.ndarray, p2: np.ndarray, inliers: np.ndarray, threshold: f
     return bool(np.mean(sampson_error_px(p1[inliers], p2[inliers], check) < threshold) >= AGREEMENT_SHARE)
 
 
-def _polish(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float,
-            min_inliers: int, rounds: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Refine an accepted homography (LO-RANSAC's idea): a least-squares fit (OpenCV's, with its
-    Levenberg-Marquardt step) to the correspondences within 2/3 of ``threshold``, repeated up to
-    ``rounds`` times while that set does not shrink. A few ms; it tightens models that the minimal
-    samples left ~1 % off at the corners. ``h`` and its ``inliers`` are kept when the refit keeps
-    fewer than ``min_inliers`` within ``threshold``.
+def _refine(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float,
+            min_inliers: int) -> tuple[np.ndarray, np.ndarray]:
+    """An accepted homography refined on its inliers (``geometry.refine_homography``: Huber loss, 1 px); ``h``
+    and its ``inliers`` are kept when the refined model has fewer than ``min_inliers`` within ``threshold``.
 
     Returns:
         ``(model (3, 3), inliers (M,) bool)``, inliers within ``threshold`` (forward transfer error, px).
     """
-    close = _transfer_error(h, p1, p2) < threshold * 2 / 3
-    refined = h
-    for _ in range(rounds):
-        if close.sum() < 4:
-            break
-        fit, _ = fit_homography(p1[close], p2[close], estimator="least_squares")
-        if fit is None:
-            break
-        now = _transfer_error(fit, p1, p2) < threshold * 2 / 3
-        if now.sum() < close.sum():
-            break
-        refined, close = fit, now
-    within = _transfer_error(refined, p1, p2) < threshold
+    refined = refine_homography(h, p1, p2, threshold)
+    within = transfer_error(refined, p1, p2) < threshold
     if refined is h or within.sum() < min_inliers:
         return h, inliers
     return refined, within
-
-
-def _transfer_error(h: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
-    """(M,) distances in px between ``p1`` (M, 2) mapped by ``h`` and ``p2`` (M, 2); inf where w is ~0."""
-    q = np.c_[p1, np.ones(len(p1))] @ h.T
-    w = q[:, 2:]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.linalg.norm(q[:, :2] / w - p2, axis=1)
-    return np.where(np.abs(w[:, 0]) > 1e-12, d, np.inf)
 
 
 def _settled(h: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float, size: tuple[int, int]) -> bool:

@@ -16,8 +16,10 @@ from hardnet_desc.geometry import (
     fundamental_from_pose,
     pose_auc,
     pose_error_deg,
+    refine_homography,
     rotation_error_deg,
     sampson_error_px,
+    transfer_error,
     translation_error_deg,
     undistort_points,
 )
@@ -164,6 +166,44 @@ def test_fit_homography_needs_4_matches_and_a_known_estimator():
     assert model is None and inliers.shape == (3,) and not inliers.any()
     with pytest.raises(ValueError, match="estimator must be one of"):
         fit_homography(p1, p2, estimator="lmeds")
+
+
+def _corner_gap(model: np.ndarray, H: np.ndarray, w: int = 1000, h: int = 1000) -> float:
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)[None]
+    return float(np.abs(cv2.perspectiveTransform(corners, model) - cv2.perspectiveTransform(corners, H)).max())
+
+
+def test_refine_homography_weighs_wrong_matches_at_the_threshold_less_than_least_squares():
+    # 60 true matches (0.5 px noise) in one corner of a 1000 px image and 12 wrong ones that a loose model
+    # accepts, all pushed 2.5 px the same way: least squares bends towards them, the Huber fit much less
+    rng = np.random.default_rng(5)
+    H = np.array([[0.6, 0.1, 80], [-0.05, 1.1, 20], [3e-4, 2e-4, 1]])
+    p1 = rng.uniform(200, 450, (72, 2))
+    p2 = cv2.perspectiveTransform(p1[None], H)[0] + rng.normal(0, 0.5, (72, 2))
+    p2[60:] += [2.5, 0.0]
+    start = cv2.findHomography(p1, p2, 0)[0]  # a model whose 3 px take in every match
+    assert (transfer_error(start, p1, p2) < 3).all()
+    refined = refine_homography(start, p1, p2, 3.0)
+    assert refined[2, 2] == 1
+    assert _corner_gap(refined, H) < 0.6 * _corner_gap(start, H)
+    # the wrong ones now lie farther from the model than the true ones
+    err = transfer_error(refined, p1, p2)
+    assert np.median(err[60:]) > 2 * np.median(err[:60])
+
+
+def test_refine_homography_keeps_the_model_without_4_matches_near_it():
+    p1, p2, H = _planar_matches(n=40, outliers=0)
+    far = p2 + 50
+    assert refine_homography(H, p1, far, 3.0) is H
+    assert refine_homography(H, p1[:3], p2[:3], 3.0) is H
+    assert _corner_gap(refine_homography(H, p1, p2, 3.0), H, 640, 480) < 1.0  # the true model stays
+
+
+def test_transfer_error_hand_cases():
+    shift = np.array([[1.0, 0, 3], [0, 1, 4], [0, 0, 1]])
+    np.testing.assert_allclose(transfer_error(shift, [[0, 0], [10, 10]], [[3, 4], [13, 10]]), [0, 4])
+    horizon = np.array([[1.0, 0, 0], [0, 1, 0], [1, 0, 0]])  # w = x: x = 0 goes to infinity
+    assert transfer_error(horizon, [[0, 5]], [[0, 0]])[0] == np.inf
 
 
 def test_fit_geometry_needs_enough_matches_and_a_known_model():

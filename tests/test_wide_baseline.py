@@ -12,7 +12,7 @@ from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import (
     VIEW_RATIO,
     View,
-    _polish,
+    _refine,
     fginn_match,
     frames_to_keypoints,
     frames_to_original,
@@ -145,9 +145,9 @@ def test_verify_reports_no_model_below_min_inliers_and_the_plane_for_a_planar_f(
 
 
 
-def test_polish_brings_a_minimal_sample_model_closer_at_the_corners():
+def test_refine_brings_a_minimal_sample_model_closer_at_the_corners():
     """A homography fitted to 4 of 40 noisy matches in one small patch is far off at the far corners; the
-    least-squares refit on the matches within 2/3 of the threshold brings it back and keeps the outliers out."""
+    robust refit on the matches within the threshold brings it back and keeps the outliers out."""
     rng = np.random.default_rng(3)
     H = np.array([[0.8, 0.2, 40], [-0.1, 1.2, 10], [2e-4, 4e-4, 1]])
     p1 = rng.uniform(300, 500, (40, 2))
@@ -156,7 +156,7 @@ def test_polish_brings_a_minimal_sample_model_closer_at_the_corners():
     h0 = cv2.getPerspectiveTransform(np.float32(p1[[0, 1, 2, 3]]), np.float32(p2[[0, 1, 2, 3]]))
     within = np.linalg.norm(cv2.perspectiveTransform(p1[None], h0)[0] - p2, axis=1) < 3.0
     assert within[:30].sum() >= 20 and not within[30:].any()  # a model MAGSAC could have accepted
-    model, inliers = _polish(h0, within, p1, p2, 3.0, min_inliers=15)
+    model, inliers = _refine(h0, within, p1, p2, 3.0, min_inliers=15)
     assert corner_error(model, H, 1000, 1000) < corner_error(h0, H, 1000, 1000) / 2
     assert inliers[:30].all() and not inliers[30:].any()
 

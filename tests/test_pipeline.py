@@ -10,6 +10,7 @@ import torch
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.detection import detect_sift
 from hardnet_desc.core.device import autocast, cpu_has_native_bf16, resolve_precision
+from hardnet_desc.geometry import fit_homography, refine_homography, transfer_error
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.pipeline import match_pair
 
@@ -34,6 +35,11 @@ def test_match_pair_recovers_a_known_homography(example_image, desc):
     corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])[None]
     err = np.abs(cv2.perspectiveTransform(corners, r.model) - cv2.perspectiveTransform(corners, H)).max()
     assert err < 2.0
+    # the homography is MAGSAC++'s, refined on its inliers; the inliers are those of the refined model
+    magsac, _ = fit_homography(r.points1, r.points2, 3.0)
+    np.testing.assert_allclose(r.model, refine_homography(magsac, r.points1, r.points2, 3.0))
+    assert r.model[2, 2] == 1 and not np.allclose(r.model, magsac / magsac[2, 2])
+    np.testing.assert_array_equal(r.inliers, transfer_error(r.model, r.points1, r.points2) < 3.0)
 
 
 def test_match_pair_is_the_sum_of_its_steps(example_pair, desc):

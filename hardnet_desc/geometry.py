@@ -28,7 +28,6 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from scipy.optimize import least_squares
 
 #: Pose-error thresholds (degrees) of the AUC, as in SuperGlue and LoFTR.
 AUC_THRESHOLDS = (5.0, 10.0, 20.0)
@@ -299,6 +298,8 @@ def refine_homography(
         ``(3, 3)`` float64 with ``[2, 2] == 1``, or ``H`` itself when fewer than 4 correspondences are
         within the threshold, ``H[2, 2]`` is ~0 or the fit is not finite.
     """
+    from scipy.optimize import least_squares  # here: 0.3 s of import that F-only and CLI start-up need not pay
+
     H = np.asarray(H, np.float64)
     p1, p2 = np.asarray(points1, np.float64).reshape(-1, 2), np.asarray(points2, np.float64).reshape(-1, 2)
     near = transfer_error(H, p1, p2) < threshold

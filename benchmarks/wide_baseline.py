@@ -14,6 +14,10 @@ solved; ``--negatives`` adds pairs of two different photos, where every model is
     python benchmarks/wide_baseline.py --tilts 1,1.5 --methods plain,wide    # easy pairs: the cost of step 0
 
 ``--photometric`` also changes image 2's light, blur, noise and JPEG quality, as real pairs differ.
+``--tilts1 LO,HI`` makes image 1 oblique too (the photo seen by a camera with that tilt about another random
+axis, no zoom): both views are then far off the plane's normal, as in real wide-baseline pairs, and the tilt
+between them (ASIFT's "transition tilt") reaches up to the product of the two. The corners checked are then
+those of the photo as image 1 shows it.
 
 Methods: ``plain`` = ``match_pair(geometry="homography")``; ``wide`` = the same with ``wide_baseline=True``;
 ``wide-rX`` = ``match_wide`` with ``view_ratio=X``;
@@ -76,11 +80,15 @@ def make_pair(image: np.ndarray, rng: np.random.Generator, tilts: tuple[float, f
     return cv2.warpPerspective(image, truth, (w, h), flags=cv2.INTER_AREA), truth, setting
 
 
-def corner_error(model: np.ndarray | None, truth: np.ndarray, h: int, w: int) -> float:
-    """Largest corner displacement between ``model`` and ``truth``, over the image diagonal (inf: no model)."""
+def corner_error(model: np.ndarray | None, truth: np.ndarray, h: int, w: int,
+                 corners: np.ndarray | None = None) -> float:
+    """Largest displacement of image 1's corners (or ``corners`` (4, 2)) between ``model`` and ``truth``, over the
+    image diagonal (inf: no model)."""
     if model is None:
         return math.inf
-    corners = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])[None]
+    if corners is None:
+        corners = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
+    corners = np.float32(corners)[None]
     d = cv2.perspectiveTransform(corners, model) - cv2.perspectiveTransform(corners, truth)
     return float(np.linalg.norm(d[0], axis=1).max() / math.hypot(w, h))
 
@@ -164,6 +172,8 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=1000)
     parser.add_argument("--tilts", default="3,8", metavar="LO,HI",
                         help="range of the tilt (3: 70.5 degrees, 8: 82.8; 1,1.5 gives easy pairs)")
+    parser.add_argument("--tilts1", default="", metavar="LO,HI",
+                        help="make image 1 oblique too, with a tilt in this range (default: image 1 is the photo)")
     parser.add_argument("--zoom", default="-1,1", metavar="LO,HI",
                         help="the zoom is 2^U(LO, HI) (octaves; --zoom=-2,2 gives the 0.25-4x of issue #24)")
     parser.add_argument("--threads", type=int, default=2)
@@ -186,7 +196,9 @@ def main() -> None:
         parser.error("--verifiers needs the wide method")
     tilts = tuple(float(t) for t in args.tilts.split(","))
     zoom = tuple(float(z) for z in args.zoom.split(","))
+    tilts1 = tuple(float(t) for t in args.tilts1.split(",")) if args.tilts1 else None
     rng = np.random.default_rng(args.seed)
+    rng1 = np.random.default_rng(args.seed + 2)  # image 1's view: its own stream, image 2's as without it
     light_rng = np.random.default_rng(args.seed + 1)  # its own stream: the same geometry with or without light
     photos = pick_photos(args.images, args.pairs + args.negatives, args.max_side)
     hardnet = HardNetDescriptor(device="cpu")
@@ -219,9 +231,17 @@ def main() -> None:
             warped, truth, setting = make_pair(image, rng, tilts, zoom)
         if args.photometric:
             warped = photometric(to_uint8(warped), WarpConfig(), light_rng)
+        corners = None
+        if tilts1 is not None:  # image 1 oblique too: image 2 is then seen from image 1's view
+            image, first, setting1 = make_pair(image, rng1, tilts1, (0.0, 0.0))
+            truth = truth @ np.linalg.inv(first)
+            truth /= truth[2, 2]
+            photo = np.float64([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]]) @ first.T
+            corners = photo[:, :2] / photo[:, 2:]
+            setting["tilt1"] = setting1["tilt"]
         if not negative:
             jac = truth[:2, :2] - np.outer(truth[:2] @ [w / 2, h / 2, 1], truth[2, :2]) / (truth[2] @ [w / 2, h / 2, 1])
-            scales.append(math.sqrt(abs(np.linalg.det(jac))) / (truth[2] @ [w / 2, h / 2, 1]))
+            scales.append(math.sqrt(abs(np.linalg.det(jac))) / abs(truth[2] @ [w / 2, h / 2, 1]))
         found = None  # wide's result, whose correspondences the other verifiers get
         for m in rows:
             t0, c0 = time.perf_counter(), time.process_time()
@@ -234,7 +254,7 @@ def main() -> None:
             model = getattr(model, "model", model)
             seconds = time.perf_counter() - t0
             cpu_seconds[m].append(time.process_time() - c0)
-            err = corner_error(model, truth, h, w)
+            err = corner_error(model, truth, h, w, corners)
             s = stats[m]
             if negative:
                 s["neg_seconds"].append(seconds)
@@ -244,13 +264,16 @@ def main() -> None:
                 s["solved"] += err <= 0.01
                 s["wrong"] += model is not None and err > 0.01
             if args.verbose:
-                print(f"{path.name:14s} {'neg ' if negative else ''}tilt {setting['tilt']:.1f} rot "
+                first = f"tilt1 {setting['tilt1']:.1f} " if "tilt1" in setting else ""
+                print(f"{path.name:14s} {'neg ' if negative else ''}{first}tilt {setting['tilt']:.1f} rot "
                       f"{setting['rotation_deg']:5.1f} zoom {setting['zoom']:.2f}  {m:6s} err "
                       f"{err:8.4f}  {seconds:6.1f} s  {'' if step == '' else f'step {step}'}", flush=True)
     from bench_descriptor import cpu_name  # the same CPU line as the other benchmarks
 
     cpu = cpu_name()
-    print(f"\n{args.pairs} pairs from {args.images.name}, tilts {args.tilts}, zoom 2^U({args.zoom}), max side {args.max_side} px, "
+    print(f"\n{args.pairs} pairs from {args.images.name}, tilts {args.tilts}, "
+          + (f"image 1 tilts {args.tilts1}, " if tilts1 else "")
+          + f"zoom 2^U({args.zoom}), max side {args.max_side} px, "
           + ("photometric changes, " if args.photometric else "") + f"{args.threads} threads, {cpu}")
     if scales:
         print(f"linear scale at the centre (sqrt |det J|): {min(scales):.2f} - {max(scales):.2f}")

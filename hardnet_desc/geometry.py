@@ -276,6 +276,17 @@ def transfer_error(H: np.ndarray, points1: np.ndarray, points2: np.ndarray) -> n
     return np.where(np.abs(w[:, 0]) > 1e-12, d, np.inf)
 
 
+def homography_jacobian(H: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``(N, 2, 2)`` local affine map (the Jacobian) of homography ``H`` at ``points`` ``(N, 2)`` of image 1: a small
+    step ``d`` there moves the image by ``J d`` in image 2 (pixels; ``inf``/``nan`` at the horizon)."""
+    p = np.asarray(points, np.float64).reshape(-1, 2)
+    H = np.asarray(H, np.float64)
+    q = np.c_[p, np.ones(len(p))] @ H.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moved = q[:, :2] / q[:, 2:]
+        return (H[None, :2, :2] - moved[:, :, None] * H[None, 2:3, :2]) / q[:, 2, None, None]
+
+
 def refine_homography(
     H: np.ndarray, points1: np.ndarray, points2: np.ndarray, threshold: float = 3.0, scale: float = 1.0
 ) -> np.ndarray:

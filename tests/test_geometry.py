@@ -14,6 +14,7 @@ from hardnet_desc.geometry import (
     fit_geometry,
     fit_homography,
     fundamental_from_pose,
+    homography_jacobian,
     pose_auc,
     pose_error_deg,
     refine_homography,
@@ -204,6 +205,18 @@ def test_transfer_error_hand_cases():
     np.testing.assert_allclose(transfer_error(shift, [[0, 0], [10, 10]], [[3, 4], [13, 10]]), [0, 4])
     horizon = np.array([[1.0, 0, 0], [0, 1, 0], [1, 0, 0]])  # w = x: x = 0 goes to infinity
     assert transfer_error(horizon, [[0, 5]], [[0, 0]])[0] == np.inf
+
+
+def test_homography_jacobian_matches_finite_differences():
+    H = np.array([[0.8, 0.2, 40], [-0.1, 1.2, 10], [2e-4, -4e-4, 1]])
+    points = np.array([[10.0, 20.0], [300.0, 150.0], [640.0, 480.0]])
+    J = homography_jacobian(H, points)
+    step = 1e-3
+    for k, d in enumerate(np.eye(2)):
+        ahead = cv2.perspectiveTransform((points + step * d)[None], H)[0]
+        behind = cv2.perspectiveTransform((points - step * d)[None], H)[0]
+        np.testing.assert_allclose(J[:, :, k], (ahead - behind) / (2 * step), rtol=1e-6)
+    np.testing.assert_allclose(homography_jacobian(np.diag([2.0, 3.0, 1.0]), [[5, 5]]), [np.diag([2.0, 3.0])])
 
 
 def test_fit_geometry_needs_enough_matches_and_a_known_model():

@@ -5,17 +5,22 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.data.warps import viewpoint_homography
+from hardnet_desc.geometry import homography_jacobian
 from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import (
     VIEW_RATIO,
     View,
     _refine,
+    Features,
     fginn_match,
+    frames_agree,
     frames_to_keypoints,
     frames_to_original,
+    guided_matches,
     make_views,
     match_wide,
     remove_duplicates,
@@ -123,6 +128,34 @@ def test_remove_duplicates_keeps_the_best_of_each_group():
     assert remove_duplicates(p1, p2, radius=2).tolist() == [True, False, False, True, True]
 
 
+def _features(centres: list[list[float]], descriptors: np.ndarray, a: np.ndarray) -> Features:
+    c = np.asarray(centres, np.float32)
+    frames = np.concatenate([np.broadcast_to(a, (len(c), 2, 2)), c[:, :, None]], axis=2).astype(np.float32)
+    return Features(torch.from_numpy(frames), torch.from_numpy(np.float32(descriptors)), np.zeros(len(c), np.int64))
+
+
+def test_guided_matches_take_the_nearest_descriptor_where_the_model_points():
+    """Image 2 is image 1 shifted by (50, 0) and scaled by 2. Feature 0's true partner has a worse descriptor than
+    a decoy 20 px away, feature 1's partner is alone but its descriptor too far, feature 2's frame is turned by
+    90 degrees, feature 3 has two candidates within 3 px: the nearer descriptor wins."""
+    h = np.array([[2.0, 0, 50], [0, 2.0, 0], [0, 0, 1]])
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(4, 128))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    near = d + 0.02 * rng.normal(size=d.shape)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    f1 = _features([[10, 10], [100, 40], [60, 80], [30, 30]], d, np.eye(2) * 3)
+    image2 = [[70, 20], [90, 20], [250, 80], [170, 160], [111, 60], [109.5, 61]]
+    desc2 = np.stack([near[0], d[0], -d[1], near[2], near[3] * 0.9 + d[0] * 0.1, near[3]])
+    desc2 /= np.linalg.norm(desc2, axis=1, keepdims=True)
+    f2 = _features(image2, desc2, np.eye(2) * 6)
+    f2.frames[3, :, :2] = torch.tensor([[0.0, -6.0], [6.0, 0.0]])  # feature 2's partner turned by 90 degrees
+    m = guided_matches(h, f1, f2, radius=3.0)
+    assert m.pairs.tolist() == [[0, 0], [3, 5]]
+    assert np.isnan(m.ratios).all() and (m.distances < 0.5).all()
+    assert len(guided_matches(h, f1, _features([[0, 0]], d[:1], np.eye(2)), radius=3.0)) == 0
+
+
 # --- verification -----------------------------------------------------------------------------------
 
 
@@ -143,6 +176,58 @@ def test_verify_reports_no_model_below_min_inliers_and_the_plane_for_a_planar_f(
         assert model is None and not inliers.any()
     assert verify(p1[:10], p2[:10], "homography", 3.0)[0] is None  # 10 < 15 inliers
 
+
+
+def test_verify_states_a_homography_whose_horizon_crosses_image_1():
+    """Both views oblique (as real wide pairs): the plane's horizon runs through image 1, so the true homography
+    sends some of image 1's corners through image 2's horizon. Its correspondences are all in front; verify
+    checks the region they cover and states the model."""
+    size = (500, 500)
+    first = viewpoint_homography(size, tilt=3.5, axis_deg=0)
+    second = viewpoint_homography(size, tilt=5.0, axis_deg=90, rotation_deg=30)
+    truth = second @ np.linalg.inv(first)
+    corners = np.array([[0, 0, 1], [499, 0, 1], [0, 499, 1], [499, 499, 1]], np.float64)
+    w = corners @ truth[2]
+    assert (w > 0).any() and (w < 0).any()  # the case: image 1's corners on both sides of the horizon
+    rng = np.random.default_rng(7)
+    photo = rng.uniform(0, 499, (300, 2))  # points of the plane, seen in image 1 through ``first``
+    p1 = cv2.perspectiveTransform(photo[None], first)[0]
+    p2 = cv2.perspectiveTransform(p1[None], truth)[0] + rng.normal(0, 0.3, p1.shape)
+    model, inliers, kind = verify(p1, p2, "homography", 3.0, size1=size)
+    assert kind == "homography" and model is not None and inliers.sum() >= 290
+    assert np.median(np.linalg.norm(cv2.perspectiveTransform(p1[None], model)[0] - p2, axis=1)) < 0.6
+
+
+def test_frames_agree_hand_cases():
+    """The frames of a true correspondence are the local affine map of the model apart; a frame twice too large,
+    or turned by 45 degrees, disagrees."""
+    h = np.array([[2.0, 0, 10], [0, 0.5, 5], [0, 0, 1]])  # local map diag(2, 0.5) everywhere
+    a1 = np.array([[3.0, 1.0], [0.0, 2.0]])
+    c1 = np.array([4.0, 6.0])
+    f1 = np.concatenate([a1, c1[:, None]], axis=1)
+    jac = np.diag([2.0, 0.5])
+    turn45 = cv2.getRotationMatrix2D((0, 0), 45, 1.0)[:, :2]
+    f2 = [np.concatenate([m @ a1, (jac @ c1 + [10, 5])[:, None]], axis=1)
+          for m in (jac, jac * 1.5, jac * 2.5, jac @ turn45)]
+    assert frames_agree(h, np.stack([f1] * 4), np.stack(f2)).tolist() == [True, True, False, False]
+
+
+def test_verify_refuses_a_homography_whose_frames_disagree():
+    """The same correspondences twice: with the frames the true homography implies verify states the model, with
+    frames of unrelated shapes (as a wrong model's chance inliers have) it states none."""
+    rng = np.random.default_rng(2)
+    H = np.array([[0.9, 0.1, 20], [-0.05, 1.1, 5], [1e-4, 2e-4, 1]])
+    p1 = rng.uniform(0, 500, (100, 2))
+    p2 = cv2.perspectiveTransform(p1[None], H)[0]
+    a1 = np.eye(2) * rng.uniform(2, 8, (100, 1, 1))
+    frames1 = np.concatenate([a1, p1[:, :, None]], axis=2)
+    right = np.concatenate([homography_jacobian(H, p1) @ a1, p2[:, :, None]], axis=2)
+    turns = np.stack([cv2.getRotationMatrix2D((0, 0), a, 1.0)[:, :2] for a in rng.uniform(60, 300, 100)])
+    wrong = np.concatenate([turns @ a1, p2[:, :, None]], axis=2)
+    model, inliers, _ = verify(p1, p2, "homography", 3.0, None, (500, 500), None, frames1, right)
+    assert model is not None and inliers.all()
+    model, inliers, _ = verify(p1, p2, "homography", 3.0, None, (500, 500), None, frames1, wrong)
+    assert model is None and not inliers.any()
 
 
 def test_refine_brings_a_minimal_sample_model_closer_at_the_corners():

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..geometry import homography_jacobian
+
 
 @dataclass
 class WarpConfig:
@@ -90,12 +92,7 @@ def project_keypoints(kps: np.ndarray, H: np.ndarray) -> np.ndarray:
     den = H[2, 0] * x + H[2, 1] * y + H[2, 2]
     u = (H[0, 0] * x + H[0, 1] * y + H[0, 2]) / den
     v = (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / den
-    # Jacobian of the projective map at each point
-    j = np.empty((len(kps), 2, 2))
-    j[:, 0, 0] = (H[0, 0] - u * H[2, 0]) / den
-    j[:, 0, 1] = (H[0, 1] - u * H[2, 1]) / den
-    j[:, 1, 0] = (H[1, 0] - v * H[2, 0]) / den
-    j[:, 1, 1] = (H[1, 1] - v * H[2, 1]) / den
+    j = homography_jacobian(H, kps[:, :2])
     a = np.deg2rad(kps[:, 3])
     d = np.einsum("nij,nj->ni", j, np.stack([np.cos(a), np.sin(a)], 1))
     size = kps[:, 2] * np.sqrt(np.abs(np.linalg.det(j)))

@@ -16,9 +16,14 @@ CVIU 2015), written anew here around HardNet:
    accepts a reverse neighbour at the same place, and **duplicate removal** (the same point pair
    found through several views counts once).
 4. **Verification** (``verify``) returns no model rather than a wrong one: too few inliers, a
-   homography that sends part of image 1 through the horizon, or a fundamental matrix that only a
-   plane supports (DEGENSAC's concern: the plane's homography is reported instead). A fundamental
-   matrix of step 0 with too few inliers to be stated guides the later steps (``verify_prior``).
+   homography that sends some of its inliers through the horizon, that a stricter fit does not confirm
+   where it is used, or whose inliers' affine frames mostly disagree with it (``frames_agree``), or a
+   fundamental matrix that only a plane supports (DEGENSAC's concern: the plane's homography is
+   reported instead). A fundamental matrix of step 0 with too few inliers to be stated guides the
+   later steps (``verify_prior``).
+5. **Guided matching** (``guided_matches``): a verified homography adds the correspondences it predicts
+   (nearest descriptor within the threshold of where it sends each feature, frames that agree), and is
+   refitted on them.
 
 Conventions: pixels with the centre of the top-left pixel at ``(0, 0)``, y down; a view's
 ``matrix`` ``M`` (2, 3) maps original pixels to view pixels, ``x_view = M[:, :2] @ x + M[:, 2]``;

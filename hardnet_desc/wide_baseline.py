@@ -21,12 +21,16 @@ CVIU 2015), written anew here around HardNet:
    fundamental matrix that only a plane supports (DEGENSAC's concern: the plane's homography is
    reported instead). A fundamental matrix of step 0 with too few inliers to be stated guides the
    later steps (``verify_prior``).
-5. **Guided matching** (``guided_matches``): a verified homography adds the correspondences it predicts
+5. **A rectified view** (``rectified_view``, ``_rectify``): a homography verified at a view step draws one
+   image in the other's frame, where the two look alike; that view's matches, within a gate around the model,
+   fit it again, so matches the model misses by more than the threshold can correct it.
+6. **Guided matching** (``guided_matches``): a verified homography adds the correspondences it predicts
    (nearest descriptor within the threshold of where it sends each feature, frames that agree), and is
    refitted on them.
 
 Conventions: pixels with the centre of the top-left pixel at ``(0, 0)``, y down; a view's
-``matrix`` ``M`` (2, 3) maps original pixels to view pixels, ``x_view = M[:, :2] @ x + M[:, 2]``;
+``matrix`` ``M`` (2, 3) maps original pixels to view pixels, ``x_view = M[:, :2] @ x + M[:, 2]``
+(a rectified view's is a (3, 3) homography);
 affine frames ``[A | c]`` (N, 2, 3) as in ``hardnet_desc.core.patches``.
 """
 
@@ -76,6 +80,10 @@ GUIDED_DISTANCE = 1.0
 #: A homography is stated only if this share of its inliers' matched affine frames agree with its local affine map
 #: (``frames_agree``): on the validation sets the true models' shares were 0.39-1.0, the wrong ones' 0.0-0.09.
 FRAME_SHARE = 0.25
+#: A homography found with synthesized views is fitted again on a rectified view (``_rectify``): FGINN matches at this
+#: ratio, within this share of image 2's diagonal of the model, this many times (each round redraws the view with the
+#: model the previous one fitted).
+RECTIFIED_RATIO, RECTIFIED_GATE, RECTIFIED_ROUNDS = 0.85, 0.025, 2
 
 
 @dataclass(frozen=True)
@@ -85,12 +93,15 @@ class View:
     Attributes:
         tilt: compression of the view's x axis (1: none).
         angle: in-plane rotation in degrees (counter-clockwise on screen, as ``cv2.getRotationMatrix2D``).
-        matrix: ``(2, 3)`` float64, original pixels -> view pixels.
+        matrix: ``(2, 3)`` float64, original pixels -> view pixels; or ``(3, 3)``, a homography: the image drawn in
+            the other image's frame by a verified model (a *rectified* view, ``rectified_view``).
+        size: ``(height, width)`` of a rectified view (an affine view's size follows from ``matrix``).
     """
 
     tilt: float
     angle: float
     matrix: np.ndarray
+    size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -180,11 +191,19 @@ def view_matrix(tilt: float, angle: float, size: tuple[int, int], scale: float =
 def render_view(grey: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
     """The view's pixels and its mask of valid pixels (uint8, borders eroded).
 
-    The image is scaled (blurred first with ``sigma = 0.8 sqrt(1 / s^2 - 1)`` if shrunk by ``s``) and
-    rotated, then blurred along x with ``sigma = 0.8 sqrt(t^2 - 1)`` and compressed by ``t`` (the
-    anti-aliasing of ASIFT); the result is the image under ``view.matrix``.
+    A rectified view (``(3, 3)`` matrix) is the image under that homography. Otherwise the image is scaled
+    (blurred first with ``sigma = 0.8 sqrt(1 / s^2 - 1)`` if shrunk by ``s``) and rotated, then blurred along x
+    with ``sigma = 0.8 sqrt(t^2 - 1)`` and compressed by ``t`` (the anti-aliasing of ASIFT); the result is the
+    image under ``view.matrix``.
     """
     h, w = grey.shape
+    if view.matrix.shape == (3, 3):  # rectified: the other image's frame, enlarged there (no anti-aliasing needed)
+        out = (view.size[1], view.size[0])
+        pixels = cv2.warpPerspective(grey, view.matrix, out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mask = cv2.warpPerspective(np.full_like(grey, 255), view.matrix, out, flags=cv2.INTER_NEAREST)
+        w_back = np.linalg.inv(view.matrix)[2]  # > 0 where the pixel shows the image's front (rectified_view's sign)
+        mask[w_back[0] * np.arange(out[0])[None] + w_back[1] * np.arange(out[1])[:, None] + w_back[2] <= 0] = 0
+        return pixels, cv2.erode(mask, np.ones((5, 5), np.uint8))
     linear, shift = view.matrix[:, :2], view.matrix[:, 2]
     rotation = linear * np.array([[view.tilt], [1.0]])  # undo the compression: scale and rotation only
     scale = math.sqrt(abs(np.linalg.det(rotation)))
@@ -210,8 +229,15 @@ def render_view(grey: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
 
 def frames_to_original(frames: np.ndarray | torch.Tensor, matrix: np.ndarray) -> np.ndarray:
     """Affine frames ``(N, 2, 3)`` of a view mapped back to the original image: ``[L^-1 A | L^-1 (c - b)]``
-    for the view matrix ``[L | b]`` (original -> view). Returns float64 ``(N, 2, 3)``."""
+    for the view matrix ``[L | b]`` (original -> view); for a homography ``(3, 3)`` the centre goes through its
+    inverse ``G`` and ``A`` through ``G``'s local affine map there. Returns float64 ``(N, 2, 3)``."""
     frames = np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames, np.float64)
+    if matrix.shape == (3, 3):
+        back = np.linalg.inv(matrix)
+        c = np.c_[frames[:, :, 2], np.ones(len(frames))] @ back.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            centres = c[:, :2] / c[:, 2:]
+        return np.concatenate([homography_jacobian(back, frames[:, :, 2]) @ frames[:, :, :2], centres[:, :, None]], 2)
     inv = np.linalg.inv(matrix[:, :2])
     a = inv @ frames[:, :, :2]
     c = (frames[:, :, 2] - matrix[:, 2]) @ inv.T
@@ -250,7 +276,7 @@ def describe_views(
     h, w = grey.shape
     frames, which = [], []
     for k, view in enumerate(views):
-        if view.tilt == 1 and np.allclose(view.matrix, np.eye(2, 3)):
+        if view.matrix.shape == (2, 3) and np.allclose(view.matrix, np.eye(2, 3)):
             kps, mask_view = descriptor.detect(grey, max_keypoints=max_keypoints), np.eye(2, 3)
         else:
             pixels, mask = render_view(grey, view)
@@ -263,7 +289,7 @@ def describe_views(
     if not frames:
         return torch.zeros(0, 2, 3), torch.zeros(0, 128, device=descriptor.device), np.zeros(0, np.int64)
     f = torch.from_numpy(np.concatenate(frames)).float()
-    keep = inside_image(f, h, w)
+    keep = inside_image(f, h, w) & torch.isfinite(f).all(dim=2).all(dim=1)
     f, which = f[keep], np.concatenate(which)[keep.numpy()]
     desc = descriptor.describe_many([to_grey_tensor(image, descriptor.device)], [f])[0]
     return f, desc, which
@@ -495,6 +521,13 @@ def _refine(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray, 
     return refined, within
 
 
+def _side(h: np.ndarray, points: np.ndarray) -> int:
+    """``1`` or ``-1``: the sign of ``w`` of homography ``h`` at all ``points`` (``(M, 2)``, image 1); ``0`` if the
+    horizon runs between them (some would be seen from behind)."""
+    side = np.sign(np.hstack([points, np.ones((len(points), 1))]) @ h[2])
+    return int(side[0]) if len(side) and ((side > 0).all() or (side < 0).all()) else 0
+
+
 def _settled(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float,
              size1: tuple[int, int], size2: tuple[int, int] | None = None) -> bool:
     """Whether homography ``h`` keeps its ``inliers`` on one side of the horizon (all ``w`` of one sign) and the fit
@@ -508,8 +541,8 @@ def _settled(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray,
     through the horizon of image 2 or far outside it.
     """
     support = p1[inliers]
-    side = np.sign(np.hstack([support, np.ones((len(support), 1))]) @ h[2])
-    if not ((side > 0).all() or (side < 0).all()):
+    side = _side(h, support)
+    if side == 0:
         return False
     check, _ = fit_geometry(p1, p2, "homography", threshold * 2 / 3)
     if check is None:
@@ -519,13 +552,13 @@ def _settled(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray,
     gx, gy = np.meshgrid(np.linspace(0, cols - 1, 16), np.linspace(0, rows - 1, 16))
     grid = np.stack([gx.ravel(), gy.ravel(), np.ones(gx.size)], axis=1)
     moved = grid @ h.T
-    front = moved[:, 2] * side[0] > 1e-12
+    front = moved[:, 2] * side > 1e-12
     xy = moved[front, :2] / moved[front, 2:]
     shown = grid[front][(xy[:, 0] >= 0) & (xy[:, 0] <= cols2 - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= rows2 - 1)]
     hull = cv2.convexHull(support.astype(np.float32)).reshape(-1, 2).astype(np.float64)
     points = np.vstack([shown, np.hstack([hull, np.ones((len(hull), 1))])])
     a, b = points @ h.T, points @ check.T
-    if not (b[:, 2] * side[0] > 1e-12).all():
+    if not (b[:, 2] * side > 1e-12).all():
         return False
     gap = np.linalg.norm(a[:, :2] / a[:, 2:] - b[:, :2] / b[:, 2:], axis=1).max()
     return bool(gap <= AGREEMENT * math.hypot(rows, cols))
@@ -586,7 +619,85 @@ def check_min_inliers(min_inliers: int | None) -> None:
         raise ValueError(f"min_inliers must be >= 1 (or None for the default), got {min_inliers}")
 
 
-# --- guided matching ---------------------------------------------------------------------------------
+# --- rectified view and guided matching -------------------------------------------------------------
+
+
+def rectified_view(
+    h: np.ndarray, points1: np.ndarray, size1: tuple[int, int], size2: tuple[int, int],
+) -> tuple[int, View]:
+    """The view that draws one image in the other's frame by homography ``h`` (image 1 -> image 2).
+
+    The image that shows the plane smaller around ``points1`` (``(M, 2)``, e.g. the inliers; ``|det J| < 1``) is
+    drawn enlarged in the other's frame, so no view loses detail to resampling.
+
+    Returns:
+        ``(index of the image drawn (0 or 1), View)``; the view's matrix maps that image's pixels to the other's,
+        signed so that the ``points1`` side of the horizon has ``w > 0``.
+    """
+    h = np.asarray(h, np.float64)
+    centre = np.median(np.asarray(points1, np.float64), axis=0)
+    if abs(np.linalg.det(homography_jacobian(h, centre[None])[0])) <= 1:
+        drawn, matrix, size = 1, np.linalg.inv(h), size1
+        front = np.linalg.inv(matrix)[2] @ [*centre, 1.0]  # image 2's point seen at centre, under matrix
+    else:
+        drawn, matrix, size = 0, h.copy(), size2
+        front = h[2] @ [*centre, 1.0]
+    return drawn, View(1.0, 0.0, matrix * np.sign(front), (int(size[0]), int(size[1])))
+
+
+def _rectify(
+    model: np.ndarray, matches: Matches, inliers: np.ndarray, feats: Sequence[Features], images: Sequence[ImageLike],
+    greys: Sequence[np.ndarray], descriptor: HardNetDescriptor, threshold: float, min_inliers: int,
+    max_keypoints: int | None, fginn_radius: float, duplicate_radius: float,
+) -> tuple[Matches, np.ndarray, np.ndarray]:
+    """A verified homography found with synthesized views, fitted again on the matches of a rectified view.
+
+    The image that shows the plane smaller is drawn in the other's frame by the model (``rectified_view``); there
+    the two look alike, up to the model's error, so SIFT finds the same points in both and their descriptors
+    agree. Its features (frames mapped back, described from the original) are appended to ``feats`` and matched
+    with FGINN (ratio ``RECTIFIED_RATIO``) to the other image's step-0 features (those of the synthesized views
+    are placed less precisely, by up to the view's tilt along one axis); those within ``RECTIFIED_GATE``
+    of image 2's diagonal of the model, with the verified inliers, are fitted afresh (MAGSAC++, then ``_refine``).
+    Unlike guided matching within the threshold, this lets correspondences the model misses by more than the
+    threshold correct it. The gate keeps the new model near the verified one, so ``verify``'s agreement check
+    is not made again (it refused some of the better models of thin slivers); the inliers must be in front and
+    ``FRAME_SHARE`` of their frames agree.
+
+    Returns:
+        ``(matches, inliers, model)``: the new ones if the new model has at least as many inliers as the old,
+        else the inputs.
+    """
+    sizes = (greys[0].shape, greys[1].shape)
+    p1 = feats[0].centres[matches.query_idx[inliers]]
+    drawn, view = rectified_view(model, p1, *sizes)
+    frames, desc, _ = describe_views(descriptor, images[drawn], [view], max_keypoints, greys[drawn])
+    f = feats[drawn]
+    offset = len(f.frames)
+    f.frames, f.descriptors = torch.cat([f.frames, frames]), torch.cat([f.descriptors, desc])
+    f.view_index = np.concatenate([f.view_index, np.full(len(frames), len(f.views), np.int64)])
+    f.views.append(view)
+    other = feats[1 - drawn]
+    plain = np.flatnonzero(other.view_index == 0)
+    m = fginn_match(other.descriptors[torch.from_numpy(plain)], desc, other.centres[plain],
+                    frames[:, :, 2].double().numpy(), ratio=RECTIFIED_RATIO, radius=fginn_radius)
+    idx = (plain[m.query_idx], m.train_idx + offset) if drawn == 1 else (m.train_idx + offset, plain[m.query_idx])
+    found = Matches(*idx, m.distances, m.ratios)
+    gate = transfer_error(model, feats[0].centres[found.query_idx], feats[1].centres[found.train_idx])
+    gate = gate < RECTIFIED_GATE * math.hypot(*sizes[1])
+    both = [np.concatenate([a[inliers], b[gate]]) for a, b in zip(
+        (matches.query_idx, matches.train_idx, matches.distances, matches.ratios),
+        (found.query_idx, found.train_idx, found.distances, found.ratios), strict=True)]
+    q1, q2 = feats[0].centres[both[0]], feats[1].centres[both[1]]
+    keep = np.flatnonzero(remove_duplicates(q1, q2, None, duplicate_radius))  # the verified inliers first
+    keep = keep[np.argsort(both[0][keep], kind="stable")]
+    q1, q2 = q1[keep], q2[keep]
+    new, new_inliers = fit_geometry(q1, q2, "homography", threshold)
+    ends = (f.frames.numpy()[b[keep]] for f, b in zip(feats, both[:2], strict=True))
+    if (new is None or new_inliers.sum() < max(inliers.sum(), min_inliers) or not _side(new, q1[new_inliers])
+            or not _frames_settled(new, new_inliers, *ends)):
+        return matches, inliers, model
+    new, new_inliers = _refine(new, new_inliers, q1, q2, threshold, min_inliers)
+    return Matches(*(x[keep] for x in both)), new_inliers, new
 
 
 def guided_matches(h: np.ndarray, features1: Features, features2: Features, radius: float = 3.0,
@@ -774,6 +885,12 @@ def match_wide(
         if model is not None and kind == "homography":  # more and better spread inliers, a better fit
             t0 = time.perf_counter()
             need = MIN_INLIERS[kind] if min_inliers is None else min_inliers
+            for _ in range(RECTIFIED_ROUNDS if tilts else 0):
+                old = model
+                matches, inliers, model = _rectify(model, matches, inliers, feats, (image1, image2), greys, descriptor,
+                                                   threshold, need, max_keypoints, fginn_radius, duplicate_radius)
+                if model is old:  # refused: another round would draw the same view
+                    break
             matches, inliers, model = _densify(model, matches, inliers, feats, threshold, need, duplicate_radius)
             timings["guided"] += time.perf_counter() - t0
         result = (matches, inliers, model, kind)

@@ -369,6 +369,18 @@ def fginn_match(
     return Matches(q.astype(np.int64), nn[q].astype(np.int64), d1[q].astype(np.float32), ratios)
 
 
+def _take(m: Matches, index: np.ndarray) -> Matches:
+    """The matches of ``m`` at ``index`` (a bool mask or integer positions), in that order."""
+    return Matches(m.query_idx[index], m.train_idx[index], m.distances[index], m.ratios[index])
+
+
+def _join(a: Matches, b: Matches) -> Matches:
+    """``a``'s matches, then ``b``'s (not sorted, duplicates kept)."""
+    return Matches(*(np.concatenate([x, y]) for x, y in zip(
+        (a.query_idx, a.train_idx, a.distances, a.ratios), (b.query_idx, b.train_idx, b.distances, b.ratios),
+        strict=True)))
+
+
 def remove_duplicates(points1: np.ndarray, points2: np.ndarray, order: np.ndarray | None = None,
                       radius: float = 2.0) -> np.ndarray:
     """Which correspondences to keep: one of each group that lies within ``radius`` pixels on both sides.
@@ -638,11 +650,10 @@ def rectified_view(
     centre = np.median(np.asarray(points1, np.float64), axis=0)
     if abs(np.linalg.det(homography_jacobian(h, centre[None])[0])) <= 1:
         drawn, matrix, size = 1, np.linalg.inv(h), size1
-        front = np.linalg.inv(matrix)[2] @ [*centre, 1.0]  # image 2's point seen at centre, under matrix
     else:
-        drawn, matrix, size = 0, h.copy(), size2
-        front = h[2] @ [*centre, 1.0]
-    return drawn, View(1.0, 0.0, matrix * np.sign(front), (int(size[0]), int(size[1])))
+        drawn, matrix, size = 0, h, size2
+    front = np.sign(h[2] @ [*centre, 1.0])  # w of centre under h; inv(h) has the same sign at centre's image
+    return drawn, View(1.0, 0.0, matrix * front, (int(size[0]), int(size[1])))
 
 
 def _rectify(
@@ -683,21 +694,18 @@ def _rectify(
     idx = (plain[m.query_idx], m.train_idx + offset) if drawn == 1 else (m.train_idx + offset, plain[m.query_idx])
     found = Matches(*idx, m.distances, m.ratios)
     gate = transfer_error(model, feats[0].centres[found.query_idx], feats[1].centres[found.train_idx])
-    gate = gate < RECTIFIED_GATE * math.hypot(*sizes[1])
-    both = [np.concatenate([a[inliers], b[gate]]) for a, b in zip(
-        (matches.query_idx, matches.train_idx, matches.distances, matches.ratios),
-        (found.query_idx, found.train_idx, found.distances, found.ratios), strict=True)]
-    q1, q2 = feats[0].centres[both[0]], feats[1].centres[both[1]]
+    both = _join(_take(matches, inliers), _take(found, gate < RECTIFIED_GATE * math.hypot(*sizes[1])))
+    q1, q2 = feats[0].centres[both.query_idx], feats[1].centres[both.train_idx]
     keep = np.flatnonzero(remove_duplicates(q1, q2, None, duplicate_radius))  # the verified inliers first
-    keep = keep[np.argsort(both[0][keep], kind="stable")]
-    q1, q2 = q1[keep], q2[keep]
+    both = _take(both, keep[np.argsort(both.query_idx[keep], kind="stable")])
+    q1, q2 = feats[0].centres[both.query_idx], feats[1].centres[both.train_idx]
     new, new_inliers = fit_geometry(q1, q2, "homography", threshold)
-    ends = (f.frames.numpy()[b[keep]] for f, b in zip(feats, both[:2], strict=True))
     if (new is None or new_inliers.sum() < max(inliers.sum(), min_inliers) or not _side(new, q1[new_inliers])
-            or not _frames_settled(new, new_inliers, *ends)):
+            or not _frames_settled(new, new_inliers, feats[0].frames.numpy()[both.query_idx],
+                                   feats[1].frames.numpy()[both.train_idx])):
         return matches, inliers, model
     new, new_inliers = _refine(new, new_inliers, q1, q2, threshold, min_inliers)
-    return Matches(*(x[keep] for x in both)), new_inliers, new
+    return both, new_inliers, new
 
 
 def guided_matches(h: np.ndarray, features1: Features, features2: Features, radius: float = 3.0,
@@ -758,21 +766,20 @@ def _densify(
     known = set(zip(matches.query_idx.tolist(), matches.train_idx.tolist(), strict=True))
     new = np.array([(q, t) not in known for q, t in zip(guided.query_idx.tolist(), guided.train_idx.tolist(),
                                                           strict=True)], bool)
-    both = [np.concatenate([a, b[new]]) for a, b in zip(
-        (matches.query_idx, matches.train_idx, matches.distances, matches.ratios),
-        (guided.query_idx, guided.train_idx, guided.distances, guided.ratios), strict=True)]
-    p1, p2 = feats[0].centres[both[0]], feats[1].centres[both[1]]
+    guided = _take(guided, new)
+    both = _join(matches, guided)
+    p1, p2 = feats[0].centres[both.query_idx], feats[1].centres[both.train_idx]
     first = np.argsort(matches.ratios, kind="stable")  # the matches that verified first, then the guided ones
-    order = np.r_[first, len(matches) + np.argsort(both[2][len(matches):], kind="stable")]
+    order = np.r_[first, len(matches) + np.argsort(guided.distances, kind="stable")]
     keep = remove_duplicates(p1, p2, order, duplicate_radius)
-    sort = np.flatnonzero(keep)[np.argsort(both[0][keep], kind="stable")]
-    p1, p2 = p1[sort], p2[sort]
-    agree = frames_agree(model, feats[0].frames.numpy()[both[0][sort]], feats[1].frames.numpy()[both[1][sort]])
+    both = _take(both, np.flatnonzero(keep)[np.argsort(both.query_idx[keep], kind="stable")])
+    p1, p2 = feats[0].centres[both.query_idx], feats[1].centres[both.train_idx]
+    agree = frames_agree(model, feats[0].frames.numpy()[both.query_idx], feats[1].frames.numpy()[both.train_idx])
     refined = refine_homography(model, p1[agree], p2[agree], threshold)
     within = transfer_error(refined, p1, p2) < threshold
     if within.sum() < min_inliers:
         return matches, inliers, model
-    return Matches(*(x[sort] for x in both)), within, refined
+    return both, within, refined
 
 
 # --- the iteration -------------------------------------------------------------------------------
@@ -881,7 +888,7 @@ def match_wide(
                                     f1[use], f2[use])
             prior = prior if kind == "fundamental" else None
             kind = geometry
-        matches = Matches(*(x[use] for x in (matches.query_idx, matches.train_idx, matches.distances, matches.ratios)))
+        matches = _take(matches, use)
         if model is not None and kind == "homography":  # more and better spread inliers, a better fit
             t0 = time.perf_counter()
             need = MIN_INLIERS[kind] if min_inliers is None else min_inliers

@@ -21,9 +21,10 @@ CVIU 2015), written anew here around HardNet:
    fundamental matrix that only a plane supports (DEGENSAC's concern: the plane's homography is
    reported instead). A fundamental matrix of step 0 with too few inliers to be stated guides the
    later steps (``verify_prior``).
-5. **A rectified view** (``rectified_view``, ``_rectify``): a homography verified at a view step draws one
-   image in the other's frame, where the two look alike; that view's matches, within a gate around the model,
-   fit it again, so matches the model misses by more than the threshold can correct it.
+5. **A rectified view** (``rectified_view``, ``_rectify``): a homography verified at a view step, or at step 0
+   where it tilts the plane by more than ``RECTIFIED_TILT`` (``model_tilt``), draws one image in the other's
+   frame, where the two look alike; that view's matches, within a gate around the model, fit it again, so
+   matches the model misses by more than the threshold can correct it.
 6. **Guided matching** (``guided_matches``): a verified homography adds the correspondences it predicts
    (nearest descriptor within the threshold of where it sends each feature, frames that agree), and is
    refitted on them.
@@ -37,6 +38,7 @@ affine frames ``[A | c]`` (N, 2, 3) as in ``hardnet_desc.core.patches``.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,8 +54,11 @@ from .detection import DEFAULT_MAX_KEYPOINTS
 from .geometry import fit_geometry, homography_jacobian, refine_homography, sampson_error_px, transfer_error
 from .matching import Matches
 
-#: Tilts added at each step; step 0 (``()``) is the original image alone.
-DEFAULT_STEPS: tuple[tuple[float, ...], ...] = ((), (2.0, 4.0), (6.0, 8.0))
+#: A step's views: a tilt, or ``(tilt, scale)`` for views of the image shrunk by ``scale`` first (a scale
+#: step; none by default: on the validation sets it solved as many pairs as it got wrong, docs/wide-baseline.md).
+ViewSpec = float | tuple[float, float]
+#: Views added at each step; step 0 (``()``) is the original image alone.
+DEFAULT_STEPS: tuple[tuple[ViewSpec, ...], ...] = ((), (2.0, 4.0), (6.0, 8.0))
 #: In-plane rotations of a view with tilt ``t`` are ``ROTATION_STEP / t`` degrees apart (ASIFT's 72 degrees).
 ROTATION_STEP = 72.0
 #: Verified inliers that end the search, and below which no model is reported.
@@ -84,6 +89,8 @@ FRAME_SHARE = 0.25
 #: ratio, within this share of image 2's diagonal of the model, this many times (each round redraws the view with the
 #: model the previous one fitted).
 RECTIFIED_RATIO, RECTIFIED_GATE, RECTIFIED_ROUNDS = 0.85, 0.025, 2
+# step 0's homographies are rectified too where they tilt the plane by more than this between the images
+RECTIFIED_TILT = 2.0
 
 
 @dataclass(frozen=True)
@@ -163,17 +170,26 @@ def view_angles(tilt: float, rotation_step: float = ROTATION_STEP) -> list[float
     return [float(a) for a in np.arange(0.0, 180.0 - 1e-9, step)]
 
 
-def make_views(tilts: Sequence[float], size: tuple[int, int], rotation_step: float = ROTATION_STEP,
+def view_spec(spec: ViewSpec) -> tuple[float, float]:
+    """``(tilt, scale)`` of a step's entry (a tilt, or ``(tilt, scale)``); a clear error for anything else."""
+    tilt, scale = (spec, 1.0) if np.ndim(spec) == 0 else tuple(spec) if len(spec) == 2 else (None, None)
+    if not (isinstance(tilt, numbers.Real) and isinstance(scale, numbers.Real) and tilt >= 1 and 0 < scale <= 1):
+        raise ValueError(f"a view is a tilt >= 1 or (tilt, scale) with 0 < scale <= 1, got {spec!r}")
+    return float(tilt), float(scale)
+
+
+def make_views(tilts: Sequence[ViewSpec], size: tuple[int, int], rotation_step: float = ROTATION_STEP,
                scale: float = 1.0) -> list[View]:
     """The views of an image of ``size = (height, width)`` for ``tilts``, each at its rotations.
 
-    ``scale`` (<= 1) shrinks the image first (views of a large image are synthesized from a smaller copy).
-    The matrices place each view's content at non-negative pixels.
+    An entry ``(tilt, s)`` shrinks the image by ``s`` first; ``scale`` (<= 1) shrinks every view (views of a
+    large image are synthesized from a smaller copy). The matrices place each view's content at non-negative
+    pixels.
     """
     views = []
-    for tilt in tilts:
+    for tilt, s in map(view_spec, tilts):
         for angle in view_angles(tilt, rotation_step):
-            views.append(View(float(tilt), angle, view_matrix(tilt, angle, size, scale)))
+            views.append(View(tilt, angle, view_matrix(tilt, angle, size, scale * s)))
     return views
 
 
@@ -298,6 +314,94 @@ def describe_views(
 # --- matching ------------------------------------------------------------------------------------
 
 
+class Neighbours:
+    """The nearest descriptors between two growing sets: for each row of set 1 its ``candidates`` nearest rows
+    of set 2 (L2, ascending), and for each row of set 2 its nearest row of set 1.
+
+    ``update`` adds the rows appended to either set since the last call, computing only the distances that
+    involve them, so ``match_wide``'s steps, which add views to both images, do not match all features again.
+    The tables stay on the descriptors' device.
+    """
+
+    def __init__(self, candidates: int = 16, chunk: int = 2048) -> None:
+        self.candidates, self.chunk = candidates, chunk
+        self.a = self.b = None  # (N1, D), (N2, D) float32
+        self.dist = self.idx = None  # (N1, k): distances ascending, their rows of set 2
+        self.col_min = self.col_arg = None  # (N2,): the nearest row of set 1 to each row of set 2, its distance
+
+    def update(self, desc1: torch.Tensor | np.ndarray, desc2: torch.Tensor | np.ndarray) -> Neighbours:
+        """Take ``desc1`` ``(N1, D)`` and ``desc2`` ``(N2, D)``, which start with the rows seen so far."""
+        a = torch.as_tensor(desc1).float()
+        b = torch.as_tensor(desc2).float().to(a.device)
+        n1, n2 = (0, 0) if self.a is None else (len(self.a), len(self.b))
+        if len(a) < n1 or len(b) < n2:
+            raise ValueError(f"update takes the sets grown, got {len(a)} and {len(b)} rows after {n1} and {n2}")
+        k = min(self.candidates, len(b))
+        if self.a is None:
+            self.dist = torch.zeros(0, 0, device=a.device)
+            self.idx = torch.zeros(0, 0, dtype=torch.long, device=a.device)
+        self.col_min = torch.cat([self.col_min if n2 else torch.zeros(0, device=a.device),
+                                  torch.full((len(b) - n2,), math.inf, device=a.device)])
+        self.col_arg = torch.cat([self.col_arg if n2 else torch.zeros(0, dtype=torch.long, device=a.device),
+                                  torch.zeros(len(b) - n2, dtype=torch.long, device=a.device)])
+        dist, idx = [self.dist], [self.idx]
+        if n2 < len(b):  # the rows seen so far against the new rows of set 2
+            dist, idx = [], []
+            for start in range(0, n1, self.chunk):
+                d = self._block(a[start : min(start + self.chunk, n1)], b[n2:], start, n2)
+                v = torch.cat([self.dist[start : start + len(d)], d], dim=1)
+                i = torch.cat([self.idx[start : start + len(d)],
+                               torch.arange(n2, len(b), device=a.device).expand(len(d), -1)], dim=1)
+                v, order = v.topk(k, dim=1, largest=False)
+                dist.append(v)
+                idx.append(i.gather(1, order))
+        for start in range(n1, len(a), self.chunk):  # the new rows of set 1 against all of set 2
+            d = self._block(a[start : start + self.chunk], b, start, 0)
+            v, i = d.topk(k, dim=1, largest=False)
+            dist.append(v)
+            idx.append(i)
+        self.dist, self.idx = torch.cat(dist), torch.cat(idx)
+        self.a, self.b = a, b
+        return self
+
+    def _block(self, rows: torch.Tensor, cols: torch.Tensor, row0: int, col0: int) -> torch.Tensor:
+        """Distances ``(len(rows), len(cols))``; the columns' nearest rows are updated with them."""
+        d = torch.cdist(rows, cols)
+        if d.numel():
+            cmin, carg = d.min(dim=0)
+            better = cmin < self.col_min[col0:]
+            self.col_min[col0:] = torch.where(better, cmin, self.col_min[col0:])
+            self.col_arg[col0:] = torch.where(better, carg + row0, self.col_arg[col0:])
+        return d
+
+    def fginn(self, centres1: np.ndarray, centres2: np.ndarray, ratio: float | None = 0.8, radius: float = 10.0,
+              mutual: bool = True) -> Matches:
+        """``fginn_match`` on the sets as last updated; ``centres1`` ``(N1, 2)``, ``centres2`` ``(N2, 2)``."""
+        if self.a is None or len(self.a) == 0 or len(self.b) == 0:
+            return Matches.empty()
+        c1, c2 = np.asarray(centres1, np.float64), np.asarray(centres2, np.float64)
+        if len(c1) != len(self.a) or len(c2) != len(self.b):
+            raise ValueError(f"centres of {len(c1)} and {len(c2)} points for {len(self.a)} and {len(self.b)} rows")
+        dist, idx = self.dist.cpu().numpy(), self.idx.cpu().numpy()
+        n1, k = dist.shape
+        nn = idx[:, 0]
+        far = np.linalg.norm(c2[idx] - c2[nn][:, None], axis=2) > radius  # (N1, k)
+        far[:, 0] = False
+        second = np.where(far.any(axis=1), far.argmax(axis=1), k - 1)
+        d1 = dist[:, 0]
+        d2 = dist[np.arange(n1), second] if k > 1 else np.full(n1, np.nan, np.float32)
+        ok = np.ones(n1, bool)
+        if ratio is not None:
+            ok &= d1.astype(np.float64) < ratio * d2.astype(np.float64)
+        if mutual:
+            back = self.col_arg.cpu().numpy()[nn]
+            ok &= np.linalg.norm(c1[back] - c1, axis=1) <= radius
+        q = np.flatnonzero(ok)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(d1[q] == d2[q], 1.0, d1[q] / d2[q]).astype(np.float32)
+        return Matches(q.astype(np.int64), nn[q].astype(np.int64), d1[q].astype(np.float32), ratios)
+
+
 def fginn_match(
     desc1: torch.Tensor | np.ndarray,
     desc2: torch.Tensor | np.ndarray,
@@ -331,42 +435,8 @@ def fginn_match(
     Returns:
         ``Matches`` sorted by ``query_idx``; ``ratios`` are ``d1 / d2`` with the FGINN ``d2``.
     """
-    a = torch.as_tensor(desc1).float()
-    b = torch.as_tensor(desc2).float().to(a.device)
-    n1, n2 = len(a), len(b)
-    if n1 == 0 or n2 == 0:
-        return Matches.empty()
-    c1, c2 = np.asarray(centres1, np.float64), np.asarray(centres2, np.float64)
-    k = min(candidates, n2)
-    dist = np.empty((n1, k), np.float32)
-    idx = np.empty((n1, k), np.int64)
-    col_min = torch.full((n2,), math.inf, device=a.device)
-    col_arg = torch.zeros(n2, dtype=torch.long, device=a.device)
-    for start in range(0, n1, chunk):
-        d = torch.cdist(a[start : start + chunk], b)  # (n, N2)
-        v, i = d.topk(k, dim=1, largest=False)  # ascending
-        dist[start : start + len(d)], idx[start : start + len(d)] = v.cpu().numpy(), i.cpu().numpy()
-        cmin, carg = d.min(dim=0)
-        better = cmin < col_min
-        col_min = torch.where(better, cmin, col_min)
-        col_arg = torch.where(better, carg + start, col_arg)
-    nn = idx[:, 0]
-    far = np.linalg.norm(c2[idx] - c2[nn][:, None], axis=2) > radius  # (N1, k)
-    far[:, 0] = False
-    has = far.any(axis=1)
-    second = np.where(has, far.argmax(axis=1), k - 1)
-    d1 = dist[:, 0]
-    d2 = dist[np.arange(n1), second] if k > 1 else np.full(n1, np.nan, np.float32)
-    ok = np.ones(n1, bool)
-    if ratio is not None:
-        ok &= d1.astype(np.float64) < ratio * d2.astype(np.float64)
-    if mutual:
-        back = col_arg.cpu().numpy()[nn]
-        ok &= np.linalg.norm(c1[back] - c1, axis=1) <= radius
-    q = np.flatnonzero(ok)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(d1[q] == d2[q], 1.0, d1[q] / d2[q]).astype(np.float32)
-    return Matches(q.astype(np.int64), nn[q].astype(np.int64), d1[q].astype(np.float32), ratios)
+    table = Neighbours(candidates, chunk).update(desc1, desc2)
+    return table.fginn(centres1, centres2, ratio=ratio, radius=radius, mutual=mutual)
 
 
 def _take(m: Matches, index: np.ndarray) -> Matches:
@@ -656,6 +726,14 @@ def rectified_view(
     return drawn, View(1.0, 0.0, matrix * front, (int(size[0]), int(size[1])))
 
 
+def model_tilt(h: np.ndarray, points1: np.ndarray) -> float:
+    """The tilt homography ``h`` makes at the median of ``points1`` (``(M, 2)``): the ratio of its local affine
+    map's singular values (1: a similarity there; ASIFT's "transition tilt")."""
+    s = np.linalg.svd(homography_jacobian(h, np.median(np.asarray(points1, np.float64), axis=0)[None])[0],
+                      compute_uv=False)
+    return float(s[0] / max(s[1], 1e-12))
+
+
 def _rectify(
     model: np.ndarray, matches: Matches, inliers: np.ndarray, feats: Sequence[Features], images: Sequence[ImageLike],
     greys: Sequence[np.ndarray], descriptor: HardNetDescriptor, threshold: float, min_inliers: int,
@@ -796,7 +874,7 @@ def match_wide(
     view_ratio: float | None = VIEW_RATIO,
     max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS,
     view_keypoints: int | None = DEFAULT_VIEW_KEYPOINTS,
-    steps: Sequence[Sequence[float]] = DEFAULT_STEPS,
+    steps: Sequence[Sequence[ViewSpec]] = DEFAULT_STEPS,
     rotation_step: float = ROTATION_STEP,
     view_max_side: int = DEFAULT_VIEW_MAX_SIDE,
     min_inliers: int | None = None,
@@ -808,7 +886,8 @@ def match_wide(
 
     Step 0 describes each original image (``max_keypoints`` strongest SIFT keypoints); step ``s``
     adds the views of tilts ``steps[s]`` at their rotations (``view_keypoints`` per view). After
-    each step all features so far are matched (``fginn_match``), duplicates are removed and the
+    each step all features so far are matched (``fginn_match``; the distances computed at earlier steps are
+    kept, ``Neighbours``), duplicates are removed and the
     model is verified (``verify``; at the view steps with ``ratio``, then with ``view_ratio`` if that
     found nothing); the search stops at the first step with ``min_inliers`` inliers. With
     ``geometry="fundamental"`` a step-0 model with at least half of ``min_inliers`` is verified first
@@ -823,7 +902,8 @@ def match_wide(
         view_ratio: the steps with views verify the matches passing the stricter of ``ratio`` and
             ``view_ratio`` first and, if they give no model, those passing the looser one (``None``: no test).
         max_keypoints, view_keypoints: keypoints of the original image, of each synthesized view.
-        steps: tilts per step (``DEFAULT_STEPS``); the first entry should be ``()``.
+        steps: the views of each step (``DEFAULT_STEPS``): tilts, or ``(tilt, scale)`` for views of the image
+            shrunk by ``scale``; the first entry should be ``()``.
         rotation_step: views of tilt ``t`` are ``rotation_step / t`` degrees apart.
         view_max_side: views are made from the image scaled to at most this long side (memory and time).
         min_inliers: default ``MIN_INLIERS[geometry]``.
@@ -834,12 +914,15 @@ def match_wide(
         A ``WideMatch``.
 
     Raises:
-        ValueError: an unknown ``geometry``, or a ``min_inliers`` below 1; TypeError: a ``min_inliers``
-            that is not an integer.
+        ValueError: an unknown ``geometry``, a ``min_inliers`` below 1 or a view of ``steps`` that is not a
+            tilt >= 1 or ``(tilt, scale)`` with ``0 < scale <= 1``; TypeError: a ``min_inliers`` that is not an
+            integer.
     """
     if geometry not in MIN_INLIERS:
         raise ValueError(f"geometry must be one of {tuple(MIN_INLIERS)}, got {geometry!r}")
     check_min_inliers(min_inliers)
+    for views in steps:
+        list(map(view_spec, views))
     clock = time.perf_counter()
     timings = {"features": 0.0, "match": 0.0, "verify": 0.0, "guided": 0.0}
     greys = [to_uint8(image1), to_uint8(image2)]
@@ -847,6 +930,7 @@ def match_wide(
     feats = [Features(torch.zeros(0, 2, 3), torch.zeros(0, 128, device=descriptor.device), np.zeros(0, np.int64))
              for _ in greys]
     result: tuple = (Matches.empty(), np.zeros(0, bool), None, geometry)
+    table = Neighbours()  # descriptor distances, extended by each step's views
     step_ok = None
     prior = None  # fundamental: step 0's model with fewer than min_inliers (verify_prior)
     for step, tilts in enumerate(steps):
@@ -865,7 +949,8 @@ def match_wide(
         t0 = time.perf_counter()
         c1, c2 = feats[0].centres, feats[1].centres
         tries = ratio_tries(ratio, view_ratio if tilts else ratio)
-        matches = fginn_match(feats[0].descriptors, feats[1].descriptors, c1, c2, ratio=tries[-1], radius=fginn_radius)
+        table.update(feats[0].descriptors, feats[1].descriptors)
+        matches = table.fginn(c1, c2, ratio=tries[-1], radius=fginn_radius)
         p1, p2 = c1[matches.query_idx], c2[matches.train_idx]
         f1, f2 = feats[0].frames.numpy()[matches.query_idx], feats[1].frames.numpy()[matches.train_idx]
         keep = remove_duplicates(p1, p2, np.argsort(matches.ratios, kind="stable"), duplicate_radius)
@@ -892,7 +977,8 @@ def match_wide(
         if model is not None and kind == "homography":  # more and better spread inliers, a better fit
             t0 = time.perf_counter()
             need = MIN_INLIERS[kind] if min_inliers is None else min_inliers
-            for _ in range(RECTIFIED_ROUNDS if tilts else 0):
+            oblique = tilts or model_tilt(model, p1[use][inliers]) > RECTIFIED_TILT
+            for _ in range(RECTIFIED_ROUNDS if oblique else 0):
                 old = model
                 matches, inliers, model = _rectify(model, matches, inliers, feats, (image1, image2), greys, descriptor,
                                                    threshold, need, max_keypoints, fginn_radius, duplicate_radius)
@@ -902,7 +988,8 @@ def match_wide(
             timings["guided"] += time.perf_counter() - t0
         result = (matches, inliers, model, kind)
         if progress is not None:
-            progress(f"step {step} (tilts {', '.join(f'{t:g}' for t in tilts) or '1'}): {len(feats[0].views)} + "
+            label = ", ".join(f"{t:g}" + (f" at scale {z:g}" if z < 1 else "") for t, z in map(view_spec, tilts))
+            progress(f"step {step} (tilts {label or '1'}): {len(feats[0].views)} + "
                      f"{len(feats[1].views)} views, {len(feats[0].frames)} + {len(feats[1].frames)} features, "
                      f"{len(matches)} matches, {int(inliers.sum())} inliers"
                      + ("" if model is None else " -> model"))

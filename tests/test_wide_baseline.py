@@ -12,11 +12,13 @@ from hardnet_desc.data.warps import viewpoint_homography
 from hardnet_desc.geometry import homography_jacobian
 from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import (
+    RECTIFIED_TILT,
     VIEW_RATIO,
+    Features,
+    Neighbours,
     View,
     _rectify,
     _refine,
-    Features,
     fginn_match,
     frames_agree,
     frames_to_keypoints,
@@ -24,6 +26,7 @@ from hardnet_desc.wide_baseline import (
     guided_matches,
     make_views,
     match_wide,
+    model_tilt,
     rectified_view,
     remove_duplicates,
     render_view,
@@ -55,6 +58,20 @@ def test_view_angles_are_72_over_t_apart():
     assert view_angles(2) == [0.0, 36.0, 72.0, 108.0, 144.0]
     assert len(view_angles(4)) == 10 and len(view_angles(8)) == 20
     assert len(make_views([2, 4], (100, 200))) == 15
+
+
+def test_a_scale_step_shrinks_its_views_by_the_scale_given():
+    # (8, 0.35): the views of tilt 8 of the image shrunk to 0.35, on top of the shrinking for a large image
+    plain, small = make_views([8], (100, 200), scale=0.5), make_views([(8, 0.35)], (100, 200), scale=0.5)
+    assert len(small) == 20 and [v.angle for v in small] == [v.angle for v in plain]
+    for p, v in zip(plain, small, strict=True):
+        np.testing.assert_allclose(v.matrix[:, :2], 0.35 * p.matrix[:, :2])
+
+
+@pytest.mark.parametrize("steps", [((), (0.5,)), ((), ((8, 0),)), ((), ((8, 1.5),)), ((), ("8",)), ((), ((8, 1, 1),))])
+def test_bad_views_fail_before_any_work(steps):
+    with pytest.raises(ValueError, match="a view is a tilt >= 1 or \\(tilt, scale\\)"):
+        match_wide(np.zeros((8, 8)), np.zeros((8, 8)), descriptor=object(), steps=steps)
 
 
 def test_frames_mapped_back_from_a_view_equal_hand_computed_ones():
@@ -165,6 +182,28 @@ def test_fginn_mutual_check_accepts_the_same_point_from_another_view():
     m = fginn_match(desc1, desc2, c1, c2, ratio=None, radius=5)
     assert m.query_idx.tolist() == [0, 1] and m.train_idx.tolist() == [0, 0]
     assert fginn_match(desc1, desc2, c1, c2, ratio=None, radius=1).query_idx.tolist() == [1]
+
+
+def test_neighbours_grown_in_steps_match_as_all_at_once():
+    # Sets grown in three steps (rows of both, then of set 2 only, then of set 1 only) give the tables and the
+    # matches of one call on the whole sets; a small first step (k < candidates) is widened as set 2 grows.
+    rng = np.random.default_rng(0)
+    d1, d2 = torch.randn(700, 128), torch.randn(900, 128)
+    d2[::3] = d1[:300] + 0.1 * torch.randn(300, 128)  # a third of set 2 has a near copy in set 1
+    c1, c2 = rng.uniform(0, 500, (700, 2)), rng.uniform(0, 500, (900, 2))
+    table = Neighbours(candidates=16, chunk=64)
+    for n1, n2 in ((5, 10), (300, 10), (300, 600), (700, 900)):
+        table.update(d1[:n1], d2[:n2])
+        whole = Neighbours(candidates=16).update(d1[:n1], d2[:n2])
+        assert torch.equal(table.idx, whole.idx) and torch.equal(table.col_arg, whole.col_arg)
+        assert torch.allclose(table.dist, whole.dist, atol=1e-4)
+    grown, once = table.fginn(c1, c2, ratio=0.9), fginn_match(d1, d2, c1, c2, ratio=0.9)
+    assert len(once) >= 250 and np.array_equal(grown.query_idx, once.query_idx)
+    assert np.array_equal(grown.train_idx, once.train_idx)
+    with pytest.raises(ValueError, match="grown"):
+        table.update(d1[:10], d2)
+    with pytest.raises(ValueError, match="centres"):
+        table.fginn(c1[:10], c2)
 
 
 def test_remove_duplicates_keeps_the_best_of_each_group():
@@ -374,6 +413,32 @@ def test_rectify_corrects_a_model_off_by_more_than_the_threshold(example_image, 
     # the rectified view's features are matched to the other image's own (step-0) features, which are placed
     # precisely, not to those of its synthesized views
     assert (rect & new_inliers).sum() >= 15 and (feats[1 - drawn].view_index[ends[1 - drawn][rect]] == 0).all()
+
+
+@pytest.mark.parametrize("tilt, axis, rotation, zoom", [(1.0, 0, 0, 1.0), (3.0, 30, 60, 1.0), (6.0, 100, 200, 0.5)])
+def test_model_tilt_is_the_cameras_tilt_at_the_centre(tilt, axis, rotation, zoom):
+    h = viewpoint_homography((520, 800), tilt=tilt, axis_deg=axis, rotation_deg=rotation, zoom=zoom)
+    assert model_tilt(h, np.array([[399.5, 259.5], [0.0, 0.0], [799.0, 519.0]])) == pytest.approx(tilt, rel=1e-6)
+
+
+@pytest.mark.parametrize("tilt, rectified", [(2.0, False), (3.0, True)])
+def test_step_0_rectifies_an_oblique_homography_only(example_image, hardnet, tilt, rectified):
+    # Tilt 3 about an axis at 30 degrees: the plain pipeline's model (32 inliers) is 1 % off at image 1's corners.
+    # Its local tilt is above RECTIFIED_TILT, so step 0 matches a rectified view too, without synthesized views.
+    # At tilt 2 the model's tilt where its inliers are is below RECTIFIED_TILT: no view is added (an easy pair costs
+    # no more).
+    h, w = example_image.shape[:2]
+    truth = viewpoint_homography((h, w), tilt=tilt, axis_deg=30, rotation_deg=60)
+    other = cv2.warpPerspective(example_image, truth, (w, h))
+    wide = match_wide(example_image, other, hardnet, steps=((),))
+    assert wide.step == 0 and corner_error(wide.model, truth, h, w) < 0.002
+    views = [f.views for f in (wide.features1, wide.features2)]
+    p1 = wide.features1.centres[wide.matches.query_idx][wide.inliers]
+    if not rectified:
+        assert list(map(len, views)) == [1, 1] and model_tilt(wide.model, p1) < RECTIFIED_TILT
+        return
+    assert wide.inliers.sum() > 100 and sorted(map(len, views))[0] == 1 and sum(map(len, views)) > 2
+    assert all(v.matrix.shape == (3, 3) for v in views[0][1:] + views[1][1:])
 
 
 @pytest.mark.parametrize("value, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), ("15", TypeError)])

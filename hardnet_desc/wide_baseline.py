@@ -325,25 +325,23 @@ class Neighbours:
 
     def __init__(self, candidates: int = 16, chunk: int = 2048) -> None:
         self.candidates, self.chunk = candidates, chunk
-        self.a = self.b = None  # (N1, D), (N2, D) float32
-        self.dist = self.idx = None  # (N1, k): distances ascending, their rows of set 2
+        self.n1 = self.n2 = 0  # rows of each set seen so far
+        self.dist = self.idx = None  # (N1, k): distances ascending, their rows of set 2 (on the first update's device)
         self.col_min = self.col_arg = None  # (N2,): the nearest row of set 1 to each row of set 2, its distance
 
     def update(self, desc1: torch.Tensor | np.ndarray, desc2: torch.Tensor | np.ndarray) -> Neighbours:
         """Take ``desc1`` ``(N1, D)`` and ``desc2`` ``(N2, D)``, which start with the rows seen so far."""
         a = torch.as_tensor(desc1).float()
         b = torch.as_tensor(desc2).float().to(a.device)
-        n1, n2 = (0, 0) if self.a is None else (len(self.a), len(self.b))
+        n1, n2 = self.n1, self.n2
         if len(a) < n1 or len(b) < n2:
             raise ValueError(f"update takes the sets grown, got {len(a)} and {len(b)} rows after {n1} and {n2}")
+        if self.dist is None:  # empty tables
+            self.dist, self.col_min = a.new_zeros(0, 0), a.new_zeros(0)
+            self.idx, self.col_arg = a.new_zeros(0, 0, dtype=torch.long), a.new_zeros(0, dtype=torch.long)
         k = min(self.candidates, len(b))
-        if self.a is None:
-            self.dist = torch.zeros(0, 0, device=a.device)
-            self.idx = torch.zeros(0, 0, dtype=torch.long, device=a.device)
-        self.col_min = torch.cat([self.col_min if n2 else torch.zeros(0, device=a.device),
-                                  torch.full((len(b) - n2,), math.inf, device=a.device)])
-        self.col_arg = torch.cat([self.col_arg if n2 else torch.zeros(0, dtype=torch.long, device=a.device),
-                                  torch.zeros(len(b) - n2, dtype=torch.long, device=a.device)])
+        self.col_min = torch.cat([self.col_min, torch.full((len(b) - n2,), math.inf, device=a.device)])
+        self.col_arg = torch.cat([self.col_arg, torch.zeros(len(b) - n2, dtype=torch.long, device=a.device)])
         dist, idx = [self.dist], [self.idx]
         if n2 < len(b):  # the rows seen so far against the new rows of set 2
             dist, idx = [], []
@@ -361,7 +359,7 @@ class Neighbours:
             dist.append(v)
             idx.append(i)
         self.dist, self.idx = torch.cat(dist), torch.cat(idx)
-        self.a, self.b = a, b
+        self.n1, self.n2 = len(a), len(b)
         return self
 
     def _block(self, rows: torch.Tensor, cols: torch.Tensor, row0: int, col0: int) -> torch.Tensor:
@@ -377,11 +375,11 @@ class Neighbours:
     def fginn(self, centres1: np.ndarray, centres2: np.ndarray, ratio: float | None = 0.8, radius: float = 10.0,
               mutual: bool = True) -> Matches:
         """``fginn_match`` on the sets as last updated; ``centres1`` ``(N1, 2)``, ``centres2`` ``(N2, 2)``."""
-        if self.a is None or len(self.a) == 0 or len(self.b) == 0:
+        if self.n1 == 0 or self.n2 == 0:
             return Matches.empty()
         c1, c2 = np.asarray(centres1, np.float64), np.asarray(centres2, np.float64)
-        if len(c1) != len(self.a) or len(c2) != len(self.b):
-            raise ValueError(f"centres of {len(c1)} and {len(c2)} points for {len(self.a)} and {len(self.b)} rows")
+        if len(c1) != self.n1 or len(c2) != self.n2:
+            raise ValueError(f"centres of {len(c1)} and {len(c2)} points for {self.n1} and {self.n2} rows")
         dist, idx = self.dist.cpu().numpy(), self.idx.cpu().numpy()
         n1, k = dist.shape
         nn = idx[:, 0]

@@ -141,7 +141,7 @@ def match_descriptors(
             values beyond float32's range, or out-of-range parameters.
         TypeError: descriptors that are not real arrays or tensors, or a ``ratio`` that is not a number.
     """
-    _check_ratio(ratio)
+    check_ratio(ratio)
     if max_distance is not None and not max_distance >= 0:
         raise ValueError(f"max_distance must be >= 0 or None, got {max_distance}")
     a, b, scale = _prepare(desc1, desc2, device)
@@ -189,7 +189,7 @@ class DescriptorMatcher:
         device: str | torch.device | None = None,
         chunk_size: int | None = None,
     ) -> None:
-        _check_ratio(ratio)
+        check_ratio(ratio)
         self.ratio = ratio
         self.mutual = mutual
         self.device = device
@@ -256,7 +256,7 @@ class DescriptorMatcher:
         return out
 
 
-def _check_ratio(ratio: float | None) -> None:
+def check_ratio(ratio: float | None) -> None:
     """Raise unless ``ratio`` is ``None`` or a number in (0, 1]."""
     if ratio is None:
         return

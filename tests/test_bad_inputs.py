@@ -539,3 +539,16 @@ def test_bad_cli_inputs(cli_files, tmp_path, capfd, case):
     assert len(err) == 1 and err[0].startswith(f"hardnet-desc {argv[0]}: error: "), err
     assert match in err[0], err[0]
     assert not (tmp_path / "ds").exists()  # make-dataset refuses before it writes anything
+
+
+@pytest.mark.parametrize("ratio, error", [("0.8", TypeError), (True, TypeError), (1.5, ValueError)])
+def test_evaluations_check_ratio_first(tmp_path, ratio, error):
+    """The evaluations refuse a bad ``ratio`` with the matcher's message before reading any image (a string used to
+    fail deep in a comparison, ``True`` passed as a ratio of 1)."""
+    from hardnet_desc.evaluation.poses import evaluate_pairs
+    from hardnet_desc.evaluation.sequences import evaluate_sequences
+
+    with pytest.raises(error, match="ratio must be"):
+        evaluate_sequences(tmp_path / "missing", ["sift"], ratio=ratio)
+    with pytest.raises(error, match="ratio must be"):
+        evaluate_pairs([], ["sift"], ratio=ratio)

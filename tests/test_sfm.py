@@ -180,6 +180,10 @@ def test_bad_input_names_the_problem(tmp_path):
         reconstruct(SCENE, tmp_path / "a", features="orb")
     with pytest.raises(ValueError, match="matcher"):
         reconstruct(SCENE, tmp_path / "a", matcher="vocabtree")
+    for ratio, error in ((None, ValueError), ("0.8", TypeError), (0.0, ValueError)):  # str and None: before,
+        with pytest.raises(error, match="ratio must be"):  # a TypeError from a comparison
+            reconstruct(SCENE, tmp_path / "a", ratio=ratio)
+    assert not (tmp_path / "a").exists()
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="at least 2 images"):
         reconstruct(tmp_path / "empty", tmp_path / "a")

@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from ..core.device import resolve_device
-from ..matching import match_descriptors
+from ..matching import check_ratio, match_descriptors
 from ..core.model import HardNet
 from ..geometry import (
     AUC_THRESHOLDS,
@@ -212,8 +212,7 @@ def evaluate_pairs(
     """
     if max_keypoints < 1:
         raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
-    if ratio is not None and not 0.0 < ratio <= 1.0:
-        raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
+    check_ratio(ratio)
     if not (ransac_px > 0 and correct_px > 0):
         raise ValueError(f"ransac_px and correct_px must be > 0, got {ransac_px}, {correct_px}")
     if sources and isinstance(sources, Sequence) and not isinstance(sources, str) and isinstance(sources[0], Scene):

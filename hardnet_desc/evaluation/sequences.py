@@ -31,7 +31,7 @@ from ..core.device import resolve_device
 from ..outputs import check_output, replacing, write_json
 from ..viz import PICTURE_MARK, is_picture_ours
 from ..core.image import read_image, to_uint8
-from ..matching import match_descriptors
+from ..matching import check_ratio, match_descriptors
 from ..core.model import HardNet
 from .layouts import GROUPS, ImageSequence, find_sequences
 from .methods import DescribeFn, build_methods
@@ -147,8 +147,7 @@ def evaluate_sequences(
     """
     if max_keypoints < 1:
         raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
-    if ratio is not None and not 0.0 < ratio <= 1.0:
-        raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
+    check_ratio(ratio)
     sequences, skipped_sequences = _read_sequences(root, strict, on_skip)
     if isinstance(methods, Mapping):
         describe, skipped = dict(methods), {}

@@ -44,7 +44,7 @@ import numpy as np
 from ...core.image import read_image
 from ...core.patches import keypoints_to_array
 from ...data.images import list_images
-from ...matching import match_descriptors
+from ...matching import check_ratio, match_descriptors
 from ...outputs import replacing
 from .guard import import_pycolmap
 from .keypoints import keypoints_to_colmap
@@ -295,8 +295,9 @@ def _check_options(features: str, matcher: str, max_image_size: int, max_keypoin
         raise ValueError(f"max_image_size must be >= 0 (0: no resize), got {max_image_size}")
     if max_keypoints is None or max_keypoints < 1:
         raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
-    if not 0 < ratio <= 1:
-        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    if ratio is None:
+        raise ValueError("ratio must be a number in (0, 1], got None")
+    check_ratio(ratio)
     if overlap < 1:
         raise ValueError(f"overlap must be >= 1, got {overlap}")
 

@@ -292,12 +292,14 @@ def refine_homography(
 ) -> np.ndarray:
     """A RANSAC homography refined on its inliers by robust non-linear least squares.
 
-    Minimises the Huber loss (quadratic up to ``scale`` pixels, linear beyond) of the forward transfer
-    error over the correspondences within ``threshold`` pixels of ``H`` (``H[2, 2]`` fixed at 1). A
-    minimal-sample model fits its sample exactly and the rest loosely, which far from the inliers (at
-    the corners of a strongly foreshortened view) can be a few percent of the image off; the robust fit
-    weighs every inlier and lets the few wrong ones at the threshold's edge pull less than plain least
-    squares would (docs/wide-baseline.md has the measurement).
+    Minimises the Huber loss (quadratic up to ``scale`` pixels, linear beyond) of the symmetric transfer
+    error (``H x1 - x2`` in image 2 and ``H^-1 x2 - x1`` in image 1) over the correspondences within
+    ``threshold`` pixels of ``H`` (forward; ``H[2, 2]`` fixed at 1). A minimal-sample model fits its sample
+    exactly and the rest loosely, which far from the inliers (at the corners of a strongly foreshortened
+    view) can be a few percent of the image off; the robust fit weighs every inlier and lets the few wrong
+    ones at the threshold's edge pull less than plain least squares would. Both directions count, so a
+    model is not bent where one image shows the plane much smaller than the other (where a pixel of it
+    spans many of the other's); docs/wide-baseline.md has the measurements.
 
     Args:
         H: ``(3, 3)``, ``x2 ~ H x1``.
@@ -316,16 +318,18 @@ def refine_homography(
     near = transfer_error(H, p1, p2) < threshold
     if near.sum() < 4 or abs(H[2, 2]) < 1e-12 * np.abs(H).max():
         return H
-    x1, x2 = np.c_[p1[near], np.ones(near.sum())], p2[near]
+    x1, x2 = np.c_[p1[near], np.ones(near.sum())], np.c_[p2[near], np.ones(near.sum())]
 
     def residuals(v: np.ndarray) -> np.ndarray:
-        q = x1 @ np.append(v, 1.0).reshape(3, 3).T
-        return (q[:, :2] / q[:, 2:] - x2).ravel()
+        model = np.append(v, 1.0).reshape(3, 3)
+        q1, q2 = x1 @ model.T, x2 @ np.linalg.inv(model).T
+        forward, backward = q1[:, :2] / q1[:, 2:] - x2[:, :2], q2[:, :2] / q2[:, 2:] - x1[:, :2]
+        return np.concatenate([forward.ravel(), backward.ravel()])
 
     try:
         with np.errstate(divide="ignore", invalid="ignore"):
             fit = least_squares(residuals, (H / H[2, 2]).ravel()[:8], loss="huber", f_scale=scale, x_scale="jac")
-    except ValueError:  # residuals not finite: a point sent through the horizon on the way
+    except (ValueError, np.linalg.LinAlgError):  # not finite (through the horizon on the way), or singular
         return H
     refined = np.append(fit.x, 1.0).reshape(3, 3)
     return refined if np.isfinite(refined).all() else H

@@ -588,8 +588,9 @@ def _f_settled(p1: np.ndarray, p2: np.ndarray, inliers: np.ndarray, threshold: f
 
 def _refine(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float,
             min_inliers: int) -> tuple[np.ndarray, np.ndarray]:
-    """An accepted homography refined on its inliers (``geometry.refine_homography``: Huber loss, 1 px); ``h``
-    and its ``inliers`` are kept when the refined model has fewer than ``min_inliers`` within ``threshold``.
+    """An accepted homography refined on its inliers (``geometry.refine_homography``: the Huber loss, 1 px, of
+    the symmetric transfer error); ``h`` and its ``inliers`` are kept when the refined model has fewer than
+    ``min_inliers`` within ``threshold``.
 
     Returns:
         ``(model (3, 3), inliers (M,) bool)``, inliers within ``threshold`` (forward transfer error, px).

@@ -225,3 +225,19 @@ def test_fit_geometry_needs_enough_matches_and_a_known_model():
     assert model is None and inliers.shape == (5,) and not inliers.any()
     with pytest.raises(ValueError, match="geometry must be one of"):
         fit_geometry(pts, pts, "affine")
+
+
+def test_refine_homography_weighs_both_images_alike():
+    """The symmetric transfer error: refining ``H`` on ``(p1, p2)`` gives the inverse of refining ``H^-1`` on
+    ``(p2, p1)``. With the forward error alone (before 2026-12-06) the two differed by 0.05 px at the corners
+    on these data, image 2 showing the plane about twice as large as image 1."""
+    rng = np.random.default_rng(0)
+    H = np.array([[2.0, 0.2, 10.0], [0.1, 1.8, 20.0], [2e-4, 1e-4, 1.0]])
+    p1 = rng.uniform([0, 0], [640, 480], (100, 2))
+    p2 = cv2.perspectiveTransform(p1.reshape(-1, 1, 2), H).reshape(-1, 2) + rng.normal(0, 0.3, (100, 2))
+    p1 = p1 + rng.normal(0, 0.3, (100, 2))
+    start = cv2.findHomography(p1, p2, 0)[0]
+    forward = refine_homography(start, p1, p2, 3.0)
+    backward = np.linalg.inv(refine_homography(np.linalg.inv(start), p2, p1, 3.0))
+    assert _corner_gap(forward, backward / backward[2, 2], 640, 480) < 1e-3
+    assert _corner_gap(forward, H, 640, 480) < 2.0  # and it is the true model

@@ -6,7 +6,10 @@ The collections of ../shared/data/multiview-train that ship cameras (the photos 
 * ``ngp-fox``: 50 phone-video frames round a fox figurine, instant-ngp's ``transforms.json`` (camera to world,
   OpenGL axes, radial and tangential distortion);
 * ``bundler-kermit``: 9 calibrated views of a toy (Bundler's ``bundle.out``, with its 3D points, from which
-  the co-visible points of a pair are counted).
+  the co-visible points of a pair are counted);
+* ``robovision-mvs-*`` (four sets, not in the default ``--sets``): a ring of 12 calibrated cameras round an
+  object (a walnut, two granular objects), dark grayscale images, HALCON's camera files (the relative rotations
+  are 29-31, 59-60, 88-90 degrees, so use e.g. ``--bins 25,45,75,95``).
 
 Pairs are binned by the angle of the relative rotation (default 30-45, 45-60, 60-90 degrees) and drawn at
 random (fixed seed) within each bin; kermit's pairs need ``--min-covisible`` common points of the Bundler model
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -112,6 +116,26 @@ def bundler_cameras(folder: Path) -> tuple[dict[str, Camera], list[set[int]]]:
     return out, seen
 
 
+def halcon_cameras(folder: Path) -> dict[str, Camera]:
+    """HALCON's ``intrinsics_cameraNN.txt`` (focal length and cell size in metres, centre in pixels, no distortion
+    left: the images are undistorted) and ``extrinsics_cameraNN.txt`` (a 3 x 4 camera-to-world pose, row by row),
+    K scaled from HALCON's image size to the stored one. The convention was checked on matches: the inliers of
+    30-degree pairs lie within a pixel of the epipolar lines (hundreds of pixels off read as world-to-camera)."""
+    out = {}
+    for path in sorted(folder.glob("image_camera*.jpg")):
+        n = path.stem[len("image_camera"):]
+        text = (folder / "_meta" / f"intrinsics_camera{n}.txt").read_text()
+        p = {k: float(v) for k, v in re.findall(r"^(\w+):\w+:\s*([-+\d.eE]+);", text, re.M)}
+        h, w = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).shape
+        sx, sy = w / p["ImageWidth"], h / p["ImageHeight"]
+        K = np.array([[p["Focus"] / p["Sx"] * sx, 0, p["Cx"] * sx], [0, p["Focus"] / p["Sy"] * sy, p["Cy"] * sy],
+                      [0, 0, 1]])
+        c2w = np.loadtxt(folder / "_meta" / f"extrinsics_camera{n}.txt").reshape(3, 4)
+        R = c2w[:, :3].T
+        out[path.name] = Camera(path, K, np.zeros(4), R, -R @ c2w[:, 3])
+    return out
+
+
 def wide_pairs(name: str, edges: list[float], per_bin: int, min_covisible: int, seed: int
                ) -> list[tuple[Camera, Camera, float]]:
     """``per_bin`` pairs of set ``name`` per bin of the relative rotation angle, drawn at random (``seed``)."""
@@ -119,6 +143,8 @@ def wide_pairs(name: str, edges: list[float], per_bin: int, min_covisible: int, 
     seen = None
     if name == "bundler-kermit":
         cams, seen = bundler_cameras(folder)
+    elif name.startswith("robovision-mvs"):
+        cams = halcon_cameras(folder)
     elif (folder / "_meta" / "transforms.json").exists():
         cams = nerf_cameras(folder)
     else:

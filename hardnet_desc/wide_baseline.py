@@ -85,6 +85,10 @@ GUIDED_DISTANCE = 1.0
 #: A homography is stated only if this share of its inliers' matched affine frames agree with its local affine map
 #: (``frames_agree``): on the validation sets the true models' shares were 0.39-1.0, the wrong ones' 0.0-0.09.
 FRAME_SHARE = 0.25
+#: A fundamental matrix is stated only if this share of its inliers have a neighbour inlier (within ``COHERENT_RADIUS``
+#: px in image 1) that their matched frames place where it is in image 2 (``coherent``). On the real pairs the right
+#: models' shares were 0.70-1.0; wrong ones of 25-33 false inliers on a camera ring 0.38-0.79 (docs/wide-baseline.md).
+COHERENT_SHARE, COHERENT_RADIUS = 0.6, 60.0
 #: A homography found with synthesized views is fitted again on a rectified view (``_rectify``): FGINN matches at this
 #: ratio, within this share of image 2's diagonal of the model, this many times (each round redraws the view with the
 #: model the previous one fitted).
@@ -507,6 +511,9 @@ def verify(
       frames are evidence it has not used;
     * a fundamental matrix that the fit with 2/3 of the threshold does not confirm (it keeps fewer
       than ``AGREEMENT_SHARE`` of the inliers within the threshold): no model;
+    * a fundamental matrix of which fewer than ``COHERENT_SHARE`` of the inliers have a neighbour inlier where
+      their frames predict it (``coherent``; only with frames): no model. Evidence against false matches that
+      a fundamental matrix fits by chance, e.g. at the same height of level cameras;
     * a fundamental matrix whose inliers lie mostly on one plane (``PLANE_SHARE`` of them fit a
       homography and fewer than ``OFF_PLANE_MIN`` lie off it) is not determined by them: the
       homography is reported instead (geometry ``"homography"``), as DEGENSAC advises.
@@ -534,6 +541,10 @@ def verify(
         return None, none, geometry
     if inliers.sum() < min_inliers or not _f_settled(p1, p2, inliers, threshold):
         return None, none, geometry
+    if frames1 is not None and frames2 is not None:
+        f1, f2 = np.asarray(frames1)[inliers], np.asarray(frames2)[inliers]
+        if coherent(p1[inliers], p2[inliers], f1, f2).mean() < COHERENT_SHARE:
+            return None, none, geometry
     h, on_plane = fit_geometry(p1[inliers], p2[inliers], "homography", max(threshold, 2.0))
     if h is not None and on_plane.sum() >= PLANE_SHARE * inliers.sum() and (~on_plane).sum() < OFF_PLANE_MIN:
         plane = np.zeros(len(p1), bool)
@@ -567,6 +578,29 @@ def frames_agree(h: np.ndarray, frames1: np.ndarray, frames2: np.ndarray, scale:
         sv[good] = np.linalg.svd(d[good], compute_uv=False)
         turn = np.degrees(np.abs(np.arctan2(d[:, 1, 0] - d[:, 0, 1], d[:, 0, 0] + d[:, 1, 1])))
         return good & (sv[:, 0] < scale) & (sv[:, 1] > 1 / scale) & (turn < angle)
+
+
+def coherent(points1: np.ndarray, points2: np.ndarray, frames1: np.ndarray, frames2: np.ndarray,
+             radius: float = COHERENT_RADIUS, tolerance: float = 0.3, floor: float = 8.0) -> np.ndarray:
+    """``(M,)`` bool: whether each correspondence has a neighbour that its affine frames predict.
+
+    Correspondence ``i`` (``points1/2`` ``(M, 2)``, frames ``(M, 2, 3)`` as in ``hardnet_desc.core.patches``)
+    maps a nearby point ``x`` of image 1 to about ``points2[i] + A (x - points1[i])``, ``A = A2 A1^-1`` of its
+    frames. It is coherent when some other correspondence ``j`` within ``radius`` px of it in image 1 lands
+    there in image 2, within ``max(floor, tolerance * distance)`` px. A true match on a surface has true
+    neighbours; a false match that a model happens to fit rarely does, which RANSAC on points cannot see.
+    """
+    p1, p2 = np.asarray(points1, np.float64), np.asarray(points2, np.float64)
+    f1, f2 = np.asarray(frames1, np.float64), np.asarray(frames2, np.float64)
+    if len(p1) < 2:
+        return np.zeros(len(p1), bool)
+    a = f2[:, :, :2] @ np.linalg.inv(f1[:, :, :2])
+    d1 = p1[None] - p1[:, None]  # (i, j): p1[j] - p1[i]
+    dist = np.linalg.norm(d1, axis=2)
+    predicted = p2[:, None] + np.einsum("ikl,ijl->ijk", a, d1)
+    err = np.linalg.norm(predicted - p2[None], axis=2)
+    near = (dist < radius) & ~np.eye(len(p1), dtype=bool)
+    return (near & (err < np.maximum(floor, tolerance * dist))).any(axis=1)
 
 
 def _frames_settled(h: np.ndarray, inliers: np.ndarray, frames1: np.ndarray | None,
@@ -968,8 +1002,8 @@ def match_wide(
                 break
         if model is None and not tilts and geometry == "fundamental":  # step 0's weaker model guides the views'
             need = MIN_INLIERS[geometry] if min_inliers is None else min_inliers
-            prior, _, kind = verify(p1[use], p2[use], geometry, threshold, max(8, need // 2), *sizes,
-                                    f1[use], f2[use])
+            # no frames: with a dozen inliers their coherence says little, and verify_prior checks what it yields
+            prior, _, kind = verify(p1[use], p2[use], geometry, threshold, max(8, need // 2), *sizes)
             prior = prior if kind == "fundamental" else None
             kind = geometry
         matches = _take(matches, use)

@@ -19,6 +19,7 @@ from hardnet_desc.wide_baseline import (
     View,
     _rectify,
     _refine,
+    coherent,
     fginn_match,
     frames_agree,
     frames_to_keypoints,
@@ -315,6 +316,48 @@ def test_verify_refuses_a_homography_whose_frames_disagree():
     assert model is not None and inliers.all()
     model, inliers, _ = verify(p1, p2, "homography", 3.0, None, (500, 500), None, frames1, wrong)
     assert model is None and not inliers.any()
+
+
+def test_coherent_hand_cases():
+    """Neighbours carried by one similarity are where each other's frames predict them; the same points in image 2
+    shuffled are not, and a lone correspondence has no neighbour to agree with."""
+    rng = np.random.default_rng(0)
+    p1 = rng.uniform(0, 200, (40, 2))
+    turn = cv2.getRotationMatrix2D((0, 0), 30, 1.5)[:, :2]
+    p2 = p1 @ turn.T + [300, 40]
+    frames1 = np.concatenate([np.stack([np.eye(2) * 3] * 40), p1[:, :, None]], axis=2)
+    frames2 = np.concatenate([np.stack([turn * 3] * 40), p2[:, :, None]], axis=2)
+    assert coherent(p1, p2, frames1, frames2).all()
+    shuffled = rng.permutation(40)
+    frames2[:, :, 2] = p2[shuffled]
+    assert coherent(p1, p2[shuffled], frames1, frames2).mean() < 0.2
+    assert not coherent(p1[:1], p2[:1], frames1[:1], frames2[:1]).any()
+
+
+def _level_stereo(false: bool) -> tuple[np.ndarray, ...]:
+    """Two level cameras side by side over a smooth non-planar surface: true correspondences (or, ``false``, each
+    point of image 1 joined to a random place at the same height of image 2), with upright frames of one size."""
+    rng = np.random.default_rng(1)
+    p1 = rng.uniform(100, 700, (150, 2))
+    depth = 3 + np.sin(p1[:, 0] / 150) + np.cos(p1[:, 1] / 120)
+    p2 = p1 - np.c_[100 / depth, np.zeros(150)]
+    if false:
+        p2[:, 0] = rng.uniform(100, 700, 150)
+    frames = [np.concatenate([np.stack([np.eye(2) * 4] * 150), p[:, :, None]], axis=2) for p in (p1, p2)]
+    return p1, p2, *frames
+
+
+def test_verify_refuses_a_fundamental_matrix_of_false_matches_at_the_same_height():
+    """Level cameras: any match at the same height fits the true fundamental matrix, so RANSAC states it for false
+    matches too; their frames predict no neighbour (``coherent``), so verify states none. True matches pass."""
+    p1, p2, f1, f2 = _level_stereo(false=True)
+    model, inliers, _ = verify(p1, p2, "fundamental", 1.0, None, (800, 800))
+    assert model is not None and inliers.sum() >= 25  # without frames the chance model is stated
+    model, inliers, _ = verify(p1, p2, "fundamental", 1.0, None, (800, 800), None, f1, f2)
+    assert model is None and not inliers.any()
+    p1, p2, f1, f2 = _level_stereo(false=False)
+    model, inliers, kind = verify(p1, p2, "fundamental", 1.0, None, (800, 800), None, f1, f2)
+    assert model is not None and kind == "fundamental" and inliers.mean() > 0.9
 
 
 def test_refine_brings_a_minimal_sample_model_closer_at_the_corners():

@@ -590,17 +590,23 @@ def coherent(points1: np.ndarray, points2: np.ndarray, frames1: np.ndarray, fram
     there in image 2, within ``max(floor, tolerance * distance)`` px. A true match on a surface has true
     neighbours; a false match that a model happens to fit rarely does, which RANSAC on points cannot see.
     """
+    from scipy.spatial import cKDTree  # here, as geometry.refine_homography imports scipy
+
     p1, p2 = np.asarray(points1, np.float64), np.asarray(points2, np.float64)
     f1, f2 = np.asarray(frames1, np.float64), np.asarray(frames2, np.float64)
+    out = np.zeros(len(p1), bool)
     if len(p1) < 2:
-        return np.zeros(len(p1), bool)
-    a = f2[:, :, :2] @ np.linalg.inv(f1[:, :, :2])
-    d1 = p1[None] - p1[:, None]  # (i, j): p1[j] - p1[i]
-    dist = np.linalg.norm(d1, axis=2)
-    predicted = p2[:, None] + np.einsum("ikl,ijl->ijk", a, d1)
-    err = np.linalg.norm(predicted - p2[None], axis=2)
-    near = (dist < radius) & ~np.eye(len(p1), dtype=bool)
-    return (near & (err < np.maximum(floor, tolerance * dist))).any(axis=1)
+        return out
+    pairs = cKDTree(p1).query_pairs(radius, output_type="ndarray")  # (P, 2), i < j: memory grows with P, not M^2
+    if len(pairs) == 0:
+        return out
+    i, j = np.concatenate([pairs, pairs[:, ::-1]]).T  # both directions: i predicts j
+    a = f2[i, :, :2] @ np.linalg.inv(f1[i, :, :2])
+    d1 = p1[j] - p1[i]
+    err = np.linalg.norm(p2[i] + np.einsum("nkl,nl->nk", a, d1) - p2[j], axis=1)
+    good = err < np.maximum(floor, tolerance * np.linalg.norm(d1, axis=1))
+    out[i[good]] = True
+    return out
 
 
 def _frames_settled(h: np.ndarray, inliers: np.ndarray, frames1: np.ndarray | None,

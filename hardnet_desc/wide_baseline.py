@@ -539,12 +539,9 @@ def verify(
     model, inliers = fit_geometry(p1, p2, "fundamental", threshold)
     if model is None or model.shape != (3, 3):
         return None, none, geometry
-    if inliers.sum() < min_inliers or not _f_settled(p1, p2, inliers, threshold):
+    if (inliers.sum() < min_inliers or not _f_settled(p1, p2, inliers, threshold)
+            or not _coherent_settled(p1, p2, inliers, frames1, frames2)):
         return None, none, geometry
-    if frames1 is not None and frames2 is not None:
-        f1, f2 = np.asarray(frames1)[inliers], np.asarray(frames2)[inliers]
-        if coherent(p1[inliers], p2[inliers], f1, f2).mean() < COHERENT_SHARE:
-            return None, none, geometry
     h, on_plane = fit_geometry(p1[inliers], p2[inliers], "homography", max(threshold, 2.0))
     if h is not None and on_plane.sum() >= PLANE_SHARE * inliers.sum() and (~on_plane).sum() < OFF_PLANE_MIN:
         plane = np.zeros(len(p1), bool)
@@ -600,10 +597,10 @@ def coherent(points1: np.ndarray, points2: np.ndarray, frames1: np.ndarray, fram
     pairs = cKDTree(p1).query_pairs(radius, output_type="ndarray")  # (P, 2), i < j: memory grows with P, not M^2
     if len(pairs) == 0:
         return out
+    a = f2[:, :, :2] @ np.linalg.inv(f1[:, :, :2])  # each correspondence's local map, once
     i, j = np.concatenate([pairs, pairs[:, ::-1]]).T  # both directions: i predicts j
-    a = f2[i, :, :2] @ np.linalg.inv(f1[i, :, :2])
     d1 = p1[j] - p1[i]
-    err = np.linalg.norm(p2[i] + np.einsum("nkl,nl->nk", a, d1) - p2[j], axis=1)
+    err = np.linalg.norm(p2[i] + np.einsum("nkl,nl->nk", a[i], d1) - p2[j], axis=1)
     good = err < np.maximum(floor, tolerance * np.linalg.norm(d1, axis=1))
     out[i[good]] = True
     return out
@@ -615,6 +612,16 @@ def _frames_settled(h: np.ndarray, inliers: np.ndarray, frames1: np.ndarray | No
     if frames1 is None or frames2 is None:
         return True
     return bool(frames_agree(h, np.asarray(frames1)[inliers], np.asarray(frames2)[inliers]).mean() >= FRAME_SHARE)
+
+
+def _coherent_settled(p1: np.ndarray, p2: np.ndarray, inliers: np.ndarray, frames1: np.ndarray | None,
+                      frames2: np.ndarray | None) -> bool:
+    """Whether ``COHERENT_SHARE`` of the ``inliers`` are ``coherent`` (as ``_frames_settled`` for homographies);
+    True without frames."""
+    if frames1 is None or frames2 is None:
+        return True
+    f1, f2 = np.asarray(frames1)[inliers], np.asarray(frames2)[inliers]
+    return bool(coherent(p1[inliers], p2[inliers], f1, f2).mean() >= COHERENT_SHARE)
 
 
 def _f_settled(p1: np.ndarray, p2: np.ndarray, inliers: np.ndarray, threshold: float) -> bool:

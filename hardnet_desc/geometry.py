@@ -33,6 +33,19 @@ import numpy as np
 AUC_THRESHOLDS = (5.0, 10.0, 20.0)
 
 
+def _usac(estimator, *args, **kwargs) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``estimator(*args, **kwargs)`` (``cv2.findFundamentalMat``, ``findHomography`` or ``findEssentialMat``),
+    with OpenCV's USAC failure on a few near-degenerate matches (an assertion ``!model.empty()``, raised by
+    OpenCV 4.10 and 5.1 for some 9-point inputs: opencv/opencv#19639's kind) read as "no model": ``(None, None)``.
+    Any other OpenCV error is raised."""
+    try:
+        return estimator(*args, **kwargs)
+    except cv2.error as error:
+        if "model.empty()" in str(error):
+            return None, None
+        raise
+
+
 def skew(v: np.ndarray) -> np.ndarray:
     """``(3, 3)`` cross-product matrix ``[v]x`` of a 3-vector (``[v]x w = v x w``)."""
     x, y, z = np.asarray(v, dtype=np.float64).reshape(3)
@@ -172,8 +185,8 @@ def estimate_relative_pose(
     p2 = np.ascontiguousarray(points2, dtype=np.float64).reshape(-1, 2)
     if len(p1) < 5:
         return None
-    E, mask = cv2.findEssentialMat(p1, p2, np.eye(3), method=cv2.USAC_MAGSAC, prob=confidence,
-                                   threshold=threshold, maxIters=max_iters)
+    E, mask = _usac(cv2.findEssentialMat, p1, p2, np.eye(3), method=cv2.USAC_MAGSAC, prob=confidence,
+                    threshold=threshold, maxIters=max_iters)
     if E is None or mask is None or E.shape[0] % 3 or not np.isfinite(E).all():
         return None
     best = None
@@ -218,9 +231,9 @@ def fit_geometry(
         return None, inliers
     if geometry == "homography":
         return fit_homography(points1, points2, threshold)
-    model, mask = cv2.findFundamentalMat(points1, points2, cv2.USAC_MAGSAC, threshold, confidence=0.999,
-                                         maxIters=10_000)
-    if mask is None:  # RANSAC found no model
+    model, mask = _usac(cv2.findFundamentalMat, points1, points2, cv2.USAC_MAGSAC, threshold, confidence=0.999,
+                        maxIters=10_000)
+    if model is None or mask is None:  # RANSAC found no model
         return None, inliers
     return model, mask.ravel().astype(bool)
 
@@ -258,8 +271,8 @@ def fit_homography(
     none = np.zeros(len(p1), bool)
     if len(p1) < MIN_MATCHES["homography"]:
         return None, none
-    model, mask = cv2.findHomography(p1, p2, ESTIMATORS[estimator], threshold, confidence=confidence,
-                                     maxIters=max_iters)
+    model, mask = _usac(cv2.findHomography, p1, p2, ESTIMATORS[estimator], threshold, confidence=confidence,
+                        maxIters=max_iters)
     if model is None or mask is None or model.shape != (3, 3) or not np.isfinite(model).all():
         return None, none
     return model, mask.ravel().astype(bool)

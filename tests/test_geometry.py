@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hardnet_desc.geometry import (
+    _usac,
     estimate_relative_pose,
     fit_geometry,
     fit_homography,
@@ -225,6 +226,32 @@ def test_fit_geometry_needs_enough_matches_and_a_known_model():
     assert model is None and inliers.shape == (5,) and not inliers.any()
     with pytest.raises(ValueError, match="geometry must be one of"):
         fit_geometry(pts, pts, "affine")
+
+
+#: Nine matches of a real wide pair (bm-vespasian IMG_1905-IMG_1908, match_pair's), on which OpenCV 4.10 and 5.1's
+#: USAC_MAGSAC fundamental matrix fails an internal assertion (``!model.empty()``) instead of finding no model.
+USAC_FAILS = (np.array([[543.46, 166.61], [211.74, 304.28], [535.84, 190.61], [561.27, 133.84], [570.11, 124.74],
+                        [525.77, 220.89], [580.92, 208.04], [564.93, 212.69], [544.51, 155.13]]),
+              np.array([[541.31, 505.46], [867.84, 469.0], [524.56, 525.55], [579.22, 469.99], [595.82, 460.07],
+                        [504.76, 545.63], [558.99, 576.4], [541.67, 570.81], [550.74, 484.03]]))
+
+
+def test_fit_geometry_reads_opencvs_usac_failure_as_no_model():
+    p1, p2 = USAC_FAILS
+    model, inliers = fit_geometry(p1, p2, "fundamental", 1.0)  # raised cv2.error before 2026-12-06
+    assert inliers.shape == (9,) and inliers.dtype == bool
+    assert model is None or model.shape[1] == 3
+    if model is None:
+        assert not inliers.any()
+
+    def fails(message):
+        def estimator(*args, **kwargs):
+            raise cv2.error(message)
+        return estimator
+
+    assert _usac(fails("(-215:Assertion failed) !model.empty() in function 'setModelParameters'")) == (None, None)
+    with pytest.raises(cv2.error, match="Bad argument"):  # any other OpenCV error is raised
+        _usac(fails("(-5:Bad argument) in function 'findFundamentalMat'"))
 
 
 def test_refine_homography_weighs_both_images_alike():

@@ -9,11 +9,16 @@ The collections of ../shared/data/multiview-train that ship cameras (the photos 
   the co-visible points of a pair are counted);
 * ``robovision-mvs-*`` (four sets, not in the default ``--sets``): a ring of 12 calibrated cameras round an
   object (a walnut, two granular objects), dark grayscale images, HALCON's camera files (the relative rotations
-  are 29-31, 59-60, 88-90 degrees, so use e.g. ``--bins 25,45,75,95``).
+  are 29-31, 59-60, 88-90 degrees, so use e.g. ``--bins 25,45,75,95``);
+* any set reconstructed into ``--sfm DIR/<set>/`` (a scene folder of ``hardnet-desc sfm``; run it with
+  ``--features sift`` so that the ground truth owes nothing to HardNet): every model's pairs with at least
+  ``--min-covisible`` common 3D points, through ``eval-pairs``' own reader (``load_scene``).
 
 Pairs are binned by the angle of the relative rotation (default 30-45, 45-60, 60-90 degrees) and drawn at
-random (fixed seed) within each bin; kermit's pairs need ``--min-covisible`` common points of the Bundler model
-(the other two sets are object-centred captures in which every view sees the object). Every method fits a
+random (fixed seed) within each bin (``-v`` also prints the angle between the two optical axes, which leaves out
+a turn of the camera about its own axis: a pair 176 degrees apart may be a camera held upside down); kermit's
+pairs and those of ``--sfm`` scenes need ``--min-covisible`` common 3D points of the model (the other sets are
+object-centred captures in which every view sees the object). Every method fits a
 fundamental matrix (1 px); the relative pose is then estimated from its inliers with the known intrinsics
 (``hardnet_desc.geometry.estimate_relative_pose``) and compared with the true one. The **pose error** is the
 larger of the rotation and translation-direction errors; a pair is **solved** below 10 degrees, a model stated
@@ -21,6 +26,8 @@ with a larger error is **wrong**. AUC@5/10/20 as in ``eval-pairs`` (no model: an
 
     python benchmarks/wide_baseline_pairs.py -v                                 # plain, wide, asift
     python benchmarks/wide_baseline_pairs.py --methods wide --verifiers magsac,magsac-raw,poselib,degensac
+    hardnet-desc sfm ../shared/data/multiview-train/vggsfm-kitchen SFM/vggsfm-kitchen --features sift
+    python benchmarks/wide_baseline_pairs.py -v --sfm SFM --sets vggsfm-kitchen --bins 30,45,60,90,180
 
 Methods: ``plain`` = ``match_pair(geometry="fundamental")``; ``wide`` = the same with ``wide_baseline=True``;
 ``asift`` = ``cv2.AffineFeature(cv2.SIFT_create())`` + RootSIFT, mutual nearest neighbours with ratio 0.9,
@@ -51,6 +58,7 @@ from wide_baseline_rig import cameras as rig_cameras  # noqa: E402
 
 from hardnet_desc import HardNetDescriptor  # noqa: E402
 from hardnet_desc.core.image import to_uint8  # noqa: E402
+from hardnet_desc.evaluation.pair_sources import load_scene  # noqa: E402
 from hardnet_desc.geometry import estimate_relative_pose, pose_auc, pose_error_deg, rotation_angle_deg  # noqa: E402
 from hardnet_desc.matching import match_descriptors  # noqa: E402
 from hardnet_desc.pipeline import match_pair  # noqa: E402
@@ -136,22 +144,33 @@ def halcon_cameras(folder: Path) -> dict[str, Camera]:
     return out
 
 
-def wide_pairs(name: str, edges: list[float], per_bin: int, min_covisible: int, seed: int
+def sfm_cameras(scene: Path, min_covisible: int) -> list[tuple[Camera, Camera]]:
+    """The pairs of a reconstructed scene folder with ``>= min_covisible`` common points, as camera 1 at the
+    origin and camera 2 at the relative pose."""
+    found = load_scene(scene, min_covisible=min_covisible, max_pairs=None)
+    return [(Camera(found.image_dir / p.image1, p.K1, np.array([*p.radial1, 0, 0]), np.eye(3), np.zeros(3)),
+             Camera(found.image_dir / p.image2, p.K2, np.array([*p.radial2, 0, 0]), p.R, p.t)) for p in found.pairs]
+
+
+def wide_pairs(name: str, edges: list[float], per_bin: int, min_covisible: int, seed: int, sfm: Path | None = None
                ) -> list[tuple[Camera, Camera, float]]:
     """``per_bin`` pairs of set ``name`` per bin of the relative rotation angle, drawn at random (``seed``)."""
     folder = ROOT / name
     seen = None
-    if name == "bundler-kermit":
-        cams, seen = bundler_cameras(folder)
-    elif name.startswith("robovision-mvs"):
-        cams = halcon_cameras(folder)
-    elif (folder / "_meta" / "transforms.json").exists():
-        cams = nerf_cameras(folder)
+    if sfm is not None and (sfm / name).is_dir():
+        candidates = sfm_cameras(sfm / name, min_covisible)
     else:
-        cams = buddha_cameras(folder)
+        if name == "bundler-kermit":
+            cams, seen = bundler_cameras(folder)
+        elif name.startswith("robovision-mvs"):
+            cams = halcon_cameras(folder)
+        elif (folder / "_meta" / "transforms.json").exists():
+            cams = nerf_cameras(folder)
+        else:
+            cams = buddha_cameras(folder)
+        candidates = [(cams[a], cams[b]) for a, b in itertools.combinations(sorted(cams), 2)]
     bins: list[list[tuple[Camera, Camera, float]]] = [[] for _ in edges[1:]]
-    for a, b in itertools.combinations(sorted(cams), 2):
-        c1, c2 = cams[a], cams[b]
+    for c1, c2 in candidates:
         angle = rotation_angle_deg(c2.R @ c1.R.T)
         k = int(np.searchsorted(edges, angle)) - 1
         if not 0 <= k < len(bins) or (seen is not None and len(seen[c1.index] & seen[c2.index]) < min_covisible):
@@ -194,7 +213,10 @@ def main() -> None:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--bins", default="30,45,60,90", help="edges of the rotation-angle bins, degrees")
     parser.add_argument("--per-bin", type=int, default=2, help="pairs per bin per set")
-    parser.add_argument("--min-covisible", type=int, default=20, help="bundler-kermit: common 3D points of a pair")
+    parser.add_argument("--min-covisible", type=int, default=20,
+                        help="bundler-kermit and --sfm scenes: common 3D points of a pair")
+    parser.add_argument("--sfm", type=Path, help="folder of scene folders (hardnet-desc sfm --features sift) "
+                        "named after the sets, whose models give the cameras")
     parser.add_argument("--methods", default="plain,wide,asift")
     parser.add_argument("--verifiers", default="", help="verify wide's correspondences again with these too "
                         "(magsac, magsac-raw, poselib, degensac)")
@@ -216,7 +238,7 @@ def main() -> None:
     cpu: dict[str, list[float]] = {m: [] for m in rows}
     n_pairs = 0
     for name in args.sets.split(","):
-        for c1, c2, angle in wide_pairs(name, edges, args.per_bin, args.min_covisible, args.seed):
+        for c1, c2, angle in wide_pairs(name, edges, args.per_bin, args.min_covisible, args.seed, args.sfm):
             images = [cv2.imread(str(c.path)) for c in (c1, c2)]
             n_pairs += 1
             found = None
@@ -238,7 +260,8 @@ def main() -> None:
                 err = pose_error(p1, p2, inliers, c1, c2)
                 errors[m].append(err)
                 if args.verbose:
-                    print(f"{name} {c1.path.name}-{c2.path.name} ({angle:4.1f} deg) {m:16s} "
+                    axes = np.degrees(np.arccos(np.clip((c2.R @ c1.R.T)[2, 2], -1, 1)))
+                    print(f"{name} {c1.path.name}-{c2.path.name} ({angle:4.1f} deg, axes {axes:4.1f}) {m:16s} "
                           f"{0 if inliers is None else int(inliers.sum()):4d} inliers of {len(p1):5d}{extra}  pose "
                           f"error {err:6.2f} deg  {cpu[m][-1]:5.1f} CPU s", flush=True)
     from bench_descriptor import cpu_name  # the same CPU line as the other benchmarks

@@ -159,6 +159,8 @@ def wide_pairs(name: str, edges: list[float], per_bin: int, min_covisible: int, 
     seen = None
     if sfm is not None and (sfm / name).is_dir():
         candidates = sfm_cameras(sfm / name, min_covisible)
+    elif not (folder / "_meta").is_dir():
+        raise SystemExit(f"{name}: no cameras (no {folder / '_meta'}; reconstruct it into --sfm DIR/{name})")
     else:
         if name == "bundler-kermit":
             cams, seen = bundler_cameras(folder)

@@ -242,6 +242,7 @@ def main() -> None:
     for name in args.sets.split(","):
         for c1, c2, angle in wide_pairs(name, edges, args.per_bin, args.min_covisible, args.seed, args.sfm):
             images = [cv2.imread(str(c.path)) for c in (c1, c2)]
+            axes = np.degrees(np.arccos(np.clip((c2.R @ c1.R.T)[2, 2], -1, 1)))  # optical axes, roll left out
             n_pairs += 1
             found = None
             for m in rows:
@@ -262,7 +263,6 @@ def main() -> None:
                 err = pose_error(p1, p2, inliers, c1, c2)
                 errors[m].append(err)
                 if args.verbose:
-                    axes = np.degrees(np.arccos(np.clip((c2.R @ c1.R.T)[2, 2], -1, 1)))
                     print(f"{name} {c1.path.name}-{c2.path.name} ({angle:4.1f} deg, axes {axes:4.1f}) {m:16s} "
                           f"{0 if inliers is None else int(inliers.sum()):4d} inliers of {len(p1):5d}{extra}  pose "
                           f"error {err:6.2f} deg  {cpu[m][-1]:5.1f} CPU s", flush=True)

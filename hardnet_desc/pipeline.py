@@ -91,11 +91,12 @@ def match_pair(
             (``refine_homography``), its ``inliers`` are those within ``threshold`` of the refined model.
         threshold: RANSAC inlier threshold in pixels, > 0 (default: 1 for fundamental, 3 for homography).
         wide_baseline: match views far apart (``hardnet_desc.wide_baseline.match_wide``): synthesized
-            affine views only when the original images give no verified model, FGINN matching,
-            a model only with ``min_inliers`` inliers. ``keypoints1/2`` then stand for the affine
+            affine views only when the original images give no verified model with enough inliers, FGINN
+            matching, a model only with ``min_inliers`` inliers. ``keypoints1/2`` then stand for the affine
             frames of all views (``frames_to_keypoints``).
-        min_inliers: with ``wide_baseline``, the verified inliers that end the search and below which
-            the model is ``None`` (default ``MIN_INLIERS``: 15 for H, 25 for F).
+        min_inliers: with ``wide_baseline``, the verified inliers below which the model is ``None`` (default
+            ``MIN_INLIERS``: 15 for H, 25 for F); the search ends at a model with ``STOP_INLIERS`` (15 for H,
+            50 for F) or ``min_inliers`` if more.
         progress: with ``wide_baseline``, called with a line of text after each step.
 
     Returns:

@@ -61,8 +61,12 @@ ViewSpec = float | tuple[float, float]
 DEFAULT_STEPS: tuple[tuple[ViewSpec, ...], ...] = ((), (2.0, 4.0), (6.0, 8.0))
 #: In-plane rotations of a view with tilt ``t`` are ``ROTATION_STEP / t`` degrees apart (ASIFT's 72 degrees).
 ROTATION_STEP = 72.0
-#: Verified inliers that end the search, and below which no model is reported.
+#: Verified inliers below which no model is reported.
 MIN_INLIERS = {"homography": 15, "fundamental": 25}
+#: Verified inliers that end the search. A fundamental matrix with fewer is kept, and the next step looks for more
+#: correspondences that agree with it (``verify_prior``): on real pairs 25-50 inliers often fix the pose badly
+#: (docs/wide-baseline.md, round 5). A homography ends it at ``MIN_INLIERS``; guided matching adds to it instead.
+STOP_INLIERS = {"homography": 15, "fundamental": 50}
 #: Second FGINN ratio threshold of the steps with synthesized views: when the matches passing ``ratio``
 #: give no model, those passing this one are verified too. With strong viewpoint and light changes the true
 #: matches' ratios are high (median 0.87-0.92 on pairs that failed at 0.8; docs/wide-baseline.md).
@@ -737,14 +741,14 @@ def ratio_tries(ratio: float | None, view_ratio: float | None) -> list[float | N
     return [first] if first == second else [first, second]
 
 
-def check_min_inliers(min_inliers: int | None) -> None:
-    """Raise unless ``min_inliers`` is ``None`` or an integer >= 1."""
-    if min_inliers is None:
+def check_min_inliers(value: int | None, name: str = "min_inliers") -> None:
+    """Raise unless ``value`` (the argument ``name``) is ``None`` or an integer >= 1."""
+    if value is None:
         return
-    if isinstance(min_inliers, bool) or not isinstance(min_inliers, (int, np.integer)):
-        raise TypeError(f"min_inliers must be an integer or None, got {type(min_inliers).__name__} {min_inliers!r}")
-    if min_inliers < 1:
-        raise ValueError(f"min_inliers must be >= 1 (or None for the default), got {min_inliers}")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer or None, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1 (or None for the default), got {value}")
 
 
 # --- rectified view and guided matching -------------------------------------------------------------
@@ -926,6 +930,7 @@ def match_wide(
     min_inliers: int | None = None,
     fginn_radius: float = 10.0,
     duplicate_radius: float = 2.0,
+    stop_inliers: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> WideMatch:
     """Match two images, adding synthesized views step by step until a model is verified.
@@ -935,9 +940,11 @@ def match_wide(
     each step all features so far are matched (``fginn_match``; the distances computed at earlier steps are
     kept, ``Neighbours``), duplicates are removed and the
     model is verified (``verify``; at the view steps with ``ratio``, then with ``view_ratio`` if that
-    found nothing); the search stops at the first step with ``min_inliers`` inliers. With
-    ``geometry="fundamental"`` a step-0 model with at least half of ``min_inliers`` is verified first
-    at each later step on the correspondences that agree with it (``verify_prior``).
+    found nothing); the search stops at the first step whose model has ``stop_inliers`` inliers. With
+    ``geometry="fundamental"`` a step-0 model with at least half of ``min_inliers``, and any model with fewer
+    than ``stop_inliers``, is verified first at each later step on the correspondences that agree with it
+    (``verify_prior``, and no other model is looked for once one has ``min_inliers``); if no step reaches
+    ``stop_inliers``, the model with the most inliers is returned.
 
     Args:
         image1, image2: as ``HardNetDescriptor.compute`` takes them.
@@ -952,21 +959,24 @@ def match_wide(
             shrunk by ``scale``; the first entry should be ``()``.
         rotation_step: views of tilt ``t`` are ``rotation_step / t`` degrees apart.
         view_max_side: views are made from the image scaled to at most this long side (memory and time).
-        min_inliers: default ``MIN_INLIERS[geometry]``.
+        min_inliers: no model with fewer; default ``MIN_INLIERS[geometry]``.
         fginn_radius, duplicate_radius: pixels, see ``fginn_match`` and ``remove_duplicates``.
+        stop_inliers: a model with as many ends the search; default ``STOP_INLIERS[geometry]``, at least
+            ``min_inliers``.
         progress: called with a line of text after each step (e.g. ``print``).
 
     Returns:
         A ``WideMatch``.
 
     Raises:
-        ValueError: an unknown ``geometry``, a ``min_inliers`` below 1 or a view of ``steps`` that is not a
-            tilt >= 1 or ``(tilt, scale)`` with ``0 < scale <= 1``; TypeError: a ``min_inliers`` that is not an
-            integer.
+        ValueError: an unknown ``geometry``, a ``min_inliers`` or ``stop_inliers`` below 1 or a view of ``steps``
+            that is not a tilt >= 1 or ``(tilt, scale)`` with ``0 < scale <= 1``; TypeError: a ``min_inliers`` or
+            ``stop_inliers`` that is not an integer.
     """
     if geometry not in MIN_INLIERS:
         raise ValueError(f"geometry must be one of {tuple(MIN_INLIERS)}, got {geometry!r}")
     check_min_inliers(min_inliers)
+    check_min_inliers(stop_inliers, "stop_inliers")
     for views in steps:
         list(map(view_spec, views))
     clock = time.perf_counter()
@@ -978,7 +988,10 @@ def match_wide(
     result: tuple = (Matches.empty(), np.zeros(0, bool), None, geometry)
     table = Neighbours()  # descriptor distances, extended by each step's views
     step_ok = None
-    prior = None  # fundamental: step 0's model with fewer than min_inliers (verify_prior)
+    prior = None  # fundamental: the model that guides the next step (verify_prior): a weak one of step 0 or the last
+    stop = max(STOP_INLIERS[geometry] if stop_inliers is None else stop_inliers,
+               MIN_INLIERS[geometry] if min_inliers is None else min_inliers)
+    fallback = None  # fundamental: (result, step) of the model with the most inliers, fewer than stop
     for step, tilts in enumerate(steps):
         for g, (grey, f) in enumerate(zip(greys, feats, strict=True)):
             t0 = time.perf_counter()
@@ -1007,7 +1020,7 @@ def match_wide(
             use = keep & (matches.ratios < r) if r is not None else keep
             model, inliers, kind = (None, None, geometry) if prior is None else verify_prior(
                 prior, p1[use], p2[use], threshold, min_inliers, *sizes, f1[use], f2[use])
-            if model is None:
+            if model is None and fallback is None:
                 model, inliers, kind = verify(p1[use], p2[use], geometry, threshold, min_inliers, *sizes,
                                               f1[use], f2[use])
             timings["verify"] += time.perf_counter() - t0
@@ -1033,14 +1046,22 @@ def match_wide(
             matches, inliers, model = _densify(model, matches, inliers, feats, threshold, need, duplicate_radius)
             timings["guided"] += time.perf_counter() - t0
         result = (matches, inliers, model, kind)
+        weak = model is not None and kind == "fundamental" and inliers.sum() < stop and step + 1 < len(steps)
         if progress is not None:
             label = ", ".join(f"{t:g}" + (f" at scale {z:g}" if z < 1 else "") for t, z in map(view_spec, tilts))
             progress(f"step {step} (tilts {label or '1'}): {len(feats[0].views)} + "
                      f"{len(feats[1].views)} views, {len(feats[0].frames)} + {len(feats[1].frames)} features, "
                      f"{len(matches)} matches, {int(inliers.sum())} inliers"
-                     + ("" if model is None else " -> model"))
+                     + ("" if model is None else f" -> model (fewer than {stop}: next step)" if weak else " -> model"))
+        if weak:  # kept; the next step looks for more correspondences that agree with it (verify_prior)
+            if fallback is None or inliers.sum() > fallback[0][1].sum():
+                fallback = (result, step)
+            prior = model
+            continue
         if model is not None:
             step_ok = step
             break
+    if fallback is not None and (step_ok is None or result[1].sum() < fallback[0][1].sum()):
+        result, step_ok = fallback  # the weak model with the most inliers
     timings["total"] = time.perf_counter() - clock
     return WideMatch(feats[0], feats[1], *result[:2], result[2], result[3], step_ok, timings)

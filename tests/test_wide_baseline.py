@@ -9,10 +9,11 @@ import torch
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.data.warps import viewpoint_homography
-from hardnet_desc.geometry import homography_jacobian
+from hardnet_desc.geometry import homography_jacobian, sampson_error_px
 from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import (
     RECTIFIED_TILT,
+    STOP_INLIERS,
     VIEW_RATIO,
     Features,
     Neighbours,
@@ -493,6 +494,49 @@ def test_bad_min_inliers_fail_before_any_work(value, error):
 def test_wide_baseline_stops_at_step_0_on_an_easy_pair(example_pair, hardnet):
     r = match_pair(*example_pair, hardnet, geometry="fundamental", wide_baseline=True)
     assert r.step == 0 and r.views == (1, 1) and r.model is not None and r.inliers.sum() >= 25
+
+
+def _inlier_points(w) -> tuple[np.ndarray, np.ndarray]:
+    """A ``WideMatch``'s inliers as pixel positions ``(K, 2)`` in each image."""
+    m = w.matches
+    return w.features1.centres[m.query_idx][w.inliers], w.features2.centres[m.train_idx][w.inliers]
+
+
+def test_a_weak_fundamental_matrix_sends_the_search_on_and_guides_it(example_pair, hardnet):
+    """300 keypoints per image: step 0 verifies a fundamental matrix with 25-49 inliers. Ending the search there
+    (``stop_inliers=25``, the rule before) states it; by default the views are added, the correspondences that
+    agree with it verified, and a model of many more inliers stated that step 0's inliers fit too."""
+    options = dict(geometry="fundamental", threshold=1.0, max_keypoints=300)
+    weak = match_wide(*example_pair, hardnet, stop_inliers=25, **options)
+    assert weak.step == 0 and 25 <= weak.inliers.sum() < STOP_INLIERS["fundamental"]
+    lines: list[str] = []
+    more = match_wide(*example_pair, hardnet, progress=lines.append, **options)
+    assert more.step == 1 and more.geometry == "fundamental" and more.inliers.sum() >= 10 * weak.inliers.sum()
+    assert lines[0].endswith("-> model (fewer than 50: next step)") and lines[1].endswith("-> model")
+    assert np.mean(sampson_error_px(*_inlier_points(weak), more.model) < 1.0) >= 0.8
+
+
+def test_a_weak_fundamental_matrix_is_stated_when_no_later_step_finds_more(example_pair, hardnet, monkeypatch):
+    """Once a weak model is kept, the later steps only look for correspondences that agree with it: when they
+    find none, that model is the answer, with the step that found it, and no other model is fitted."""
+    import hardnet_desc.wide_baseline as wb
+
+    options = dict(geometry="fundamental", threshold=1.0, max_keypoints=300, steps=((), (2.0,)))
+    weak = match_wide(*example_pair, hardnet, stop_inliers=25, **options)
+    fits = []
+    verify_ = wb.verify
+    monkeypatch.setattr(wb, "verify", lambda *a, **k: fits.append(len(a[0])) or verify_(*a, **k))
+    monkeypatch.setattr(wb, "verify_prior", lambda prior, p1, *a, **k: (None, np.zeros(len(p1), bool), "fundamental"))
+    kept = match_wide(*example_pair, hardnet, **options)
+    assert kept.step == 0 and len(fits) == 1  # step 0's fit alone
+    assert np.array_equal(kept.model, weak.model) and np.array_equal(kept.inliers, weak.inliers)
+    assert np.array_equal(kept.matches.query_idx, weak.matches.query_idx)
+
+
+@pytest.mark.parametrize("value, error", [(0, ValueError), (2.5, TypeError)])
+def test_bad_stop_inliers_fail_before_any_work(value, error):
+    with pytest.raises(error, match="stop_inliers"):
+        match_wide(np.zeros((8, 8)), np.zeros((8, 8)), descriptor=object(), stop_inliers=value)
 
 
 def test_wide_baseline_finds_no_model_between_a_photo_and_noise(example_image, hardnet):

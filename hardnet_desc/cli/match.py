@@ -35,8 +35,8 @@ def add_parser(sub) -> None:
                    help="views far apart (up to ~80 degrees): if the images alone give no verified model, add "
                    "synthesized affine views step by step (MODS); prints each step to stderr")
     p.add_argument("--min-inliers", type=int, default=None, metavar="N",
-                   help="with --wide-baseline: inliers that end the search and below which no model is reported "
-                   "(default: 15 for homography, 25 for fundamental)")
+                   help="with --wide-baseline: inliers below which no model is reported (default: 15 for "
+                   "homography, 25 for fundamental); the search ends at 15 (homography), 50 (fundamental) or N")
     p.add_argument("--json", type=Path, default=None, metavar="FILE",
                    help="also write the result as JSON (model, inlier count, matches, views, timings); an existing "
                    "file is replaced only if hardnet-desc wrote it")
@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"keypoints: {n1} ({args.image1}), {n2} ({args.image2})")
     ratio = "FGINN ratio" if args.wide_baseline else "ratio"
     guided = args.wide_baseline and r.model is not None and r.geometry == "homography"
-    print(f"matches:   {len(r.matches)} (mutual nearest neighbours" + (f", {ratio} < {args.ratio}" if args.ratio else "")
-          + (", + guided by the homography" if guided else "") + ")")
+    print(f"matches:   {len(r.matches)} (mutual nearest neighbours"
+          + (f", {ratio} < {args.ratio}" if args.ratio else "") + (", + guided by the homography" if guided else "") + ")")
     print(f"inliers:   {n_inliers} ({r.geometry}, MAGSAC, {r.threshold:g} px)")
     if args.wide_baseline:
         step = "no step verified a model" if r.step is None else f"step {r.step} verified the model"

@@ -23,6 +23,8 @@ fundamental matrix (1 px); the relative pose is then estimated from its inliers 
 (``hardnet_desc.geometry.estimate_relative_pose``) and compared with the true one. The **pose error** is the
 larger of the rotation and translation-direction errors; a pair is **solved** below 10 degrees, a model stated
 with a larger error is **wrong**. AUC@5/10/20 as in ``eval-pairs`` (no model: an infinite error).
+``--undistort`` removes each camera's lens distortion from its image first (every method then sees the
+undistorted images; docs/wide-baseline.md, round 5, for what it changed).
 
     python benchmarks/wide_baseline_pairs.py -v                                 # plain, wide, asift
     python benchmarks/wide_baseline_pairs.py --methods wide --verifiers magsac,magsac-raw,poselib,degensac
@@ -44,7 +46,7 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -224,6 +226,8 @@ def main() -> None:
                         "(magsac, magsac-raw, poselib, degensac)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--undistort", action="store_true", help="remove each camera's lens distortion from its "
+                        "image first (cv2.undistort, the same K), as image-matching benchmarks do")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -242,6 +246,9 @@ def main() -> None:
     for name in args.sets.split(","):
         for c1, c2, angle in wide_pairs(name, edges, args.per_bin, args.min_covisible, args.seed, args.sfm):
             images = [cv2.imread(str(c.path)) for c in (c1, c2)]
+            if args.undistort:
+                images = [cv2.undistort(im, c.K, c.dist) for im, c in zip(images, (c1, c2), strict=True)]
+                c1, c2 = (replace(c, dist=np.zeros_like(c.dist)) for c in (c1, c2))
             axes = np.degrees(np.arccos(np.clip((c2.R @ c1.R.T)[2, 2], -1, 1)))  # optical axes, roll left out
             n_pairs += 1
             found = None

@@ -989,8 +989,8 @@ def match_wide(
     table = Neighbours()  # descriptor distances, extended by each step's views
     step_ok = None
     prior = None  # fundamental: the model that guides the next step (verify_prior): a weak one of step 0 or the last
-    stop = max(STOP_INLIERS[geometry] if stop_inliers is None else stop_inliers,
-               MIN_INLIERS[geometry] if min_inliers is None else min_inliers)
+    need = MIN_INLIERS[geometry] if min_inliers is None else min_inliers
+    stop = max(STOP_INLIERS[geometry] if stop_inliers is None else stop_inliers, need)
     fallback = None  # fundamental: (result, step) of the model with the most inliers, fewer than stop
     for step, tilts in enumerate(steps):
         for g, (grey, f) in enumerate(zip(greys, feats, strict=True)):
@@ -1027,7 +1027,6 @@ def match_wide(
             if model is not None:
                 break
         if model is None and not tilts and geometry == "fundamental":  # step 0's weaker model guides the views'
-            need = MIN_INLIERS[geometry] if min_inliers is None else min_inliers
             # no frames: with a dozen inliers their coherence says little, and verify_prior checks what it yields
             prior, _, kind = verify(p1[use], p2[use], geometry, threshold, max(8, need // 2), *sizes)
             prior = prior if kind == "fundamental" else None
@@ -1035,15 +1034,15 @@ def match_wide(
         matches = _take(matches, use)
         if model is not None and kind == "homography":  # more and better spread inliers, a better fit
             t0 = time.perf_counter()
-            need = MIN_INLIERS[kind] if min_inliers is None else min_inliers
+            need_h = MIN_INLIERS[kind] if min_inliers is None else min_inliers
             oblique = tilts or model_tilt(model, p1[use][inliers]) > RECTIFIED_TILT
             for _ in range(RECTIFIED_ROUNDS if oblique else 0):
                 old = model
                 matches, inliers, model = _rectify(model, matches, inliers, feats, (image1, image2), greys, descriptor,
-                                                   threshold, need, max_keypoints, fginn_radius, duplicate_radius)
+                                                   threshold, need_h, max_keypoints, fginn_radius, duplicate_radius)
                 if model is old:  # refused: another round would draw the same view
                     break
-            matches, inliers, model = _densify(model, matches, inliers, feats, threshold, need, duplicate_radius)
+            matches, inliers, model = _densify(model, matches, inliers, feats, threshold, need_h, duplicate_radius)
             timings["guided"] += time.perf_counter() - t0
         result = (matches, inliers, model, kind)
         weak = model is not None and kind == "fundamental" and inliers.sum() < stop and step + 1 < len(steps)

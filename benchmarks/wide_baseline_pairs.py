@@ -24,7 +24,7 @@ fundamental matrix (1 px); the relative pose is then estimated from its inliers 
 larger of the rotation and translation-direction errors; a pair is **solved** below 10 degrees, a model stated
 with a larger error is **wrong**. AUC@5/10/20 as in ``eval-pairs`` (no model: an infinite error).
 ``--undistort`` removes each camera's lens distortion from its image first (every method then sees the
-undistorted images; docs/wide-baseline.md, round 5, for what it changed).
+undistorted images; docs/wide-baseline-log.md, round 5, for what it changed).
 
     python benchmarks/wide_baseline_pairs.py -v                                 # plain, wide, asift
     python benchmarks/wide_baseline_pairs.py --methods wide --verifiers magsac,magsac-raw,poselib,degensac

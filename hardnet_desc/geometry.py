@@ -312,7 +312,7 @@ def refine_homography(
     view) can be a few percent of the image off; the robust fit weighs every inlier and lets the few wrong
     ones at the threshold's edge pull less than plain least squares would. Both directions count, so a
     model is not bent where one image shows the plane much smaller than the other (where a pixel of it
-    spans many of the other's); docs/wide-baseline.md has the measurements.
+    spans many of the other's); docs/wide-baseline-log.md has the measurements.
 
     Args:
         H: ``(3, 3)``, ``x2 ~ H x1``.

@@ -124,7 +124,7 @@ def match_pair(
     p1, p2 = points[0][matches.query_idx], points[1][matches.train_idx]
     model, inliers = fit_geometry(p1, p2, geometry, threshold)
     threshold = threshold or DEFAULT_THRESHOLD[geometry]
-    if model is not None and geometry == "homography":  # corner errors 0.76x on average (docs/wide-baseline.md)
+    if model is not None and geometry == "homography":  # corner errors 0.76x on average (docs/wide-baseline-log.md)
         model = refine_homography(model, p1, p2, threshold)
         inliers = transfer_error(model, p1, p2) < threshold
     return PairMatch(keypoints[0], keypoints[1], matches, p1, p2, inliers, model, geometry, threshold,

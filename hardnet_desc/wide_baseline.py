@@ -55,7 +55,7 @@ from .geometry import fit_geometry, homography_jacobian, refine_homography, samp
 from .matching import Matches
 
 #: A step's views: a tilt, or ``(tilt, scale)`` for views of the image shrunk by ``scale`` first (a scale
-#: step; none by default: on the validation sets it solved as many pairs as it got wrong, docs/wide-baseline.md).
+#: step; none by default: on the validation sets it solved as many pairs as it got wrong, docs/wide-baseline-log.md).
 ViewSpec = float | tuple[float, float]
 #: Views added at each step; step 0 (``()``) is the original image alone.
 DEFAULT_STEPS: tuple[tuple[ViewSpec, ...], ...] = ((), (2.0, 4.0), (6.0, 8.0))
@@ -65,11 +65,11 @@ ROTATION_STEP = 72.0
 MIN_INLIERS = {"homography": 15, "fundamental": 25}
 #: Verified inliers that end the search. A fundamental matrix with fewer is kept, and the next step looks for more
 #: correspondences that agree with it (``verify_prior``): on real pairs 25-50 inliers often fix the pose badly
-#: (docs/wide-baseline.md, round 5). A homography ends it at ``MIN_INLIERS``; guided matching adds to it instead.
+#: (docs/wide-baseline-log.md, round 5). A homography ends it at ``MIN_INLIERS``; guided matching adds to it instead.
 STOP_INLIERS = {"homography": 15, "fundamental": 50}
 #: Second FGINN ratio threshold of the steps with synthesized views: when the matches passing ``ratio``
 #: give no model, those passing this one are verified too. With strong viewpoint and light changes the true
-#: matches' ratios are high (median 0.87-0.92 on pairs that failed at 0.8; docs/wide-baseline.md).
+#: matches' ratios are high (median 0.87-0.92 on pairs that failed at 0.8; docs/wide-baseline-log.md).
 VIEW_RATIO = 0.9
 #: SIFT keypoints kept per synthesized view (the strongest).
 DEFAULT_VIEW_KEYPOINTS = 400
@@ -91,7 +91,8 @@ GUIDED_DISTANCE = 1.0
 FRAME_SHARE = 0.25
 #: A fundamental matrix is stated only if this share of its inliers have a neighbour inlier (within ``COHERENT_RADIUS``
 #: px in image 1) that their matched frames place where it is in image 2 (``coherent``). On the real pairs the right
-#: models' shares were 0.70-1.0; wrong ones of 25-33 false inliers on a camera ring 0.38-0.79 (docs/wide-baseline.md).
+#: models' shares were 0.70-1.0; wrong ones of 25-33 false inliers on a camera ring 0.38-0.79
+#: (docs/wide-baseline-log.md).
 COHERENT_SHARE, COHERENT_RADIUS = 0.6, 60.0
 #: A homography found with synthesized views is fitted again on a rectified view (``_rectify``): FGINN matches at this
 #: ratio, within this share of image 2's diagonal of the model, this many times (each round redraws the view with the
@@ -711,7 +712,7 @@ def verify_prior(
     images that had too few inliers to be stated.
 
     A view step sees the original images' matches again among many new ones; on real wide pairs a wrong
-    fundamental matrix of the new ones can outvote a right one of the originals (docs/wide-baseline.md). So
+    fundamental matrix of the new ones can outvote a right one of the originals (docs/wide-baseline-log.md). So
     the view steps first verify the correspondences within ``threshold`` (Sampson) of ``prior``: if at least
     ``min_inliers`` (default ``MIN_INLIERS["fundamental"]``) agree and pass ``verify``, that model is stated.
 
@@ -885,7 +886,7 @@ def _densify(
 
     The frames leave out most of the near-misses that fit a model within the threshold but not the plane
     (on the validation sets the refit on all of them left two pairs 1.0-1.3 % off at the corners, this one
-    0.9 %; docs/wide-baseline.md).
+    0.9 %; docs/wide-baseline-log.md).
 
     Returns:
         ``(matches sorted by query_idx, inliers (M,) bool, model (3, 3))``.

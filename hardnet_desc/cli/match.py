@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"keypoints: {n1} ({args.image1}), {n2} ({args.image2})")
     ratio = "FGINN ratio" if args.wide_baseline else "ratio"
     guided = args.wide_baseline and r.model is not None and r.geometry == "homography"
-    print(f"matches:   {len(r.matches)} (mutual nearest neighbours"
-          + (f", {ratio} < {args.ratio}" if args.ratio else "") + (", + guided by the homography" if guided else "") + ")")
+    ratio_test = f", {ratio} < {args.ratio}" if args.ratio else ""
+    print(f"matches:   {len(r.matches)} (mutual nearest neighbours{ratio_test}"
+          + (", + guided by the homography" if guided else "") + ")")
     print(f"inliers:   {n_inliers} ({r.geometry}, MAGSAC, {r.threshold:g} px)")
     if args.wide_baseline:
         step = "no step verified a model" if r.step is None else f"step {r.step} verified the model"

@@ -43,8 +43,9 @@ def detect_sift(
     return kps[:max_keypoints] if max_keypoints else kps
 
 
-def check_max_keypoints(max_keypoints: int | None) -> None:
-    """Raise unless ``max_keypoints`` is ``None`` or an integer >= 0 (the keypoint budget; 0 or ``None``: all).
+def check_max_keypoints(max_keypoints: int | None, name: str = "max_keypoints") -> None:
+    """Raise unless ``max_keypoints`` (the argument ``name``) is ``None`` or an integer >= 0 (the keypoint budget;
+    0 or ``None``: all).
 
     Raises:
         TypeError: not an integer (e.g. 2.5 or "100"). ValueError: negative.
@@ -52,7 +53,6 @@ def check_max_keypoints(max_keypoints: int | None) -> None:
     if max_keypoints is None:
         return
     if isinstance(max_keypoints, bool) or not isinstance(max_keypoints, (int, np.integer)):
-        raise TypeError(f"max_keypoints must be an integer or None, got {type(max_keypoints).__name__} "
-                        f"{max_keypoints!r}")
+        raise TypeError(f"{name} must be an integer or None, got {type(max_keypoints).__name__} {max_keypoints!r}")
     if max_keypoints < 0:
-        raise ValueError(f"max_keypoints must be >= 0 (0 or None: all), got {max_keypoints}")
+        raise ValueError(f"{name} must be >= 0 (0 or None: all), got {max_keypoints}")

@@ -256,14 +256,14 @@ class DescriptorMatcher:
         return out
 
 
-def check_ratio(ratio: float | None) -> None:
-    """Raise unless ``ratio`` is ``None`` or a number in (0, 1]."""
+def check_ratio(ratio: float | None, name: str = "ratio") -> None:
+    """Raise unless ``ratio`` (the argument ``name``) is ``None`` or a number in (0, 1]."""
     if ratio is None:
         return
     if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
-        raise TypeError(f"ratio must be a number in (0, 1] or None, got {type(ratio).__name__} {ratio!r}")
+        raise TypeError(f"{name} must be a number in (0, 1] or None, got {type(ratio).__name__} {ratio!r}")
     if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"ratio must be in (0, 1] or None, got {ratio}")
+        raise ValueError(f"{name} must be in (0, 1] or None, got {ratio}")
 
 
 def _prepare(

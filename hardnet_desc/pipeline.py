@@ -25,7 +25,7 @@ from .core.image import ImageLike
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
 from .geometry import DEFAULT_THRESHOLD, GEOMETRIES, check_geometry, fit_geometry, refine_homography, transfer_error
-from .matching import Matches, match_descriptors
+from .matching import Matches, check_ratio, match_descriptors
 from .wide_baseline import check_min_inliers, frames_to_keypoints, match_wide
 
 # GEOMETRIES (match_pair's geometry values) and fit_geometry (its RANSAC) live in geometry.py
@@ -104,12 +104,13 @@ def match_pair(
 
     Raises:
         ValueError: an unknown ``geometry``, a ``threshold`` <= 0 or NaN, a negative ``max_keypoints``, a
-            ``min_inliers`` below 1 (checked before any work); TypeError: a non-integer ``max_keypoints``
-            or ``min_inliers``.
+            ``min_inliers`` below 1, a ``ratio`` outside (0, 1] (checked before any work); TypeError: a non-integer
+            ``max_keypoints`` or ``min_inliers``, a ``ratio`` that is not a number.
     """
     check_geometry(geometry, threshold)
     check_max_keypoints(max_keypoints)
     check_min_inliers(min_inliers)
+    check_ratio(ratio)
     descriptor = descriptor if descriptor is not None else HardNetDescriptor()
     if wide_baseline:
         return _match_wide(image1, image2, descriptor, max_keypoints=max_keypoints, ratio=ratio, geometry=geometry,
@@ -135,8 +136,6 @@ def _match_wide(image1: ImageLike, image2: ImageLike, descriptor: HardNetDescrip
                 **options) -> PairMatch:
     """``match_pair(..., wide_baseline=True)``: ``match_wide``'s result as a ``PairMatch``."""
     w = match_wide(image1, image2, descriptor, threshold=threshold, **options)
-    c1, c2 = w.features1.centres, w.features2.centres
-    p1, p2 = c1[w.matches.query_idx], c2[w.matches.train_idx]
     keypoints = [frames_to_keypoints(f.frames, descriptor.patch_scale) for f in (w.features1, w.features2)]
-    return PairMatch(keypoints[0], keypoints[1], w.matches, p1, p2, w.inliers, w.model, w.geometry, threshold,
-                     step=w.step, views=(len(w.features1.views), len(w.features2.views)), timings=w.timings)
+    return PairMatch(keypoints[0], keypoints[1], w.matches, w.points1, w.points2, w.inliers, w.model, w.geometry,
+                     threshold, step=w.step, views=(len(w.features1.views), len(w.features2.views)), timings=w.timings)

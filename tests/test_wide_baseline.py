@@ -498,8 +498,7 @@ def test_wide_baseline_stops_at_step_0_on_an_easy_pair(example_pair, hardnet):
 
 def _inlier_points(w) -> tuple[np.ndarray, np.ndarray]:
     """A ``WideMatch``'s inliers as pixel positions ``(K, 2)`` in each image."""
-    m = w.matches
-    return w.features1.centres[m.query_idx][w.inliers], w.features2.centres[m.train_idx][w.inliers]
+    return w.points1[w.inliers], w.points2[w.inliers]
 
 
 def test_a_weak_fundamental_matrix_sends_the_search_on_and_guides_it(example_pair, hardnet):
@@ -589,3 +588,29 @@ def test_match_cli_wide_baseline_writes_json_and_keeps_foreign_files(example_fil
     assert main([*args, "--json", str(out)]) == 0  # its own file: replaced without --force
     assert main(["match", *map(str, example_files), "--out", str(tmp_path / "n.png"), "--min-inliers", "5"]) == 2
     assert "--min-inliers needs --wide-baseline" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, error", [
+    ("rotation_step", 0, ValueError), ("rotation_step", float("nan"), ValueError), ("rotation_step", "72", TypeError),
+    ("view_max_side", 0, ValueError), ("view_max_side", -3, ValueError), ("fginn_radius", -1, ValueError),
+    ("duplicate_radius", float("nan"), ValueError), ("ratio", 2.0, ValueError), ("view_ratio", 0, ValueError),
+    ("view_keypoints", -1, ValueError), ("view_keypoints", 2.5, TypeError), ("threshold", None, TypeError),
+    ("threshold", -1, ValueError), ("steps", (), ValueError), ("steps", 5, ValueError), ("steps", ((), 2), ValueError),
+    ("steps", ((), (0.5,)), ValueError), ("geometry", "affine", ValueError),
+])
+def test_bad_options_of_match_wide_fail_before_any_work(option, value, error):
+    # descriptor=object(): any work would fail on it, so the error must come from the check, naming the option
+    with pytest.raises(error, match="steps|a view is" if option == "steps" else option):
+        match_wide(np.zeros((8, 8)), np.zeros((8, 8)), object(), **{option: value})
+
+
+def test_a_fundamental_matrix_is_fitted_to_aligned_positions(example_pair, hardnet):
+    # The correspondences' positions in image 2 are moved onto image 1's patches (align_matches): some move, by
+    # less than a pixel in the median, and the pair's PairMatch carries the same positions.
+    w = match_wide(*example_pair, hardnet, geometry="fundamental", threshold=1.0)
+    centres = w.features2.centres[w.matches.train_idx]
+    shift = np.linalg.norm(w.points2 - centres, axis=1)
+    assert w.model is not None and (w.points1 == w.features1.centres[w.matches.query_idx]).all()
+    assert (shift > 0).mean() > 0.3 and np.median(shift[shift > 0]) < 1.0
+    r = match_pair(*example_pair, hardnet, geometry="fundamental", threshold=1.0, wide_baseline=True)
+    assert np.array_equal(r.points2, w.points2) and np.array_equal(r.inliers, w.inliers)

@@ -74,3 +74,15 @@ def test_no_frames_and_bad_frames(warped_frames):
     outside[0, :, 2] = [-50.0, 10.0]
     with pytest.raises(ValueError, match="outside"):
         align_frames(*greys, torch.from_numpy(frames1[:3]), torch.from_numpy(outside))
+    for bad in (dict(support=0), dict(support=float("nan")), dict(iterations=0), dict(iterations=2.5)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            align_frames(*greys, torch.from_numpy(frames1[:3]), torch.from_numpy(frames2[:3]), **bad)
+
+
+def test_chunks_give_the_same_result(warped_frames, monkeypatch):
+    greys, frames1, frames2 = warped_frames
+    f1, f2 = torch.from_numpy(frames1[:100]), torch.from_numpy(frames2[:100])
+    whole = align_frames(*greys, f1, f2)
+    monkeypatch.setattr("hardnet_desc.core.align.CHUNK", 7)
+    chunked = align_frames(*greys, f1, f2)
+    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])

@@ -189,9 +189,9 @@ def test_fginn_mutual_check_accepts_the_same_point_from_another_view():
 def test_neighbours_grown_in_steps_match_as_all_at_once():
     # Sets grown in three steps (rows of both, then of set 2 only, then of set 1 only) give the tables and the
     # matches of one call on the whole sets; a small first step (k < candidates) is widened as set 2 grows.
-    rng = np.random.default_rng(0)
-    d1, d2 = torch.randn(700, 128), torch.randn(900, 128)
-    d2[::3] = d1[:300] + 0.1 * torch.randn(300, 128)  # a third of set 2 has a near copy in set 1
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    d1, d2 = torch.randn(700, 128, generator=gen), torch.randn(900, 128, generator=gen)
+    d2[::3] = d1[:300] + 0.1 * torch.randn(300, 128, generator=gen)  # a third of set 2 has a near copy in set 1
     c1, c2 = rng.uniform(0, 500, (700, 2)), rng.uniform(0, 500, (900, 2))
     table = Neighbours(candidates=16, chunk=64)
     for n1, n2 in ((5, 10), (300, 10), (300, 600), (700, 900)):

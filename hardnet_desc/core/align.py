@@ -12,6 +12,9 @@ Conventions: ``hardnet_desc.core.patches`` (frames ``[A | c]`` ``(M, 2, 3)`` in 
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from .patches import PatchSpec, build_pyramid, check_frames, extract_patches, pyramid_depth
@@ -26,6 +29,8 @@ ITERATIONS = 12
 CONVERGED, MAX_SHIFT = 0.3, 8.0
 #: A patch of image 2 whose grey levels (0-1) vary less than this (standard deviation) has nothing to align.
 FLAT = 1e-3
+#: Correspondences aligned at once (memory: about 80 kB each, mostly float64 steepest-descent images).
+CHUNK = 1024
 
 
 def _normalised(p: torch.Tensor) -> torch.Tensor:
@@ -59,8 +64,13 @@ def align_frames(
         is ``frames2``'s own.
 
     Raises:
-        ValueError: frames of another shape, different counts, a frame outside its image, NaN or inf.
+        ValueError: frames of another shape, different counts, a frame outside its image, NaN or inf; a ``support``
+            that is not a positive finite number, ``iterations`` below 1.
     """
+    if isinstance(support, bool) or not isinstance(support, numbers.Real) or not 0 < support < math.inf:
+        raise ValueError(f"support must be a positive finite number, got {support!r}")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
     if frames1.dim() != 3 or frames1.shape[1:] != (2, 3) or frames1.shape != frames2.shape:
         raise ValueError(f"frames1 and frames2 must both be (M, 2, 3), got {tuple(frames1.shape)} and "
                          f"{tuple(frames2.shape)}")
@@ -69,14 +79,22 @@ def align_frames(
         check_frames(frames.to(image.device), image.shape[-2], image.shape[-1])
     if len(frames1) == 0:
         return torch.zeros(0, 2, dtype=torch.float64, device=device), torch.zeros(0, dtype=torch.bool, device=device)
-    spec = PatchSpec()
-    f1 = frames1.to(device, torch.float32).clone()
+    pyramid = build_pyramid(image2, pyramid_depth(*image2.shape[-2:]))
+    out = [_align(image1.to(device), image2, pyramid, frames1[i:i + CHUNK].to(device), frames2[i:i + CHUNK].to(device),
+                  support, iterations) for i in range(0, len(frames1), CHUNK)]
+    return torch.cat([c for c, _ in out]), torch.cat([m for _, m in out])
+
+
+def _align(image1: torch.Tensor, image2: torch.Tensor, pyramid: list[torch.Tensor], frames1: torch.Tensor,
+           frames2: torch.Tensor, support: float, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``align_frames`` of one chunk; ``pyramid``: image 2's."""
+    device, spec = image2.device, PatchSpec()
+    f1 = frames1.float().clone()
     f1[:, :, :2] *= support
-    linear = frames2[:, :, :2].to(device, torch.float64) * support
-    start = frames2[:, :, 2].to(device, torch.float64)
+    linear = frames2[:, :, :2].double() * support
+    start = frames2[:, :, 2].double()
     h, w = image2.shape[-2:]
-    pyramid = build_pyramid(image2, pyramid_depth(h, w))
-    t = _normalised(extract_patches(image1.to(device), f1, spec)[:, 0].double())  # the template (M, S, S)
+    t = _normalised(extract_patches(image1, f1, spec)[:, 0].double())  # the template (M, S, S)
     n = t.shape[-1]
     gx, gy = torch.zeros_like(t), torch.zeros_like(t)
     gx[:, :, 1:-1] = (t[:, :, 2:] - t[:, :, :-2]) / 2

@@ -49,7 +49,7 @@ import torch
 
 from .core.align import align_frames
 from .core.image import ImageLike, to_grey_tensor, to_uint8
-from .core.patches import inside_image
+from .core.patches import check_number, inside_image
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
 from .geometry import (
@@ -770,15 +770,6 @@ def ratio_tries(ratio: float | None, view_ratio: float | None) -> list[float | N
     """The FGINN ratio thresholds a step verifies with, stricter first (``None``: no ratio test, the loosest)."""
     first, second = sorted((ratio, view_ratio), key=lambda r: math.inf if r is None else r)
     return [first] if first == second else [first, second]
-
-
-def check_number(value: float, name: str, low: float = 0.0, strict: bool = True) -> None:
-    """Raise unless ``value`` (the argument ``name``) is a finite real number above ``low`` (at least ``low`` where
-    ``strict`` is false): ``TypeError`` for another type, ``ValueError`` for a value out of range, NaN or inf."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(value) and (value > low if strict else value >= low)):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value}")
 
 
 def check_min_inliers(value: int | None, name: str = "min_inliers") -> None:

@@ -12,12 +12,9 @@ Conventions: ``hardnet_desc.core.patches`` (frames ``[A | c]`` ``(M, 2, 3)`` in 
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 
-from .patches import PatchSpec, build_pyramid, check_frames, extract_patches, pyramid_depth
+from .patches import PatchSpec, build_pyramid, check_frames, check_number, extract_patches, pyramid_depth
 
 #: The aligned patch covers this fraction of each frame's side (half: less of the surroundings, which a change of
 #: viewpoint distorts more than the centre; chosen on real wide pairs, docs/wide-baseline-log.md).
@@ -65,10 +62,10 @@ def align_frames(
 
     Raises:
         ValueError: frames of another shape, different counts, a frame outside its image, NaN or inf; a ``support``
-            that is not a positive finite number, ``iterations`` below 1.
+            that is not a positive finite number, ``iterations`` not an integer >= 1. TypeError: a ``support`` that
+            is not a number.
     """
-    if isinstance(support, bool) or not isinstance(support, numbers.Real) or not 0 < support < math.inf:
-        raise ValueError(f"support must be a positive finite number, got {support!r}")
+    check_number(support, "support")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
     if frames1.dim() != 3 or frames1.shape[1:] != (2, 3) or frames1.shape != frames2.shape:

@@ -65,6 +65,15 @@ _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 _GRID_BLOCK = 1 << 19
 
 
+def check_number(value: float, name: str, low: float = 0.0, strict: bool = True) -> None:
+    """Raise unless ``value`` (the argument ``name``) is a finite real number above ``low`` (at least ``low`` where
+    ``strict`` is false): ``TypeError`` for another type, ``ValueError`` for a value out of range, NaN or inf."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and (value > low if strict else value >= low)):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value}")
+
+
 def check_patch_scale(patch_scale: float) -> float:
     """``patch_scale`` as a float, or ``TypeError``/``ValueError`` unless it is a positive finite number."""
     if isinstance(patch_scale, bool) or not isinstance(patch_scale, numbers.Real):

@@ -102,6 +102,11 @@ FRAME_SHARE = 0.25
 #: models' shares were 0.70-1.0; wrong ones of 25-33 false inliers on a camera ring 0.38-0.79
 #: (docs/wide-baseline-log.md).
 COHERENT_SHARE, COHERENT_RADIUS = 0.6, 60.0
+#: ``match_wide(geometry="fundamental")`` states no model (nor its plane's homography) whose inliers are few (fewer
+#: than ``SCATTERED_INLIERS``), a minority (below ``SCATTERED_SHARE`` of the correspondences verified) and scattered
+#: (their convex hull covers more than ``SCATTERED_AREA`` of either image; ``scattered``). On 202 real pairs 21 of the
+#: 57 wrong models were so, and 1 of the 112 right ones (docs/wide-baseline-log.md, round 8).
+SCATTERED_INLIERS, SCATTERED_SHARE, SCATTERED_AREA = 40, 0.5, 0.08
 #: A homography found with synthesized views is fitted again on a rectified view (``_rectify``): FGINN matches at this
 #: ratio, within this share of image 2's diagonal of the model, this many times (each round redraws the view with the
 #: model the previous one fitted).
@@ -641,6 +646,24 @@ def coherent(points1: np.ndarray, points2: np.ndarray, frames1: np.ndarray, fram
     return out
 
 
+def scattered(points1: np.ndarray, points2: np.ndarray, inliers: np.ndarray, size1: tuple[int, int],
+              size2: tuple[int, int] | None = None) -> bool:
+    """Whether a model's ``inliers`` (bool (M,) over ``points1/2`` (M, 2)) look like a chance fit: fewer than
+    ``SCATTERED_INLIERS``, below ``SCATTERED_SHARE`` of the M correspondences, and their convex hull covers more than
+    ``SCATTERED_AREA`` of image 1 (``size1 = (height, width)``) or of image 2 (``size2``, default ``size1``).
+
+    False matches that a fundamental matrix fits by chance are a random few of the correspondences, so they lie all
+    over the images; the true matches of a wide pair gather on the part of the scene that both images show (on real
+    pairs the right models with fewer than 40 inliers covered 4-7 % of the image, one 44 %).
+    """
+    n = int(np.count_nonzero(inliers))
+    if n >= SCATTERED_INLIERS or n >= SCATTERED_SHARE * len(inliers) or n < 3:
+        return False
+    areas = [cv2.contourArea(cv2.convexHull(np.float32(p[inliers]))) / (h * w)
+             for p, (h, w) in ((points1, size1), (points2, size2 or size1))]
+    return max(areas) > SCATTERED_AREA
+
+
 def _frames_settled(h: np.ndarray, inliers: np.ndarray, frames1: np.ndarray | None,
                     frames2: np.ndarray | None) -> bool:
     """Whether ``FRAME_SHARE`` of the ``inliers``' frames agree with ``h`` (``frames_agree``); True without frames."""
@@ -975,7 +998,8 @@ def match_wide(
     ``geometry="fundamental"`` a step-0 model with at least half of ``min_inliers``, and any model with fewer
     than ``stop_inliers``, is verified first at each later step on the correspondences that agree with it
     (``verify_prior``, and no other model is looked for once one has ``min_inliers``); if no step reaches
-    ``stop_inliers``, the model with the most inliers is returned.
+    ``stop_inliers``, the model with the most inliers is returned, unless its inliers look like a chance fit
+    (``scattered``: few, a minority and spread over the images), which gives no model.
 
     Args:
         image1, image2: as ``HardNetDescriptor.compute`` takes them.
@@ -1115,5 +1139,12 @@ def match_wide(
             break
     if fallback is not None and (step_ok is None or result[3].sum() < fallback[0][3].sum()):
         result, step_ok = fallback  # the weak model with the most inliers
+    # The answer only: refused during the search, such a model no longer guided the later steps (verify_prior), which
+    # then fitted larger chance models (docs/wide-baseline-log.md, round 8).
+    if geometry == "fundamental" and result[4] is not None and scattered(*result[1:4], *sizes):  # or its plane
+        if progress is not None:
+            progress(f"the model's {int(result[3].sum())} inliers are few, a minority of the {len(result[3])} matches "
+                     "and scattered over the images (a chance fit): no model")
+        result, step_ok = (*result[:3], np.zeros(len(result[3]), bool), None, result[5]), None
     timings["total"] = time.perf_counter() - clock
     return WideMatch(feats[0], feats[1], *result, step_ok, timings)

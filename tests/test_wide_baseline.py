@@ -32,6 +32,7 @@ from hardnet_desc.wide_baseline import (
     rectified_view,
     remove_duplicates,
     render_view,
+    scattered,
     verify,
     verify_prior,
     view_angles,
@@ -402,6 +403,26 @@ def test_verify_prior_keeps_the_original_images_model_against_a_larger_wrong_one
     assert verify_prior(prior, p1[20:], p2[20:], 1.0)[0] is None
 
 
+def test_scattered_tells_a_few_spread_inliers_from_gathered_or_many_ones():
+    rng = np.random.default_rng(2)
+    p1, p2 = rng.uniform(0, 800, (100, 2)), rng.uniform(0, 800, (100, 2))
+    few = np.zeros(100, bool)
+    few[:30] = True  # 30 of 100 all over both images
+    assert scattered(p1, p2, few, (800, 800))
+    gathered = p1.copy()
+    gathered[:30] = rng.uniform(300, 400, (30, 2))  # 1.6 % of image 1, but still spread in image 2
+    assert scattered(gathered, p2, few, (800, 800))
+    assert not scattered(gathered, gathered, few, (800, 800))
+    small = gathered.copy()
+    small[:30] = rng.uniform(0, 200, (30, 2))  # all over a 200 x 200 image 2: 5 % of an 800 x 800 one
+    assert scattered(gathered, small, few, (800, 800), (200, 200)) and not scattered(gathered, small, few, (800, 800))
+    assert not scattered(p1[:50], p2[:50], few[:50], (800, 800))  # 30 of 50: a majority
+    many = np.zeros(100, bool)
+    many[:45] = True
+    assert not scattered(p1, p2, many, (800, 800))  # 45 inliers: enough
+    assert not scattered(p1, p2, np.zeros(100, bool), (800, 800))
+
+
 # --- the whole path -------------------------------------------------------------------------------------
 
 
@@ -530,6 +551,25 @@ def test_a_weak_fundamental_matrix_is_stated_when_no_later_step_finds_more(examp
     assert kept.step == 0 and len(fits) == 1  # step 0's fit alone
     assert np.array_equal(kept.model, weak.model) and np.array_equal(kept.inliers, weak.inliers)
     assert np.array_equal(kept.matches.query_idx, weak.matches.query_idx)
+
+
+def test_match_wide_states_no_fundamental_matrix_of_few_scattered_inliers(example_pair, hardnet, monkeypatch):
+    """300 keypoints per image, step 0 only: 25-39 inliers over a quarter of the images, but nearly all the
+    matches, so the model is stated. Were they a minority (``SCATTERED_SHARE`` raised), they would look like a
+    chance fit: no model, no step, the matches kept, and a line saying why."""
+    import hardnet_desc.wide_baseline as wb
+
+    options = dict(geometry="fundamental", threshold=1.0, max_keypoints=300, steps=((),))
+    kept = match_wide(*example_pair, hardnet, **options)
+    assert kept.model is not None and kept.step == 0 and 25 <= kept.inliers.sum() < wb.SCATTERED_INLIERS
+    assert kept.inliers.mean() >= wb.SCATTERED_SHARE
+    assert not scattered(kept.points1, kept.points2, kept.inliers, example_pair[0].shape[:2], example_pair[1].shape[:2])
+    monkeypatch.setattr(wb, "SCATTERED_SHARE", 1.0)
+    lines: list[str] = []
+    refused = match_wide(*example_pair, hardnet, progress=lines.append, **options)
+    assert refused.model is None and refused.step is None and not refused.inliers.any()
+    assert np.array_equal(refused.matches.query_idx, kept.matches.query_idx)
+    assert lines[-1].endswith("(a chance fit): no model")
 
 
 @pytest.mark.parametrize("value, error", [(0, ValueError), (2.5, TypeError)])

@@ -1145,6 +1145,6 @@ def match_wide(
         if progress is not None:
             progress(f"the model's {int(result[3].sum())} inliers are few, a minority of the {len(result[3])} matches "
                      "and scattered over the images (a chance fit): no model")
-        result, step_ok = (*result[:3], np.zeros(len(result[3]), bool), None, result[5]), None
+        result, step_ok = (*result[:3], np.zeros(len(result[3]), bool), None, geometry), None  # as with no model
     timings["total"] = time.perf_counter() - clock
     return WideMatch(feats[0], feats[1], *result, step_ok, timings)

@@ -568,6 +568,7 @@ def test_match_wide_states_no_fundamental_matrix_of_few_scattered_inliers(exampl
     lines: list[str] = []
     refused = match_wide(*example_pair, hardnet, progress=lines.append, **options)
     assert refused.model is None and refused.step is None and not refused.inliers.any()
+    assert refused.geometry == "fundamental"
     assert np.array_equal(refused.matches.query_idx, kept.matches.query_idx)
     assert lines[-1].endswith("(a chance fit): no model")
 

@@ -20,7 +20,8 @@ between them (ASIFT's "transition tilt") reaches up to the product of the two. T
 those of the photo as image 1 shows it.
 
 Methods: ``plain`` = ``match_pair(geometry="homography")``; ``wide`` = the same with ``wide_baseline=True``;
-``wide-rX`` = ``match_wide`` with ``view_ratio=X``;
+``wide-rX`` = ``match_wide`` with ``view_ratio=X``; ``wide-kA/B`` = ``match_wide`` with ``view_keypoints=(A, B)``
+(keypoints per view at each step with views, e.g. ``wide-k800/400``; ``wide-k800`` for every step);
 ``asift`` = ``cv2.AffineFeature(cv2.SIFT_create())`` + RootSIFT, mutual nearest neighbours with ratio 0.9,
 MAGSAC (3 px, OpenCV's USAC), a model with at least 15 inliers.
 """
@@ -46,7 +47,7 @@ from hardnet_desc.geometry import fit_homography
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.geometry import fit_geometry
 from hardnet_desc.pipeline import match_pair
-from hardnet_desc.wide_baseline import DEFAULT_VIEW_KEYPOINTS, MIN_INLIERS, ROTATION_STEP, match_wide, verify
+from hardnet_desc.wide_baseline import MIN_INLIERS, ROTATION_STEP, match_wide, verify
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-images" / "urban100"
 
@@ -164,6 +165,16 @@ def fit_with(verifier: str, points1: np.ndarray, points2: np.ndarray, geometry: 
     return model, inliers
 
 
+def wide_options(method: str) -> dict:
+    """``match_wide``'s options that a method name sets: ``wide-rX`` (``view_ratio=X``; the setting before
+    ``VIEW_RATIO`` is ``wide-r0.8``), ``wide-kA/B`` (``view_keypoints=(A, B)``); ``{}`` for other names."""
+    if method.startswith("wide-r"):
+        return {"view_ratio": float(method[6:])}
+    if method.startswith("wide-k"):
+        return {"view_keypoints": tuple(int(n) for n in method[6:].split("/"))}
+    return {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of near-planar photos")
@@ -181,7 +192,6 @@ def main() -> None:
     parser.add_argument("--methods", default="plain,wide,asift")
     parser.add_argument("--photometric", action="store_true", help="also change image 2's light, blur, noise and "
                         "JPEG quality (hardnet_desc.data.warps.photometric with WarpConfig's defaults)")
-    parser.add_argument("--view-keypoints", type=int, default=DEFAULT_VIEW_KEYPOINTS, help="wide: keypoints per view")
     parser.add_argument("--rotation-step", type=float, default=ROTATION_STEP, help="wide: views of tilt t are this / t "
                         "degrees apart")
     parser.add_argument("--verifiers", default="", help="also verify wide's correspondences with these "
@@ -208,12 +218,11 @@ def main() -> None:
         "wide": lambda a, b: match_pair(a, b, hardnet, geometry="homography", wide_baseline=True),
         "asift": lambda a, b: asift_pair(a, b, asift),
     }
-    for m in methods:  # wide-rX: wide with view_ratio X (the setting before VIEW_RATIO: wide-r0.8)
-        if m.startswith("wide-r"):
-            run[m] = lambda a, b, r=float(m[6:]): match_wide(a, b, hardnet, view_ratio=r)
-    if (args.view_keypoints, args.rotation_step) != (DEFAULT_VIEW_KEYPOINTS, ROTATION_STEP):  # other settings
-        run["wide"] = lambda a, b: match_wide(a, b, hardnet, view_keypoints=args.view_keypoints,
-                                              rotation_step=args.rotation_step)
+    for m in methods:  # wide-rX, wide-kA/B: wide with other settings (see wide_options)
+        if wide_options(m):
+            run[m] = lambda a, b, o=wide_options(m): match_wide(a, b, hardnet, **o)
+    if args.rotation_step != ROTATION_STEP:  # another setting
+        run["wide"] = lambda a, b: match_wide(a, b, hardnet, rotation_step=args.rotation_step)
     match_pair(*[load(photos[0], 400)] * 2, hardnet)  # warm-up (weights, int8 kernels)
     rows = methods + [f"wide/{v}" for v in verifiers]
     stats = {m: {"solved": 0, "wrong": 0, "seconds": [], "neg_wrong": 0, "neg_seconds": []} for m in rows}

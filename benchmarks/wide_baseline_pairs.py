@@ -32,6 +32,7 @@ undistorted images; docs/wide-baseline-log.md, round 5, for what it changed).
     python benchmarks/wide_baseline_pairs.py -v --sfm SFM --sets vggsfm-kitchen --bins 30,45,60,90,180
 
 Methods: ``plain`` = ``match_pair(geometry="fundamental")``; ``wide`` = the same with ``wide_baseline=True``;
+``wide-rX``, ``wide-kA/B`` = ``match_wide`` with other settings, as in benchmarks/wide_baseline.py;
 ``asift`` = ``cv2.AffineFeature(cv2.SIFT_create())`` + RootSIFT, mutual nearest neighbours with ratio 0.9,
 MAGSAC (1 px), a model with at least 25 inliers (``MIN_INLIERS``). ``--verifiers`` fits ``wide``'s correspondences
 again with each verifier (``fit_with`` in benchmarks/wide_baseline.py; PoseLib and pydegensac must be installed
@@ -55,15 +56,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wide_baseline import correspondences, fit_with, root_sift  # noqa: E402
+from wide_baseline import correspondences, fit_with, root_sift, wide_options  # noqa: E402
 from wide_baseline_rig import cameras as rig_cameras  # noqa: E402
 
 from hardnet_desc import HardNetDescriptor  # noqa: E402
 from hardnet_desc.core.image import to_uint8  # noqa: E402
 from hardnet_desc.evaluation.pair_sources import load_scene  # noqa: E402
-from hardnet_desc.geometry import estimate_relative_pose, pose_auc, pose_error_deg, rotation_angle_deg  # noqa: E402
+from hardnet_desc.geometry import (  # noqa: E402
+    DEFAULT_THRESHOLD,
+    estimate_relative_pose,
+    pose_auc,
+    pose_error_deg,
+    rotation_angle_deg,
+)
 from hardnet_desc.matching import match_descriptors  # noqa: E402
 from hardnet_desc.pipeline import match_pair  # noqa: E402
+from hardnet_desc.wide_baseline import match_wide  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "multiview-train"
 SETS = ("buddha", "ngp-fox", "bundler-kermit")
@@ -261,6 +269,11 @@ def main() -> None:
                     p1, p2 = correspondences(found)
                     model, inliers = fit_with(m[5:], p1, p2, "fundamental", 1.0, images[0].shape[:2])
                     inliers = None if model is None else inliers
+                elif wide_options(m):
+                    r = match_wide(*images, hardnet, geometry="fundamental", threshold=DEFAULT_THRESHOLD["fundamental"],
+                                   **wide_options(m))
+                    p1, p2, inliers = r.points1, r.points2, None if r.model is None else r.inliers
+                    extra = f" ({r.geometry}, step {r.step})"
                 else:
                     r = match_pair(*images, hardnet, geometry="fundamental", wide_baseline=m == "wide")
                     p1, p2, inliers = r.points1, r.points2, None if r.model is None else r.inliers

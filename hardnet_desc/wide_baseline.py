@@ -80,8 +80,11 @@ STOP_INLIERS = {"homography": 15, "fundamental": 50}
 #: give no model, those passing this one are verified too. With strong viewpoint and light changes the true
 #: matches' ratios are high (median 0.87-0.92 on pairs that failed at 0.8; docs/wide-baseline-log.md).
 VIEW_RATIO = 0.9
-#: SIFT keypoints kept per synthesized view (the strongest).
-DEFAULT_VIEW_KEYPOINTS = 400
+#: SIFT keypoints kept per synthesized view (the strongest), one number per step with views: 800 at step 1 (tilts 2
+#: and 4), 400 at step 2. On real wide pairs 800 at step 1 solved more and stated fewer wrong models than 400 on four
+#: draws (on the held-out one 57 / 7 of 74 solved / wrong, against 53 / 12), at the same count on the synthetic sets;
+#: 800 at step 2 too pushed the costliest pairs far past 15 s (docs/wide-baseline-log.md, round 9).
+DEFAULT_VIEW_KEYPOINTS: int | tuple[int | None, ...] = (800, 400)
 #: Views are synthesized from the image scaled down to at most this many pixels on its longer side.
 DEFAULT_VIEW_MAX_SIDE = 1000
 #: A fundamental matrix is replaced by a homography when at least this share of its inliers fits
@@ -361,7 +364,7 @@ class Neighbours:
     The tables stay on the descriptors' device.
     """
 
-    def __init__(self, candidates: int = 16, chunk: int = 2048) -> None:
+    def __init__(self, candidates: int = 16, chunk: int = 512) -> None:
         self.candidates, self.chunk = candidates, chunk
         self.n1 = self.n2 = 0  # rows of each set seen so far
         self.dist = self.idx = None  # (N1, k): distances ascending, their rows of set 2 (on the first update's device)
@@ -383,11 +386,11 @@ class Neighbours:
         dist, idx = [self.dist], [self.idx]
         if n2 < len(b):  # the rows seen so far against the new rows of set 2
             dist, idx = [], []
-            for start in range(0, n1, self.chunk):
+            for start in range(0, n1, self.chunk):  # the k nearest new rows, merged with the k nearest so far
                 d = self._block(a[start : min(start + self.chunk, n1)], b[n2:], start, n2)
-                v = torch.cat([self.dist[start : start + len(d)], d], dim=1)
-                i = torch.cat([self.idx[start : start + len(d)],
-                               torch.arange(n2, len(b), device=a.device).expand(len(d), -1)], dim=1)
+                v, i = d.topk(min(k, d.shape[1]), dim=1, largest=False)
+                v = torch.cat([self.dist[start : start + len(d)], v], dim=1)
+                i = torch.cat([self.idx[start : start + len(d)], i + n2], dim=1)
                 v, order = v.topk(k, dim=1, largest=False)
                 dist.append(v)
                 idx.append(i.gather(1, order))
@@ -448,7 +451,7 @@ def fginn_match(
     radius: float = 10.0,
     mutual: bool = True,
     candidates: int = 16,
-    chunk: int = 2048,
+    chunk: int = 512,
 ) -> Matches:
     """First-geometrically-inconsistent nearest-neighbour matching (FGINN) with an adapted mutual check.
 
@@ -979,6 +982,27 @@ def _densify(
 # --- the iteration -------------------------------------------------------------------------------
 
 
+def _step_keypoints(max_keypoints: int | None, view_keypoints: int | Sequence[int | None] | None,
+                    steps: Sequence[Sequence[ViewSpec]]) -> list[int | None]:
+    """Each step's keypoints per view: ``max_keypoints`` at a step without views, else ``view_keypoints``' entry for
+    it (``match_wide``); raises as ``match_wide`` states."""
+    if isinstance(view_keypoints, Sequence) and not isinstance(view_keypoints, (str, bytes)):
+        if not view_keypoints:
+            raise ValueError("view_keypoints must be a number or a non-empty sequence (one per step with views), "
+                             "got an empty sequence")
+        for k, n in enumerate(view_keypoints):
+            check_max_keypoints(n, f"view_keypoints[{k}]")
+        per_view_step = list(view_keypoints)
+    else:
+        check_max_keypoints(view_keypoints, "view_keypoints")
+        per_view_step = [view_keypoints]
+    limits, k = [], 0
+    for views in steps:
+        limits.append(per_view_step[min(k, len(per_view_step) - 1)] if views else max_keypoints)
+        k += bool(views)
+    return limits
+
+
 def match_wide(
     image1: ImageLike,
     image2: ImageLike,
@@ -989,7 +1013,7 @@ def match_wide(
     ratio: float | None = 0.8,
     view_ratio: float | None = VIEW_RATIO,
     max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS,
-    view_keypoints: int | None = DEFAULT_VIEW_KEYPOINTS,
+    view_keypoints: int | Sequence[int | None] | None = DEFAULT_VIEW_KEYPOINTS,
     steps: Sequence[Sequence[ViewSpec]] = DEFAULT_STEPS,
     rotation_step: float = ROTATION_STEP,
     view_max_side: int = DEFAULT_VIEW_MAX_SIDE,
@@ -1021,7 +1045,10 @@ def match_wide(
         ratio: FGINN ratio threshold (``None``: off); step 0 uses it alone.
         view_ratio: the steps with views verify the matches passing the stricter of ``ratio`` and
             ``view_ratio`` first and, if they give no model, those passing the looser one (``None``: no test).
-        max_keypoints, view_keypoints: keypoints of the original image, of each synthesized view.
+        max_keypoints: keypoints of the original image (step 0).
+        view_keypoints: keypoints of each synthesized view: one number for every step, or a sequence whose
+            ``k``-th entry serves the ``k``-th step with views (its last entry any later one; entries beyond the
+            steps are unused). ``None`` or 0: all.
         steps: the views of each step (``DEFAULT_STEPS``): tilts, or ``(tilt, scale)`` for views of the image
             shrunk by ``scale``; the first entry should be ``()``.
         rotation_step: views of tilt ``t`` are ``rotation_step / t`` degrees apart.
@@ -1039,8 +1066,9 @@ def match_wide(
         ValueError: checked before any work: an unknown ``geometry``; a ``threshold`` or ``rotation_step`` that is
             not a positive finite number; a ``view_max_side`` below 16 or ``fginn_radius``, ``duplicate_radius``
             below 0 (or NaN, inf); a ``ratio`` or ``view_ratio`` outside (0, 1]; a negative ``max_keypoints`` or
-            ``view_keypoints``; a ``min_inliers`` or ``stop_inliers`` below 1; empty ``steps``, or a view of
-            ``steps`` that is not a tilt >= 1 or ``(tilt, scale)`` with ``0 < scale <= 1``.
+            ``view_keypoints`` (or entry of it), an empty ``view_keypoints`` sequence; a ``min_inliers`` or
+            ``stop_inliers`` below 1; empty ``steps``, or a view of ``steps`` that is not a tilt >= 1 or
+            ``(tilt, scale)`` with ``0 < scale <= 1``.
         TypeError: one of these that is not a number (an integer for the counts), or ``threshold=None``.
     """
     check_geometry(geometry, threshold)
@@ -1049,7 +1077,6 @@ def match_wide(
     check_ratio(ratio)
     check_ratio(view_ratio, "view_ratio")
     check_max_keypoints(max_keypoints)
-    check_max_keypoints(view_keypoints, "view_keypoints")
     check_number(rotation_step, "rotation_step")
     check_number(view_max_side, "view_max_side", 16, strict=False)
     check_number(fginn_radius, "fginn_radius", strict=False)
@@ -1062,6 +1089,7 @@ def match_wide(
         if isinstance(views, (str, bytes)) or not isinstance(views, Sequence):
             raise ValueError(f"a step of steps is a sequence of views (tilts or (tilt, scale)), got {views!r}")
         list(map(view_spec, views))
+    limits = _step_keypoints(max_keypoints, view_keypoints, steps)
     clock = time.perf_counter()
     timings = {"features": 0.0, "match": 0.0, "verify": 0.0, "guided": 0.0}
     greys = [to_uint8(image1), to_uint8(image2)]
@@ -1082,8 +1110,7 @@ def match_wide(
             scale = min(1.0, view_max_side / max(grey.shape))
             views = ([View(1.0, 0.0, np.eye(2, 3))] if not tilts else
                      make_views(tilts, grey.shape, rotation_step, scale))
-            limit = max_keypoints if not tilts else view_keypoints
-            frames, desc, which = describe_views(descriptor, (image1, image2)[g], views, limit, grey)
+            frames, desc, which = describe_views(descriptor, (image1, image2)[g], views, limits[step], grey)
             timings["features"] += time.perf_counter() - t0
             f.frames = torch.cat([f.frames, frames])
             f.descriptors = torch.cat([f.descriptors, desc])

@@ -13,6 +13,7 @@ from hardnet_desc.geometry import homography_jacobian, sampson_error_px
 from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import (
     RECTIFIED_TILT,
+    ROTATION_STEP,
     STOP_INLIERS,
     VIEW_RATIO,
     Features,
@@ -587,6 +588,20 @@ def test_wide_baseline_finds_no_model_between_a_photo_and_noise(example_image, h
     assert r.views[0] == 1 + 15 + 35  # every step was tried
 
 
+def test_view_keypoints_limit_each_step_s_views(example_image, hardnet):
+    # A number limits every view; a sequence each step with views in turn, its last entry the later steps.
+    small = cv2.resize(example_image, (400, 260), interpolation=cv2.INTER_AREA)
+    noise = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (260, 400), np.uint8), (0, 0), 1.5)
+    steps = ((), (2.0,), (4.0,), (6.0,))
+    first = 1 + len(make_views((2.0,), small.shape[:2], ROTATION_STEP))  # views of steps 0 and 1
+    second = first + len(make_views((4.0,), small.shape[:2], ROTATION_STEP))
+    for limits, want in [(25, (25, 25, 25)), ((40, 12), (40, 12, 12)), ((40, 12, 30, 5), (40, 12, 30))]:
+        w = match_wide(small, noise, hardnet, steps=steps, max_keypoints=60, view_keypoints=limits)
+        per_view = np.bincount(w.features1.view_index, minlength=len(w.features1.views))
+        assert w.step is None and per_view[0] == 60  # every step ran; step 0 keeps max_keypoints
+        assert (per_view[1:first].max(), per_view[first:second].max(), per_view[second:].max()) == want
+
+
 def test_view_ratio_applies_to_the_view_steps_only(example_pair, example_image, hardnet):
     # Step 0 is the plain pipeline with ``ratio``: an extreme view_ratio leaves an easy pair's result as it was.
     easy = [match_wide(*example_pair, hardnet, geometry="fundamental", view_ratio=v) for v in (VIEW_RATIO, 0.05)]
@@ -635,8 +650,10 @@ def test_match_cli_wide_baseline_writes_json_and_keeps_foreign_files(example_fil
     ("rotation_step", 0, ValueError), ("rotation_step", float("nan"), ValueError), ("rotation_step", "72", TypeError),
     ("view_max_side", 0, ValueError), ("view_max_side", -3, ValueError), ("fginn_radius", -1, ValueError),
     ("duplicate_radius", float("nan"), ValueError), ("ratio", 2.0, ValueError), ("view_ratio", 0, ValueError),
-    ("view_keypoints", -1, ValueError), ("view_keypoints", 2.5, TypeError), ("threshold", None, TypeError),
-    ("threshold", -1, ValueError), ("steps", (), ValueError), ("steps", 5, ValueError), ("steps", ((), 2), ValueError),
+    ("view_keypoints", -1, ValueError), ("view_keypoints", 2.5, TypeError), ("view_keypoints", (), ValueError),
+    ("view_keypoints", (800, -1), ValueError), ("view_keypoints", (800, 2.5), TypeError),
+    ("threshold", None, TypeError), ("threshold", -1, ValueError), ("steps", (), ValueError), ("steps", 5, ValueError),
+    ("steps", ((), 2), ValueError),
     ("steps", ((), (0.5,)), ValueError), ("geometry", "affine", ValueError),
 ])
 def test_bad_options_of_match_wide_fail_before_any_work(option, value, error):

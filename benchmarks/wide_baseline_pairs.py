@@ -246,6 +246,7 @@ def main() -> None:
     if verifiers and "wide" not in methods:
         parser.error("--verifiers needs the wide method")
     rows = methods + [f"wide/{v}" for v in verifiers]
+    options = {m: wide_options(m) for m in rows}  # match_wide's settings of the wide-rX, wide-kA/B methods
     hardnet = HardNetDescriptor(device="cpu")
     asift = cv2.AffineFeature_create(cv2.SIFT_create())
     errors: dict[str, list[float]] = {m: [] for m in rows}
@@ -269,9 +270,9 @@ def main() -> None:
                     p1, p2 = correspondences(found)
                     model, inliers = fit_with(m[5:], p1, p2, "fundamental", 1.0, images[0].shape[:2])
                     inliers = None if model is None else inliers
-                elif wide_options(m):
+                elif options[m]:
                     r = match_wide(*images, hardnet, geometry="fundamental", threshold=DEFAULT_THRESHOLD["fundamental"],
-                                   **wide_options(m))
+                                   **options[m])
                     p1, p2, inliers = r.points1, r.points2, None if r.model is None else r.inliers
                     extra = f" ({r.geometry}, step {r.step})"
                 else:

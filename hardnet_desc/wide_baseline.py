@@ -41,8 +41,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -187,17 +186,6 @@ class WideMatch:
     geometry: str
     step: int | None
     timings: dict[str, float]
-
-
-class _Answer(NamedTuple):
-    """A step's result in ``match_wide``: ``WideMatch``'s fields from ``matches`` to ``geometry``."""
-
-    matches: Matches
-    points1: np.ndarray
-    points2: np.ndarray
-    inliers: np.ndarray
-    model: np.ndarray | None
-    geometry: str
 
 
 # --- views -------------------------------------------------------------------------------------
@@ -1096,14 +1084,12 @@ def match_wide(
     sizes = (greys[0].shape, greys[1].shape)
     feats = [Features(torch.zeros(0, 2, 3), torch.zeros(0, 128, device=descriptor.device), np.zeros(0, np.int64))
              for _ in greys]
-    result = _Answer(Matches.empty(), np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, bool), None, geometry)
     tensors = [to_grey_tensor(im, descriptor.device) for im in (image1, image2)] if geometry == "fundamental" else None
     table = Neighbours()  # descriptor distances, extended by each step's views
-    step_ok = None
     prior = None  # fundamental: the model that guides the next step (verify_prior): a weak one of step 0 or the last
     need = MIN_INLIERS[geometry] if min_inliers is None else min_inliers
     stop = max(STOP_INLIERS[geometry] if stop_inliers is None else stop_inliers, need)
-    fallback = None  # fundamental: (result, step) of the model with the most inliers, fewer than stop
+    fallback = None  # fundamental: the step's result whose model has the most inliers, fewer than stop
     for step, tilts in enumerate(steps):
         for g, (grey, f) in enumerate(zip(greys, feats, strict=True)):
             t0 = time.perf_counter()
@@ -1160,7 +1146,8 @@ def match_wide(
             matches, inliers, model = _densify(model, matches, inliers, feats, threshold, need_h, duplicate_radius)
             points = (feats[0].centres[matches.query_idx], feats[1].centres[matches.train_idx])
             timings["guided"] += time.perf_counter() - t0
-        result = _Answer(matches, *points, inliers, model, kind)
+        result = WideMatch(feats[0], feats[1], matches, *points, inliers, model, kind,
+                           None if model is None else step, timings)
         weak = model is not None and kind == "fundamental" and inliers.sum() < stop and step + 1 < len(steps)
         if progress is not None:
             label = ", ".join(f"{t:g}" + (f" at scale {z:g}" if z < 1 else "") for t, z in map(view_spec, tilts))
@@ -1169,15 +1156,15 @@ def match_wide(
                      f"{len(matches)} matches, {int(inliers.sum())} inliers"
                      + ("" if model is None else f" -> model (fewer than {stop}: next step)" if weak else " -> model"))
         if weak:  # kept; the next step looks for more correspondences that agree with it (verify_prior)
-            if fallback is None or inliers.sum() > fallback[0].inliers.sum():
-                fallback = (result, step)
+            if fallback is None or inliers.sum() > fallback.inliers.sum():
+                fallback = result
             prior = model
             continue
         if model is not None:
-            step_ok = step
             break
-    if fallback is not None and (step_ok is None or result.inliers.sum() < fallback[0].inliers.sum()):
-        result, step_ok = fallback  # the weak model with the most inliers
+    # (a search that ends without a model ends with the last step's result: a weak one sends the search on)
+    if fallback is not None and (result.model is None or result.inliers.sum() < fallback.inliers.sum()):
+        result = fallback  # the weak model with the most inliers
     # The answer only: refused during the search, such a model no longer guided the later steps (verify_prior), which
     # then fitted larger chance models (docs/wide-baseline-log.md, round 8).
     if geometry == "fundamental" and result.model is not None and scattered(  # or its plane's homography
@@ -1185,7 +1172,7 @@ def match_wide(
         if progress is not None:
             progress(f"the model's {int(result.inliers.sum())} inliers are few, a minority of the "
                      f"{len(result.inliers)} matches and scattered over the images (a chance fit): no model")
-        result = result._replace(inliers=np.zeros(len(result.inliers), bool), model=None, geometry=geometry)
-        step_ok = None  # as with no model
+        # as with no model
+        result = replace(result, inliers=np.zeros(len(result.inliers), bool), model=None, geometry=geometry, step=None)
     timings["total"] = time.perf_counter() - clock
-    return WideMatch(feats[0], feats[1], *result, step_ok, timings)
+    return result

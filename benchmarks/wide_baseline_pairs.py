@@ -270,16 +270,13 @@ def main() -> None:
                     p1, p2 = correspondences(found)
                     model, inliers = fit_with(m[5:], p1, p2, "fundamental", 1.0, images[0].shape[:2])
                     inliers = None if model is None else inliers
-                elif options[m]:
-                    r = match_wide(*images, hardnet, geometry="fundamental", threshold=DEFAULT_THRESHOLD["fundamental"],
-                                   **options[m])
-                    p1, p2, inliers = r.points1, r.points2, None if r.model is None else r.inliers
-                    extra = f" ({r.geometry}, step {r.step})"
                 else:
-                    r = match_pair(*images, hardnet, geometry="fundamental", wide_baseline=m == "wide")
+                    r = (match_wide(*images, hardnet, geometry="fundamental",
+                                    threshold=DEFAULT_THRESHOLD["fundamental"], **options[m]) if options[m] else
+                         match_pair(*images, hardnet, geometry="fundamental", wide_baseline=m == "wide"))
                     p1, p2, inliers = r.points1, r.points2, None if r.model is None else r.inliers
                     found = r if m == "wide" else found
-                    extra = f" ({r.geometry}, step {r.step})" if m == "wide" else ""
+                    extra = f" ({r.geometry}, step {r.step})" if m == "wide" or options[m] else ""
                 cpu[m].append(time.process_time() - c0)
                 err = pose_error(p1, p2, inliers, c1, c2)
                 errors[m].append(err)

@@ -60,7 +60,7 @@ from .geometry import (
     sampson_error_px,
     transfer_error,
 )
-from .matching import Matches, check_ratio
+from .matching import Matches, _sq_dist_chunks, check_ratio
 
 #: A step's views: a tilt, or ``(tilt, scale)`` for views of the image shrunk by ``scale`` first (a scale
 #: step; none by default: on the validation sets it solved as many pairs as it got wrong, docs/wide-baseline-log.md).
@@ -302,7 +302,7 @@ def frames_to_keypoints(frames: np.ndarray | torch.Tensor, patch_scale: float) -
 
 def describe_views(
     descriptor: HardNetDescriptor, image: ImageLike, views: Sequence[View], max_keypoints: int | None,
-    grey: np.ndarray | None = None,
+    grey: np.ndarray | None = None, tensor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """SIFT in each view, the keypoints' frames mapped back, described from the original image.
 
@@ -312,6 +312,7 @@ def describe_views(
         views: views of it (``make_views``); the identity view is the original without resampling.
         max_keypoints: strongest keypoints kept per view (``None``: all).
         grey: the 8-bit grey image if already made.
+        tensor: its grey tensor on the descriptor's device (``to_grey_tensor``) if already made.
 
     Returns:
         ``(frames (N, 2, 3) float32, descriptors (N, 128) on the descriptor's device, view (N,) int64)``,
@@ -336,7 +337,8 @@ def describe_views(
     f = torch.from_numpy(np.concatenate(frames)).float()
     keep = inside_image(f, h, w) & torch.isfinite(f).all(dim=2).all(dim=1)
     f, which = f[keep], np.concatenate(which)[keep.numpy()]
-    desc = descriptor.describe_many([to_grey_tensor(image, descriptor.device)], [f])[0]
+    tensor = to_grey_tensor(image, descriptor.device) if tensor is None else tensor
+    desc = descriptor.describe_many([tensor], [f])[0]
     return f, desc, which
 
 
@@ -374,28 +376,28 @@ class Neighbours:
         dist, idx = [self.dist], [self.idx]
         if n2 < len(b):  # the rows seen so far against the new rows of set 2
             dist, idx = [], []
-            for start in range(0, n1, self.chunk):  # the k nearest new rows, merged with the k nearest so far
-                d = self._block(a[start : min(start + self.chunk, n1)], b[n2:], start, n2)
-                v, i = d.topk(min(k, d.shape[1]), dim=1, largest=False)
-                v = torch.cat([self.dist[start : start + len(d)], v], dim=1)
+            for start, d in _sq_dist_chunks(a[:n1], b[n2:], self.chunk):  # the k nearest new rows, merged with the
+                v, i = self._block(d, start, n2).topk(min(k, d.shape[1]), dim=1, largest=False)  # k nearest so far
+                v = torch.cat([self.dist[start : start + len(d)], v.clamp_min_(0).sqrt_()], dim=1)
                 i = torch.cat([self.idx[start : start + len(d)], i + n2], dim=1)
                 v, order = v.topk(k, dim=1, largest=False)
                 dist.append(v)
                 idx.append(i.gather(1, order))
-        for start in range(n1, len(a), self.chunk):  # the new rows of set 1 against all of set 2
-            d = self._block(a[start : start + self.chunk], b, start, 0)
-            v, i = d.topk(k, dim=1, largest=False)
-            dist.append(v)
+        for start, d in _sq_dist_chunks(a[n1:], b, self.chunk):  # the new rows of set 1 against all of set 2
+            v, i = self._block(d, n1 + start, 0).topk(k, dim=1, largest=False)
+            dist.append(v.clamp_min_(0).sqrt_())
             idx.append(i)
         self.dist, self.idx = torch.cat(dist), torch.cat(idx)
         self.n1, self.n2 = len(a), len(b)
         return self
 
-    def _block(self, rows: torch.Tensor, cols: torch.Tensor, row0: int, col0: int) -> torch.Tensor:
-        """Distances ``(len(rows), len(cols))``; the columns' nearest rows are updated with them."""
-        d = torch.cdist(rows, cols)
+    def _block(self, d: torch.Tensor, row0: int, col0: int) -> torch.Tensor:
+        """Update the columns' nearest rows with ``d`` (n, M), the squared distances of rows ``row0...`` of set 1 to
+        rows ``col0...`` of set 2 (``_sq_dist_chunks``' reused block: its values serve until the next one); return
+        ``d``."""
         if d.numel():
             cmin, carg = d.min(dim=0)
+            cmin = cmin.clamp_min_(0).sqrt_()
             better = cmin < self.col_min[col0:]
             self.col_min[col0:] = torch.where(better, cmin, self.col_min[col0:])
             self.col_arg[col0:] = torch.where(better, carg + row0, self.col_arg[col0:])
@@ -512,7 +514,8 @@ def remove_duplicates(points1: np.ndarray, points2: np.ndarray, order: np.ndarra
 
 
 def align_matches(greys: Sequence[torch.Tensor], frames1: np.ndarray, frames2: np.ndarray,
-                  rows: np.ndarray) -> np.ndarray:
+                  rows: np.ndarray, pairs: np.ndarray | None = None,
+                  cache: dict[tuple[int, int], np.ndarray] | None = None) -> np.ndarray:
     """``frames2`` (M, 2, 3) with the centres of ``rows`` (bool (M,)) moved so that their patches match those of
     ``frames1`` in image 1 (``hardnet_desc.core.align.align_frames``; ``greys``: the two grey tensors).
 
@@ -520,12 +523,24 @@ def align_matches(greys: Sequence[torch.Tensor], frames1: np.ndarray, frames2: n
     original image; aligned, the correspondences fit a fundamental matrix at 1 px as the true ones should. On 122
     real wide pairs the relative pose from ``match_wide``'s inliers was more precise (pose AUC@5 0.40 -> 0.44; "Real
     wide pairs, round 7" in docs/wide-baseline-log.md).
+
+    With ``pairs`` (M, 2), the features' rows in the two images, and a ``cache`` dict, a pair already in ``cache``
+    takes its centre from there and the others are added to it (each row is aligned on its own, so the centres are
+    those of aligning them again: ``match_wide`` keeps the pairs of earlier steps).
     """
     out = frames2.copy()
     index = np.flatnonzero(rows)
+    if cache is not None:  # the pairs aligned before take their centres from the cache
+        keys = [tuple(k) for k in np.asarray(pairs)[index].tolist()]
+        new = np.array([key not in cache for key in keys], bool)
+        for i, key in zip(index[~new], (k for k, n in zip(keys, new, strict=True) if not n)):
+            out[i, :, 2] = cache[key]
+        index, keys = index[new], [k for k, n in zip(keys, new, strict=True) if n]
     if len(index):
         centres, _ = align_frames(*greys, torch.from_numpy(frames1[index]), torch.from_numpy(frames2[index]))
         out[index, :, 2] = centres.cpu().numpy()
+    if cache is not None:
+        cache.update(zip(keys, out[index, :, 2], strict=True))
     return out
 
 
@@ -1084,8 +1099,9 @@ def match_wide(
     sizes = (greys[0].shape, greys[1].shape)
     feats = [Features(torch.zeros(0, 2, 3), torch.zeros(0, 128, device=descriptor.device), np.zeros(0, np.int64))
              for _ in greys]
-    tensors = [to_grey_tensor(im, descriptor.device) for im in (image1, image2)] if geometry == "fundamental" else None
+    tensors = [to_grey_tensor(im, descriptor.device) for im in (image1, image2)]
     table = Neighbours()  # descriptor distances, extended by each step's views
+    aligned = {}  # fundamental: (row in image 1, row in image 2) -> the aligned centre in image 2 (align_matches)
     prior = None  # fundamental: the model that guides the next step (verify_prior): a weak one of step 0 or the last
     need = MIN_INLIERS[geometry] if min_inliers is None else min_inliers
     stop = max(STOP_INLIERS[geometry] if stop_inliers is None else stop_inliers, need)
@@ -1096,7 +1112,8 @@ def match_wide(
             scale = min(1.0, view_max_side / max(grey.shape))
             views = ([View(1.0, 0.0, np.eye(2, 3))] if not tilts else
                      make_views(tilts, grey.shape, rotation_step, scale))
-            frames, desc, which = describe_views(descriptor, (image1, image2)[g], views, limits[step], grey)
+            frames, desc, which = describe_views(descriptor, (image1, image2)[g], views, limits[step], grey,
+                                                 tensors[g])
             timings["features"] += time.perf_counter() - t0
             f.frames = torch.cat([f.frames, frames])
             f.descriptors = torch.cat([f.descriptors, desc])
@@ -1110,8 +1127,8 @@ def match_wide(
         p1, p2 = c1[matches.query_idx], c2[matches.train_idx]
         f1, f2 = feats[0].frames.numpy()[matches.query_idx], feats[1].frames.numpy()[matches.train_idx]
         keep = remove_duplicates(p1, p2, np.argsort(matches.ratios, kind="stable"), duplicate_radius)
-        if tensors is not None:  # image 2's centres moved onto image 1's patches: views place features less precisely
-            f2 = align_matches(tensors, f1, f2, keep)
+        if geometry == "fundamental":  # image 2's centres moved onto image 1's patches (views place them less well)
+            f2 = align_matches(tensors, f1, f2, keep, np.stack([matches.query_idx, matches.train_idx], 1), aligned)
             p2 = f2[:, :, 2].astype(np.float64)
         timings["match"] += time.perf_counter() - t0
         for r in tries:  # the stricter ratio first; the looser one only if that finds no model

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from hardnet_desc import HardNetDescriptor
+from hardnet_desc import HardNetDescriptor, wide_baseline
+from hardnet_desc.core.image import to_grey_tensor
 from hardnet_desc.data.warps import viewpoint_homography
 from hardnet_desc.geometry import homography_jacobian, sampson_error_px
 from hardnet_desc.pipeline import match_pair
@@ -21,6 +22,7 @@ from hardnet_desc.wide_baseline import (
     View,
     _rectify,
     _refine,
+    align_matches,
     coherent,
     fginn_match,
     frames_agree,
@@ -201,6 +203,11 @@ def test_neighbours_grown_in_steps_match_as_all_at_once():
         whole = Neighbours(candidates=16).update(d1[:n1], d2[:n2])
         assert torch.equal(table.idx, whole.idx) and torch.equal(table.col_arg, whole.col_arg)
         assert torch.allclose(table.dist, whole.dist, atol=1e-4)
+    exact = torch.cdist(d1.double(), d2.double())  # the tables hold the true nearest rows and their distances
+    assert torch.equal(table.idx, exact.topk(16, dim=1, largest=False).indices)
+    assert torch.allclose(table.dist.double(), exact.topk(16, dim=1, largest=False).values, atol=1e-4)
+    assert torch.equal(table.col_arg, exact.argmin(dim=0))
+    assert torch.allclose(table.col_min.double(), exact.min(dim=0).values, atol=1e-4)
     grown, once = table.fginn(c1, c2, ratio=0.9), fginn_match(d1, d2, c1, c2, ratio=0.9)
     assert len(once) >= 250 and np.array_equal(grown.query_idx, once.query_idx)
     assert np.array_equal(grown.train_idx, once.train_idx)
@@ -208,6 +215,31 @@ def test_neighbours_grown_in_steps_match_as_all_at_once():
         table.update(d1[:10], d2)
     with pytest.raises(ValueError, match="centres"):
         table.fginn(c1[:10], c2)
+
+
+def test_aligned_centres_are_kept_for_the_later_steps(example_pair, hardnet, monkeypatch):
+    # With a cache (match_wide keeps one across its steps) the pairs aligned before take their centres from it, and
+    # only the others are aligned: the centres are those of aligning all of them at once.
+    w = match_wide(*example_pair, hardnet, geometry="fundamental", threshold=1.0)
+    f1 = w.features1.frames.numpy()[w.matches.query_idx]
+    f2 = w.features2.frames.numpy()[w.matches.train_idx]
+    pairs = np.stack([w.matches.query_idx, w.matches.train_idx], 1)
+    greys = [to_grey_tensor(image) for image in example_pair]
+    rows = np.ones(len(pairs), bool)
+    rows[::7] = False  # not aligned: their frames stay as they are
+    at_once = align_matches(greys, f1, f2, rows)
+    first = rows.copy()
+    first[len(rows) // 2 :] = False
+    cache = {}
+    align_matches(greys, f1, f2, first, pairs, cache)
+    assert len(cache) == first.sum() > 30
+    seen = []
+    real = wide_baseline.align_frames
+    monkeypatch.setattr(wide_baseline, "align_frames", lambda *a, **k: seen.append(len(a[2])) or real(*a, **k))
+    later = align_matches(greys, f1, f2, rows, pairs, cache)
+    assert seen == [rows.sum() - first.sum()] and len(cache) == rows.sum()
+    assert np.allclose(later, at_once, atol=1e-6) and np.array_equal(later[~rows], f2[~rows])
+    assert (np.linalg.norm(later[:, :, 2] - f2[:, :, 2], axis=1) > 0).sum() > 30  # some did move
 
 
 def test_remove_duplicates_keeps_the_best_of_each_group():

@@ -23,6 +23,7 @@ from .core.patches import (
     PatchSpec,
     as_frames,
     check_frames,
+    check_integer,
     describable_frames,
     extract_patches,
     is_frames,
@@ -141,10 +142,7 @@ class HardNetDescriptor:
         overlap: bool | None = None,
         pack: bool | None = None,
     ) -> None:
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))):
-            raise TypeError(f"batch_size must be an integer, got {type(batch_size).__name__} {batch_size!r}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_integer(batch_size, "batch_size", 1, "None: the device's default")
         if patch_spec is not None and not isinstance(patch_spec, PatchSpec):
             raise TypeError(f"patch_spec must be a PatchSpec or None, got {type(patch_spec).__name__}")
         if patch_spec is not None and patch_spec.size != PATCH_SIZE:

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from .core.image import ImageLike, check_mask, to_uint8
+from .core.patches import check_integer
 
 #: The keypoint budget per image of ``match``, ``extract`` and ``eval-sequences`` (and of the
 #: library functions behind them): the strongest this many SIFT keypoints.
@@ -50,9 +51,4 @@ def check_max_keypoints(max_keypoints: int | None, name: str = "max_keypoints") 
     Raises:
         TypeError: not an integer (e.g. 2.5 or "100"). ValueError: negative.
     """
-    if max_keypoints is None:
-        return
-    if isinstance(max_keypoints, bool) or not isinstance(max_keypoints, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer or None, got {type(max_keypoints).__name__} {max_keypoints!r}")
-    if max_keypoints < 0:
-        raise ValueError(f"{name} must be >= 0 (0 or None: all), got {max_keypoints}")
+    check_integer(max_keypoints, name, 0, "0 or None: all")

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .core.device import resolve_device
+from .core.patches import check_integer
 
 __all__ = ["DescriptorMatcher", "Matches", "match_descriptors"]
 
@@ -217,10 +218,7 @@ class DescriptorMatcher:
         OpenCV's), ordered by exact distance, then train index. Distances are
         ``match_descriptors``'.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_integer(k, "k", 1)
         if self.mutual:
             if k != 1:
                 raise ValueError("mutual (crossCheck) matching supports only k=1")

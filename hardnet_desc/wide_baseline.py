@@ -49,7 +49,7 @@ import torch
 
 from .core.align import align_frames
 from .core.image import ImageLike, to_grey_tensor, to_uint8
-from .core.patches import check_number, inside_image
+from .core.patches import check_integer, check_number, inside_image
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
 from .geometry import (
@@ -815,12 +815,7 @@ def ratio_tries(ratio: float | None, view_ratio: float | None) -> list[float | N
 
 def check_min_inliers(value: int | None, name: str = "min_inliers") -> None:
     """Raise unless ``value`` (the argument ``name``) is ``None`` or an integer >= 1."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer or None, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1 (or None for the default), got {value}")
+    check_integer(value, name, 1, "None: the default")
 
 
 # --- rectified view and guided matching -------------------------------------------------------------

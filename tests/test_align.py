@@ -74,8 +74,10 @@ def test_no_frames_and_bad_frames(warped_frames):
     outside[0, :, 2] = [-50.0, 10.0]
     with pytest.raises(ValueError, match="outside"):
         align_frames(*greys, torch.from_numpy(frames1[:3]), torch.from_numpy(outside))
-    for bad in (dict(support=0), dict(support=float("nan")), dict(iterations=0), dict(iterations=2.5)):
-        with pytest.raises(ValueError, match=next(iter(bad))):
+    for bad, error in ((dict(support=0), ValueError), (dict(support=float("nan")), ValueError),
+                       (dict(support="1"), TypeError), (dict(iterations=0), ValueError),
+                       (dict(iterations=2.5), TypeError), (dict(iterations=True), TypeError)):
+        with pytest.raises(error, match=next(iter(bad))):
             align_frames(*greys, torch.from_numpy(frames1[:3]), torch.from_numpy(frames2[:3]), **bad)
 
 

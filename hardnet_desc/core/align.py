@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import torch
 
-from .patches import PatchSpec, build_pyramid, check_frames, check_number, extract_patches, pyramid_depth
+from .patches import (
+    PatchSpec,
+    build_pyramid,
+    check_frames,
+    check_integer,
+    check_number,
+    extract_patches,
+    pyramid_depth,
+)
 
 #: The aligned patch covers this fraction of each frame's side (half: less of the surroundings, which a change of
 #: viewpoint distorts more than the centre; chosen on real wide pairs, docs/wide-baseline-log.md).
@@ -62,12 +70,11 @@ def align_frames(
 
     Raises:
         ValueError: frames of another shape, different counts, a frame outside its image, NaN or inf; a ``support``
-            that is not a positive finite number, ``iterations`` not an integer >= 1. TypeError: a ``support`` that
-            is not a number.
+            that is not a positive finite number, ``iterations`` below 1. TypeError: a ``support`` that is not a
+            number, ``iterations`` that is not an integer.
     """
     check_number(support, "support")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+    check_integer(iterations, "iterations", 1)
     if frames1.dim() != 3 or frames1.shape[1:] != (2, 3) or frames1.shape != frames2.shape:
         raise ValueError(f"frames1 and frames2 must both be (M, 2, 3), got {tuple(frames1.shape)} and "
                          f"{tuple(frames2.shape)}")

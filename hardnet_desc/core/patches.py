@@ -74,6 +74,17 @@ def check_number(value: float, name: str, low: float = 0.0, strict: bool = True)
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value}")
 
 
+def check_integer(value: int | None, name: str, low: int = 0, none: str | None = None) -> None:
+    """Raise unless ``value`` (the argument ``name``) is an integer >= ``low``, or ``None`` where ``none`` says
+    what ``None`` means (it is named in the message): ``TypeError`` for another type, ``ValueError`` below ``low``."""
+    if value is None and none is not None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer{' or None' if none else ''}, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}{f' ({none})' if none else ''}, got {value}")
+
+
 def check_patch_scale(patch_scale: float) -> float:
     """``patch_scale`` as a float, or ``TypeError``/``ValueError`` unless it is a positive finite number."""
     if isinstance(patch_scale, bool) or not isinstance(patch_scale, numbers.Real):

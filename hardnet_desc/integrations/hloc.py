@@ -43,7 +43,7 @@ from ..core.device import usable_cpus
 from ..core.image import read_image, to_grey_numpy, to_grey_tensor
 from ..core.model import DESCRIPTOR_DIM
 from ..core.describe import describe
-from ..core.patches import PatchSpec, check_inside, keypoints_to_frames
+from ..core.patches import PatchSpec, check_inside, check_integer, keypoints_to_frames
 
 if TYPE_CHECKING:
     import h5py
@@ -276,10 +276,7 @@ def _check_workers(descriptor: HardNetDescriptor, workers: int | None) -> int:
     own_detector = descriptor._own_detector  # a custom cv2.Feature2D cannot be sent to a process
     if workers is None:
         return default_workers(descriptor.device) if own_detector else 0
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
-        raise TypeError(f"workers must be an integer, got {type(workers).__name__} {workers!r}")
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
+    check_integer(workers, "workers", 0)
     if workers and not own_detector:
         raise ValueError("workers detect with OpenCV's default SIFT; this descriptor has its own detector: "
                          "use workers=0")

@@ -16,6 +16,8 @@ after every section, so a run cut short keeps what it measured):
 - ``multi``: ``compute`` of a list of images (OpenCV's batch form) against one image at a time.
 - ``matching``: 10k x 10k against OpenCV (``bench_matching.run``), 100k x 100k on the device against the
   CPU matcher (identical pairs?).
+- ``wide``: ``match_wide`` on the device against the CPU: the bundled photo seen at 80 degrees (every step's views)
+  and the bundled pair (step 0): wall time, step, inliers, the homography's corner error.
 - ``extract``: ``extract`` images/s over 240 generated images (the bundled photos flipped and rescaled to a long
   side of 800 and of 1,600 px, 4,096 keypoints at most), one process and with CPU workers feeding the device.
 - ``million``: 1,000,000 keypoints of a 4096-px photo: time and peak device memory.
@@ -219,6 +221,45 @@ def section_matching(device: torch.device, quick: bool) -> dict:
             "big_cpu_s": cpu_s, "big_cpu_matches": len(ref), "big_identical": identical, "big_max_dist_diff": max_diff}
 
 
+def section_wide(device: torch.device, quick: bool) -> dict:
+    """``match_wide`` on the device and on the CPU: the bundled photo against itself seen at 80 degrees (tilt 6, every
+    step's views needed), and the bundled pair with a fundamental matrix (settled at step 0)."""
+    import cv2
+    from wide_baseline import corner_error
+
+    from hardnet_desc.data.warps import viewpoint_homography
+    from hardnet_desc.wide_baseline import match_wide
+
+    photo, second = (read_image(p) for p in PAIR)
+    if quick:  # a smaller photo: the CPU runs every step
+        photo, second = (cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for im in (photo, second))
+    h, w = photo.shape[:2]
+    truth = viewpoint_homography((h, w), tilt=6, axis_deg=30, rotation_deg=60)
+    tilted = cv2.warpPerspective(photo, truth, (w, h))
+    out: dict = {}
+    for name, dev in (("device", device), ("cpu", torch.device("cpu"))):
+        if name == "cpu" and device.type == "cpu":
+            break
+        descriptor = HardNetDescriptor(device=dev)
+        match_wide(photo, second, descriptor, geometry="fundamental", threshold=1.0)  # warm-up
+        for case, args, kw in (("tilt6", (photo, tilted), {}),
+                               ("pair", (photo, second), {"geometry": "fundamental", "threshold": 1.0})):
+            t0 = time.perf_counter()
+            r = match_wide(*args, descriptor, **kw)
+            _sync(dev)
+            seconds = time.perf_counter() - t0
+            row = {"seconds": seconds, "step": r.step, "inliers": int(r.inliers.sum()), "geometry": r.geometry,
+                   "features": [len(r.features1.frames), len(r.features2.frames)],
+                   "timings": {k: round(v, 3) for k, v in r.timings.items()}}
+            if case == "tilt6":
+                row["corner_error"] = corner_error(r.model, truth, h, w) if r.geometry == "homography" else None
+            out.setdefault(case, {})[name] = row
+            print(f"    {case} on {dev.type}: {seconds:.2f} s, step {r.step}, {row['inliers']} inliers, "
+                  f"{row['features'][0]} + {row['features'][1]} features"
+                  + (f", corner error {row['corner_error']:.4f}" if row.get("corner_error") is not None else ""))
+    return out
+
+
 def section_extract(device: torch.device, quick: bool, n_images: int, sizes: list[int], profile: bool = False) -> dict:
     """``extract`` over generated images of each long side: one process, and CPU workers feeding the device;
     with ``profile``, the describing process's busiest functions too (``bench_extract.profile_rows``)."""
@@ -260,7 +301,7 @@ def section_train(device: torch.device, quick: bool) -> dict:
     return out
 
 
-SECTIONS = ("tests", "accuracy", "scan", "compute", "multi", "matching", "extract", "million", "train")
+SECTIONS = ("tests", "accuracy", "scan", "compute", "multi", "matching", "wide", "extract", "million", "train")
 
 
 def main() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import platform
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -111,6 +114,14 @@ def test_match_bad_paths_exit_2(weights, tmp_path, capsys):
     assert main(["match", str(IMG1), str(IMG2), "--weights", weights, "--max-keypoints", "50", "--out", str(out)]) == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "m.png" in err[0]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_match_keeps_freed_memory_with_glibc():
+    # `match` sets glibc's thresholds (in a fresh interpreter: not this one), and the C library takes them.
+    code = "from hardnet_desc.cli.match import keep_freed_memory as k; print(k())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
 
 
 def test_draw_matches_shapes():

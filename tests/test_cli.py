@@ -117,9 +117,9 @@ def test_match_bad_paths_exit_2(weights, tmp_path, capsys):
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
-def test_match_keeps_freed_memory_with_glibc():
-    # `match` sets glibc's thresholds (in a fresh interpreter: not this one), and the C library takes them.
-    code = "from hardnet_desc.cli.match import keep_freed_memory as k; print(k())"
+def test_the_cli_keeps_freed_memory_with_glibc():
+    # `match` and `extract` set glibc's thresholds (in a fresh interpreter: not this one), and the C library takes them.
+    code = "from hardnet_desc.cli.options import keep_freed_memory as k; print(k())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .options import (add_device, add_max_keypoints, add_precision, add_quiet, add_verbose, add_weights,
-                      descriptor)
+                      descriptor, keep_freed_memory)
 
 
 def add_parser(sub) -> None:
@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("need --max-keypoints >= 0, --batch-images >= 1 and --workers >= 0")
     if not list_images(args.images):  # a bad folder fails before the weights load
         raise FileNotFoundError(f"no image files in {args.images}")
+
+    keep_freed_memory()
 
     def on_error(name: str, reason: str) -> None:
         tqdm.write(f"hardnet-desc extract: error: {name}: {reason}", file=sys.stderr)

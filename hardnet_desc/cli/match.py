@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 from pathlib import Path
 
-from .options import add_device, add_force, add_max_keypoints, add_precision, add_verbose, add_weights, descriptor
+from .options import (
+    add_device,
+    add_force,
+    add_max_keypoints,
+    add_precision,
+    add_verbose,
+    add_weights,
+    descriptor,
+    keep_freed_memory,
+)
 
 
 def add_parser(sub) -> None:
@@ -46,31 +54,6 @@ def add_parser(sub) -> None:
     add_precision(p, default="auto", int8=True)
     add_verbose(p)
     p.set_defaults(func=run)
-
-
-#: glibc's ``mallopt`` options and the values ``keep_freed_memory`` sets: blocks up to 256 MiB come from the heap,
-#: and up to 512 MiB of freed memory stays there for reuse.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-KEEP_FREED = ((M_MMAP_THRESHOLD, 256 << 20), (M_TRIM_THRESHOLD, 512 << 20))
-
-
-def keep_freed_memory() -> bool:
-    """Let this process reuse the memory it frees instead of giving it back to the system (Linux with glibc; elsewhere
-    nothing changes). Returns whether the C library took the settings.
-
-    torch frees tensors of a few MiB to some hundred MiB as each operation ends, and glibc by default hands blocks
-    above 128 KiB (a threshold it raises, up to 32 MiB, as such blocks are freed) back to the system, which clears
-    every page again at the next use. For the costliest wide pair of docs/wide-baseline-log.md (round 10) that was
-    2.2-2.9 s of system time of ``hardnet-desc match --wide-baseline``, and 0.7 s with these settings (the same peak
-    memory). A command that matches two images and exits keeps nothing for long.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the process's C library
-    except (OSError, AttributeError):
-        return False
-    return all([mallopt(option, value) == 1 for option, value in KEEP_FREED])
 
 
 def run(args: argparse.Namespace) -> int:

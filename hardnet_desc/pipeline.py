@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -26,7 +26,13 @@ from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
 from .geometry import DEFAULT_THRESHOLD, GEOMETRIES, check_geometry, fit_geometry, refine_homography, transfer_error
 from .matching import Matches, check_ratio, match_descriptors
-from .wide_baseline import check_min_inliers, frames_to_keypoints, match_wide
+from .wide_baseline import (
+    DEFAULT_VIEW_KEYPOINTS,
+    check_min_inliers,
+    check_view_keypoints,
+    frames_to_keypoints,
+    match_wide,
+)
 
 # GEOMETRIES (match_pair's geometry values) and fit_geometry (its RANSAC) live in geometry.py
 __all__ = ["GEOMETRIES", "PairMatch", "fit_geometry", "match_pair"]
@@ -78,6 +84,7 @@ def match_pair(
     threshold: float | None = None,
     wide_baseline: bool = False,
     min_inliers: int | None = None,
+    view_keypoints: int | Sequence[int | None] | None = DEFAULT_VIEW_KEYPOINTS,
     progress: Callable[[str], None] | None = None,
 ) -> PairMatch:
     """Detect, describe, match and verify two images.
@@ -97,6 +104,10 @@ def match_pair(
         min_inliers: with ``wide_baseline``, the verified inliers below which the model is ``None`` (default
             ``MIN_INLIERS``: 15 for H, 25 for F); the search ends at a model with ``STOP_INLIERS`` (15 for H,
             50 for F) or ``min_inliers`` if more.
+        view_keypoints: with ``wide_baseline``, the strongest keypoints of each synthesized view: one number for
+            every step, or one per step with views (default ``DEFAULT_VIEW_KEYPOINTS``, 800 at step 1 and 400 at
+            step 2); ``None`` or 0 keeps all. Fewer bound the cost of the hardest pairs on slow CPUs and solve
+            fewer of them (docs/wide-baseline.md, "Cost").
         progress: with ``wide_baseline``, called with a line of text after each step.
 
     Returns:
@@ -104,18 +115,20 @@ def match_pair(
 
     Raises:
         ValueError: an unknown ``geometry``, a ``threshold`` <= 0 or NaN, a negative ``max_keypoints``, a
-            ``min_inliers`` below 1, a ``ratio`` outside (0, 1] (checked before any work); TypeError: a non-integer
-            ``max_keypoints`` or ``min_inliers``, a ``ratio`` that is not a number.
+            ``min_inliers`` below 1, a ``ratio`` outside (0, 1], a negative or empty ``view_keypoints`` (checked
+            before any work); TypeError: a non-integer ``max_keypoints``, ``min_inliers`` or ``view_keypoints``, a
+            ``ratio`` that is not a number.
     """
     check_geometry(geometry, threshold)
     check_max_keypoints(max_keypoints)
     check_min_inliers(min_inliers)
+    check_view_keypoints(view_keypoints)
     check_ratio(ratio)
     descriptor = descriptor if descriptor is not None else HardNetDescriptor()
     if wide_baseline:
         return _match_wide(image1, image2, descriptor, max_keypoints=max_keypoints, ratio=ratio, geometry=geometry,
                            threshold=threshold or DEFAULT_THRESHOLD[geometry], min_inliers=min_inliers,
-                           progress=progress)
+                           view_keypoints=view_keypoints, progress=progress)
     clock = time.perf_counter()
     detected = [descriptor.detect(image, max_keypoints=max_keypoints) for image in (image1, image2)]
     # Both images in shared network calls; the descriptors stay on the descriptor's device for matching.

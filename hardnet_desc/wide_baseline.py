@@ -980,20 +980,30 @@ def _densify(
 # --- the iteration -------------------------------------------------------------------------------
 
 
+def check_view_keypoints(view_keypoints: int | Sequence[int | None] | None,
+                         name: str = "view_keypoints") -> list[int | None]:
+    """``match_wide``'s ``view_keypoints`` as one entry per step with views (the last serves any later step).
+
+    Raises:
+        ValueError: an empty sequence, a negative number; TypeError: a number that is not an integer. The
+            message names the value ``name``.
+    """
+    if isinstance(view_keypoints, Sequence) and not isinstance(view_keypoints, (str, bytes)):
+        if not view_keypoints:
+            raise ValueError(f"{name} must be a number or a non-empty sequence (one per step with views), "
+                             "got an empty sequence")
+        for k, n in enumerate(view_keypoints):
+            check_max_keypoints(n, f"{name}[{k}]")
+        return list(view_keypoints)
+    check_max_keypoints(view_keypoints, name)
+    return [view_keypoints]
+
+
 def _step_keypoints(max_keypoints: int | None, view_keypoints: int | Sequence[int | None] | None,
                     steps: Sequence[Sequence[ViewSpec]]) -> list[int | None]:
     """Each step's keypoints per view: ``max_keypoints`` at a step without views, else ``view_keypoints``' entry for
     it (``match_wide``); raises as ``match_wide`` states."""
-    if isinstance(view_keypoints, Sequence) and not isinstance(view_keypoints, (str, bytes)):
-        if not view_keypoints:
-            raise ValueError("view_keypoints must be a number or a non-empty sequence (one per step with views), "
-                             "got an empty sequence")
-        for k, n in enumerate(view_keypoints):
-            check_max_keypoints(n, f"view_keypoints[{k}]")
-        per_view_step = list(view_keypoints)
-    else:
-        check_max_keypoints(view_keypoints, "view_keypoints")
-        per_view_step = [view_keypoints]
+    per_view_step = check_view_keypoints(view_keypoints)
     limits, k = [], 0
     for views in steps:
         limits.append(per_view_step[min(k, len(per_view_step) - 1)] if views else max_keypoints)

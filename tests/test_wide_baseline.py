@@ -13,6 +13,7 @@ from hardnet_desc.data.warps import viewpoint_homography
 from hardnet_desc.geometry import homography_jacobian, sampson_error_px
 from hardnet_desc.pipeline import match_pair
 from hardnet_desc.wide_baseline import (
+    DEFAULT_VIEW_KEYPOINTS,
     RECTIFIED_TILT,
     ROTATION_STEP,
     STOP_INLIERS,
@@ -652,6 +653,41 @@ def test_view_keypoints_limit_each_step_s_views(example_image, hardnet):
         per_view = np.bincount(w.features1.view_index, minlength=len(w.features1.views))
         assert w.step is None and per_view[0] == 60  # every step ran; step 0 keeps max_keypoints
         assert (per_view[1:first].max(), per_view[first:second].max(), per_view[second:].max()) == want
+
+
+def test_match_pair_and_the_cli_pass_view_keypoints_on(example_image, hardnet, tmp_path, capsys):
+    # match_pair(wide_baseline=True) and `match --view-keypoints` describe as many features per view as match_wide
+    # with the same limits (the photo against noise runs every step).
+    import json
+
+    from hardnet_desc.cli import main
+
+    small = cv2.resize(example_image, (400, 260), interpolation=cv2.INTER_AREA)
+    noise = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (260, 400), np.uint8), (0, 0), 1.5)
+    w = match_wide(small, noise, hardnet, max_keypoints=60, view_keypoints=(20, 5))
+    per_view = np.bincount(w.features1.view_index, minlength=len(w.features1.views))
+    assert w.step is None and per_view[0] == 60 and per_view[1:16].max() == 20 and per_view[16:].max() == 5
+    r = match_pair(small, noise, hardnet, max_keypoints=60, geometry="homography", wide_baseline=True,
+                   view_keypoints=(20, 5))
+    assert (len(r.keypoints1), len(r.keypoints2)) == (len(w.features1.frames), len(w.features2.frames))
+    paths = [tmp_path / "photo.png", tmp_path / "noise.png"]
+    for path, image in zip(paths, (small, noise)):
+        cv2.imwrite(str(path), image)
+    args = ["match", *map(str, paths), "--out", str(tmp_path / "m.png"), "--device", "cpu", "--geometry",
+            "homography", "--max-keypoints", "60", "--wide-baseline", "--json", str(tmp_path / "m.json")]
+    assert main([*args, "--view-keypoints", "20,5"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["keypoints"] == [len(r.keypoints1), len(r.keypoints2)]
+    capsys.readouterr()
+    assert main([*args, "--force", "--view-keypoints", "20,-1"]) == 2  # checked before any work
+    assert "--view-keypoints[1] must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--view-keypoints", "20,x"])
+    assert "expected comma-separated ints" in capsys.readouterr().err
+    assert main([*args[:-3], "--view-keypoints", "20"]) == 2  # without --wide-baseline
+    assert "--view-keypoints needs --wide-baseline" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["match", "--help"])
+    assert f"default: {','.join(map(str, DEFAULT_VIEW_KEYPOINTS))})" in " ".join(capsys.readouterr().out.split())
 
 
 def test_view_ratio_applies_to_the_view_steps_only(example_pair, example_image, hardnet):

@@ -15,6 +15,7 @@ from .options import (
     add_weights,
     descriptor,
     keep_freed_memory,
+    numbers,
 )
 
 
@@ -46,6 +47,10 @@ def add_parser(sub) -> None:
     p.add_argument("--min-inliers", type=int, default=None, metavar="N",
                    help="with --wide-baseline: inliers below which no model is reported (default: 15 for "
                    "homography, 25 for fundamental); the search ends at 15 (homography), 50 (fundamental) or N")
+    p.add_argument("--view-keypoints", type=numbers(int, single=True), default=None, metavar="N[,N...]",
+                   help="with --wide-baseline: strongest keypoints per synthesized view, one number for every step or "
+                   "one per step (default: 800,400); fewer make the hardest pairs faster on a slow CPU and solve "
+                   "fewer of them, 0 keeps all")
     p.add_argument("--json", type=Path, default=None, metavar="FILE",
                    help="also write the result as JSON (model, inlier count, matches, views, timings); an existing "
                    "file is replaced only if hardnet-desc wrote it")
@@ -61,11 +66,16 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import check_output, json_is_ours
     from ..pipeline import match_pair
     from ..viz import check_picture_path, draw_matches, save_picture
+    from ..wide_baseline import DEFAULT_VIEW_KEYPOINTS, check_view_keypoints
 
     if args.max_keypoints < 0:
         raise ValueError(f"--max-keypoints must be >= 0, got {args.max_keypoints}")
     if args.min_inliers is not None and (not args.wide_baseline or args.min_inliers < 1):
         raise ValueError("--min-inliers needs --wide-baseline and a value >= 1")
+    if args.view_keypoints is not None:
+        if not args.wide_baseline:
+            raise ValueError("--view-keypoints needs --wide-baseline")
+        check_view_keypoints(args.view_keypoints, "--view-keypoints")
     check_picture_path(args.out, force=args.force)  # an unwritable or foreign --out fails before any work
     if args.json is not None:
         check_output(args.json, json_is_ours, force=args.force)
@@ -75,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     progress = (lambda line: print(f"  {line}", file=sys.stderr, flush=True)) if args.wide_baseline else None
     r = match_pair(*images, hardnet, max_keypoints=args.max_keypoints or None, ratio=args.ratio,
                    geometry=args.geometry, threshold=args.threshold, wide_baseline=args.wide_baseline,
-                   min_inliers=args.min_inliers, progress=progress)
+                   min_inliers=args.min_inliers, progress=progress,
+                   view_keypoints=DEFAULT_VIEW_KEYPOINTS if args.view_keypoints is None else args.view_keypoints)
     n1, n2, n_inliers = len(r.keypoints1), len(r.keypoints2), int(r.inliers.sum())
     counts = f"{n1} + {n2} keypoints, {len(r.matches)} matches, {n_inliers} inliers ({r.geometry})"
     picture = draw_matches(images[0], images[1], r.points1[r.inliers], r.points2[r.inliers],

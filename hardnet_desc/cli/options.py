@@ -67,6 +67,19 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def numbers(kind: type, single: bool = False):
+    """An argparse type: comma-separated numbers of ``kind`` as a list (one bare number as itself if ``single``)."""
+
+    def parse(text: str):
+        try:
+            values = [kind(x) for x in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+        return values[0] if single and len(values) == 1 else values
+
+    return parse
+
+
 def split_list(text: str) -> list[str]:
     """A comma-separated option (``--methods``, ``--scenes``, ...) as its non-empty, stripped items."""
     return [s.strip() for s in text.split(",") if s.strip()]

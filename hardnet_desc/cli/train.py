@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_device, add_force, add_precision, add_quiet, split_list
+from .options import add_device, add_force, add_precision, add_quiet, numbers, split_list
 
 #: make-dataset --from-sfm options passed on to ``make_sfm_dataset`` when given (else the library's defaults).
 SFM_SAMPLING = ("min_track", "max_points_per_scene", "max_patches_per_point", "min_point_distance")
@@ -120,7 +120,7 @@ def add_train(sub) -> None:
     p.add_argument("out", help="output folder for checkpoint.pt, log.csv, hardnet.safetensors, model_card.json")
     p.add_argument("--data", dest="more_data", action="append", default=[], metavar="FOLDER",
                    help="a (further) training folder; repeat to mix several (see --mix)")
-    p.add_argument("--mix", type=_numbers(float), metavar="F1,F2,...", help="share of each batch drawn from each "
+    p.add_argument("--mix", type=numbers(float), metavar="F1,F2,...", help="share of each batch drawn from each "
                    "data folder, in order (normalised; default: equal shares)")
     p.add_argument("--val", action="append", metavar="[NAME=]FOLDER", help="validation folder with an m50_*.txt "
                    "pair file (FPR95 per epoch); repeat for several, each logged as val_fpr95_NAME (NAME: the "
@@ -133,7 +133,7 @@ def add_train(sub) -> None:
                    "a random init")
     for name in ("epochs", "pairs_per_epoch", "batch_size", "seed", "checkpoint_every", "max_steps"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    p.add_argument("--photos-per-batch", type=_numbers(int, single=True), default=d.photos_per_batch,
+    p.add_argument("--photos-per-batch", type=numbers(int, single=True), default=d.photos_per_batch,
                    metavar="K[,K2,...]", help="draw each batch's points from K photos (the photo column of "
                    "info.txt), batch/K from each; one K per data folder when mixing (default: %(default)s = from "
                    "the whole set)")
@@ -167,16 +167,3 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{**values, "data": data[0] if len(data) == 1 else data})
     print(f"weights: {train(cfg, resume=args.resume, progress=not args.quiet, force=args.force)}")
     return 0
-
-
-def _numbers(kind: type, single: bool = False):
-    """An argparse type: comma-separated numbers of ``kind`` as a list (one bare number as itself if ``single``)."""
-
-    def parse(text: str):
-        try:
-            values = [kind(x) for x in text.split(",")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
-        return values[0] if single and len(values) == 1 else values
-
-    return parse

@@ -560,10 +560,16 @@ def test_step_0_rectifies_an_oblique_homography_only(example_image, hardnet, til
     assert all(v.matrix.shape == (3, 3) for v in views[0][1:] + views[1][1:])
 
 
-@pytest.mark.parametrize("value, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), ("15", TypeError)])
-def test_bad_min_inliers_fail_before_any_work(value, error):
-    with pytest.raises(error, match="min_inliers"):
-        match_pair(np.zeros((8, 8)), np.zeros((8, 8)), descriptor=object(), wide_baseline=True, min_inliers=value)
+@pytest.mark.parametrize("option, value, error", [
+    ("min_inliers", 0, ValueError), ("min_inliers", -3, ValueError), ("min_inliers", 2.5, TypeError),
+    ("min_inliers", "15", TypeError), ("view_keypoints", -1, ValueError), ("view_keypoints", (), ValueError),
+    ("view_keypoints", (800, 2.5), TypeError),
+])
+@pytest.mark.parametrize("wide", [True, False])
+def test_bad_wide_options_of_match_pair_fail_before_any_work(option, value, error, wide):
+    # descriptor=object(): any work would fail on it; without wide_baseline the options are checked all the same
+    with pytest.raises(error, match=option):
+        match_pair(np.zeros((8, 8)), np.zeros((8, 8)), descriptor=object(), wide_baseline=wide, **{option: value})
 
 
 def test_wide_baseline_stops_at_step_0_on_an_easy_pair(example_pair, hardnet):

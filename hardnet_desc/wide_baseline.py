@@ -852,9 +852,9 @@ def model_tilt(h: np.ndarray, points1: np.ndarray) -> float:
 
 
 def _rectify(
-    model: np.ndarray, matches: Matches, inliers: np.ndarray, feats: Sequence[Features], images: Sequence[ImageLike],
-    greys: Sequence[np.ndarray], descriptor: HardNetDescriptor, threshold: float, min_inliers: int,
-    max_keypoints: int | None, fginn_radius: float, duplicate_radius: float,
+    model: np.ndarray, matches: Matches, inliers: np.ndarray, feats: Sequence[Features],
+    tensors: Sequence[torch.Tensor], greys: Sequence[np.ndarray], descriptor: HardNetDescriptor, threshold: float,
+    min_inliers: int, max_keypoints: int | None, fginn_radius: float, duplicate_radius: float,
 ) -> tuple[Matches, np.ndarray, np.ndarray]:
     """A verified homography found with synthesized views, fitted again on the matches of a rectified view.
 
@@ -876,7 +876,7 @@ def _rectify(
     sizes = (greys[0].shape, greys[1].shape)
     p1 = feats[0].centres[matches.query_idx[inliers]]
     drawn, view = rectified_view(model, p1, *sizes)
-    frames, desc, _ = describe_views(descriptor, images[drawn], [view], max_keypoints, greys[drawn])
+    frames, desc, _ = describe_views(descriptor, tensors[drawn], [view], max_keypoints, greys[drawn], tensors[drawn])
     f = feats[drawn]
     offset = len(f.frames)
     f.frames, f.descriptors = torch.cat([f.frames, frames]), torch.cat([f.descriptors, desc])
@@ -1161,7 +1161,7 @@ def match_wide(
             oblique = tilts or model_tilt(model, p1[use][inliers]) > RECTIFIED_TILT
             for _ in range(RECTIFIED_ROUNDS if oblique else 0):
                 old = model
-                matches, inliers, model = _rectify(model, matches, inliers, feats, (image1, image2), greys, descriptor,
+                matches, inliers, model = _rectify(model, matches, inliers, feats, tensors, greys, descriptor,
                                                    threshold, need_h, max_keypoints, fginn_radius, duplicate_radius)
                 if model is old:  # refused: another round would draw the same view
                     break

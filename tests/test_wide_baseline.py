@@ -517,7 +517,8 @@ def test_rectify_corrects_a_model_off_by_more_than_the_threshold(example_image, 
     inliers = cv2.perspectiveTransform(p1[None], off)[0] - p2
     inliers = np.linalg.norm(inliers, axis=1) < 3.0
     assert inliers.sum() >= 15 and corner_error(off, truth, h, w) > 0.01
-    matches, new_inliers, model = _rectify(off, wide.matches, inliers, feats, (example_image, other),
+    matches, new_inliers, model = _rectify(off, wide.matches, inliers, feats,
+                                           [to_grey_tensor(i, hardnet.device) for i in (example_image, other)],
                                            [cv2.cvtColor(i, cv2.COLOR_BGR2GRAY) for i in (example_image, other)],
                                            hardnet, 3.0, 15, 2000, 10.0, 2.0)
     assert model is not off and corner_error(model, truth, h, w) < 0.005

@@ -532,9 +532,10 @@ def align_matches(greys: Sequence[torch.Tensor], frames1: np.ndarray, frames2: n
     index = np.flatnonzero(rows)
     if cache is not None:  # the pairs aligned before take their centres from the cache
         keys = [tuple(k) for k in np.asarray(pairs)[index].tolist()]
+        for i, key in zip(index, keys, strict=True):
+            if key in cache:
+                out[i, :, 2] = cache[key]
         new = np.array([key not in cache for key in keys], bool)
-        for i, key in zip(index[~new], [key for key, n in zip(keys, new, strict=True) if not n], strict=True):
-            out[i, :, 2] = cache[key]
         index, keys = index[new], [key for key, n in zip(keys, new, strict=True) if n]
     if len(index):
         centres, _ = align_frames(*greys, torch.from_numpy(frames1[index]), torch.from_numpy(frames2[index]))

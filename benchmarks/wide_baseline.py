@@ -47,7 +47,9 @@ from hardnet_desc.geometry import fit_homography
 from hardnet_desc.matching import match_descriptors
 from hardnet_desc.geometry import fit_geometry
 from hardnet_desc.pipeline import match_pair
-from hardnet_desc.wide_baseline import MIN_INLIERS, ROTATION_STEP, match_wide, verify
+from hardnet_desc.verification import MIN_INLIERS, verify
+from hardnet_desc.views import ROTATION_STEP
+from hardnet_desc.wide_baseline import match_wide
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-images" / "urban100"
 
@@ -127,7 +129,7 @@ def fit_with(verifier: str, points1: np.ndarray, points2: np.ndarray, geometry: 
              size1: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray]:
     """``(model or None, inliers (M,) bool)`` of one verifier on the same correspondences (pixels).
 
-    ``magsac``: ``hardnet_desc.wide_baseline.verify`` as shipped (OpenCV's MAGSAC++ and its checks);
+    ``magsac``: ``hardnet_desc.verification.verify`` as shipped (OpenCV's MAGSAC++ and its checks);
     ``magsac-raw``: OpenCV's MAGSAC++ alone (``fit_geometry``); ``poselib``: PoseLib's LO-RANSAC with its
     non-linear refinement; ``degensac``: pydegensac (for F with its degeneracy check). Every one states a
     model only with ``MIN_INLIERS[geometry]`` inliers. PoseLib and pydegensac are imported only here.

@@ -242,7 +242,7 @@ class DescriptorMatcher:
         else:  # the product's k nearest, in the order of their exact distances (then of train index)
             blocks = (
                 (start, d.topk(k, dim=1, largest=False).indices.sort(dim=1).values)
-                for start, d in _sq_dist_chunks(a, b, chunk)
+                for start, d in sq_dist_chunks(a, b, chunk)
             )
         out = []
         for start, idx in blocks:
@@ -326,14 +326,16 @@ def _chunk_rows(chunk_size: int | None, n2: int, device: torch.device) -> int:
     return int(chunk_size)
 
 
-def _sq_dist_chunks(a: torch.Tensor, b: torch.Tensor, chunk: int, pad_to: int = 1):
+def sq_dist_chunks(a: torch.Tensor, b: torch.Tensor, chunk: int, pad_to: int = 1):
     """Yield ``(start, d)``, ``d`` (n, N2') holding the squared distances of rows
     ``a[start:start + n]`` to all of ``b``.
 
     ``N2'`` is ``N2`` rounded up to a multiple of ``pad_to``, the extra columns
     being +inf. ``d`` is a reused buffer, overwritten by the next step. One
     matmul of augmented vectors ``[a, |a|^2, 1] . [-2b, 1, |b|^2]`` gives
-    ``|a|^2 + |b|^2 - 2ab`` with no extra pass over the block.
+    ``|a|^2 + |b|^2 - 2ab`` with no extra pass over the block. Fast but not exact
+    (``_neighbours`` re-ranks its candidates by exact distance); ``fginn.Neighbours``
+    builds its tables on it too.
     """
     n2 = -(-len(b) // pad_to) * pad_to
     a_aug = torch.cat([a, a.square().sum(1, keepdim=True), a.new_ones(len(a), 1)], dim=1)  # (N1, D+2)
@@ -369,7 +371,7 @@ def _neighbours(
     ``a``, and with ``reverse`` ``mutual`` (N1,) bool: row ``i`` is the nearest row of ``a`` to
     ``b[nn[i, 0]]`` (else None). "Nearest" is by ``_exact_sq``, the lowest index first on exact ties.
 
-    The product (``_sq_dist_chunks``, in blocks of ``chunk`` rows) only proposes ``_CANDIDATES``
+    The product (``sq_dist_chunks``, in blocks of ``chunk`` rows) only proposes ``_CANDIDATES``
     candidates per row, whose exact distances decide; for ``reverse`` it gives the two smallest minima
     of blocks of ``_ROW_BLOCK`` rows per column (see ``_reverse_check``). ``_product_slack`` bounds the
     product's rounding error: where a row or column outside those looked at exactly could be as near
@@ -386,7 +388,7 @@ def _neighbours(
         m1 = torch.full((n2,), float("inf"), device=a.device)
         m2, blk1 = m1.clone(), torch.zeros(n2, dtype=torch.long, device=a.device)
         near = torch.empty(n1, device=a.device)  # the product's least value of nn[i, 0] over i's block but i
-    for start, d in _sq_dist_chunks(a, b, chunk, pad_to=_BLOCK):
+    for start, d in sq_dist_chunks(a, b, chunk, pad_to=_BLOCK):
         stop = start + len(d)
         vals, cols = _candidates(d, k, _BLOCK)
         nn[start:stop], sure[start:stop] = _rerank(a[start:stop], b, cols, vals, slack_a[start:stop], k == n2)
@@ -520,7 +522,7 @@ def _search_exactly(q: torch.Tensor, db: torch.Tensor, rows: torch.Tensor, out: 
 
 
 def _product_slack(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bounds on the error of ``_sq_dist_chunks``'s values, (N1,) for the rows of ``a``, (N2,) for ``b``.
+    """Bounds on the error of ``sq_dist_chunks``'s values, (N1,) for the rows of ``a``, (N2,) for ``b``.
 
     A float32 dot product of n terms is off by at most about ``n * 2^-24`` times the sum of the terms'
     magnitudes, whatever the summation order (so on every device); here that sum, and that of the

@@ -26,13 +26,9 @@ from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
 from .geometry import DEFAULT_THRESHOLD, GEOMETRIES, check_geometry, fit_geometry, refine_homography, transfer_error
 from .matching import Matches, check_ratio, match_descriptors
-from .wide_baseline import (
-    DEFAULT_VIEW_KEYPOINTS,
-    check_min_inliers,
-    check_view_keypoints,
-    frames_to_keypoints,
-    match_wide,
-)
+from .verification import check_min_inliers
+from .views import frames_to_keypoints
+from .wide_baseline import DEFAULT_VIEW_KEYPOINTS, check_view_keypoints, match_wide
 
 # GEOMETRIES (match_pair's geometry values) and fit_geometry (its RANSAC) live in geometry.py
 __all__ = ["GEOMETRIES", "PairMatch", "fit_geometry", "match_pair"]

@@ -29,48 +29,54 @@ CVIU 2015), written anew here around HardNet:
    (nearest descriptor within the threshold of where it sends each feature, frames that agree), and is
    refitted on them.
 
-Conventions: pixels with the centre of the top-left pixel at ``(0, 0)``, y down; a view's
-``matrix`` ``M`` (2, 3) maps original pixels to view pixels, ``x_view = M[:, :2] @ x + M[:, 2]``
-(a rectified view's is a (3, 3) homography);
-affine frames ``[A | c]`` (N, 2, 3) as in ``hardnet_desc.core.patches``.
+The parts live in one module each: the views (``hardnet_desc.views``, with the conventions), FGINN and duplicate
+removal (``hardnet_desc.fginn``), the verification (``hardnet_desc.verification``); this module holds the search
+that joins them (``match_wide``), the rectified view's refit and guided matching.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 import torch
 
 from .core.align import align_frames
 from .core.image import ImageLike, to_grey_tensor, to_uint8
-from .core.patches import check_integer, check_number, inside_image
+from .core.patches import check_number
 from .descriptor import HardNetDescriptor
 from .detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
-from .geometry import (
-    check_geometry,
-    fit_geometry,
-    homography_jacobian,
-    refine_homography,
-    sampson_error_px,
-    transfer_error,
+from .fginn import Neighbours, fginn_match, remove_duplicates
+from .geometry import check_geometry, fit_geometry, refine_homography, transfer_error
+from .matching import Matches, check_ratio
+from .verification import (
+    MIN_INLIERS,
+    check_min_inliers,
+    frames_agree,
+    frames_settled,
+    horizon_side,
+    refine_verified,
+    scattered,
+    verify,
+    verify_prior,
 )
-from .matching import Matches, _sq_dist_chunks, check_ratio
+from .views import (
+    ROTATION_STEP,
+    Features,
+    View,
+    ViewSpec,
+    describe_views,
+    make_views,
+    model_tilt,
+    rectified_view,
+    view_spec,
+)
 
-#: A step's views: a tilt, or ``(tilt, scale)`` for views of the image shrunk by ``scale`` first (a scale
-#: step; none by default: on the validation sets it solved as many pairs as it got wrong, docs/wide-baseline-log.md).
-ViewSpec = float | tuple[float, float]
 #: Views added at each step; step 0 (``()``) is the original image alone.
 DEFAULT_STEPS: tuple[tuple[ViewSpec, ...], ...] = ((), (2.0, 4.0), (6.0, 8.0))
-#: In-plane rotations of a view with tilt ``t`` are ``ROTATION_STEP / t`` degrees apart (ASIFT's 72 degrees).
-ROTATION_STEP = 72.0
-#: Verified inliers below which no model is reported.
-MIN_INLIERS = {"homography": 15, "fundamental": 25}
 #: Verified inliers that end the search. A fundamental matrix with fewer is kept, and the next step looks for more
 #: correspondences that agree with it (``verify_prior``): on real pairs 25-50 inliers often fix the pose badly
 #: (docs/wide-baseline-log.md, round 5). A homography ends it at ``MIN_INLIERS``; guided matching adds to it instead.
@@ -86,76 +92,15 @@ VIEW_RATIO = 0.9
 DEFAULT_VIEW_KEYPOINTS: int | tuple[int | None, ...] = (800, 400)
 #: Views are synthesized from the image scaled down to at most this many pixels on its longer side.
 DEFAULT_VIEW_MAX_SIDE = 1000
-#: A fundamental matrix is replaced by a homography when at least this share of its inliers fits
-#: the homography and fewer than ``OFF_PLANE_MIN`` lie off that plane.
-PLANE_SHARE, OFF_PLANE_MIN = 0.8, 15
-#: A homography is stated only if the fit with 2/3 of the threshold maps image 1's corners within this
-#: share of its diagonal of the first fit's (with few inliers, far apart views can leave it undetermined).
-AGREEMENT = 0.01
-#: A fundamental matrix is stated only if the fit with 2/3 of the threshold keeps this share of its inliers.
-AGREEMENT_SHARE = 0.8
 #: Guided matching (``guided_matches``) keeps a feature's nearest descriptor within the threshold of where the
 #: model sends it only if their L2 distance is below this (unit descriptors: 0 equal, 1.41 orthogonal).
 GUIDED_DISTANCE = 1.0
-#: A homography is stated only if this share of its inliers' matched affine frames agree with its local affine map
-#: (``frames_agree``): on the validation sets the true models' shares were 0.39-1.0, the wrong ones' 0.0-0.09.
-FRAME_SHARE = 0.25
-#: A fundamental matrix is stated only if this share of its inliers have a neighbour inlier (within ``COHERENT_RADIUS``
-#: px in image 1) that their matched frames place where it is in image 2 (``coherent``). On the real pairs the right
-#: models' shares were 0.70-1.0; wrong ones of 25-33 false inliers on a camera ring 0.38-0.79
-#: (docs/wide-baseline-log.md).
-COHERENT_SHARE, COHERENT_RADIUS = 0.6, 60.0
-#: ``match_wide(geometry="fundamental")`` states no model (nor its plane's homography) whose inliers are few (fewer
-#: than ``SCATTERED_INLIERS``), a minority (below ``SCATTERED_SHARE`` of the correspondences verified) and scattered
-#: (their convex hull covers more than ``SCATTERED_AREA`` of either image; ``scattered``). On 202 real pairs 21 of the
-#: 57 wrong models were so, and 1 of the 112 right ones (docs/wide-baseline-log.md, round 8).
-SCATTERED_INLIERS, SCATTERED_SHARE, SCATTERED_AREA = 40, 0.5, 0.08
 #: A homography found with synthesized views is fitted again on a rectified view (``_rectify``): FGINN matches at this
 #: ratio, within this share of image 2's diagonal of the model, this many times (each round redraws the view with the
 #: model the previous one fitted).
 RECTIFIED_RATIO, RECTIFIED_GATE, RECTIFIED_ROUNDS = 0.85, 0.025, 2
 # step 0's homographies are rectified too where they tilt the plane by more than this between the images
 RECTIFIED_TILT = 2.0
-
-
-@dataclass(frozen=True)
-class View:
-    """One synthesized view of an image.
-
-    Attributes:
-        tilt: compression of the view's x axis (1: none).
-        angle: in-plane rotation in degrees (counter-clockwise on screen, as ``cv2.getRotationMatrix2D``).
-        matrix: ``(2, 3)`` float64, original pixels -> view pixels; or ``(3, 3)``, a homography: the image drawn in
-            the other image's frame by a verified model (a *rectified* view, ``rectified_view``).
-        size: ``(height, width)`` of a rectified view (an affine view's size follows from ``matrix``).
-    """
-
-    tilt: float
-    angle: float
-    matrix: np.ndarray
-    size: tuple[int, int] | None = None
-
-
-@dataclass
-class Features:
-    """The features of one image from all its views so far.
-
-    Attributes:
-        frames: ``(N, 2, 3)`` float32 affine frames in the original image.
-        descriptors: ``(N, 128)`` float32 tensor on the descriptor's device.
-        view_index: ``(N,)`` int64, the view (into ``views``) each feature came from.
-        views: the views described so far.
-    """
-
-    frames: torch.Tensor
-    descriptors: torch.Tensor
-    view_index: np.ndarray
-    views: list[View] = field(default_factory=list)
-
-    @property
-    def centres(self) -> np.ndarray:
-        """``(N, 2)`` float64 frame centres in the original image."""
-        return self.frames[:, :, 2].double().cpu().numpy()
 
 
 @dataclass
@@ -188,284 +133,13 @@ class WideMatch:
     timings: dict[str, float]
 
 
-# --- views -------------------------------------------------------------------------------------
+# --- matching -------------------------------------------------------------------------------------
 
 
-def view_angles(tilt: float, rotation_step: float = ROTATION_STEP) -> list[float]:
-    """In-plane rotations (degrees, in ``[0, 180)``) of the views with ``tilt``: ``[0]`` for tilt 1."""
-    if tilt <= 1:
-        return [0.0]
-    step = rotation_step / tilt
-    return [float(a) for a in np.arange(0.0, 180.0 - 1e-9, step)]
-
-
-def view_spec(spec: ViewSpec) -> tuple[float, float]:
-    """``(tilt, scale)`` of a step's entry (a tilt, or ``(tilt, scale)``); a clear error for anything else."""
-    tilt, scale = (spec, 1.0) if np.ndim(spec) == 0 else tuple(spec) if len(spec) == 2 else (None, None)
-    if not (isinstance(tilt, numbers.Real) and isinstance(scale, numbers.Real) and tilt >= 1 and 0 < scale <= 1):
-        raise ValueError(f"a view is a tilt >= 1 or (tilt, scale) with 0 < scale <= 1, got {spec!r}")
-    return float(tilt), float(scale)
-
-
-def make_views(tilts: Sequence[ViewSpec], size: tuple[int, int], rotation_step: float = ROTATION_STEP,
-               scale: float = 1.0) -> list[View]:
-    """The views of an image of ``size = (height, width)`` for ``tilts``, each at its rotations.
-
-    An entry ``(tilt, s)`` shrinks the image by ``s`` first; ``scale`` (<= 1) shrinks every view (views of a
-    large image are synthesized from a smaller copy). The matrices place each view's content at non-negative
-    pixels.
-    """
-    views = []
-    for tilt, s in map(view_spec, tilts):
-        for angle in view_angles(tilt, rotation_step):
-            views.append(View(tilt, angle, view_matrix(tilt, angle, size, scale * s)))
-    return views
-
-
-def view_matrix(tilt: float, angle: float, size: tuple[int, int], scale: float = 1.0) -> np.ndarray:
-    """``(2, 3)`` original -> view: scale, rotate by ``angle`` degrees, compress x by ``tilt``, then shift
-    so that the image's corners land at non-negative pixels."""
-    h, w = size
-    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-    linear = np.diag([1.0 / tilt, 1.0]) @ np.array([[c, s], [-s, c]]) * scale  # as cv2.getRotationMatrix2D
-    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64)
-    shift = -(corners @ linear.T).min(axis=0)
-    return np.hstack([linear, shift[:, None]])
-
-
-def render_view(grey: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
-    """The view's pixels and its mask of valid pixels (uint8, borders eroded).
-
-    A rectified view (``(3, 3)`` matrix) is the image under that homography. Otherwise the image is scaled
-    (blurred first with ``sigma = 0.8 sqrt(1 / s^2 - 1)`` if shrunk by ``s``) and rotated, then blurred along x
-    with ``sigma = 0.8 sqrt(t^2 - 1)`` and compressed by ``t`` (the anti-aliasing of ASIFT); the result is the
-    image under ``view.matrix``.
-    """
-    h, w = grey.shape
-    if view.matrix.shape == (3, 3):  # rectified: the other image's frame, enlarged there (no anti-aliasing needed)
-        out = (view.size[1], view.size[0])
-        pixels = cv2.warpPerspective(grey, view.matrix, out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mask = cv2.warpPerspective(np.full_like(grey, 255), view.matrix, out, flags=cv2.INTER_NEAREST)
-        w_back = np.linalg.inv(view.matrix)[2]  # > 0 where the pixel shows the image's front (rectified_view's sign)
-        mask[w_back[0] * np.arange(out[0])[None] + w_back[1] * np.arange(out[1])[:, None] + w_back[2] <= 0] = 0
-        return pixels, cv2.erode(mask, np.ones((5, 5), np.uint8))
-    linear, shift = view.matrix[:, :2], view.matrix[:, 2]
-    rotation = linear * np.array([[view.tilt], [1.0]])  # undo the compression: scale and rotation only
-    scale = math.sqrt(abs(np.linalg.det(rotation)))
-    if scale < 0.99:
-        grey = cv2.GaussianBlur(grey, (0, 0), 0.8 * math.sqrt(1 / scale**2 - 1))
-    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64) @ rotation.T
-    rot_shift = -corners.min(axis=0)
-    rw, rh = (np.ceil(corners.max(axis=0) + rot_shift) + 1).astype(int)
-    first = np.hstack([rotation, rot_shift[:, None]])
-    rotated = cv2.warpAffine(grey, first, (int(rw), int(rh)), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    mask = cv2.warpAffine(np.full_like(grey, 255), first, (int(rw), int(rh)), flags=cv2.INTER_NEAREST)
-    if view.tilt > 1:
-        sigma = 0.8 * math.sqrt(view.tilt**2 - 1)
-        kernel = cv2.getGaussianKernel(2 * math.ceil(3 * sigma) + 1, sigma)
-        rotated = cv2.sepFilter2D(rotated, -1, kernel, np.ones((1, 1)), borderType=cv2.BORDER_REPLICATE)
-    # second map: x / tilt, and the rotation's shift replaced by the view's
-    second = np.array([[1.0 / view.tilt, 0, shift[0] - rot_shift[0] / view.tilt], [0, 1.0, shift[1] - rot_shift[1]]])
-    out_w, out_h = int(np.ceil((rw - 1) / view.tilt)) + 1, int(rh)
-    pixels = cv2.warpAffine(rotated, second, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    mask = cv2.warpAffine(mask, second, (out_w, out_h), flags=cv2.INTER_NEAREST)
-    return pixels, cv2.erode(mask, np.ones((5, 5), np.uint8))
-
-
-def frames_to_original(frames: np.ndarray | torch.Tensor, matrix: np.ndarray) -> np.ndarray:
-    """Affine frames ``(N, 2, 3)`` of a view mapped back to the original image: ``[L^-1 A | L^-1 (c - b)]``
-    for the view matrix ``[L | b]`` (original -> view); for a homography ``(3, 3)`` the centre goes through its
-    inverse ``G`` and ``A`` through ``G``'s local affine map there. Returns float64 ``(N, 2, 3)``."""
-    frames = np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames, np.float64)
-    if matrix.shape == (3, 3):
-        back = np.linalg.inv(matrix)
-        c = np.c_[frames[:, :, 2], np.ones(len(frames))] @ back.T
-        with np.errstate(divide="ignore", invalid="ignore"):
-            centres = c[:, :2] / c[:, 2:]
-        return np.concatenate([homography_jacobian(back, frames[:, :, 2]) @ frames[:, :, :2], centres[:, :, None]], 2)
-    inv = np.linalg.inv(matrix[:, :2])
-    a = inv @ frames[:, :, :2]
-    c = (frames[:, :, 2] - matrix[:, 2]) @ inv.T
-    return np.concatenate([a, c[:, :, None]], axis=2)
-
-
-def frames_to_keypoints(frames: np.ndarray | torch.Tensor, patch_scale: float) -> list[cv2.KeyPoint]:
-    """``cv2.KeyPoint`` stand-ins of affine frames: the centre, ``size = 2 sqrt|det A| / patch_scale``
-    (the size of the circular keypoint with the patch's area) and the angle of ``A``'s first column."""
-    f = np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames, np.float64)
-    det = np.abs(f[:, 0, 0] * f[:, 1, 1] - f[:, 0, 1] * f[:, 1, 0])
-    sizes = 2 * np.sqrt(det) / patch_scale
-    angles = np.degrees(np.arctan2(f[:, 1, 0], f[:, 0, 0])) % 360
-    return [cv2.KeyPoint(float(x), float(y), float(s), float(a))
-            for (x, y), s, a in zip(f[:, :, 2], sizes, angles, strict=True)]
-
-
-def describe_views(
-    descriptor: HardNetDescriptor, image: ImageLike, views: Sequence[View], max_keypoints: int | None,
-    grey: np.ndarray | None = None, tensor: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """SIFT in each view, the keypoints' frames mapped back, described from the original image.
-
-    Args:
-        descriptor: detects (its detector) and describes.
-        image: the original image.
-        views: views of it (``make_views``); the identity view is the original without resampling.
-        max_keypoints: strongest keypoints kept per view (``None``: all).
-        grey: the 8-bit grey image if already made.
-        tensor: its grey tensor on the descriptor's device (``to_grey_tensor``) if already made.
-
-    Returns:
-        ``(frames (N, 2, 3) float32, descriptors (N, 128) on the descriptor's device, view (N,) int64)``,
-        index into ``views``.
-    """
-    grey = to_uint8(image) if grey is None else grey
-    h, w = grey.shape
-    frames, which = [], []
-    for k, view in enumerate(views):
-        if view.matrix.shape == (2, 3) and np.allclose(view.matrix, np.eye(2, 3)):
-            kps, mask_view = descriptor.detect(grey, max_keypoints=max_keypoints), np.eye(2, 3)
-        else:
-            pixels, mask = render_view(grey, view)
-            kps, mask_view = descriptor.detect(pixels, mask, max_keypoints=max_keypoints), view.matrix
-        if not kps:
-            continue
-        f = frames_to_original(descriptor.frames(kps), mask_view)
-        frames.append(f)
-        which.append(np.full(len(f), k, np.int64))
-    if not frames:
-        return torch.zeros(0, 2, 3), torch.zeros(0, 128, device=descriptor.device), np.zeros(0, np.int64)
-    f = torch.from_numpy(np.concatenate(frames)).float()
-    keep = inside_image(f, h, w) & torch.isfinite(f).all(dim=2).all(dim=1)
-    f, which = f[keep], np.concatenate(which)[keep.numpy()]
-    tensor = to_grey_tensor(image, descriptor.device) if tensor is None else tensor
-    desc = descriptor.describe_many([tensor], [f])[0]
-    return f, desc, which
-
-
-# --- matching ------------------------------------------------------------------------------------
-
-
-class Neighbours:
-    """The nearest descriptors between two growing sets: for each row of set 1 its ``candidates`` nearest rows
-    of set 2 (L2, ascending), and for each row of set 2 its nearest row of set 1.
-
-    ``update`` adds the rows appended to either set since the last call, computing only the distances that
-    involve them, so ``match_wide``'s steps, which add views to both images, do not match all features again.
-    The tables stay on the descriptors' device.
-    """
-
-    def __init__(self, candidates: int = 16, chunk: int = 512) -> None:
-        self.candidates, self.chunk = candidates, chunk
-        self.n1 = self.n2 = 0  # rows of each set seen so far
-        self.dist = self.idx = None  # (N1, k): distances ascending, their rows of set 2 (on the first update's device)
-        self.col_min = self.col_arg = None  # (N2,): the nearest row of set 1 to each row of set 2, its distance
-
-    def update(self, desc1: torch.Tensor | np.ndarray, desc2: torch.Tensor | np.ndarray) -> Neighbours:
-        """Take ``desc1`` ``(N1, D)`` and ``desc2`` ``(N2, D)``, which start with the rows seen so far."""
-        a = torch.as_tensor(desc1).float()
-        b = torch.as_tensor(desc2).float().to(a.device)
-        n1, n2 = self.n1, self.n2
-        if len(a) < n1 or len(b) < n2:
-            raise ValueError(f"update takes the sets grown, got {len(a)} and {len(b)} rows after {n1} and {n2}")
-        if self.dist is None:  # empty tables
-            self.dist, self.col_min = a.new_zeros(0, 0), a.new_zeros(0)
-            self.idx, self.col_arg = a.new_zeros(0, 0, dtype=torch.long), a.new_zeros(0, dtype=torch.long)
-        k = min(self.candidates, len(b))
-        self.col_min = torch.cat([self.col_min, torch.full((len(b) - n2,), math.inf, device=a.device)])
-        self.col_arg = torch.cat([self.col_arg, torch.zeros(len(b) - n2, dtype=torch.long, device=a.device)])
-        dist, idx = [self.dist], [self.idx]
-        if n2 < len(b):  # the rows seen so far against the new rows of set 2
-            dist, idx = [], []
-            for start, d in _sq_dist_chunks(a[:n1], b[n2:], self.chunk):  # the k nearest new rows, merged with the
-                v, i = self._block(d, start, n2).topk(min(k, d.shape[1]), dim=1, largest=False)  # k nearest so far
-                v = torch.cat([self.dist[start : start + len(d)], v.clamp_min_(0).sqrt_()], dim=1)
-                i = torch.cat([self.idx[start : start + len(d)], i + n2], dim=1)
-                v, order = v.topk(k, dim=1, largest=False)
-                dist.append(v)
-                idx.append(i.gather(1, order))
-        for start, d in _sq_dist_chunks(a[n1:], b, self.chunk):  # the new rows of set 1 against all of set 2
-            v, i = self._block(d, n1 + start, 0).topk(k, dim=1, largest=False)
-            dist.append(v.clamp_min_(0).sqrt_())
-            idx.append(i)
-        self.dist, self.idx = torch.cat(dist), torch.cat(idx)
-        self.n1, self.n2 = len(a), len(b)
-        return self
-
-    def _block(self, d: torch.Tensor, row0: int, col0: int) -> torch.Tensor:
-        """Update the columns' nearest rows with ``d`` (n, M), the squared distances of rows ``row0...`` of set 1 to
-        rows ``col0...`` of set 2 (``_sq_dist_chunks``' reused block: its values serve until the next one); return
-        ``d``."""
-        if d.numel():
-            cmin, carg = d.min(dim=0)
-            cmin = cmin.clamp_min_(0).sqrt_()
-            better = cmin < self.col_min[col0:]
-            self.col_min[col0:] = torch.where(better, cmin, self.col_min[col0:])
-            self.col_arg[col0:] = torch.where(better, carg + row0, self.col_arg[col0:])
-        return d
-
-    def fginn(self, centres1: np.ndarray, centres2: np.ndarray, ratio: float | None = 0.8, radius: float = 10.0,
-              mutual: bool = True) -> Matches:
-        """``fginn_match`` on the sets as last updated; ``centres1`` ``(N1, 2)``, ``centres2`` ``(N2, 2)``."""
-        if self.n1 == 0 or self.n2 == 0:
-            return Matches.empty()
-        c1, c2 = np.asarray(centres1, np.float64), np.asarray(centres2, np.float64)
-        if len(c1) != self.n1 or len(c2) != self.n2:
-            raise ValueError(f"centres of {len(c1)} and {len(c2)} points for {self.n1} and {self.n2} rows")
-        dist, idx = self.dist.cpu().numpy(), self.idx.cpu().numpy()
-        n1, k = dist.shape
-        nn = idx[:, 0]
-        far = np.linalg.norm(c2[idx] - c2[nn][:, None], axis=2) > radius  # (N1, k)
-        far[:, 0] = False
-        second = np.where(far.any(axis=1), far.argmax(axis=1), k - 1)
-        d1 = dist[:, 0]
-        d2 = dist[np.arange(n1), second] if k > 1 else np.full(n1, np.nan, np.float32)
-        ok = np.ones(n1, bool)
-        if ratio is not None:
-            ok &= d1.astype(np.float64) < ratio * d2.astype(np.float64)
-        if mutual:
-            back = self.col_arg.cpu().numpy()[nn]
-            ok &= np.linalg.norm(c1[back] - c1, axis=1) <= radius
-        q = np.flatnonzero(ok)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = np.where(d1[q] == d2[q], 1.0, d1[q] / d2[q]).astype(np.float32)
-        return Matches(q.astype(np.int64), nn[q].astype(np.int64), d1[q].astype(np.float32), ratios)
-
-
-def fginn_match(
-    desc1: torch.Tensor | np.ndarray,
-    desc2: torch.Tensor | np.ndarray,
-    centres1: np.ndarray,
-    centres2: np.ndarray,
-    *,
-    ratio: float | None = 0.8,
-    radius: float = 10.0,
-    mutual: bool = True,
-    candidates: int = 16,
-    chunk: int = 512,
-) -> Matches:
-    """First-geometrically-inconsistent nearest-neighbour matching (FGINN) with an adapted mutual check.
-
-    For each row ``i`` of ``desc1``: its nearest neighbour ``j`` in ``desc2`` (L2), and as "second"
-    the nearest row of ``desc2`` whose centre lies more than ``radius`` pixels from ``centres2[j]``
-    (among the ``candidates`` nearest; if none of them is that far, the farthest of them, which
-    makes the test stricter). The match passes if ``d1 < ratio * d2``. The mutual check keeps it
-    if the nearest row of ``desc1`` to ``j`` lies within ``radius`` pixels of ``centres1[i]`` (it is
-    ``i`` itself, or the same point from another view).
-
-    Args:
-        desc1, desc2: ``(N1, D)``, ``(N2, D)`` descriptors (numpy or torch; computed in float32).
-        centres1, centres2: ``(N1, 2)``, ``(N2, 2)`` keypoint centres in pixels of their images.
-        ratio: threshold in (0, 1], or ``None`` for no ratio test.
-        radius: pixels; neighbours nearer than this to the first one are the same point.
-        mutual: apply the (adapted) mutual check.
-        candidates: neighbours examined per row.
-        chunk: rows of ``desc1`` per block (memory: ``chunk * N2`` floats).
-
-    Returns:
-        ``Matches`` sorted by ``query_idx``; ``ratios`` are ``d1 / d2`` with the FGINN ``d2``.
-    """
-    table = Neighbours(candidates, chunk).update(desc1, desc2)
-    return table.fginn(centres1, centres2, ratio=ratio, radius=radius, mutual=mutual)
+def ratio_tries(ratio: float | None, view_ratio: float | None) -> list[float | None]:
+    """The FGINN ratio thresholds a step verifies with, stricter first (``None``: no ratio test, the loosest)."""
+    first, second = sorted((ratio, view_ratio), key=lambda r: math.inf if r is None else r)
+    return [first] if first == second else [first, second]
 
 
 def _take(m: Matches, index: np.ndarray) -> Matches:
@@ -478,39 +152,6 @@ def _join(a: Matches, b: Matches) -> Matches:
     return Matches(*(np.concatenate([x, y]) for x, y in zip(
         (a.query_idx, a.train_idx, a.distances, a.ratios), (b.query_idx, b.train_idx, b.distances, b.ratios),
         strict=True)))
-
-
-def remove_duplicates(points1: np.ndarray, points2: np.ndarray, order: np.ndarray | None = None,
-                      radius: float = 2.0) -> np.ndarray:
-    """Which correspondences to keep: one of each group that lies within ``radius`` pixels on both sides.
-
-    Greedy in ``order`` (best first, e.g. by ratio; default: as given): a correspondence is dropped
-    if an already kept one is within ``radius`` of it in image 1 **and** in image 2.
-
-    Args:
-        points1, points2: ``(M, 2)`` pixel positions.
-        order: ``(M,)`` permutation, best first.
-        radius: pixels.
-
-    Returns:
-        ``(M,)`` bool mask of the kept ones.
-    """
-    m = len(points1)
-    keep = np.zeros(m, bool)
-    order = np.arange(m) if order is None else np.asarray(order)
-    cells: dict[tuple[int, int], list[int]] = {}
-    p1, p2 = np.asarray(points1, np.float64), np.asarray(points2, np.float64)
-    for i in order.tolist():
-        cx, cy = int(p1[i, 0] // radius), int(p1[i, 1] // radius)
-        near = [j for dx in (-1, 0, 1) for dy in (-1, 0, 1) for j in cells.get((cx + dx, cy + dy), ())]
-        if any(np.hypot(*(p1[j] - p1[i])) <= radius and np.hypot(*(p2[j] - p2[i])) <= radius for j in near):
-            continue
-        keep[i] = True
-        cells.setdefault((cx, cy), []).append(i)
-    return keep
-
-
-# --- verification --------------------------------------------------------------------------------
 
 
 def align_matches(greys: Sequence[torch.Tensor], frames1: np.ndarray, frames2: np.ndarray,
@@ -545,311 +186,7 @@ def align_matches(greys: Sequence[torch.Tensor], frames1: np.ndarray, frames2: n
     return out
 
 
-def verify(
-    points1: np.ndarray,
-    points2: np.ndarray,
-    geometry: str = "homography",
-    threshold: float = 3.0,
-    min_inliers: int | None = None,
-    size1: tuple[int, int] | None = None,
-    size2: tuple[int, int] | None = None,
-    frames1: np.ndarray | None = None,
-    frames2: np.ndarray | None = None,
-) -> tuple[np.ndarray | None, np.ndarray, str]:
-    """MAGSAC++ (OpenCV's USAC) of a homography or fundamental matrix, with the checks that make
-    "no model" the answer rather than a wrong one.
-
-    * fewer than ``min_inliers`` inliers (default ``MIN_INLIERS[geometry]``): no model;
-    * a homography that sends some of its inliers through the horizon (the plane would be seen from
-      behind), or one that the fit with 2/3 of the threshold does not confirm (they land more than
-      ``AGREEMENT`` of image 1's diagonal apart somewhere in the part of image 1 (``size1 = (height,
-      width)``) that the model shows in image 2 (``size2``), see ``_settled``; only with ``size1``): no model;
-    * a homography whose inliers' affine frames (``frames1``, ``frames2`` (M, 2, 3), the matched features'
-      frames in the original images, if given) mostly disagree with it: fewer than ``FRAME_SHARE`` of them
-      agree with its local affine map (``frames_agree``): no model. RANSAC fits frame centres only, so the
-      frames are evidence it has not used;
-    * a fundamental matrix that the fit with 2/3 of the threshold does not confirm (it keeps fewer
-      than ``AGREEMENT_SHARE`` of the inliers within the threshold): no model;
-    * a fundamental matrix of which fewer than ``COHERENT_SHARE`` of the inliers have a neighbour inlier where
-      their frames predict it (``coherent``; only with frames): no model. Evidence against false matches that
-      a fundamental matrix fits by chance, e.g. at the same height of level cameras;
-    * a fundamental matrix whose inliers lie mostly on one plane (``PLANE_SHARE`` of them fit a
-      homography and fewer than ``OFF_PLANE_MIN`` lie off it) is not determined by them: the
-      homography is reported instead (geometry ``"homography"``), as DEGENSAC advises.
-
-    A homography that passes is refined on its inliers by robust least squares (``_refine``); the checks
-    above are made on MAGSAC++'s model, so the refinement never turns "no model" into a model.
-
-    Returns:
-        ``(model (3, 3) or None, inliers (M,) bool, geometry)``; ``inliers`` is all False without a model.
-    """
-    min_inliers = MIN_INLIERS[geometry] if min_inliers is None else min_inliers
-    none = np.zeros(len(points1), bool)
-    if len(points1) < max(min_inliers, 8 if geometry == "fundamental" else 4):
-        return None, none, geometry
-    p1, p2 = np.float64(points1), np.float64(points2)
-    if geometry == "homography":
-        model, inliers = fit_geometry(p1, p2, "homography", threshold)
-        if (model is None or inliers.sum() < min_inliers
-                or (size1 and not _settled(model, inliers, p1, p2, threshold, size1, size2))
-                or not _frames_settled(model, inliers, frames1, frames2)):
-            return None, none, geometry
-        return (*_refine(model, inliers, p1, p2, threshold, min_inliers), geometry)
-    model, inliers = fit_geometry(p1, p2, "fundamental", threshold)
-    if model is None or model.shape != (3, 3):
-        return None, none, geometry
-    if (inliers.sum() < min_inliers or not _f_settled(p1, p2, inliers, threshold)
-            or not _coherent_settled(p1, p2, inliers, frames1, frames2)):
-        return None, none, geometry
-    h, on_plane = fit_geometry(p1[inliers], p2[inliers], "homography", max(threshold, 2.0))
-    if h is not None and on_plane.sum() >= PLANE_SHARE * inliers.sum() and (~on_plane).sum() < OFF_PLANE_MIN:
-        plane = np.zeros(len(p1), bool)
-        plane[np.flatnonzero(inliers)[on_plane]] = True
-        if ((size1 and not _settled(h, on_plane, p1[inliers], p2[inliers], max(threshold, 2.0), size1, size2))
-                or not _frames_settled(h, plane, frames1, frames2)):
-            return None, none, geometry
-        h, plane = _refine(h, plane, p1, p2, max(threshold, 2.0), min_inliers)
-        return h, plane, "homography"
-    return model, inliers, geometry
-
-
-def frames_agree(h: np.ndarray, frames1: np.ndarray, frames2: np.ndarray, scale: float = 2.0,
-                 angle: float = 30.0) -> np.ndarray:
-    """``(M,)`` bool: whether each matched pair of affine frames agrees with homography ``h``.
-
-    A true correspondence's frames ``[A1 | c1]``, ``[A2 | c2]`` (``(M, 2, 3)``, as in ``hardnet_desc.core.patches``)
-    cover the same patch, so ``A2 ~ J A1`` with ``J`` the local affine map of ``h`` at ``c1``. They agree when
-    ``D = J^-1 A2 A1^-1`` stretches by less than ``scale`` and shrinks by less than ``1 / scale`` in every
-    direction (its singular values) and turns by less than ``angle`` degrees.
-    """
-    f1, f2 = np.asarray(frames1, np.float64), np.asarray(frames2, np.float64)
-    if len(f1) == 0:
-        return np.zeros(0, bool)
-    j = homography_jacobian(h, f1[:, :, 2])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        good = np.isfinite(j).all(axis=(1, 2)) & (np.abs(np.linalg.det(j)) > 1e-12)
-        d = np.full((len(f1), 2, 2), np.nan)
-        d[good] = np.linalg.solve(j[good], f2[good, :, :2] @ np.linalg.inv(f1[good, :, :2]))
-        sv = np.full((len(f1), 2), np.nan)
-        sv[good] = np.linalg.svd(d[good], compute_uv=False)
-        turn = np.degrees(np.abs(np.arctan2(d[:, 1, 0] - d[:, 0, 1], d[:, 0, 0] + d[:, 1, 1])))
-        return good & (sv[:, 0] < scale) & (sv[:, 1] > 1 / scale) & (turn < angle)
-
-
-def coherent(points1: np.ndarray, points2: np.ndarray, frames1: np.ndarray, frames2: np.ndarray,
-             radius: float = COHERENT_RADIUS, tolerance: float = 0.3, floor: float = 8.0) -> np.ndarray:
-    """``(M,)`` bool: whether each correspondence has a neighbour that its affine frames predict.
-
-    Correspondence ``i`` (``points1/2`` ``(M, 2)``, frames ``(M, 2, 3)`` as in ``hardnet_desc.core.patches``)
-    maps a nearby point ``x`` of image 1 to about ``points2[i] + A (x - points1[i])``, ``A = A2 A1^-1`` of its
-    frames. It is coherent when some other correspondence ``j`` within ``radius`` px of it in image 1 lands
-    there in image 2, within ``max(floor, tolerance * distance)`` px. A true match on a surface has true
-    neighbours; a false match that a model happens to fit rarely does, which RANSAC on points cannot see.
-    """
-    from scipy.spatial import cKDTree  # here, as geometry.refine_homography imports scipy
-
-    p1, p2 = np.asarray(points1, np.float64), np.asarray(points2, np.float64)
-    f1, f2 = np.asarray(frames1, np.float64), np.asarray(frames2, np.float64)
-    out = np.zeros(len(p1), bool)
-    if len(p1) < 2:
-        return out
-    pairs = cKDTree(p1).query_pairs(radius, output_type="ndarray")  # (P, 2), i < j: memory grows with P, not M^2
-    if len(pairs) == 0:
-        return out
-    a = f2[:, :, :2] @ np.linalg.inv(f1[:, :, :2])  # each correspondence's local map, once
-    i, j = np.concatenate([pairs, pairs[:, ::-1]]).T  # both directions: i predicts j
-    d1 = p1[j] - p1[i]
-    err = np.linalg.norm(p2[i] + np.einsum("nkl,nl->nk", a[i], d1) - p2[j], axis=1)
-    good = err < np.maximum(floor, tolerance * np.linalg.norm(d1, axis=1))
-    out[i[good]] = True
-    return out
-
-
-def scattered(points1: np.ndarray, points2: np.ndarray, inliers: np.ndarray, size1: tuple[int, int],
-              size2: tuple[int, int] | None = None) -> bool:
-    """Whether a model's ``inliers`` (bool (M,) over ``points1/2`` (M, 2)) look like a chance fit: fewer than
-    ``SCATTERED_INLIERS``, below ``SCATTERED_SHARE`` of the M correspondences, and their convex hull covers more than
-    ``SCATTERED_AREA`` of image 1 (``size1 = (height, width)``) or of image 2 (``size2``, default ``size1``).
-
-    False matches that a fundamental matrix fits by chance are a random few of the correspondences, so they lie all
-    over the images; the true matches of a wide pair gather on the part of the scene that both images show (on real
-    pairs the right models with fewer than 40 inliers covered 4-7 % of the image, one 44 %).
-    """
-    n = int(np.count_nonzero(inliers))
-    if n >= SCATTERED_INLIERS or n >= SCATTERED_SHARE * len(inliers) or n < 3:
-        return False
-    areas = [cv2.contourArea(cv2.convexHull(np.float32(p[inliers]))) / (h * w)
-             for p, (h, w) in ((points1, size1), (points2, size2 or size1))]
-    return max(areas) > SCATTERED_AREA
-
-
-def _frames_settled(h: np.ndarray, inliers: np.ndarray, frames1: np.ndarray | None,
-                    frames2: np.ndarray | None) -> bool:
-    """Whether ``FRAME_SHARE`` of the ``inliers``' frames agree with ``h`` (``frames_agree``); True without frames."""
-    if frames1 is None or frames2 is None:
-        return True
-    return bool(frames_agree(h, np.asarray(frames1)[inliers], np.asarray(frames2)[inliers]).mean() >= FRAME_SHARE)
-
-
-def _coherent_settled(p1: np.ndarray, p2: np.ndarray, inliers: np.ndarray, frames1: np.ndarray | None,
-                      frames2: np.ndarray | None) -> bool:
-    """Whether ``COHERENT_SHARE`` of the ``inliers`` are ``coherent`` (as ``_frames_settled`` for homographies);
-    True without frames."""
-    if frames1 is None or frames2 is None:
-        return True
-    f1, f2 = np.asarray(frames1)[inliers], np.asarray(frames2)[inliers]
-    return bool(coherent(p1[inliers], p2[inliers], f1, f2).mean() >= COHERENT_SHARE)
-
-
-def _f_settled(p1: np.ndarray, p2: np.ndarray, inliers: np.ndarray, threshold: float) -> bool:
-    """Whether the fundamental matrix fitted with 2/3 of ``threshold`` keeps ``AGREEMENT_SHARE`` of the first
-    fit's ``inliers`` within ``threshold`` (Sampson distance): a model many correspondences determine."""
-    check, _ = fit_geometry(p1, p2, "fundamental", threshold * 2 / 3)
-    if check is None or check.shape != (3, 3):
-        return False
-    return bool(np.mean(sampson_error_px(p1[inliers], p2[inliers], check) < threshold) >= AGREEMENT_SHARE)
-
-
-def _refine(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float,
-            min_inliers: int) -> tuple[np.ndarray, np.ndarray]:
-    """An accepted homography refined on its inliers (``geometry.refine_homography``: the Huber loss, 1 px, of
-    the symmetric transfer error); ``h`` and its ``inliers`` are kept when the refined model has fewer than
-    ``min_inliers`` within ``threshold``.
-
-    Returns:
-        ``(model (3, 3), inliers (M,) bool)``, inliers within ``threshold`` (forward transfer error, px).
-    """
-    refined = refine_homography(h, p1, p2, threshold)
-    within = transfer_error(refined, p1, p2) < threshold
-    if refined is h or within.sum() < min_inliers:
-        return h, inliers
-    return refined, within
-
-
-def _side(h: np.ndarray, points: np.ndarray) -> int:
-    """``1`` or ``-1``: the sign of ``w`` of homography ``h`` at all ``points`` (``(M, 2)``, image 1); ``0`` if the
-    horizon runs between them (some would be seen from behind)."""
-    side = np.sign(np.hstack([points, np.ones((len(points), 1))]) @ h[2])
-    return int(side[0]) if len(side) and ((side > 0).all() or (side < 0).all()) else 0
-
-
-def _settled(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray, threshold: float,
-             size1: tuple[int, int], size2: tuple[int, int] | None = None) -> bool:
-    """Whether homography ``h`` keeps its ``inliers`` on one side of the horizon (all ``w`` of one sign) and the fit
-    with 2/3 of ``threshold`` agrees with it within ``AGREEMENT`` of image 1's diagonal over the part of image 1
-    that ``h`` shows in image 2 (``size1``, ``size2 = (height, width)``; image 2 as large as image 1 if
-    ``None``): a grid of 16 x 16 points of image 1 that ``h`` maps in front of image 2's camera and inside
-    image 2, and the corners of the inliers' convex hull.
-
-    The region checked is the one the model is used in, not image 1's corners: where image 1 is oblique too,
-    the plane's horizon can run through image 1, and the true homography then sends some of its corners
-    through the horizon of image 2 or far outside it.
-    """
-    support = p1[inliers]
-    side = _side(h, support)
-    if side == 0:
-        return False
-    check, _ = fit_geometry(p1, p2, "homography", threshold * 2 / 3)
-    if check is None:
-        return False
-    rows, cols = size1
-    rows2, cols2 = size2 or size1
-    gx, gy = np.meshgrid(np.linspace(0, cols - 1, 16), np.linspace(0, rows - 1, 16))
-    grid = np.stack([gx.ravel(), gy.ravel(), np.ones(gx.size)], axis=1)
-    moved = grid @ h.T
-    front = moved[:, 2] * side > 1e-12
-    xy = moved[front, :2] / moved[front, 2:]
-    shown = grid[front][(xy[:, 0] >= 0) & (xy[:, 0] <= cols2 - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= rows2 - 1)]
-    hull = cv2.convexHull(support.astype(np.float32)).reshape(-1, 2).astype(np.float64)
-    points = np.vstack([shown, np.hstack([hull, np.ones((len(hull), 1))])])
-    a, b = points @ h.T, points @ check.T
-    if not (b[:, 2] * side > 1e-12).all():
-        return False
-    gap = np.linalg.norm(a[:, :2] / a[:, 2:] - b[:, :2] / b[:, 2:], axis=1).max()
-    return bool(gap <= AGREEMENT * math.hypot(rows, cols))
-
-
-def verify_prior(
-    prior: np.ndarray,
-    points1: np.ndarray,
-    points2: np.ndarray,
-    threshold: float = 1.0,
-    min_inliers: int | None = None,
-    size1: tuple[int, int] | None = None,
-    size2: tuple[int, int] | None = None,
-    frames1: np.ndarray | None = None,
-    frames2: np.ndarray | None = None,
-) -> tuple[np.ndarray | None, np.ndarray, str]:
-    """``verify`` (fundamental) of the correspondences that agree with ``prior``, the model of the original
-    images that had too few inliers to be stated.
-
-    A view step sees the original images' matches again among many new ones; on real wide pairs a wrong
-    fundamental matrix of the new ones can outvote a right one of the originals (docs/wide-baseline-log.md). So
-    the view steps first verify the correspondences within ``threshold`` (Sampson) of ``prior``: if at least
-    ``min_inliers`` (default ``MIN_INLIERS["fundamental"]``) agree and pass ``verify``, that model is stated.
-
-    Returns:
-        as ``verify``, with ``inliers`` (M,) over all the correspondences.
-    """
-    none = np.zeros(len(points1), bool)
-    if len(points1) == 0:
-        return None, none, "fundamental"
-    p1, p2 = np.float64(points1), np.float64(points2)
-    near = sampson_error_px(p1, p2, prior) < threshold
-    need = MIN_INLIERS["fundamental"] if min_inliers is None else min_inliers
-    if near.sum() < need:
-        return None, none, "fundamental"
-    model, inliers, kind = verify(p1[near], p2[near], "fundamental", threshold, min_inliers, size1, size2,
-                                   *(None if f is None else np.asarray(f)[near] for f in (frames1, frames2)))
-    if model is None:
-        return None, none, "fundamental"
-    full = none.copy()
-    full[np.flatnonzero(near)[inliers]] = True
-    return model, full, kind
-
-
-def ratio_tries(ratio: float | None, view_ratio: float | None) -> list[float | None]:
-    """The FGINN ratio thresholds a step verifies with, stricter first (``None``: no ratio test, the loosest)."""
-    first, second = sorted((ratio, view_ratio), key=lambda r: math.inf if r is None else r)
-    return [first] if first == second else [first, second]
-
-
-def check_min_inliers(value: int | None, name: str = "min_inliers") -> None:
-    """Raise unless ``value`` (the argument ``name``) is ``None`` or an integer >= 1."""
-    check_integer(value, name, 1, "None: the default")
-
-
-# --- rectified view and guided matching -------------------------------------------------------------
-
-
-def rectified_view(
-    h: np.ndarray, points1: np.ndarray, size1: tuple[int, int], size2: tuple[int, int],
-) -> tuple[int, View]:
-    """The view that draws one image in the other's frame by homography ``h`` (image 1 -> image 2).
-
-    The image that shows the plane smaller around ``points1`` (``(M, 2)``, e.g. the inliers; ``|det J| < 1``) is
-    drawn enlarged in the other's frame, so no view loses detail to resampling.
-
-    Returns:
-        ``(index of the image drawn (0 or 1), View)``; the view's matrix maps that image's pixels to the other's,
-        signed so that the ``points1`` side of the horizon has ``w > 0``.
-    """
-    h = np.asarray(h, np.float64)
-    centre = np.median(np.asarray(points1, np.float64), axis=0)
-    if abs(np.linalg.det(homography_jacobian(h, centre[None])[0])) <= 1:
-        drawn, matrix, size = 1, np.linalg.inv(h), size1
-    else:
-        drawn, matrix, size = 0, h, size2
-    front = np.sign(h[2] @ [*centre, 1.0])  # w of centre under h; inv(h) has the same sign at centre's image
-    return drawn, View(1.0, 0.0, matrix * front, (int(size[0]), int(size[1])))
-
-
-def model_tilt(h: np.ndarray, points1: np.ndarray) -> float:
-    """The tilt homography ``h`` makes at the median of ``points1`` (``(M, 2)``): the ratio of its local affine
-    map's singular values (1: a similarity there; ASIFT's "transition tilt")."""
-    s = np.linalg.svd(homography_jacobian(h, np.median(np.asarray(points1, np.float64), axis=0)[None])[0],
-                      compute_uv=False)
-    return float(s[0] / max(s[1], 1e-12))
+# --- rectified view and guided matching -----------------------------------------------------------
 
 
 def _rectify(
@@ -864,11 +201,11 @@ def _rectify(
     agree. Its features (frames mapped back, described from the original) are appended to ``feats`` and matched
     with FGINN (ratio ``RECTIFIED_RATIO``) to the other image's step-0 features (those of the synthesized views
     are placed less precisely, by up to the view's tilt along one axis); those within ``RECTIFIED_GATE``
-    of image 2's diagonal of the model, with the verified inliers, are fitted afresh (MAGSAC++, then ``_refine``).
-    Unlike guided matching within the threshold, this lets correspondences the model misses by more than the
-    threshold correct it. The gate keeps the new model near the verified one, so ``verify``'s agreement check
-    is not made again (it refused some of the better models of thin slivers); the inliers must be in front and
-    ``FRAME_SHARE`` of their frames agree.
+    of image 2's diagonal of the model, with the verified inliers, are fitted afresh (MAGSAC++, then
+    ``refine_verified``). Unlike guided matching within the threshold, this lets correspondences the model misses by
+    more than the threshold correct it. The gate keeps the new model near the verified one, so ``verify``'s
+    agreement check is not made again (it refused some of the better models of thin slivers); the inliers must be in
+    front and ``FRAME_SHARE`` of their frames agree.
 
     Returns:
         ``(matches, inliers, model)``: the new ones if the new model has at least as many inliers as the old,
@@ -896,11 +233,11 @@ def _rectify(
     both = _take(both, keep[np.argsort(both.query_idx[keep], kind="stable")])
     q1, q2 = feats[0].centres[both.query_idx], feats[1].centres[both.train_idx]
     new, new_inliers = fit_geometry(q1, q2, "homography", threshold)
-    if (new is None or new_inliers.sum() < max(inliers.sum(), min_inliers) or not _side(new, q1[new_inliers])
-            or not _frames_settled(new, new_inliers, feats[0].frames.numpy()[both.query_idx],
+    if (new is None or new_inliers.sum() < max(inliers.sum(), min_inliers) or not horizon_side(new, q1[new_inliers])
+            or not frames_settled(new, new_inliers, feats[0].frames.numpy()[both.query_idx],
                                    feats[1].frames.numpy()[both.train_idx])):
         return matches, inliers, model
-    new, new_inliers = _refine(new, new_inliers, q1, q2, threshold, min_inliers)
+    new, new_inliers = refine_verified(new, new_inliers, q1, q2, threshold, min_inliers)
     return both, new_inliers, new
 
 
@@ -978,7 +315,7 @@ def _densify(
     return both, within, refined
 
 
-# --- the iteration -------------------------------------------------------------------------------
+# --- the iteration --------------------------------------------------------------------------------
 
 
 def check_view_keypoints(view_keypoints: int | Sequence[int | None] | None,

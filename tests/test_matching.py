@@ -384,14 +384,14 @@ def _round_the_product_differently(monkeypatch, seed: int) -> None:
     the product, within the bound the matcher assumes (_product_slack)."""
     from hardnet_desc import matching
 
-    product, gen = matching._sq_dist_chunks, torch.Generator().manual_seed(seed)
+    product, gen = matching.sq_dist_chunks, torch.Generator().manual_seed(seed)
 
     def noisy(*args, **kwargs):
         for start, d in product(*args, **kwargs):
             d.mul_(1 + 1e-5 * (2 * torch.rand(d.shape, generator=gen) - 1))
             yield start, d
 
-    monkeypatch.setattr(matching, "_sq_dist_chunks", noisy)
+    monkeypatch.setattr(matching, "sq_dist_chunks", noisy)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -427,14 +427,14 @@ def test_tf32_matmuls_give_the_same_results(monkeypatch):
 
     x, y = _ambiguous_sets(1000)
     refs = [match_descriptors(x, y, ratio=None, mutual=mutual) for mutual in (True, False)]
-    product, gen = matching._sq_dist_chunks, torch.Generator().manual_seed(0)
+    product, gen = matching.sq_dist_chunks, torch.Generator().manual_seed(0)
 
     def tf32_like(*args, **kwargs):
         for start, d in product(*args, **kwargs):
             d.mul_(1 + 3 * 2.0**-10 * (2 * torch.rand(d.shape, generator=gen) - 1))
             yield start, d
 
-    monkeypatch.setattr(matching, "_sq_dist_chunks", tf32_like)
+    monkeypatch.setattr(matching, "sq_dist_chunks", tf32_like)
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high")
     try:

@@ -1,4 +1,5 @@
-"""Wide-baseline matching: views and their frames, FGINN, duplicate removal, verification, and match_pair."""
+"""Wide-baseline matching: the search over steps, aligned centres, the rectified view, guided matching, match_pair
+and the command line (the views, FGINN and verification have their own test files)."""
 
 from __future__ import annotations
 
@@ -10,37 +11,20 @@ import torch
 from hardnet_desc import HardNetDescriptor, wide_baseline
 from hardnet_desc.core.image import to_grey_tensor
 from hardnet_desc.data.warps import viewpoint_homography
-from hardnet_desc.geometry import homography_jacobian, sampson_error_px
+from hardnet_desc.geometry import sampson_error_px
 from hardnet_desc.pipeline import match_pair
+from hardnet_desc.verification import scattered
+from hardnet_desc.views import Features, make_views, model_tilt
 from hardnet_desc.wide_baseline import (
     DEFAULT_VIEW_KEYPOINTS,
     RECTIFIED_TILT,
     ROTATION_STEP,
     STOP_INLIERS,
     VIEW_RATIO,
-    Features,
-    Neighbours,
-    View,
     _rectify,
-    _refine,
     align_matches,
-    coherent,
-    fginn_match,
-    frames_agree,
-    frames_to_keypoints,
-    frames_to_original,
     guided_matches,
-    make_views,
     match_wide,
-    model_tilt,
-    rectified_view,
-    remove_duplicates,
-    render_view,
-    scattered,
-    verify,
-    verify_prior,
-    view_angles,
-    view_matrix,
 )
 
 
@@ -57,22 +41,7 @@ def corner_error(model: np.ndarray, truth: np.ndarray, height: int, width: int) 
     return float(np.linalg.norm(moved[0], axis=1).max() / np.hypot(width, height))
 
 
-# --- views and frames -------------------------------------------------------------------------
-
-
-def test_view_angles_are_72_over_t_apart():
-    assert view_angles(1) == [0.0]
-    assert view_angles(2) == [0.0, 36.0, 72.0, 108.0, 144.0]
-    assert len(view_angles(4)) == 10 and len(view_angles(8)) == 20
-    assert len(make_views([2, 4], (100, 200))) == 15
-
-
-def test_a_scale_step_shrinks_its_views_by_the_scale_given():
-    # (8, 0.35): the views of tilt 8 of the image shrunk to 0.35, on top of the shrinking for a large image
-    plain, small = make_views([8], (100, 200), scale=0.5), make_views([(8, 0.35)], (100, 200), scale=0.5)
-    assert len(small) == 20 and [v.angle for v in small] == [v.angle for v in plain]
-    for p, v in zip(plain, small, strict=True):
-        np.testing.assert_allclose(v.matrix[:, :2], 0.35 * p.matrix[:, :2])
+# --- steps and views -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("steps", [((), (0.5,)), ((), ((8, 0),)), ((), ((8, 1.5),)), ((), ("8",)), ((), ((8, 1, 1),))])
@@ -81,141 +50,7 @@ def test_bad_views_fail_before_any_work(steps):
         match_wide(np.zeros((8, 8)), np.zeros((8, 8)), descriptor=object(), steps=steps)
 
 
-def test_frames_mapped_back_from_a_view_equal_hand_computed_ones():
-    # Tilt 2 at 0 degrees: x is halved, so a circle of radius 3 at view (10, 20) is an ellipse 6 x 3 at (20, 20).
-    m = view_matrix(2, 0, (10, 20))
-    np.testing.assert_allclose(m, [[0.5, 0, 0], [0, 1, 0]])
-    frame = np.array([[[3.0, 0, 10], [0, 3, 20]]])
-    np.testing.assert_allclose(frames_to_original(frame, m), [[[6, 0, 20], [0, 3, 20]]])
-    # Tilt 2 at 90 degrees: x' = y / 2, y' = 19 - x (shifted so the 20-wide image lands at y' >= 0).
-    m = view_matrix(2, 90, (10, 20))
-    np.testing.assert_allclose(m, [[0, 0.5, 0], [-1, 0, 19]], atol=1e-12)
-    back = frames_to_original(np.array([[[3.0, 0, 2], [0, 3, 5]]]), m)
-    np.testing.assert_allclose(back, [[[0, -3, 14], [6, 0, 4]]], atol=1e-12)  # L^-1 = [[0, -1], [2, 0]]
-    kp = frames_to_keypoints(back, patch_scale=6.0)[0]
-    assert kp.pt == pytest.approx((14, 4)) and kp.size == pytest.approx(2 * np.sqrt(18) / 6)
-
-
-@pytest.mark.parametrize("tilt, angle, scale", [(2, 0, 1), (4, 36, 1), (6, 120, 1), (2, 72, 0.5)])
-def test_a_rendered_view_is_the_image_under_its_matrix(tilt, angle, scale):
-    # A bright blob of the original appears in the view where the view's matrix puts its centre.
-    grey = np.zeros((120, 160), np.uint8)
-    cv2.circle(grey, (100, 40), 6, 255, -1)
-    view = View(float(tilt), float(angle), view_matrix(tilt, angle, grey.shape, scale))
-    pixels, mask = render_view(grey, view)
-    expected = view.matrix @ [100, 40, 1]
-    ys, xs = np.nonzero(pixels > 0.5 * pixels.max())
-    weights = pixels[ys, xs].astype(float)
-    found = np.array([np.average(xs, weights=weights), np.average(ys, weights=weights)])
-    np.testing.assert_allclose(found, expected, atol=0.6)
-    assert mask[int(round(expected[1])), int(round(expected[0]))] == 255
-    if angle:
-        assert mask[0, 0] == 0  # a turned image leaves empty corners, where SIFT must not look
-
-
-def test_frames_mapped_back_through_a_homography_follow_it():
-    # A rectified view's matrix is a homography G (original -> view): a frame [A | c] of the view goes back to
-    # [J^-1 A | G^-1 c], J being G's local affine map there, so G maps the frame's centre and, to first order,
-    # its unit circle onto the view's frame.
-    g = np.array([[0.8, 0.1, 30.0], [-0.05, 1.1, 12.0], [4e-4, -2e-4, 1.0]])
-    frame = np.array([[[3.0, 1.0, 200.0], [-0.5, 2.0, 150.0]]])
-    back = frames_to_original(frame, g)
-    c = back[0, :, 2]
-    moved = g @ [*c, 1.0]
-    np.testing.assert_allclose(moved[:2] / moved[2], [200, 150], atol=1e-9)
-    for u in ([1e-3, 0], [0, 1e-3], [7e-4, -7e-4]):
-        step = g @ [*(c + back[0, :, :2] @ u), 1.0]
-        np.testing.assert_allclose(step[:2] / step[2], frame[0, :, 2] + frame[0, :, :2] @ u, atol=1e-8)
-    # An affine G gives what the (2, 3) form gives.
-    m = view_matrix(4, 36, (120, 160))
-    np.testing.assert_allclose(frames_to_original(frame, np.vstack([m, [0, 0, 1]])), frames_to_original(frame, m))
-
-
-def test_a_rectified_view_draws_the_smaller_image_in_the_others_frame():
-    # Image 2 shows image 1 shrunk to half: image 2 is drawn, enlarged, in image 1's frame, and a blob of image 2
-    # appears where image 1 has it.
-    h = np.array([[0.5, 0, 140.0], [0, 0.5, 120.0], [0, 0, 1]])  # image 1 (200, 100) -> image 2 (240, 170)
-    points1 = np.array([[100.0, 50], [300, 150], [200, 100]])
-    drawn, view = rectified_view(h, points1, (240, 320), (200, 260))
-    assert drawn == 1 and view.size == (240, 320)
-    grey2 = np.zeros((200, 260), np.uint8)
-    cv2.circle(grey2, (240, 170), 3, 255, -1)
-    pixels, mask = render_view(grey2, view)
-    assert pixels.shape == mask.shape == (240, 320)
-    ys, xs = np.nonzero(pixels > 127)
-    np.testing.assert_allclose([xs.mean(), ys.mean()], [200, 100], atol=1.0)
-    assert mask[100, 200] == 255 and mask[220, 300] == 0  # image 1's (300, 220) is image 2's (290, 230): outside
-    # Where image 2 shows the plane larger, image 1 is drawn in image 2's frame.
-    assert rectified_view(np.linalg.inv(h), points1 * 0.5 + [140, 120], (200, 260), (240, 320))[0] == 0
-
-
-def test_a_rectified_view_leaves_out_what_lies_behind_the_horizon():
-    # The view's pixel x shows the image at G x (G = matrix^-1); where G's w <= 0 (rows below y = 100 here), that
-    # point lies behind the image's horizon, and warpPerspective would draw the image there again, mirrored
-    # ((200, 200) -> (50, 50)). The mask leaves that part out.
-    g = np.array([[-1.0, 0, 150], [0, -1.0, 150], [0, -0.01, 1]])
-    pixels, mask = render_view(np.full((300, 300), 200, np.uint8), View(1.0, 0.0, np.linalg.inv(g), (300, 300)))
-    assert mask[50, 100] == 255 and pixels[50, 100] == 200  # G: (100, 50) -> (100, 200), in front
-    assert mask[200, 200] == 0 and (mask[101:] == 0).all()
-
-
-# --- FGINN and duplicates ---------------------------------------------------------------------------
-
-
-def test_fginn_skips_the_same_point_from_another_view_as_second_neighbour():
-    # Query 0's two nearest are one point seen in two views (1 px apart): Lowe's ratio (~1) would reject it;
-    # FGINN compares with the nearest one far away instead. Query 1's runner-up is far away: a plain ratio
-    # test, which it fails (0.89).
-    desc1 = np.array([[1.0, 0, 0], [0, 1.0, 0]])
-    desc2 = np.array([[0.98, 0.1, 0], [0.97, 0.12, 0], [0.3, 0.9, 0.2], [0.35, 0.88, 0.2]])
-    c1 = np.array([[10.0, 10], [50, 50]])
-    c2 = np.array([[20.0, 20], [21, 20], [60, 60], [90, 60]])
-    m = fginn_match(desc1, desc2, c1, c2, ratio=0.8, radius=10)
-    assert m.query_idx.tolist() == [0] and m.train_idx.tolist() == [0]
-    d1, d2 = np.linalg.norm(desc1[0] - desc2[0]), np.linalg.norm(desc1[0] - desc2[3])  # 3: nearest far one
-    assert m.ratios[0] == pytest.approx(d1 / d2, rel=1e-5)
-    # With the duplicate moved 30 px away it is a competitor, and the ratio test rejects query 0.
-    c2[1] = [50, 20]
-    assert len(fginn_match(desc1, desc2, c1, c2, ratio=0.8, radius=10)) == 0
-
-
-def test_fginn_mutual_check_accepts_the_same_point_from_another_view():
-    # Both queries are one point of image 1 (two views, 2 px apart); train 0's nearest is query 1, yet query 0's
-    # match is kept (its reverse neighbour is the same point). A query elsewhere is refused.
-    desc1 = np.array([[1.0, 0.05, 0], [1.0, 0.0, 0], [0.9, 0, 0.3]])
-    desc2 = np.array([[1.0, 0.0, 0], [0, 1.0, 0]])
-    c1 = np.array([[10.0, 10], [12, 10], [80, 80]])
-    c2 = np.array([[5.0, 5], [70, 70]])
-    m = fginn_match(desc1, desc2, c1, c2, ratio=None, radius=5)
-    assert m.query_idx.tolist() == [0, 1] and m.train_idx.tolist() == [0, 0]
-    assert fginn_match(desc1, desc2, c1, c2, ratio=None, radius=1).query_idx.tolist() == [1]
-
-
-def test_neighbours_grown_in_steps_match_as_all_at_once():
-    # Sets grown in three steps (rows of both, then of set 2 only, then of set 1 only) give the tables and the
-    # matches of one call on the whole sets; a small first step (k < candidates) is widened as set 2 grows.
-    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
-    d1, d2 = torch.randn(700, 128, generator=gen), torch.randn(900, 128, generator=gen)
-    d2[::3] = d1[:300] + 0.1 * torch.randn(300, 128, generator=gen)  # a third of set 2 has a near copy in set 1
-    c1, c2 = rng.uniform(0, 500, (700, 2)), rng.uniform(0, 500, (900, 2))
-    table = Neighbours(candidates=16, chunk=64)
-    for n1, n2 in ((5, 10), (300, 10), (300, 600), (700, 900)):
-        table.update(d1[:n1], d2[:n2])
-        whole = Neighbours(candidates=16).update(d1[:n1], d2[:n2])
-        assert torch.equal(table.idx, whole.idx) and torch.equal(table.col_arg, whole.col_arg)
-        assert torch.allclose(table.dist, whole.dist, atol=1e-4)
-    exact = torch.cdist(d1.double(), d2.double())  # the tables hold the true nearest rows and their distances
-    assert torch.equal(table.idx, exact.topk(16, dim=1, largest=False).indices)
-    assert torch.allclose(table.dist.double(), exact.topk(16, dim=1, largest=False).values, atol=1e-4)
-    assert torch.equal(table.col_arg, exact.argmin(dim=0))
-    assert torch.allclose(table.col_min.double(), exact.min(dim=0).values, atol=1e-4)
-    grown, once = table.fginn(c1, c2, ratio=0.9), fginn_match(d1, d2, c1, c2, ratio=0.9)
-    assert len(once) >= 250 and np.array_equal(grown.query_idx, once.query_idx)
-    assert np.array_equal(grown.train_idx, once.train_idx)
-    with pytest.raises(ValueError, match="grown"):
-        table.update(d1[:10], d2)
-    with pytest.raises(ValueError, match="centres"):
-        table.fginn(c1[:10], c2)
+# --- matching across steps, guided matching ---------------------------------------------------------
 
 
 def test_aligned_centres_are_kept_for_the_later_steps(example_pair, hardnet, monkeypatch):
@@ -241,15 +76,6 @@ def test_aligned_centres_are_kept_for_the_later_steps(example_pair, hardnet, mon
     assert seen == [rows.sum() - first.sum()] and len(cache) == rows.sum()
     assert np.allclose(later, at_once, atol=1e-6) and np.array_equal(later[~rows], f2[~rows])
     assert (np.linalg.norm(later[:, :, 2] - f2[:, :, 2], axis=1) > 0).sum() > 30  # some did move
-
-
-def test_remove_duplicates_keeps_the_best_of_each_group():
-    p1 = np.array([[10.0, 10], [11, 10.5], [10.5, 9], [10, 10], [40, 40]])
-    p2 = np.array([[50.0, 50], [51, 51], [50.5, 50], [80, 80], [70, 70]])
-    # 0, 1, 2 are one correspondence (within 2 px on both sides); 3 shares only image 1's point; 4 is alone.
-    keep = remove_duplicates(p1, p2, order=np.array([1, 0, 2, 3, 4]), radius=2)
-    assert keep.tolist() == [False, True, False, True, True]
-    assert remove_duplicates(p1, p2, radius=2).tolist() == [True, False, False, True, True]
 
 
 def _features(centres: list[list[float]], descriptors: np.ndarray, a: np.ndarray) -> Features:
@@ -278,183 +104,6 @@ def test_guided_matches_take_the_nearest_descriptor_where_the_model_points():
     assert m.pairs.tolist() == [[0, 0], [3, 5]]
     assert np.isnan(m.ratios).all() and (m.distances < 0.5).all()
     assert len(guided_matches(h, f1, _features([[0, 0]], d[:1], np.eye(2)), radius=3.0)) == 0
-
-
-# --- verification -----------------------------------------------------------------------------------
-
-
-def test_verify_reports_no_model_below_min_inliers_and_the_plane_for_a_planar_f():
-    rng = np.random.default_rng(0)
-    p1 = rng.uniform(0, 500, (200, 2))
-    H = np.array([[0.9, 0.1, 20], [-0.05, 1.1, 5], [1e-4, 2e-4, 1]])
-    p2 = cv2.perspectiveTransform(p1[None], H)[0]
-    model, inliers, kind = verify(p1, p2, "homography", 3.0, size1=(500, 500))
-    assert kind == "homography" and inliers.all() and np.allclose(model / model[2, 2], H, rtol=1e-3, atol=1e-6)
-    # All points on one plane: F is not determined by them, so the plane's homography is reported.
-    model, inliers, kind = verify(p1, p2, "fundamental", 1.0)
-    assert kind == "homography" and inliers.sum() > 180
-    # Random correspondences: no model, whatever RANSAC finds among them.
-    q2 = rng.uniform(0, 500, (200, 2))
-    for geometry in ("homography", "fundamental"):
-        model, inliers, _ = verify(p1, q2, geometry, 3.0)
-        assert model is None and not inliers.any()
-    assert verify(p1[:10], p2[:10], "homography", 3.0)[0] is None  # 10 < 15 inliers
-
-
-
-def test_verify_states_a_homography_whose_horizon_crosses_image_1():
-    """Both views oblique (as real wide pairs): the plane's horizon runs through image 1, so the true homography
-    sends some of image 1's corners through image 2's horizon. Its correspondences are all in front; verify
-    checks the region they cover and states the model."""
-    size = (500, 500)
-    first = viewpoint_homography(size, tilt=3.5, axis_deg=0)
-    second = viewpoint_homography(size, tilt=5.0, axis_deg=90, rotation_deg=30)
-    truth = second @ np.linalg.inv(first)
-    corners = np.array([[0, 0, 1], [499, 0, 1], [0, 499, 1], [499, 499, 1]], np.float64)
-    w = corners @ truth[2]
-    assert (w > 0).any() and (w < 0).any()  # the case: image 1's corners on both sides of the horizon
-    rng = np.random.default_rng(7)
-    photo = rng.uniform(0, 499, (300, 2))  # points of the plane, seen in image 1 through ``first``
-    p1 = cv2.perspectiveTransform(photo[None], first)[0]
-    p2 = cv2.perspectiveTransform(p1[None], truth)[0] + rng.normal(0, 0.3, p1.shape)
-    model, inliers, kind = verify(p1, p2, "homography", 3.0, size1=size)
-    assert kind == "homography" and model is not None and inliers.sum() >= 290
-    assert np.median(np.linalg.norm(cv2.perspectiveTransform(p1[None], model)[0] - p2, axis=1)) < 0.6
-
-
-def test_frames_agree_hand_cases():
-    """The frames of a true correspondence are the local affine map of the model apart; a frame twice too large,
-    or turned by 45 degrees, disagrees."""
-    h = np.array([[2.0, 0, 10], [0, 0.5, 5], [0, 0, 1]])  # local map diag(2, 0.5) everywhere
-    a1 = np.array([[3.0, 1.0], [0.0, 2.0]])
-    c1 = np.array([4.0, 6.0])
-    f1 = np.concatenate([a1, c1[:, None]], axis=1)
-    jac = np.diag([2.0, 0.5])
-    turn45 = cv2.getRotationMatrix2D((0, 0), 45, 1.0)[:, :2]
-    f2 = [np.concatenate([m @ a1, (jac @ c1 + [10, 5])[:, None]], axis=1)
-          for m in (jac, jac * 1.5, jac * 2.5, jac @ turn45)]
-    assert frames_agree(h, np.stack([f1] * 4), np.stack(f2)).tolist() == [True, True, False, False]
-
-
-def test_verify_refuses_a_homography_whose_frames_disagree():
-    """The same correspondences twice: with the frames the true homography implies verify states the model, with
-    frames of unrelated shapes (as a wrong model's chance inliers have) it states none."""
-    rng = np.random.default_rng(2)
-    H = np.array([[0.9, 0.1, 20], [-0.05, 1.1, 5], [1e-4, 2e-4, 1]])
-    p1 = rng.uniform(0, 500, (100, 2))
-    p2 = cv2.perspectiveTransform(p1[None], H)[0]
-    a1 = np.eye(2) * rng.uniform(2, 8, (100, 1, 1))
-    frames1 = np.concatenate([a1, p1[:, :, None]], axis=2)
-    right = np.concatenate([homography_jacobian(H, p1) @ a1, p2[:, :, None]], axis=2)
-    turns = np.stack([cv2.getRotationMatrix2D((0, 0), a, 1.0)[:, :2] for a in rng.uniform(60, 300, 100)])
-    wrong = np.concatenate([turns @ a1, p2[:, :, None]], axis=2)
-    model, inliers, _ = verify(p1, p2, "homography", 3.0, None, (500, 500), None, frames1, right)
-    assert model is not None and inliers.all()
-    model, inliers, _ = verify(p1, p2, "homography", 3.0, None, (500, 500), None, frames1, wrong)
-    assert model is None and not inliers.any()
-
-
-def test_coherent_hand_cases():
-    """Neighbours carried by one similarity are where each other's frames predict them; the same points in image 2
-    shuffled are not, and a lone correspondence has no neighbour to agree with."""
-    rng = np.random.default_rng(0)
-    p1 = rng.uniform(0, 200, (40, 2))
-    turn = cv2.getRotationMatrix2D((0, 0), 30, 1.5)[:, :2]
-    p2 = p1 @ turn.T + [300, 40]
-    frames1 = np.concatenate([np.stack([np.eye(2) * 3] * 40), p1[:, :, None]], axis=2)
-    frames2 = np.concatenate([np.stack([turn * 3] * 40), p2[:, :, None]], axis=2)
-    assert coherent(p1, p2, frames1, frames2).all()
-    shuffled = rng.permutation(40)
-    frames2[:, :, 2] = p2[shuffled]
-    assert coherent(p1, p2[shuffled], frames1, frames2).mean() < 0.2
-    assert not coherent(p1[:1], p2[:1], frames1[:1], frames2[:1]).any()
-
-
-def _level_stereo(false: bool) -> tuple[np.ndarray, ...]:
-    """Two level cameras side by side over a smooth non-planar surface: true correspondences (or, ``false``, each
-    point of image 1 joined to a random place at the same height of image 2), with upright frames of one size."""
-    rng = np.random.default_rng(1)
-    p1 = rng.uniform(100, 700, (150, 2))
-    depth = 3 + np.sin(p1[:, 0] / 150) + np.cos(p1[:, 1] / 120)
-    p2 = p1 - np.c_[100 / depth, np.zeros(150)]
-    if false:
-        p2[:, 0] = rng.uniform(100, 700, 150)
-    frames = [np.concatenate([np.stack([np.eye(2) * 4] * 150), p[:, :, None]], axis=2) for p in (p1, p2)]
-    return p1, p2, *frames
-
-
-def test_verify_refuses_a_fundamental_matrix_of_false_matches_at_the_same_height():
-    """Level cameras: any match at the same height fits the true fundamental matrix, so RANSAC states it for false
-    matches too; their frames predict no neighbour (``coherent``), so verify states none. True matches pass."""
-    p1, p2, f1, f2 = _level_stereo(false=True)
-    model, inliers, _ = verify(p1, p2, "fundamental", 1.0, None, (800, 800))
-    assert model is not None and inliers.sum() >= 25  # without frames the chance model is stated
-    model, inliers, _ = verify(p1, p2, "fundamental", 1.0, None, (800, 800), None, f1, f2)
-    assert model is None and not inliers.any()
-    p1, p2, f1, f2 = _level_stereo(false=False)
-    model, inliers, kind = verify(p1, p2, "fundamental", 1.0, None, (800, 800), None, f1, f2)
-    assert model is not None and kind == "fundamental" and inliers.mean() > 0.9
-
-
-def test_refine_brings_a_minimal_sample_model_closer_at_the_corners():
-    """A homography fitted to 4 of 40 noisy matches in one small patch is far off at the far corners; the
-    robust refit on the matches within the threshold brings it back and keeps the outliers out."""
-    rng = np.random.default_rng(3)
-    H = np.array([[0.8, 0.2, 40], [-0.1, 1.2, 10], [2e-4, 4e-4, 1]])
-    p1 = rng.uniform(300, 500, (40, 2))
-    p2 = cv2.perspectiveTransform(p1[None], H)[0] + rng.normal(0, 0.5, (40, 2))
-    p2[30:] += rng.uniform(30, 60, (10, 2))  # 10 outliers
-    h0 = cv2.getPerspectiveTransform(np.float32(p1[[0, 1, 2, 3]]), np.float32(p2[[0, 1, 2, 3]]))
-    within = np.linalg.norm(cv2.perspectiveTransform(p1[None], h0)[0] - p2, axis=1) < 3.0
-    assert within[:30].sum() >= 20 and not within[30:].any()  # a model MAGSAC could have accepted
-    model, inliers = _refine(h0, within, p1, p2, 3.0, min_inliers=15)
-    assert corner_error(model, H, 1000, 1000) < corner_error(h0, H, 1000, 1000) / 2
-    assert inliers[:30].all() and not inliers[30:].any()
-
-def _two_motions(rng: np.random.Generator, n: int, angle: float, shift: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` correspondences of random 3D points (depth 4-8) seen by ``[I | 0]`` and by a camera turned
-    ``angle`` degrees about y and moved by ``shift`` (f = 500, centre (250, 250))."""
-    X = rng.uniform([-2, -2, 4], [2, 2, 8], (n, 3))
-    R = cv2.Rodrigues(np.array([0.0, np.radians(angle), 0.0]))[0]
-    K = np.array([[500.0, 0, 250], [0, 500, 250], [0, 0, 1]])
-    x1, x2 = X @ K.T, (X @ R.T + shift) @ K.T
-    return x1[:, :2] / x1[:, 2:], x2[:, :2] / x2[:, 2:]
-
-
-def test_verify_prior_keeps_the_original_images_model_against_a_larger_wrong_one():
-    """30 correspondences of one camera motion among 60 of another (as a view step's wrong matches can outvote
-    the original images' right ones): verify states the larger motion, verify_prior the one of the prior."""
-    rng = np.random.default_rng(5)
-    a1, a2 = _two_motions(rng, 30, 20.0, [1.0, 0.1, 0.2])
-    b1, b2 = _two_motions(rng, 60, -35.0, [-0.5, 0.8, 0.1])
-    p1, p2 = np.vstack([a1, b1]), np.vstack([a2, b2])
-    prior, _ = cv2.findFundamentalMat(a1[:15], a2[:15], cv2.FM_8POINT)  # the weaker model: 15 matches
-    _, inliers, kind = verify(p1, p2, "fundamental", 1.0)
-    assert kind == "fundamental" and inliers[30:].sum() >= 55 and inliers[:30].sum() <= 5
-    _, inliers, kind = verify_prior(prior, p1, p2, 1.0)
-    assert kind == "fundamental" and inliers[:30].sum() >= 28 and not inliers[30:].any()
-    # Too few correspondences agree with the prior: no model (verify then decides alone).
-    assert verify_prior(prior, p1[20:], p2[20:], 1.0)[0] is None
-
-
-def test_scattered_tells_a_few_spread_inliers_from_gathered_or_many_ones():
-    rng = np.random.default_rng(2)
-    p1, p2 = rng.uniform(0, 800, (100, 2)), rng.uniform(0, 800, (100, 2))
-    few = np.zeros(100, bool)
-    few[:30] = True  # 30 of 100 all over both images
-    assert scattered(p1, p2, few, (800, 800))
-    gathered = p1.copy()
-    gathered[:30] = rng.uniform(300, 400, (30, 2))  # 1.6 % of image 1, but still spread in image 2
-    assert scattered(gathered, p2, few, (800, 800))
-    assert not scattered(gathered, gathered, few, (800, 800))
-    small = gathered.copy()
-    small[:30] = rng.uniform(0, 200, (30, 2))  # all over a 200 x 200 image 2: 5 % of an 800 x 800 one
-    assert scattered(gathered, small, few, (800, 800), (200, 200)) and not scattered(gathered, small, few, (800, 800))
-    assert not scattered(p1[:50], p2[:50], few[:50], (800, 800))  # 30 of 50: a majority
-    many = np.zeros(100, bool)
-    many[:45] = True
-    assert not scattered(p1, p2, many, (800, 800))  # 45 inliers: enough
-    assert not scattered(p1, p2, np.zeros(100, bool), (800, 800))
 
 
 # --- the whole path -------------------------------------------------------------------------------------
@@ -535,12 +184,6 @@ def test_rectify_corrects_a_model_off_by_more_than_the_threshold(example_image, 
     assert (rect & new_inliers).sum() >= 15 and (feats[1 - drawn].view_index[ends[1 - drawn][rect]] == 0).all()
 
 
-@pytest.mark.parametrize("tilt, axis, rotation, zoom", [(1.0, 0, 0, 1.0), (3.0, 30, 60, 1.0), (6.0, 100, 200, 0.5)])
-def test_model_tilt_is_the_cameras_tilt_at_the_centre(tilt, axis, rotation, zoom):
-    h = viewpoint_homography((520, 800), tilt=tilt, axis_deg=axis, rotation_deg=rotation, zoom=zoom)
-    assert model_tilt(h, np.array([[399.5, 259.5], [0.0, 0.0], [799.0, 519.0]])) == pytest.approx(tilt, rel=1e-6)
-
-
 @pytest.mark.parametrize("tilt, rectified", [(2.0, False), (3.0, True)])
 def test_step_0_rectifies_an_oblique_homography_only(example_image, hardnet, tilt, rectified):
     # Tilt 3 about an axis at 30 degrees: the plain pipeline's model (32 inliers) is 1 % off at image 1's corners.
@@ -618,14 +261,14 @@ def test_match_wide_states_no_fundamental_matrix_of_few_scattered_inliers(exampl
     """300 keypoints per image, step 0 only: 25-39 inliers over a quarter of the images, but nearly all the
     matches, so the model is stated. Were they a minority (``SCATTERED_SHARE`` raised), they would look like a
     chance fit: no model, no step, the matches kept, and a line saying why."""
-    import hardnet_desc.wide_baseline as wb
+    from hardnet_desc import verification
 
     options = dict(geometry="fundamental", threshold=1.0, max_keypoints=300, steps=((),))
     kept = match_wide(*example_pair, hardnet, **options)
-    assert kept.model is not None and kept.step == 0 and 25 <= kept.inliers.sum() < wb.SCATTERED_INLIERS
-    assert kept.inliers.mean() >= wb.SCATTERED_SHARE
+    assert kept.model is not None and kept.step == 0 and 25 <= kept.inliers.sum() < verification.SCATTERED_INLIERS
+    assert kept.inliers.mean() >= verification.SCATTERED_SHARE
     assert not scattered(kept.points1, kept.points2, kept.inliers, example_pair[0].shape[:2], example_pair[1].shape[:2])
-    monkeypatch.setattr(wb, "SCATTERED_SHARE", 1.0)
+    monkeypatch.setattr(verification, "SCATTERED_SHARE", 1.0)
     lines: list[str] = []
     refused = match_wide(*example_pair, hardnet, progress=lines.append, **options)
     assert refused.model is None and refused.step is None and not refused.inliers.any()

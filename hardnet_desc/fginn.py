@@ -16,6 +16,7 @@ import math
 import numpy as np
 import torch
 
+from .geometry import check_correspondences, check_points
 from .matching import Matches, sq_dist_chunks
 
 
@@ -38,6 +39,9 @@ class Neighbours:
         """Take ``desc1`` ``(N1, D)`` and ``desc2`` ``(N2, D)``, which start with the rows seen so far."""
         a = torch.as_tensor(desc1).float()
         b = torch.as_tensor(desc2).float().to(a.device)
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+            raise ValueError("desc1 and desc2 must be (N, D) arrays of the same D, got shapes "
+                             f"{tuple(a.shape)} and {tuple(b.shape)}")
         n1, n2 = self.n1, self.n2
         if len(a) < n1 or len(b) < n2:
             raise ValueError(f"update takes the sets grown, got {len(a)} and {len(b)} rows after {n1} and {n2}")
@@ -82,7 +86,7 @@ class Neighbours:
         """``fginn_match`` on the sets as last updated; ``centres1`` ``(N1, 2)``, ``centres2`` ``(N2, 2)``."""
         if self.n1 == 0 or self.n2 == 0:
             return Matches.empty()
-        c1, c2 = np.asarray(centres1, np.float64), np.asarray(centres2, np.float64)
+        c1, c2 = check_points(centres1, "centres1"), check_points(centres2, "centres2")
         if len(c1) != self.n1 or len(c2) != self.n2:
             raise ValueError(f"centres of {len(c1)} and {len(c2)} points for {self.n1} and {self.n2} rows")
         dist, idx = self.dist.cpu().numpy(), self.idx.cpu().numpy()
@@ -137,6 +141,10 @@ def fginn_match(
 
     Returns:
         ``Matches`` sorted by ``query_idx``; ``ratios`` are ``d1 / d2`` with the FGINN ``d2``.
+
+    Raises:
+        ValueError: descriptors that are not ``(N, D)`` of one ``D``, centres that are not ``(N, 2)`` of as many
+            rows as the descriptors.
     """
     table = Neighbours(candidates, chunk).update(desc1, desc2)
     return table.fginn(centres1, centres2, ratio=ratio, radius=radius, mutual=mutual)
@@ -156,12 +164,18 @@ def remove_duplicates(points1: np.ndarray, points2: np.ndarray, order: np.ndarra
 
     Returns:
         ``(M,)`` bool mask of the kept ones.
+
+    Raises:
+        ValueError: points that are not ``(M, 2)`` of one ``M`` (``geometry.check_correspondences``), an ``order``
+            that is not a permutation of them.
     """
-    m = len(points1)
+    p1, p2 = check_correspondences(points1, points2)
+    m = len(p1)
     keep = np.zeros(m, bool)
     order = np.arange(m) if order is None else np.asarray(order)
+    if order.shape != (m,) or not np.array_equal(np.sort(order), np.arange(m)):
+        raise ValueError(f"order must be a permutation of range({m}) (the correspondences), got {order!r:.60}")
     cells: dict[tuple[int, int], list[int]] = {}
-    p1, p2 = np.asarray(points1, np.float64), np.asarray(points2, np.float64)
     for i in order.tolist():
         cx, cy = int(p1[i, 0] // radius), int(p1[i, 1] // radius)
         near = [j for dx in (-1, 0, 1) for dy in (-1, 0, 1) for j in cells.get((cx + dx, cy + dy), ())]

@@ -118,6 +118,35 @@ def pose_auc(errors: Sequence[float] | np.ndarray, thresholds: Sequence[float] =
     return out
 
 
+def check_points(points: np.ndarray, name: str = "points") -> np.ndarray:
+    """``points`` as a float64 ``(M, 2)`` array: ``(M, 2)`` or OpenCV's ``(M, 1, 2)``; an empty array is ``(0, 2)``.
+    NaN rows are kept (RANSAC counts them as outliers).
+
+    Raises:
+        ValueError: any other shape, named ``name``.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    if p.size == 0:
+        return p.reshape(0, 2)
+    if p.ndim == 3 and p.shape[1] == 1:
+        p = p[:, 0]
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"{name} must be an (M, 2) array of pixel positions, got shape {p.shape}")
+    return p
+
+
+def check_correspondences(points1: np.ndarray, points2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``points1``, ``points2`` as float64 ``(M, 2)`` arrays (``check_points``), one correspondence per row.
+
+    Raises:
+        ValueError: a shape ``check_points`` refuses, or not as many rows in both.
+    """
+    p1, p2 = check_points(points1, "points1"), check_points(points2, "points2")
+    if len(p1) != len(p2):
+        raise ValueError(f"points1 and points2 must have one row per correspondence, got {len(p1)} and {len(p2)} rows")
+    return p1, p2
+
+
 def undistort_points(
     points: np.ndarray, K: np.ndarray, radial: Sequence[float] = (0.0, 0.0), iterations: int = 30
 ) -> np.ndarray:
@@ -126,7 +155,7 @@ def undistort_points(
     Inverts the radial model of the module docstring by fixed-point iteration (converges for the
     distortion SfM estimates on ordinary lenses, ``|k1| r^2`` well below 1).
     """
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    pts = check_points(points)
     K = np.asarray(K, dtype=np.float64)
     xy = (pts - K[:2, 2]) / np.array([K[0, 0], K[1, 1]])
     xy[:, 0] -= K[0, 1] / K[1, 1] * xy[:, 1]  # skew (0 for every COLMAP camera)
@@ -150,9 +179,12 @@ def sampson_error_px(points1: np.ndarray, points2: np.ndarray, F: np.ndarray) ->
 
     Returns:
         ``(M,)`` float64: ``|x2^T F x1| / sqrt((F x1)_1^2 + (F x1)_2^2 + (F^T x2)_1^2 + (F^T x2)_2^2)``.
+
+    Raises:
+        ValueError: points that are not ``(M, 2)`` of one ``M`` (``check_correspondences``).
     """
-    x1 = np.column_stack([np.asarray(points1, np.float64).reshape(-1, 2), np.ones(len(points1))])
-    x2 = np.column_stack([np.asarray(points2, np.float64).reshape(-1, 2), np.ones(len(points2))])
+    p1, p2 = check_correspondences(points1, points2)
+    x1, x2 = np.c_[p1, np.ones(len(p1))], np.c_[p2, np.ones(len(p2))]
     Fx1, Ftx2 = x1 @ F.T, x2 @ F
     num = np.abs(np.sum(x2 * Fx1, axis=1))
     den = np.sqrt(Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2)
@@ -180,9 +212,11 @@ def estimate_relative_pose(
         ``(R (3, 3), t (3,) unit, inliers (M,) bool)``, the inliers those of the essential matrix;
         None with fewer than 5 matches or when no model is found. When OpenCV returns several
         essential matrices, the one whose ``cv2.recoverPose`` keeps the most points wins.
+
+    Raises:
+        ValueError: points that are not ``(M, 2)`` of one ``M`` (``check_correspondences``).
     """
-    p1 = np.ascontiguousarray(points1, dtype=np.float64).reshape(-1, 2)
-    p2 = np.ascontiguousarray(points2, dtype=np.float64).reshape(-1, 2)
+    p1, p2 = map(np.ascontiguousarray, check_correspondences(points1, points2))
     if len(p1) < 5:
         return None
     E, mask = _usac(cv2.findEssentialMat, p1, p2, np.eye(3), method=cv2.USAC_MAGSAC, prob=confidence,
@@ -221,10 +255,12 @@ def fit_geometry(
         ``(model (3, 3) or None, inliers (M,) bool)``.
 
     Raises:
-        ValueError: an unknown ``geometry``, or a ``threshold`` that is not a positive finite number.
+        ValueError: an unknown ``geometry``, a ``threshold`` that is not a positive finite number, points that are
+            not ``(M, 2)`` of one ``M`` (``check_correspondences``).
         TypeError: a ``threshold`` that is not a number.
     """
     check_geometry(geometry, threshold)
+    points1, points2 = check_correspondences(points1, points2)
     threshold = threshold or DEFAULT_THRESHOLD[geometry]
     inliers = np.zeros(len(points1), bool)
     if len(points1) < MIN_MATCHES[geometry]:
@@ -262,12 +298,11 @@ def fit_homography(
         when OpenCV finds no finite model. ``"least_squares"`` counts every point an inlier.
 
     Raises:
-        ValueError: an unknown ``estimator``.
+        ValueError: an unknown ``estimator``, points that are not ``(M, 2)`` of one ``M`` (``check_correspondences``).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}, got {estimator!r}")
-    p1 = np.asarray(points1, dtype=np.float64).reshape(-1, 2)
-    p2 = np.asarray(points2, dtype=np.float64).reshape(-1, 2)
+    p1, p2 = check_correspondences(points1, points2)
     none = np.zeros(len(p1), bool)
     if len(p1) < MIN_MATCHES["homography"]:
         return None, none
@@ -280,8 +315,9 @@ def fit_homography(
 
 def transfer_error(H: np.ndarray, points1: np.ndarray, points2: np.ndarray) -> np.ndarray:
     """``(M,)`` forward transfer error in pixels: the distance between ``points1`` ``(M, 2)`` mapped by ``H``
-    and ``points2`` ``(M, 2)``; ``inf`` where ``H`` sends the point to the horizon."""
-    p1, p2 = np.asarray(points1, np.float64).reshape(-1, 2), np.asarray(points2, np.float64).reshape(-1, 2)
+    and ``points2`` ``(M, 2)``; ``inf`` where ``H`` sends the point to the horizon. ``ValueError`` for points of
+    other shapes or row counts (``check_correspondences``)."""
+    p1, p2 = check_correspondences(points1, points2)
     q = np.c_[p1, np.ones(len(p1))] @ np.asarray(H, np.float64).T
     w = q[:, 2:]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -323,11 +359,14 @@ def refine_homography(
     Returns:
         ``(3, 3)`` float64 with ``[2, 2] == 1``, or ``H`` itself when fewer than 4 correspondences are
         within the threshold, ``H[2, 2]`` is ~0 or the fit is not finite.
+
+    Raises:
+        ValueError: points that are not ``(M, 2)`` of one ``M`` (``check_correspondences``).
     """
     from scipy.optimize import least_squares  # here: 0.3 s of import that F-only and CLI start-up need not pay
 
     H = np.asarray(H, np.float64)
-    p1, p2 = np.asarray(points1, np.float64).reshape(-1, 2), np.asarray(points2, np.float64).reshape(-1, 2)
+    p1, p2 = check_correspondences(points1, points2)
     near = transfer_error(H, p1, p2) < threshold
     if near.sum() < 4 or abs(H[2, 2]) < 1e-12 * np.abs(H).max():
         return H
@@ -366,7 +405,9 @@ __all__ = [
     "ESTIMATORS",
     "GEOMETRIES",
     "MIN_MATCHES",
+    "check_correspondences",
     "check_geometry",
+    "check_points",
     "estimate_relative_pose",
     "fit_geometry",
     "fit_homography",

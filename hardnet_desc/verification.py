@@ -18,7 +18,15 @@ import cv2
 import numpy as np
 
 from .core.patches import check_integer
-from .geometry import fit_geometry, homography_jacobian, refine_homography, sampson_error_px, transfer_error
+from .geometry import (
+    check_correspondences,
+    check_geometry,
+    fit_geometry,
+    homography_jacobian,
+    refine_homography,
+    sampson_error_px,
+    transfer_error,
+)
 
 #: Verified inliers below which no model is reported.
 MIN_INLIERS = {"homography": 15, "fundamental": 25}
@@ -82,12 +90,19 @@ def verify(
 
     Returns:
         ``(model (3, 3) or None, inliers (M,) bool, geometry)``; ``inliers`` is all False without a model.
+
+    Raises:
+        ValueError: an unknown ``geometry`` or a ``threshold`` that is not a positive number; points that are not
+            ``(M, 2)`` of one ``M`` (``geometry.check_correspondences``); frames that are not ``(M, 2, 3)`` of that
+            ``M``.
     """
+    check_geometry(geometry, threshold)
+    p1, p2 = check_correspondences(points1, points2)
+    _check_frames(frames1, frames2, len(p1))
     min_inliers = MIN_INLIERS[geometry] if min_inliers is None else min_inliers
-    none = np.zeros(len(points1), bool)
-    if len(points1) < max(min_inliers, 8 if geometry == "fundamental" else 4):
+    none = np.zeros(len(p1), bool)
+    if len(p1) < max(min_inliers, 8 if geometry == "fundamental" else 4):
         return None, none, geometry
-    p1, p2 = np.float64(points1), np.float64(points2)
     if geometry == "homography":
         model, inliers = fit_geometry(p1, p2, "homography", threshold)
         if (model is None or inliers.sum() < min_inliers
@@ -134,11 +149,15 @@ def verify_prior(
 
     Returns:
         as ``verify``, with ``inliers`` (M,) over all the correspondences.
+
+    Raises:
+        ValueError: points or frames as ``verify`` refuses them.
     """
-    none = np.zeros(len(points1), bool)
-    if len(points1) == 0:
+    p1, p2 = check_correspondences(points1, points2)
+    _check_frames(frames1, frames2, len(p1))
+    none = np.zeros(len(p1), bool)
+    if len(p1) == 0:
         return None, none, "fundamental"
-    p1, p2 = np.float64(points1), np.float64(points2)
     near = sampson_error_px(p1, p2, prior) < threshold
     need = MIN_INLIERS["fundamental"] if min_inliers is None else min_inliers
     if near.sum() < need:
@@ -159,9 +178,10 @@ def frames_agree(h: np.ndarray, frames1: np.ndarray, frames2: np.ndarray, scale:
     A true correspondence's frames ``[A1 | c1]``, ``[A2 | c2]`` (``(M, 2, 3)``, as in ``hardnet_desc.core.patches``)
     cover the same patch, so ``A2 ~ J A1`` with ``J`` the local affine map of ``h`` at ``c1``. They agree when
     ``D = J^-1 A2 A1^-1`` stretches by less than ``scale`` and shrinks by less than ``1 / scale`` in every
-    direction (its singular values) and turns by less than ``angle`` degrees.
+    direction (its singular values) and turns by less than ``angle`` degrees. ``ValueError`` for frames that are not
+    ``(M, 2, 3)`` of one ``M``.
     """
-    f1, f2 = np.asarray(frames1, np.float64), np.asarray(frames2, np.float64)
+    f1, f2 = _check_frames(frames1, frames2)
     if len(f1) == 0:
         return np.zeros(0, bool)
     j = homography_jacobian(h, f1[:, :, 2])
@@ -184,11 +204,12 @@ def coherent(points1: np.ndarray, points2: np.ndarray, frames1: np.ndarray, fram
     frames. It is coherent when some other correspondence ``j`` within ``radius`` px of it in image 1 lands
     there in image 2, within ``max(floor, tolerance * distance)`` px. A true match on a surface has true
     neighbours; a false match that a model happens to fit rarely does, which RANSAC on points cannot see.
+    ``ValueError`` for points or frames of other shapes or row counts.
     """
     from scipy.spatial import cKDTree  # here, as geometry.refine_homography imports scipy
 
-    p1, p2 = np.asarray(points1, np.float64), np.asarray(points2, np.float64)
-    f1, f2 = np.asarray(frames1, np.float64), np.asarray(frames2, np.float64)
+    p1, p2 = check_correspondences(points1, points2)
+    f1, f2 = _check_frames(frames1, frames2, len(p1))
     out = np.zeros(len(p1), bool)
     if len(p1) < 2:
         return out
@@ -212,8 +233,11 @@ def scattered(points1: np.ndarray, points2: np.ndarray, inliers: np.ndarray, siz
 
     False matches that a fundamental matrix fits by chance are a random few of the correspondences, so they lie all
     over the images; the true matches of a wide pair gather on the part of the scene that both images show (on real
-    pairs the right models with fewer than 40 inliers covered 4-7 % of the image, one 44 %).
+    pairs the right models with fewer than 40 inliers covered 4-7 % of the image, one 44 %). ``ValueError`` for points
+    of other shapes or row counts, or ``inliers`` that is not a bool mask over them.
     """
+    points1, points2 = check_correspondences(points1, points2)
+    inliers = _check_mask(inliers, len(points1))
     n = int(np.count_nonzero(inliers))
     if n >= SCATTERED_INLIERS or n >= SCATTERED_SHARE * len(inliers) or n < 3:
         return False
@@ -314,6 +338,30 @@ def _settled(h: np.ndarray, inliers: np.ndarray, p1: np.ndarray, p2: np.ndarray,
         return False
     gap = np.linalg.norm(a[:, :2] / a[:, 2:] - b[:, :2] / b[:, 2:], axis=1).max()
     return bool(gap <= AGREEMENT * math.hypot(rows, cols))
+
+
+def _check_frames(frames1: np.ndarray | None, frames2: np.ndarray | None,
+                  rows: int | None = None) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """Both frame arrays as float64 ``(M, 2, 3)`` of as many rows (and ``rows``, the correspondences', if given);
+    ``(None, None)`` if either is None. ``ValueError`` naming the array otherwise."""
+    if frames1 is None or frames2 is None:
+        return None, None
+    f1, f2 = np.asarray(frames1, np.float64), np.asarray(frames2, np.float64)
+    for name, f in (("frames1", f1), ("frames2", f2)):
+        if f.ndim != 3 or f.shape[1:] != (2, 3):
+            raise ValueError(f"{name} must be an (M, 2, 3) array of affine frames, got shape {f.shape}")
+    if len(f1) != len(f2) or (rows is not None and len(f1) != rows):
+        each = "" if rows is None else f" ({rows})"
+        raise ValueError(f"frames1 and frames2 must have one row per correspondence{each}, got {len(f1)} and {len(f2)}")
+    return f1, f2
+
+
+def _check_mask(inliers: np.ndarray, rows: int) -> np.ndarray:
+    """``inliers`` as a bool ``(M,)`` array over ``rows`` correspondences; ``ValueError`` otherwise."""
+    mask = np.asarray(inliers)
+    if mask.dtype != bool or mask.shape != (rows,):
+        raise ValueError(f"inliers must be a bool array of shape ({rows},), got {mask.dtype} {mask.shape}")
+    return mask
 
 
 def check_min_inliers(value: int | None, name: str = "min_inliers") -> None:

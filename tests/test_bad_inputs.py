@@ -345,6 +345,79 @@ def test_bad_geometry_settings(desc, case):
         fit_geometry(points, points, **{"geometry": "homography", **kwargs})
 
 
+def _correspondence_functions():
+    """Every public function that takes correspondences ``(points1, points2)``, called with them."""
+    from hardnet_desc import geometry, verification
+    from hardnet_desc.fginn import remove_duplicates
+
+    h = np.eye(3)
+    return {
+        "fit_geometry H": lambda p1, p2: geometry.fit_geometry(p1, p2, "homography"),
+        "fit_geometry F": lambda p1, p2: geometry.fit_geometry(p1, p2, "fundamental"),
+        "fit_homography": lambda p1, p2: geometry.fit_homography(p1, p2),
+        "estimate_relative_pose": lambda p1, p2: geometry.estimate_relative_pose(p1, p2, 0.01),
+        "transfer_error": lambda p1, p2: geometry.transfer_error(h, p1, p2),
+        "sampson_error_px": lambda p1, p2: geometry.sampson_error_px(p1, p2, h),
+        "refine_homography": lambda p1, p2: geometry.refine_homography(h, p1, p2),
+        "verify": lambda p1, p2: verification.verify(p1, p2),
+        "verify_prior": lambda p1, p2: verification.verify_prior(h, p1, p2),
+        "scattered": lambda p1, p2: verification.scattered(p1, p2, np.ones(len(p1), bool), (100, 100)),
+        "remove_duplicates": lambda p1, p2: remove_duplicates(p1, p2),
+    }
+
+
+_PTS = np.random.default_rng(0).uniform(0, 100, (20, 2))
+BAD_CORRESPONDENCES = {  # each was: an OpenCV assertion, a numpy broadcast error, or a silent reshape to (30, 2)
+    "fewer in image 2": ((_PTS, _PTS[:19]), "one row per correspondence, got 20 and 19 rows"),
+    "three columns": ((np.c_[_PTS, _PTS[:, :1]],) * 2, r"must be an \(M, 2\) array of pixel positions, got shape \(20, 3\)"),
+    "flat": ((_PTS.ravel(), _PTS.ravel()), r"must be an \(M, 2\) array of pixel positions, got shape \(40,\)"),
+}
+
+
+@pytest.mark.parametrize("function", list(_correspondence_functions()))
+@pytest.mark.parametrize("case", BAD_CORRESPONDENCES, ids=list(BAD_CORRESPONDENCES))
+def test_bad_correspondences(function, case):
+    points, match = BAD_CORRESPONDENCES[case]
+    call = _correspondence_functions()[function]
+    with pytest.raises(ValueError, match=match):
+        call(*points)
+    call(_PTS[:, None], _PTS[:, None] + 1.0)  # OpenCV's (M, 1, 2) is taken as (M, 2)
+
+
+BAD_FRAMES = {
+    "frames1 (M, 2, 2)": ((np.zeros((20, 2, 2)), np.zeros((20, 2, 3))), r"frames1 must be an \(M, 2, 3\) array"),
+    "fewer frames2": ((np.zeros((20, 2, 3)), np.zeros((19, 2, 3))), "frames1 and frames2 must have one row per"),
+    "fewer than points": ((np.zeros((19, 2, 3)), np.zeros((19, 2, 3))), r"one row per correspondence \(20\), got 19"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FRAMES, ids=list(BAD_FRAMES))
+def test_bad_frames_of_correspondences(case):
+    from hardnet_desc.verification import coherent, frames_agree, verify
+
+    (f1, f2), match = BAD_FRAMES[case]
+    for call in (lambda: verify(_PTS, _PTS, frames1=f1, frames2=f2), lambda: coherent(_PTS, _PTS, f1, f2)):
+        with pytest.raises(ValueError, match=match):
+            call()
+    if len(f1) == len(f2) == 20:  # frames_agree takes no points: only the frames' own shapes
+        with pytest.raises(ValueError, match=match):
+            frames_agree(np.eye(3), f1, f2)
+
+
+def test_bad_duplicate_order_and_fginn_sets():
+    from hardnet_desc.fginn import fginn_match, remove_duplicates
+
+    with pytest.raises(ValueError, match=r"order must be a permutation of range\(20\)"):
+        remove_duplicates(_PTS, _PTS, order=np.zeros(20, int))
+    with pytest.raises(ValueError, match=r"desc1 and desc2 must be \(N, D\) arrays of the same D"):
+        fginn_match(np.ones((20, 8)), np.ones((20, 7)), _PTS, _PTS)
+    # FGINN takes two sets, not correspondences: each set's centres must fit its descriptors
+    with pytest.raises(ValueError, match=r"centres2 must be an \(M, 2\) array of pixel positions"):
+        fginn_match(np.eye(20, 8), np.eye(19, 8), _PTS, np.c_[_PTS[:19], _PTS[:19, :1]])
+    with pytest.raises(ValueError, match="centres of 20 and 18 points for 20 and 19 rows"):
+        fginn_match(np.eye(20, 8), np.eye(19, 8), _PTS, _PTS[:18])
+
+
 BAD_PATCHES = {
     "4 channels": (np.zeros((2, 4, 32, 32), np.float32), ValueError, r"patches must be \(N, H, W\)"),
     "2-D": (np.zeros((32, 32), np.float32), ValueError, r"patches must be \(N, H, W\)"),

@@ -48,11 +48,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.patches import check_integer
     from ..data.images import list_images
     from ..integrations.hloc import extract_folder
 
-    if args.max_keypoints < 0 or args.batch_images < 1 or (args.workers is not None and args.workers < 0):
-        raise ValueError("need --max-keypoints >= 0, --batch-images >= 1 and --workers >= 0")
+    check_integer(args.max_keypoints, "--max-keypoints", 0)
+    check_integer(args.batch_images, "--batch-images", 1)
+    check_integer(args.workers, "--workers", 0, "none given: as --backend says")
     if not list_images(args.images):  # a bad folder fails before the weights load
         raise FileNotFoundError(f"no image files in {args.images}")
 

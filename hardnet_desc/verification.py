@@ -6,7 +6,8 @@ side of its horizon and a stricter fit that agrees with it where it is used (``_
 frames agreeing with its local affine map (``frames_agree``); a fundamental matrix confirmed by a stricter fit, its
 inliers coherent with their neighbours (``coherent``), and its plane's homography instead where one plane holds its
 inliers (DEGENSAC's point). ``verify_prior`` verifies the correspondences that agree with an earlier model first;
-``scattered`` tells a chance fit of a few false matches. The thresholds are measured on the validation sets
+``scattered`` tells a chance fit of a few false matches; ``thin``, a homography whose support after guided matching is
+few distinctive inliers with too many disagreeing frames. The thresholds are measured on the validation sets
 (docs/wide-baseline-log.md).
 """
 
@@ -51,6 +52,10 @@ COHERENT_SHARE, COHERENT_RADIUS = 0.6, 60.0
 #: (their convex hull covers more than ``SCATTERED_AREA`` of either image; ``scattered``). On 202 real pairs 21 of the
 #: 57 wrong models were so, and 1 of the 112 right ones (docs/wide-baseline-log.md, round 8).
 SCATTERED_INLIERS, SCATTERED_SHARE, SCATTERED_AREA = 40, 0.5, 0.08
+#: ``match_wide(geometry="homography")`` states no model whose support is thin (``thin``): fewer than
+#: ``THIN_RATIO_INLIERS`` of its final inliers passed the ratio test (the others came from guided matching) and fewer
+#: than ``THIN_FRAME_SHARE`` of its final inliers' frames agree with it (docs/wide-baseline-log.md, round 12).
+THIN_RATIO_INLIERS, THIN_FRAME_SHARE = 30, 0.85
 
 
 def verify(
@@ -244,6 +249,22 @@ def scattered(points1: np.ndarray, points2: np.ndarray, inliers: np.ndarray, siz
     areas = [cv2.contourArea(cv2.convexHull(np.float32(p[inliers]))) / (h * w)
              for p, (h, w) in ((points1, size1), (points2, size2 or size1))]
     return max(areas) > SCATTERED_AREA
+
+
+def thin(h: np.ndarray, inliers: np.ndarray, ratios: np.ndarray, frames1: np.ndarray, frames2: np.ndarray) -> bool:
+    """Whether a homography's final support is thin: fewer than ``THIN_RATIO_INLIERS`` of its ``inliers`` (bool
+    ``(M,)``) passed the ratio test (``ratios`` ``(M,)``, NaN for guided matches) and fewer than ``THIN_FRAME_SHARE``
+    of the inliers' frames (``(M, 2, 3)``) agree with ``h`` (``frames_agree``).
+
+    A homography verified from a few dozen distinctive matches is right when the frames of nearly all its inliers
+    agree with it; on the validation sets the wrong ones among such models had more disagreeing frames.
+    """
+    inliers = _check_mask(inliers, len(ratios))
+    f1, f2 = _check_frames(frames1, frames2, len(inliers))
+    distinctive = int(np.count_nonzero(inliers & ~np.isnan(np.asarray(ratios, np.float64))))
+    if distinctive >= THIN_RATIO_INLIERS or not inliers.any():
+        return False
+    return bool(frames_agree(h, f1[inliers], f2[inliers]).mean() < THIN_FRAME_SHARE)
 
 
 def frames_settled(h: np.ndarray, inliers: np.ndarray, frames1: np.ndarray | None,

@@ -27,7 +27,8 @@ CVIU 2015), written anew here around HardNet:
    matches the model misses by more than the threshold can correct it.
 6. **Guided matching** (``guided_matches``): a verified homography adds the correspondences it predicts
    (nearest descriptor within the threshold of where it sends each feature, frames that agree), and is
-   refitted on them.
+   refitted on them; one whose support is then thin (few distinctive inliers, too many frames that disagree:
+   ``thin``) is refused, and the search goes on.
 
 The parts live in one module each: the views (``hardnet_desc.views``, with the conventions), FGINN and duplicate
 removal (``hardnet_desc.fginn``), the verification (``hardnet_desc.verification``); this module holds the search
@@ -60,6 +61,7 @@ from .verification import (
     horizon_side,
     refine_verified,
     scattered,
+    thin,
     verify,
     verify_prior,
 )
@@ -493,6 +495,7 @@ def match_wide(
             kind = geometry
         points = (p1[use], p2[use])
         matches = _take(matches, use)
+        thin_support = False  # a homography refused after guided matching (thin)
         if model is not None and kind == "homography":  # more and better spread inliers, a better fit
             t0 = time.perf_counter()
             need_h = MIN_INLIERS[kind] if min_inliers is None else min_inliers
@@ -505,6 +508,11 @@ def match_wide(
                     break
             matches, inliers, model = _densify(model, matches, inliers, feats, threshold, need_h, duplicate_radius)
             points = (feats[0].centres[matches.query_idx], feats[1].centres[matches.train_idx])
+            if geometry == "homography" and thin(model, inliers, matches.ratios,
+                                                 feats[0].frames.numpy()[matches.query_idx],
+                                                 feats[1].frames.numpy()[matches.train_idx]):
+                thin_support = int(inliers.sum())
+                model, inliers = None, np.zeros(len(inliers), bool)  # as verify's refusals: the search goes on
             timings["guided"] += time.perf_counter() - t0
         result = WideMatch(feats[0], feats[1], matches, *points, inliers, model, kind,
                            None if model is None else step, timings)
@@ -514,7 +522,8 @@ def match_wide(
             progress(f"step {step} (tilts {label or '1'}): {len(feats[0].views)} + "
                      f"{len(feats[1].views)} views, {len(feats[0].frames)} + {len(feats[1].frames)} features, "
                      f"{len(matches)} matches, {int(inliers.sum())} inliers"
-                     + ("" if model is None else f" -> model (fewer than {stop}: next step)" if weak else " -> model"))
+                     + (f" (a homography of {thin_support} inliers with thin support refused)" if thin_support else
+                        "" if model is None else f" -> model (fewer than {stop}: next step)" if weak else " -> model"))
         if weak:  # kept; the next step looks for more correspondences that agree with it (verify_prior)
             if fallback is None or inliers.sum() > fallback.inliers.sum():
                 fallback = result

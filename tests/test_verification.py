@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from hardnet_desc.data.warps import viewpoint_homography
 from hardnet_desc.evaluation.metrics import corner_error
 from hardnet_desc.geometry import homography_jacobian
-from hardnet_desc.verification import coherent, frames_agree, refine_verified, scattered, verify, verify_prior
+from hardnet_desc.verification import (
+    coherent,
+    frames_agree,
+    refine_verified,
+    scattered,
+    thin,
+    verify,
+    verify_prior,
+)
 
 
 def test_verify_reports_no_model_below_min_inliers_and_the_plane_for_a_planar_f():
@@ -61,6 +70,28 @@ def test_frames_agree_hand_cases():
     f2 = [np.concatenate([m @ a1, (jac @ c1 + [10, 5])[:, None]], axis=1)
           for m in (jac, jac * 1.5, jac * 2.5, jac @ turn45)]
     assert frames_agree(h, np.stack([f1] * 4), np.stack(f2)).tolist() == [True, True, False, False]
+
+
+def test_thin_support_is_few_distinctive_inliers_with_disagreeing_frames():
+    """A homography's support is thin when fewer than 30 of its inliers passed the ratio test (guided matches have NaN
+    ratios) and fewer than 85 % of its inliers' frames agree with it; either alone is not enough."""
+    h = np.array([[2.0, 0, 10], [0, 0.5, 5], [0, 0, 1]])
+    a1 = np.array([[3.0, 1.0], [0.0, 2.0]])
+    f1 = np.repeat(np.concatenate([a1, [[4.0], [6.0]]], axis=1)[None], 40, axis=0)
+    f2 = np.repeat(np.concatenate([np.diag([2.0, 0.5]) @ a1, [[18.0], [8.0]]], axis=1)[None], 40, axis=0)
+    bad = f2.copy()
+    bad[:8, :, :2] *= 3  # 8 of 40 (20 %) disagree: 80 % agree
+    inliers = np.ones(40, bool)
+    few = np.r_[np.full(20, 0.7), np.full(20, np.nan)]  # 20 passed the ratio test, 20 are guided
+    many = np.full(40, 0.7)
+    assert thin(h, inliers, few, f1, bad)
+    assert not thin(h, inliers, few, f1, f2)  # the frames agree
+    assert not thin(h, inliers, many, f1, bad)  # 40 distinctive inliers
+    outliers = inliers.copy()
+    outliers[:8] = False  # the disagreeing frames are no inliers
+    assert not thin(h, outliers, few, f1, bad)
+    with pytest.raises(ValueError, match="inliers must be a bool array"):
+        thin(h, inliers[:-1], few, f1, bad)
 
 
 def test_verify_refuses_a_homography_whose_frames_disagree():

@@ -283,6 +283,28 @@ def test_bad_stop_inliers_fail_before_any_work(value, error):
         match_wide(np.zeros((8, 8)), np.zeros((8, 8)), descriptor=object(), stop_inliers=value)
 
 
+def test_a_homography_of_thin_support_is_refused_and_the_search_goes_on(example_image, hardnet, monkeypatch):
+    """The photo against a mild warp of itself: step 0 states a homography. Were every support thin (the thresholds
+    raised), it would be refused with a line saying so, and the next step would run; fundamental matrices are not
+    checked so."""
+    from hardnet_desc import verification
+
+    small = cv2.resize(example_image, (400, 260), interpolation=cv2.INTER_AREA)
+    h = viewpoint_homography((260, 400), tilt=1.3, axis_deg=20, rotation_deg=10, zoom=1.0)
+    warped = cv2.warpPerspective(small, h, (400, 260))
+    options = dict(geometry="homography", threshold=3.0, max_keypoints=500, steps=((), (2.0,)))
+    kept = match_wide(small, warped, hardnet, **options)
+    assert kept.model is not None and kept.step == 0
+    monkeypatch.setattr(verification, "THIN_RATIO_INLIERS", 10**6)
+    monkeypatch.setattr(verification, "THIN_FRAME_SHARE", 1.01)
+    lines: list[str] = []
+    refused = match_wide(small, warped, hardnet, progress=lines.append, **options)
+    assert refused.model is None and refused.step is None and len(lines) == 2  # step 1 ran too
+    assert all("with thin support refused" in line for line in lines)
+    f = match_wide(small, warped, hardnet, **{**options, "geometry": "fundamental", "threshold": 1.0})
+    assert f.model is not None
+
+
 def test_wide_baseline_finds_no_model_between_a_photo_and_noise(example_image, hardnet):
     small = cv2.resize(example_image, (400, 260), interpolation=cv2.INTER_AREA)
     noise = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (260, 400), np.uint8), (0, 0), 1.5)

@@ -305,6 +305,22 @@ def test_a_homography_of_thin_support_is_refused_and_the_search_goes_on(example_
     assert f.model is not None
 
 
+def test_a_homography_of_few_inliers_sends_the_search_on(example_image, hardnet):
+    """A homography with fewer than ``stop_inliers`` at a step but the last is kept and the next step looks for a model
+    of more inliers; the one of most inliers is stated, with its step."""
+    small = cv2.resize(example_image, (400, 260), interpolation=cv2.INTER_AREA)
+    h = viewpoint_homography((260, 400), tilt=1.3, axis_deg=20, rotation_deg=10, zoom=1.0)
+    warped = cv2.warpPerspective(small, h, (400, 260))
+    options = dict(geometry="homography", threshold=3.0, max_keypoints=500, steps=((), (2.0,)))
+    first = match_wide(small, warped, hardnet, **options, stop_inliers=15)
+    assert first.step == 0 and len(first.features1.views) == 1  # enough: step 1 never ran
+    lines: list[str] = []
+    more = match_wide(small, warped, hardnet, **options, stop_inliers=10**4, progress=lines.append)
+    assert lines[0].endswith(f"-> model (fewer than {10**4}: next step)") and len(lines) == 2
+    assert len(more.features1.views) == 6  # step 1's five views were described
+    assert more.model is not None and more.step in (0, 1) and more.inliers.sum() >= first.inliers.sum()
+
+
 def test_wide_baseline_finds_no_model_between_a_photo_and_noise(example_image, hardnet):
     small = cv2.resize(example_image, (400, 260), interpolation=cv2.INTER_AREA)
     noise = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (260, 400), np.uint8), (0, 0), 1.5)

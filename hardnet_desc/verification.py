@@ -159,7 +159,7 @@ def verify_prior(
         ValueError: points or frames as ``verify`` refuses them.
     """
     p1, p2 = check_correspondences(points1, points2)
-    _check_frames(frames1, frames2, len(p1))
+    f1, f2 = _check_frames(frames1, frames2, len(p1))
     none = np.zeros(len(p1), bool)
     if len(p1) == 0:
         return None, none, "fundamental"
@@ -168,7 +168,7 @@ def verify_prior(
     if near.sum() < need:
         return None, none, "fundamental"
     model, inliers, kind = verify(p1[near], p2[near], "fundamental", threshold, min_inliers, size1, size2,
-                                   *(None if f is None else np.asarray(f)[near] for f in (frames1, frames2)))
+                                   *(None if f is None else f[near] for f in (f1, f2)))
     if model is None:
         return None, none, "fundamental"
     full = none.copy()

@@ -21,7 +21,8 @@ those of the photo as image 1 shows it.
 
 Methods: ``plain`` = ``match_pair(geometry="homography")``; ``wide`` = the same with ``wide_baseline=True``;
 ``wide-rX`` = ``match_wide`` with ``view_ratio=X``; ``wide-kA/B`` = ``match_wide`` with ``view_keypoints=(A, B)``
-(keypoints per view at each step with views, e.g. ``wide-k800/400``; ``wide-k800`` for every step);
+(keypoints per view at each step with views, e.g. ``wide-k800/400``; ``wide-k800`` for every step); ``wide-sX`` =
+``match_wide`` with ``rotation_step=X`` (views of tilt t X / t degrees apart);
 ``asift`` = ``cv2.AffineFeature(cv2.SIFT_create())`` + RootSIFT, mutual nearest neighbours with ratio 0.9,
 MAGSAC (3 px, OpenCV's USAC), a model with at least 15 inliers.
 """
@@ -169,11 +170,14 @@ def fit_with(verifier: str, points1: np.ndarray, points2: np.ndarray, geometry: 
 
 def wide_options(method: str) -> dict:
     """``match_wide``'s options that a method name sets: ``wide-rX`` (``view_ratio=X``; the setting before
-    ``VIEW_RATIO`` is ``wide-r0.8``), ``wide-kA/B`` (``view_keypoints=(A, B)``); ``{}`` for other names."""
+    ``VIEW_RATIO`` is ``wide-r0.8``), ``wide-kA/B`` (``view_keypoints=(A, B)``), ``wide-sX`` (``rotation_step=X``);
+    ``{}`` for other names."""
     if method.startswith("wide-r"):
         return {"view_ratio": float(method[6:])}
     if method.startswith("wide-k"):
         return {"view_keypoints": tuple(int(n) for n in method[6:].split("/"))}
+    if method.startswith("wide-s"):
+        return {"rotation_step": float(method[6:])}
     return {}
 
 

@@ -65,7 +65,10 @@ class Neighbours:
             v, i = self._block(d, n1 + start, 0).topk(k, dim=1, largest=False)
             dist.append(v.clamp_min_(0).sqrt_())
             idx.append(i)
-        self.dist, self.idx = torch.cat(dist), torch.cat(idx)
+        if dist:
+            self.dist, self.idx = torch.cat(dist), torch.cat(idx)
+        else:  # set 1 is still empty (an image without keypoints so far): tables of no rows
+            self.dist, self.idx = a.new_zeros(0, k), a.new_zeros(0, k, dtype=torch.long)
         self.n1, self.n2 = len(a), len(b)
         return self
 

@@ -65,6 +65,22 @@ def test_neighbours_grown_in_steps_match_as_all_at_once():
         table.fginn(c1[:10], c2)
 
 
+@pytest.mark.parametrize("empty", [1, 2])
+def test_neighbours_of_a_set_that_starts_empty_match_as_all_at_once(empty):
+    # An image without keypoints at step 0 (a flat one) leaves its set empty; the tables must grow from there.
+    gen = torch.Generator().manual_seed(1)
+    d1, d2 = torch.randn(300, 128, generator=gen), torch.randn(200, 128, generator=gen)
+    first = (d1[:0], d2) if empty == 1 else (d1, d2[:0])
+    table = Neighbours(candidates=8, chunk=64)
+    for _ in range(2):  # the second time with no new rows
+        table.update(*first)
+        assert len(table.fginn(np.zeros((len(first[0]), 2)), np.zeros((len(first[1]), 2)))) == 0
+    table.update(d1, d2)
+    whole = Neighbours(candidates=8).update(d1, d2)
+    assert torch.equal(table.idx, whole.idx) and torch.equal(table.col_arg, whole.col_arg)
+    assert torch.allclose(table.dist, whole.dist, atol=1e-4)
+
+
 def test_remove_duplicates_keeps_the_best_of_each_group():
     p1 = np.array([[10.0, 10], [11, 10.5], [10.5, 9], [10, 10], [40, 40]])
     p2 = np.array([[50.0, 50], [51, 51], [50.5, 50], [80, 80], [70, 70]])

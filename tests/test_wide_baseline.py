@@ -329,6 +329,19 @@ def test_wide_baseline_finds_no_model_between_a_photo_and_noise(example_image, h
     assert r.views[0] == 1 + 15 + 35  # every step was tried
 
 
+@pytest.mark.parametrize("flat_first", [True, False])
+def test_an_image_without_keypoints_gets_no_model_at_every_step(example_image, hardnet, flat_first):
+    # A flat image has no SIFT keypoint in any view: every step runs and says "no model" (it used to fail in
+    # torch.cat when the first image was the flat one).
+    small = cv2.resize(example_image, (200, 130), interpolation=cv2.INTER_AREA)
+    flat = np.full((130, 200), 90, np.uint8)
+    pair = (flat, small) if flat_first else (small, flat)
+    w = match_wide(*pair, hardnet, steps=((), (2.0,)), max_keypoints=100, view_keypoints=50)
+    empty = w.features1 if flat_first else w.features2
+    assert w.model is None and w.step is None and len(w.matches) == 0 and len(empty.frames) == 0
+    assert len(empty.views) == 6 and empty.descriptors.shape == (0, 128)
+
+
 def test_view_keypoints_limit_each_step_s_views(example_image, hardnet):
     # A number limits every view; a sequence each step with views in turn, its last entry the later steps.
     small = cv2.resize(example_image, (400, 260), interpolation=cv2.INTER_AREA)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from hardnet_desc import HardNetDescriptor
 from hardnet_desc.core.image import read_image, to_grey_numpy, to_grey_tensor, to_uint8
 
 
@@ -96,6 +97,24 @@ def test_to_uint8(example_image):
     np.testing.assert_array_equal(to_uint8(grey / 255.0), grey)  # 0..1 floats
     np.testing.assert_array_equal(to_uint8(grey.astype(np.float32)), grey)  # 0..255 floats
     assert to_uint8(np.full((4, 4), 300.0, np.float32)).max() == 255
+    assert not to_uint8(np.full((4, 4), -3.0, np.float32)).any()  # constant: no stretch to divide by
+
+
+def test_float_images_are_detected_on_their_own_range(example_image):
+    # Floats a little outside 0..1 (a cubic resize overshoots) are still 0..1; -1..1, standardised and 0..65535
+    # floats are stretched. Before, the first were taken as 0..255 (a black image: no keypoint at all), the others
+    # clipped to half an image or saturated.
+    grey = cv2.cvtColor(example_image, cv2.COLOR_BGR2GRAY)
+    unit = grey.astype(np.float32) / 255
+    enlarged = cv2.resize(unit, None, fx=1.3, fy=1.3, interpolation=cv2.INTER_CUBIC)
+    assert enlarged.max() > 1 and enlarged.min() < 0  # the overshoot
+    want = cv2.resize(grey, None, fx=1.3, fy=1.3, interpolation=cv2.INTER_CUBIC)
+    assert np.abs(to_uint8(enlarged).astype(int) - want).max() <= 1
+    hn = HardNetDescriptor(device="cpu")
+    assert len(hn.detect(enlarged)) > 0.95 * len(hn.detect(want)) > 1000
+    for other in (unit * 2 - 1, (unit - unit.mean()) / unit.std(), grey.astype(np.float32) * 257):
+        stretched = (grey.astype(np.float64) - grey.min()) * 255 / (int(grey.max()) - int(grey.min()))
+        assert np.abs(to_uint8(other).astype(float) - stretched).max() <= 1
 
 
 def _rgb_tensor(bgr: np.ndarray) -> torch.Tensor:

@@ -219,11 +219,21 @@ def _grey_on_device(image: torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8(image: ImageLike) -> np.ndarray:
-    """Grey uint8 view for 8-bit-only OpenCV detectors (floats assumed in 0..1 or 0..255)."""
+    """Grey uint8 view for 8-bit-only OpenCV detectors.
+
+    uint16 is divided by 257. A float image with at most 1 % of its pixels below 0 (what resampling overshoots,
+    e.g. ``cv2.resize`` with ``INTER_CUBIC``) is taken as ``0..1`` if its largest value is at most 1.5, else as
+    ``0..255`` if at most 382.5, and clipped there. Any other float image (``-1..1``, standardised, ``0..65535``) is
+    stretched from its smallest to its largest value onto ``0..255``: clipped, the detector would see it black,
+    white or half of it.
+    """
     grey = to_grey_numpy(image)
     if grey.dtype == np.uint8:
         return grey
     if grey.dtype == np.uint16:
         return (grey / 257.0).round().astype(np.uint8)
-    peak = 255.0 if float(grey.max(initial=0.0)) > 1.0 else 1.0
-    return np.clip(grey * (255.0 / peak), 0, 255).round().astype(np.uint8)
+    lo, hi = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+    low, unit = 0.0, 1.0 if hi <= 1.5 else 255.0
+    if hi > 382.5 or np.count_nonzero(grey < 0) > 0.01 * grey.size:
+        low, unit = lo, (hi - lo) or 1.0  # a constant image: all 0
+    return np.clip((grey - low) * (255.0 / unit), 0, 255).round().astype(np.uint8)

@@ -98,7 +98,9 @@ def draw_matches(
         canvas[:banner] = 32
         for i, line in enumerate(lines):
             origin = (line_h // 2, line_h * (i + 1))
-            cv2.putText(canvas, line, origin, font, font_scale, (255, 255, 255), thick, cv2.LINE_AA)
+            # Hershey fonts draw ASCII only, and a surrogate (from a file name that is not UTF-8) crashes OpenCV
+            text = line.encode("ascii", "replace").decode()
+            cv2.putText(canvas, text, origin, font, font_scale, (255, 255, 255), thick, cv2.LINE_AA)
     return canvas
 
 

@@ -98,6 +98,23 @@ def test_match_uses_ratio_and_mutual_check(weights, tmp_path, capsys):
     assert PICTURE_MARK in out.read_bytes()
 
 
+def test_match_reads_and_draws_a_file_whose_name_is_not_utf8(tmp_path):
+    # OpenCV's imread and putText crashed (a segfault) on such a name: run in a subprocess, so a crash fails this test
+    # only. The picture's banner shows the name with "?" for what its font cannot draw.
+    name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes, kept by Python as a surrogate
+    try:
+        shutil.copy(IMG1, tmp_path / name)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes UTF-8 names only")
+    out = tmp_path / "m.png"
+    result = subprocess.run([sys.executable, "-m", "hardnet_desc", "match", name, str(IMG2), "--max-keypoints", "300",
+                             "--device", "cpu", "--out", str(out)], cwd=tmp_path, capture_output=True, text=True,
+                            errors="replace", timeout=300)
+    assert result.returncode == 0, result.stderr[-800:]
+    assert int(re.search(r"^inliers:\s+(\d+)", result.stdout, re.M).group(1)) > 20
+    assert cv2.imread(str(out)).shape[1] > 800
+
+
 def test_match_out_is_checked_before_any_work(tmp_path, capsys):
     """An unwritable folder or another program's file fails first: before the (missing) weights load."""
     missing_weights = str(tmp_path / "none.safetensors")

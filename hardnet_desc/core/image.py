@@ -29,10 +29,19 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def imread_quiet(path: str | Path, flags: int) -> np.ndarray | None:
-    """``cv2.imread`` without OpenCV's own log line for a file it cannot decode (the caller reports it)."""
+    """``cv2.imread`` without OpenCV's own log line for a file it cannot decode (the caller reports it).
+
+    A name that is not valid UTF-8 (bytes Python keeps as surrogates) crashes OpenCV's ``imread``; such a file is
+    read by Python and decoded with ``cv2.imdecode``.
+    """
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            data = np.fromfile(path, np.uint8)
+            return cv2.imdecode(data, flags) if data.size else None
         return cv2.imread(str(path), flags)
     finally:
         cv2.utils.logging.setLogLevel(level)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from ...core.image import read_image
+from ...core.image import imread_quiet, read_image
 from ...core.patches import keypoints_to_array
 from ...data.images import list_images
 from ...matching import check_ratio, match_descriptors
@@ -349,7 +349,7 @@ def _import_images(database: Path, image_dir: Path, names: list[str], camera_mod
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    image = imread_quiet(path, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError(f"cannot decode image file: {path}")
     return image.shape[1], image.shape[0]

@@ -35,13 +35,14 @@ AUC_THRESHOLDS = (5.0, 10.0, 20.0)
 
 def _usac(estimator, *args, **kwargs) -> tuple[np.ndarray | None, np.ndarray | None]:
     """``estimator(*args, **kwargs)`` (``cv2.findFundamentalMat``, ``findHomography`` or ``findEssentialMat``),
-    with OpenCV's USAC failure on a few near-degenerate matches (an assertion ``!model.empty()``, raised by
-    OpenCV 4.10 and 5.1 for some 9-point inputs: opencv/opencv#19639's kind) read as "no model": ``(None, None)``.
+    with OpenCV's USAC failures read as "no model", ``(None, None)``: on a few near-degenerate matches (an assertion
+    ``!model.empty()``, raised by OpenCV 4.10 and 5.1 for some 9-point inputs: opencv/opencv#19639's kind), and with a
+    threshold so small that fewer points than a minimal sample pass it (``sample_size <= points_size_``, e.g. 0.01 px).
     Any other OpenCV error is raised."""
     try:
         return estimator(*args, **kwargs)
     except cv2.error as error:
-        if "model.empty()" in str(error):
+        if "model.empty()" in str(error) or "sample_size <= points_size_" in str(error):
             return None, None
         raise
 
@@ -252,7 +253,8 @@ def fit_geometry(
         threshold: inlier threshold in pixels, > 0; ``None`` uses ``DEFAULT_THRESHOLD``.
 
     Returns:
-        ``(model (3, 3) or None, inliers (M,) bool)``.
+        ``(model (3, 3) or None, inliers (M,) bool)``: None (and no inlier) for a model with fewer inliers than
+        its minimal sample (4 for a homography, 8 for a fundamental matrix).
 
     Raises:
         ValueError: an unknown ``geometry``, a ``threshold`` that is not a positive finite number, points that are
@@ -269,8 +271,8 @@ def fit_geometry(
         return fit_homography(points1, points2, threshold)
     model, mask = _usac(cv2.findFundamentalMat, points1, points2, cv2.USAC_MAGSAC, threshold, confidence=0.999,
                         maxIters=10_000)
-    if model is None or mask is None:  # RANSAC found no model
-        return None, inliers
+    if model is None or mask is None or np.count_nonzero(mask) < MIN_MATCHES[geometry]:  # no model, or one that
+        return None, inliers  # fewer points than a minimal sample support (a threshold of 0.001 px: none)
     return model, mask.ravel().astype(bool)
 
 
@@ -295,7 +297,8 @@ def fit_homography(
 
     Returns:
         ``(H (3, 3) or None, inliers (M,) bool)``: None (and no inlier) with fewer than 4 matches, or
-        when OpenCV finds no finite model. ``"least_squares"`` counts every point an inlier.
+        when OpenCV finds no finite model or one with fewer than 4 inliers. ``"least_squares"`` counts every point
+        an inlier.
 
     Raises:
         ValueError: an unknown ``estimator``, points that are not ``(M, 2)`` of one ``M`` (``check_correspondences``).
@@ -308,8 +311,9 @@ def fit_homography(
         return None, none
     model, mask = _usac(cv2.findHomography, p1, p2, ESTIMATORS[estimator], threshold, confidence=confidence,
                         maxIters=max_iters)
-    if model is None or mask is None or model.shape != (3, 3) or not np.isfinite(model).all():
-        return None, none
+    if (model is None or mask is None or model.shape != (3, 3) or not np.isfinite(model).all()
+            or (estimator != "least_squares" and np.count_nonzero(mask) < MIN_MATCHES["homography"])):
+        return None, none  # no model, or one that fewer points than a minimal sample support
     return model, mask.ravel().astype(bool)
 
 

@@ -268,3 +268,17 @@ def test_refine_homography_weighs_both_images_alike():
     backward = np.linalg.inv(refine_homography(np.linalg.inv(start), p2, p1, 3.0))
     assert _corner_gap(forward, backward / backward[2, 2], 640, 480) < 1e-3
     assert _corner_gap(forward, H, 640, 480) < 2.0  # and it is the true model
+
+
+@pytest.mark.parametrize("geometry", ["homography", "fundamental"])
+@pytest.mark.parametrize("threshold", [0.01, 0.001, 1e-6])
+def test_a_threshold_below_the_noise_gives_no_model(geometry, threshold):
+    # Matches 0.7 px off a homography: at such thresholds no minimal sample fits. Before, OpenCV's USAC returned a
+    # model of 0-3 inliers, stated as found, or failed with an assertion (sample_size <= points_size_).
+    rng = np.random.default_rng(0)
+    p1 = rng.uniform(0, 500, (200, 2))
+    H = np.array([[1.1, 0.05, 10], [0.02, 0.95, -5], [1e-4, 0, 1]])
+    p2 = cv2.perspectiveTransform(p1[None], H)[0] + rng.normal(0, 0.7, (200, 2))
+    model, inliers = fit_geometry(p1, p2, geometry, threshold)
+    assert model is None and not inliers.any()
+    assert fit_geometry(p1, p2, geometry, 3.0)[1].sum() > 180  # the same matches at a usual threshold

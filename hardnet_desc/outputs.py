@@ -24,9 +24,10 @@ from typing import Any
 WRITTEN_BY_KEY, WRITTEN_BY = "written_by", "hardnet-desc"
 
 
-def check_output(path: str | Path, ours: Callable[[Path], bool], *, force: bool = False) -> Path:
+def check_output(path: str | Path, ours: Callable[[Path], bool], *, force: bool = False,
+                 option: str = "--force (force=True)") -> Path:
     """``path`` as a ``Path``, if this program may write it: it does not exist, ``ours(path)`` says
-    hardnet-desc wrote it, or ``force``.
+    hardnet-desc wrote it, or ``force`` (``option`` names it in the error).
 
     Raises:
         ValueError: ``path`` is a folder.
@@ -36,8 +37,7 @@ def check_output(path: str | Path, ours: Callable[[Path], bool], *, force: bool 
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give a file name")
     if path.exists() and not force and not _is_ours(ours, path):
-        raise FileExistsError(f"{path} exists and was not written by hardnet-desc; pass --force (force=True) "
-                              "to overwrite it")
+        raise FileExistsError(f"{path} exists and was not written by hardnet-desc; pass {option} to overwrite it")
     return path
 
 
@@ -75,9 +75,11 @@ def json_is_ours(path: str | Path) -> bool:
     return isinstance(data, dict) and data.get(WRITTEN_BY_KEY) == WRITTEN_BY
 
 
-def write_json(path: str | Path, data: dict[str, Any], *, force: bool = False, **dumps: Any) -> Path:
+def write_json(path: str | Path, data: dict[str, Any], *, force: bool = False,
+               option: str = "--force (force=True)", **dumps: Any) -> Path:
     """Write the object ``data`` as JSON, marked ``{"written_by": "hardnet-desc", ...}``, atomically;
-    refuses (``check_output``) to replace a file it did not write unless ``force``. ``dumps``: for ``json.dumps``."""
-    path = check_output(path, json_is_ours, force=force)
+    refuses (``check_output``, naming ``option``) to replace a file it did not write unless ``force``. ``dumps``: for
+    ``json.dumps``."""
+    path = check_output(path, json_is_ours, force=force, option=option)
     text = json.dumps({WRITTEN_BY_KEY: WRITTEN_BY, **data}, **{"indent": 1, **dumps})
     return write_bytes(path, text.encode())

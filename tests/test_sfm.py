@@ -79,7 +79,7 @@ SUMMARY_KEYS = [
 def test_every_image_registers(run, request):
     summary, out = request.getfixturevalue(run)
     written = json.loads((out / "summary.json").read_text())
-    assert list(written) == SUMMARY_KEYS
+    assert list(written) == ["written_by", *SUMMARY_KEYS] and written.pop("written_by") == "hardnet-desc"
     assert list(written["models"][0]) == ["index", "path", "registered_images", "num_points3D", "mean_track_length",
                                           "mean_reprojection_error"]
     if isinstance(summary, ReconstructionSummary):  # the library's result is what summary.json holds
@@ -194,6 +194,12 @@ def test_bad_input_names_the_problem(tmp_path):
     (tmp_path / "b" / "database.db").write_bytes(b"")
     with pytest.raises(FileExistsError, match="overwrite"):
         reconstruct(SCENE, tmp_path / "b", features="sift")
+    (tmp_path / "d").mkdir()  # a summary.json hardnet-desc did not write is refused before any work, and kept
+    (tmp_path / "d" / "summary.json").write_text('{"a": 1}')
+    with pytest.raises(FileExistsError, match=r"not written by hardnet-desc; pass --overwrite \(overwrite=True\)"):
+        reconstruct(SCENE, tmp_path / "d", features="sift")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["summary.json"]
+    assert (tmp_path / "d" / "summary.json").read_text() == '{"a": 1}'
 
 
 def test_cli_says_what_to_install_without_pycolmap(monkeypatch, tmp_path, capsys):

@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..integrations.colmap import colmap_like_sift, format_summary, import_pycolmap, reconstruct
+    from ..integrations.colmap import OVERWRITE, colmap_like_sift, format_summary, import_pycolmap, reconstruct
 
     try:
         params = [float(v) for v in args.camera_params.split(",")] if args.camera_params else None
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     list_images(args.images)  # a missing folder fails before the weights load
     if args.json:
-        check_output(args.json, json_is_ours, force=args.overwrite)
+        check_output(args.json, json_is_ours, force=args.overwrite, option=OVERWRITE)
     descriptor = None
     if args.features == "hardnet":
         from ..descriptor import HardNetDescriptor
@@ -73,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
                           overwrite=args.overwrite, progress=not args.quiet, colmap_log=args.colmap_log)
     print(format_summary(summary), end="")
     if args.json:
-        print(f"json: {write_json(args.json, summary.to_dict(), force=args.overwrite)}")
+        print(f"json: {write_json(args.json, summary.to_dict(), force=args.overwrite, option=OVERWRITE)}")
     return 0 if summary.registered_images else 1

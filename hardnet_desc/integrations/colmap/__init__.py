@@ -13,6 +13,7 @@ from .keypoints import keypoints_from_colmap, keypoints_to_colmap
 from .reconstruction import (
     FEATURES,
     MATCHERS,
+    OVERWRITE,
     ModelSummary,
     ReconstructionSummary,
     colmap_like_sift,
@@ -33,8 +34,8 @@ from .scene import (
 )
 
 __all__ = [
-    "DATABASE", "FEATURES", "MATCHERS", "PYCOLMAP_INSTALL", "SPARSE", "SUMMARY", "ColmapScene", "ModelSummary",
-    "ReconstructionSummary", "colmap_like_sift", "format_summary", "import_pycolmap", "is_model",
+    "DATABASE", "FEATURES", "MATCHERS", "OVERWRITE", "PYCOLMAP_INSTALL", "SPARSE", "SUMMARY", "ColmapScene",
+    "ModelSummary", "ReconstructionSummary", "colmap_like_sift", "format_summary", "import_pycolmap", "is_model",
     "keypoints_from_colmap", "keypoints_to_colmap", "load_model", "model_folders", "open_database", "reconstruct",
     "read_scene_folder", "resize_for_extraction",
 ]

@@ -30,7 +30,6 @@ pycolmap is an optional dependency: ``pip install "hardnet-desc[sfm]"``.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ from ...core.image import imread_quiet, read_image
 from ...core.patches import keypoints_to_array
 from ...data.images import list_images
 from ...matching import check_ratio, match_descriptors
-from ...outputs import replacing
+from ...outputs import check_output, json_is_ours, write_json
 from .guard import import_pycolmap
 from .keypoints import keypoints_to_colmap
 from .scene import DATABASE, SPARSE, SUMMARY, open_database
@@ -54,12 +53,14 @@ if TYPE_CHECKING:
     from ...descriptor import HardNetDescriptor
 
 __all__ = [
-    "FEATURES", "MATCHERS", "ModelSummary", "ReconstructionSummary", "colmap_like_sift", "format_summary",
+    "FEATURES", "MATCHERS", "OVERWRITE", "ModelSummary", "ReconstructionSummary", "colmap_like_sift", "format_summary",
     "reconstruct", "resize_for_extraction",
 ]
 
 FEATURES = ("hardnet", "sift")
 MATCHERS = ("exhaustive", "sequential")
+#: How ``reconstruct`` and ``hardnet-desc sfm`` are told to replace what is in the output folder (error messages).
+OVERWRITE = "--overwrite (overwrite=True)"
 
 
 def colmap_like_sift() -> cv2.Feature2D:
@@ -215,8 +216,7 @@ def reconstruct(
         summary = _run(job, descriptor)
     finally:
         pycolmap.logging.minloglevel = level
-    with replacing(out_dir / SUMMARY) as tmp:
-        tmp.write_text(json.dumps(summary.to_dict(), indent=1))
+    write_json(out_dir / SUMMARY, summary.to_dict(), force=overwrite, option=OVERWRITE)  # marked: a rerun replaces it
     return summary
 
 
@@ -314,6 +314,7 @@ def _bar(total: int, desc: str, unit: str, progress: bool):
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
+    check_output(out_dir / SUMMARY, json_is_ours, force=overwrite, option=OVERWRITE)  # one we did not write stays
     database = out_dir / DATABASE
     if database.exists() or (out_dir / SPARSE).exists():
         if not overwrite:

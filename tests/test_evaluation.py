@@ -272,6 +272,20 @@ def test_make_sequences_writes_readable_reproducible_sequences(tmp_path):
         np.testing.assert_array_equal(read_homography(p / "H_1_6"), read_homography(q / "H_1_6"))
 
 
+def test_a_rerun_in_another_format_leaves_no_views_of_the_first(tmp_path):
+    # The old 1.ppm ... 6.ppm next to the new .png views and homographies were read by the evaluation, which then
+    # scored the old views against the new homographies (MMA@3 near 0) without a word.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "p.png"), small_photo(0))
+    make_sequences(photos, tmp_path / "a", seed=1, illumination=False, suffix=".ppm")
+    (written,) = make_sequences(photos, tmp_path / "a", seed=7, illumination=False, suffix=".png")
+    assert sorted(p.suffix for p in written.iterdir() if p.stem.isdigit()) == [".png"] * 6
+    (seq,) = find_sequences(tmp_path / "a")
+    assert [p.name for p in seq.images] == [f"{k}.png" for k in range(1, 7)]
+    np.testing.assert_array_equal(seq.homographies[-1], read_homography(written / "H_1_6"))
+
+
 def test_noise_sequences_add_gaussian_noise_of_growing_strength_and_nothing_else(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()

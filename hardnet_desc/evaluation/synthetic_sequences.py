@@ -149,7 +149,7 @@ def make_sequences(
     Returns:
         The written sequence folders.
     """
-    if suffix not in (".png", ".ppm", ".pgm"):
+    if suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"suffix must be .png, .ppm or .pgm (lossless), got {suffix!r}")
     paths = list_images(images)
     if not paths:
@@ -176,6 +176,9 @@ def make_sequences(
             rng = np.random.default_rng([seed, index, {"i": 0, "v": 1, "n": 2}[prefix]])
             folder = out / f"{prefix}_{name}"
             write_json(folder / SEQUENCE_MARK, {"seed": seed, "photo": path.name}, force=True)  # checked above
+            for level in range(1, LEVELS + 2):  # views an earlier run wrote in another format: the evaluation would
+                for other in set(IMAGE_SUFFIXES) - {suffix}:  # read them with this run's homographies
+                    (folder / f"{level}{other}").unlink(missing_ok=True)
             _write_image(folder / f"1{suffix}", image)
             for level in range(1, LEVELS + 1):
                 if prefix == "n":
@@ -187,6 +190,9 @@ def make_sequences(
             written.append(folder)
     return written
 
+
+#: The lossless image formats ``make_sequences`` writes.
+IMAGE_SUFFIXES = (".png", ".ppm", ".pgm")
 
 #: The file that marks a sequence folder as written by ``make_sequences`` (evaluation reads only images
 #: and homographies, so it is ignored there).

@@ -312,7 +312,7 @@ def fit_homography(
     model, mask = _usac(cv2.findHomography, p1, p2, ESTIMATORS[estimator], threshold, confidence=confidence,
                         maxIters=max_iters)
     if (model is None or mask is None or model.shape != (3, 3) or not np.isfinite(model).all()
-            or (estimator != "least_squares" and np.count_nonzero(mask) < MIN_MATCHES["homography"])):
+            or np.count_nonzero(mask) < MIN_MATCHES["homography"]):  # least squares: every point, at least 4
         return None, none  # no model, or one that fewer points than a minimal sample support
     return model, mask.ravel().astype(bool)
 

@@ -22,10 +22,12 @@ from typing import Any
 
 #: The key and value that mark a JSON object (and an HDF5 shard) as written by hardnet-desc.
 WRITTEN_BY_KEY, WRITTEN_BY = "written_by", "hardnet-desc"
+#: How the usual commands and functions are told to replace a file they did not write (named in the refusal).
+FORCE = "--force (force=True)"
 
 
 def check_output(path: str | Path, ours: Callable[[Path], bool], *, force: bool = False,
-                 option: str = "--force (force=True)") -> Path:
+                 option: str = FORCE) -> Path:
     """``path`` as a ``Path``, if this program may write it: it does not exist, ``ours(path)`` says
     hardnet-desc wrote it, or ``force`` (``option`` names it in the error).
 
@@ -76,7 +78,7 @@ def json_is_ours(path: str | Path) -> bool:
 
 
 def write_json(path: str | Path, data: dict[str, Any], *, force: bool = False,
-               option: str = "--force (force=True)", **dumps: Any) -> Path:
+               option: str = FORCE, **dumps: Any) -> Path:
     """Write the object ``data`` as JSON, marked ``{"written_by": "hardnet-desc", ...}``, atomically;
     refuses (``check_output``, naming ``option``) to replace a file it did not write unless ``force``. ``dumps``: for
     ``json.dumps``."""

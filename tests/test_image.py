@@ -112,8 +112,8 @@ def test_float_images_are_detected_on_their_own_range(example_image):
     assert np.abs(to_uint8(enlarged).astype(int) - want).max() <= 1
     hn = HardNetDescriptor(device="cpu")
     assert len(hn.detect(enlarged)) > 0.95 * len(hn.detect(want)) > 1000
+    stretched = (grey.astype(np.float64) - grey.min()) * 255 / (int(grey.max()) - int(grey.min()))
     for other in (unit * 2 - 1, (unit - unit.mean()) / unit.std(), grey.astype(np.float32) * 257):
-        stretched = (grey.astype(np.float64) - grey.min()) * 255 / (int(grey.max()) - int(grey.min()))
         assert np.abs(to_uint8(other).astype(float) - stretched).max() <= 1
 
 

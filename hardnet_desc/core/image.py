@@ -242,7 +242,7 @@ def to_uint8(image: ImageLike) -> np.ndarray:
     if grey.dtype == np.uint16:
         return (grey / 257.0).round().astype(np.uint8)
     lo, hi = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
-    low, unit = 0.0, 1.0 if hi <= 1.5 else 255.0
+    low, unit = 0.0, (1.0 if hi <= 1.5 else 255.0)
     if hi > 382.5 or np.count_nonzero(grey < 0) > 0.01 * grey.size:
         low, unit = lo, (hi - lo) or 1.0  # a constant image: all 0
     return np.clip((grey - low) * (255.0 / unit), 0, 255).round().astype(np.uint8)

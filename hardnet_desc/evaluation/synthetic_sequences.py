@@ -166,6 +166,7 @@ def make_sequences(
     for name in names:  # before any work
         for prefix in kinds:
             _check_sequence_folder(out / f"{prefix}_{name}", force)
+    stale_views = [f"{k}{other}" for k in range(1, LEVELS + 2) for other in IMAGE_SUFFIXES if other != suffix]
     written = []
     for index, (path, name) in enumerate(zip(paths, names)):
         image = to_uint8(read_image(path))
@@ -176,9 +177,8 @@ def make_sequences(
             rng = np.random.default_rng([seed, index, {"i": 0, "v": 1, "n": 2}[prefix]])
             folder = out / f"{prefix}_{name}"
             write_json(folder / SEQUENCE_MARK, {"seed": seed, "photo": path.name}, force=True)  # checked above
-            for level in range(1, LEVELS + 2):  # views an earlier run wrote in another format: the evaluation would
-                for other in set(IMAGE_SUFFIXES) - {suffix}:  # read them with this run's homographies
-                    (folder / f"{level}{other}").unlink(missing_ok=True)
+            for stale in stale_views:  # an earlier run's in another format: the evaluation would read them
+                (folder / stale).unlink(missing_ok=True)  # with this run's homographies
             _write_image(folder / f"1{suffix}", image)
             for level in range(1, LEVELS + 1):
                 if prefix == "n":

@@ -598,6 +598,8 @@ BAD_CLI = {
                                "--camera-params must be comma-separated numbers"),
     "eval-fpr95: pair index out of range": (["eval-fpr95", "{root}/pt", "--methods", "sift"],
                                             "m50_4_4_0.txt: 1 patch indices outside [0, 10)"),
+    "train: val pair index out of range": (["train", "{root}/pt", "{tmp}/tr", "--val", "{root}/pt"],  # before training
+                                           "m50_4_4_0.txt: 1 patch indices outside [0, 10)"),
     "eval-fpr95: corrupt bmp": (["eval-fpr95", "{root}/pt_bmp", "--methods", "sift"],  # without OpenCV's log line
                                 "cannot decode image: "),
 }

@@ -135,6 +135,20 @@ def test_streaming_writer_in_pieces(tmp_path):
     np.testing.assert_array_equal(data.patches, patches)
 
 
+def test_rewrite_removes_what_the_earlier_dataset_left(tmp_path):
+    """A smaller dataset written over a larger one (make-dataset run again with other numbers) leaves none of
+    the old bmp or pair files: readers would take a stale m50_*.txt for this dataset's pairs."""
+    patches, ids = make_patches(600), point_ids(600)
+    write_phototour(tmp_path, patches, ids, {"m50_600_600_0.txt": make_pairs(ids, 600, 0)})
+    (tmp_path / "notes.txt").write_text("not part of the layout")
+    write_phototour(tmp_path, patches[:300], ids[:300], {"m50_300_300_0.txt": make_pairs(ids[:300], 300, 0)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "info.txt", "m50_300_300_0.txt", "notes.txt", "patches0000.bmp", "patches0001.bmp"]
+    np.testing.assert_array_equal(read_phototour(tmp_path, patch_size=64).patches, patches[:300])
+    write_phototour(tmp_path, patches[:10], ids[:10])
+    assert not find_pair_files(tmp_path) and not (tmp_path / "patches0001.bmp").exists()
+
+
 def test_writer_rejects_inconsistent_pairs(tmp_path):
     patches, ids = make_patches(6), np.array([0, 0, 1, 1, 2, 2])
     with pytest.raises(ValueError, match="is_match disagrees"):

@@ -19,6 +19,7 @@ network standardises every patch itself.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,15 +152,27 @@ def read_info(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return table[:, 0].copy(), table[:, 1].copy()
 
 
-def read_pairs(path: str | Path) -> PairArrays:
+def read_pairs(path: str | Path, n_patches: int | None = None) -> PairArrays:
     """Read a PhotoTour pair file (``m50_*.txt``).
+
+    Args:
+        path: the pair file.
+        n_patches: the number of patches of the folder the pairs are for; given, every patch index must
+            lie in ``[0, n_patches)`` (``ValueError`` naming the file otherwise).
 
     Returns:
         idx1 (M,) int64, idx2 (M,) int64 patch indices and is_match (M,) bool
         (``pointID1 == pointID2``).
     """
     t = _read_int_table(Path(path), 6, "patchID1 pointID1 unused patchID2 pointID2 unused")
-    return t[:, 0].copy(), t[:, 3].copy(), t[:, 1] == t[:, 4]
+    idx1, idx2 = t[:, 0].copy(), t[:, 3].copy()
+    if n_patches is not None:
+        used = np.concatenate([idx1, idx2])
+        bad = used[(used < 0) | (used >= n_patches)]
+        if bad.size:
+            raise ValueError(f"{path}: {bad.size} patch indices outside [0, {n_patches}), the patches of "
+                             f"{Path(path).parent} (first: {bad[0]})")
+    return idx1, idx2, t[:, 1] == t[:, 4]
 
 
 def find_pair_files(root: str | Path) -> list[Path]:
@@ -280,7 +293,8 @@ class PhotoTourWriter:
         self._fill = 0
 
     def close(self, pairs: Mapping[str, PairArrays] | None = None) -> None:
-        """Flush the last bmp, write ``info.txt`` and the pair files.
+        """Flush the last bmp, write ``info.txt`` and the pair files; then remove the bmp and pair files of
+        an earlier dataset in the folder that this one did not overwrite.
 
         Args:
             pairs: pair file name (e.g. ``'m50_1000_1000_0.txt'``) ->
@@ -295,7 +309,19 @@ class PhotoTourWriter:
             self._write_pairs(name, ids, i1, i2, match)
         photos = np.concatenate(self._photos) if self._photos else np.zeros(0, np.int64)
         np.savetxt(self.root / "info.txt", np.stack([ids, photos], 1), fmt="%d")
+        self._remove_stale(set(pairs or {}))
         self._closed = True
+
+    def _remove_stale(self, written: set[str]) -> None:
+        """Remove what an earlier dataset in this folder left that this one did not replace: bmp files past
+        the last one written and pair files not written (readers would take them for part of this dataset)."""
+        for path in self.root.glob("patches*.bmp"):
+            number = re.fullmatch(r"patches(\d{4,})\.bmp", path.name)
+            if number and int(number.group(1)) >= self._files:
+                path.unlink()
+        for path in find_pair_files(self.root):
+            if path.name not in written:
+                path.unlink()
 
     def _write_pairs(self, name: str, ids: np.ndarray, i1, i2, match) -> None:
         if Path(name).name != name:

@@ -479,7 +479,8 @@ def read_val_sets(val: str | list[str] | None) -> dict[str, tuple[PhotoTourData,
         files = find_pair_files(path)
         if not files:
             raise FileNotFoundError(f"no m50_*.txt pair file in validation folder {path}")
-        sets[name] = (read_phototour(path), read_pairs(files[0]))
+        data = read_phototour(path)
+        sets[name] = (data, read_pairs(files[0], len(data)))
     return sets
 
 

@@ -376,6 +376,8 @@ def incomplete_root(tmp_path_factory):
     write_sequence(root / "v_reference_only", image, [])
     write_sequence(root / "i_no_h", image, [np.eye(3)])
     (root / "i_no_h" / "H_1_2").unlink()
+    write_sequence(root / "v_gap", image, [rotation(5, image.shape)] * 3)
+    (root / "v_gap" / "3.png").unlink()  # read up to the gap, it passed as a sequence of two images
     return root
 
 
@@ -383,16 +385,19 @@ def test_incomplete_sequences_are_skipped_unless_strict(incomplete_root):
     skipped = []
     seqs = find_sequences(incomplete_root, strict=False, on_skip=lambda name, why: skipped.append((name, why)))
     assert [s.name for s in seqs] == ["v_ok"]
-    assert [name for name, _ in skipped] == ["i_no_h", "v_reference_only"]
-    assert "H_1_2" in skipped[0][1] and "only the reference image" in skipped[1][1]
+    assert [name for name, _ in skipped] == ["i_no_h", "v_gap", "v_reference_only"]
+    assert "H_1_2" in skipped[0][1] and "only the reference image" in skipped[2][1]
+    assert skipped[1][1].endswith("missing image 3.* (the sequence goes on with 4.png)")
     with pytest.raises(FileNotFoundError, match="H_1_2"):
         find_sequences(incomplete_root)  # strict by default for the reader
+    with pytest.raises(FileNotFoundError, match=r"v_gap: missing image 3\.\*"):
+        find_sequences(incomplete_root / "v_gap")
     with pytest.warns(UserWarning) as caught:
         results = evaluate_sequences(incomplete_root, ["sift"], max_keypoints=100, device="cpu")
     messages = sorted(str(w.message) for w in caught)
     assert messages[0].startswith("skipped sequence i_no_h: missing homography file")
-    assert messages[1].startswith("skipped sequence v_reference_only: ") and len(messages) == 2
+    assert messages[1].startswith("skipped sequence v_gap: ") and len(messages) == 3
     assert [s["name"] for s in results.sequences] == ["v_ok"]
-    assert sorted(results.config["skipped_sequences"]) == ["i_no_h", "v_reference_only"]
+    assert sorted(results.config["skipped_sequences"]) == ["i_no_h", "v_gap", "v_reference_only"]
     with pytest.raises(FileNotFoundError, match="H_1_2"):
         evaluate_sequences(incomplete_root, ["sift"], max_keypoints=100, device="cpu", strict=True)

@@ -29,7 +29,7 @@ def add_eval_sequences(sub) -> None:
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save an MMA-vs-threshold plot")
     add_force(p, "--json and --plot")
     p.add_argument("--strict", action="store_true", help="abort on an incomplete sequence (a reference image only, "
-                   "a missing homography) instead of skipping it with a warning")
+                   "a missing homography or image) instead of skipping it with a warning")
     add_device(p)
     add_precision(p, default="fp32", int8=True)
     add_quiet(p)

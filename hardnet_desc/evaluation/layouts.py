@@ -124,7 +124,8 @@ def read_sequence(folder: str | Path) -> ImageSequence:
     Frames ``2, 3, ...`` are taken while their image exists; each needs its homography file.
 
     Raises:
-        FileNotFoundError: missing folder, or an image whose homography file is missing.
+        FileNotFoundError: missing folder, an image whose homography file is missing, or a missing image
+            that the sequence goes on after (the next image or its own homography file exists).
         ValueError: a folder in neither layout, a sequence with a single image, or a malformed homography.
     """
     folder = Path(folder)
@@ -146,6 +147,10 @@ def read_sequence(folder: str | Path) -> ImageSequence:
         k += 1
     if len(images) < 2:
         raise ValueError(f"{folder}: sequence has only the reference image {images[0].name}, no image {image_stem(2)}.*")
+    later = _find_image(folder, image_stem(k + 1))
+    if later is not None or (folder / h_name(k)).is_file():  # a gap, not the end: frames after it would be lost
+        raise FileNotFoundError(f"{folder}: missing image {image_stem(k)}.* (the sequence goes on with "
+                                f"{later.name if later is not None else h_name(k)})")
     return ImageSequence(folder.name, images, homographies, layout)
 
 

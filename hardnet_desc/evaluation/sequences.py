@@ -138,8 +138,8 @@ def evaluate_sequences(
         detector: a ``cv2.Feature2D``; default OpenCV SIFT.
         thresholds: pixel thresholds of the MMA curve.
         progress: show a progress bar over sequences.
-        strict: abort on an incomplete sequence (a reference image only, a missing homography)
-            instead of skipping it; skipped ones go to ``on_skip(name, reason)`` (default: a
+        strict: abort on an incomplete sequence (a reference image only, a missing homography or
+            image) instead of skipping it; skipped ones go to ``on_skip(name, reason)`` (default: a
             ``UserWarning``) and to ``config["skipped_sequences"]``.
 
     Returns:

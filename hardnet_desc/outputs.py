@@ -26,6 +26,19 @@ WRITTEN_BY_KEY, WRITTEN_BY = "written_by", "hardnet-desc"
 FORCE = "--force (force=True)"
 
 
+def check_distinct(**outputs: str | Path | None) -> None:
+    """Before any work: raise ``ValueError`` if two of a command's outputs (``out=..., json=...``; None for
+    one not asked for) are one file, which the second write would replace with no word."""
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        where = Path(path).resolve()
+        if where in seen:
+            raise ValueError(f"--{seen[where]} and --{option} name the same file {path}")
+        seen[where] = option
+
+
 def check_output(path: str | Path, ours: Callable[[Path], bool], *, force: bool = False,
                  option: str = FORCE) -> Path:
     """``path`` as a ``Path``, if this program may write it: it does not exist, ``ours(path)`` says

@@ -109,6 +109,22 @@ def test_eval_sequences_keeps_a_foreign_json_and_plot(sequence, tmp_path, capsys
     assert json.loads(out.read_text())["written_by"] == "hardnet-desc"
 
 
+@pytest.mark.parametrize("suffix", [".pdf", ".svg"])
+def test_eval_sequences_plot_formats_are_marked_and_others_refused_first(sequence, tmp_path, capsys, suffix):
+    """A .pdf or .svg plot carries the mark, so a rerun replaces it (it refused its own file); a format
+    without a mark is refused before the evaluation runs."""
+    argv = ["eval-sequences", str(sequence), "--methods", "sift", "--max-keypoints", "100", "--quiet"]
+    plot = tmp_path / f"mma{suffix}"
+    for _ in range(2):
+        assert main([*argv, "--plot", str(plot)]) == 0, capsys.readouterr().err
+    assert plot.read_bytes()[:5] == (b"%PDF-" if suffix == ".pdf" else b"<?xml")
+    out = tmp_path / "results.json"
+    assert main([*argv, "--json", str(out), "--plot", str(tmp_path / "mma.gif")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("mma.gif: the plot must be a .png, .pdf, .svg file"), err
+    assert not out.exists() and not (tmp_path / "mma.gif").exists()
+
+
 def test_eval_pairs_json_and_write_pairs(tmp_path):
     pair = CameraPair("a.jpg", "b.jpg", np.eye(3).ravel().tolist(), np.eye(3).ravel().tolist(),
                       np.eye(3).ravel().tolist(), [1.0, 0.0, 0.0])

@@ -26,7 +26,8 @@ def add_eval_sequences(sub) -> None:
     add_max_keypoints(p, zero_keeps_all=False)
     add_mutual_ratio(p)
     add_json(p, "sequence")
-    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save an MMA-vs-threshold plot")
+    p.add_argument("--plot", type=Path, default=None, metavar="FILE", help="save an MMA-vs-threshold plot "
+                   "(.png, .pdf or .svg)")
     add_force(p, "--json and --plot")
     p.add_argument("--strict", action="store_true", help="abort on an incomplete sequence (a reference image only, "
                    "a missing homography or image) instead of skipping it with a warning")
@@ -58,13 +59,14 @@ def run_eval_sequences(args: argparse.Namespace) -> int:
 
 def _check_json_plot(args: argparse.Namespace) -> None:
     """Before any work: ``--json`` (and ``--plot``) may be written (``outputs.check_output``)."""
-    from ..outputs import check_output, json_is_ours
-    from ..viz import is_picture_ours
+    from ..evaluation.sequences import check_plot_path
+    from ..outputs import check_distinct, check_output, json_is_ours
 
+    check_distinct(json=args.json, plot=getattr(args, "plot", None))
     if args.json:
         check_output(args.json, json_is_ours, force=args.force)
     if getattr(args, "plot", None):
-        check_output(args.plot, is_picture_ours, force=args.force)
+        check_plot_path(args.plot, force=args.force)
 
 
 def add_eval_fpr95(sub) -> None:

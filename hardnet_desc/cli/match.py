@@ -64,7 +64,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..core.image import read_image
     from ..core.patches import check_integer
-    from ..outputs import check_output, json_is_ours
+    from ..outputs import check_distinct, check_output, json_is_ours
     from ..pipeline import match_pair
     from ..viz import check_picture_path, draw_matches, save_picture
     from ..wide_baseline import DEFAULT_VIEW_KEYPOINTS, check_view_keypoints
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.wide_baseline:
             raise ValueError("--view-keypoints needs --wide-baseline")
         check_view_keypoints(args.view_keypoints, "--view-keypoints")
+    check_distinct(out=args.out, json=args.json)
     check_picture_path(args.out, force=args.force)  # an unwritable or foreign --out fails before any work
     if args.json is not None:
         check_output(args.json, json_is_ours, force=args.force)

@@ -287,9 +287,28 @@ def save_json(results: dict | Results, path: str | Path, *, force: bool = False)
     return write_json(path, clean(results.to_dict() if isinstance(results, Results) else results), force=force)
 
 
+#: The plot's formats, each with the metadata field that carries ``PICTURE_MARK`` (a rerun may replace it).
+PLOT_FORMATS = {".png": "Software", ".pdf": "Creator", ".svg": "Creator"}
+
+
+def check_plot_path(path: str | Path, *, force: bool = False) -> Path:
+    """Check, before any work, that ``plot_mma`` may write ``path``.
+
+    Raises:
+        ValueError: a suffix other than .png, .pdf or .svg.
+        FileExistsError: ``path`` exists and is not a plot written by hardnet-desc (unless ``force``).
+    """
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_FORMATS:
+        raise ValueError(f"{path}: the plot must be a {', '.join(PLOT_FORMATS)} file")
+    return check_output(path, is_picture_ours, force=force)
+
+
 def plot_mma(results: SequenceResults, path: str | Path, *, force: bool = False) -> Path:
-    """Save an MMA-vs-threshold PNG: one line per method, one panel per group (overall, v, i, other).
-    Atomically; an existing ``path`` is replaced only if hardnet-desc wrote it, or with ``force``."""
+    """Save an MMA-vs-threshold plot (.png, .pdf or .svg): one line per method, one panel per group
+    (overall, v, i, other). Atomically; an existing ``path`` is replaced only if hardnet-desc wrote it, or
+    with ``force``."""
+    path = check_plot_path(path, force=force)
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -311,12 +330,12 @@ def plot_mma(results: SequenceResults, path: str | Path, *, force: bool = False)
     axes[0][0].set_ylabel("MMA")
     axes[0][-1].legend(loc="lower right")
     fig.tight_layout()
-    path = check_output(path, is_picture_ours, force=force)
-    mark = {"Software": PICTURE_MARK.decode()} if path.suffix.lower() == ".png" else None
     with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=120, metadata=mark)
+        fig.savefig(tmp, format=path.suffix[1:].lower(), dpi=120,
+                    metadata={PLOT_FORMATS[path.suffix.lower()]: PICTURE_MARK.decode()})
     plt.close(fig)
     return path
 
 
-__all__ = ["Results", "SequenceResults", "evaluate_sequences", "format_table", "plot_mma", "save_json"]
+__all__ = ["Results", "SequenceResults", "check_plot_path", "evaluate_sequences", "format_table", "plot_mma",
+           "save_json"]

@@ -22,6 +22,7 @@ from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
 from hardnet_desc.detection import detect_sift
 from hardnet_desc.matching import match_descriptors
+from hardnet_desc.outputs import write_json
 from hardnet_desc.integrations.colmap import (
     PYCOLMAP_INSTALL,
     ReconstructionSummary,
@@ -200,6 +201,36 @@ def test_bad_input_names_the_problem(tmp_path):
         reconstruct(SCENE, tmp_path / "d", features="sift")
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["summary.json"]
     assert (tmp_path / "d" / "summary.json").read_text() == '{"a": 1}'
+
+
+def test_a_failed_run_leaves_nothing_a_rerun_would_refuse(tmp_path, monkeypatch):
+    """An unreadable photo, or Ctrl-C while mapping, left OUT/database.db: a plain rerun was refused as 'already
+    holds a reconstruction'. The run's own database and models go; an old summary.json went with --overwrite."""
+    from hardnet_desc.integrations.colmap import reconstruction
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in NAMES[:2]:
+        shutil.copy(SCENE / name, photos / name)
+    (photos / "z.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="cannot decode image file: .*z.jpg"):
+        reconstruct(photos, tmp_path / "new", features="sift", progress=False)
+    assert not (tmp_path / "new").exists()  # the run made the folder: it goes too
+    (photos / "z.jpg").unlink()
+    mapped = []
+
+    def interrupted(database, *args, **kwargs):
+        mapped.append(Path(database).is_file())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reconstruction, "_map", interrupted)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "notes.txt").write_text("the user's")
+    write_json(tmp_path / "old" / "summary.json", {"num_images": 9})  # an earlier run's, replaced by this one
+    (tmp_path / "old" / "database.db").write_bytes(b"")
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct(photos, tmp_path / "old", features="sift", progress=False, overwrite=True)
+    assert mapped == [True] and sorted(p.name for p in (tmp_path / "old").iterdir()) == ["notes.txt"]
 
 
 def test_cli_says_what_to_install_without_pycolmap(monkeypatch, tmp_path, capsys):

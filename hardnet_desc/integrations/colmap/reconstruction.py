@@ -184,7 +184,8 @@ def reconstruct(
         camera_params: known intrinsics at full resolution in ``camera_model``'s order (e.g.
             ``PINHOLE``: ``fx, fy, cx, cy``); every image then shares them and bundle adjustment
             keeps them fixed. ``None``: one camera per image size, intrinsics estimated.
-        overwrite: replace an existing database and models in ``out_dir``.
+        overwrite: replace an existing database and models in ``out_dir``. A run that fails or is
+            interrupted removes the database and models it wrote, so a rerun needs no ``overwrite``.
         progress: show a progress bar per stage.
         colmap_log: let COLMAP log its INFO lines (to stderr); by default only its warnings.
 
@@ -206,6 +207,7 @@ def reconstruct(
     names = [p.relative_to(image_dir).as_posix() for p in list_images(image_dir)]
     if len(names) < 2:
         raise FileNotFoundError(f"structure from motion needs at least 2 images, found {len(names)} in {image_dir}")
+    new_dir = not out_dir.exists()
     database = _prepare_out_dir(out_dir, overwrite)
     level = pycolmap.logging.minloglevel
     pycolmap.logging.minloglevel = level if colmap_log else max(level, 1)  # 1: WARNING
@@ -214,6 +216,9 @@ def reconstruct(
                    overlap, camera_model, None if camera_params is None else [float(v) for v in camera_params],
                    progress)
         summary = _run(job, descriptor)
+    except BaseException:  # an error or Ctrl-C: leave no half-made reconstruction that a rerun would refuse
+        _remove_run(out_dir, new_dir)
+        raise
     finally:
         pycolmap.logging.minloglevel = level
     write_json(out_dir / SUMMARY, summary.to_dict(), force=overwrite, option=OVERWRITE)  # marked: a rerun replaces it
@@ -322,8 +327,17 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
                                   "or choose another output folder")
         database.unlink(missing_ok=True)
         shutil.rmtree(out_dir / SPARSE, ignore_errors=True)
+        (out_dir / SUMMARY).unlink(missing_ok=True)  # it described them
     out_dir.mkdir(parents=True, exist_ok=True)
     return database
+
+
+def _remove_run(out_dir: Path, new_dir: bool) -> None:
+    """Remove what a failed run wrote: the database, the models and, if the run made it, the empty folder."""
+    (out_dir / DATABASE).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / SPARSE, ignore_errors=True)
+    if new_dir and not any(out_dir.iterdir()):
+        out_dir.rmdir()
 
 
 def _import_images(database: Path, image_dir: Path, names: list[str], camera_model: str,
@@ -345,7 +359,6 @@ def _import_images(database: Path, image_dir: Path, names: list[str], camera_mod
         for group in groups.values():
             pycolmap.import_images(database, image_dir, pycolmap.CameraMode.SINGLE, group, options)
     except ValueError as err:  # COLMAP's check failures, e.g. parameters that do not fit the model
-        database.unlink()  # nothing was done: leave no half-made database behind
         raise ValueError(f"cannot create cameras ({camera_model}, params {camera_params}): {err}") from None
 
 

@@ -170,8 +170,12 @@ def test_augment_config_parse():
         AugmentConfig.parse("noise,sharpen")
     with pytest.raises(ValueError, match="number"):
         AugmentConfig.parse("noise=strong")
-    with pytest.raises(ValueError, match=">= 0"):
-        AugmentConfig.parse("blur=-1")
+    for bad in ("blur=-1", "blur=1e6", "photometric=nan", "kpjitter=inf"):  # blur=1e6 never finished a batch,
+        with pytest.raises(ValueError, match=r"strengths must be numbers in \[0, 10\], got"):  # photometric=1e6
+            AugmentConfig.parse(bad)  # stopped in adjust_exposure ("gain must be finite")
+    strongest = AugmentConfig.parse("noise,blur,jpeg,photometric,kpjitter", strength=10)
+    x = (np.random.default_rng(0).random((4, 64, 64)) * 255).astype(np.uint8)
+    assert augment_patches(x, np.random.default_rng(1), strongest).shape == x.shape
     # the geometric switches travel in the same object, checked when it is made
     geo = AugmentConfig.parse("noise", flip_rot90=True, rot_deg=10, scale=0.1)
     assert (geo.noise, geo.flip_rot90, geo.rot_deg, geo.scale) == (1.0, True, 10.0, 0.1) and geo.frame_jitter

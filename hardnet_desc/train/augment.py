@@ -34,6 +34,9 @@ LOG2_GAIN, LOG2_GAMMA, OFFSET = 0.5, 0.4, 0.05  # exposure gain 2^+-0.5, gamma 2
 # Keypoint localisation noise of SIFT (stds per patch): position ~0.3 px of the keypoint's octave, which
 # is ~0.06 kp.size; scale ~6 %; orientation ~3 degrees.
 KP_SHIFT, KP_LOG_SCALE, KP_ANGLE_DEG = 0.06, 0.06, 3.0
+#: The largest strength: at 10 a patch is blurred by up to 10 px, its exposure changed by up to 32x, its
+#: keypoint moved by 0.6 kp.size; beyond, patches hold no signal (and a huge blur kernel never finishes).
+MAX_STRENGTH = 10.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class AugmentConfig:
         scale: random zoom of each patch in [1 - scale, 1 + scale] (``--scale-jitter``; 0 = off).
 
     Raises:
-        ValueError: a strength or ``rot_deg`` that is not a finite number >= 0, or ``scale`` outside [0, 1).
+        ValueError: a strength outside [0, ``MAX_STRENGTH``], a ``rot_deg`` that is not a finite number
+            >= 0, or ``scale`` outside [0, 1).
     """
 
     noise: float = 0.0
@@ -70,9 +74,9 @@ class AugmentConfig:
     STRENGTHS = ("noise", "blur", "jpeg", "photometric", "kpjitter")
 
     def __post_init__(self) -> None:
-        bad = [f"{k}={v}" for k, v in self.strengths().items() if not (math.isfinite(v) and v >= 0)]
+        bad = [f"{k}={v}" for k, v in self.strengths().items() if not 0 <= v <= MAX_STRENGTH]  # also NaN
         if bad:
-            raise ValueError(f"augmentation strengths must be finite and >= 0, got {', '.join(bad)}")
+            raise ValueError(f"augmentation strengths must be numbers in [0, {MAX_STRENGTH:g}], got {', '.join(bad)}")
         if not (math.isfinite(self.rot_deg) and self.rot_deg >= 0):
             raise ValueError(f"rot_deg must be >= 0 (--rot-deg), got {self.rot_deg!r}")
         if not 0 <= self.scale < 1:

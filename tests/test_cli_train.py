@@ -147,6 +147,22 @@ def test_diverging_loss_stops_without_export(data_dir, tmp_path, monkeypatch, ca
     assert not (tmp_path / "run" / "hardnet.safetensors").exists()
 
 
+def test_degenerate_start_weights_stop_at_the_first_step(data_dir, tmp_path, capsys):
+    """All-zero --init weights describe every patch alike: the loss was 0 (every negative closer than the
+    near-duplicate distance is left out), the weights never moved, and the run exported them as trained."""
+    from hardnet_desc.core.model import HardNet
+    from hardnet_desc.core.weights import save_weights
+
+    net = HardNet()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    zero = save_weights(net, tmp_path / "zero.safetensors", {"patch_scale": 6.0})
+    code = main(["train", str(data_dir / "train"), str(tmp_path / "run"), *FAST, "--init", str(zero)])
+    _one_line_error(capsys, code, "step 1: the network gives one descriptor for all 128 patches of the batch")
+    assert not (tmp_path / "run" / "hardnet.safetensors").exists()
+
+
 def test_nan_weights_are_never_saved(data_dir, tmp_path, monkeypatch, capsys):
     step = torch.optim.SGD.step
 

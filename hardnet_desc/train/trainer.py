@@ -36,7 +36,7 @@ from ..core.patches import PatchSpec
 from ..core.weights import check_state_dict, load_weights, read_checkpoint, save_weights
 from .augment import AugmentConfig
 from .datasets.writer import spec_record
-from .loss import hardest_in_batch_loss
+from .loss import NEAR_DUPLICATE_DIST, hardest_in_batch_loss
 from .sampler import MixedPairs, PairDataset, split_batch
 
 CHECKPOINT = "checkpoint.pt"
@@ -369,6 +369,11 @@ def _train_step(run: _Run, anchor: torch.Tensor, positive: torch.Tensor) -> floa
     positive = positive.to(run.device).contiguous(memory_format=torch.channels_last)
     with autocast(run.device, cfg.precision):
         desc = run.model(torch.cat([anchor, positive]))
+    spread = (desc.detach().float() - desc.detach().float().mean(0)).norm(dim=1).max()
+    if float(spread) < NEAR_DUPLICATE_DIST / 2:  # every two descriptors nearer than that: no negative is left
+        raise TrainingError(f"step {run.step + 1}: the network gives one descriptor for all {len(desc)} patches of the "
+                            "batch, so the loss is 0 and nothing can train; the start weights are degenerate (all "
+                            "zero?) or training collapsed: choose other --init weights, or lower --lr")
     loss = hardest_in_batch_loss(desc[: len(anchor)], desc[len(anchor) :], margin=cfg.margin,
                                  anchor_swap=cfg.anchor_swap, reduction_mode=cfg.batch_reduce)
     if not bool(torch.isfinite(loss)):

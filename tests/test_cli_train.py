@@ -101,11 +101,11 @@ def test_train_cli_anchor_swap_by_default(data_dir, tmp_path, spy):
     assert spy["anchor_swap"] == [True, True]
 
 
-def _one_line_error(capsys, code, match):
+def _one_line_error(capsys, code, *matches):
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.startswith("hardnet-desc train: error: ") and "\n" not in err and "Traceback" not in err, err
-    assert match in err, err
+    assert all(match in err for match in matches), err
 
 
 @pytest.mark.parametrize(
@@ -161,6 +161,30 @@ def test_degenerate_start_weights_stop_at_the_first_step(data_dir, tmp_path, cap
     code = main(["train", str(data_dir / "train"), str(tmp_path / "run"), *FAST, "--init", str(zero)])
     _one_line_error(capsys, code, "step 1: the network gives one descriptor for all 128 patches of the batch")
     assert not (tmp_path / "run" / "hardnet.safetensors").exists()
+
+
+def test_a_failed_checkpoint_is_one_line_and_resume_logs_each_epoch_once(data_dir, tmp_path, monkeypatch, capsys):
+    """A full disk at the end of epoch 2: torch.save's "unexpected pos" became one line naming the file; the log
+    kept epoch 2's row, and --resume (from epoch 1's checkpoint) wrote it again: two rows for epoch 2."""
+    save, calls = torch.save, []
+
+    def disk_full_at_second(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 9152 vs 9040")
+        return save(obj, f, *args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(torch, "save", disk_full_at_second)
+    code = main(["train", str(data_dir / "train"), str(out), *FAST])
+    _one_line_error(capsys, code, f"step 8: cannot write {out / 'checkpoint.pt'} (",
+                    "unexpected pos 9152 vs 9040); the last checkpoint is kept, --resume goes on from it")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert len((out / "log.csv").read_text().splitlines()) == 3  # header, epochs 1 and 2
+    monkeypatch.setattr(torch, "save", save)
+    assert main(["train", str(data_dir / "train"), str(out), *FAST, "--resume"]) == 0
+    rows = (out / "log.csv").read_text().splitlines()
+    assert [r.split(",")[:2] for r in rows[1:]] == [["1", "4"], ["2", "8"]], rows
 
 
 def test_nan_weights_are_never_saved(data_dir, tmp_path, monkeypatch, capsys):

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -311,19 +312,23 @@ _OUTPUTS = {"log.csv": _log_is_ours, "hardnet.safetensors": _weights_are_ours, "
 
 @contextmanager
 def _open_log(run: _Run) -> Iterator[Callable[[dict], None]]:
-    """``log.csv`` (new, or appended to on resume, which must have the same columns); yields a function that
-    writes one row. With several validation sets, a column ``val_fpr95_NAME`` per set follows
-    ``LOG_COLUMNS`` (whose ``val_fpr95`` is the first set's)."""
-    log = run.out / "log.csv" if run.main_process else Path(os.devnull)
-    new_log = run.step == 0 or not log.exists() or log.stat().st_size == 0
+    """``log.csv``, begun with the rows of the run so far (a resumed run's checkpoint history: rows that an
+    earlier session logged after its last checkpoint go, as the steps they describe are trained again); yields
+    a function that writes one row. With several validation sets, a column ``val_fpr95_NAME`` per set follows
+    ``LOG_COLUMNS`` (whose ``val_fpr95`` is the first set's); a resumed run must have the same columns."""
+    if not run.main_process:
+        yield lambda row: None
+        return
+    log = run.out / "log.csv"
     columns = list(LOG_COLUMNS) + ([f"val_fpr95_{name}" for name in run.val_sets] if len(run.val_sets) > 1 else [])
-    if not new_log and run.main_process and log.read_text().splitlines()[0] != ",".join(columns):
+    old = log.read_text().splitlines()[:1] if run.history and log.is_file() else []
+    if (old and old[0] != ",".join(columns)) or any(set(columns) - set(row) for row in run.history):
         raise ValueError(f"{log} has other columns than this run ({','.join(columns)}): resume with the same --val sets")
-    with open(log, "w" if new_log else "a", newline="") as f:
+    with replacing(log) as tmp:
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([columns, *([row[c] for c in columns] for row in run.history)])
+    with open(log, "a", newline="") as f:
         writer = csv.writer(f)
-        if new_log:
-            writer.writerow(columns)
-            f.flush()
 
         def write_row(row: dict) -> None:
             writer.writerow([row[c] for c in columns])
@@ -400,9 +405,14 @@ def _save_checkpoint(run: _Run) -> None:
         return
     _check_weights(run)
     path = run.out / CHECKPOINT
-    with replacing(path) as tmp:  # atomic: a kill mid-write never leaves a broken checkpoint
-        torch.save({"model": run.net.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
-                    "history": run.history, "config": asdict(run.cfg)}, tmp)
+    try:
+        with replacing(path) as tmp:  # atomic: a kill mid-write never leaves a broken checkpoint
+            torch.save({"model": run.net.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
+                        "history": run.history, "config": asdict(run.cfg)}, tmp)
+    except (OSError, RuntimeError) as err:  # a full disk: torch says "unexpected pos 9152 vs 9040"
+        free = shutil.disk_usage(run.out).free / 2**20
+        raise TrainingError(f"step {run.step}: cannot write {path} ({free:.0f} MiB free on its disk: "
+                            f"{_first_line(err)}); the last checkpoint is kept, --resume goes on from it") from None
 
 
 def _paths(value: str | list[str] | None) -> list[str]:

@@ -3,6 +3,7 @@ instance) gives the single-process file."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -302,3 +303,25 @@ def test_ray_gives_the_single_process_file(folder, weights, reference, tmp_path)
         assert_same_file(out, reference)
     finally:
         ray.shutdown()
+
+
+def test_a_file_name_that_is_not_utf8_fails_alone(weights, tmp_path):
+    """No HDF5 key holds such a name: h5py stopped the whole extraction ("surrogates not allowed") after the
+    images before it; now that image is reported failed, in one process and with workers."""
+    name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes, kept by Python as a surrogate
+    root = tmp_path / "photos"
+    root.mkdir()
+    try:
+        shutil.copy(DATA_DIR / "sacre_coeur_1.jpg", root / name)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes UTF-8 names only")
+    shutil.copy(DATA_DIR / "sacre_coeur_2.jpg", root / "z.jpg")
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
+    for report in (extract_folder(root, tmp_path / "one.h5", hardnet, max_keypoints=100, progress=False),
+                   extract_parallel(root, tmp_path / "two.h5", weights, workers=1, device="cpu", max_keypoints=100,
+                                    progress=False)):
+        assert report.done == ["z.jpg"] and report.failed == [(name, "its file name is not valid UTF-8, which an "
+                                                                     "HDF5 key must be")]
+    for out in ("one.h5", "two.h5"):
+        with h5py.File(tmp_path / out, "r") as h5:
+            assert feature_names(h5) == {"z.jpg"}

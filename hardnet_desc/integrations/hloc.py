@@ -229,9 +229,7 @@ def extract_folder(
         raise OSError(f"cannot open {out} as an HDF5 file ({err})") from None
     with h5file as h5:
         claim_file(h5, file_attrs(descriptor, max_keypoints), out)
-        have = feature_names(h5)
-        todo = [n for n in names if n not in have]
-        report.skipped = [n for n in names if n in have]
+        todo = plan_extraction(names, feature_names(h5), report, on_error)
         step = max(1, batch_images)
         detected = _detected(root, todo, descriptor, max_keypoints, workers, ahead=step + 2 * workers)
         with tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:
@@ -257,6 +255,26 @@ def extract_folder(
             finally:
                 detected.close()  # stops the workers
     return report
+
+
+def plan_extraction(names: Sequence[str], have: set[str], report: ExtractReport,
+                    on_error: Callable[[str, str], None] | None) -> list[str]:
+    """The ``names`` still to extract; those already in the file (``have``) go to ``report.skipped``, and
+    those no HDF5 key can hold (not valid UTF-8) to ``report.failed`` and ``on_error``."""
+    todo = []
+    for name in names:
+        if name in have:
+            report.skipped.append(name)
+            continue
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            report.failed.append((name, why := "its file name is not valid UTF-8, which an HDF5 key must be"))
+            if on_error is not None:
+                on_error(name, why)
+            continue
+        todo.append(name)
+    return todo
 
 
 #: What makes one image fail (reported, the others go on); anything else stops the extraction.

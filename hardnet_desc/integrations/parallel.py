@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ..detection import DEFAULT_MAX_KEYPOINTS
-from .hloc import ExtractReport, claim_file, extract_folder, feature_names, file_attrs, image_names
+from .hloc import (ExtractReport, claim_file, extract_folder, feature_names, file_attrs, image_names,
+                   plan_extraction)
 from ..core.weights import DEFAULT_WEIGHTS
 
 BACKENDS = ("processes", "ray")
@@ -163,8 +164,8 @@ def extract_parallel(
 
     with h5py.File(out, "r") as h5:
         have = feature_names(h5)
-    report = ExtractReport(skipped=[n for n in names if n in have])
-    todo = [n for n in names if n not in have]
+    report = ExtractReport()
+    todo = plan_extraction(names, have, report, on_error)
     if todo:
         run = _run_processes if backend == "processes" else _run_ray
         for name, reason in run(str(images), str(parts_folder(out)), todo, settings, workers, address, progress):

@@ -120,6 +120,7 @@ def _one_line_error(capsys, code, *matches):
         ("--dropout", "1.5", "dropout must be in [0, 1)"),
         ("--checkpoint-every", "0", "checkpoint_every must be >= 1"),
         ("--max-steps", "0", "max_steps must be >= 1"),
+        ("--seed", "100000000000000", "seed must be in [0, 2**32) (--seed)"),  # was "Overflow when unpacking long"
         ("--photos-per-batch", "-1", "photos_per_batch must be >= 0"),
         ("--rot-deg", "-1", "rot_deg must be >= 0 (--rot-deg), got -1.0"),
         ("--scale-jitter", "1", "scale must be in [0, 1) (--scale-jitter), got 1.0"),

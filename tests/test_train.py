@@ -223,3 +223,16 @@ def test_cli_mix_errors(dataset, tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse's own error
         main([*base, "--mix", "half"])
     assert "comma-separated floats" in capsys.readouterr().err
+
+
+def test_make_dataset_takes_any_point_budget_and_names_an_empty_validation_split(photo_dir, tmp_path):
+    """--points 1e11 stopped in cv2.SIFT_create ("integer won't fit into a C int") after split.json was written; a
+    validation split that kept no patch stopped with "n_pairs must be a positive integer, got 0"."""
+    from hardnet_desc.train.datasets.synthetic import MatchConfig, detect
+
+    image = cv2.imread(str(EXAMPLE_FILES[0]), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(detect(image, 10**11), detect(image, 2**31 - 1))
+    assert len(detect(image, 10**11)) > 1000
+    with pytest.raises(ValueError, match="no patch .* loosen --match-angle/--match-scale"):
+        make_dataset(photo_dir, tmp_path / "ds", points=50, views=1, val_fraction=0.34, workers=1, progress=False,
+                     match=MatchConfig(max_px=0.0, max_rel_px=0.0))  # no re-detection lands exactly on its projection

@@ -92,6 +92,7 @@ def add_eval_fpr95(sub) -> None:
 def run_eval_fpr95(args: argparse.Namespace) -> int:
     from functools import partial
 
+    from ..core.patches import check_patch_scale
     from ..data.phototour import STORED_SIZE
     from ..descriptor import HardNetDescriptor
     from ..evaluation.methods import sift_patches
@@ -103,6 +104,7 @@ def run_eval_fpr95(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown method(s) {unknown}; choose from hardnet, sift, rootsift")
     if not args.root.is_dir():  # fail before the weights load
         raise FileNotFoundError(f"PhotoTour folder not found: {args.root}")
+    check_patch_scale(args.patch_scale)  # before any work (SIFT's keypoint size)
     for method in methods:
         if method == "hardnet":
             describe, size = HardNetDescriptor(args.weights, device=args.device, precision=args.precision), None

@@ -28,7 +28,7 @@ from ..descriptor import HardNetDescriptor
 from ..core.image import to_grey_tensor
 from ..integrations.kornia import laf_descriptor
 from ..core.model import DESCRIPTOR_DIM, HardNet
-from ..core.patches import DEFAULT_PATCH_SCALE
+from ..core.patches import DEFAULT_PATCH_SCALE, check_patch_scale
 from ..core.weights import DEFAULT_WEIGHTS
 
 DescribeFn = Callable[[np.ndarray, Sequence[cv2.KeyPoint]], np.ndarray]
@@ -87,6 +87,7 @@ def sift_patches(patches: np.ndarray, patch_scale: float = DEFAULT_PATCH_SCALE, 
     patches = np.asarray(patches)
     if patches.ndim != 3 or patches.shape[1] != patches.shape[2] or patches.dtype != np.uint8:
         raise ValueError(f"patches must be (N, S, S) uint8, got {patches.shape} {patches.dtype}")
+    patch_scale = check_patch_scale(patch_scale)
     n, side = len(patches), patches.shape[1]
     pad, grid = side // 2, 8
     tile = side + 2 * pad

@@ -28,6 +28,7 @@ import numpy as np
 from ..data.images import list_images
 from ..data.warps import WarpConfig, photometric, random_homography
 from ..core.image import read_image, to_uint8
+from ..core.patches import check_integer
 from ..outputs import json_is_ours, write_json
 
 LEVELS = 5
@@ -42,6 +43,8 @@ HARDEST_PHOTOMETRIC = WarpConfig(
 NOISE_SIGMAS = (4.0, 8.0, 12.0, 16.0, 24.0)
 #: The warped reference must cover at least this fraction of the view's canvas.
 MIN_COVERAGE = 0.35
+#: The smallest ``max_side``: a photo smaller than this keeps too few keypoints after the warps.
+MIN_SIDE = 64
 
 
 def level_config(level: int, geometric: bool) -> WarpConfig:
@@ -142,7 +145,7 @@ def make_sequences(
         seed: seeds the choice of photos and every warp; the output is reproducible.
         illumination: also write the ``i_`` (photometric only) sequences.
         noise: also write the ``n_`` (Gaussian sensor noise only) sequences.
-        max_side: photos are first downscaled so that their longer side is at most this.
+        max_side: photos are first downscaled so that their longer side is at most this (>= ``MIN_SIDE``).
         suffix: image format, ``'.png'`` or ``'.ppm'`` (lossless).
         force: write into sequence folders that hold files of another program.
 
@@ -151,6 +154,8 @@ def make_sequences(
     """
     if suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"suffix must be .png, .ppm or .pgm (lossless), got {suffix!r}")
+    check_integer(max_side, "max_side", MIN_SIDE)
+    check_integer(seed, "seed", 0)
     paths = list_images(images)
     if not paths:
         raise ValueError(f"no images found in {images}")

@@ -105,7 +105,7 @@ def check_config(cfg: TrainConfig) -> None:
     need(finite(cfg.dropout) and 0 <= cfg.dropout < 1, "dropout", "in [0, 1)")
     per_folder = cfg.photos_per_batch if isinstance(cfg.photos_per_batch, list) else [cfg.photos_per_batch]
     need(all(n >= 0 for n in per_folder), "photos_per_batch", ">= 0")
-    need(cfg.seed >= 0, "seed", ">= 0")
+    need(0 <= cfg.seed < 2**32, "seed", "in [0, 2**32)")  # torch seeds from seed * 1_000_003 + step: a long long
     need(cfg.checkpoint_every >= 1, "checkpoint_every", ">= 1")
     need(cfg.max_steps is None or cfg.max_steps >= 1, "max_steps", ">= 1")
     need(cfg.batch_reduce in ("min", "average", "random"), "batch_reduce", "'min', 'average' or 'random'")

@@ -25,7 +25,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ...core.image import read_image, to_grey_tensor
-from ...core.patches import PatchSpec, extract_patches
+from ...core.patches import PatchSpec, check_integer, check_number, extract_patches
 from ...integrations.colmap import (
     ColmapScene,
     keypoints_from_colmap,
@@ -138,6 +138,16 @@ class Tracks:
     distinct: int = 0
 
 
+def check_selection(min_track: int, max_points: int | None, max_patches_per_point: int | None,
+                    min_point_distance: float, seed: int) -> None:
+    """Raise ``ValueError``/``TypeError`` naming the first of ``select_tracks``' settings no selection can use."""
+    check_integer(min_track, "min_track", 2)  # a track of one observation has no match
+    check_integer(max_points, "max_points", 1, "None: all")
+    check_integer(max_patches_per_point, "max_patches_per_point", 2, "None: all")
+    check_number(min_point_distance, "min_point_distance", strict=False)
+    check_integer(seed, "seed", 0)
+
+
 def select_tracks(
     rec,
     *,
@@ -156,12 +166,7 @@ def select_tracks(
     ``max_points`` points (a seeded random choice) and, per point, ``max_patches_per_point``
     observations (also random) are kept. A point seen twice in one photo gives one patch there.
     """
-    if min_track < 2:
-        raise ValueError(f"min_track must be >= 2 (a track of one observation has no match), got {min_track}")
-    if max_patches_per_point is not None and max_patches_per_point < 2:
-        raise ValueError(f"max_patches_per_point must be >= 2, got {max_patches_per_point}")
-    if max_points is not None and max_points < 1:
-        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    check_selection(min_track, max_points, max_patches_per_point, min_point_distance, seed)
     rng = np.random.default_rng(seed)
     pids, lengths, elements = [], [], []
     for pid, p in rec.points3D.items():
@@ -404,6 +409,7 @@ def make_sfm_dataset(
         The record written to ``out/record.json``.
     """
     check_count(val_pairs, "val_pairs")
+    check_selection(min_track, max_points_per_scene, max_patches_per_point, min_point_distance, seed)
     spec = default_patch_spec(patch_scale, min_kp_size)
     out = Path(out)
     check_dataset_folder(out, ("meta.json", "record.json"), force)

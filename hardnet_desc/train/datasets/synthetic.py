@@ -35,7 +35,7 @@ from ...data.warps import WarpConfig, photometric, project_keypoints, random_hom
 from ...detection import detect_sift
 from ...core.image import read_image, to_grey_numpy, to_grey_tensor
 from ...outputs import write_json
-from ...core.patches import PatchSpec, extract_patches
+from ...core.patches import PatchSpec, check_integer, check_number, extract_patches
 from .writer import Part, default_patch_spec, spec_record, write_split
 
 
@@ -49,6 +49,15 @@ class MatchConfig:
     max_angle_deg: float = 20.0
     min_point_distance: float = 3.0  # points closer than this (pixels) to a stronger one are dropped
 
+    def __post_init__(self) -> None:
+        """Refuse values that would match nothing or everything (``--match-angle``, ``--match-scale``)."""
+        for name in ("max_px", "max_rel_px", "min_point_distance"):
+            check_number(getattr(self, name), name, strict=False)
+        check_number(self.max_scale_ratio, "max_scale_ratio (--match-scale)", 1.0, strict=False)
+        check_number(self.max_angle_deg, "max_angle_deg (--match-angle)", 0.0)
+        if self.max_angle_deg > 180:
+            raise ValueError(f"max_angle_deg (--match-angle) must be at most 180, got {self.max_angle_deg}")
+
 
 def split_images(paths: list[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Deterministic train/validation split by image."""
@@ -61,7 +70,7 @@ def split_images(paths: list[Path], val_fraction: float, seed: int) -> tuple[lis
 
 def detect(image: np.ndarray, n: int) -> np.ndarray:
     """SIFT keypoints (OpenCV's ``nfeatures=n``) as ``(N, 4)`` ``(x, y, size, angle)``, strongest first."""
-    kps = detect_sift(image, detector=cv2.SIFT_create(nfeatures=n))
+    kps = detect_sift(image, detector=cv2.SIFT_create(nfeatures=min(n, 2**31 - 1)))  # OpenCV's int; no photo has more
     return np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in kps], dtype=np.float64).reshape(-1, 4)
 
 
@@ -202,6 +211,8 @@ def make_dataset(
     """
     for name, value in (("points", points), ("views", views), ("val_pairs", val_pairs)):
         check_count(value, name)
+    check_integer(seed, "seed", 0)
+    check_integer(split_seed, "split_seed", 0, "None: seed")
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}")
     warp, match = warp or WarpConfig(), match or MatchConfig()
@@ -242,6 +253,9 @@ def _write_split(folder: Path, jobs: list[ImageJob], workers: int, val_pairs: in
     def pair_files(ids: np.ndarray) -> dict | None:
         if val_pairs is None:
             return None
+        if not len(ids):
+            raise ValueError(f"{folder}: the validation photos gave no patch (no re-detected keypoint agreed with "
+                             "its projection); add photos or loosen --match-angle/--match-scale")
         n = min(val_pairs, len(ids))
         return {f"m50_{n}_{n}_0.txt": make_pairs(ids, n, seed)}
 

@@ -53,6 +53,8 @@ class PairMatch:
             0 for the plain pipeline.
         views: views described per image (1 each for the plain pipeline).
         timings: seconds per stage and ``total``.
+        ratio: the ratio threshold the matches passed (with ``wide_baseline``, FGINN's: at a step with views
+            ``view_ratio`` may have replaced ``ratio``); ``None``: no ratio test.
     """
 
     keypoints1: list[cv2.KeyPoint]
@@ -67,6 +69,7 @@ class PairMatch:
     step: int | None = 0
     views: tuple[int, int] = (1, 1)
     timings: dict[str, float] = field(default_factory=dict)
+    ratio: float | None = None
 
 
 def match_pair(
@@ -138,7 +141,7 @@ def match_pair(
         model = refine_homography(model, p1, p2, threshold)
         inliers = transfer_error(model, p1, p2) < threshold
     return PairMatch(keypoints[0], keypoints[1], matches, p1, p2, inliers, model, geometry, threshold,
-                     timings={"total": time.perf_counter() - clock})
+                     timings={"total": time.perf_counter() - clock}, ratio=ratio)
 
 
 def _match_wide(image1: ImageLike, image2: ImageLike, descriptor: HardNetDescriptor, *, threshold: float,
@@ -147,4 +150,5 @@ def _match_wide(image1: ImageLike, image2: ImageLike, descriptor: HardNetDescrip
     w = match_wide(image1, image2, descriptor, threshold=threshold, **options)
     keypoints = [frames_to_keypoints(f.frames, descriptor.patch_scale) for f in (w.features1, w.features2)]
     return PairMatch(keypoints[0], keypoints[1], w.matches, w.points1, w.points2, w.inliers, w.model, w.geometry,
-                     threshold, step=w.step, views=(len(w.features1.views), len(w.features2.views)), timings=w.timings)
+                     threshold, step=w.step, views=(len(w.features1.views), len(w.features2.views)), timings=w.timings,
+                     ratio=w.ratio)

@@ -120,6 +120,8 @@ class WideMatch:
         geometry: the model's kind; ``"homography"`` also when a fundamental matrix was asked for and
             only a plane supports it.
         step: the step whose model was accepted, or ``None``.
+        ratio: the FGINN ratio threshold the matches passed (``ratio``, or at a step with views the one of
+            ``ratio_tries`` that verified the model, else the looser); ``None``: no ratio test.
         timings: seconds per stage (``features``: views, detection and description; ``match``;
             ``verify``; ``guided``: guided matching and the refit of a homography) and ``total``.
     """
@@ -133,6 +135,7 @@ class WideMatch:
     model: np.ndarray | None
     geometry: str
     step: int | None
+    ratio: float | None
     timings: dict[str, float]
 
 
@@ -518,7 +521,7 @@ def match_wide(
                 model, inliers = None, np.zeros(len(inliers), bool)  # as verify's refusals: the search goes on
             timings["guided"] += time.perf_counter() - t0
         result = WideMatch(feats[0], feats[1], matches, *points, inliers, model, kind,
-                           None if model is None else step, timings)
+                           None if model is None else step, r, timings)
         weak = model is not None and kind == geometry and inliers.sum() < stop and step + 1 < len(steps)
         if progress is not None:
             label = ", ".join(f"{t:g}" + (f" at scale {z:g}" if z < 1 else "") for t, z in map(view_spec, tilts))

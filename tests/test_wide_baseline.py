@@ -377,8 +377,11 @@ def test_match_pair_and_the_cli_pass_view_keypoints_on(example_image, hardnet, t
     args = ["match", *map(str, paths), "--out", str(tmp_path / "m.png"), "--device", "cpu", "--geometry",
             "homography", "--max-keypoints", "60", "--wide-baseline", "--json", str(tmp_path / "m.json")]
     assert main([*args, "--view-keypoints", "20,5"]) == 0
-    assert json.loads((tmp_path / "m.json").read_text())["keypoints"] == [len(r.keypoints1), len(r.keypoints2)]
-    capsys.readouterr()
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["keypoints"] == [len(r.keypoints1), len(r.keypoints2)]
+    # the matches shown are the last step's, which passed the looser view_ratio: the CLI said the step-0 ratio
+    assert w.ratio == r.ratio == data["ratio"] == VIEW_RATIO
+    assert f"FGINN ratio < {VIEW_RATIO:g})" in capsys.readouterr().out
     assert main([*args, "--force", "--view-keypoints", "20,-1"]) == 2  # checked before any work
     assert "--view-keypoints[1] must be" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -394,7 +397,7 @@ def test_match_pair_and_the_cli_pass_view_keypoints_on(example_image, hardnet, t
 def test_view_ratio_applies_to_the_view_steps_only(example_pair, example_image, hardnet):
     # Step 0 is the plain pipeline with ``ratio``: an extreme view_ratio leaves an easy pair's result as it was.
     easy = [match_wide(*example_pair, hardnet, geometry="fundamental", view_ratio=v) for v in (VIEW_RATIO, 0.05)]
-    assert easy[0].step == easy[1].step == 0
+    assert easy[0].step == easy[1].step == 0 and easy[0].ratio == easy[1].ratio == 0.8
     assert np.array_equal(easy[0].matches.query_idx, easy[1].matches.query_idx)
     assert np.array_equal(easy[0].inliers, easy[1].inliers)
     # The later steps match with ``view_ratio``: a stricter one keeps fewer of the same tentative matches.
@@ -402,7 +405,7 @@ def test_view_ratio_applies_to_the_view_steps_only(example_pair, example_image, 
     noise = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (260, 400), np.uint8), (0, 0), 1.5)
     loose, strict = [match_wide(small, noise, hardnet, steps=((), (2.0,)), max_keypoints=500, view_ratio=v)
                      for v in (None, 0.8)]
-    assert loose.step is None and strict.step is None
+    assert loose.step is None and strict.step is None and loose.ratio is None and strict.ratio == 0.8
     assert len(strict.matches) < len(loose.matches)
     assert set(strict.matches.query_idx.tolist()) <= set(loose.matches.query_idx.tolist())
 
@@ -427,6 +430,7 @@ def test_match_cli_wide_baseline_writes_json_and_keeps_foreign_files(example_fil
     assert "step 0 (tilts 1)" in text.err and "step 0 verified the model" in text.out
     data = json.loads(out.read_text())
     assert data["written_by"] == "hardnet-desc" and data["step"] == 0 and data["views"] == [1, 1]
+    assert data["ratio"] == 0.8 and "FGINN ratio < 0.8)" in text.out
     assert data["geometry"] == "fundamental" and len(data["model"]) == 3
     assert data["inliers"] == sum(data["matches"]["inlier"]) >= 25
     assert len(data["matches"]["points1"]) == len(data["matches"]["points2"]) == len(data["matches"]["inlier"])

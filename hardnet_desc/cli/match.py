@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"keypoints: {n1} ({args.image1}), {n2} ({args.image2})")
     ratio = "FGINN ratio" if args.wide_baseline else "ratio"
     guided = args.wide_baseline and r.model is not None and r.geometry == "homography"
-    ratio_test = f", {ratio} < {args.ratio}" if args.ratio else ""
+    ratio_test = f", {ratio} < {r.ratio:g}" if r.ratio else ""
     print(f"matches:   {len(r.matches)} (mutual nearest neighbours{ratio_test}"
           + (", + guided by the homography" if guided else "") + ")")
     print(f"inliers:   {n_inliers} ({r.geometry}, MAGSAC, {r.threshold:g} px)")
@@ -122,7 +122,7 @@ def _write_match_json(args: argparse.Namespace, r) -> None:
         "geometry": r.geometry, "model": None if r.model is None else r.model.tolist(),
         "threshold": r.threshold, "keypoints": [len(r.keypoints1), len(r.keypoints2)],
         "inliers": int(r.inliers.sum()), "wide_baseline": bool(args.wide_baseline),
-        "step": r.step, "views": list(r.views), "timings": r.timings,
+        "step": r.step, "ratio": r.ratio, "views": list(r.views), "timings": r.timings,
         "matches": {"points1": r.points1.round(3).tolist(), "points2": r.points2.round(3).tolist(),
                     "inlier": r.inliers.tolist()},
     }, force=args.force, indent=None)

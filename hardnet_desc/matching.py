@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .core.device import resolve_device
-from .core.patches import check_integer
+from .core.patches import check_integer, check_number
 
 __all__ = ["DescriptorMatcher", "Matches", "match_descriptors"]
 
@@ -139,12 +139,13 @@ def match_descriptors(
 
     Raises:
         ValueError: for bad shapes, mismatched dimensions, non-finite values, float64
-            values beyond float32's range, or out-of-range parameters.
+            values beyond or below float32's range, or out-of-range parameters.
         TypeError: descriptors that are not real arrays or tensors, or a ``ratio`` that is not a number.
     """
     check_ratio(ratio)
-    if max_distance is not None and not max_distance >= 0:
-        raise ValueError(f"max_distance must be >= 0 or None, got {max_distance}")
+    if max_distance is not None:
+        check_number(max_distance, "max_distance", strict=False)
+    check_integer(chunk_size, "chunk_size", 1, "None: from N2")
     a, b, scale = _prepare(desc1, desc2, device)
     if len(a) == 0 or len(b) == 0:
         return Matches.empty()
@@ -301,19 +302,21 @@ def _to_tensor(x: ArrayLike | None, name: str, device: str | torch.device) -> to
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "fiu":
             raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))  # torch: native order only
     elif not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
     elif x.dtype == torch.bool or x.is_complex():
         raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    x = x.detach()  # matching is not differentiable
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (N, D), got shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf")
     peak = float(x.abs().max()) if x.dtype == torch.float64 and x.numel() else 0.0
-    if peak > torch.finfo(torch.float32).max:
-        raise ValueError(f"{name} holds values up to {peak:.3g}, beyond float32's range (descriptors are "
-                         "matched in float32): scale them down")
+    f32 = torch.finfo(torch.float32)
+    if peak > f32.max or 0 < peak < f32.tiny:  # distances are float32: they would be inf, or 0 and misordered
+        raise ValueError(f"{name} holds values up to {peak:.3g}, {'beyond' if peak > 1 else 'below'} float32's "
+                         f"range (descriptors are matched in float32): scale them {'down' if peak > 1 else 'up'}")
     x = x.to(device=device, dtype=torch.float32).contiguous()
     return x
 
@@ -321,8 +324,6 @@ def _to_tensor(x: ArrayLike | None, name: str, device: str | torch.device) -> to
 def _chunk_rows(chunk_size: int | None, n2: int, device: torch.device) -> int:
     if chunk_size is None:  # at most _EXACT_ROWS: that bounds the re-ranking's memory too
         return min(_EXACT_ROWS, max(1, _CHUNK_ELEMS.get(device.type, _CHUNK_ELEMS["cpu"]) // max(n2, 1)))
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     return int(chunk_size)
 
 

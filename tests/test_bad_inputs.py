@@ -286,8 +286,13 @@ BAD_MATCH = {
     # finite float64 values beyond float32 were reported as "NaN or inf"
     "beyond float32": ((A.astype(np.float64) * 1e300, A), {}, ValueError, "desc1 holds values up to 1e.300, beyond "
                        "float32's range"),
+    # tiny float64 values were cast to float32 before the rescaling: 2 % of the matches right, distances 0
+    "below float32": ((A.astype(np.float64) * 1e-300, A), {}, ValueError, "desc1 holds values up to 1e.300, below "
+                      "float32's range .* scale them up"),
     "max_distance": ((A, A), {"max_distance": -1.0}, ValueError, "max_distance"),
+    "max_distance str": ((A, A), {"max_distance": "1"}, TypeError, "max_distance must be a number, got str"),
     "chunk_size": ((A, A), {"chunk_size": 0}, ValueError, "chunk_size"),
+    "chunk_size 2.5": ((A, A), {"chunk_size": 2.5}, TypeError, "chunk_size must be an integer or None"),
     "device": ((A, A), {"device": "gpu"}, ValueError, "unknown device"),
 }
 

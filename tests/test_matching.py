@@ -213,6 +213,8 @@ def test_input_types_and_dtypes(sift_pair):
         lambda x: x.astype(np.float16),
         lambda x: torch.from_numpy(x),
         lambda x: torch.from_numpy(x).to(torch.bfloat16),
+        lambda x: x.astype(">f4"),  # big-endian: torch stopped at the byte order
+        lambda x: torch.from_numpy(x).requires_grad_(),  # a descriptor net's output: autograd stopped the product
     ):
         m = match_descriptors(conv(desc1), conv(desc2))
         np.testing.assert_array_equal(m.pairs, ref.pairs)

@@ -1,5 +1,6 @@
 """Loading weights from every supported source, and the errors for every way it can go wrong."""
 
+import copy
 import hashlib
 
 import numpy as np
@@ -178,6 +179,29 @@ def test_wrong_architecture(hardnet, tmp_path):
     torch.save(wide, tmp_path / "rgb.pth")
     with pytest.raises(WeightsError, match=r"rgb\.pth: features\.0\.weight has shape \(32, 3, 3, 3\), HardNet expects"):
         load_weights(tmp_path / "rgb.pth")
+
+
+def test_bfloat16_weights_describe_as_their_float32_copy(hardnet, example_patches, tmp_path):
+    """The fingerprint read the weights through numpy, which has no bfloat16: the constructor stopped there."""
+    half = copy.deepcopy(hardnet).to(torch.bfloat16)
+    path = save_weights(half, tmp_path / "bf16.safetensors", {"patch_scale": 6.0})
+    weights = load_weights(path)
+    assert len(weights.fingerprint) == 64 and weights.fingerprint != load_weights(hardnet).fingerprint
+    got = HardNetDescriptor(path, device="cpu", precision="fp32").describe_patches(example_patches[:16])
+    want = HardNetDescriptor(half.float(), device="cpu", precision="fp32").describe_patches(example_patches[:16])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_odd_tensors_in_a_state_dict_are_weights_errors(hardnet, tmp_path):
+    """They passed load_weights and failed in torch: the constructor's load_state_dict, or a sparse comparison."""
+    sd = hardnet.state_dict()
+    counter = next(k for k in sd if k.endswith("num_batches_tracked"))
+    torch.save(dict(sd, **{counter: torch.zeros(5)}), tmp_path / "counter.pth")
+    with pytest.raises(WeightsError, match=rf"counter\.pth: {counter} is shape \(5,\), dtype torch.float32, Batch"):
+        load_weights(tmp_path / "counter.pth")
+    torch.save(dict(sd, **{"features.0.weight": sd["features.0.weight"].to_sparse()}), tmp_path / "sparse.pth")
+    with pytest.raises(WeightsError, match=r"features\.0\.weight is a torch.sparse_coo tensor"):
+        load_weights(tmp_path / "sparse.pth")
 
 
 def test_nan_weights(hardnet, tmp_path):

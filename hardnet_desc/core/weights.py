@@ -86,7 +86,8 @@ def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for key in sorted(state_dict):
         digest.update(key.encode())
-        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+        # the bytes as stored (any dtype: numpy has no bfloat16)
+        digest.update(state_dict[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -289,6 +290,14 @@ def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
             f"{source}: not a HardNet state dict (missing keys: {missing[:5]}{'...' if len(missing) > 5 else ''}; "
             f"unexpected keys: {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
         )
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked") and not (isinstance(value, torch.Tensor) and value.shape == ()
+                                                        and not value.is_floating_point()):
+            got = f"shape {tuple(value.shape)}, dtype {value.dtype}" if isinstance(value, torch.Tensor) else \
+                type(value).__name__
+            raise WeightsError(f"{source}: {key} is {got}, BatchNorm's counter is one integer")
+        if isinstance(value, torch.Tensor) and value.layout != torch.strided:
+            raise WeightsError(f"{source}: {key} is a {value.layout} tensor, HardNet expects dense ones")
     for key, shape in reference.items():
         value = given[key]
         if not isinstance(value, torch.Tensor) or value.shape != shape:
@@ -304,11 +313,13 @@ def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
 
 
 def load_hardnet(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHTS) -> tuple[HardNet, Weights]:
-    """A ``HardNet`` in eval mode with the given weights loaded (strict)."""
+    """A ``HardNet`` in eval mode with the given weights loaded (strict), in float32 whatever dtype they were
+    stored in (the descriptor's ``precision`` decides how it computes)."""
     weights = load_weights(source)
     with torch.device("meta"):  # the random init would be overwritten: skip it (a third of the load time)
         net = HardNet()
-    net.load_state_dict(weights.state_dict, strict=True, assign=True)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in weights.state_dict.items()}
+    net.load_state_dict(state, strict=True, assign=True)
     return net.eval(), weights
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .core.device import choose_precision, default_batch_size, resolve_device
-from .core.image import ImageLike, split_batch, tame_tensor, to_grey_tensor
+from .core.image import TAME_RANGE, ImageLike, split_batch, tame_tensor, to_grey_tensor
 from .core.model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
 from .core.patches import (
     KeypointsLike,
@@ -70,8 +70,8 @@ def describe_patches(
     x = torch.as_tensor(patches)
     if x.dim() == 3:
         x = x[:, None]
-    if x.dim() != 4 or x.shape[1] != 1:
-        raise ValueError(f"patches must be (N, H, W) or (N, 1, H, W), got {tuple(x.shape)}")
+    if x.dim() != 4 or x.shape[1] != 1 or min(x.shape[-2:]) < 1:
+        raise ValueError(f"patches must be (N, H, W) or (N, 1, H, W) with H, W >= 1, got {tuple(patches.shape)}")
     if x.is_floating_point():
         if not torch.isfinite(x).all():
             raise ValueError("patches contain NaN or inf")
@@ -159,7 +159,7 @@ class HardNetDescriptor:
         fused = fuse_hardnet(net.eval()).to(device).to(memory_format=torch.channels_last)
         self.net, precision = inference_net(fused, self._weights, precision, device)
         spec = (patch_spec or self._weights.patch_spec).replace(scale=patch_scale, min_kp_size=min_kp_size)
-        batch_size = int(batch_size or default_batch_size(device, precision))
+        batch_size = min(int(batch_size or default_batch_size(device, precision)), 2**30)  # any larger: one batch
         self._settings = DescribeSettings(device, precision, batch_size, spec, pack=pack, overlap=overlap)
         self._own_detector = detector is None
         self._detector = cv2.SIFT_create() if detector is None else detector
@@ -430,17 +430,24 @@ class HardNetDescriptor:
             ``K`` float32 tensors ``(N_k, 128)`` on this device, unit L2 rows in frame order.
 
         Raises:
-            ValueError: a frame centre outside its image, NaN or inf in the frames, or lists of
-                different lengths.
+            ValueError: a frame centre outside its image, NaN or inf in the frames or the images, frames
+                not ``(N, 2, 3)``, or lists of different lengths.
+            TypeError: an image that is not a float tensor ``(1, 1, H, W)``, or keypoints for frames.
         """
         if len(greys) != len(frames):
             raise ValueError(f"{len(greys)} images and {len(frames)} frame sets: give one frame set per image")
         moved = []
         for grey, f in zip(greys, frames, strict=True):
-            if grey.dim() != 4 or grey.shape[:2] != (1, 1):
-                raise ValueError(f"grey image must be (1, 1, H, W), got {tuple(grey.shape)}")
-            grey, f = grey.to(self.device), as_frames(f).to(self.device)
-            check_frames(f, grey.shape[-2], grey.shape[-1])
+            if not isinstance(grey, torch.Tensor) or not grey.is_floating_point() or grey.dim() != 4 \
+                    or grey.shape[:2] != (1, 1):
+                got = f"{grey.dtype} {tuple(grey.shape)}" if isinstance(grey, torch.Tensor) else type(grey).__name__
+                raise TypeError(f"grey images must be float tensors (1, 1, H, W) (to_grey_tensor(image)), got {got}")
+            if isinstance(f, (list, tuple)) and f and isinstance(f[0], cv2.KeyPoint):
+                raise TypeError("frames must be affine frames (N, 2, 3), got cv2.KeyPoint objects: use frames(keypoints)")
+            grey, f = grey.to(self.device, torch.float32), as_frames(f).to(self.device)
+            peak = check_frames(f, grey.shape[-2], grey.shape[-1], grey)
+            if peak and not TAME_RANGE[0] <= peak <= TAME_RANGE[1]:  # as compute's images: see to_grey_tensor
+                grey = tame_tensor(grey, torch.tensor(peak, device=grey.device))
             moved.append((grey, f))
         return describe(self.net, [g for g, _ in moved], [f for _, f in moved], self._settings)
 

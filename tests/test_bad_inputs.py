@@ -430,6 +430,9 @@ BAD_PATCHES = {
     "complex": (np.zeros((2, 32, 32), complex), TypeError, "real numbers"),
     "object": (np.zeros((2, 32, 32), object), TypeError, "real numbers"),
     "list of str": ([["a"]], TypeError, "real numbers"),
+    # stopped in torch ("Expected reduction dim 2 to have non-zero size", "sizes should be greater than 0")
+    "side 0": (np.zeros((3, 0, 0), np.float32), ValueError, r"with H, W >= 1, got \(3, 0, 0\)"),
+    "width 0": (np.zeros((3, 32, 0), np.uint8), ValueError, r"with H, W >= 1, got \(3, 32, 0\)"),
 }
 
 

@@ -63,6 +63,9 @@ def test_batch_size_does_not_change_results(hardnet, example_image, keypoints):
     small = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=7).compute(example_image, keypoints)[1]
     large = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=1000).compute(example_image, keypoints)[1]
     np.testing.assert_allclose(small, large, atol=1e-5, rtol=0)
+    # any larger than a batch can hold means one batch (2**63 overflowed: "index -5 is out of bounds")
+    huge = HardNetDescriptor(hardnet, device="cpu", precision="fp32", batch_size=2**63)
+    np.testing.assert_array_equal(huge.compute(example_image, keypoints)[1], large)
 
 
 def test_batch_size_bounds_each_network_call(hardnet, example_image, keypoints, example_patches):
@@ -683,3 +686,26 @@ def test_a_torch_image_is_not_copied_off_its_device(monkeypatch, desc, example_i
     assert copies == []
     assert isinstance(got, torch.Tensor) and got.device == rgb.device
     np.testing.assert_array_equal(got.numpy(), desc.compute(bgr, keypoints)[1])
+
+
+def test_describe_frames_checks_its_image_and_frames_as_compute_does(hardnet, example_image, example_grey,
+                                                                     example_keypoints):
+    """describe_frames took a NaN image (NaN or, in int8, finite garbage descriptors), described a 1e-30 image
+    unlike the same image at 0..1, and met cv2 keypoints, (N, 4) arrays or numpy images deep in torch."""
+    d = HardNetDescriptor(hardnet, device="cpu", precision="fp32")
+    frames = d.frames(example_keypoints[:50])
+    want = d.describe_frames(example_grey, frames)
+    _, computed = d.compute(example_image, example_keypoints[:50])
+    np.testing.assert_allclose(want.numpy(), computed, atol=1e-5)
+    np.testing.assert_allclose(d.describe_frames(example_grey * 1e-30, frames).numpy(), want.numpy(), atol=1e-5)
+    nan = example_grey.clone()
+    nan[0, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"the image contains NaN or inf \(1 pixels\)"):
+        d.describe_frames(nan, frames)
+    for grey, got in ((example_grey[0, 0].numpy(), "ndarray"), ((example_grey * 255).to(torch.uint8), "torch.uint8")):
+        with pytest.raises(TypeError, match=rf"grey images must be float tensors \(1, 1, H, W\).* got {got}"):
+            d.describe_frames(grey, frames)
+    with pytest.raises(TypeError, match="got cv2.KeyPoint objects: use frames"):
+        d.describe_frames(example_grey, example_keypoints[:50])
+    with pytest.raises(ValueError, match=r"affine frames must be \(N, 2, 3\), got shape \(50, 4\)"):
+        d.describe_frames(example_grey, np.zeros((50, 4), np.float32))

@@ -340,14 +340,26 @@ def check_inside(frames: torch.Tensor, height: int, width: int) -> None:
         )
 
 
-def check_frames(frames: torch.Tensor, height: int, width: int) -> None:
-    """Raise ``ValueError`` for NaN or inf in ``frames`` ``(N, 2, 3)`` or a centre outside the image area;
-    one read-back from the frames' device."""
-    bad, outside = torch.stack([(~torch.isfinite(frames)).sum(), (~inside_image(frames, height, width)).sum()]).tolist()
+def check_frames(frames: torch.Tensor, height: int, width: int, image: torch.Tensor | None = None) -> float:
+    """Raise ``ValueError`` for NaN or inf in ``frames`` ``(N, 2, 3)`` or a centre outside the image area, and
+    with ``image`` (on the frames' device) for NaN or inf in it; one read-back from the frames' device.
+
+    Returns:
+        The largest magnitude in ``image`` (0 without one).
+    """
+    if frames.ndim != 3 or frames.shape[1:] != (2, 3):
+        raise ValueError(f"affine frames must be (N, 2, 3), got shape {tuple(frames.shape)}")
+    stats = [(~torch.isfinite(frames)).sum(), (~inside_image(frames, height, width)).sum()]
+    if image is not None:
+        stats += [(~torch.isfinite(image)).sum(), image.detach().abs().amax() if image.numel() else image.new_zeros(())]
+    bad, outside, *pixels = torch.stack([x.double() for x in stats]).tolist()
     if bad:
         raise ValueError("affine frames contain NaN or inf")
+    if pixels and pixels[0]:
+        raise ValueError(f"the image contains NaN or inf ({int(pixels[0])} pixels)")
     if outside:
         check_inside(frames, height, width)
+    return pixels[1] if pixels else 0.0
 
 
 def build_pyramid(image: torch.Tensor, levels: int) -> list[torch.Tensor]:

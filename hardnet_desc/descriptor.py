@@ -443,7 +443,8 @@ class HardNetDescriptor:
                 got = f"{grey.dtype} {tuple(grey.shape)}" if isinstance(grey, torch.Tensor) else type(grey).__name__
                 raise TypeError(f"grey images must be float tensors (1, 1, H, W) (to_grey_tensor(image)), got {got}")
             if isinstance(f, (list, tuple)) and f and isinstance(f[0], cv2.KeyPoint):
-                raise TypeError("frames must be affine frames (N, 2, 3), got cv2.KeyPoint objects: use frames(keypoints)")
+                raise TypeError("frames must be affine frames (N, 2, 3), got cv2.KeyPoint objects: use "
+                                "frames(keypoints)")
             grey, f = grey.to(self.device, torch.float32), as_frames(f).to(self.device)
             peak = check_frames(f, grey.shape[-2], grey.shape[-1], grey)
             if peak and not TAME_RANGE[0] <= peak <= TAME_RANGE[1]:  # as compute's images: see to_grey_tensor

@@ -334,10 +334,10 @@ class HardNetDescriptor:
             batched.append(getattr(kps, "ndim", 0) == 4 and is_frames(kps))
             if batched[-1]:  # kornia's (B, N, 2, 3): frames[b] belong to image b
                 batch = as_frames(kps).to(self.device)
-                for im in split_batch(image, len(batch)):
+                for b, im in enumerate(split_batch(image, len(batch))):
                     greys.append(to_grey_tensor(im, self.device))
-                    check_frames(batch[len(frames)], *greys[-1].shape[-2:])  # described as given: all or none
-                    frames.append(batch[len(frames)])
+                    check_frames(batch[b], *greys[-1].shape[-2:])  # described as given: all or none
+                    frames.append(batch[b])
             else:
                 grey = to_grey_tensor(image, self.device)
                 f, keep = describable_frames(kps, self.patch_spec, grey.shape[-2], grey.shape[-1])

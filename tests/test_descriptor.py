@@ -551,6 +551,10 @@ def test_batched_lafs_share_network_calls(hardnet, example_pair, keypoints):
     _, got = desc.compute(images, lafs)
     assert sizes == [128, 72] and got.shape == (2, 100, 128) and isinstance(got, torch.Tensor)
     torch.testing.assert_close(got, torch.stack(refs), rtol=0, atol=0)
+    # a list of such batches: the second's LAFs were read at the first's count ("index 2 is out of bounds")
+    _, (first, second) = desc.compute([images[:1], images], [lafs[:1], lafs])
+    torch.testing.assert_close(first[0], refs[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(second, torch.stack(refs), rtol=0, atol=1e-6)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -33,6 +33,9 @@ from .geometry import homography_jacobian
 ViewSpec = float | tuple[float, float]
 #: In-plane rotations of a view with tilt ``t`` are ``ROTATION_STEP / t`` degrees apart (ASIFT's 72 degrees).
 ROTATION_STEP = 72.0
+#: The largest tilt of a view (a 1000-pixel image compressed to 16 pixels), and the most views of one step:
+#: a step's cost grows with its views (the defaults make 1 + 15 + 35 per image).
+MAX_TILT, MAX_STEP_VIEWS = 64.0, 500
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,22 @@ def view_angles(tilt: float, rotation_step: float = ROTATION_STEP) -> list[float
 def view_spec(spec: ViewSpec) -> tuple[float, float]:
     """``(tilt, scale)`` of a step's entry (a tilt, or ``(tilt, scale)``); a clear error for anything else."""
     tilt, scale = (spec, 1.0) if np.ndim(spec) == 0 else tuple(spec) if len(spec) == 2 else (None, None)
-    if not (isinstance(tilt, numbers.Real) and isinstance(scale, numbers.Real) and tilt >= 1 and 0 < scale <= 1):
-        raise ValueError(f"a view is a tilt >= 1 or (tilt, scale) with 0 < scale <= 1, got {spec!r}")
+    if not (all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (tilt, scale))
+            and 1 <= tilt <= MAX_TILT and 0 < scale <= 1):
+        raise ValueError(f"a view is a tilt in [1, {MAX_TILT:g}] or (tilt, scale) with 0 < scale <= 1, got {spec!r}")
     return float(tilt), float(scale)
+
+
+def check_step_views(step: Sequence[ViewSpec], rotation_step: float) -> int:
+    """The number of views of one step (its tilts at their rotations), or ``ValueError`` above ``MAX_STEP_VIEWS``."""
+    # len(view_angles(tilt, rotation_step)), without making them
+    count = sum(1 if tilt <= 1 else math.ceil((180.0 - 1e-9) * tilt / rotation_step)
+                for tilt, _ in map(view_spec, step))
+    if count > MAX_STEP_VIEWS:
+        raise ValueError(f"the step {list(step)} with rotation_step {rotation_step:g} makes "
+                         f"{count if count <= 10**6 else 'over a million'} views per image, more than "
+                         f"{MAX_STEP_VIEWS}: raise rotation_step or use fewer tilts")
+    return count
 
 
 def make_views(tilts: Sequence[ViewSpec], size: tuple[int, int], rotation_step: float = ROTATION_STEP,

@@ -70,6 +70,7 @@ from .views import (
     Features,
     View,
     ViewSpec,
+    check_step_views,
     describe_views,
     make_views,
     model_tilt,
@@ -421,8 +422,9 @@ def match_wide(
             not a positive finite number; a ``view_max_side`` below 16 or ``fginn_radius``, ``duplicate_radius``
             below 0 (or NaN, inf); a ``ratio`` or ``view_ratio`` outside (0, 1]; a negative ``max_keypoints`` or
             ``view_keypoints`` (or entry of it), an empty ``view_keypoints`` sequence; a ``min_inliers`` or
-            ``stop_inliers`` below 1; empty ``steps``, or a view of ``steps`` that is not a tilt >= 1 or
-            ``(tilt, scale)`` with ``0 < scale <= 1``.
+            ``stop_inliers`` below 1; empty ``steps``, a view of ``steps`` that is not a tilt in
+            ``[1, MAX_TILT]`` or ``(tilt, scale)`` with ``0 < scale <= 1``, or a step of more than
+            ``MAX_STEP_VIEWS`` views per image (``hardnet_desc.views``).
         TypeError: one of these that is not a number (an integer for the counts), or ``threshold=None``.
     """
     check_geometry(geometry, threshold)
@@ -442,7 +444,7 @@ def match_wide(
     for views in steps:
         if isinstance(views, (str, bytes)) or not isinstance(views, Sequence):
             raise ValueError(f"a step of steps is a sequence of views (tilts or (tilt, scale)), got {views!r}")
-        list(map(view_spec, views))
+        check_step_views(views, rotation_step)
     limits = _step_keypoints(max_keypoints, view_keypoints, steps)
     clock = time.perf_counter()
     timings = {"features": 0.0, "match": 0.0, "verify": 0.0, "guided": 0.0}

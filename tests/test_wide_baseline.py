@@ -44,10 +44,23 @@ def corner_error(model: np.ndarray, truth: np.ndarray, height: int, width: int) 
 # --- steps and views -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("steps", [((), (0.5,)), ((), ((8, 0),)), ((), ((8, 1.5),)), ((), ("8",)), ((), ((8, 1, 1),))])
+@pytest.mark.parametrize("steps", [((), (0.5,)), ((), ((8, 0),)), ((), ((8, 1.5),)), ((), ("8",)), ((), ((8, 1, 1),)),
+                                   ((), (float("inf"),)), ((), (100,)), ((), (True,))])  # inf: ZeroDivisionError
 def test_bad_views_fail_before_any_work(steps):
-    with pytest.raises(ValueError, match="a view is a tilt >= 1 or \\(tilt, scale\\)"):
+    with pytest.raises(ValueError, match="a view is a tilt in \\[1, 64\\] or \\(tilt, scale\\)"):
         match_wide(np.zeros((8, 8)), np.zeros((8, 8)), descriptor=object(), steps=steps)
+
+
+@pytest.mark.parametrize("steps, rotation_step, views", [(((), (60.0,)), 72.0, 150), (((), (2.0, 4.0)), 1e-3, "over a "
+                                                         "million"), (((), (8.0,)), 2.0, 720)])
+def test_a_step_of_too_many_views_fails_before_any_work(steps, rotation_step, views):
+    """Tilt 1e5 made 250,000 views (still running after 300 s); rotation_step 1e-9 asked for 2.6 TiB."""
+    if views == 150:  # within the bound: no error before the (missing) descriptor is used
+        with pytest.raises(AttributeError):
+            match_wide(np.zeros((8, 8)), np.zeros((8, 8)), object(), steps=steps, rotation_step=rotation_step)
+        return
+    with pytest.raises(ValueError, match=f"makes {views} views per image, more than 500: raise rotation_step"):
+        match_wide(np.zeros((8, 8)), np.zeros((8, 8)), descriptor=object(), steps=steps, rotation_step=rotation_step)
 
 
 # --- matching across steps, guided matching ---------------------------------------------------------

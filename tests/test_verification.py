@@ -112,6 +112,23 @@ def test_verify_refuses_a_homography_whose_frames_disagree():
     assert model is None and not inliers.any()
 
 
+def test_degenerate_frames_are_refused_naming_the_array():
+    """One frame with a zero 2x2 part stopped verify (and frames_agree, coherent, thin) in numpy's LinAlgError
+    ("Singular matrix"), a NaN frame in "SVD did not converge"."""
+    rng = np.random.default_rng(3)
+    p1 = rng.uniform(0, 500, (40, 2))
+    frames = np.concatenate([np.stack([np.eye(2) * 4] * 40), p1[:, :, None]], axis=2)
+    for row, value, name in ((7, 0.0, "frames1"), (9, np.nan, "frames2")):
+        bad = frames.copy()
+        bad[row, :, :2] = value
+        f1, f2 = (bad, frames) if name == "frames1" else (frames, bad)
+        with pytest.raises(ValueError, match=rf"{name} holds 1 frame\(s\) with NaN or inf or a singular 2x2 part "
+                                             rf"\(first: row {row}\)"):
+            verify(p1, p1 + 3, "homography", 3.0, None, (500, 500), None, f1, f2)
+        with pytest.raises(ValueError, match=name):
+            coherent(p1, p1 + 3, f1, f2)
+
+
 def test_coherent_hand_cases():
     """Neighbours carried by one similarity are where each other's frames predict them; the same points in image 2
     shuffled are not, and a lone correspondence has no neighbour to agree with."""

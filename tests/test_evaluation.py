@@ -84,6 +84,16 @@ def test_match_errors_and_projection():
     np.testing.assert_allclose(match_errors(p1, p2, H), [0.0, 3.0, 5.0])
     # a point sent to or behind infinity (w <= 0) has infinite error
     assert np.isinf(project(np.array([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0.5]]), [[1.0, 0]])).all()
+    # -H is the same homography: every point was "behind" it, scoring perfect matches 0 (h_error inf)
+    np.testing.assert_allclose(match_errors(p1, p2, -H), [0.0, 3.0, 5.0])
+    assert np.isinf(project(-np.array([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0.5]]), [[1.0, 0]])).all()
+    metrics = pair_metrics(p1, project(H, p1), -H, (20, 20))
+    assert metrics["correct"] == 3 and len(matchable_pairs(p1, project(H, p1), -H)[0]) == 3
+    for bad, shape in ((np.full((3, 3), np.nan), r"\(3, 3\) with NaN or inf"), (np.eye(2), r"\(2, 2\)")):
+        with pytest.raises(ValueError, match=f"H must be a finite \\(3, 3\\) homography, got shape {shape}"):
+            match_errors(p1, p2, bad)  # NaN scored 0 without a word, (2, 2) stopped in an IndexError
+    with pytest.raises(ValueError, match="threshold must be a finite number >= 0, got -3"):
+        matchable_pairs(p1, p2, H, threshold=-3)  # paired every point
 
 
 def test_matchable_pairs_hand_case():

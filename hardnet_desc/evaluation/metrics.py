@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ..core.patches import check_number
 from ..geometry import fit_homography
 
 #: Default pixel thresholds of the MMA curve.
@@ -44,16 +45,32 @@ H_RANSAC = {"estimator": "ransac", "confidence": 0.995, "max_iters": 2000}
 def project(H: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Map ``(N, 2)`` points ``(x, y)`` by the ``(3, 3)`` homography ``H``.
 
+    ``H`` and ``-H`` are the same homography: its sign is taken such that the image origin, a corner of the
+    reference image, lies in front (``H[2, 2] > 0``; where ``H[2, 2] == 0``, such that most points do).
+
     Returns:
         ``(N, 2)`` float64; rows with ``w <= 0`` (at or behind infinity) are ``inf``.
+
+    Raises:
+        ValueError: ``H`` is not a finite ``(3, 3)`` matrix.
     """
+    H = check_homography(H)
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     xyw = pts @ H[:, :2].T + H[:, 2]
-    w = xyw[:, 2:]
+    w = xyw[:, 2:] * (np.sign(H[2, 2]) or np.sign(np.sign(xyw[:, 2]).sum()) or 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = xyw[:, :2] / w
+        out = xyw[:, :2] / xyw[:, 2:]
     out[(w[:, 0] <= 0) | ~np.isfinite(out).all(axis=1)] = np.inf
     return out
+
+
+def check_homography(H: np.ndarray, name: str = "H") -> np.ndarray:
+    """``H`` as a float64 ``(3, 3)`` array, or ``ValueError`` naming ``name`` unless it is a finite one."""
+    H = np.asarray(H, dtype=np.float64)
+    if H.shape != (3, 3) or not np.isfinite(H).all():
+        raise ValueError(f"{name} must be a finite (3, 3) homography, got shape {H.shape}"
+                         + ("" if H.shape != (3, 3) else " with NaN or inf"))
+    return H
 
 
 def match_errors(points1: np.ndarray, points2: np.ndarray, H: np.ndarray) -> np.ndarray:
@@ -100,6 +117,8 @@ def matchable_pairs(points1: np.ndarray, points2: np.ndarray, H: np.ndarray, thr
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import maximum_bipartite_matching
     from scipy.spatial import cKDTree
+
+    check_number(threshold, "threshold", strict=False)
 
     p1 = project(H, np.asarray(points1, dtype=np.float64).reshape(-1, 2))
     p2 = np.asarray(points2, dtype=np.float64).reshape(-1, 2)

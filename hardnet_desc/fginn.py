@@ -16,8 +16,9 @@ import math
 import numpy as np
 import torch
 
+from .core.patches import check_integer, check_number
 from .geometry import check_correspondences, check_points
-from .matching import Matches, sq_dist_chunks
+from .matching import Matches, check_descriptors, check_ratio, sq_dist_chunks
 
 
 class Neighbours:
@@ -30,16 +31,21 @@ class Neighbours:
     """
 
     def __init__(self, candidates: int = 16, chunk: int = 512) -> None:
+        check_integer(candidates, "candidates", 1)
+        check_integer(chunk, "chunk", 1)
         self.candidates, self.chunk = candidates, chunk
         self.n1 = self.n2 = 0  # rows of each set seen so far
         self.dist = self.idx = None  # (N1, k): distances ascending, their rows of set 2 (on the first update's device)
         self.col_min = self.col_arg = None  # (N2,): the nearest row of set 1 to each row of set 2, its distance
 
     def update(self, desc1: torch.Tensor | np.ndarray, desc2: torch.Tensor | np.ndarray) -> Neighbours:
-        """Take ``desc1`` ``(N1, D)`` and ``desc2`` ``(N2, D)``, which start with the rows seen so far."""
-        a = torch.as_tensor(desc1).float()
-        b = torch.as_tensor(desc2).float().to(a.device)
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        """Take ``desc1`` ``(N1, D)`` and ``desc2`` ``(N2, D)``, which start with the rows seen so far (checked as
+        ``match_descriptors`` checks its sets)."""
+        a = check_descriptors(desc1, "desc1", desc1.device if isinstance(desc1, torch.Tensor) else "cpu")
+        b = check_descriptors(desc2, "desc2", a.device if a is not None else "cpu")
+        if a is None or b is None:
+            raise TypeError("desc1 and desc2 must be (N, D) arrays or tensors, got None")
+        if a.shape[1] != b.shape[1]:
             raise ValueError("desc1 and desc2 must be (N, D) arrays of the same D, got shapes "
                              f"{tuple(a.shape)} and {tuple(b.shape)}")
         n1, n2 = self.n1, self.n2
@@ -87,6 +93,8 @@ class Neighbours:
     def fginn(self, centres1: np.ndarray, centres2: np.ndarray, ratio: float | None = 0.8, radius: float = 10.0,
               mutual: bool = True) -> Matches:
         """``fginn_match`` on the sets as last updated; ``centres1`` ``(N1, 2)``, ``centres2`` ``(N2, 2)``."""
+        check_ratio(ratio)
+        check_number(radius, "radius", strict=False)
         if self.n1 == 0 or self.n2 == 0:
             return Matches.empty()
         c1, c2 = check_points(centres1, "centres1"), check_points(centres2, "centres2")
@@ -146,8 +154,9 @@ def fginn_match(
         ``Matches`` sorted by ``query_idx``; ``ratios`` are ``d1 / d2`` with the FGINN ``d2``.
 
     Raises:
-        ValueError: descriptors that are not ``(N, D)`` of one ``D``, centres that are not ``(N, 2)`` of as many
-            rows as the descriptors.
+        ValueError: descriptors that are not ``(N, D)`` of one ``D`` (or hold NaN or inf), centres that are not
+            ``(N, 2)`` of as many rows as the descriptors, a ``ratio`` outside (0, 1], a negative ``radius``, or
+            ``candidates`` or ``chunk`` below 1.
     """
     table = Neighbours(candidates, chunk).update(desc1, desc2)
     return table.fginn(centres1, centres2, ratio=ratio, radius=radius, mutual=mutual)
@@ -173,10 +182,13 @@ def remove_duplicates(points1: np.ndarray, points2: np.ndarray, order: np.ndarra
             that is not a permutation of them.
     """
     p1, p2 = check_correspondences(points1, points2)
+    check_number(radius, "radius")  # > 0: the grid's cells are radius wide
+    if not (np.isfinite(p1).all() and np.isfinite(p2).all()):
+        raise ValueError("points1 and points2 must be finite pixel positions (NaN or inf found)")
     m = len(p1)
     keep = np.zeros(m, bool)
     order = np.arange(m) if order is None else np.asarray(order)
-    if order.shape != (m,) or not np.array_equal(np.sort(order), np.arange(m)):
+    if order.shape != (m,) or order.dtype.kind not in "iu" or not np.array_equal(np.sort(order), np.arange(m)):
         raise ValueError(f"order must be a permutation of range({m}) (the correspondences), got {order!r:.60}")
     cells: dict[tuple[int, int], list[int]] = {}
     for i in order.tolist():

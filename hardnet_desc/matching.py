@@ -278,8 +278,8 @@ def _prepare(
         device = desc1.device if isinstance(desc1, torch.Tensor) else torch.device("cpu")
     else:
         device = resolve_device(device)
-    a = _to_tensor(desc1, "desc1", device)
-    b = _to_tensor(desc2, "desc2", device)
+    a = check_descriptors(desc1, "desc1", device)
+    b = check_descriptors(desc2, "desc2", device)
     # None (no keypoints) has no dimension: take the other set's.
     if a is None:
         a = torch.empty(0, 0 if b is None else b.shape[1], device=device)
@@ -296,7 +296,10 @@ def _prepare(
     return torch.ldexp(a, torch.tensor(-exponent)), torch.ldexp(b, torch.tensor(-exponent)), 2.0**exponent
 
 
-def _to_tensor(x: ArrayLike | None, name: str, device: str | torch.device) -> torch.Tensor | None:
+def check_descriptors(x: ArrayLike | None, name: str, device: str | torch.device) -> torch.Tensor | None:
+    """Descriptors ``(N, D)`` (numpy or torch, any real dtype) as a float32 tensor on ``device``; ``None`` stays
+    ``None``. ``TypeError``/``ValueError`` naming ``name`` for another type or shape, NaN or inf, or float64
+    values outside float32's range."""
     if x is None:
         return None
     if isinstance(x, np.ndarray):

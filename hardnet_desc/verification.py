@@ -371,14 +371,15 @@ def _check_frames(frames1: np.ndarray | None, frames2: np.ndarray | None,
     for name, f in (("frames1", f1), ("frames2", f2)):
         if f.ndim != 3 or f.shape[1:] != (2, 3):
             raise ValueError(f"{name} must be an (M, 2, 3) array of affine frames, got shape {f.shape}")
+    if len(f1) != len(f2) or (rows is not None and len(f1) != rows):
+        each = "" if rows is None else f" ({rows})"
+        raise ValueError(f"frames1 and frames2 must have one row per correspondence{each}, got {len(f1)} and {len(f2)}")
+    for name, f in (("frames1", f1), ("frames2", f2)):
         finite = np.isfinite(f).all(axis=(1, 2))
         bad = np.flatnonzero(~finite | (np.linalg.det(np.where(finite[:, None, None], f[:, :, :2], 1.0)) == 0))
         if bad.size:  # the local maps between matched frames need their 2x2 parts' inverses
             raise ValueError(f"{name} holds {bad.size} frame(s) with NaN or inf or a singular 2x2 part "
                              f"(first: row {bad[0]})")
-    if len(f1) != len(f2) or (rows is not None and len(f1) != rows):
-        each = "" if rows is None else f" ({rows})"
-        raise ValueError(f"frames1 and frames2 must have one row per correspondence{each}, got {len(f1)} and {len(f2)}")
     return f1, f2
 
 

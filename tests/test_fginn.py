@@ -88,3 +88,32 @@ def test_remove_duplicates_keeps_the_best_of_each_group():
     keep = remove_duplicates(p1, p2, order=np.array([1, 0, 2, 3, 4]), radius=2)
     assert keep.tolist() == [False, True, False, True, True]
     assert remove_duplicates(p1, p2, radius=2).tolist() == [True, False, False, True, True]
+
+
+def test_descriptors_from_a_net_and_bad_settings():
+    """A net's output (requires grad) stopped in torch's mm(out=...); NaN descriptors gave 0 matches without a
+    word; ratio 2 passed; candidates 0 / -1 and chunk 0 stopped in an IndexError, topk or range()."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, (50, 2))
+    d = torch.randn(50, 128, generator=torch.Generator().manual_seed(0))
+    plain = fginn_match(d, d, xy, xy)
+    graded = fginn_match(d.clone().requires_grad_(), d, xy, xy)
+    assert len(plain) == 50 and np.array_equal(graded.train_idx, plain.train_idx)
+    for kwargs, match in ((dict(ratio=2.0), r"ratio must be in \(0, 1\]"), (dict(candidates=0), "candidates must be"),
+                          (dict(candidates=-1), "candidates must be"), (dict(chunk=0), "chunk must be >= 1"),
+                          (dict(radius=-1.0), "radius must be a finite number >= 0")):
+        with pytest.raises(ValueError, match=match):
+            fginn_match(d, d, xy, xy, **kwargs)
+    with pytest.raises(ValueError, match="desc1 contains NaN or inf"):
+        fginn_match(d * float("nan"), d, xy, xy)
+
+
+def test_remove_duplicates_names_bad_arguments():
+    """radius 0, NaN points and a float order stopped in 'cannot convert float NaN to integer' or an IndexError."""
+    p = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="radius must be a finite number > 0, got 0"):
+        remove_duplicates(p, p, radius=0)
+    with pytest.raises(ValueError, match="must be finite pixel positions"):
+        remove_duplicates(np.full((3, 2), np.nan), p)
+    with pytest.raises(ValueError, match=r"order must be a permutation of range\(3\)"):
+        remove_duplicates(p, p, order=np.arange(3.0))

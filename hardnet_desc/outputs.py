@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,13 +48,35 @@ def check_output(path: str | Path, ours: Callable[[Path], bool], *, force: bool 
     Raises:
         ValueError: ``path`` is a folder.
         FileExistsError: ``path`` exists, is not ours and ``force`` is off.
+        NotADirectoryError, PermissionError: its folder cannot be made or written (``check_writable``).
     """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give a file name")
     if path.exists() and not force and not _is_ours(ours, path):
         raise FileExistsError(f"{path} exists and was not written by hardnet-desc; pass {option} to overwrite it")
+    check_writable(path)
     return path
+
+
+def check_writable(path: str | Path) -> None:
+    """Before any work: raise unless a file can be written at ``path``. Its folder, or the nearest part of it
+    that exists (``replacing`` makes the rest), must be a folder this process can write in; nothing is made.
+
+    Raises:
+        NotADirectoryError: a part of the folder is a file.
+        PermissionError: the folder cannot be written (read-only, or a system folder such as /proc).
+    """
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder):  # the real test: root ignores permission bits
+            pass
+    except OSError as err:
+        raise PermissionError(f"cannot write {path}: {(err.strerror or str(err)).lower()} ({folder})") from None
 
 
 def _is_ours(ours: Callable[[Path], bool], path: Path) -> bool:

@@ -125,6 +125,24 @@ def test_eval_sequences_plot_formats_are_marked_and_others_refused_first(sequenc
     assert not out.exists() and not (tmp_path / "mma.gif").exists()
 
 
+def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path, capsys):
+    """--json into /proc or under a file failed after the work, with the picture already written ("[Errno 2] No such
+    file or directory: '/proc/.x.f3277ebb.tmp.json'", "[Errno 17] File exists"); export-onnx likewise."""
+    from conftest import EXAMPLE_FILES
+
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    picture = tmp_path / "m.png"
+    for target, message in (("/proc/x.json", "cannot write /proc/x.json: "),
+                            (str(tmp_path / "photo.jpg" / "m.json"), "photo.jpg is a file, not a folder")):
+        assert main(["match", *map(str, EXAMPLE_FILES), "--out", str(picture), "--json", target,
+                     "--weights", "none.safetensors"]) == 2  # refused before the (missing) weights load
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err, err
+        assert not picture.exists()
+    assert main(["export-onnx", "/proc/x.onnx"]) == 2
+    assert "cannot write /proc/x.onnx" in capsys.readouterr().err
+
+
 def test_eval_pairs_json_and_write_pairs(tmp_path):
     pair = CameraPair("a.jpg", "b.jpg", np.eye(3).ravel().tolist(), np.eye(3).ravel().tolist(),
                       np.eye(3).ravel().tolist(), [1.0, 0.0, 0.0])

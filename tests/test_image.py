@@ -1,5 +1,8 @@
 """Image reading and conversion to grey, for every accepted input form."""
 
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -28,6 +31,15 @@ def test_read_image_errors(tmp_path):
     bad.write_text("not an image")
     with pytest.raises(ValueError, match="cannot decode image file: .*bad.jpg"):
         read_image(bad)
+    # a PNG header of 40000 x 40000 pixels: OpenCV's size assertion leaked as a cv2.error (exit 1 on the CLI)
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b""))
+    with pytest.raises(ValueError, match=r"cannot read image file .*huge.png: more pixels than OpenCV reads \(2\^30\)"):
+        read_image(huge)
 
 
 def test_grey_forms_agree(example_image):

@@ -17,12 +17,17 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as OpenCV does (BGR uint8, or uint16 if stored so).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for one
-    OpenCV cannot decode.
+    OpenCV cannot decode, or one of more pixels than it reads (``CV_IO_MAX_IMAGE_PIXELS``, 2^30).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
-    image = imread_quiet(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+    try:
+        image = imread_quiet(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+    except cv2.error as err:  # OpenCV refuses the header before decoding: an assertion, not None
+        why = ("more pixels than OpenCV reads (2^30)" if "CV_IO_MAX_IMAGE_PIXELS" in str(err)
+               else str(err).strip().splitlines()[-1])
+        raise ValueError(f"cannot read image file {path}: {why}") from None
     if image is None:
         raise ValueError(f"cannot decode image file: {path}")
     return image

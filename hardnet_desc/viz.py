@@ -17,6 +17,9 @@ from .outputs import check_output, write_bytes
 #: another file without ``force`` (``outputs.check_output``).
 PICTURE_MARK = b"hardnet-desc match picture"
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: The widest an image of the picture is, in units of its height: a 2-pixel-high strip scaled to 600 pixels
+#: high made a picture 1.2 million pixels wide that PNG and JPEG cannot hold.
+MAX_ASPECT = 8
 
 
 def _to_bgr(image: np.ndarray) -> np.ndarray:
@@ -51,7 +54,8 @@ def draw_matches(
             e.g. ``kpts1[matches.query_idx]``.
         points2: ``(M, 2)`` the corresponding positions in image2.
         text: a line or lines to write on the picture (e.g. the counts).
-        height: height of the picture's image row.
+        height: height of the picture's image row (an image more than ``MAX_ASPECT`` times as wide as
+            high is scaled to ``MAX_ASPECT * height`` pixels wide instead).
         max_lines: draw at most this many matches (a random subset) to stay readable.
         seed: for the subset and the colours.
 
@@ -85,8 +89,8 @@ def draw_matches(
     banner = line_h * len(lines) + (line_h // 2 if lines else 0)
 
     canvas = np.full((banner + height, width, 3), 255, np.uint8)
-    canvas[banner:, : tiles[0].shape[1]] = tiles[0]
-    canvas[banner:, tiles[0].shape[1] + gap :] = tiles[1]
+    canvas[banner : banner + tiles[0].shape[0], : tiles[0].shape[1]] = tiles[0]
+    canvas[banner : banner + tiles[1].shape[0], tiles[0].shape[1] + gap :] = tiles[1]
     # (x, y) in the picture; pixel centres stay centres under scaling: (p + 0.5) * s - 0.5
     p1 = (points1 + 0.5) * scales[0] - 0.5 + [0, banner]
     p2 = (points2 + 0.5) * scales[1] - 0.5 + [tiles[0].shape[1] + gap, banner]
@@ -104,9 +108,10 @@ def draw_matches(
 
 
 def _dimmed_tile(image: np.ndarray, height: int) -> tuple[np.ndarray, float]:
-    """``image`` as BGR, dimmed (lines read better) and scaled to ``height``; and the scale."""
-    s = height / image.shape[0]
-    size = (max(1, round(image.shape[1] * s)), height)
+    """``image`` as BGR, dimmed (lines read better) and scaled to ``height``, or to ``MAX_ASPECT * height`` wide
+    if that is narrower (a panorama or a strip: it then lies at the top of its row); and the scale."""
+    s = min(height / image.shape[0], MAX_ASPECT * height / image.shape[1])
+    size = (max(1, round(image.shape[1] * s)), max(1, min(height, round(image.shape[0] * s))))
     tile = (_to_bgr(image) * 0.75).astype(np.uint8)
     return cv2.resize(tile, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR), s
 

@@ -134,6 +134,12 @@ def test_draw_matches_shapes():
     assert draw_matches(grey, colour, np.empty((0, 2)), np.empty((0, 2))).shape[0] == 600  # no banner
     with pytest.raises(ValueError):
         draw_matches(grey, colour, pts, pts[:1])
+    # a 2-pixel-high strip was scaled to 600 high: a picture 1.2 million pixels wide that no PNG could hold
+    strip = np.full((2, 4000, 3), 200, np.uint8)
+    picture = draw_matches(grey, strip, pts, pts / 10, height=600)
+    assert picture.shape == (600, 300 + 10 + 8 * 600, 3)
+    assert (picture[0:2, 320:4000] == 150).mean() > 0.9 and (picture[300:, 310:] == 255).all()  # at the top
+    assert cv2.imencode(".png", picture)[0]
 
 
 # --- extract ------------------------------------------------------------------------------------

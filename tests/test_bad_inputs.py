@@ -587,6 +587,9 @@ BAD_CLI = {
     "make-dataset: missing": (["make-dataset", "{root}/none", "{tmp}/out"], "none"),
     "make-sequences: missing": (["make-sequences", "{root}/none", "{tmp}/out"], "no such image folder"),
     # were run, reporting inliers
+    # accepted as "all" by match, while extract failed after making its file ("Object dtype ... no HDF5 equivalent")
+    "match: budget 1e20": (["match", IMG, IMG, "--weights", "{weights}", "--max-keypoints", "99999999999999999999",
+                            "--out", "{tmp}/m.png"], "--max-keypoints must be at most 2147483647 (0 or None: all)"),
     "match: --out is --json": (["match", IMG, IMG, "--weights", "{weights}", "--out", "{tmp}/m.png", "--json",
                                 "{tmp}/./m.png"], "--out and --json name the same file"),
     "match: threshold -1": (["match", IMG, IMG, "--weights", "{weights}", "--max-keypoints", "50", "--threshold", "-1",

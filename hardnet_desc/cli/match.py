@@ -63,13 +63,13 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.image import read_image
-    from ..core.patches import check_integer
+    from ..detection import check_max_keypoints
     from ..outputs import check_distinct, check_output, json_is_ours
     from ..pipeline import match_pair
     from ..viz import check_picture_path, draw_matches, save_picture
     from ..wide_baseline import DEFAULT_VIEW_KEYPOINTS, check_view_keypoints
 
-    check_integer(args.max_keypoints, "--max-keypoints", 0)
+    check_max_keypoints(args.max_keypoints, "--max-keypoints")
     if args.min_inliers is not None and (not args.wide_baseline or args.min_inliers < 1):
         raise ValueError("--min-inliers needs --wide-baseline and a value >= 1")
     if args.view_keypoints is not None:

@@ -65,6 +65,7 @@ def describe_patches(
         patches = np.asarray(patches)
         if patches.dtype.kind not in "fiu":
             raise TypeError(f"patches must hold real numbers, got dtype {patches.dtype}")
+        patches = patches.astype(patches.dtype.newbyteorder("="), copy=False)  # torch: this machine's order only
     elif patches.is_complex() or patches.dtype == torch.bool:
         raise TypeError(f"patches must hold real numbers, got dtype {patches.dtype}")
     x = torch.as_tensor(patches)

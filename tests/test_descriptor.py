@@ -713,3 +713,18 @@ def test_describe_frames_checks_its_image_and_frames_as_compute_does(hardnet, ex
         d.describe_frames(example_grey, example_keypoints[:50])
     with pytest.raises(ValueError, match=r"affine frames must be \(N, 2, 3\), got shape \(50, 4\)"):
         d.describe_frames(example_grey, np.zeros((50, 4), np.float32))
+
+
+def test_big_endian_frames_and_patches_describe_as_native_ones(hardnet, example_image, example_keypoints):
+    """numpy data in big-endian order stopped in torch ("byte order different from the native"); float64 frames
+    beyond float32 were said to hold NaN or inf, and object arrays met a torch dtype error."""
+    d = HardNetDescriptor(hardnet, device="cpu", precision="fp32")
+    frames = d.frames(example_keypoints[:40]).numpy()
+    want = d.compute(example_image, frames)[1]
+    np.testing.assert_array_equal(d.compute(example_image, frames.astype(">f4"))[1], want)
+    patches = np.random.default_rng(0).random((5, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(d.describe_patches(patches.astype(">f4")), d.describe_patches(patches))
+    with pytest.raises(ValueError, match="affine frames hold values up to .*e\\+41, beyond float32's range"):
+        d.compute(example_image, frames.astype(np.float64) * 1e39)
+    with pytest.raises(TypeError, match="affine frames must hold real numbers, got dtype object"):
+        d.compute(example_image, frames.astype(object))

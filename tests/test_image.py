@@ -127,6 +127,13 @@ def test_float_images_are_detected_on_their_own_range(example_image):
     stretched = (grey.astype(np.float64) - grey.min()) * 255 / (int(grey.max()) - int(grey.min()))
     for other in (unit * 2 - 1, (unit - unit.mean()) / unit.std(), grey.astype(np.float32) * 257):
         assert np.abs(to_uint8(other).astype(float) - stretched).max() <= 1
+    # beyond 2^32 or below 2^-8 the values were first scaled into [0.5, 1) and then taken as 0..1 (1e12 gave up to
+    # 18 levels less, 1e-30 an image at half brightness): they are stretched like the others
+    for scale in (1e12, 1e300, 1e-30):
+        assert np.abs(to_uint8(grey.astype(np.float64) * scale).astype(float) - stretched).max() <= 1
+    # big-endian data: "image dtype must be uint8, uint16 or float, got >f4"
+    np.testing.assert_array_equal(to_uint8(grey.astype(">f4")), grey)
+    np.testing.assert_array_equal(to_uint8((grey.astype(np.uint16) * 257).astype(">u2")), grey)
 
 
 def _rgb_tensor(bgr: np.ndarray) -> torch.Tensor:

@@ -59,6 +59,11 @@ def to_grey_numpy(image: ImageLike) -> np.ndarray:
     BGRA ``(H, W, 4)``. torch input follows kornia: ``(H, W)``, ``(C, H, W)`` or
     ``(1, C, H, W)`` with C = 1 or RGB C = 3.
     """
+    return _to_grey(image)[0]
+
+
+def _to_grey(image: ImageLike) -> tuple[np.ndarray, bool]:
+    """``to_grey_numpy``, and whether a float image was tamed (scaled by a power of two, ``_tame_float``)."""
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.dim() == 4:
@@ -76,9 +81,14 @@ def to_grey_numpy(image: ImageLike) -> np.ndarray:
         image = t.numpy()
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
+    if not image.dtype.isnative:  # big-endian data: the same values in this machine's order
+        image = image.astype(image.dtype.newbyteorder("="))
+    tamed = False
     if image.dtype == np.float64 or image.dtype == np.float16:
-        image = _tame_float(image).astype(np.float32)  # tamed before the cast: 1e300 would become inf
-    image = _tame_float(image)
+        image, tamed = _tame_float(image)  # tamed before the cast: 1e300 would become inf
+        image = image.astype(np.float32)
+    if not tamed:
+        image, tamed = _tame_float(image)
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         raise TypeError(f"image dtype must be uint8, uint16 or float, got {image.dtype}")
     if image.ndim in (2, 3) and 0 in image.shape[:2]:
@@ -94,7 +104,7 @@ def to_grey_numpy(image: ImageLike) -> np.ndarray:
         raise ValueError(f"image is too small: {image.shape}")
     if image.dtype == np.float32 and not np.isfinite(image).all():
         raise ValueError("image contains NaN or inf")
-    return image
+    return image, tamed
 
 
 def split_batch(image: ImageLike, size: int) -> list[ImageLike]:
@@ -116,18 +126,19 @@ def split_batch(image: ImageLike, size: int) -> list[ImageLike]:
 TAME_RANGE = (2.0**-8, 2.0**32)
 
 
-def _tame_float(image: np.ndarray) -> np.ndarray:
-    """Float images with huge or tiny values multiplied by a power of two (exact) into ``[0.5, 1)``.
+def _tame_float(image: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Float images with huge or tiny values multiplied by a power of two (exact) into ``[0.5, 1)``; and whether
+    this one was.
 
     Huge values would overflow sums and squares in float32; tiny ones (1e-30) would vanish next
     to the ``eps`` of the per-patch standardisation. Patches are standardised, so the descriptors
     are those of the same image at a normal range."""
     if image.dtype.kind != "f" or image.size == 0:
-        return image
+        return image, False
     peak = float(np.abs(image).max())
     if not np.isfinite(peak) or peak == 0 or TAME_RANGE[0] <= peak <= TAME_RANGE[1]:
-        return image
-    return np.ldexp(image, -math.frexp(peak)[1]).astype(image.dtype, copy=False)
+        return image, False
+    return np.ldexp(image, -math.frexp(peak)[1]).astype(image.dtype, copy=False), True
 
 
 def tame_tensor(t: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
@@ -237,17 +248,17 @@ def to_uint8(image: ImageLike) -> np.ndarray:
 
     uint16 is divided by 257. A float image with at most 1 % of its pixels below 0 (what resampling overshoots,
     e.g. ``cv2.resize`` with ``INTER_CUBIC``) is taken as ``0..1`` if its largest value is at most 1.5, else as
-    ``0..255`` if at most 382.5, and clipped there. Any other float image (``-1..1``, standardised, ``0..65535``) is
-    stretched from its smallest to its largest value onto ``0..255``: clipped, the detector would see it black,
-    white or half of it.
+    ``0..255`` if at most 382.5, and clipped there. Any other float image (``-1..1``, standardised, ``0..65535``,
+    one whose largest magnitude lies outside ``TAME_RANGE``) is stretched from its smallest to its largest value
+    onto ``0..255``: clipped, the detector would see it black, white or half of it.
     """
-    grey = to_grey_numpy(image)
+    grey, tamed = _to_grey(image)
     if grey.dtype == np.uint8:
         return grey
     if grey.dtype == np.uint16:
         return (grey / 257.0).round().astype(np.uint8)
     lo, hi = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
     low, unit = 0.0, (1.0 if hi <= 1.5 else 255.0)
-    if hi > 382.5 or np.count_nonzero(grey < 0) > 0.01 * grey.size:
+    if tamed or hi > 382.5 or np.count_nonzero(grey < 0) > 0.01 * grey.size:  # tamed: beyond 2^32 or below 2^-8
         low, unit = lo, (hi - lo) or 1.0  # a constant image: all 0
     return np.clip((grey - low) * (255.0 / unit), 0, 255).round().astype(np.uint8)

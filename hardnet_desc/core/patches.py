@@ -268,9 +268,18 @@ def as_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     Raises:
         TypeError: complex or boolean values.
     """
+    if isinstance(frames, np.ndarray) or not isinstance(frames, torch.Tensor):
+        frames = np.asarray(frames)
+        if frames.dtype.kind not in "fiu":
+            raise TypeError(f"affine frames must hold real numbers, got dtype {frames.dtype}")
+        frames = frames.astype(frames.dtype.newbyteorder("="), copy=False)  # torch takes this machine's order only
     frames = torch.as_tensor(frames)
     if frames.is_complex() or frames.dtype == torch.bool:
         raise TypeError(f"affine frames must hold real numbers, got dtype {frames.dtype}")
+    if frames.dtype == torch.float64 and frames.numel():
+        peak = float(frames.abs().nan_to_num(0.0, 0.0, 0.0).max())
+        if peak > torch.finfo(torch.float32).max:
+            raise ValueError(f"affine frames hold values up to {peak:.3g}, beyond float32's range")
     return frames.float()
 
 

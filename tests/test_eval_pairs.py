@@ -189,3 +189,67 @@ def test_eval_pairs_errors(et_model, tmp_path, capsys):
     with pytest.raises(ValueError, match="is 320x240 but its camera is 640x480"):
         evaluate_pairs([Scene("small", small, [pair], "test")], ["sift"])
 
+
+
+# ---------------------------------------------------------------- bad input, refused before any work
+
+
+def _pairs_file(path: Path, n: int = 2, image_dir: Path | None = None) -> Path:
+    return write_camera_pairs(path, [_pair()] * n, image_dir or path.parent)
+
+
+def _refused(args: list[str], capsys) -> str:
+    """The one error line of ``hardnet-desc eval-pairs ARGS`` (exit code 2)."""
+    assert main(["eval-pairs", *map(str, args)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hardnet-desc eval-pairs: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_eval_pairs_refuses_two_scenes_of_one_name(tmp_path, capsys):
+    a1, a2 = _pairs_file(tmp_path / "d1" / "a.txt", 6), _pairs_file(tmp_path / "d2" / "a.txt", 3)
+    err = _refused([a1, a2, "--write-pairs", tmp_path / "out"], capsys)
+    assert "two scenes are named 'a'" in err and str(a1) in err and str(a2) in err
+    assert not (tmp_path / "out").exists()  # nothing written (one file would have replaced the other)
+    scenes = [Scene("a", tmp_path, [_pair()], "one"), Scene("a", tmp_path, [_pair()], "two")]
+    with pytest.raises(ValueError, match="two scenes are named 'a': one and two"):  # one summary entry for both
+        evaluate_pairs(scenes, {"never": None})
+
+
+def test_eval_pairs_outputs_never_replace_an_input(tmp_path, capsys):
+    source = _pairs_file(tmp_path / "wp" / "a.txt", 4)
+    before = source.read_bytes()
+    assert "is the input" in _refused([source, "--write-pairs", tmp_path / "wp", "--max-pairs", "2"], capsys)
+    assert "is the input" in _refused([source, "--json", source, "--force"], capsys)
+    assert source.read_bytes() == before
+
+
+def test_eval_pairs_checks_every_scene_s_images_first(tmp_path):
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((48, 64, 3), np.uint8))
+    broken = CameraPair("a.png", "missing.png", _pair().K1, _pair().K2, _pair().R, _pair().t)
+    scenes = [Scene("fine", tmp_path, [_pair()], "one"), Scene("broken", tmp_path, [broken], "two")]
+
+    def describe(image, kps):
+        raise AssertionError("the first scene was described before the second's images were checked")
+
+    with pytest.raises(FileNotFoundError, match="scene broken: 1 image.*missing.png"):
+        evaluate_pairs(scenes, {"x": describe})
+
+
+def test_eval_pairs_bounds_ransac_px_and_threads(tmp_path, capsys):
+    source = _pairs_file(tmp_path / "a.txt")
+    for value in ("inf", "nan", "0"):
+        assert "--ransac-px must be a finite number > 0" in _refused([source, "--ransac-px", value], capsys)
+    assert "--threads must be 1..1024, got 100000" in _refused([source, "--threads", "100000"], capsys)
+    with pytest.raises(ValueError, match="ransac_px must be a finite number > 0, got inf"):
+        evaluate_pairs([Scene("a", tmp_path, [_pair()], "test")], {"never": None}, ransac_px=math.inf)
+
+
+def test_eval_pairs_refuses_no_pairs(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    for text in ("", "# image_dir: .\n# a comment\n\n"):
+        empty.write_text(text)
+        assert f"{empty}: no pairs in it" in _refused([empty, "--methods", "sift"], capsys)
+    with pytest.raises(ValueError, match="no pairs to evaluate in test"):  # a model with no covisible pairs
+        evaluate_pairs([Scene("a", tmp_path, [], "test")], {"never": None})

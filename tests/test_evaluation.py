@@ -411,3 +411,102 @@ def test_incomplete_sequences_are_skipped_unless_strict(incomplete_root):
     assert sorted(results.config["skipped_sequences"]) == ["i_no_h", "v_gap", "v_reference_only"]
     with pytest.raises(FileNotFoundError, match="H_1_2"):
         evaluate_sequences(incomplete_root, ["sift"], max_keypoints=100, device="cpu", strict=True)
+
+
+# --------------------------------------------------------------------------- bad photos and images
+
+
+def photos_folder(root: Path, **photos: np.ndarray | bytes) -> Path:
+    """``root/photos`` holding ``name.png`` per keyword: an image, or raw bytes."""
+    folder = root / "photos"
+    folder.mkdir()
+    for name, photo in photos.items():
+        path = folder / f"{name}.png"
+        if isinstance(photo, bytes):
+            path.write_bytes(photo)
+        else:
+            assert cv2.imwrite(str(path), photo)
+    return folder
+
+
+def test_make_sequences_skips_an_unreadable_photo_and_does_the_others(tmp_path, capsys):
+    # The empty b.png stopped the run after a's sequences were written, and c was never done.
+    from hardnet_desc.cli import main
+
+    photos = photos_folder(tmp_path, a=small_photo(0), b=b"", c=small_photo(1))
+    errors = []
+    written = make_sequences(photos, tmp_path / "a", illumination=False, on_error=lambda *e: errors.append(e))
+    assert [p.name for p in written] == ["v_a", "v_c"] and [e[0] for e in errors] == ["b.png"]
+    assert errors[0][1].startswith("cannot decode image file") and not (tmp_path / "a" / "v_b").exists()
+    with pytest.raises(ValueError, match=r"^1 of 3 photos cannot be used .*: b\.png: cannot decode image file"):
+        make_sequences(photos, tmp_path / "b", illumination=False)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["v_a", "v_c"]
+    assert main(["make-sequences", str(photos), str(tmp_path / "c"), "--no-illumination"]) == 1  # as extract
+    out, err = capsys.readouterr()
+    assert err.strip() == f"hardnet-desc make-sequences: error: b.png: {errors[0][1]}"
+    assert out.strip().endswith("2 sequences -> " + str(tmp_path / "c") + ", 1 photos failed")
+    assert len(find_sequences(tmp_path / "c")) == 2
+
+
+def test_make_sequences_refuses_a_file_where_a_sequence_folder_goes_before_any_work(tmp_path):
+    # v_b as a file failed with "File exists" after v_a had been written.
+    photos = photos_folder(tmp_path, a=small_photo(0), b=small_photo(1))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "v_b").write_text("x")
+    for force in (False, True):
+        with pytest.raises(FileExistsError, match=r"v_b is a file, not a sequence folder"):
+            make_sequences(photos, tmp_path / "out", illumination=False, force=force)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["v_b"]
+    with pytest.raises(NotADirectoryError, match="is a file, not an output folder"):
+        make_sequences(photos, tmp_path / "out" / "v_b", illumination=False)
+
+
+def test_make_sequences_never_leaves_a_half_written_sequence(tmp_path, monkeypatch):
+    # A photo no warp could cover raised a RuntimeError and left v_thin with 1.png and our mark only.
+    from hardnet_desc.evaluation import synthetic_sequences
+
+    thin = cv2.resize(small_photo(0), (600, 3), interpolation=cv2.INTER_AREA)
+    photos = photos_folder(tmp_path, p=small_photo(0), thin=thin)
+    out = tmp_path / "out"
+    errors = []
+    written = make_sequences(photos, out, illumination=False, on_error=lambda *e: errors.append(e))
+    assert [p.name for p in written] == ["v_p"] and sorted(p.name for p in out.iterdir()) == ["v_p"]
+    assert errors[0][0] == "thin.png" and "reached 35% coverage" in errors[0][1]
+    before = {p.name: p.read_bytes() for p in (out / "v_p").iterdir()}
+
+    real, calls = synthetic_sequences._write_image, []
+
+    def full_disk(path, image):
+        calls.append(path)
+        if len(calls) == 4:
+            raise OSError(f"cannot write {path}")
+        real(path, image)
+
+    monkeypatch.setattr(synthetic_sequences, "_write_image", full_disk)
+    with pytest.raises(OSError, match="cannot write"):
+        make_sequences(photos, out, illumination=False, seed=5, on_error=lambda *e: None)
+    assert sorted(p.name for p in out.iterdir()) == ["v_p"]  # no temporary folder left
+    assert {p.name: p.read_bytes() for p in (out / "v_p").iterdir()} == before  # the old sequence, whole
+    (out / "v_p").rename(out / ".v_p.0123abcd.tmp")  # what a killed run leaves: not a sequence to evaluate
+    with pytest.raises(ValueError, match="neither an image sequence"):
+        find_sequences(out)
+
+
+def test_evaluate_sequences_skips_a_sequence_with_an_unreadable_image(tmp_path):
+    # An empty or 1x1 image stopped the whole run (without --strict) after the sequences before it were scored.
+    image = small_photo()
+    for name in ("v_broken", "v_ok", "v_tiny"):
+        write_sequence(tmp_path / name, image, [rotation(5, image.shape)] * 2)
+    (tmp_path / "v_broken" / "2.png").write_bytes(b"")
+    cv2.imwrite(str(tmp_path / "v_tiny" / "3.png"), np.zeros((1, 1), np.uint8))
+    skipped = []
+    results = evaluate_sequences(tmp_path, ["sift"], max_keypoints=100, device="cpu",
+                                 on_skip=lambda *s: skipped.append(s))
+    assert [s["name"] for s in results.sequences] == ["v_ok"]
+    assert [name for name, _ in skipped] == ["v_broken", "v_tiny"] == sorted(results.config["skipped_sequences"])
+    assert skipped[0][1] == f"cannot decode image file: {tmp_path / 'v_broken' / '2.png'}"
+    assert skipped[1][1] == f"{tmp_path / 'v_tiny' / '3.png'}: image is too small: (1, 1)"
+    with pytest.raises(ValueError, match=r"v_broken/2\.png"):
+        evaluate_sequences(tmp_path, ["sift"], max_keypoints=100, device="cpu", strict=True)
+    with pytest.raises(ValueError, match=r"none of the 1 sequences can be read: v_tiny: "):
+        evaluate_sequences(tmp_path / "v_tiny", ["sift"], max_keypoints=100, device="cpu", on_skip=print)

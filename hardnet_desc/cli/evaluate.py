@@ -118,6 +118,10 @@ def run_eval_fpr95(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The most ``eval-pairs --threads`` accepts (100,000 failed to start: no memory for OpenCV's and tqdm's threads).
+MAX_THREADS = 1024
+
+
 def add_eval_pairs(sub) -> None:
     p = sub.add_parser("eval-pairs", help="relative-pose benchmark on image pairs with known cameras",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -157,33 +161,37 @@ def add_eval_pairs(sub) -> None:
     add_device(p)
     add_precision(p, default="fp32")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads; 1 is much faster on a busy shared CPU (default: torch's)")
+                   help=f"torch threads, 1..{MAX_THREADS}; 1 is much faster on a busy shared CPU (default: torch's)")
     add_quiet(p)
     p.set_defaults(func=run_eval_pairs)
 
 
 def run_eval_pairs(args: argparse.Namespace) -> int:
+    from ..core.patches import check_number
     from ..data.camera_pairs import write_camera_pairs
     from ..evaluation.poses import evaluate_pairs, format_pose_table, load_scenes
     from ..evaluation.sequences import save_json
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        if not 1 <= args.threads <= MAX_THREADS:
+            raise ValueError(f"--threads must be 1..{MAX_THREADS}, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
+    check_number(args.ransac_px, "--ransac-px")
     names = split_list(args.scenes) if args.scenes else None
     if args.max_pairs < 0:
         raise ValueError(f"--max-pairs must be >= 0 (0: all), got {args.max_pairs}")
     scenes = load_scenes(args.sources, images=args.images, scenes=names, min_covisible=args.min_covisible,
                          max_pairs=args.max_pairs or None, seed=args.seed)
+    outputs = [args.write_pairs / f"{s.name}.txt" for s in scenes] if args.write_pairs else [args.json]
+    _check_not_inputs(scenes, outputs)
     if args.write_pairs:
         from ..data.camera_pairs import is_pairs_file_ours
         from ..outputs import check_output
 
-        for scene in scenes:  # every file may be written before the first is
-            check_output(args.write_pairs / f"{scene.name}.txt", is_pairs_file_ours, force=args.force)
+        for path in outputs:  # every file may be written before the first is
+            check_output(path, is_pairs_file_ours, force=args.force)
         for scene in scenes:
             path = write_camera_pairs(args.write_pairs / f"{scene.name}.txt", scene.pairs, scene.image_dir,
                                       comment=f"from {scene.source}: min covisible {args.min_covisible}, "
@@ -199,6 +207,14 @@ def run_eval_pairs(args: argparse.Namespace) -> int:
     if args.json:
         print(f"json: {save_json(results, args.json, force=args.force)}")
     return 0
+
+
+def _check_not_inputs(scenes: list, outputs: list[Path | None]) -> None:
+    """Before any work: no output file (None: not asked for) is a pairs file being read, even with --force."""
+    inputs = {Path(scene.source).resolve(): scene.source for scene in scenes}
+    for path in outputs:
+        if path is not None and path.resolve() in inputs:
+            raise ValueError(f"output {path} is the input {inputs[path.resolve()]}; write it somewhere else")
 
 
 def add_make_sequences(sub) -> None:
@@ -222,8 +238,14 @@ def add_make_sequences(sub) -> None:
 def run_make_sequences(args: argparse.Namespace) -> int:
     from ..evaluation.synthetic_sequences import make_sequences
 
+    failed = []
+
+    def on_error(photo: str, reason: str) -> None:  # as extract: one line per photo, the others go on
+        failed.append(photo)
+        print(f"hardnet-desc make-sequences: error: {photo}: {reason}", file=sys.stderr)
+
     folders = make_sequences(args.images, args.out, n_images=args.n_images, seed=args.seed,
                              illumination=not args.no_illumination, noise=args.noise,
-                             max_side=args.max_side, suffix=f".{args.format}", force=args.force)
-    print(f"{len(folders)} sequences -> {args.out}")
-    return 0
+                             max_side=args.max_side, suffix=f".{args.format}", force=args.force, on_error=on_error)
+    print(f"{len(folders)} sequences -> {args.out}" + (f", {len(failed)} photos failed" if failed else ""))
+    return 1 if failed else 0

@@ -89,7 +89,8 @@ def read_camera_pairs(path: str | Path) -> tuple[list[CameraPair], Path]:
         file), else the file's folder.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: a binary file, or a malformed line (its number is named).
+        FileNotFoundError: no such file. ValueError: a binary file, a malformed line (its number is named),
+        or no pair at all (only blank lines and comments).
     """
     path = Path(path)
     if not path.is_file():
@@ -119,6 +120,8 @@ def read_camera_pairs(path: str | Path) -> tuple[list[CameraPair], Path]:
                                     (radial[0], radial[1]), (radial[2], radial[3])))
         except ValueError as err:
             raise ValueError(f"{path}:{number}: {err}") from None
+    if not pairs:
+        raise ValueError(f"{path}: no pairs in it (only blank lines and comments)")
     return pairs, image_dir
 
 

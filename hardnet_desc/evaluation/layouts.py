@@ -163,7 +163,8 @@ def find_sequences(
 ) -> list[ImageSequence]:
     """All sequences under ``root``: ``root`` itself if it is one, else its sequence sub-folders.
 
-    Sub-folders in neither layout are ignored; sequences are sorted by name.
+    Sub-folders in neither layout, and hidden ones (``.name``: e.g. a sequence ``make_sequences`` was writing
+    when killed), are ignored; sequences are sorted by name.
 
     Args:
         root: one sequence folder, or a folder of them.
@@ -181,7 +182,8 @@ def find_sequences(
         raise FileNotFoundError(f"no such folder: {root}")
     if sequence_layout(root) is not None:
         return [read_sequence(root)]
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and sequence_layout(p)), key=_natural_key)
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and sequence_layout(p)),
+                     key=_natural_key)
     if not folders:
         raise ValueError(
             f"{root}: neither an image sequence nor a folder of sequences; expected <seq>/1.ppm + <seq>/H_1_2 ... "

@@ -39,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from ..core.device import resolve_device
+from ..core.patches import check_number
 from ..matching import check_ratio, match_descriptors
 from ..core.model import HardNet
 from ..geometry import (
@@ -128,7 +129,8 @@ def load_scenes(
     """Scenes of every source (``hardnet_desc.evaluation.pair_sources.find_sources``).
 
     ``images`` is the image folder of a single scene; with several scenes, the folder holding one
-    image folder per scene (``images/<scene>/``).
+    image folder per scene (``images/<scene>/``). Scene names must differ (they name the results and
+    the ``--write-pairs`` files): ``ValueError`` naming both sources otherwise.
     """
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     paths = [p for s in sources for p in find_sources(s, scenes)]
@@ -138,20 +140,41 @@ def load_scenes(
     for p in paths:
         image_dir = None if images is None else (Path(images) if len(paths) == 1 else Path(images) / scene_name(p))
         out.append(load_scene(p, images=image_dir, min_covisible=min_covisible, max_pairs=max_pairs, seed=seed))
+    check_scene_names(out)
     return out
 
 
-def _describe_scene(scene: Scene, describe: Mapping[str, DescribeFn], max_keypoints: int, timing: dict) -> dict:
-    """Image name -> ``(xy, {method: desc})`` for every image of the scene's pairs; sizes checked."""
+def check_scene_names(scenes: Sequence[Scene]) -> None:
+    """Raise ``ValueError`` if two scenes share a name (their results and pairs files would collide)."""
+    sources: dict[str, str] = {}
+    for scene in scenes:
+        if scene.name in sources:
+            raise ValueError(f"two scenes are named {scene.name!r}: {sources[scene.name]} and {scene.source}; "
+                             "rename one")
+        sources[scene.name] = scene.source
+
+
+def _scene_images(scene: Scene) -> dict[str, tuple[int, int] | None]:
+    """Image name -> its camera's ``(width, height)`` (or None) for every image of the scene's pairs.
+
+    Raises:
+        FileNotFoundError: an image is not in ``scene.image_dir``.
+    """
     sizes = {}
     for pair in scene.pairs:
         sizes.setdefault(pair.image1, pair.size1)
         sizes.setdefault(pair.image2, pair.size2)
-    names = sorted(sizes)
-    paths = [scene.image_dir / n for n in names]
-    missing = [str(p) for p in paths if not p.is_file()]
+    missing = [str(scene.image_dir / n) for n in sorted(sizes) if not (scene.image_dir / n).is_file()]
     if missing:
         raise FileNotFoundError(f"scene {scene.name}: {len(missing)} image(s) not found, e.g. {missing[0]}")
+    return sizes
+
+
+def _describe_scene(scene: Scene, sizes: dict, describe: Mapping[str, DescribeFn], max_keypoints: int,
+                    timing: dict) -> dict:
+    """Image name -> ``(xy, {method: desc})`` for every image of ``sizes`` (``_scene_images``); sizes checked."""
+    names = sorted(sizes)
+    paths = [scene.image_dir / n for n in names]
     features = {}
     for name, (xy, descs, (h, w)) in zip(names, describe_images(paths, describe, max_keypoints, timing=timing)):
         if sizes[name] is not None and tuple(sizes[name]) != (w, h):
@@ -203,23 +226,30 @@ def evaluate_pairs(
         max_keypoints: SIFT keypoints per image, the strongest by response.
         ratio: Lowe's ratio threshold on top of mutual NN, or None for mutual NN only.
         max_pairs, min_covisible, seed: pair selection per scene.
-        ransac_px: essential-matrix RANSAC threshold in pixels. correct_px: Sampson threshold.
+        ransac_px: essential-matrix RANSAC threshold in pixels. correct_px: Sampson threshold (both finite, > 0).
         device, precision: for HardNet and the matcher.
         progress: progress bar over pairs.
 
     Returns:
         A ``PoseResults``; ``to_dict()`` (or ``save_json``) gives its JSON form.
+
+    Raises (before any image is described): ``ValueError`` for a setting out of range, two scenes of one
+    name or no pair at all; ``FileNotFoundError`` for a missing image of any scene.
     """
     if max_keypoints < 1:
         raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
     check_ratio(ratio)
-    if not (ransac_px > 0 and correct_px > 0):
-        raise ValueError(f"ransac_px and correct_px must be > 0, got {ransac_px}, {correct_px}")
+    check_number(ransac_px, "ransac_px")
+    check_number(correct_px, "correct_px")
     if sources and isinstance(sources, Sequence) and not isinstance(sources, str) and isinstance(sources[0], Scene):
         loaded = list(sources)
+        check_scene_names(loaded)
     else:
         loaded = load_scenes(sources, images=images, scenes=scenes, min_covisible=min_covisible,
                              max_pairs=max_pairs, seed=seed)
+    if not any(scene.pairs for scene in loaded):
+        raise ValueError(f"no pairs to evaluate in {', '.join(scene.source for scene in loaded)}")
+    images = [_scene_images(scene) for scene in loaded]  # every scene's photos before any work
     if isinstance(methods, Mapping):
         describe, skipped = dict(methods), {}
     else:
@@ -228,8 +258,8 @@ def evaluate_pairs(
     timing = {**dict.fromkeys(describe, 0.0), "matching+pose": 0.0}
     per_scene = []
     with tqdm(total=sum(len(s.pairs) for s in loaded), desc="pairs", disable=not progress) as bar:
-        for scene in loaded:
-            features = _describe_scene(scene, describe, max_keypoints, timing)
+        for scene, sizes in zip(loaded, images):
+            features = _describe_scene(scene, sizes, describe, max_keypoints, timing)
             t0 = time.perf_counter()
             records = [_evaluate_pair(pair, features, ratio, match_device, ransac_px, correct_px, bar)
                        for pair in scene.pairs]
@@ -397,5 +427,5 @@ def format_pose_table(results: PoseResults) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-__all__ = ["BASELINES", "PoseResults", "auc_difference", "evaluate_pairs", "format_pose_table", "load_scenes",
-           "pair_pose_metrics", "summarize_poses"]
+__all__ = ["BASELINES", "PoseResults", "auc_difference", "check_scene_names", "evaluate_pairs", "format_pose_table",
+           "load_scenes", "pair_pose_metrics", "summarize_poses"]

@@ -68,14 +68,14 @@ class SequenceResults(Results):
 
 
 def describe_images(
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | np.ndarray],
     describe: Mapping[str, DescribeFn],
     max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
     detector: Any = None,
     timing: dict[str, float] | None = None,
 ) -> list[tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]]:
-    """Detect the ``max_keypoints`` strongest keypoints of each image once and describe them with
-    every method.
+    """Detect the ``max_keypoints`` strongest keypoints of each image (a file, or one read already) once and
+    describe them with every method.
 
     Returns:
         Per image: ``(xy (N, 2) float64, {method: (N, D)}, (height, width))``. Seconds spent in
@@ -83,7 +83,7 @@ def describe_images(
     """
     features = []
     for path in paths:
-        image = to_uint8(read_image(path))
+        image = to_uint8(read_image(path) if isinstance(path, (str, Path)) else path)
         kps = detect_sift(image, max_keypoints, detector)  # strongest by response
         descs = {}
         for name, fn in describe.items():
@@ -139,8 +139,8 @@ def evaluate_sequences(
         thresholds: pixel thresholds of the MMA curve.
         progress: show a progress bar over sequences.
         strict: abort on an incomplete sequence (a reference image only, a missing homography or
-            image) instead of skipping it; skipped ones go to ``on_skip(name, reason)`` (default: a
-            ``UserWarning``) and to ``config["skipped_sequences"]``.
+            image, an image that cannot be read) instead of skipping it; skipped ones go to
+            ``on_skip(name, reason)`` (default: a ``UserWarning``) and to ``config["skipped_sequences"]``.
 
     Returns:
         A ``SequenceResults``; ``to_dict()`` (or ``save_json``) gives its JSON form.
@@ -148,7 +148,19 @@ def evaluate_sequences(
     if max_keypoints < 1:
         raise ValueError(f"max_keypoints must be >= 1, got {max_keypoints}")
     check_ratio(ratio)
-    sequences, skipped_sequences = _read_sequences(root, strict, on_skip)
+    skipped_sequences: dict[str, str] = {}
+
+    def skip(name: str, reason: str) -> None:
+        skipped_sequences[name] = reason
+        if on_skip is None:
+            warnings.warn(f"skipped sequence {name}: {reason}", stacklevel=3)
+        else:
+            on_skip(name, reason)
+
+    if isinstance(root, (str, Path)):
+        sequences = find_sequences(root, strict=strict, on_skip=skip)
+    else:
+        sequences = list(root)
     if isinstance(methods, Mapping):
         describe, skipped = dict(methods), {}
     else:
@@ -161,9 +173,19 @@ def evaluate_sequences(
     timing = dict.fromkeys(describe, 0.0)
     per_sequence = []
     for seq in tqdm(sequences, desc="sequences", disable=not progress):
-        features = describe_sequence(seq, describe, max_keypoints, detector, timing)
+        try:  # each image is read once, here: an unreadable one skips its sequence
+            images = [_read_grey(path) for path in seq.images]
+        except (OSError, ValueError) as err:
+            if strict:
+                raise
+            skip(seq.name, str(err))
+            continue
+        features = describe_images(images, describe, max_keypoints, detector, timing)
         pairs = _score_pairs(seq, features, list(describe), ratio, match_device, thresholds)
         per_sequence.append({"name": seq.name, "group": seq.group, "layout": seq.layout, "pairs": pairs})
+    if sequences and not per_sequence:
+        raise ValueError(f"none of the {len(skipped_sequences)} sequences can be read: "
+                         + "; ".join(f"{name}: {why}" for name, why in skipped_sequences.items()))
 
     summary = {name: _summarize_groups(per_sequence, name, thresholds) for name in describe}
     for seq in per_sequence:  # JSON has no inf: a failed homography is null
@@ -190,22 +212,14 @@ def _score_pairs(seq: ImageSequence, features: list, methods: list[str], ratio: 
     return pairs
 
 
-def _read_sequences(
-    root: str | Path | Sequence[ImageSequence], strict: bool, on_skip: Callable[[str, str], None] | None
-) -> tuple[list[ImageSequence], dict[str, str]]:
-    """The sequences to evaluate and the skipped ones (name -> reason), see ``evaluate_sequences``."""
-    if not isinstance(root, (str, Path)):
-        return list(root), {}
-    skipped: dict[str, str] = {}
-
-    def skip(name: str, reason: str) -> None:
-        skipped[name] = reason
-        if on_skip is None:
-            warnings.warn(f"skipped sequence {name}: {reason}", stacklevel=4)
-        else:
-            on_skip(name, reason)
-
-    return find_sequences(root, strict=strict, on_skip=skip), skipped
+def _read_grey(path: Path) -> np.ndarray:
+    """The image at ``path`` as grey uint8; an error that does not name the file is led by it."""
+    try:
+        return to_uint8(read_image(path))
+    except ValueError as err:  # e.g. "image is too small: (1, 1)"
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"{path}: {err}") from None
 
 
 def _config(root, describe, skipped, weights, max_keypoints, ratio, detector, device, precision) -> dict:

@@ -18,7 +18,11 @@ for training.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,7 +91,8 @@ def warp_view(
     """One view of ``image`` (grey uint8) at ``level``: ``(view uint8, H (3, 3) float64)``.
 
     Geometric warps are redrawn until the reference covers ``MIN_COVERAGE`` of the view (the
-    canvas holds the whole warped reference, so every view overlaps the reference).
+    canvas holds the whole warped reference, so every view overlaps the reference); ``ValueError`` if none
+    does in ``tries`` (an image too small or too elongated).
     """
     cfg = level_config(level, geometric)
     h, w = image.shape
@@ -98,7 +103,8 @@ def warp_view(
             if coverage(H, h, w, out_h, out_w) >= MIN_COVERAGE:
                 break
         else:
-            raise RuntimeError(f"no warp of level {level} reached {MIN_COVERAGE:.0%} coverage in {tries} tries")
+            raise ValueError(f"no warp of level {level} of a {w}x{h} image reached {MIN_COVERAGE:.0%} coverage "
+                             f"in {tries} tries (too small or too elongated)")
         view = cv2.warpPerspective(image, H, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=0)
     else:
         view = image
@@ -133,6 +139,7 @@ def make_sequences(
     max_side: int = 1024,
     suffix: str = ".png",
     force: bool = False,
+    on_error: Callable[[str, str], None] | None = None,
 ) -> list[Path]:
     """Write synthetic HPatches-layout sequences to ``out``.
 
@@ -148,6 +155,13 @@ def make_sequences(
         max_side: photos are first downscaled so that their longer side is at most this (>= ``MIN_SIDE``).
         suffix: image format, ``'.png'`` or ``'.ppm'`` (lossless).
         force: write into sequence folders that hold files of another program.
+        on_error: a photo that cannot be read or warped (an undecodable file, one too small or too elongated)
+            gives no sequences and is reported as ``on_error(photo, reason)`` (``photo`` relative to ``images``);
+            the other photos are still done. Without ``on_error``, a ``ValueError`` naming such photos is
+            raised once the others are done.
+
+    Each sequence is written into a temporary sibling folder renamed into place once complete, so an
+    interrupted or failed run leaves a sequence folder as it was or complete, never half-written.
 
     Returns:
         The written sequence folders.
@@ -165,35 +179,95 @@ def make_sequences(
         pick = np.random.default_rng(seed).permutation(len(paths))[:n_images]
         paths = [paths[i] for i in sorted(pick)]
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file, not an output folder")
     used: set[str] = set()
     names = [_sequence_name(path, used) for path in paths]
     kinds = ["v"] + (["i"] if illumination else []) + (["n"] if noise else [])
     for name in names:  # before any work
         for prefix in kinds:
             _check_sequence_folder(out / f"{prefix}_{name}", force)
-    stale_views = [f"{k}{other}" for k in range(1, LEVELS + 2) for other in IMAGE_SUFFIXES if other != suffix]
-    written = []
+    written, failed = [], {}
     for index, (path, name) in enumerate(zip(paths, names)):
-        image = to_uint8(read_image(path))
-        scale = max_side / max(image.shape)
-        if scale < 1:
-            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        for prefix in kinds:
-            rng = np.random.default_rng([seed, index, {"i": 0, "v": 1, "n": 2}[prefix]])
+        try:  # every view of the photo in memory before any is written
+            image = _read_photo(path, max_side)
+            views = {prefix: _views(image, prefix, np.random.default_rng([seed, index, KIND_SEEDS[prefix]]))
+                     for prefix in kinds}
+        except (OSError, ValueError) as err:
+            photo = str(path.relative_to(Path(images)))
+            failed[photo] = str(err)
+            if on_error is not None:
+                on_error(photo, str(err))
+            continue
+        for prefix, (frames, homographies) in views.items():
             folder = out / f"{prefix}_{name}"
-            write_json(folder / SEQUENCE_MARK, {"seed": seed, "photo": path.name}, force=True)  # checked above
-            for stale in stale_views:  # an earlier run's in another format: the evaluation would read them
-                (folder / stale).unlink(missing_ok=True)  # with this run's homographies
-            _write_image(folder / f"1{suffix}", image)
-            for level in range(1, LEVELS + 1):
-                if prefix == "n":
-                    view, H = noise_view(image, level, rng), np.eye(3)
-                else:
-                    view, H = warp_view(image, level, prefix == "v", rng)
-                _write_image(folder / f"{level + 1}{suffix}", view)
-                np.savetxt(folder / f"H_1_{level + 1}", H, fmt="%.12g")
+            _write_sequence(folder, frames, homographies, {"seed": seed, "photo": path.name}, suffix)
             written.append(folder)
+    if failed and on_error is None:
+        others = " (the sequences of the others are written)" if written else ""
+        raise ValueError(f"{len(failed)} of {len(paths)} photos cannot be used{others}: "
+                         + "; ".join(f"{photo}: {why}" for photo, why in failed.items()))
     return written
+
+
+#: Seeds each kind of sequence's random generator (with the seed and the photo's index).
+KIND_SEEDS = {"i": 0, "v": 1, "n": 2}
+
+
+def _read_photo(path: Path, max_side: int) -> np.ndarray:
+    """The photo as grey uint8, downscaled to a longer side of at most ``max_side``."""
+    image = to_uint8(read_image(path))
+    scale = max_side / max(image.shape)
+    if scale < 1:
+        if min(image.shape) * scale < 2:
+            raise ValueError(f"a {image.shape[1]}x{image.shape[0]} photo is too elongated for "
+                             f"max_side {max_side} (its shorter side would be under 2 px)")
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return image
+
+
+def _views(image: np.ndarray, prefix: str, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The images ``1 .. LEVELS + 1`` of the ``prefix`` sequence of ``image`` and their ``H_1_k``."""
+    frames, homographies = [image], []
+    for level in range(1, LEVELS + 1):
+        if prefix == "n":
+            view, H = noise_view(image, level, rng), np.eye(3)
+        else:
+            view, H = warp_view(image, level, prefix == "v", rng)
+        frames.append(view)
+        homographies.append(H)
+    return frames, homographies
+
+
+def _write_sequence(folder: Path, frames: list[np.ndarray], homographies: list[np.ndarray], mark: dict,
+                    suffix: str) -> None:
+    """Write a sequence into a temporary sibling folder and rename that onto ``folder`` once complete.
+
+    Files of an existing ``folder`` that this sequence does not hold (another program's, with ``force``) are
+    kept, except views in another image format (the evaluation would read them with these homographies).
+    """
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    old = tmp.with_suffix(".old")
+    stale = {f"{k}{other}" for k in range(1, len(frames) + 1) for other in IMAGE_SUFFIXES if other != suffix}
+    try:
+        tmp.mkdir(parents=True)
+        write_json(tmp / SEQUENCE_MARK, mark)
+        for k, frame in enumerate(frames, start=1):
+            _write_image(tmp / f"{k}{suffix}", frame)
+        for k, H in enumerate(homographies, start=2):
+            np.savetxt(tmp / f"H_1_{k}", H, fmt="%.12g")
+        if folder.is_dir():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.is_dir() and not folder.exists():  # failed between the two renames: the old folder back
+            os.replace(old, folder)
+    if old.is_dir():
+        for entry in old.iterdir():
+            if entry.name not in stale and not (folder / entry.name).exists():
+                os.replace(entry, folder / entry.name)
+        shutil.rmtree(old)
 
 
 #: The lossless image formats ``make_sequences`` writes.
@@ -205,7 +279,10 @@ SEQUENCE_MARK = "hardnet-desc.json"
 
 
 def _check_sequence_folder(folder: Path, force: bool) -> None:
-    """Raise ``FileExistsError`` if ``folder`` holds files and no ``SEQUENCE_MARK`` of ours (unless ``force``)."""
+    """Raise ``FileExistsError`` if ``folder`` is a file, or holds files and no ``SEQUENCE_MARK`` of ours (unless
+    ``force``)."""
+    if folder.exists() and not folder.is_dir():  # even with force: a file is not a sequence folder
+        raise FileExistsError(f"{folder} is a file, not a sequence folder; remove it or choose another output folder")
     if force or not folder.is_dir() or not any(folder.iterdir()):
         return
     mark = folder / SEQUENCE_MARK

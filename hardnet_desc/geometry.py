@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from .core.patches import check_integer, check_number
+
 #: Pose-error thresholds (degrees) of the AUC, as in SuperGlue and LoFTR.
 AUC_THRESHOLDS = (5.0, 10.0, 20.0)
 
@@ -54,8 +56,11 @@ def skew(v: np.ndarray) -> np.ndarray:
 
 
 def rotation_angle_deg(R: np.ndarray) -> float:
-    """Angle in degrees of the rotation matrix ``R`` (0 for the identity, at most 180)."""
-    cos = (np.trace(np.asarray(R, dtype=np.float64)) - 1.0) / 2.0
+    """Angle in degrees of the rotation matrix ``R`` ``(3, 3)`` (0 for the identity, at most 180)."""
+    R = np.asarray(R, dtype=np.float64)
+    if R.shape != (3, 3):
+        raise ValueError(f"R must be a (3, 3) rotation matrix, got shape {R.shape}")
+    cos = (np.trace(R) - 1.0) / 2.0
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
@@ -103,6 +108,8 @@ def pose_auc(errors: Sequence[float] | np.ndarray, thresholds: Sequence[float] =
     e = np.sort(np.asarray(errors, dtype=np.float64).reshape(-1))
     if np.isnan(e).any():
         raise ValueError("pose errors contain NaN (use inf for a failed pose)")
+    if e.size and e[0] < 0:  # an AUC above 1 otherwise
+        raise ValueError(f"pose errors are angles >= 0 (inf for a failed pose), got {e[0]}")
     if e.size == 0:
         return [float("nan")] * len(thresholds)
     curve_x = np.concatenate([[0.0], e])
@@ -160,7 +167,10 @@ def undistort_points(
     K = np.asarray(K, dtype=np.float64)
     xy = (pts - K[:2, 2]) / np.array([K[0, 0], K[1, 1]])
     xy[:, 0] -= K[0, 1] / K[1, 1] * xy[:, 1]  # skew (0 for every COLMAP camera)
-    k1, k2 = (float(radial[0]), float(radial[1])) if len(radial) else (0.0, 0.0)
+    radial = tuple(radial) if radial is not None else ()
+    if len(radial) > 2:
+        raise ValueError(f"radial must be (k1,) or (k1, k2), got {len(radial)} coefficients")
+    k1, k2 = (tuple(float(k) for k in radial) + (0.0, 0.0))[:2]  # SIMPLE_RADIAL gives k1 alone
     if k1 == 0.0 and k2 == 0.0:
         return xy
     undist = xy.copy()
@@ -185,6 +195,9 @@ def sampson_error_px(points1: np.ndarray, points2: np.ndarray, F: np.ndarray) ->
         ValueError: points that are not ``(M, 2)`` of one ``M`` (``check_correspondences``).
     """
     p1, p2 = check_correspondences(points1, points2)
+    F = np.asarray(F, dtype=np.float64)
+    if F.shape != (3, 3):
+        raise ValueError(f"F must be a (3, 3) fundamental matrix, got shape {F.shape}")
     x1, x2 = np.c_[p1, np.ones(len(p1))], np.c_[p2, np.ones(len(p2))]
     Fx1, Ftx2 = x1 @ F.T, x2 @ F
     num = np.abs(np.sum(x2 * Fx1, axis=1))
@@ -218,6 +231,7 @@ def estimate_relative_pose(
         ValueError: points that are not ``(M, 2)`` of one ``M`` (``check_correspondences``).
     """
     p1, p2 = map(np.ascontiguousarray, check_correspondences(points1, points2))
+    _check_ransac(threshold, confidence, max_iters)
     if len(p1) < 5:
         return None
     E, mask = _usac(cv2.findEssentialMat, p1, p2, np.eye(3), method=cv2.USAC_MAGSAC, prob=confidence,
@@ -306,6 +320,7 @@ def fit_homography(
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}, got {estimator!r}")
     p1, p2 = check_correspondences(points1, points2)
+    _check_ransac(threshold, confidence, max_iters)
     none = np.zeros(len(p1), bool)
     if len(p1) < MIN_MATCHES["homography"]:
         return None, none
@@ -315,6 +330,16 @@ def fit_homography(
             or np.count_nonzero(mask) < MIN_MATCHES["homography"]):  # least squares: every point, at least 4
         return None, none  # no model, or one that fewer points than a minimal sample support
     return model, mask.ravel().astype(bool)
+
+
+def _check_ransac(threshold: float, confidence: float, max_iters: int) -> None:
+    """``TypeError``/``ValueError`` naming the first of a RANSAC's settings that is not a number in its range (a
+    threshold <= 0 marked every point, or none, an inlier; a str stopped in OpenCV's overload resolution)."""
+    check_number(threshold, "threshold")
+    check_number(confidence, "confidence")
+    if confidence >= 1:
+        raise ValueError(f"confidence must be below 1, got {confidence}")
+    check_integer(max_iters, "max_iters", 1)
 
 
 def transfer_error(H: np.ndarray, points1: np.ndarray, points2: np.ndarray) -> np.ndarray:

@@ -123,6 +123,9 @@ def match_pair(
     check_min_inliers(min_inliers)
     check_view_keypoints(view_keypoints)
     check_ratio(ratio)
+    if descriptor is not None and not isinstance(descriptor, HardNetDescriptor):
+        raise TypeError("descriptor must be a HardNetDescriptor (or None: the default), got "
+                        f"{type(descriptor).__name__}")
     descriptor = descriptor if descriptor is not None else HardNetDescriptor()
     if wide_baseline:
         return _match_wide(image1, image2, descriptor, max_keypoints=max_keypoints, ratio=ratio, geometry=geometry,

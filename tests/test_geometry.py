@@ -19,6 +19,7 @@ from hardnet_desc.geometry import (
     pose_auc,
     pose_error_deg,
     refine_homography,
+    rotation_angle_deg,
     rotation_error_deg,
     sampson_error_px,
     transfer_error,
@@ -282,3 +283,30 @@ def test_a_threshold_below_the_noise_gives_no_model(geometry, threshold):
     model, inliers = fit_geometry(p1, p2, geometry, threshold)
     assert model is None and not inliers.any()
     assert fit_geometry(p1, p2, geometry, 3.0)[1].sum() > 180  # the same matches at a usual threshold
+
+
+def test_settings_and_matrices_are_checked_naming_them():
+    """Found by fuzzing: a threshold of 0 or NaN gave a pose of 0 inliers, -1 marked every point an inlier, a str
+    met OpenCV's overload resolution; negative pose errors gave an AUC above 1; SIMPLE_RADIAL's one coefficient
+    stopped in an IndexError; a (2, 2) rotation had an angle; a list F stopped in an AttributeError."""
+    p1, p2, _ = _planar_matches(60, 0)
+    for bad, error in ((0.0, ValueError), (float("nan"), ValueError), (-1.0, ValueError), ("1", TypeError)):
+        with pytest.raises(error, match="threshold must be"):
+            estimate_relative_pose(p1 / 500, p2 / 500, bad)
+        with pytest.raises(error, match="threshold must be"):
+            fit_homography(p1, p2, bad)
+    with pytest.raises(TypeError, match="max_iters must be an integer"):
+        fit_homography(p1, p2, max_iters=100.0)
+    with pytest.raises(ValueError, match="confidence must be below 1"):
+        fit_homography(p1, p2, confidence=1.0)
+    with pytest.raises(ValueError, match="pose errors are angles >= 0"):
+        pose_auc([-5.0, 1.0])
+    K = np.array([[680.0, 0, 319.5], [0, 680.0, 239.5], [0, 0, 1]])
+    np.testing.assert_array_equal(undistort_points(p1, K, (-0.1,)), undistort_points(p1, K, (-0.1, 0.0)))
+    np.testing.assert_array_equal(undistort_points(p1, K, None), undistort_points(p1, K))
+    with pytest.raises(ValueError, match="R must be a \\(3, 3\\) rotation matrix"):
+        rotation_angle_deg(np.eye(2))
+    F = fundamental_from_pose(K, K, rot_y(10), np.array([1.0, 0, 0]))
+    np.testing.assert_array_equal(sampson_error_px(p1, p2, F.tolist()), sampson_error_px(p1, p2, F))
+    with pytest.raises(ValueError, match="F must be a \\(3, 3\\) fundamental matrix"):
+        sampson_error_px(p1, p2, np.eye(2))

@@ -89,3 +89,9 @@ def test_precision_table_on_cpu(precision, dtype):
         assert (x @ x).dtype == dtype
     with pytest.raises(ValueError, match="fp16' needs a CUDA device"):
         resolve_precision("fp16", cpu)
+
+
+def test_match_pair_names_a_descriptor_of_another_type(example_pair):
+    """A str stopped in "'str' object has no attribute 'detect'"."""
+    with pytest.raises(TypeError, match="descriptor must be a HardNetDescriptor .* got str"):
+        match_pair(*example_pair, "hardnet")

@@ -18,7 +18,7 @@ from conftest import make_hardnet
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
 from hardnet_desc.core.patches import PatchSpec
-from hardnet_desc.integrations.onnx import export_onnx, read_onnx_metadata
+from hardnet_desc.integrations.onnx import export_onnx, is_onnx_ours, read_onnx_metadata
 from hardnet_desc.core.image import to_grey_tensor
 from hardnet_desc.core.patches import extract_patches
 from hardnet_desc.core.weights import save_weights
@@ -86,6 +86,16 @@ def test_bad_opset_and_weights_give_clear_errors(tmp_path):
         export_onnx(tmp_path / "x.onnx", opset=11)
     assert main(["export-onnx", str(tmp_path / "y.onnx"), "--weights", str(tmp_path / "missing.pth")]) == 2
     assert not (tmp_path / "y.onnx").exists()
+
+
+def test_export_leaves_the_module_s_mode_and_tells_other_files_apart(tmp_path):
+    """Exporting a module in training switched it to eval mode; is_onnx_ours stopped in protobuf's DecodeError
+    on a file that is not ONNX."""
+    net = make_hardnet().train()
+    path = export_onnx(tmp_path / "m.onnx", net)
+    assert net.training and is_onnx_ours(path)
+    (tmp_path / "notes.txt").write_text("not a model")
+    assert not is_onnx_ours(tmp_path / "notes.txt")
 
 
 def test_cli_export_with_bundled_weights(tmp_path, capsys, example_image):

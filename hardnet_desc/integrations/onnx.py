@@ -4,7 +4,10 @@ The graph is built operator by operator from the BatchNorm-folded network
 (``fuse_hardnet``), so it holds exactly what
 ``HardNet`` computes and nothing else:
 
-* input ``patches``: float32 ``(N, 1, 32, 32)``, any intensity range, ``N`` dynamic;
+* input ``patches``: float32 ``(N, 1, 32, 32)``, ``N`` dynamic, in any usual intensity range (0..1,
+  0..255, 0..65535): ``HardNetDescriptor`` also scales float patches whose largest magnitude lies beyond
+  2^32 or below 2^-8 by a power of two first, the graph does not (float32 squares overflow from about 1e19,
+  and below 1e-5 the ``1e-7`` of the standardisation weighs);
 * per-patch standardisation (zero mean, unit std with Bessel's correction, as
   ``standardize_patches``) as ``GlobalAveragePool``/``Sub``/``Div``;
 * seven ``Conv`` (+ ``Relu``) steps;
@@ -67,7 +70,7 @@ def export_onnx(
         raise ValueError(f"opset must be in {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
     path = check_output(path, is_onnx_ours, force=force)  # before any work
     if isinstance(weights, HardNet):
-        net, info = weights.eval(), Weights(weights.state_dict(), "HardNet module")
+        net, info = weights, Weights(weights.state_dict(), "HardNet module")  # the caller's mode stays as it was
     else:
         net, info = load_hardnet(weights)
     model = onnx.helper.make_model(
@@ -84,10 +87,13 @@ def export_onnx(
 
 
 def is_onnx_ours(path: str | Path) -> bool:
-    """True if ``path`` is an ONNX model ``export_onnx`` wrote (its ``producer_name``)."""
+    """True if ``path`` is an ONNX model ``export_onnx`` wrote (its ``producer_name``); False for any other file."""
     import onnx
 
-    return onnx.load(str(path), load_external_data=False).producer_name == PRODUCER
+    try:
+        return onnx.load(str(path), load_external_data=False).producer_name == PRODUCER
+    except Exception:  # noqa: BLE001 (protobuf's DecodeError and others: not an ONNX model, so not ours)
+        return False
 
 
 def _metadata(info: Weights) -> dict[str, str]:

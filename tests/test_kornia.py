@@ -52,6 +52,12 @@ def test_lafs_are_kornias_own_construction(kps):
     torch.testing.assert_close(clamped, 3.0 * size.clamp(min=floor), atol=1e-3, rtol=1e-5)
 
 
+def test_keypoints_to_lafs_keeps_lafs(kps):
+    """LAFs (1, N, 2, 3) came back as (1, 1, N, 2, 3)."""
+    lafs = keypoints_to_lafs(kps)
+    assert keypoints_to_lafs(lafs).shape == lafs.shape and torch.equal(keypoints_to_lafs(lafs), lafs)
+
+
 def test_kornia_laf_descriptor_gives_our_descriptors(weights_file, desc, example_image, kps):
     from_file = laf_descriptor(weights_file)
     assert (from_file.patch_scale, from_file.min_kp_size) == (5.0, 3.0)  # read from the weight file

@@ -113,6 +113,14 @@ def test_mask_and_bad_input(hardnet, example_image):
         extractor.extract(grey, keypoints, scales=[1.0, 2.0])
     with pytest.raises(ValueError, match="size <= 0"):
         extractor.extract(grey, keypoints, scales=[1.0, 1.0, 1.0, 0.0])
+    # a NaN row was left out of the mask without a word (compute refuses it), NaN scales were "size <= 0" and
+    # complex keypoints were cut to their real part
+    with pytest.raises(ValueError, match="keypoints contain NaN or inf"):
+        extractor.extract(grey, np.array([[np.nan, 3.0], [10.0, 10.0]]))
+    with pytest.raises(ValueError, match="scales contain NaN or inf"):
+        extractor.extract(grey, keypoints, scales=[1.0, np.nan, 1.0, 1.0])
+    with pytest.raises(TypeError, match="keypoints must hold real numbers, got dtype complex128"):
+        extractor.extract(grey, keypoints.astype(complex))
     with pytest.raises(ValueError, match="sigma must be > 0"):
         HardNetExtractor(hardnet, sigma=0)
 

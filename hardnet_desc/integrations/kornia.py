@@ -70,6 +70,7 @@ def keypoints_to_lafs(keypoints: KeypointsLike, spec: PatchSpec = PatchSpec()) -
 
     The LAFs cover the patches ``HardNetDescriptor`` describes with ``spec`` (its ``patch_spec``,
     or ``laf_descriptor(...).patch_spec``): scale ``spec.scale * max(size, spec.min_kp_size) / 2``,
-    orientation ``-angle`` in kornia's convention.
+    orientation ``-angle`` in kornia's convention. LAFs ``(B, N, 2, 3)`` are returned as they are.
     """
-    return keypoints_to_frames(keypoints, spec)[None]
+    frames = keypoints_to_frames(keypoints, spec)
+    return frames if frames.dim() == 4 else frames[None]

@@ -81,14 +81,14 @@ class HardNetExtractor:
         """
         if not isinstance(image, np.ndarray):
             raise TypeError(f"image must be a numpy array (H, W) or (H, W, 3), got {type(image).__name__}")
-        keypoints = np.asarray(keypoints, np.float64)
+        keypoints = _per_keypoint(keypoints, None, "keypoints")
         if keypoints.ndim != 2 or keypoints.shape[1] != 2:
             raise ValueError(f"keypoints must be (N, 2) (row, col), got shape {keypoints.shape}")
         n = len(keypoints)
         sigmas = np.full(n, self.sigma) if scales is None else _per_keypoint(scales, n, "scales")
         oris = np.full(n, np.pi / 2) if orientations is None else _per_keypoint(orientations, n, "orientations")
-        if np.any(~(sigmas > 0)):  # compute() would drop them (OpenCV's rule) and break the mask's row count
-            raise ValueError(f"{int(np.sum(~(sigmas > 0)))} keypoint(s) have size <= 0: scales must be > 0")
+        if np.any(sigmas <= 0):  # compute() would drop them (OpenCV's rule) and break the mask's row count
+            raise ValueError(f"{int(np.sum(sigmas <= 0))} keypoint(s) have size <= 0: scales must be > 0")
         image = np.asarray(image)
         if image.ndim == 3 and image.shape[2] in (3, 4):
             image = np.ascontiguousarray(image[:, :, 2::-1])  # RGB(A) -> BGR, OpenCV's order
@@ -99,8 +99,17 @@ class HardNetExtractor:
         self.descriptors = self.descriptor.compute(image, kps)[1]
 
 
-def _per_keypoint(values, n: int, name: str) -> np.ndarray:
-    values = np.asarray(values, np.float64).reshape(-1)
-    if len(values) != n:
-        raise ValueError(f"{name} must have one value per keypoint: {len(values)} for {n} keypoints")
+def _per_keypoint(values, n: int | None, name: str) -> np.ndarray:
+    """``values`` as float64: one per keypoint (``n``), or as they are (``n=None``); finite real numbers only
+    (a NaN row was silently left out of the mask, complex values cut to their real part)."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
+    values = values.astype(np.float64)
+    if n is not None:
+        values = values.reshape(-1)
+        if len(values) != n:
+            raise ValueError(f"{name} must have one value per keypoint: {len(values)} for {n} keypoints")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} contain NaN or inf")
     return values

@@ -510,3 +510,10 @@ def test_evaluate_sequences_skips_a_sequence_with_an_unreadable_image(tmp_path):
         evaluate_sequences(tmp_path, ["sift"], max_keypoints=100, device="cpu", strict=True)
     with pytest.raises(ValueError, match=r"none of the 1 sequences can be read: v_tiny: "):
         evaluate_sequences(tmp_path / "v_tiny", ["sift"], max_keypoints=100, device="cpu", on_skip=print)
+
+
+def test_a_custom_method_of_the_wrong_shape_is_named(incomplete_root):
+    """One row too many stopped in an IndexError deep in the matching; None was scored as no match at all."""
+    for bad in (lambda image, kps: np.zeros((len(kps) + 1, 8), np.float32), lambda image, kps: None):
+        with pytest.raises(ValueError, match=r"method 'bad' must return \(100, D\) real descriptors for 100 "):
+            evaluate_sequences(incomplete_root / "v_ok", {"bad": bad}, max_keypoints=100, device="cpu")

@@ -88,12 +88,22 @@ def describe_images(
         descs = {}
         for name, fn in describe.items():
             t0 = time.perf_counter()
-            descs[name] = fn(image, kps)
+            descs[name] = _checked(fn(image, kps), name, len(kps))
             if timing is not None:
                 timing[name] = timing.get(name, 0.0) + time.perf_counter() - t0
         xy = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
         features.append((xy, descs, image.shape[:2]))
     return features
+
+
+def _checked(desc: Any, method: str, n: int) -> np.ndarray:
+    """A method's descriptors as an ``(n, D)`` array, or ``ValueError naming the method (a wrong row count stopped in
+    an IndexError later; None was scored as no match)."""
+    desc = np.asarray(desc.detach().cpu() if isinstance(desc, torch.Tensor) else desc)
+    if desc.ndim != 2 or len(desc) != n or desc.dtype.kind not in "fiu":
+        raise ValueError(f"method {method!r} must return ({n}, D) real descriptors for {n} keypoints, got "
+                         f"{desc.dtype} {desc.shape}")
+    return desc
 
 
 def describe_sequence(

@@ -253,3 +253,18 @@ def test_eval_pairs_refuses_no_pairs(tmp_path, capsys):
         assert f"{empty}: no pairs in it" in _refused([empty, "--methods", "sift"], capsys)
     with pytest.raises(ValueError, match="no pairs to evaluate in test"):  # a model with no covisible pairs
         evaluate_pairs([Scene("a", tmp_path, [], "test")], {"never": None})
+
+
+def test_a_camera_turned_in_place_scores_its_matches_by_the_rotation_homography():
+    """t = 0 made F the zero matrix: every Sampson error inf and no match correct, however exact."""
+    from hardnet_desc.evaluation.poses import pair_pose_metrics
+
+    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    R = cv2.Rodrigues(np.array([0.0, 0.1, 0.02]))[0]
+    pair = CameraPair("a.jpg", "b.jpg", K.ravel().tolist(), K.ravel().tolist(), R.ravel().tolist(), [0.0, 0.0, 0.0])
+    p1 = np.random.default_rng(0).uniform([0, 0], [640, 480], (60, 2))
+    p2 = cv2.perspectiveTransform(p1[None], K @ R @ np.linalg.inv(K))[0]
+    p2[:10] += 5.0  # ten wrong matches
+    assert pair_pose_metrics(p1, p2, pair)["correct"] == 50
+    with pytest.raises(ValueError, match="ransac_px must be a finite number > 0, got 0"):
+        pair_pose_metrics(p1, p2, pair, ransac_px=0)

@@ -50,6 +50,7 @@ from ..geometry import (
     rotation_angle_deg,
     rotation_error_deg,
     sampson_error_px,
+    transfer_error,
     translation_error_deg,
     undistort_points,
 )
@@ -105,13 +106,19 @@ def pair_pose_metrics(
 
     Returns:
         ``{'matches', 'inliers', 'correct', 'R_error', 't_error', 'pose_error'}``; errors in degrees,
-        ``inf`` when no pose was found.
+        ``inf`` when no pose was found. Without a baseline (``t = 0``, a camera turned in place) a match is
+        correct within ``correct_px`` of the homography ``K2 R K1^-1`` (the epipolar geometry is undefined).
     """
+    check_number(ransac_px, "ransac_px")
+    check_number(correct_px, "correct_px")
     n1 = undistort_points(points1, pair.K1, pair.radial1)
     n2 = undistort_points(points2, pair.K2, pair.radial2)
     ideal1 = n1 @ pair.K1[:2, :2].T + pair.K1[:2, 2]  # undistorted pixels
     ideal2 = n2 @ pair.K2[:2, :2].T + pair.K2[:2, 2]
-    sampson = sampson_error_px(ideal1, ideal2, fundamental_from_pose(pair.K1, pair.K2, pair.R, pair.t))
+    if np.any(pair.t):
+        sampson = sampson_error_px(ideal1, ideal2, fundamental_from_pose(pair.K1, pair.K2, pair.R, pair.t))
+    else:  # F = 0: every Sampson error was inf, no match correct
+        sampson = transfer_error(pair.K2 @ pair.R @ np.linalg.inv(pair.K1), ideal1, ideal2)
     focal = np.mean([pair.K1[0, 0], pair.K1[1, 1], pair.K2[0, 0], pair.K2[1, 1]])
     estimate = estimate_relative_pose(n1, n2, ransac_px / focal)
     out = {"matches": int(len(n1)), "inliers": 0, "correct": int(np.count_nonzero(sampson < correct_px))}

@@ -470,6 +470,8 @@ BAD_EXTRACT = {
     "patch_size 0": ({"patch_size": 0}, ValueError, "patch_size must be an integer >= 1, got 0"),
     "patch_size float": ({"patch_size": 32.0}, ValueError, "patch_size must be an integer >= 1"),
     "supersample 0": ({"supersample": 0}, ValueError, "supersample must be an integer >= 1, got 0"),
+    # accepted, then 409 GB asked for at the first patch
+    "supersample 10**4": ({"supersample": 10**4}, ValueError, "at most 1024 sampling cells per side, got 32 x 10000"),
 }
 
 

@@ -58,6 +58,8 @@ KeypointsLike = Union[Sequence[cv2.KeyPoint], np.ndarray, torch.Tensor]
 DEFAULT_PATCH_SCALE = 6.0
 #: Sampling grid / output side. Training patches are stored at this grid size.
 SUPERSAMPLE = 2
+#: The most sampling cells per patch side (``PatchSpec.grid_size``): 1024 x 1024 cells already take 4 MiB a patch.
+MAX_GRID = 1024
 
 # 5-tap binomial kernel: the classic pyrDown low-pass filter.
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
@@ -140,6 +142,9 @@ class PatchSpec:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{public} must be an integer >= 1, got {value!r}")
             object.__setattr__(self, name, int(value))
+        if self.grid_size > MAX_GRID:  # supersample 10**4 asked for 409 GB at the first patch
+            raise ValueError(f"patch_size x supersample must be at most {MAX_GRID} sampling cells per side, got "
+                             f"{self.size} x {self.supersample}")
 
     @property
     def grid_size(self) -> int:

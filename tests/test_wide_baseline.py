@@ -458,6 +458,7 @@ def test_match_cli_wide_baseline_writes_json_and_keeps_foreign_files(example_fil
     ("duplicate_radius", float("nan"), ValueError), ("ratio", 2.0, ValueError), ("view_ratio", 0, ValueError),
     ("view_keypoints", -1, ValueError), ("view_keypoints", 2.5, TypeError), ("view_keypoints", (), ValueError),
     ("view_keypoints", (800, -1), ValueError), ("view_keypoints", (800, 2.5), TypeError),
+    ("view_keypoints", (1, 2, 3, 4, 5), ValueError),  # 3 entries of 5 used by no step: silently ignored
     ("threshold", None, TypeError), ("threshold", -1, ValueError), ("steps", (), ValueError), ("steps", 5, ValueError),
     ("steps", ((), 2), ValueError),
     ("steps", ((), (0.5,)), ValueError), ("geometry", "affine", ValueError),

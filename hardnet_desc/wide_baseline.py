@@ -349,9 +349,6 @@ def _step_keypoints(max_keypoints: int | None, view_keypoints: int | Sequence[in
     """Each step's keypoints per view: ``max_keypoints`` at a step without views, else ``view_keypoints``' entry for
     it (``match_wide``); raises as ``match_wide`` states."""
     per_view_step = check_view_keypoints(view_keypoints)
-    with_views = sum(bool(views) for views in steps)
-    if len(per_view_step) > max(with_views, 1):  # an entry no step would use: a typo, or steps it meant
-        raise ValueError(f"view_keypoints has {len(per_view_step)} entries for {with_views} step(s) with views")
     limits, k = [], 0
     for views in steps:
         limits.append(per_view_step[min(k, len(per_view_step) - 1)] if views else max_keypoints)

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import check_distinct, check_output, json_is_ours
     from ..pipeline import match_pair
     from ..viz import check_picture_path, draw_matches, save_picture
-    from ..wide_baseline import DEFAULT_VIEW_KEYPOINTS, check_view_keypoints
+    from ..wide_baseline import DEFAULT_STEPS, DEFAULT_VIEW_KEYPOINTS, check_view_keypoints
 
     check_max_keypoints(args.max_keypoints, "--max-keypoints")
     if args.min_inliers is not None and (not args.wide_baseline or args.min_inliers < 1):
@@ -75,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
     if args.view_keypoints is not None:
         if not args.wide_baseline:
             raise ValueError("--view-keypoints needs --wide-baseline")
-        check_view_keypoints(args.view_keypoints, "--view-keypoints")
+        steps = sum(bool(views) for views in DEFAULT_STEPS)  # an entry no step would use: silently ignored
+        given = len(check_view_keypoints(args.view_keypoints, "--view-keypoints"))
+        if given > steps:
+            raise ValueError(f"--view-keypoints takes at most {steps} numbers (one per step with views), got {given}")
     check_distinct(out=args.out, json=args.json)
     check_picture_path(args.out, force=args.force)  # an unwritable or foreign --out fails before any work
     if args.json is not None:

@@ -268,3 +268,10 @@ def test_a_camera_turned_in_place_scores_its_matches_by_the_rotation_homography(
     assert pair_pose_metrics(p1, p2, pair)["correct"] == 50
     with pytest.raises(ValueError, match="ransac_px must be a finite number > 0, got 0"):
         pair_pose_metrics(p1, p2, pair, ransac_px=0)
+
+
+def test_scenes_that_name_no_source_are_refused(tmp_path, capsys):
+    """--scenes zzz with a single pairs file was ignored: the scene was evaluated all the same."""
+    source = _pairs_file(tmp_path / "a.txt")
+    assert "no scenes to evaluate: none of zzz is among the sources" in _refused(
+        [source, "--scenes", "zzz", "--methods", "sift"], capsys)

@@ -144,14 +144,14 @@ def find_sources(path: str | Path, scenes: Sequence[str] | None = None) -> list[
     """``[path]`` for one scene; for a folder of scenes its scene folders and pairs files, sorted.
 
     Args:
-        scenes: for a folder of scenes, keep only these scene names (folder names or pairs-file
-            stems); each must exist. Ignored for a single scene.
+        scenes: keep only these scene names (folder names or pairs-file stems): for a folder of scenes each
+            must exist; a single scene is kept if it is named (``[]`` otherwise).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
     if path.is_file() or is_model(path) or _is_scene(path):
-        return [path]
+        return [path] if scenes is None or scene_name(path) in scenes else []
     found = {scene_name(p): p for p in sorted(path.iterdir()) if (p.is_file() and p.suffix == ".txt") or _is_scene(p)}
     if not found:
         raise FileNotFoundError(f"{path}: no scene folders (with sparse/<k>/) or pairs files (*.txt) in it")

@@ -141,8 +141,9 @@ def load_scenes(
     """
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     paths = [p for s in sources for p in find_sources(s, scenes)]
-    if not paths:
-        raise ValueError("no scenes to evaluate")
+    if not paths:  # --scenes naming none of the sources was ignored for a single scene
+        raise ValueError("no scenes to evaluate" + (f": none of {', '.join(scenes)} is among the sources"
+                                                    if scenes else ""))
     out = []
     for p in paths:
         image_dir = None if images is None else (Path(images) if len(paths) == 1 else Path(images) / scene_name(p))

@@ -174,6 +174,11 @@ def test_pairs_file_from_model_gives_the_same_results(et_model, tmp_path, capsys
     errors = [[p["methods"]["sift"]["pose_error"] for p in r["scenes"][0]["pairs"]]
               for r in (from_model.to_dict(), from_file)]
     assert errors[0] == pytest.approx(errors[1], abs=1e-6)  # the text file keeps the cameras exactly enough
+    # a model whose pairs all fall below --min-covisible: its file of no pairs could not be read back
+    assert main(["eval-pairs", str(et_model), "--write-pairs", str(tmp_path / "none"), "--min-covisible",
+                 "100000"]) == 0
+    assert ": no pairs (--min-covisible 100000): not written" in capsys.readouterr().out
+    assert not list((tmp_path / "none").glob("*.txt"))
 
 
 def test_eval_pairs_errors(et_model, tmp_path, capsys):

@@ -193,6 +193,9 @@ def run_eval_pairs(args: argparse.Namespace) -> int:
         for path in outputs:  # every file may be written before the first is
             check_output(path, is_pairs_file_ours, force=args.force)
         for scene in scenes:
+            if not scene.pairs:  # a file of no pairs could not be read back
+                print(f"{scene.name}: no pairs (--min-covisible {args.min_covisible}): not written")
+                continue
             path = write_camera_pairs(args.write_pairs / f"{scene.name}.txt", scene.pairs, scene.image_dir,
                                       comment=f"from {scene.source}: min covisible {args.min_covisible}, "
                                               f"max pairs {args.max_pairs}, seed {args.seed}", force=args.force)

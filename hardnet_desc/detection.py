@@ -49,8 +49,8 @@ def check_max_keypoints(max_keypoints: int | None, name: str = "max_keypoints") 
     0 or ``None``: all).
 
     Raises:
-        TypeError: not an integer (e.g. 2.5 or "100"). ValueError: negative, or above ``2**31 - 1`` (OpenCV's
-        int; feature files record the budget as a 64-bit integer).
+        TypeError: not an integer (e.g. 2.5 or "100").
+        ValueError: negative, or above ``2**31 - 1`` (OpenCV's int).
     """
     check_integer(max_keypoints, name, 0, "0 or None: all")
     if max_keypoints is not None and max_keypoints > 2**31 - 1:

@@ -89,8 +89,9 @@ def read_camera_pairs(path: str | Path) -> tuple[list[CameraPair], Path]:
         file), else the file's folder.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: a binary file, a malformed line (its number is named),
-        or no pair at all (only blank lines and comments).
+        FileNotFoundError: no such file.
+        ValueError: a binary file, a malformed line (its number is named), or no pair at all (only blank
+            lines and comments).
     """
     path = Path(path)
     if not path.is_file():

@@ -576,7 +576,7 @@ BAD_CLI = {
     "extract: missing folder": (["extract", "{root}/none", "--out", "{tmp}/f.h5"], "no such image folder"),
     "extract: no images": (["extract", "{root}/empty", "--out", "{tmp}/f.h5"], "no image files"),
     "extract: batch 0": (["extract", "{root}", "--batch-images", "0"], "--batch-images must be >= 1, got 0"),
-    "extract: negative budget": (["extract", "{root}", "--max-keypoints", "-1"], "--max-keypoints must be >= 0, got -1"),
+    "extract: negative budget": (["extract", "{root}", "--max-keypoints", "-1"], "--max-keypoints must be >= 0 (0 or None: all), got -1"),
     "extract: workers -1": (["extract", "{root}", "--workers", "-1"], "--workers must be >= 0 (none given: as --backend says), got -1"),
     "train: missing data": (["train", "{root}/none", "{tmp}/run", "--quiet"], "none"),
     "train: epochs 0": (["train", "{root}/none", "{tmp}/run", "--epochs", "0"], "epochs must be >= 1"),

@@ -163,7 +163,7 @@ def test_extract_refuses_other_tools_files(images, weights, tmp_path, capsys):
     with h5py.File(out, "w") as f:
         f.create_dataset("a.jpg/keypoints", data=np.zeros((3, 2), np.float32))
     assert _extract(images, out, weights) == 2
-    assert "holds data written by another tool" in _error(capsys)
+    assert "theirs.h5 exists and was not written by hardnet-desc; pass --force" in _error(capsys)
     with h5py.File(out, "r") as f:
         assert list(f["a.jpg"]) == ["keypoints"]  # untouched
     empty = tmp_path / "empty.h5"

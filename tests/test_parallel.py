@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import cv2
@@ -325,3 +326,107 @@ def test_a_file_name_that_is_not_utf8_fails_alone(weights, tmp_path):
     for out in ("one.h5", "two.h5"):
         with h5py.File(tmp_path / out, "r") as h5:
             assert feature_names(h5) == {"z.jpg"}
+
+
+def cli_error(capsys, *args: str) -> str:
+    """The one error line of an ``extract`` that must exit 2."""
+    assert main(["extract", *args, "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hardnet-desc extract: error: "), lines
+    return lines[0]
+
+
+def test_bad_device_precision_or_address_fail_before_any_file_or_worker(folder, weights, tmp_path, capsys):
+    """A device or precision the workers would refuse stopped each describing process in its initializer (a
+    traceback, then BrokenProcessPool, exit 1) after an empty OUT was made; --address was ignored off Ray."""
+    out = tmp_path / "f.h5"
+    base = [str(folder), "--out", str(out), "--weights", weights]
+    cases = {("--backend", "processes", "--device", "cuda:99"): "'cuda:99'",  # no such GPU here
+             ("--backend", "processes", "--device", "cpu", "--precision", "fp16"): "'fp16' needs a CUDA device",
+             ("--backend", "ray", "--device", "cpu", "--precision", "fp16"): "'fp16' needs a CUDA device",
+             ("--address", "auto"): "--address is for --backend ray only; --backend feed runs",
+             ("--backend", "processes", "--address", "auto"): "--address is for --backend ray only"}
+    for args, message in cases.items():
+        assert message in cli_error(capsys, *base, *args), args
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
+        extract_parallel(folder, out, weights, device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="address is for backend='ray' only"):
+        extract_parallel(folder, out, weights, address="auto")
+    assert not out.exists() and not parts_folder(out).exists()
+
+
+def test_a_resume_with_another_budget_than_the_left_shards_is_refused_before_any_work(folder, weights, tmp_path):
+    """An interrupted run left OUT (no images yet) and a shard at 300 keypoints: a resume at 200 extracted every
+    image, then refused the merge naming 200 as the file's budget, and left shards at 200 behind."""
+    out = tmp_path / "features.h5"
+    hardnet = HardNetDescriptor(weights, device="cpu", precision="fp32")
+    merge_parts(out, file_attrs(hardnet, 300))  # as the interrupted run made OUT
+    shard = start_shard(out, file_attrs(hardnet, 300))
+    extract_folder(folder, shard, hardnet, max_keypoints=300, progress=False, names=["a.jpg"])
+    with pytest.raises(ValueError, match=rf"{shard.name} was extracted with --max-keypoints 300 .* not 200"):
+        extract_parallel(folder, out, weights, workers=2, device="cpu", max_keypoints=200, progress=False)
+    assert list(parts_folder(out).iterdir()) == [shard]  # no shard of another budget
+    with h5py.File(shard, "r") as h5, h5py.File(out, "r") as merged:
+        assert feature_names(h5) == {"a.jpg"} and feature_names(merged) == set()
+
+
+def test_extract_refuses_a_file_it_did_not_write_unless_forced(folder, weights, reference, tmp_path, capsys):
+    """Another tool's HDF5 file or a text file is refused before any work, by every backend and function alike;
+    --force replaces it. A file that holds nothing to lose (0 bytes, an empty HDF5 file) is used."""
+    zero, empty, theirs, text = (tmp_path / f"{name}.h5" for name in ("zero", "empty", "theirs", "text"))
+    zero.touch()
+    h5py.File(empty, "w").close()
+    with h5py.File(theirs, "w") as h5:
+        h5["x"] = np.arange(3)
+    text.write_text("plain text")
+    before = {out: out.read_bytes() for out in (theirs, text)}
+    for out in before:
+        for backend in ("feed", "processes"):
+            message = cli_error(capsys, str(folder), "--out", str(out), "--weights", weights, "--backend", backend)
+            assert f"{out} exists and was not written by hardnet-desc; pass --force" in message
+        with pytest.raises(FileExistsError, match="not written by hardnet-desc"):
+            extract_folder(folder, out, HardNetDescriptor(weights, device="cpu"), progress=False)
+        with pytest.raises(FileExistsError, match="not written by hardnet-desc"):
+            extract_parallel(folder, out, weights, device="cpu", progress=False)
+        assert out.read_bytes() == before[out] and not parts_folder(out).exists()
+    common = ["--weights", weights, "--max-keypoints", "300", "--device", "cpu", "--precision", "fp32", "--quiet",
+              "--force"]
+    assert main(["extract", str(folder), "--out", str(theirs), *common]) == 1  # 1: broken.jpg
+    assert main(["extract", str(folder), "--out", str(text), "--backend", "processes", "--workers", "1",
+                 *common]) == 1
+    for out in (theirs, text):
+        assert_same_file(out, reference)
+    assert main(["extract", str(folder), "--out", str(text), *common[:-1]]) == 1  # ours now: resumed, no --force
+    assert "0 images extracted, 4 already in" in capsys.readouterr().out
+    for out in (zero, empty):
+        assert main(["extract", str(folder), "--out", str(out), *common[:-1]]) == 1
+        assert_same_file(out, reference)
+
+
+def test_max_keypoints_beyond_opencv_fail_before_any_file(folder, weights, tmp_path, capsys):
+    """A budget no HDF5 attribute holds stopped in "Object dtype dtype('O') has no native HDF5 equivalent" after
+    the weights loaded and an empty OUT was made (the bound itself is check_max_keypoints')."""
+    out = tmp_path / "f.h5"
+    for backend in ("feed", "processes"):
+        message = cli_error(capsys, str(folder), "--out", str(out), "--weights", weights, "--backend", backend,
+                            "--max-keypoints", "99999999999999999999")
+        assert "--max-keypoints" in message and "dtype" not in message
+    with pytest.raises(ValueError, match="max_keypoints"):
+        extract_folder(folder, out, HardNetDescriptor(weights, device="cpu"), max_keypoints=2**40)
+    with pytest.raises(ValueError, match="max_keypoints"):
+        extract_parallel(folder, out, weights, device="cpu", max_keypoints=2**40)
+    assert not out.exists()
+
+
+def test_an_unreachable_ray_address_fails_at_once(folder, weights, tmp_path):
+    """ray.init tried an address nothing listens on for minutes, printing log lines, after OUT was made."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is running: the address is not used")
+    out = tmp_path / "f.h5"
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+        with pytest.raises(ConnectionError, match=f"no Ray cluster answers at {address}"):
+            extract_parallel(folder, out, weights, backend="ray", address=address, device="cpu")
+    assert not out.exists() and not ray.is_initialized()

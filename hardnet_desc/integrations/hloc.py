@@ -38,12 +38,13 @@ import numpy as np
 import torch
 
 from ..data.images import list_images
-from ..detection import DEFAULT_MAX_KEYPOINTS, detect_sift
+from ..detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints, detect_sift
 from ..core.device import usable_cpus
 from ..core.image import read_image, to_grey_numpy, to_grey_tensor
 from ..core.model import DESCRIPTOR_DIM
 from ..core.describe import describe
 from ..core.patches import PatchSpec, check_inside, check_integer, keypoints_to_frames
+from ..outputs import check_output
 
 if TYPE_CHECKING:
     import h5py
@@ -159,6 +160,29 @@ def claim_file(h5: h5py.File, attrs: dict[str, Any], path: str | Path) -> None:
     h5.attrs.update(attrs)
 
 
+def is_features_file_ours(path: str | Path) -> bool:
+    """Whether an extraction may add to ``path``: an HDF5 file holding hardnet-desc's attributes (``file_attrs``;
+    ``claim_file`` then checks its settings), or one that holds nothing to lose (0 bytes, or an HDF5 file with
+    no data and no attributes). Another tool's HDF5 file, or any other file, is not."""
+    import h5py
+
+    if Path(path).stat().st_size == 0:
+        return True
+    try:
+        with h5py.File(path, "r") as h5:
+            return h5.attrs.get("descriptor") == "HardNet" or not (len(h5) or len(h5.attrs))
+    except OSError:  # not an HDF5 file
+        return False
+
+
+def check_features_out(out: str | Path, force: bool = False) -> bool:
+    """Before any work: raise unless features may go into ``out`` (``check_output``): it is missing, ours
+    (``is_features_file_ours``) or ``force`` is given. Returns whether ``out`` is to be replaced: a file we did not
+    write, with ``force``."""
+    out = check_output(out, is_features_file_ours, force=force)
+    return force and out.exists() and not is_features_file_ours(out)
+
+
 @dataclass
 class ExtractReport:
     """What ``extract_folder`` did. ``failed`` holds ``(image name, one-line reason)``."""
@@ -186,6 +210,7 @@ def extract_folder(
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
     names: Sequence[str] | None = None,
+    force: bool = False,
 ) -> ExtractReport:
     """Detect, describe and store every image below ``images`` into the HDF5 file ``out``.
 
@@ -213,18 +238,22 @@ def extract_folder(
             ``default_workers(descriptor.device)``.
         names: only these images (paths relative to ``images``, as ``image_names`` gives them);
             default: every image below ``images``.
+        force: replace ``out`` if hardnet-desc did not write it (an empty file included); without it such a
+            file is refused (``check_features_out``).
     """
     import h5py
     from tqdm import tqdm
 
+    check_max_keypoints(max_keypoints)
     workers = _check_workers(descriptor, workers)
+    replace = check_features_out(out, force)
     root = Path(images)
     names = image_names(root) if names is None else list(names)
     report = ExtractReport()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        h5file = h5py.File(out, "a")
+        h5file = h5py.File(out, "w" if replace else "a")
     except OSError as err:
         raise OSError(f"cannot open {out} as an HDF5 file ({err})") from None
     with h5file as h5:

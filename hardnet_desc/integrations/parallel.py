@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,10 +31,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from ..detection import DEFAULT_MAX_KEYPOINTS
-from .hloc import (ExtractReport, claim_file, extract_folder, feature_names, file_attrs, image_names,
-                   plan_extraction)
+from ..detection import DEFAULT_MAX_KEYPOINTS, check_max_keypoints
+from .hloc import (ExtractReport, check_features_out, claim_file, extract_folder, feature_names, file_attrs,
+                   image_names, plan_extraction)
+from ..core.device import choose_precision, resolve_device
 from ..core.weights import DEFAULT_WEIGHTS
 
 BACKENDS = ("processes", "ray")
@@ -80,7 +83,8 @@ def merge_parts(out: str | Path, attrs: dict[str, Any] | None = None) -> list[st
     those shards. Other files in ``OUT.parts/`` are neither read nor deleted (a warning names them).
 
     Raises:
-        ValueError: a shard (or ``attrs``) from other weights than ``out``'s features.
+        ValueError: a shard (or ``attrs``) from other weights than ``out``'s features. Given ``attrs`` (the
+            settings of the run to come), every shard holding features is checked against them first.
 
     Returns:
         The names of the merged images.
@@ -94,6 +98,10 @@ def merge_parts(out: str | Path, attrs: dict[str, Any] | None = None) -> list[st
     if foreign:
         warnings.warn(f"{parts} holds {len(foreign)} file(s) that are not shards hardnet-desc wrote for {out.name}, "
                       f"left as they are: {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}", stacklevel=2)
+    if attrs is not None:  # before anything is merged: no run goes on from shards of other settings
+        for shard in shards:
+            with h5py.File(shard, "a") as h5:
+                claim_file(h5, attrs, shard)
     merged: list[str] = []
     try:
         h5file = h5py.File(out, "a")
@@ -134,17 +142,18 @@ def extract_parallel(
     batch_images: int = 8,
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
+    force: bool = False,
 ) -> ExtractReport:
     """``extract_folder`` with ``workers`` workers (see module docstring).
 
     Args:
-        images, out, max_keypoints, batch_images, progress, on_error: as ``extract_folder``.
+        images, out, max_keypoints, batch_images, progress, on_error, force: as ``extract_folder``.
         weights: what ``HardNetDescriptor`` takes; each worker loads it.
         workers: processes or Ray actors; ``None`` with Ray: one per GPU, else one per CPU.
         backend: ``"processes"`` or ``"ray"``.
         address: Ray cluster address (``"auto"``, ``"ray://host:10001"``); default: the running
-            or a new local instance.
-        device, precision: for each worker's descriptor.
+            or a new local instance. Only for Ray.
+        device, precision: for each worker's descriptor; checked here first (``_check_device``).
     """
     from ..descriptor import HardNetDescriptor
 
@@ -152,12 +161,21 @@ def extract_parallel(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if address is not None and backend != "ray":
+        raise ValueError(f"address is for backend='ray' only; {backend!r} runs on this machine")
+    check_max_keypoints(max_keypoints)
+    _check_device(backend, device, precision)
+    if backend == "ray":
+        _connect_ray(address)
+    replace = check_features_out(out, force)
     names = image_names(images)
     settings = {"weights": weights, "device": device, "precision": precision, "max_keypoints": max_keypoints,
                 "batch_images": batch_images}
     # The weights load here once: bad weights fail before any worker starts, and the output's
     # attributes are checked against them before any work is done.
     attrs = file_attrs(HardNetDescriptor(weights, device="cpu"), max_keypoints)
+    if replace:
+        Path(out).unlink()  # a file hardnet-desc did not write, replaced as force asks
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     merge_parts(out, attrs)  # an interrupted run's shards
     import h5py
@@ -177,6 +195,41 @@ def extract_parallel(
                     on_error(name, reason)
         merge_parts(out, attrs)
     return report
+
+
+def _check_device(backend: str, device: str, precision: str) -> None:
+    """Raise before any file or worker what each worker would: for local processes a device this machine lacks;
+    for both backends a precision the device cannot run. Ray's workers may have GPUs this machine lacks, so
+    there a named device is only checked against the precision (and ``"auto"`` not at all)."""
+    import torch
+
+    if backend == "processes":
+        where = resolve_device(device)
+    elif device == "auto":
+        return
+    else:
+        try:
+            where = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    choose_precision(precision, where, inference=True)
+
+
+def _connect_ray(address: str | None, timeout: float = 5.0) -> None:
+    """Before any file: raise if Ray is missing, else connect to the cluster at ``address`` (``None``: later, as a
+    new local instance costs its start). A ``host:port`` (or ``ray://host:port``) address is probed first:
+    ``ray.init`` tries one where nothing listens for minutes, printing log lines."""
+    import ray
+
+    if address is None or ray.is_initialized():
+        return
+    url = urlsplit(address if "://" in address else f"//{address}")
+    try:
+        if url.hostname and url.port is not None:
+            socket.create_connection((url.hostname, url.port), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        raise ConnectionError(f"no Ray cluster answers at {address} ({err})") from None
+    ray.init(address=address, log_to_driver=False)
 
 
 class _Worker:

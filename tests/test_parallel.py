@@ -170,10 +170,20 @@ def test_write_features_takes_keypoint_rows(tmp_path):
         write_features(h5, "columns", rows[:, :5], desc, (image.shape[1], image.shape[0]))
         with pytest.raises(ValueError, match=r"x: keypoint rows have shape \(\d+, 4\), expected \(N, >= 5\)"):
             write_features(h5, "x", rows[:, :4], desc, (1, 1))
+        # found by fuzzing: written without a word, or stopped in h5py / an AttributeError ('list' has no 'pt')
+        write_features(h5, "list", rows.tolist(), desc, (image.shape[1], image.shape[0]))
+        write_features(h5, "tensor", torch.from_numpy(rows), desc, (image.shape[1], image.shape[0]))
+        for args, match in (((rows, desc, (800,)), "image_size must be \\(width, height\\)"),
+                            ((rows, desc, (800, 520, 3)), "image_size must be"),
+                            ((rows, desc * np.nan, (800, 520)), "contain NaN or inf")):
+            with pytest.raises(ValueError, match=match):
+                write_features(h5, "x", *args)
+        with pytest.raises(ValueError, match="no group path"):
+            write_features(h5, "/", rows, desc, (800, 520))
         assert "x" not in h5
     objects = read_features(tmp_path / "f.h5", "objects")
     assert objects["oris"].dtype == np.float32 and len(objects["keypoints"]) == len(kps)
-    for name in ("rows", "columns"):
+    for name in ("rows", "columns", "list", "tensor"):
         for key, value in read_features(tmp_path / "f.h5", name).items():
             assert value.dtype == objects[key].dtype
             np.testing.assert_array_equal(value, objects[key])

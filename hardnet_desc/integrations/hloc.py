@@ -82,9 +82,13 @@ def write_features(h5: h5py.File, name: str, keypoints: Sequence[cv2.KeyPoint] |
         image_size: ``(width, height)``.
 
     Raises:
-        ValueError: ``descriptors`` is not ``(N, 128)`` with N the number of keypoints, or keypoint rows
-            of another shape (checked before anything is written).
+        ValueError: ``descriptors`` is not ``(N, 128)`` with N the number of keypoints, keypoint rows of another
+            shape, NaN or inf in either, an ``image_size`` that is not two positive integers, or a ``name`` that
+            is no group path (checked before anything is written).
     """
+    if isinstance(keypoints, torch.Tensor) or (isinstance(keypoints, (list, tuple)) and keypoints
+                                               and not isinstance(keypoints[0], cv2.KeyPoint)):
+        keypoints = np.asarray(keypoints.cpu() if isinstance(keypoints, torch.Tensor) else keypoints, np.float64)
     rows = keypoints if isinstance(keypoints, np.ndarray) else keypoint_rows(keypoints)
     if rows.ndim != 2 or rows.shape[1] < 5:
         raise ValueError(f"{name}: keypoint rows have shape {rows.shape}, expected (N, >= 5) = "
@@ -93,6 +97,13 @@ def write_features(h5: h5py.File, name: str, keypoints: Sequence[cv2.KeyPoint] |
     if shape != (len(rows), DESCRIPTOR_DIM):
         raise ValueError(f"{name}: descriptors have shape {shape}, expected (N, {DESCRIPTOR_DIM}) with N = "
                          f"{len(rows)} keypoints, one row each (not transposed: the file stores them transposed)")
+    if not (np.isfinite(rows[:, :5]).all() and np.isfinite(descriptors).all()):
+        raise ValueError(f"{name}: keypoints or descriptors contain NaN or inf")
+    size = np.asarray(image_size)
+    if size.shape != (2,) or size.dtype.kind not in "iu" or (size < 1).any():
+        raise ValueError(f"{name}: image_size must be (width, height), two integers >= 1, got {image_size!r}")
+    if not name.strip("/") or "//" in name or name.startswith("/"):
+        raise ValueError(f"image name {name!r} is no group path (a relative path such as 'a/b.jpg')")
     if name in h5:
         del h5[name]  # a group left half-written by an interrupted run
     kp = rows[:, :5].astype(np.float32)  # x, y, size, angle, response: float32 as cv2.KeyPoint holds them

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +41,17 @@ def test_missing_opencv_names_the_extra():
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: hardnet-desc needs OpenCV's cv2 module"), last
     assert 'pip install "hardnet-desc[opencv]"' in last
+
+
+def test_the_command_line_starts_without_torch_and_the_api_imports_on_use():
+    """The package imported torch eagerly: 1.7 s before main() could answer Ctrl-C (a traceback) or --help."""
+    code = ("import sys, hardnet_desc.cli; print('torch' in sys.modules); "
+            "from hardnet_desc import HardNetDescriptor, match_descriptors; import hardnet_desc; "
+            "print(HardNetDescriptor.__module__, hardnet_desc.HardNet.__name__, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.split() == ["False", "hardnet_desc.descriptor", "HardNet", "True"], result.stderr
+    import hardnet_desc
+
+    assert sorted(dir(hardnet_desc)) == sorted(hardnet_desc.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        hardnet_desc.nothing  # noqa: B018

@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address, e.g. auto or ray://head:10001, for "
                    "--backend ray only (default: a running local Ray instance, else a new one)")
     add_precision(p, default="auto", int8=True)
-    add_force(p, "--out")
+    add_force(p, "--out", own="extended")
     add_verbose(p)
     add_quiet(p)
     p.set_defaults(func=run)

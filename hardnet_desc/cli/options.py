@@ -58,9 +58,11 @@ def add_json(p: argparse.ArgumentParser, per: str) -> None:
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help=f"write all numbers, per {per} too")
 
 
-def add_force(p: argparse.ArgumentParser, what: str) -> None:
+def add_force(p: argparse.ArgumentParser, what: str, own: str = "replaced") -> None:
+    """``--force``: replace ``what`` even if another program wrote it; ``own`` says what becomes of a file of
+    hardnet-desc's without it (``extract`` extends its own)."""
     p.add_argument("--force", action="store_true", help=f"replace {what} even if another program wrote it (by "
-                   "default an existing file is replaced only if hardnet-desc wrote it)")
+                   f"default an existing file is {own} only if hardnet-desc wrote it)")
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .core.device import choose_precision, default_batch_size, resolve_device
-from .core.image import TAME_RANGE, ImageLike, split_batch, tame_tensor, to_grey_tensor
+from .core.image import ImageLike, native_order, outside_tame_range, split_batch, tame_tensor, to_grey_tensor
 from .core.model import DESCRIPTOR_DIM, PATCH_SIZE, fuse_hardnet
 from .core.patches import (
     KeypointsLike,
@@ -65,7 +65,7 @@ def describe_patches(
         patches = np.asarray(patches)
         if patches.dtype.kind not in "fiu":
             raise TypeError(f"patches must hold real numbers, got dtype {patches.dtype}")
-        patches = patches.astype(patches.dtype.newbyteorder("="), copy=False)  # torch: this machine's order only
+        patches = native_order(patches)
     elif patches.is_complex() or patches.dtype == torch.bool:
         raise TypeError(f"patches must hold real numbers, got dtype {patches.dtype}")
     x = torch.as_tensor(patches)
@@ -448,7 +448,7 @@ class HardNetDescriptor:
                                 "frames(keypoints)")
             grey, f = grey.to(self.device, torch.float32), as_frames(f).to(self.device)
             peak = check_frames(f, grey.shape[-2], grey.shape[-1], grey)
-            if peak and not TAME_RANGE[0] <= peak <= TAME_RANGE[1]:  # as compute's images: see to_grey_tensor
+            if outside_tame_range(peak):  # as compute's images: see to_grey_tensor
                 grey = tame_tensor(grey, torch.tensor(peak, device=grey.device))
             moved.append((grey, f))
         return describe(self.net, [g for g, _ in moved], [f for _, f in moved], self._settings)

@@ -13,6 +13,8 @@ from .core.patches import check_integer
 #: The keypoint budget per image of ``match``, ``extract`` and ``eval-sequences`` (and of the
 #: library functions behind them): the strongest this many SIFT keypoints.
 DEFAULT_MAX_KEYPOINTS = 2000
+#: The largest keypoint budget: OpenCV's int (``nfeatures``); feature files record it as an integer attribute.
+MAX_KEYPOINTS = 2**31 - 1
 
 
 def detect_sift(
@@ -53,5 +55,5 @@ def check_max_keypoints(max_keypoints: int | None, name: str = "max_keypoints") 
         ValueError: negative, or above ``2**31 - 1`` (OpenCV's int).
     """
     check_integer(max_keypoints, name, 0, "0 or None: all")
-    if max_keypoints is not None and max_keypoints > 2**31 - 1:
-        raise ValueError(f"{name} must be at most 2147483647 (0 or None: all), got {max_keypoints}")
+    if max_keypoints is not None and max_keypoints > MAX_KEYPOINTS:
+        raise ValueError(f"{name} must be at most {MAX_KEYPOINTS} (0 or None: all), got {max_keypoints}")

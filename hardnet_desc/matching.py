@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .core.device import resolve_device
+from .core.image import native_order
 from .core.patches import check_integer, check_number
 
 __all__ = ["DescriptorMatcher", "Matches", "match_descriptors"]
@@ -305,7 +306,7 @@ def check_descriptors(x: ArrayLike | None, name: str, device: str | torch.device
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "fiu":
             raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))  # torch: native order only
+        x = torch.from_numpy(np.ascontiguousarray(native_order(x)))
     elif not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
     elif x.dtype == torch.bool or x.is_complex():

@@ -81,8 +81,7 @@ def _to_grey(image: ImageLike) -> tuple[np.ndarray, bool]:
         image = t.numpy()
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
-    if not image.dtype.isnative:  # big-endian data: the same values in this machine's order
-        image = image.astype(image.dtype.newbyteorder("="))
+    image = native_order(image)
     tamed = False
     if image.dtype == np.float64 or image.dtype == np.float16:
         image, tamed = _tame_float(image)  # tamed before the cast: 1e300 would become inf
@@ -126,6 +125,17 @@ def split_batch(image: ImageLike, size: int) -> list[ImageLike]:
 TAME_RANGE = (2.0**-8, 2.0**32)
 
 
+def outside_tame_range(peak: float) -> bool:
+    """Whether an image (or patch) of largest magnitude ``peak`` (finite) is to be tamed: ``peak`` is not 0 and lies
+    outside ``TAME_RANGE``."""
+    return peak != 0 and not TAME_RANGE[0] <= peak <= TAME_RANGE[1]
+
+
+def native_order(array: np.ndarray) -> np.ndarray:
+    """``array`` in this machine's byte order (big-endian data as the same values): torch takes no other."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
 def _tame_float(image: np.ndarray) -> tuple[np.ndarray, bool]:
     """Float images with huge or tiny values multiplied by a power of two (exact) into ``[0.5, 1)``; and whether
     this one was.
@@ -136,7 +146,7 @@ def _tame_float(image: np.ndarray) -> tuple[np.ndarray, bool]:
     if image.dtype.kind != "f" or image.size == 0:
         return image, False
     peak = float(np.abs(image).max())
-    if not np.isfinite(peak) or peak == 0 or TAME_RANGE[0] <= peak <= TAME_RANGE[1]:
+    if not np.isfinite(peak) or not outside_tame_range(peak):
         return image, False
     return np.ldexp(image, -math.frexp(peak)[1]).astype(image.dtype, copy=False), True
 
@@ -235,7 +245,7 @@ def _grey_on_device(image: torch.Tensor) -> torch.Tensor:
     peak = t.abs().amax()
     if not math.isfinite(float(peak)):  # the one sync: NaN/inf check, and whether the scale is off
         raise ValueError("image contains NaN or inf")
-    if float(peak) != 0 and not TAME_RANGE[0] <= float(peak) <= TAME_RANGE[1]:  # as _tame_float
+    if outside_tame_range(float(peak)):  # as _tame_float
         t = tame_tensor(t, peak)
     t = t.float()
     if t.dim() == 3 and t.shape[0] == 3:

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .image import native_order
 from .model import PATCH_SIZE
 
 KeypointsLike = Union[Sequence[cv2.KeyPoint], np.ndarray, torch.Tensor]
@@ -277,7 +278,7 @@ def as_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         frames = np.asarray(frames)
         if frames.dtype.kind not in "fiu":
             raise TypeError(f"affine frames must hold real numbers, got dtype {frames.dtype}")
-        frames = frames.astype(frames.dtype.newbyteorder("="), copy=False)  # torch takes this machine's order only
+        frames = native_order(frames)
     frames = torch.as_tensor(frames)
     if frames.is_complex() or frames.dtype == torch.bool:
         raise TypeError(f"affine frames must hold real numbers, got dtype {frames.dtype}")

@@ -374,7 +374,8 @@ def _train_step(run: _Run, anchor: torch.Tensor, positive: torch.Tensor) -> floa
     positive = positive.to(run.device).contiguous(memory_format=torch.channels_last)
     with autocast(run.device, cfg.precision):
         desc = run.model(torch.cat([anchor, positive]))
-    spread = (desc.detach().float() - desc.detach().float().mean(0)).norm(dim=1).max()
+    flat = desc.detach().float()
+    spread = (flat - flat.mean(0)).norm(dim=1).max()
     if float(spread) < NEAR_DUPLICATE_DIST / 2:  # every two descriptors nearer than that: no negative is left
         raise TrainingError(f"step {run.step + 1}: the network gives one descriptor for all {len(desc)} patches of the "
                             "batch, so the loss is 0 and nothing can train; the start weights are degenerate (all "

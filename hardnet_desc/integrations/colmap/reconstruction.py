@@ -325,15 +325,15 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
         if not overwrite:
             raise FileExistsError(f"{out_dir} already holds a reconstruction; pass overwrite=True (--overwrite) "
                                   "or choose another output folder")
-        database.unlink(missing_ok=True)
-        shutil.rmtree(out_dir / SPARSE, ignore_errors=True)
+        _remove_run(out_dir)
         (out_dir / SUMMARY).unlink(missing_ok=True)  # it described them
     out_dir.mkdir(parents=True, exist_ok=True)
     return database
 
 
-def _remove_run(out_dir: Path, new_dir: bool) -> None:
-    """Remove what a failed run wrote: the database, the models and, if the run made it, the empty folder."""
+def _remove_run(out_dir: Path, new_dir: bool = False) -> None:
+    """Remove a run's database and models (a failed run's, or an earlier one's that ``overwrite`` replaces) and,
+    if the run made it (``new_dir``), the folder left empty."""
     (out_dir / DATABASE).unlink(missing_ok=True)
     shutil.rmtree(out_dir / SPARSE, ignore_errors=True)
     if new_dir and not any(out_dir.iterdir()):

@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 from ...data.images import list_images
 from ...data.phototour import STORED_SIZE, check_count, check_dataset_folder, make_pairs
 from ...data.warps import WarpConfig, photometric, project_keypoints, random_homography
-from ...detection import detect_sift
+from ...detection import MAX_KEYPOINTS, detect_sift
 from ...core.image import read_image, to_grey_numpy, to_grey_tensor
 from ...outputs import write_json
 from ...core.patches import PatchSpec, check_integer, check_number, extract_patches
@@ -70,7 +70,7 @@ def split_images(paths: list[Path], val_fraction: float, seed: int) -> tuple[lis
 
 def detect(image: np.ndarray, n: int) -> np.ndarray:
     """SIFT keypoints (OpenCV's ``nfeatures=n``) as ``(N, 4)`` ``(x, y, size, angle)``, strongest first."""
-    kps = detect_sift(image, detector=cv2.SIFT_create(nfeatures=min(n, 2**31 - 1)))  # OpenCV's int; no photo has more
+    kps = detect_sift(image, detector=cv2.SIFT_create(nfeatures=min(n, MAX_KEYPOINTS)))  # no photo has more
     return np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in kps], dtype=np.float64).reshape(-1, 4)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -256,3 +259,23 @@ def test_extract_bad_paths_exit_2(images, weights, tmp_path, capsys):
     assert extract(images, out, clamped) == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "min_kp_size 0.0" in err[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="Linux's /proc")
+def test_ctrl_c_while_the_command_line_starts(tmp_path):
+    """Ctrl-C while the parsers import torch (for their defaults) ends in one line and exit code 130; it printed a
+    traceback of the import before."""
+    proc = subprocess.Popen([sys.executable, "-m", "hardnet_desc", "extract", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        maps = Path(f"/proc/{proc.pid}/maps")
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and "libtorch" not in maps.read_text():
+            time.sleep(0.005)  # torch's libraries are loaded first; its Python modules take most of a second more
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130 and err.strip() == "hardnet-desc: interrupted", err

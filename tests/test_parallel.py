@@ -4,8 +4,13 @@ instance) gives the single-process file."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -210,7 +215,7 @@ def test_detecting_workers_resume_and_bound_their_input(folder, weights, referen
     extract_folder(folder, out, hardnet, max_keypoints=300, workers=0, progress=False, names=["c.png"])
     submitted, waiting = [], []  # images sent to the workers; sent and not yet taken, after each image taken
 
-    class CountingPool(features_io.ProcessPoolExecutor):
+    class CountingPool(features_io.WorkerPool):
         def submit(self, *args, **kwargs):
             submitted.append(args[1])
             return super().submit(*args, **kwargs)
@@ -222,7 +227,7 @@ def test_detecting_workers_resume_and_bound_their_input(folder, weights, referen
             waiting.append(len(submitted) - taken - 1)
             yield item
 
-    monkeypatch.setattr(features_io, "ProcessPoolExecutor", CountingPool)
+    monkeypatch.setattr(features_io, "WorkerPool", CountingPool)
     monkeypatch.setattr(features_io, "_detected", spy)
     report = extract_folder(folder, out, hardnet, max_keypoints=300, workers=1, batch_images=1, progress=False)
     assert report.skipped == ["c.png"] and report.done == ["a.jpg", "sub/b.jpg", "sub/d.jpg"]
@@ -440,3 +445,41 @@ def test_an_unreachable_ray_address_fails_at_once(folder, weights, tmp_path):
         with pytest.raises(ConnectionError, match=f"no Ray cluster answers at {address}"):
             extract_parallel(folder, out, weights, backend="ray", address=address, device="cpu")
     assert not out.exists() and not ray.is_initialized()
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
+def test_ctrl_c_stops_the_processes_backend(weights, tmp_path):
+    """Ctrl-C (SIGINT to the whole command) while the workers describe: the command ends within seconds with one
+    line and exit code 130, the batches not started are not run, and a rerun completes the file. Before, a worker
+    interrupted while it waited for work kept the pool's queue locked (the command never ended), and leaving the
+    pool ran every batch submitted."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    image = cv2.imread(str(DATA_DIR / "sacre_coeur_1.jpg"))
+    for i in range(16):
+        cv2.imwrite(str(photos / f"im{i:02d}.jpg"), np.roll(image, 7 * i, axis=1))
+    out = tmp_path / "features.h5"
+    command = [sys.executable, "-m", "hardnet_desc", "extract", str(photos), "--out", str(out), "--weights", weights,
+               "--backend", "processes", "--workers", "2", "--batch-images", "1", "--device", "cpu",
+               "--precision", "fp32", "--max-keypoints", "300", "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(parts_folder(out).glob("part-*.h5"))) < 2:
+            time.sleep(0.05)  # both workers loaded the weights
+        os.killpg(proc.pid, signal.SIGINT)
+        sent = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        seconds = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130 and err.strip() == "hardnet-desc extract: interrupted", err
+    assert seconds < 30, seconds
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    already = int(re.search(r"(\d+) already in", done.stdout).group(1))
+    assert already < 8, done.stdout  # the interrupted run stopped early (its finished images kept, merged now)
+    with h5py.File(out, "r") as h5:
+        assert len(feature_names(h5)) == 16

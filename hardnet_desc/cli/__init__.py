@@ -45,8 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand. Every error ends in one ``hardnet-desc COMMAND: error: ...`` line on stderr
     and exit code 2 (bad input: ValueError, TypeError, OSError and their kin, or a missing optional extra) or 1 (anything else);
     ``HARDNET_DESC_DEBUG=1`` shows the traceback instead."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # the parsers' defaults import torch: over a second
+    except KeyboardInterrupt:
+        print("hardnet-desc: interrupted", file=sys.stderr)
+        return 130
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -22,10 +22,9 @@ values, is never appended to.
 
 from __future__ import annotations
 
-import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import islice
 from multiprocessing import get_all_start_methods, get_context
@@ -45,6 +44,7 @@ from ..core.model import DESCRIPTOR_DIM
 from ..core.describe import describe
 from ..core.patches import PatchSpec, check_inside, check_integer, keypoints_to_frames
 from ..outputs import check_output
+from ..workers import WorkerPool
 
 if TYPE_CHECKING:
     import h5py
@@ -357,8 +357,7 @@ def _detected(
                 found = _reason(err)
             yield name, found
         return
-    pool = ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_init_worker)
-    try:
+    with WorkerPool(workers, _init_worker, context=_worker_context()) as pool:
         pending: deque[tuple[str, Future]] = deque()
         queue = iter(names)
         for name in islice(queue, ahead):
@@ -368,8 +367,6 @@ def _detected(
             for later in islice(queue, 1):
                 pending.append((later, pool.submit(_read_and_detect, str(root / later), max_keypoints)))
             yield name, job.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _worker_context() -> BaseContext:
@@ -384,7 +381,6 @@ def _worker_context() -> BaseContext:
 
 def _init_worker() -> None:
     cv2.setNumThreads(1)  # one core per worker: the workers are the parallelism
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the describing process's to handle: it stops the pool
 
 
 def _read_and_detect(path: str, max_keypoints: int | None) -> tuple[np.ndarray, np.ndarray] | str:

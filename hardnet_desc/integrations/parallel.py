@@ -27,8 +27,7 @@ import socket
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +37,7 @@ from .hloc import (ExtractReport, check_features_out, claim_file, extract_folder
                    image_names, plan_extraction)
 from ..core.device import choose_precision, resolve_device
 from ..core.weights import DEFAULT_WEIGHTS
+from ..workers import WorkerPool
 
 BACKENDS = ("processes", "ray")
 #: The attribute that marks a shard as one a worker wrote for the output file it names (``OUT``'s name).
@@ -280,8 +280,7 @@ def _run_processes(root, parts, todo, settings, workers, address, progress):
     threads = max(1, (os.cpu_count() or 1) // workers)
     step = max(1, settings["batch_images"])
     batches = [todo[i : i + step] for i in range(0, len(todo), step)]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_process,
-                             initargs=(root, parts, settings, threads)) as pool, \
+    with WorkerPool(workers, _init_process, (root, parts, settings, threads)) as pool, \
             tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:
         for future in as_completed([pool.submit(_process_batch, b) for b in batches]):
             results = future.result()

@@ -15,11 +15,9 @@ Images are split into train and validation by image.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import numbers
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from ...detection import MAX_KEYPOINTS, detect_sift
 from ...core.image import read_image, to_grey_numpy, to_grey_tensor
 from ...outputs import write_json
 from ...core.patches import PatchSpec, check_integer, check_number, extract_patches
+from ...workers import WorkerPool
 from .writer import Part, default_patch_spec, spec_record, write_split
 
 
@@ -266,8 +265,8 @@ def _write_split(folder: Path, jobs: list[ImageJob], workers: int, val_pairs: in
 
 def _photo_parts(jobs: list[ImageJob], workers: int) -> Iterator[Part]:
     """``(patches, labels 0..P-1, photo index)`` of each job, in order, run in ``workers`` processes."""
-    # spawn, not fork: a forked child of a process whose torch/OpenMP threads already ran can deadlock
-    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker) if workers > 1 else None
+    # spawned, not forked: a forked child of a process whose torch/OpenMP threads already ran can deadlock
+    pool = WorkerPool(workers, _init_worker) if workers > 1 else None
     with pool or nullcontext():
         results = pool.map(correspondences_from_image, jobs) if pool else map(correspondences_from_image, jobs)
         for photo, (patches, ids) in enumerate(results):

@@ -6,7 +6,9 @@
    image and LAFs ``(B, N, 2, 3)`` give a ``(B, N, 128)`` tensor.
 2. kornia's own ``LAFDescriptor`` running these weights (``hardnet_desc.integrations.kornia.laf_descriptor``).
 3. LAFs from a kornia detector: ``SIFTFeatureScaleSpace`` returns 6-sigma frames, whose scale is
-   ``3 * kp.size``, the scale these weights were trained at (``patch_scale * kp.size / 2``).
+   ``3 * kp.size``, the scale these weights were trained at (``patch_scale * kp.size / 2``). Frames are
+   described as given, so frames smaller than the weights' ``min_kp_size`` (3.5 px for the default
+   weights) are raised to it here, as ``compute`` does for keypoints.
 """
 
 from __future__ import annotations
@@ -40,5 +42,8 @@ print(f"kornia LAFDescriptor: {tuple(desc_kornia.shape)}, cosine to ours: mean {
 grey = image.mean(1, keepdim=True)
 with torch.inference_mode():
     kornia_lafs, _, _ = KF.SIFTFeatureScaleSpace(num_features=500)(grey)  # 6-sigma frames: s = 3 * kp.size
-_, desc_dog = hardnet.compute(image, KF.scale_laf(kornia_lafs, hardnet.patch_scale / 6.0))
+dog_lafs = KF.scale_laf(kornia_lafs, hardnet.patch_scale / 6.0)
+smallest = hardnet.patch_scale * hardnet.min_kp_size / 2  # the LAF scale of a keypoint of min_kp_size
+dog_lafs = KF.scale_laf(dog_lafs, (smallest / KF.get_laf_scale(dog_lafs)).clamp(min=1.0))
+_, desc_dog = hardnet.compute(image, dog_lafs)
 print(f"kornia DoG frames: {tuple(desc_dog.shape)}")

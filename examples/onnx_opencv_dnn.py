@@ -2,8 +2,8 @@
 
 Export the model once (this needs hardnet-desc), then run this script anywhere OpenCV runs:
 
-    hardnet-desc export-onnx hardnet.onnx        # prints the weights' patch_scale and min_kp_size
-    python examples/onnx_opencv_dnn.py hardnet.onnx [image1 image2] [--patch-scale 6] [--min-kp-size 0]
+    hardnet-desc export-onnx hardnet.onnx        # the weights' patch_scale and min_kp_size go into the model
+    python examples/onnx_opencv_dnn.py hardnet.onnx [image1 image2]
 
 Patches are cut as docs/conventions.md says (the same steps in C++ use the same OpenCV calls):
 a square of side ``patch_scale * max(kp.size, min_kp_size)`` centred on ``kp.pt``, its x axis along ``kp.angle``,
@@ -45,6 +45,40 @@ def cut_patches(grey: np.ndarray, keypoints, patch_scale: float, min_kp_size: fl
     return patches
 
 
+def model_settings(path: Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (``patch_scale``, ``min_kp_size``, ...), read without the onnx
+    package: a model is a protobuf message whose field 14 holds (key = field 1, value = field 2) entries."""
+
+    def varint(data: bytes, i: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            value, shift, i = value | (data[i] & 0x7F) << shift, shift + 7, i + 1
+            if data[i - 1] < 0x80:
+                return value, i
+
+    def fields(data: bytes):
+        i = 0
+        while i < len(data):
+            key, i = varint(data, i)
+            if key & 7 == 0:
+                value, i = varint(data, i)
+            elif key & 7 == 2:
+                size, i = varint(data, i)
+                value, i = data[i : i + size], i + size
+            elif key & 7 in (1, 5):
+                value, i = None, i + (8 if key & 7 == 1 else 4)
+            else:
+                raise ValueError(f"{path} is not an ONNX model")
+            yield key >> 3, value
+
+    props = {}
+    for number, value in fields(Path(path).read_bytes()):
+        if number == 14:
+            entry = dict(fields(value))
+            props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+    return props
+
+
 def describe(net: cv2.dnn.Net, patches: np.ndarray, batch: int = 256) -> np.ndarray:
     """``(N, 128)`` float32 unit descriptors; standardisation and L2 norm are inside the model."""
     out = [np.zeros((0, 128), np.float32)]
@@ -59,11 +93,17 @@ def main() -> None:
     parser.add_argument("model", type=Path, help="the .onnx file from hardnet-desc export-onnx")
     parser.add_argument("image1", nargs="?", type=Path, default=DATA / "sacre_coeur_1.jpg")
     parser.add_argument("image2", nargs="?", type=Path, default=DATA / "sacre_coeur_2.jpg")
-    parser.add_argument("--patch-scale", type=float, default=6.0, help="the weights' patch_scale (default: 6)")
-    parser.add_argument("--min-kp-size", type=float, default=0.0, help="the weights' min_kp_size (default: 0)")
+    parser.add_argument("--patch-scale", type=float, help="default: the model's (export-onnx records the weights')")
+    parser.add_argument("--min-kp-size", type=float, help="default: the model's (export-onnx records the weights')")
     parser.add_argument("--max-keypoints", type=int, default=2048)
     args = parser.parse_args()
 
+    settings = model_settings(args.model)
+    for name in ("patch_scale", "min_kp_size"):
+        if getattr(args, name) is None:
+            if name not in settings:
+                parser.error(f"{args.model} records no {name} (not from hardnet-desc export-onnx?): pass --{name.replace('_', '-')}")
+            setattr(args, name, float(settings[name]))
     net = cv2.dnn.readNetFromONNX(str(args.model))
     sift = cv2.SIFT_create(nfeatures=args.max_keypoints)
     points, descriptors = [], []

@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--pairs-per-epoch", type=int, default=40 * 128)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                        help="auto: bf16 on CPU, fp16 on CUDA (default: %(default)s)")
+                        help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (default: %(default)s)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 

@@ -122,3 +122,22 @@ def test_opencv_only_example_matches_the_pair(model, tmp_path, monkeypatch, caps
     runpy.run_path(str(ROOT / "examples" / "onnx_opencv_dnn.py"), run_name="__main__")
     found = re.search(r"keypoints: (\d+) \+ (\d+), matches: (\d+), inliers: (\d+)", capsys.readouterr().out)
     assert found and int(found[1]) >= 450 and int(found[4]) > 0
+
+
+def test_a_full_disk_names_the_model_and_keeps_the_old_one(tmp_path, monkeypatch, capsys):
+    import onnx
+
+    out = tmp_path / "hardnet.onnx"
+    assert main(["export-onnx", str(out)]) == 0
+    before = out.read_bytes()
+
+    def full_disk(model, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a model")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", full_disk)
+    capsys.readouterr()
+    assert main(["export-onnx", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write {out}: No space left on device" in err[0], err  # it named no file
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["hardnet.onnx"]

@@ -24,6 +24,23 @@ def test_read_image(example_files, example_image, tmp_path):
     np.testing.assert_array_equal(to_grey_numpy(read), deep)
 
 
+def test_read_a_float_tiff(example_image, tmp_path):
+    """A one-channel float TIFF (scientific cameras): OpenCV's colour read fails on it ("cannot decode" before);
+    read as stored and made BGR, it is described as the same photo in 8 bits is."""
+    grey = cv2.cvtColor(example_image, cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(tmp_path / "grey.tif"), grey.astype(np.float32) / 255)
+    cv2.imwrite(str(tmp_path / "bgra.tif"), cv2.cvtColor(example_image, cv2.COLOR_BGR2BGRA).astype(np.float32) / 255)
+    image = read_image(tmp_path / "grey.tif")
+    assert image.dtype == np.float32 and image.shape == (*grey.shape, 3)
+    np.testing.assert_allclose(to_grey_numpy(image), grey / 255, atol=1e-6)
+    assert read_image(tmp_path / "bgra.tif").shape == example_image.shape
+    hardnet = HardNetDescriptor(device="cpu", precision="fp32")
+    kps = cv2.SIFT_create(300).detect(grey, None)
+    _, from_float = hardnet.compute(image, kps)
+    _, from_uint8 = hardnet.compute(grey, kps)
+    assert np.abs(from_float - from_uint8).max() < 1e-3
+
+
 def test_read_image_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such image file: .*missing.jpg"):
         read_image(tmp_path / "missing.jpg")

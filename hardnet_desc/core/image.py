@@ -28,8 +28,12 @@ def read_image(path: str | Path) -> np.ndarray:
         why = ("more pixels than OpenCV reads (2^30)" if "CV_IO_MAX_IMAGE_PIXELS" in str(err)
                else str(err).strip().splitlines()[-1])
         raise ValueError(f"cannot read image file {path}: {why}") from None
-    if image is None:
-        raise ValueError(f"cannot decode image file: {path}")
+    if image is None:  # OpenCV's TIFF reader cannot turn a one-channel float image into colour: read it as stored
+        stored = imread_quiet(path, cv2.IMREAD_UNCHANGED)
+        channels = None if stored is None else (1 if stored.ndim == 2 else stored.shape[2])
+        if channels not in (1, 3, 4):
+            raise ValueError(f"cannot decode image file: {path}")
+        image = stored if channels == 3 else cv2.cvtColor(stored, cv2.COLOR_GRAY2BGR if channels == 1 else cv2.COLOR_BGRA2BGR)
     return image
 
 

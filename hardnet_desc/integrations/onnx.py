@@ -81,8 +81,11 @@ def export_onnx(
     model.ir_version = min(model.ir_version, 8)  # readable by older runtimes (ONNX Runtime >= 1.11)
     onnx.helper.set_model_props(model, _metadata(info))
     onnx.checker.check_model(model, full_check=True)
-    with replacing(path) as tmp:
-        onnx.save(model, str(tmp))
+    try:
+        with replacing(path) as tmp:
+            onnx.save(model, str(tmp))
+    except OSError as err:  # a full disk: the error named no file
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
     return path
 
 

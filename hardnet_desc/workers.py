@@ -66,7 +66,8 @@ class WorkerPool:
             return
         self._stop.set()
         processes = list((getattr(self._pool, "_processes", None) or {}).values())  # CPython's, 3.8 and later
-        for process in processes:  # the running jobs, where the terminal's SIGINT did not reach them
+        # Interrupt the running jobs where the terminal's SIGINT did not reach them (not on Windows: os.kill ends them)
+        for process in processes if os.name == "posix" else ():
             try:
                 os.kill(process.pid, signal.SIGINT)
             except (OSError, TypeError):  # ended already, or not started (pid None)

@@ -108,7 +108,8 @@ def test_cli_export_with_bundled_weights(tmp_path, capsys, example_image):
     example = runpy.run_path(str(ROOT / "examples" / "onnx_opencv_dnn.py"))
     settings = example["model_settings"](out)  # what the example cuts with, read without the onnx package
     assert settings == read_onnx_metadata(out)
-    assert (float(settings["patch_scale"]), float(settings["min_kp_size"])) == (hardnet.patch_scale, hardnet.min_kp_size)
+    geometry = (float(settings["patch_scale"]), float(settings["min_kp_size"]))
+    assert geometry == (hardnet.patch_scale, hardnet.min_kp_size)
     grey = cv2.cvtColor(example_image, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
     net.setInput(example["cut_patches"](grey, kps, hardnet.patch_scale, hardnet.min_kp_size))
     # OpenCV-only patches (warpAffine on a pyrDown pyramid) + cv2.dnn vs the library: measured max 1.2e-5

@@ -100,11 +100,36 @@ def replacing(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Re-raise an ``OSError`` of the block as ``cannot write PATH: REASON`` (a full disk's error names no file)."""
+    try:
+        yield
+    except OSError as err:
+        message = f"cannot write {path}: {err.strerror or err}"
+        raise (OSError(err.errno, message) if err.errno else OSError(message)) from None
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (see ``replacing``)."""
     with replacing(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (a record such as make-dataset's ``meta.json``).
+
+    Raises:
+        ValueError: naming the file, if it is not UTF-8 JSON or holds another value than an object.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path}: not a JSON file ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: holds a JSON {type(data).__name__}, not the JSON object expected")
+    return data
 
 
 def json_is_ours(path: str | Path) -> bool:

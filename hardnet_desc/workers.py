@@ -50,11 +50,11 @@ class WorkerPool:
                                          initargs=(self._stop, initializer, *initargs))
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        with _sigint_ignored():  # a worker process started now inherits it
+        with sigint_ignored():  # a worker process started now inherits it
             return self._pool.submit(_run_job, fn, *args)
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any]) -> Iterator[T]:
-        with _sigint_ignored():  # every job is submitted here
+        with sigint_ignored():  # every job is submitted here
             return self._pool.map(partial(_run_job, fn), *iterables)
 
     def __enter__(self) -> WorkerPool:
@@ -76,7 +76,7 @@ class WorkerPool:
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def sigint_ignored() -> Iterator[None]:
     """SIGINT ignored in this process for the block (only the main thread may change it; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -106,17 +106,18 @@ def _one_line_error(capsys, code, *matches):
     assert code == 2, err
     assert err.startswith("hardnet-desc train: error: ") and "\n" not in err and "Traceback" not in err, err
     assert all(match in err for match in matches), err
+    return err
 
 
 @pytest.mark.parametrize(
     "option, value, match",
     [
-        ("--epochs", "0", "epochs must be >= 1 (--epochs), got 0"),
+        ("--epochs", "0", "epochs must be >= 1, got 0"),
         ("--batch-size", "1", "batch_size must be >= 2"),
         ("--pairs-per-epoch", "10", "pairs_per_epoch must be >= batch_size"),
-        ("--lr", "0", "lr must be > 0 (--lr)"),
-        ("--lr", "nan", "lr must be > 0 (--lr)"),
-        ("--margin", "-1", "margin must be > 0"),
+        ("--lr", "0", "lr must be a finite number > 0, got 0.0"),
+        ("--lr", "nan", "lr must be a finite number > 0, got nan"),
+        ("--margin", "-1", "margin must be a finite number > 0, got -1.0"),
         ("--dropout", "1.5", "dropout must be in [0, 1)"),
         ("--checkpoint-every", "0", "checkpoint_every must be >= 1"),
         ("--max-steps", "0", "max_steps must be >= 1"),
@@ -284,3 +285,156 @@ def test_resume_from_broken_checkpoints(data_dir, tmp_path, good_checkpoint, cap
     code = main(["train", str(data_dir / "train"), str(out), "--resume", *FAST])
     _one_line_error(capsys, code, str(path))
     assert not (out / "hardnet.safetensors").exists()
+
+
+def _copy_data(src, dst, meta=None):
+    """A PhotoTour folder ``dst`` whose files link to ``src``'s; ``meta``: a meta.json text beside it."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        (dst / f.name).symlink_to(f)
+    if meta is not None:
+        (dst.parent / "meta.json").write_text(meta)
+    return dst
+
+
+def test_val_pairs_without_positives_or_negatives_are_refused_before_training(data_dir, tmp_path, capsys):
+    """A pair file with only non-matching (or only matching) pairs was refused after the epoch was trained,
+    with "no matching pairs (positives): FPR at recall is undefined", naming neither the file nor --val."""
+    pair_file = next((data_dir / "val").glob("m50_*.txt"))
+    rows = [line.split() for line in pair_file.read_text().splitlines()]
+    for kind, keep in (("matching", lambda r: r[1] != r[4]), ("non-matching", lambda r: r[1] == r[4])):
+        val = tmp_path / kind / "val"
+        val.mkdir(parents=True)
+        for f in (data_dir / "val").iterdir():
+            if f != pair_file:
+                (val / f.name).symlink_to(f)
+        (val / pair_file.name).write_text("".join(" ".join(r) + "\n" for r in rows if keep(r)))
+        out = tmp_path / kind / "run"
+        code = main(["train", str(data_dir / "train"), str(out), "--val", str(val), *FAST])
+        _one_line_error(capsys, code, f"--val {val}: {val / pair_file.name} holds no {kind} pairs")
+        assert not out.exists()  # nothing trained, no OUT made
+
+
+def test_resume_compares_the_data_not_how_its_path_is_spelt(data_dir, tmp_path, monkeypatch, capsys):
+    """--resume compared the data paths as strings: ds/train/, ./ds/train and an absolute path were refused,
+    and the same string naming another folder (another cwd) was resumed without a word."""
+    monkeypatch.chdir(data_dir.parent)
+    out = tmp_path / "run"
+    args = [str(out), "--max-steps", "1", *FAST]
+    assert main(["train", f"{data_dir.name}/train", *args]) == 0
+    for spelt in (f"{data_dir.name}/train/", f"./{data_dir.name}/train", str(data_dir / "train")):
+        assert main(["train", spelt, *args, "--resume"]) == 0, capsys.readouterr().err
+    other = tmp_path / "elsewhere"  # the same relative name, from another folder: other patches
+    _copy_data(data_dir / "train", other / data_dir.name / "train")
+    first = other / data_dir.name / "train" / "patches0000.bmp"
+    first.unlink()
+    cv2.imwrite(str(first), 255 - cv2.imread(str(data_dir / "train" / "patches0000.bmp"), cv2.IMREAD_GRAYSCALE))
+    monkeypatch.chdir(other)
+    capsys.readouterr()
+    code = main(["train", f"{data_dir.name}/train", *args, "--resume"])
+    _one_line_error(capsys, code, f"{out / 'checkpoint.pt'} was made with other data: {first.parent.resolve()} "
+                    f"holds other patches than {(data_dir / 'train').resolve()}")
+
+
+def test_resume_refuses_changed_settings_naming_each(data_dir, tmp_path, capsys):
+    """--lr, --margin, --dropout, --photos-per-batch, --batch-reduce and --pairs-per-epoch changed on --resume
+    were taken without a word, and model_card.json recorded only the new values."""
+    out = tmp_path / "run"
+    assert main(["train", str(data_dir / "train"), str(out), "--max-steps", "1", *FAST]) == 0
+    changed = ["--lr", "0.001", "--margin", "3", "--dropout", "0", "--photos-per-batch", "2", "--batch-reduce",
+               "random", "--pairs-per-epoch", "512"]
+    code = main(["train", str(data_dir / "train"), str(out), *FAST, *changed, "--resume"])
+    _one_line_error(capsys, code, "was made with other settings: pairs_per_epoch 256 (now 512); lr 10.0 (now 0.001); "
+                    "margin 1.0 (now 3.0); batch_reduce 'min' (now 'random'); dropout 0.3 (now 0.0); photos_per_batch "
+                    "0 (now 2); resume with the same recipe", "or train into another output folder")
+    assert json.loads((out / "model_card.json").read_text())["recipe"]["lr"] == 10.0  # the max-steps export's
+    # settings that cannot change the weights may change
+    assert main(["train", str(data_dir / "train"), str(out), *FAST, "--resume", "--checkpoint-every", "1",
+                 "--max-steps", "2"]) == 0
+
+
+@pytest.mark.parametrize("content, match", [("garbage", "not a JSON file (Expecting value"),
+                                            ("[1]", "holds a JSON list, not the JSON object expected")])
+def test_a_broken_meta_json_beside_the_data_is_named(data_dir, tmp_path, capsys, content, match):
+    """A meta.json beside the data folder that is not JSON, or not an object, gave "Expecting value: line 1
+    column 1 (char 0)" or an AttributeError (exit 1), naming no file."""
+    train = _copy_data(data_dir / "train", tmp_path / "ds" / "train", meta=content)
+    code = main(["train", str(train), str(tmp_path / "run"), *FAST])
+    _one_line_error(capsys, code, f"{tmp_path / 'ds' / 'meta.json'}: {match}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_at_the_export_keeps_the_checkpoint_and_resume_exports(data_dir, tmp_path, monkeypatch, capsys):
+    """The export onto a full disk ended in "SafetensorError: ... No space left on device" (exit 1), naming no
+    file, not saying the checkpoint is kept and --resume exports."""
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    out = tmp_path / "run"
+    save = trainer_module.save_weights
+    monkeypatch.setattr(trainer_module, "save_weights", full)
+    code = main(["train", str(data_dir / "train"), str(out), *FAST])
+    _one_line_error(capsys, code, f"cannot write {out / 'hardnet.safetensors'} (", "No space left on device (os error "
+                    f"28)); the checkpoint {out / 'checkpoint.pt'} is kept, --resume exports from it")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "log.csv"]
+    monkeypatch.setattr(trainer_module, "save_weights", save)
+    assert main(["train", str(data_dir / "train"), str(out), *FAST, "--resume"]) == 0
+    assert json.loads((out / "model_card.json").read_text())["pairs_seen"] == 8 * 64
+
+
+def test_mix_of_huge_fractions_is_normalised(data_dir, tmp_path, capsys):
+    """--mix 1e308,1e308 printed four numpy RuntimeWarnings, then "--mix gives ... -9223372036854775807 pairs"."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", str(tmp_path / "run"), "--data", str(data_dir / "train"), "--data",
+                     str(data_dir / "train"), "--mix", "1e308,1e308", "--max-steps", "1", *FAST]) == 0
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    card = json.loads((tmp_path / "run" / "model_card.json").read_text())
+    assert card["recipe"]["mix"] == [1e308, 1e308]
+
+
+def test_an_info_txt_id_beyond_64_bits_is_named(data_dir, tmp_path, capsys):
+    """A 24-digit point id in info.txt gave "OverflowError: Python int too large to convert to C long" (exit 1)."""
+    train = _copy_data(data_dir / "train", tmp_path / "ds" / "train")
+    lines = (data_dir / "train" / "info.txt").read_text().splitlines()
+    lines[2] = "999999999999999999999999 0"
+    (train / "info.txt").unlink()
+    (train / "info.txt").write_text("\n".join(lines) + "\n")
+    code = main(["train", str(train), str(tmp_path / "run"), *FAST])
+    _one_line_error(capsys, code, f"{train / 'info.txt'}:3: an integer beyond 64 bits in '999999999999999999999999 0'")
+
+
+def test_checks_before_the_training_data_is_read(data_dir, tmp_path, monkeypatch, capsys):
+    """The whole training set was read before a missing --init file or an existing checkpoint.pt was reported,
+    a failed start left an empty OUT, and a folder OUT/checkpoint.pt gave "exists: pass --resume", then with
+    --resume "no checkpoint at", both naming a nonexistent --out option."""
+    def unread(*args, **kwargs):
+        raise AssertionError("the training data was read")
+
+    monkeypatch.setattr(trainer_module, "read_phototour", unread)
+    out = tmp_path / "run"
+    code = main(["train", str(data_dir / "train"), str(out), *FAST, "--init", str(tmp_path / "none.safetensors")])
+    _one_line_error(capsys, code, "none.safetensors")
+    assert not out.exists()
+    (out / "checkpoint.pt").mkdir(parents=True)
+    for resume in ([], ["--resume"]):
+        code = main(["train", str(data_dir / "train"), str(out), *FAST, *resume])
+        err = _one_line_error(capsys, code, f"{out / 'checkpoint.pt'} is a folder, not a checkpoint: move it away, "
+                              "or train into another output folder")
+        assert "--out" not in err
+    (out / "checkpoint.pt").rmdir()
+    (out / "checkpoint.pt").write_bytes(b"")
+    code = main(["train", str(data_dir / "train"), str(out), *FAST])
+    assert "--out" not in _one_line_error(capsys, code, f"{out / 'checkpoint.pt'} exists: pass --resume")
+
+
+def test_a_validation_set_at_another_patch_scale_is_refused(data_dir, tmp_path, capsys):
+    """Validation patches cut at another patch_scale than the training data's were used without a word."""
+    val = _copy_data(data_dir / "val", tmp_path / "ds8" / "val", meta=json.dumps({"patch_scale": 8.0}))
+    code = main(["train", str(data_dir / "train"), str(tmp_path / "run"), "--val", str(val), *FAST])
+    _one_line_error(capsys, code, f"--val {val} holds patches cut at patch_scale 8 ({val.parent / 'meta.json'}), but "
+                    f"{data_dir / 'train'} at patch_scale 6")

@@ -1,10 +1,14 @@
-from dataclasses import replace
+import json
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from hardnet_desc.cli import main
 from hardnet_desc.data.hpatches import HPATCHES_IMAGES, read_hpatches
 from hardnet_desc.data.phototour import (
     PhotoTourData,
@@ -15,9 +19,14 @@ from hardnet_desc.data.phototour import (
     read_phototour,
     write_phototour,
 )
+from hardnet_desc.data.warps import HARD_WARP
 from hardnet_desc.train.augment import AugmentConfig
+from hardnet_desc.train.datasets import synthetic
+from hardnet_desc.train.datasets.synthetic import make_dataset
 from hardnet_desc.train.datasets.writer import write_split
 from hardnet_desc.train.sampler import MixedPairs, PairDataset, split_batch
+
+from conftest import EXAMPLE_FILES
 
 N = 300  # two bmp files, the second holds 44 patches
 
@@ -426,3 +435,179 @@ def test_mixed_pairs_draw_the_requested_fractions(data, photo_data):
         MixedPairs([parts[0], PairDataset(data, 3 * sizes[0], batch_size=sizes[0], seed=2)])
     with pytest.raises(ValueError, match="equal lengths"):
         MixedPairs([parts[0], PairDataset(data, 4 * sizes[0], batch_size=sizes[0], seed=2, stream=1)])
+
+
+# --------------------------------------------------------------------------- make-dataset's outputs (synthetic builder)
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    """Four small crops of the bundled photos: make_dataset runs in about a second."""
+    root = tmp_path_factory.mktemp("crops")
+    for k, path in enumerate(EXAMPLE_FILES):
+        img = cv2.imread(str(path))
+        for j, x in enumerate((0, 400)):
+            cv2.imwrite(str(root / f"p{k}{j}.jpg"), img[:260, x : x + 260])
+    return root
+
+
+FAST = dict(points=60, views=2, val_fraction=0.25, val_pairs=100, workers=1, progress=False)  # 3 train, 1 val photo
+
+
+def snapshot(folder):
+    """Every file below ``folder`` (hidden ones too) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("error", [ValueError("cannot decode image file: p11.jpg"), KeyboardInterrupt()])
+def test_failed_or_interrupted_rebuild_leaves_the_old_dataset(crops, tmp_path, monkeypatch, error):
+    """Finding 1: a rebuild that stopped at a validation photo (a corrupt photo, Ctrl-C) had already written the new
+    train split over the old one, beside the old meta.json: a mixed dataset that loads without a word."""
+    out = tmp_path / "ds"
+    make_dataset(crops, out, **FAST)
+    before = snapshot(out)
+    cut, calls = synthetic.correspondences_from_image, []
+
+    def fails_at_the_validation_photo(job):
+        calls.append(job.path)
+        if len(calls) > 3:  # the three training photos are cut, and written
+            raise error
+        return cut(job)
+
+    monkeypatch.setattr(synthetic, "correspondences_from_image", fails_at_the_validation_photo)
+    with pytest.raises(type(error)):
+        make_dataset(crops, out, seed=1, **FAST)
+    assert len(calls) == 4 and snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "split.json", "train", "val"]  # no temporary folder
+    monkeypatch.undo()
+    assert make_dataset(crops, out, seed=1, **FAST)["seed"] == 1
+    assert json.loads((out / "meta.json").read_text())["seed"] == 1 and snapshot(out) != before
+
+
+def test_a_rebuild_removes_what_a_killed_build_left(crops, tmp_path):
+    """The temporary folders a killed build leaves (named as ours) are removed by the next; others stay."""
+    out = tmp_path / "ds"
+    for name in (".train.partial", ".val.old", ".cache"):
+        (out / name).mkdir(parents=True)
+        (out / name / "patches0000.bmp").write_bytes(b"half")
+    (out / ".meta.json.partial").write_text("{}")
+    make_dataset(crops, out, **FAST)
+    assert sorted(p.name for p in out.iterdir()) == [".cache", "meta.json", "split.json", "train", "val"]
+    assert len(read_phototour(out / "train")) > 50 and (out / ".cache" / "patches0000.bmp").read_bytes() == b"half"
+
+
+def test_failed_sfm_rebuild_leaves_the_old_dataset(tmp_path, monkeypatch):
+    """Finding 1, --from-sfm: the same writer; a scene that fails (here the validation scene, built last) left the
+    new train split beside the old val split and records. A split not rebuilt (no validation scene) is removed."""
+    pycolmap = pytest.importorskip("pycolmap")
+    from hardnet_desc.train.datasets import sfm
+
+    photos = Path(__file__).resolve().parent / "data" / "multiview" / "bundler-et"
+    scene = tmp_path / "scenes" / "bundler-et"
+    (scene / "sparse").mkdir(parents=True)
+    names = sorted(p.name for p in photos.glob("*.jpg"))[:5]
+    pycolmap.set_random_seed(0)
+    pycolmap.extract_features(scene / "database.db", photos, image_names=names)
+    pycolmap.match_exhaustive(scene / "database.db")
+    pycolmap.incremental_mapping(scene / "database.db", photos, scene / "sparse")
+    (scene / "summary.json").write_text(json.dumps({"image_dir": str(photos), "num_images": len(names)}))
+    shutil.copytree(scene, tmp_path / "scenes" / "other-et")
+    out, options = tmp_path / "data", dict(val_scenes=["bundler-et"], max_points_per_scene=200, progress=False)
+    sfm.make_sfm_dataset(tmp_path / "scenes", out, **options)
+    before = snapshot(out)
+    cut = sfm.scene_patches
+
+    def fails_at_the_validation_scene(scene, **kwargs):
+        if scene.name == "bundler-et":
+            raise FileNotFoundError(f"missing photo {scene.image_dir / names[0]}")
+        return cut(scene, **kwargs)
+
+    monkeypatch.setattr(sfm, "scene_patches", fails_at_the_validation_scene)
+    with pytest.raises(FileNotFoundError, match="missing photo"):
+        sfm.make_sfm_dataset(tmp_path / "scenes", out, seed=1, **options)
+    assert snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "record.json", "train", "val"]
+    monkeypatch.undo()
+    sfm.make_sfm_dataset(tmp_path / "scenes", out, **{**options, "val_scenes": []})
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "record.json", "train"]
+
+
+@pytest.mark.parametrize("inside", ["ds", "."])
+def test_make_dataset_refuses_an_output_folder_in_the_photo_folder(crops, tmp_path, inside):
+    """Finding 3: OUT inside IMAGES (or IMAGES itself): the next run listed its own patch grids as photos."""
+    photos = tmp_path / "photos"
+    shutil.copytree(crops, photos)
+    with pytest.raises(ValueError, match="photo folder .*: a later run would take its patch files for input"):
+        make_dataset(photos, photos / inside, **FAST)
+    assert sorted(p.name for p in photos.iterdir()) == sorted(p.name for p in crops.iterdir())  # nothing written
+    assert main(["make-dataset", "--from-sfm", str(tmp_path), str(tmp_path / "data")]) == 2  # OUT in SCENES_DIR
+    assert not (tmp_path / "data").exists()
+
+
+def test_make_dataset_refuses_an_empty_training_split(crops, tmp_path):
+    """Finding 8: a val_fraction leaving no training photo, or training photos that give no patch, made an empty
+    train split (exit 0) while the same for the validation split was refused."""
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("p00.jpg", "p01.jpg"):
+        shutil.copy(crops / name, two / name)
+    with pytest.raises(ValueError, match="val_fraction=0.9 leaves no training photo out of 2"):
+        make_dataset(two, tmp_path / "ds", **{**FAST, "val_fraction": 0.9})
+    assert not (tmp_path / "ds").exists()
+    # flat photos (no keypoint) for training, a real one for validation
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(photos / f"flat{k}.png"), np.full((260, 260), 60 * k, np.uint8))
+    shutil.copy(crops / "p00.jpg", photos / "real.jpg")
+    split_seed = next(s for s in range(50) if synthetic.split_images(sorted(photos.iterdir()), 0.25, s)[1][0].name
+                      == "real.jpg")
+    out = tmp_path / "old"
+    make_dataset(crops, out, **FAST)
+    before = snapshot(out)
+    with pytest.raises(ValueError, match="old/train: the training photos gave no patch"):
+        make_dataset(photos, out, split_seed=split_seed, **FAST)
+    assert snapshot(out) == before
+
+
+def test_make_dataset_refuses_a_file_for_a_split_folder_before_work(crops, tmp_path):
+    """From finding 13: OUT/val a file was reported ([Errno 17] File exists) after the train split was built."""
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "val").write_text("mine")
+    with pytest.raises(FileExistsError, match="ds/val is a file, not a dataset folder; pass --force"):
+        make_dataset(crops, out, **FAST)
+    assert sorted(p.name for p in out.iterdir()) == ["val"] and (out / "val").read_text() == "mine"
+
+
+def test_make_dataset_workers(crops, tmp_path, monkeypatch, capsys):
+    """From finding 13: --workers -3 was taken (serial) and 0 meant the default 2 processes; 0 now runs in this
+    process, as 1 does, and a negative count is refused before any work."""
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        make_dataset(crops, tmp_path / "w", **{**FAST, "workers": -3})
+    assert main(["make-dataset", str(crops), str(tmp_path / "w"), "--workers", "-3"]) == 2
+    assert "error: workers must be >= 0 (None: up to 2), got -3" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("workers=0 starts no process")
+
+    monkeypatch.setattr(synthetic, "WorkerPool", no_pool)
+    assert make_dataset(crops, tmp_path / "w", **{**FAST, "workers": 0})["val"]["patches"] > 0
+
+
+def test_make_dataset_takes_the_warp_names_of_the_cli(crops, tmp_path):
+    """From finding 13: make_dataset(warp='hard') failed inside asdict() after writing split.json."""
+    with pytest.raises(ValueError, match="warp must be a WarpConfig or one of \\['default', 'hard'\\], got 'harder'"):
+        make_dataset(crops, tmp_path / "w", warp="harder", **FAST)
+    assert not (tmp_path / "w").exists()
+    summary = make_dataset(crops, tmp_path / "hard", warp="hard", **FAST)
+    assert summary["warp"] == asdict(HARD_WARP) == json.loads((tmp_path / "hard" / "meta.json").read_text())["warp"]
+
+
+def test_full_disk_names_the_file_and_the_reason(tmp_path):
+    """Finding 12: a full disk gave 'cannot write .../patches0000.bmp' without the reason."""
+    (tmp_path / "patches0000.bmp").symlink_to("/dev/full")
+    writer = PhotoTourWriter(tmp_path)
+    with pytest.raises(OSError, match=f"cannot write {tmp_path / 'patches0000.bmp'}: No space left on device"):
+        writer.add(make_patches(256), np.arange(256))

@@ -33,6 +33,7 @@ from hardnet_desc.core.image import read_image, to_grey_tensor
 from hardnet_desc.core.patches import extract_patches
 from hardnet_desc.core.weights import load_weights
 from hardnet_desc.data.phototour import read_pairs, read_phototour
+from hardnet_desc.outputs import json_is_ours, write_json
 from hardnet_desc.train.sampler import PairDataset
 
 pycolmap = pytest.importorskip("pycolmap")
@@ -199,7 +200,7 @@ def test_photo_folders_go_through_reconstruct(scenes, tmp_path, monkeypatch):
     shutil.copytree(SCENE, photos / "et")
     calls = []
 
-    def reconstruct(image_dir: Path, out_dir: Path, **options) -> None:  # stands in for COLMAP: reuse the fixture's model
+    def reconstruct(image_dir: Path, out_dir: Path, **options) -> None:  # stands in for COLMAP: the fixture's model
         calls.append((image_dir, out_dir, options))
         out_dir.mkdir(parents=True)
         shutil.copy(scenes / "bundler-et" / "database.db", out_dir)
@@ -207,7 +208,8 @@ def test_photo_folders_go_through_reconstruct(scenes, tmp_path, monkeypatch):
 
     monkeypatch.setattr(sfm_dataset, "colmap_reconstruct", reconstruct)
     found = find_scenes(photos, reconstruct=True, work_dir=tmp_path / "work")
-    assert calls == [(photos / "et", tmp_path / "work" / "et", {"features": "sift"})]
+    assert calls == [(photos / "et", tmp_path / "work" / "et", {**sfm_dataset.SFM_OPTIONS, "overwrite": False,
+                                                                      "progress": True})]
     assert found[0].name == "et" and found[0].image_dir == photos / "et" and len(found[0].models) == 1
     with pytest.raises(TypeError, match="reconstruct must be True or False"):
         find_scenes(photos, reconstruct=reconstruct)  # the old callback form: not silently run as COLMAP
@@ -258,3 +260,131 @@ def test_all_models_counts_each_registered_photo_once(scenes, tmp_path):
                  for d in ("one", "all"))
     assert len(both["models"]) == 2 and both["points"] == 2 * one["points"] and both["patches"] == 2 * one["patches"]
     assert both["registered"] == one["registered"] == 9
+
+
+def _photo_root(tmp_path: Path, scenes: Path, *photo_folders: str) -> Path:
+    """A folder of scene folders: bundler-et (the fixture's reconstruction, for validation) and copies of the
+    photos to reconstruct, under the given names."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "bundler-et").symlink_to(scenes / "bundler-et")
+    for name in photo_folders:
+        shutil.copytree(SCENE, root / name, ignore=shutil.ignore_patterns("README.md"))
+    return root
+
+
+def test_rerun_reuses_our_reconstruction_of_the_same_photos(scenes, tmp_path):
+    """make-dataset --from-sfm again into the same OUT (here another seed) reuses OUT/sfm/<name>, and redoes it
+    once a photo was written since (it refused: "already holds a reconstruction; pass overwrite=True")."""
+    root = _photo_root(tmp_path, scenes, "et2")
+    out, summary = tmp_path / "out", tmp_path / "out" / "sfm" / "et2" / "summary.json"
+    options = {"reconstruct": True, "val_scenes": ["bundler-et"], "max_points_per_scene": 50, "progress": False}
+    make_sfm_dataset(root, out, **options)
+    made = summary.stat().st_mtime_ns
+    make_sfm_dataset(root, out, seed=1, **options)
+    assert summary.stat().st_mtime_ns == made  # reused
+    photo = root / "et2" / "et003.jpg"
+    photo.write_bytes(photo.read_bytes())  # written since: redone
+    record = make_sfm_dataset(root, out, seed=2, **options)
+    assert summary.stat().st_mtime_ns > made and record["totals"]["train"]["scenes"] == 1
+    from hardnet_desc.integrations.colmap import existing_run
+
+    assert existing_run(out / "sfm" / "et2", root / "et2", **sfm_dataset.SFM_OPTIONS) == "same"
+    data = json.loads(summary.read_text())
+    write_json(summary, {**data, "max_keypoints": 100})  # ours, made with other settings: redone
+    assert existing_run(out / "sfm" / "et2", root / "et2", **sfm_dataset.SFM_OPTIONS) == "ours"
+
+
+def test_photo_folders_are_checked_before_any_reconstruction(scenes, tmp_path, capsys):
+    """A one-photo folder, and a work folder holding a reconstruction not ours, stop the build before any
+    photo folder is reconstructed (before: after the ones sorted first), naming an option make-dataset has."""
+    root = _photo_root(tmp_path, scenes, "a-et")
+    (root / "b-one").mkdir()
+    shutil.copy(SCENE / "et000.jpg", root / "b-one")
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="at least 2 images, found 1 in .*b-one"):
+        make_sfm_dataset(root, out, reconstruct=True, val_scenes=["bundler-et"], progress=False)
+    assert not (out / "sfm").exists()
+    shutil.rmtree(root / "b-one")
+    shutil.copytree(SCENE, root / "b-et")
+    (out / "sfm" / "b-et").mkdir(parents=True)
+    shutil.copy(scenes / "bundler-et" / "database.db", out / "sfm" / "b-et")  # not written by hardnet-desc
+    assert main(["make-dataset", "--from-sfm", str(root), str(out), "--val-scenes", "bundler-et"]) == 2
+    err = capsys.readouterr().err
+    assert "b-et holds a reconstruction (or summary.json) hardnet-desc did not write; pass --force" in err
+    assert "overwrite" not in err and not (out / "sfm" / "a-et").exists()
+    assert main(["make-dataset", "--from-sfm", str(root), str(out), "--val-scenes", "bundler-et", "--force",
+                 "--max-points-per-scene", "50"]) == 0
+    assert json_is_ours(out / "sfm" / "b-et" / "summary.json")
+
+
+def _scene_copy(scenes: Path, folder: Path, **summary) -> Path:
+    """A copy of the fixture's bundler-et scene folder at ``folder``, its summary.json updated with ``summary``."""
+    shutil.copytree(scenes / "bundler-et", folder)
+    data = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**data, **summary}))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["missing photo", "fewer keypoints"])
+def test_database_of_another_model_is_named(scenes, tmp_path, capsys, case):
+    """A database.db that is not the model's: one line naming the database and the model, exit 2 (was an
+    IndexError or AttributeError, exit 1)."""
+    import sqlite3
+
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "bundler-et").symlink_to(scenes / "bundler-et")
+    other = _scene_copy(scenes, root / "other")
+    with sqlite3.connect(other / "database.db") as db:
+        if case == "missing photo":
+            db.execute("UPDATE images SET name = 'x' || name")
+        else:  # half the keypoints of each photo: the model's indices run past them
+            db.execute("UPDATE keypoints SET rows = rows / 2, data = substr(data, 1, (rows / 2) * cols * 4)")
+    db.close()
+    assert main(["make-dataset", "--from-sfm", str(root), str(tmp_path / "out"), "--val-scenes", "bundler-et",
+                 "--max-points-per-scene", "50"]) == 2
+    err = capsys.readouterr().err
+    assert f"{other / 'database.db'} is not the database of the model {other / 'sparse' / '0'}: " in err
+    assert ("it has no photo" if case == "missing photo" else "its keypoints of") in err
+
+
+def test_scene_name_given_twice_is_refused(scenes, tmp_path):
+    """Two scene folders whose summary.json give one scene name shared one scene index without a word."""
+    root = tmp_path / "in"
+    _scene_copy(scenes, root / "s1", scene="same")
+    _scene_copy(scenes, root / "s2", scene="same")
+    (root / "bundler-et").symlink_to(scenes / "bundler-et")
+    with pytest.raises(ValueError, match=r"s1 and .*s2 are both the scene 'same'"):
+        make_sfm_dataset(root, tmp_path / "out", val_scenes=["bundler-et"], max_points_per_scene=50, progress=False)
+
+
+def test_replaced_photos_are_refused(scenes, tmp_path):
+    """Photos of the same names and size but other content (flipped) were cut at the wrong places, exit 0; the
+    same photos saved again (JPEG of quality 60) pass."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "bundler-et").symlink_to(scenes / "bundler-et")
+    flipped, resaved = tmp_path / "flipped", tmp_path / "resaved"
+    for folder, change in ((flipped, lambda im: im[::-1]), (resaved, lambda im: im)):
+        folder.mkdir()
+        for path in SCENE.glob("*.jpg"):
+            cv2.imwrite(str(folder / path.name), np.ascontiguousarray(change(cv2.imread(str(path)))),
+                        [cv2.IMWRITE_JPEG_QUALITY, 60])
+    other = _scene_copy(scenes, root / "other", image_dir=str(resaved))
+    options = {"val_scenes": ["bundler-et"], "max_points_per_scene": 200, "progress": False}
+    assert make_sfm_dataset(root, tmp_path / "ok", **options)["totals"]["train"]["patches"] > 0
+    _scene_copy(scenes, other.with_name("flipped"), image_dir=str(flipped))
+    shutil.rmtree(other)
+    with pytest.raises(ValueError, match=r"flipped/et00\d.jpg: SIFT finds only \d of 32 .* not the photo that was"):
+        make_sfm_dataset(root, tmp_path / "out", **options)
+
+
+@pytest.mark.parametrize("text, problem", [("{not json", "not a JSON file"), ("[1, 2]", "holds a JSON list"),
+                                           ('{"scene": 3}', "scene must be a str")])
+def test_bad_summary_json_is_named(scenes, tmp_path, text, problem):
+    """A summary.json that is not a JSON object (or whose scene is no name) gave an error naming no file."""
+    folder = _scene_copy(scenes, tmp_path / "in" / "other")
+    (folder / "summary.json").write_text(text)
+    with pytest.raises(ValueError, match=f"{folder / 'summary.json'}: .*{problem}"):
+        find_scenes(tmp_path / "in")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -13,11 +14,11 @@ import torch
 
 from hardnet_desc import HardNetDescriptor
 from hardnet_desc.cli import main
-from hardnet_desc.data.phototour import find_pair_files, read_pairs, read_phototour
+from hardnet_desc.data.phototour import PhotoTourData, find_pair_files, read_pairs, read_phototour
 from hardnet_desc.descriptor import describe_patches
 from hardnet_desc.fpr95 import pairs_fpr95
 from hardnet_desc.core.model import HardNet
-from hardnet_desc.train import TrainConfig, make_dataset, train
+from hardnet_desc.train import AugmentConfig, PairDataset, TrainConfig, hardest_in_batch_loss, make_dataset, train
 from hardnet_desc.core.weights import BUNDLED, load_weights
 
 from conftest import EXAMPLE_FILES
@@ -38,7 +39,8 @@ def photo_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dataset(photo_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
-    summary = make_dataset(photo_dir, out, points=250, views=2, val_fraction=0.34, val_pairs=2000, workers=1, progress=False)
+    summary = make_dataset(photo_dir, out, points=250, views=2, val_fraction=0.34, val_pairs=2000, workers=1,
+                           progress=False)
     assert summary["train"]["photos"] == 4 and summary["val"]["photos"] == 2
     return out
 
@@ -109,7 +111,8 @@ def test_training_lowers_fpr95_on_held_out_photos(dataset, tmp_path):
     val = read_phototour(dataset / "val")
     pairs = read_pairs(find_pair_files(dataset / "val")[0])
     torch.manual_seed(0)
-    untrained = pairs_fpr95(lambda p: describe_patches(HardNet().eval(), p, device=torch.device("cpu")), val.patches, pairs)
+    untrained = pairs_fpr95(lambda p: describe_patches(HardNet().eval(), p, device=torch.device("cpu")), val.patches,
+                            pairs)
 
     weights = train(_config(dataset, tmp_path), progress=False)
     trained_net = HardNetDescriptor(weights, device="cpu")
@@ -236,3 +239,65 @@ def test_make_dataset_takes_any_point_budget_and_names_an_empty_validation_split
     with pytest.raises(ValueError, match="no patch .* loosen --match-angle/--match-scale"):
         make_dataset(photo_dir, tmp_path / "ds", points=50, views=1, val_fraction=0.34, workers=1, progress=False,
                      match=MatchConfig(max_px=0.0, max_rel_px=0.0))  # no re-detection lands exactly on its projection
+
+
+def test_config_takes_paths_and_numpy_numbers(dataset, tmp_path):
+    """TrainConfig(out=Path(...)) (or data=[Path], batch_size=np.int64) trained every step, then failed at the
+    export ("PosixPath is not JSON serializable"), and its checkpoint could not be resumed (the safe loader refused
+    pathlib's globals); data=Path and val=Path stopped with "'PosixPath' object is not iterable"."""
+    out = tmp_path / "run"
+    cfg = _config(dataset, out, data=dataset / "train", val=[dataset / "val"], init=None, epochs=1,
+                  batch_size=np.int64(32), pairs_per_epoch=np.int64(64), lr=np.float32(0.5), max_steps=1,
+                  augment=AugmentConfig(noise=np.float32(0.5), flip_rot90=np.bool_(True)))
+    cfg.out = out
+    train(cfg, progress=False)
+    cfg.max_steps = None
+    weights = train(cfg, resume=True, progress=False)  # the checkpoint holds plain values only
+    recipe = json.loads((out / "model_card.json").read_text())["recipe"]
+    assert weights == out / "hardnet.safetensors" and recipe["out"] == str(out)
+    assert recipe["data"] == str(dataset / "train") and recipe["val"] == [str(dataset / "val")]
+    assert recipe["batch_size"] == 32 and recipe["augment"]["noise"] == 0.5 and recipe["augment"]["flip_rot90"] is True
+    assert isinstance(cfg.out, Path)  # the caller's config is left as it was
+
+
+@pytest.mark.parametrize("field, value, error, match", [
+    ("epochs", 1.5, TypeError, "epochs must be an integer, got float 1.5"),
+    ("epochs", "1", TypeError, "epochs must be an integer, got str '1'"),
+    ("batch_size", 64.0, TypeError, "batch_size must be an integer, got float 64.0"),
+    ("seed", None, TypeError, "seed must be an integer, got NoneType None"),
+    ("photos_per_batch", 1.5, TypeError, "photos_per_batch must be an integer, got float 1.5"),
+    ("anchor_swap", "no", TypeError, "anchor_swap must be True or False, got str 'no'"),
+    ("out", 3, TypeError, "out must be a path (str or os.PathLike), got int 3"),
+    ("data", [b"ds"], TypeError, "data must be a path"),
+    ("mix", 0.5, TypeError, "mix must be a list of fractions"),
+    ("lr", "0.1", TypeError, "lr must be a number, got str '0.1'"),
+    ("extra", {"when": object()}, TypeError, "extra must hold JSON values"),
+], ids=lambda v: repr(v)[:20])
+def test_config_refuses_other_types_before_any_work(dataset, tmp_path, field, value, error, match):
+    """epochs=1.5 trained 1.5 epochs, anchor_swap='no' was taken as True, seed=None, photos_per_batch=1.5,
+    batch_size=64.0 and epochs='1' stopped in Python internals (TypeError: '<=' not supported ...)."""
+    out = tmp_path / "run"
+    cfg = _config(dataset, out, epochs=1, pairs_per_epoch=128, batch_size=32, val=None)
+    setattr(cfg, field, value)
+    with pytest.raises(error, match=re.escape(match)):
+        train(cfg, progress=False)
+    assert not out.exists()
+
+
+def test_training_api_refuses_other_types(dataset):
+    """AugmentConfig(flip_rot90='no') was taken as True, AugmentConfig(noise='1') stopped in a comparison,
+    hardest_in_batch_loss(numpy arrays) with "'str' object has no attribute 'type'", and a PhotoTourData whose
+    source is shorter than its patches with an IndexError in the sampler."""
+    with pytest.raises(TypeError, match="flip_rot90 must be True or False"):
+        AugmentConfig(flip_rot90="no")
+    with pytest.raises(TypeError, match="noise must be a number, got str '1'"):
+        AugmentConfig(noise="1")
+    a = np.random.default_rng(0).standard_normal((8, 128)).astype(np.float32)
+    with pytest.raises(TypeError, match="anchor and positive must be torch tensors"):
+        hardest_in_batch_loss(a, a)
+    with pytest.raises(TypeError, match="margin must be a number"):
+        hardest_in_batch_loss(torch.from_numpy(a), torch.from_numpy(a), margin="1")
+    data = read_phototour(dataset / "train")
+    short = PhotoTourData(data.patches, data.point_ids, data.source[:10])
+    with pytest.raises(ValueError, match=f"data.source has 10 entries for {len(data)} patches"):
+        PairDataset(short, 64, batch_size=32, photos_per_batch=2)

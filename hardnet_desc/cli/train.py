@@ -34,7 +34,8 @@ def add_make_dataset(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the warps and the validation pairs (default: %(default)s)")
     p.add_argument("--split-seed", type=int, default=None,
                    help="seeds the train/validation split (default: --seed); fix it to draw new views of the same split")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes cutting patches (0 or 1: all in this one; default: up to 2)")
     p.add_argument("--warp", choices=["default", "hard"], default="default",
                    help="view changes: 'default' (WarpConfig()) or 'hard' (HARD_WARP: the evaluation's hardest "
                         "geometry and light) (default: %(default)s)")
@@ -59,7 +60,6 @@ def add_make_dataset(sub) -> None:
 
 
 def run_make_dataset(args: argparse.Namespace) -> int:
-    from ..data.warps import WARP_PRESETS
     from ..train.datasets.synthetic import MatchConfig, make_dataset
 
     if args.from_sfm:
@@ -72,7 +72,7 @@ def run_make_dataset(args: argparse.Namespace) -> int:
         args.images, args.out, points=args.points, views=args.views, patch_scale=args.patch_scale,
         min_kp_size=args.min_kp_size,
         val_fraction=args.val_fraction, val_pairs=args.val_pairs, seed=args.seed, split_seed=args.split_seed,
-        workers=args.workers, warp=WARP_PRESETS[args.warp], match=MatchConfig(**{k: v for k, v in (
+        workers=args.workers, warp=args.warp, match=MatchConfig(**{k: v for k, v in (
             ("max_angle_deg", args.match_angle), ("max_scale_ratio", args.match_scale)) if v is not None}),
         force=args.force,
     )
@@ -85,7 +85,9 @@ def run_make_dataset(args: argparse.Namespace) -> int:
 def _make_sfm_dataset(args: argparse.Namespace) -> int:
     """``make-dataset --from-sfm``."""
     from ..train.datasets.sfm import DEFAULT_VAL_SCENES, make_sfm_dataset
+    from ..train.datasets.writer import check_outside
 
+    check_outside(args.images, args.out, "scenes folder")  # a later run would take OUT for a scene
     val = DEFAULT_VAL_SCENES if args.val_scenes is None else split_list(args.val_scenes)
     options = {k: getattr(args, k) for k in SFM_SAMPLING if getattr(args, k) is not None}  # else the library's
     for k in ("max_points_per_scene", "max_patches_per_point"):
@@ -146,7 +148,8 @@ def add_train(sub) -> None:
     p.add_argument("--augment", action="store_true", help="'+' augmentation: random flip/rot90 of each pair")
     add_precision(p, default=d.precision, training=True)
     add_device(p)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt, with the same data and "
+                   "recipe (only --val, --precision, --device, --checkpoint-every and --max-steps may change)")
     add_force(p, "OUT's log.csv, hardnet.safetensors and model_card.json")
     add_quiet(p)
     p.set_defaults(func=run_train)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core.image import imread_quiet
 from ..core.model import PATCH_SIZE
-from ..outputs import check_output, json_is_ours
+from ..outputs import FORCE, check_output, json_is_ours, writing
 
 GRID = 16  # patches per row / column of a PhotoTour bmp
 STORED_SIZE = 64  # PhotoTour patch side in the bmp files
@@ -117,7 +117,13 @@ def _read_int_table(path: Path, n_cols: int, fmt: str) -> np.ndarray:
         except ValueError:
             msg = f"{path}:{lineno}: expected '{fmt}' ({n_cols} integers), got {line.rstrip()!r}"
             raise ValueError(msg) from None
-    return np.asarray(rows, dtype=np.int64).reshape(-1, n_cols)
+    try:
+        return np.asarray(rows, dtype=np.int64).reshape(-1, n_cols)
+    except OverflowError:  # find the line (rare: only on this failure)
+        info = np.iinfo(np.int64)
+        lineno, line = next((k, s) for k, s in enumerate(lines, 1)
+                            if any(not info.min <= int(x) <= info.max for x in s.split()))
+        raise ValueError(f"{path}:{lineno}: an integer beyond 64 bits in {line.rstrip()!r}") from None
 
 
 def png_shape(path: Path) -> tuple[int, int]:
@@ -219,20 +225,32 @@ def read_phototour(root: str | Path, patch_size: int = PATCH_SIZE) -> PhotoTourD
 # PhotoTour writing
 
 
+#: The files of a PhotoTour folder as ``PhotoTourWriter`` writes them.
+LAYOUT_FILE = re.compile(r"info\.txt|patches\d{4,}\.bmp|m50_.*\.txt")
+
+
 def check_dataset_folder(out: str | Path, records: Sequence[str], force: bool = False) -> None:
-    """Before make-dataset writes a dataset into ``out``: refuse (``FileExistsError``, unless ``force``) if
-    one of its JSON ``records`` (``meta.json``, ...) there was not written by hardnet-desc, or if
-    ``out/train`` or ``out/val`` holds a PhotoTour folder and no record of ours lies beside it (another
-    program's dataset, such as Brown's)."""
+    """Before make-dataset writes a dataset into ``out`` (which replaces its split folders whole): refuse
+    (``FileExistsError``, unless ``force``) if one of its JSON ``records`` (``meta.json``, ...) there was not
+    written by hardnet-desc, if ``out/train`` or ``out/val`` holds a PhotoTour folder and no record of ours
+    lies beside it (another program's dataset, such as Brown's), or if it is a file or holds anything but
+    the PhotoTour files (``LAYOUT_FILE``). ``NotADirectoryError``/``PermissionError`` if ``out`` cannot be
+    written."""
     out = Path(out)
     for name in records:
         check_output(out / name, json_is_ours, force=force)
     ours = any((out / name).is_file() for name in records)  # each one that exists passed the check above
-    for split in ("train", "val"):
-        if not (force or ours) and (out / split / "info.txt").exists():
-            raise FileExistsError(f"{out / split} holds a PhotoTour dataset that hardnet-desc did not write "
-                                  f"(no {' or '.join(records)} of its own in {out}); pass --force (force=True) "
-                                  "to overwrite it")
+    for split in () if force else ("train", "val"):
+        folder = out / split
+        if not ours and (folder / "info.txt").exists():
+            raise FileExistsError(f"{folder} holds a PhotoTour dataset that hardnet-desc did not write "
+                                  f"(no {' or '.join(records)} of its own in {out}); pass {FORCE} to overwrite it")
+        if folder.exists() and not folder.is_dir():
+            raise FileExistsError(f"{folder} is a file, not a dataset folder; pass {FORCE} to replace it")
+        other = [p.name for p in (folder.iterdir() if folder.is_dir() else ()) if not LAYOUT_FILE.fullmatch(p.name)]
+        if other:
+            raise FileExistsError(f"{folder} holds {sorted(other)[0]}, which is not part of a PhotoTour dataset "
+                                  f"(the folder is replaced whole); move it or pass {FORCE}")
 
 
 class PhotoTourWriter:
@@ -287,8 +305,11 @@ class PhotoTourWriter:
         self._buf[self._fill :] = 0  # unused cells of the last file stay black
         img = self._buf.reshape(GRID, GRID, STORED_SIZE, STORED_SIZE).transpose(0, 2, 1, 3)
         path = self.root / f"patches{self._files:04d}.bmp"
-        if not cv2.imwrite(str(path), np.ascontiguousarray(img.reshape(GRID * STORED_SIZE, -1))):
-            raise OSError(f"cannot write {path}")
+        ok, data = cv2.imencode(".bmp", np.ascontiguousarray(img.reshape(GRID * STORED_SIZE, -1)))
+        with writing(path):
+            if not ok:
+                raise OSError(f"OpenCV cannot encode {path.name}")
+            path.write_bytes(data.tobytes())
         self._files += 1
         self._fill = 0
 
@@ -308,7 +329,8 @@ class PhotoTourWriter:
         for name, (i1, i2, match) in (pairs or {}).items():
             self._write_pairs(name, ids, i1, i2, match)
         photos = np.concatenate(self._photos) if self._photos else np.zeros(0, np.int64)
-        np.savetxt(self.root / "info.txt", np.stack([ids, photos], 1), fmt="%d")
+        with writing(self.root / "info.txt"):
+            np.savetxt(self.root / "info.txt", np.stack([ids, photos], 1), fmt="%d")
         self._remove_stale(set(pairs or {}))
         self._closed = True
 
@@ -336,7 +358,8 @@ class PhotoTourWriter:
             raise ValueError(f"{name}: is_match disagrees with the point ids of the pairs")
         zero = np.zeros_like(i1)
         table = np.stack([i1, ids[i1], zero, i2, ids[i2], zero], 1)
-        np.savetxt(self.root / name, table, fmt="%d")
+        with writing(self.root / name):
+            np.savetxt(self.root / name, table, fmt="%d")
 
     def __enter__(self) -> PhotoTourWriter:
         return self

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..core.model import DESCRIPTOR_DIM, PATCH_SIZE, HardNet, fuse_hardnet
-from ..outputs import check_output, replacing
+from ..outputs import check_output, replacing, writing
 from ..core.weights import DEFAULT_WEIGHTS, Weights, load_hardnet
 
 #: Opsets the exported graph is valid for.
@@ -81,11 +81,8 @@ def export_onnx(
     model.ir_version = min(model.ir_version, 8)  # readable by older runtimes (ONNX Runtime >= 1.11)
     onnx.helper.set_model_props(model, _metadata(info))
     onnx.checker.check_model(model, full_check=True)
-    try:
-        with replacing(path) as tmp:
-            onnx.save(model, str(tmp))
-    except OSError as err:  # a full disk: the error named no file
-        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
+    with writing(path), replacing(path) as tmp:  # a full disk's error named no file
+        onnx.save(model, str(tmp))
     return path
 
 

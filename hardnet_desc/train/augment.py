@@ -17,6 +17,7 @@ parameters are arrays of shape ``(B,)``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ class AugmentConfig:
         scale: random zoom of each patch in [1 - scale, 1 + scale] (``--scale-jitter``; 0 = off).
 
     Raises:
+        TypeError: a strength, ``rot_deg`` or ``scale`` that is not a number, a ``flip_rot90`` not a bool.
         ValueError: a strength outside [0, ``MAX_STRENGTH``], a ``rot_deg`` that is not a finite number
             >= 0, or ``scale`` outside [0, 1).
     """
@@ -74,6 +76,15 @@ class AugmentConfig:
     STRENGTHS = ("noise", "blur", "jpeg", "photometric", "kpjitter")
 
     def __post_init__(self) -> None:
+        for name in (*self.STRENGTHS, "rot_deg", "scale"):  # stored as float: a checkpoint holds only plain types
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.flip_rot90, (bool, np.bool_)):
+            raise TypeError(f"flip_rot90 must be True or False (--augment), got {type(self.flip_rot90).__name__} "
+                            f"{self.flip_rot90!r}")
+        object.__setattr__(self, "flip_rot90", bool(self.flip_rot90))
         bad = [f"{k}={v}" for k, v in self.strengths().items() if not 0 <= v <= MAX_STRENGTH]  # also NaN
         if bad:
             raise ValueError(f"augmentation strengths must be numbers in [0, {MAX_STRENGTH:g}], got {', '.join(bad)}")

@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from ..core.patches import check_number
+
 ReductionMode = Literal["min", "average", "random"]
 
 # Pairs closer than this are treated as duplicates of the positive (e.g. the
@@ -62,7 +64,7 @@ def hardest_in_batch_loss(
     Args:
         anchor: (n, D) descriptors, n >= 2.
         positive: (n, D) descriptors; row i matches ``anchor[i]``.
-        margin: triplet margin.
+        margin: triplet margin, a finite number >= 0.
         anchor_swap: also mine negatives among the anchors for each positive.
         reduction_mode: how the negative of row i is chosen:
             ``'min'`` the hardest one (HardNet);
@@ -74,7 +76,15 @@ def hardest_in_batch_loss(
 
     Returns:
         Scalar float32 loss. Rows without any valid negative contribute 0.
+
+    Raises:
+        TypeError: ``anchor`` or ``positive`` is not a tensor, or ``margin`` not a number.
+        ValueError: shapes other than two equal (n, D) with n >= 2, a bad ``margin`` or ``reduction_mode``.
     """
+    if not isinstance(anchor, torch.Tensor) or not isinstance(positive, torch.Tensor):
+        raise TypeError(f"anchor and positive must be torch tensors (n, D), got {type(anchor).__name__} and "
+                        f"{type(positive).__name__}")
+    check_number(margin, "margin", 0.0, strict=False)
     if anchor.shape != positive.shape or anchor.ndim != 2:
         raise ValueError(
             f"anchor and positive must both be (n, D), got {tuple(anchor.shape)} and {tuple(positive.shape)}"

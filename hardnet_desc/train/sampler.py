@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..data.phototour import PhotoTourData, group_by_point
-from ..core.patches import DEFAULT_PATCH_SCALE
+from ..core.patches import DEFAULT_PATCH_SCALE, check_integer, check_number
 from .augment import AugmentConfig, augment_patches, kp_jitter, warp_patches
 
 
@@ -57,20 +57,22 @@ class PairDataset:
         patch_scale: float = DEFAULT_PATCH_SCALE,
         stream: int = 0,
     ) -> None:
-        if batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2, got {batch_size}")
+        if not isinstance(data, PhotoTourData):
+            raise TypeError(f"data must be a PhotoTourData, got {type(data).__name__}")
+        if data.source is not None and len(data.source) != len(data):
+            raise ValueError(f"data.source has {len(data.source)} entries for {len(data)} patches (one per patch)")
+        for name, value, low in (("batch_size", batch_size, 2), ("n_pairs", n_pairs, 1), ("seed", seed, 0),
+                                 ("photos_per_batch", photos_per_batch, 0), ("stream", stream, 0)):
+            check_integer(value, name, low)
         if n_pairs < batch_size:
             raise ValueError(f"n_pairs ({n_pairs}) is smaller than batch_size ({batch_size})")
-        if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
+        check_number(patch_scale, "patch_scale")
         self.data = data
-        self.n_pairs, self.batch_size, self.seed = n_pairs, batch_size, seed
+        self.n_pairs, self.batch_size, self.seed = int(n_pairs), int(batch_size), int(seed)
         if augment is not None and not isinstance(augment, AugmentConfig):
             raise TypeError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
         self.augment = augment or AugmentConfig()
-        if not patch_scale > 0 or stream < 0:
-            raise ValueError(f"need patch_scale > 0 and stream >= 0, got {patch_scale}, {stream}")
-        self.patch_scale, self.stream = float(patch_scale), stream
+        self.patch_scale, self.stream = float(patch_scale), int(stream)
 
         order, starts, counts = group_by_point(data.point_ids)
         keep = counts >= 2
@@ -80,9 +82,7 @@ class PairDataset:
             raise ValueError(
                 f"only {len(self._counts)} points have >= 2 patches; a batch needs {batch_size} distinct points"
             )
-        if photos_per_batch < 0:
-            raise ValueError(f"photos_per_batch must be >= 0, got {photos_per_batch}")
-        self.photos_per_batch = photos_per_batch
+        self.photos_per_batch = int(photos_per_batch)
         if photos_per_batch:
             if data.source is None:
                 raise ValueError("photos_per_batch needs the photo of every patch (data.source), which this data lacks")
@@ -94,6 +94,7 @@ class PairDataset:
         return self.n_pairs // self.batch_size
 
     def _rng(self, epoch: int, index: int) -> np.random.Generator:
+        check_integer(epoch, "epoch")
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} outside [0, {len(self)})")
         return np.random.default_rng([self.seed, epoch, index] + ([self.stream] if self.stream else []))
@@ -168,6 +169,9 @@ def split_batch(batch_size: int, fractions: Sequence[float]) -> list[int]:
     f = np.asarray(fractions, np.float64)
     if f.ndim != 1 or not len(f) or not np.all(np.isfinite(f)) or np.any(f <= 0):
         raise ValueError(f"mix fractions must be positive numbers, got {list(fractions)}")
+    with np.errstate(over="ignore"):
+        if not np.isfinite(batch_size * f.sum()):  # huge fractions (--mix 1e308,1e308): scale them into (0, 1]
+            f = f / f.max()
     exact = batch_size * f / f.sum()
     sizes = np.floor(exact).astype(int)
     sizes[np.argsort(sizes - exact, kind="stable")[: batch_size - sizes.sum()]] += 1

@@ -13,8 +13,9 @@ and at the end ``export``.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -32,9 +33,9 @@ from ..descriptor import describe_patches
 from ..core.device import autocast, resolve_device, resolve_precision
 from ..fpr95 import pairs_fpr95
 from ..core.model import HardNet
-from ..outputs import check_output, json_is_ours, replacing, write_json
-from ..core.patches import PatchSpec
-from ..core.weights import check_state_dict, load_weights, read_checkpoint, save_weights
+from ..outputs import check_output, json_is_ours, read_json_object, replacing, write_json
+from ..core.patches import PatchSpec, check_integer, check_number
+from ..core.weights import Weights, check_state_dict, load_weights, read_checkpoint, save_weights
 from .augment import AugmentConfig
 from .datasets.writer import spec_record
 from .loss import NEAR_DUPLICATE_DIST, hardest_in_batch_loss
@@ -47,7 +48,11 @@ VAL_BATCH = 2048  # patches per forward pass when validating
 
 @dataclass
 class TrainConfig:
-    """Recipe; defaults follow the paper (SGD, momentum 0.9, dampening 0.9, wd 1e-4, batch 1024)."""
+    """Recipe; defaults follow the paper (SGD, momentum 0.9, dampening 0.9, wd 1e-4, batch 1024).
+
+    Paths may be ``str`` or ``os.PathLike`` and integers numpy integers: ``train`` works on the copy
+    ``check_config`` returns, with plain ``str``/``int``/``float`` values (what checkpoints and the model card hold).
+    """
 
     data: str | list[str]  # PhotoTour-layout training folder(s)
     out: str  # output folder: checkpoint, log.csv, weights
@@ -81,36 +86,74 @@ class TrainingError(ValueError):
     """Training cannot go on: the loss or the weights became NaN/inf, or a checkpoint is unusable."""
 
 
-def check_config(cfg: TrainConfig) -> None:
-    """Refuse, before any work, settings no run can use (the message names the option).
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Refuse, before any work, settings no run can use (the message names the field); returns a copy with
+    plain values: paths (``str`` or ``os.PathLike``) as ``str``, numpy numbers as ``int``/``float``.
 
     Raises:
-        ValueError: e.g. ``epochs must be >= 1 (--epochs), got 0``.
+        TypeError: a value of another type, e.g. ``epochs must be an integer, got float 1.5``.
+        ValueError: a value out of range, e.g. ``epochs must be >= 1, got 0``.
     """
     def need(ok: bool, name: str, rule: str) -> None:
         if not ok:
             raise ValueError(f"{name} must be {rule} (--{name.replace('_', '-')}), got {getattr(cfg, name)!r}")
 
-    def finite(x: float) -> bool:
-        return isinstance(x, (int, float)) and math.isfinite(x)
-
-    need(cfg.epochs >= 1, "epochs", ">= 1")
-    need(cfg.batch_size >= 2, "batch_size", ">= 2 (the loss needs negatives)")
+    integers = {"epochs": 1, "batch_size": 2, "pairs_per_epoch": 1, "seed": 0, "checkpoint_every": 1}  # the lows
+    positive = {"lr": True, "margin": True, "momentum": False, "dampening": False, "weight_decay": False,
+                "dropout": False}  # > 0 (True) or >= 0
+    for name, low in integers.items():
+        check_integer(getattr(cfg, name), name, low)
+    check_integer(cfg.max_steps, "max_steps", 1, none="None: no limit")
     need(cfg.pairs_per_epoch >= cfg.batch_size, "pairs_per_epoch", f">= batch_size ({cfg.batch_size})")
-    need(finite(cfg.lr) and cfg.lr > 0, "lr", "> 0")
-    need(finite(cfg.momentum) and 0 <= cfg.momentum < 1, "momentum", "in [0, 1)")
-    need(finite(cfg.dampening) and 0 <= cfg.dampening <= 1, "dampening", "in [0, 1]")
-    need(finite(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", ">= 0")
-    need(finite(cfg.margin) and cfg.margin > 0, "margin", "> 0")
-    need(finite(cfg.dropout) and 0 <= cfg.dropout < 1, "dropout", "in [0, 1)")
-    per_folder = cfg.photos_per_batch if isinstance(cfg.photos_per_batch, list) else [cfg.photos_per_batch]
-    need(all(n >= 0 for n in per_folder), "photos_per_batch", ">= 0")
-    need(0 <= cfg.seed < 2**32, "seed", "in [0, 2**32)")  # torch seeds from seed * 1_000_003 + step: a long long
-    need(cfg.checkpoint_every >= 1, "checkpoint_every", ">= 1")
-    need(cfg.max_steps is None or cfg.max_steps >= 1, "max_steps", ">= 1")
+    need(cfg.seed < 2**32, "seed", "in [0, 2**32)")  # torch seeds from seed * 1_000_003 + step: a long long
+    for name, strict in positive.items():
+        check_number(getattr(cfg, name), name, 0, strict)
+    need(cfg.momentum < 1, "momentum", "in [0, 1)")
+    need(cfg.dampening <= 1, "dampening", "in [0, 1]")
+    need(cfg.dropout < 1, "dropout", "in [0, 1)")
+    per_folder = cfg.photos_per_batch if isinstance(cfg.photos_per_batch, (list, tuple)) else [cfg.photos_per_batch]
+    for k in per_folder:
+        check_integer(k, "photos_per_batch", 0)
+    if cfg.mix is not None and not isinstance(cfg.mix, (list, tuple)):
+        raise TypeError(f"mix must be a list of fractions, one per data folder, got {type(cfg.mix).__name__}")
+    for f in cfg.mix or []:
+        check_number(f, "mix")
+    if not isinstance(cfg.anchor_swap, (bool, np.bool_)):
+        raise TypeError(f"anchor_swap must be True or False, got {type(cfg.anchor_swap).__name__} {cfg.anchor_swap!r}")
     need(cfg.batch_reduce in ("min", "average", "random"), "batch_reduce", "'min', 'average' or 'random'")
     if not isinstance(cfg.augment, AugmentConfig):
         raise TypeError(f"augment must be an AugmentConfig (AugmentConfig.parse), got {type(cfg.augment).__name__}")
+    if not isinstance(cfg.extra, dict):
+        raise TypeError(f"extra must be a dict, got {type(cfg.extra).__name__}")
+    try:  # it goes into model_card.json and the checkpoint: JSON values only
+        extra = json.loads(json.dumps(cfg.extra))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"extra must hold JSON values (it goes into model_card.json): {err}") from None
+    photos = [int(k) for k in per_folder]
+    return dataclasses.replace(
+        cfg, **{name: int(getattr(cfg, name)) for name in integers},
+        **{name: float(getattr(cfg, name)) for name in positive},
+        data=_path_or_list(cfg.data, "data"), out=_path(cfg.out, "out"),
+        val=None if cfg.val is None else _path_or_list(cfg.val, "val"),
+        init=None if cfg.init is None else _path(cfg.init, "init"),
+        max_steps=None if cfg.max_steps is None else int(cfg.max_steps),
+        mix=None if cfg.mix is None else [float(f) for f in cfg.mix],
+        photos_per_batch=photos if isinstance(cfg.photos_per_batch, (list, tuple)) else photos[0],
+        anchor_swap=bool(cfg.anchor_swap), extra=extra)
+
+
+def _path(value: object, name: str) -> str:
+    """A path field's value (``str`` or ``os.PathLike``) as a non-empty ``str``."""
+    if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__} {value!r:.60}")
+    if not os.fspath(value):
+        raise ValueError(f"{name} must name a folder, got ''")
+    return os.fspath(value)
+
+
+def _path_or_list(value: object, name: str) -> str | list[str]:
+    """A path, or a list or tuple of paths, as ``str`` or ``list[str]``."""
+    return [_path(v, name) for v in value] if isinstance(value, (list, tuple)) else _path(value, name)
 
 
 @dataclass
@@ -124,6 +167,9 @@ class _Run:
     rank: int
     loader: PairDataset | MixedPairs
     val_sets: dict[str, tuple[PhotoTourData, tuple[np.ndarray, np.ndarray, np.ndarray]]]  # by name, in order
+    data_id: list[dict[str, str]]  # each data folder, resolved, and the sha256 of its patches (``_data_identity``)
+    init: Weights | None = None  # cfg.init's weights
+    checkpoint: dict | None = None  # the checkpoint to resume, checked
     net: HardNet | None = None
     model: torch.nn.Module | None = None  # net, or its DDP wrapper
     opt: torch.optim.Optimizer | None = None
@@ -152,12 +198,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, force: 
     """Train, checkpointing to ``cfg.out``; returns the path of the exported ``.safetensors``.
 
     ``log.csv``, ``hardnet.safetensors`` and ``model_card.json`` already in ``cfg.out`` are replaced only
-    if this trainer wrote them, or with ``force`` (else ``FileExistsError`` before any work)."""
+    if this trainer wrote them, or with ``force`` (else ``FileExistsError`` before any work). ``resume``
+    continues ``cfg.out``'s checkpoint; it refuses a config that would change the run (see ``RESUMABLE``)."""
+    from safetensors import SafetensorError
     from tqdm import tqdm
 
-    run = _start(cfg, force)
+    run = _start(cfg, resume, force)
+    cfg = run.cfg
     _init_net(run)
-    _restore(run, resume)
+    _restore(run)
     with _open_log(run) as write_row:
         bar = tqdm(total=run.total, initial=run.step, desc="train", unit="step",
                    disable=not (progress and run.main_process))
@@ -181,16 +230,31 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, force: 
         torch.distributed.destroy_process_group()
     path = run.out / "hardnet.safetensors"
     _check_weights(run)
-    return export(run.net, cfg, run.history, path) if run.main_process else path
+    if not run.main_process:
+        return path
+    try:
+        return export(run.net, cfg, run.history, path)
+    except (OSError, SafetensorError) as err:  # a full disk
+        raise TrainingError(_cannot_write(run, path, err) + f"; the checkpoint {run.out / CHECKPOINT} is kept, "
+                            "--resume exports from it") from None
 
 
-def _start(cfg: TrainConfig, force: bool = False) -> _Run:
-    """Set-up: the output folder, the processes (torchrun) and device, the data and the sampler."""
-    check_config(cfg)
+def _start(cfg: TrainConfig, resume: bool = False, force: bool = False) -> _Run:
+    """Set-up, cheapest checks first: the config, the output folder and its checkpoint, the processes
+    (torchrun) and device, the ``init`` weights, the checkpoint to resume, the validation sets, then the
+    training data and the sampler. Makes no folder: a failed start leaves nothing behind."""
+    cfg = check_config(cfg)
     out = Path(cfg.out)
     for name, ours in _OUTPUTS.items():  # before any work
         check_output(out / name, ours, force=force)
-    out.mkdir(parents=True, exist_ok=True)
+    path = out / CHECKPOINT
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a checkpoint: move it away, or train into another output folder")
+    if path.exists() and not resume:
+        raise FileExistsError(f"{path} exists: pass --resume (resume=True) to continue it, or train into another "
+                              "output folder")
+    if resume and not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
     # torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: one process per GPU, each with its own batches
     # (hardest-in-batch mining stays within a process's batch), gradients averaged by DDP.
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
@@ -201,8 +265,26 @@ def _start(cfg: TrainConfig, force: bool = False) -> _Run:
     else:
         device = resolve_device(cfg.device)
     resolve_precision(cfg.precision, device)  # an unknown name or fp16 off CUDA fails before any work
-    val_sets = read_val_sets(cfg.val)  # before the (larger) training data: a bad name fails early
-    return _Run(cfg, out, device, world, rank, make_sampler(cfg, cfg.seed + 7919 * rank), val_sets)
+    patch_scale = data_patch_metadata(cfg).get(PatchSpec.METADATA_KEYS["scale"])  # meta.json only
+    init = _load_init(cfg, patch_scale) if cfg.init else None
+    checkpoint = _read_resumable(path, cfg, device) if resume else None
+    # before the (larger) training data: a bad name fails early
+    val_sets = read_val_sets(cfg.val, patch_scale, ", ".join(_paths(cfg.data)))
+    loader = make_sampler(cfg, cfg.seed + 7919 * rank)
+    parts = loader.parts if isinstance(loader, MixedPairs) else [loader]
+    data_id = [_data_identity(folder, part.data) for folder, part in zip(_paths(cfg.data), parts)]
+    if checkpoint is not None:
+        _check_same_data(checkpoint, data_id, path)
+    return _Run(cfg, out, device, world, rank, loader, val_sets, data_id, init, checkpoint)
+
+
+def _load_init(cfg: TrainConfig, patch_scale: float | None) -> Weights:
+    """``cfg.init``'s weights, refused if they were trained at another patch_scale than the data's."""
+    init = load_weights(cfg.init)
+    if None not in (init.patch_scale, patch_scale) and init.patch_scale != patch_scale:
+        raise ValueError(f"--init {cfg.init} was trained at patch_scale {init.patch_scale}, but {cfg.data} "
+                         f"holds patches at patch_scale {patch_scale}")
+    return init  # a min_kp_size other than the data's is a fine-tune to it: allowed
 
 
 def _init_net(run: _Run) -> None:
@@ -210,43 +292,93 @@ def _init_net(run: _Run) -> None:
     cfg = run.cfg
     torch.manual_seed(cfg.seed)
     net = HardNet(dropout=cfg.dropout)
-    if cfg.init:
-        init, patch_scale = load_weights(cfg.init), data_patch_metadata(cfg).get(PatchSpec.METADATA_KEYS["scale"])
-        if None not in (init.patch_scale, patch_scale) and init.patch_scale != patch_scale:
-            raise ValueError(f"--init {cfg.init} was trained at patch_scale {init.patch_scale}, but {cfg.data} "
-                             f"holds patches at patch_scale {patch_scale}")
-        net.load_state_dict(init.state_dict)  # a min_kp_size other than the data's is a fine-tune to it: allowed
+    if run.init is not None:
+        net.load_state_dict(run.init.state_dict)
     run.net = net.to(run.device).to(memory_format=torch.channels_last)
     run.model = torch.nn.parallel.DistributedDataParallel(run.net) if run.world > 1 else run.net
     run.opt = torch.optim.SGD(run.net.parameters(), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
                               weight_decay=cfg.weight_decay)
 
 
-def _restore(run: _Run, resume: bool) -> None:
-    """Resume: load ``checkpoint.pt`` (same seed, batch size, data, mix and augmentations); a fresh run
-    refuses to overwrite one."""
-    path = run.out / CHECKPOINT
-    if not resume:
-        if path.exists():
-            raise FileExistsError(f"{path} exists: pass --resume to continue it or choose another --out")
-        return
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    ckpt = read_checkpoint(path, map_location=run.device)  # WeightsError for empty, corrupt or unsafe files
+#: The ``TrainConfig`` fields a resumed run may change: they cannot change the weights it trains (where it
+#: runs, what it logs and when it checkpoints or stops; ``val`` is checked against log.csv's columns). Every
+#: other field (the data, the schedule, the loss, the batches, the optimizer) must be the checkpoint's.
+RESUMABLE = ("out", "val", "precision", "device", "checkpoint_every", "max_steps", "extra")
+
+
+def _read_resumable(path: Path, cfg: TrainConfig, device: torch.device) -> dict:
+    """The checkpoint at ``path``, checked, if ``cfg`` continues its run.
+
+    Raises:
+        WeightsError, TrainingError: an empty, corrupt, unsafe or foreign file.
+        ValueError: ``cfg`` differs from the checkpoint's config in a field not in ``RESUMABLE`` (each named).
+    """
+    ckpt = read_checkpoint(path, map_location=device)  # WeightsError for empty, corrupt or unsafe files
     _check_checkpoint(ckpt, path)
-    was, cfg = ckpt["config"], run.cfg
+    was = ckpt["config"]
     try:
         was_augment = augment_of(was)
     except (TypeError, ValueError) as err:
         raise TrainingError(f"{path}: its config's augmentations are unreadable ({_first_line(err)})") from None
-    if (was["seed"], was["batch_size"], _paths(was["data"]), was.get("mix"), was_augment) != (
-            cfg.seed, cfg.batch_size, _paths(cfg.data), cfg.mix, cfg.augment):
-        raise ValueError(f"{path} was made with another seed, batch size, data, mix or augmentation; "
-                         "resume with the same recipe")
+    defaults = TrainConfig(data="", out="")  # a field an older checkpoint lacks had its default
+    differ = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in RESUMABLE or f.name == "data":
+            continue
+        before = was_augment if f.name == "augment" else was.get(f.name, getattr(defaults, f.name))
+        now = getattr(cfg, f.name)
+        if f.name == "init" and None not in (before, now) and _resolved(before) == _resolved(now):
+            continue
+        if before != now:
+            differ.append(f"{f.name} {_short(before)} (now {_short(now)})")
+    before, now = _paths(was["data"]), _paths(cfg.data)
+    if len(before) != len(now) or ("data_id" not in ckpt and list(map(_resolved, before)) != list(map(_resolved, now))):
+        differ.append(f"data {', '.join(before)} (now {', '.join(now)})")  # an older checkpoint: folders only
+    if differ:
+        raise ValueError(f"{path} was made with other settings: {'; '.join(differ)}; resume with the same recipe "
+                         "(the values it was made with), or train into another output folder")
+    return ckpt
+
+
+def _check_same_data(ckpt: dict, data_id: list[dict[str, str]], path: Path) -> None:
+    """Refuse to resume on other patches than the checkpoint's (its ``data_id``; the same patches in a folder
+    that moved are the same data)."""
+    for before, now in zip(ckpt.get("data_id") or [], data_id):
+        if not isinstance(before, dict) or before.get("sha256") != now["sha256"]:
+            was = before.get("folder") if isinstance(before, dict) else before
+            raise ValueError(f"{path} was made with other data: {now['folder']} holds other patches than {was} "
+                             "held then; resume with the same data, or train into another output folder")
+
+
+def _data_identity(folder: str, data: PhotoTourData) -> dict[str, str]:
+    """A data folder as a checkpoint records it: resolved, with the sha256 of its point ids, photos and patches."""
+    digest = hashlib.sha256()
+    for array in (data.point_ids, data.source, data.patches):
+        if array is not None:
+            digest.update(np.ascontiguousarray(array).data)
+    return {"folder": str(_resolved(folder)), "sha256": digest.hexdigest()}
+
+
+def _resolved(path: str) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _short(value: object) -> str:
+    """A config value in a message: an ``AugmentConfig`` as its non-default fields."""
+    if isinstance(value, AugmentConfig):
+        changed = {k: v for k, v in asdict(value).items() if v != getattr(AugmentConfig(), k)}
+        return f"AugmentConfig({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+    return repr(value)
+
+
+def _restore(run: _Run) -> None:
+    """Continue ``run.checkpoint`` (read and checked by ``_start``): weights, optimizer, step and history."""
+    ckpt, path = run.checkpoint, run.out / CHECKPOINT
+    if ckpt is None:
+        return
     if ckpt["step"] > run.total:  # the learning rate would be negative, and nothing trains
-        raise TrainingError(f"{path}: its step {ckpt['step']} is beyond this run's {run.total} steps ({cfg.epochs} "
-                            f"epochs of {len(run.loader)}): resume with the --epochs and --pairs-per-epoch it was "
-                            "made with")
+        raise TrainingError(f"{path}: its step {ckpt['step']} is beyond this run's {run.total} steps "
+                            f"({run.cfg.epochs} epochs of {len(run.loader)})")
     run.net.load_state_dict(ckpt["model"])
     try:
         run.opt.load_state_dict(ckpt["optimizer"])
@@ -323,7 +455,8 @@ def _open_log(run: _Run) -> Iterator[Callable[[dict], None]]:
     columns = list(LOG_COLUMNS) + ([f"val_fpr95_{name}" for name in run.val_sets] if len(run.val_sets) > 1 else [])
     old = log.read_text().splitlines()[:1] if run.history and log.is_file() else []
     if (old and old[0] != ",".join(columns)) or any(set(columns) - set(row) for row in run.history):
-        raise ValueError(f"{log} has other columns than this run ({','.join(columns)}): resume with the same --val sets")
+        raise ValueError(f"{log} has other columns than this run ({','.join(columns)}): resume with the same "
+                         "--val sets")
     with replacing(log) as tmp:
         with open(tmp, "w", newline="") as f:
             csv.writer(f).writerows([columns, *([row[c] for c in columns] for row in run.history)])
@@ -409,11 +542,16 @@ def _save_checkpoint(run: _Run) -> None:
     try:
         with replacing(path) as tmp:  # atomic: a kill mid-write never leaves a broken checkpoint
             torch.save({"model": run.net.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
-                        "history": run.history, "config": asdict(run.cfg)}, tmp)
+                        "history": run.history, "config": asdict(run.cfg), "data_id": run.data_id}, tmp)
     except (OSError, RuntimeError) as err:  # a full disk: torch says "unexpected pos 9152 vs 9040"
-        free = shutil.disk_usage(run.out).free / 2**20
-        raise TrainingError(f"step {run.step}: cannot write {path} ({free:.0f} MiB free on its disk: "
-                            f"{_first_line(err)}); the last checkpoint is kept, --resume goes on from it") from None
+        raise TrainingError(f"step {run.step}: {_cannot_write(run, path, err)}; the last checkpoint is kept, "
+                            "--resume goes on from it") from None
+
+
+def _cannot_write(run: _Run, path: Path, err: Exception) -> str:
+    """``cannot write PATH (N MiB free on its disk: ERROR)``."""
+    free = shutil.disk_usage(run.out).free / 2**20
+    return f"cannot write {path} ({free:.0f} MiB free on its disk: {_first_line(err)})"
 
 
 def _paths(value: str | list[str] | None) -> list[str]:
@@ -433,15 +571,11 @@ def data_patch_metadata(cfg: TrainConfig) -> dict[str, float]:
     Raises:
         ValueError: the folders' ``meta.json`` disagree on a key, or record a value no ``PatchSpec`` takes.
     """
-    recorded = []
-    for meta_path in (Path(d).parent / "meta.json" for d in _paths(cfg.data)):
-        if meta_path.is_file():
-            meta = {k: v for k, v in json.loads(meta_path.read_text()).items() if v is not None}
-            meta = {**_DATA_DEFAULTS, **meta}
-            spec = PatchSpec.from_metadata(meta, source=str(meta_path))  # checks the values
-            recorded.append((str(meta_path), {k: v for k, v in spec_record(spec).items() if k in meta}))
+    recorded = [r for r in map(_recorded_patches, _paths(cfg.data)) if r is not None]
+    keys = PatchSpec.METADATA_KEYS.values()
+    PatchSpec.from_metadata({k: v for k, v in cfg.extra.items() if k in keys and v is not None}, "TrainConfig.extra")
     settings = {}
-    for key in PatchSpec.METADATA_KEYS.values():
+    for key in keys:
         found = {path: values[key] for path, values in recorded if key in values}
         if cfg.extra.get(key) is None and len(set(found.values())) > 1:
             raise ValueError(f"the data folders hold patches cut with different {key}: {found}")
@@ -449,6 +583,25 @@ def data_patch_metadata(cfg: TrainConfig) -> dict[str, float]:
         if value is not None:
             settings[key] = float(value)
     return settings
+
+
+def _recorded_patches(folder: str) -> tuple[str, dict[str, float]] | None:
+    """``(meta.json, {key: value})``: how make-dataset's ``meta.json`` beside ``folder`` says its patches were cut
+    (``PatchSpec``'s metadata keys it records); None without a ``meta.json``.
+
+    Raises:
+        ValueError: naming the file, if it is not a JSON object, or records a value no ``PatchSpec`` takes.
+    """
+    meta_path = Path(folder).parent / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = read_json_object(meta_path)
+    except ValueError as err:
+        raise ValueError(f"{err} (train reads make-dataset's meta.json beside each data folder)") from None
+    meta = {**_DATA_DEFAULTS, **{k: v for k, v in meta.items() if v is not None}}
+    spec = PatchSpec.from_metadata(meta, source=str(meta_path))  # checks the values
+    return str(meta_path), {k: v for k, v in spec_record(spec).items() if k in meta}
 
 
 def make_sampler(cfg: TrainConfig, seed: int) -> PairDataset | MixedPairs:
@@ -485,9 +638,17 @@ def val_name(spec: str) -> tuple[str, str]:
     return name, path
 
 
-def read_val_sets(val: str | list[str] | None) -> dict[str, tuple[PhotoTourData, tuple]]:
-    """Validation sets by name: patches and the pairs of the folder's first ``m50_*.txt``."""
+def read_val_sets(val: str | list[str] | None, patch_scale: float | None = None,
+                  data: str = "the training data") -> dict[str, tuple[PhotoTourData, tuple]]:
+    """Validation sets by name: patches and the pairs of the folder's first ``m50_*.txt``.
+
+    Raises:
+        ValueError: a pair file without matching or without non-matching pairs (FPR95 needs both), or a
+            folder whose ``meta.json`` records another patch_scale than ``patch_scale`` (that of ``data``,
+            the training folders, as the message names them).
+    """
     sets = {}
+    key = PatchSpec.METADATA_KEYS["scale"]
     for spec in _paths(val):
         name, path = val_name(spec)
         if name in sets:
@@ -495,8 +656,17 @@ def read_val_sets(val: str | list[str] | None) -> dict[str, tuple[PhotoTourData,
         files = find_pair_files(path)
         if not files:
             raise FileNotFoundError(f"no m50_*.txt pair file in validation folder {path}")
+        meta_path, recorded = _recorded_patches(path) or ("", {})
+        if None not in (patch_scale, recorded.get(key)) and recorded[key] != patch_scale:
+            raise ValueError(f"--val {path} holds patches cut at patch_scale {recorded[key]:g} ({meta_path}), but "
+                             f"{data} at patch_scale {patch_scale:g}: validate on patches cut like the training data")
         data = read_phototour(path)
-        sets[name] = (data, read_pairs(files[0], len(data)))
+        pairs = read_pairs(files[0], len(data))
+        missing = "matching" if not pairs[2].any() else "non-matching" if pairs[2].all() else None
+        if missing:
+            raise ValueError(f"--val {path}: {files[0]} holds no {missing} pairs; FPR95 needs matching and "
+                             "non-matching ones")
+        sets[name] = (data, pairs)
     return sets
 
 

@@ -47,14 +47,14 @@ from ...matching import check_ratio, match_descriptors
 from ...outputs import check_output, json_is_ours, write_json
 from .guard import import_pycolmap
 from .keypoints import keypoints_to_colmap
-from .scene import DATABASE, SPARSE, SUMMARY, open_database
+from .scene import DATABASE, SPARSE, SUMMARY, model_folders, open_database, read_summary
 
 if TYPE_CHECKING:
     from ...descriptor import HardNetDescriptor
 
 __all__ = [
-    "FEATURES", "MATCHERS", "OVERWRITE", "ModelSummary", "ReconstructionSummary", "colmap_like_sift", "format_summary",
-    "reconstruct", "resize_for_extraction",
+    "FEATURES", "MATCHERS", "OVERWRITE", "ModelSummary", "ReconstructionSummary", "colmap_like_sift", "existing_run",
+    "format_summary", "photo_names", "reconstruct", "resize_for_extraction",
 ]
 
 FEATURES = ("hardnet", "sift")
@@ -204,9 +204,7 @@ def reconstruct(
     pycolmap = import_pycolmap()
     _check_options(features, matcher, max_image_size, max_keypoints, ratio, overlap)
     image_dir, out_dir = Path(image_dir), Path(out_dir)
-    names = [p.relative_to(image_dir).as_posix() for p in list_images(image_dir)]
-    if len(names) < 2:
-        raise FileNotFoundError(f"structure from motion needs at least 2 images, found {len(names)} in {image_dir}")
+    names = photo_names(image_dir)
     new_dir = not out_dir.exists()
     database = _prepare_out_dir(out_dir, overwrite)
     level = pycolmap.logging.minloglevel
@@ -223,6 +221,63 @@ def reconstruct(
         pycolmap.logging.minloglevel = level
     write_json(out_dir / SUMMARY, summary.to_dict(), force=overwrite, option=OVERWRITE)  # marked: a rerun replaces it
     return summary
+
+
+def photo_names(image_dir: str | Path) -> list[str]:
+    """The photos below ``image_dir`` as COLMAP names them (paths relative to it, sorted).
+
+    Raises:
+        FileNotFoundError: ``image_dir`` is missing or holds fewer than two photos (all ``reconstruct`` needs).
+    """
+    image_dir = Path(image_dir)
+    names = [p.relative_to(image_dir).as_posix() for p in list_images(image_dir)]
+    if len(names) < 2:
+        raise FileNotFoundError(f"structure from motion needs at least 2 images, found {len(names)} in {image_dir}")
+    return names
+
+
+def existing_run(out_dir: str | Path, image_dir: str | Path, **options: Any) -> str:
+    """What ``out_dir`` holds, for a ``reconstruct(image_dir, out_dir, **options)`` about to run.
+
+    Args:
+        options: ``reconstruct``'s options as ``summary.json`` records them (e.g. ``features="sift"``).
+
+    Returns:
+        ``"none"``: no reconstruction; ``"same"``: that run, finished, on the photos as they are now (its
+        ``summary.json`` is ours and names ``image_dir`` and ``options``, its database the same photo names, its
+        models are there, and no photo was written or replaced after it: file times), so it can be reused;
+        ``"ours"``: another run of ours, which ``overwrite`` replaces; ``"foreign"``: a reconstruction (or a
+        ``summary.json``) hardnet-desc did not write.
+    """
+    out_dir, image_dir = Path(out_dir), Path(image_dir)
+    summary_path = out_dir / SUMMARY
+    if not summary_path.exists():
+        made = (out_dir / DATABASE).exists() or (out_dir / SPARSE).exists()
+        return "foreign" if made else "none"
+    try:
+        summary = read_summary(summary_path) if json_is_ours(summary_path) else None
+    except (OSError, ValueError):
+        summary = None
+    if summary is None:
+        return "foreign"
+    same = (summary.get("image_dir") == str(image_dir.resolve()) and (out_dir / DATABASE).is_file()
+            and all(summary.get(k) == v for k, v in options.items())
+            and len(model_folders(out_dir)) == summary.get("num_models"))
+    if same:
+        photos = list_images(image_dir)
+        written = summary_path.stat().st_mtime_ns
+        same = all(max(stat.st_mtime_ns, stat.st_ctime_ns) < written for stat in (p.stat() for p in photos))
+        same = same and _database_names(out_dir / DATABASE) == {p.relative_to(image_dir).as_posix() for p in photos}
+    return "same" if same else "ours"
+
+
+def _database_names(database: Path) -> set[str] | None:
+    """The photo names in a COLMAP database; ``None`` if it cannot be read."""
+    try:
+        with open_database(database) as db:
+            return {image.name for image in db.read_all_images()}
+    except (OSError, ValueError, RuntimeError):
+        return None
 
 
 @dataclass(frozen=True)

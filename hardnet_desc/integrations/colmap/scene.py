@@ -14,15 +14,15 @@ functions here. Reading the layout needs no pycolmap; loading a model does.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...outputs import read_json_object
 from .guard import import_pycolmap
 
 __all__ = ["DATABASE", "SPARSE", "SUMMARY", "ColmapScene", "is_model", "load_model", "model_folders",
-           "open_database", "read_scene_folder"]
+           "open_database", "read_scene_folder", "read_summary"]
 
 #: The files and folders of a scene folder.
 DATABASE = "database.db"
@@ -78,19 +78,36 @@ class ColmapScene:
 
 
 def read_scene_folder(folder: str | Path, image_dir: str | Path | None = None) -> ColmapScene:
-    """Read the layout of the scene folder ``folder`` (module docstring); checks nothing beyond that.
+    """Read the layout of the scene folder ``folder`` (module docstring); checks nothing beyond that
+    and ``summary.json``'s form (``read_summary``).
 
     Args:
         image_dir: the photo folder, instead of ``summary.json``'s ``image_dir``.
     """
     folder = Path(folder)
     path = folder / SUMMARY
-    summary = json.loads(path.read_text()) if path.is_file() else None
+    summary = read_summary(path) if path.is_file() else None
     if image_dir is None and summary and summary.get("image_dir"):
         image_dir = folder / summary["image_dir"]  # an absolute image_dir stays as it is
     database = folder / DATABASE
-    return ColmapScene(folder, (summary or {}).get("scene", folder.name), None if image_dir is None else Path(image_dir),
-                       database if database.is_file() else None, model_folders(folder), summary)
+    return ColmapScene(folder, (summary or {}).get("scene", folder.name),
+                       None if image_dir is None else Path(image_dir), database if database.is_file() else None,
+                       model_folders(folder), summary)
+
+
+#: The fields of ``summary.json`` its readers use, and the types they must have.
+_SUMMARY_TYPES = {"scene": str, "image_dir": str, "num_images": int}
+
+
+def read_summary(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (a ``summary.json``): ``ValueError`` naming the file if it is not JSON, not
+    an object (``read_json_object``), or gives ``scene``, ``image_dir`` or ``num_images`` of another type."""
+    summary = read_json_object(path)
+    for key, kind in _SUMMARY_TYPES.items():
+        value = summary.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ValueError(f"{path}: {key} must be a {kind.__name__}, got {value!r}")
+    return summary
 
 
 def load_model(folder: str | Path, purpose: str = "reading COLMAP models") -> Any:

@@ -27,16 +27,20 @@ from scipy.spatial import cKDTree
 from ...core.image import read_image, to_grey_tensor
 from ...core.patches import PatchSpec, check_integer, check_number, extract_patches
 from ...integrations.colmap import (
+    SUMMARY,
     ColmapScene,
+    colmap_like_sift,
+    existing_run,
     keypoints_from_colmap,
     load_model,
     open_database,
+    photo_names,
     read_scene_folder,
     reconstruct as colmap_reconstruct,
 )
-from ...outputs import write_json
+from ...outputs import FORCE, check_writable
 from ...data.phototour import STORED_SIZE, check_count, check_dataset_folder, make_pairs
-from .writer import Part, default_patch_spec, spec_record, write_split
+from .writer import Part, StagedDataset, default_patch_spec, spec_record, write_split
 
 #: Scenes held out for validation (the same scenes ``eval-pairs`` reports on).
 DEFAULT_VAL_SCENES = (
@@ -44,6 +48,10 @@ DEFAULT_VAL_SCENES = (
 )
 #: Bin edges of the track-length histogram in the record (last bin: this and longer).
 TRACK_BINS = (2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
+#: How photo folders are reconstructed (``reconstruct``'s options, as ``summary.json`` records them). A
+#: reconstruction of ours in the work folder made with these options, of the photos as they are, is reused.
+SFM_OPTIONS = {"features": "sift", "matcher": "exhaustive", "max_image_size": 1600, "max_keypoints": 8192,
+               "camera_model": "SIMPLE_RADIAL", "camera_params": None}
 
 
 
@@ -70,13 +78,49 @@ def find_scenes(
     *,
     reconstruct: bool = False,
     work_dir: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
 ) -> list[ColmapScene]:
     """Scenes of a folder of scene folders (or of a list of them), sorted by name.
 
     A folder without ``database.db`` and ``sparse/`` is taken as a folder of photos: with
-    ``reconstruct`` it is reconstructed with COLMAP's SIFT
-    (``hardnet_desc.integrations.colmap.reconstruct``) into ``work_dir/<name>``
-    (default ``<its parent>/_sfm/<name>``); without, it is an error.
+    ``reconstruct`` it is reconstructed with COLMAP's SIFT (``SFM_OPTIONS``,
+    ``hardnet_desc.integrations.colmap.reconstruct``) into ``work_dir/<name>``
+    (default ``<its parent>/_sfm/<name>``); without, it is an error. Every folder is checked before
+    any is reconstructed (``_plan_scenes``). A reconstruction of ours already there is reused if it was
+    made with ``SFM_OPTIONS`` from the photos as they are, else redone; one hardnet-desc did not write
+    is replaced only with ``force``.
+    """
+    return _open_scenes(_plan_scenes(scenes, reconstruct=reconstruct, work_dir=work_dir, force=force), progress)
+
+
+@dataclass(frozen=True)
+class _PlannedScene:
+    """A scene folder, read (``scene``), or a photo folder to reconstruct into ``work`` (``scene`` is ``None``;
+    ``state``: what ``work`` holds, ``hardnet_desc.integrations.colmap.existing_run``)."""
+
+    name: str
+    folder: Path
+    scene: ColmapScene | None = None
+    work: Path | None = None
+    state: str = "none"
+
+
+def _plan_scenes(
+    scenes: str | Path | Sequence[str | Path],
+    *,
+    reconstruct: bool = False,
+    work_dir: str | Path | None = None,
+    force: bool = False,
+) -> list[_PlannedScene]:
+    """The scenes ``find_scenes`` would give, checked and named, with nothing reconstructed yet.
+
+    Raises:
+        ValueError: a bad ``summary.json``, a photo folder without ``reconstruct``, or two folders of one scene name.
+        FileNotFoundError: no scene folders, a missing photo folder, or a photo folder of fewer than two photos.
+        FileExistsError: a photo folder's work folder holds a reconstruction hardnet-desc did not write (and
+            ``force`` is off).
+        NotADirectoryError, PermissionError: a work folder cannot be written.
     """
     if not isinstance(reconstruct, bool):
         raise TypeError(f"reconstruct must be True or False (photo folders are reconstructed with COLMAP's SIFT), "
@@ -88,20 +132,44 @@ def find_scenes(
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
     else:
         folders = [Path(p) for p in scenes]
-    found = []
+    planned: dict[str, _PlannedScene] = {}
     for folder in folders:
         if read_scene_folder(folder).reconstructed:
-            found.append(read_scene(folder))
+            scene = read_scene(folder)
+            entry = _PlannedScene(scene.name, folder, scene)
         elif not reconstruct:
             raise ValueError(f"{folder} has no COLMAP model (database.db, sparse/<k>/): reconstruct it first "
                              "(hardnet-desc sfm, pycolmap, or reconstruct=True)")
         else:
-            out = Path(work_dir or folder.parent / "_sfm") / folder.name
-            colmap_reconstruct(folder, out, features="sift")
-            found.append(read_scene(out, image_dir=folder))
-    if not found:
+            photo_names(folder)  # at least two photos
+            work = Path(work_dir or folder.parent / "_sfm") / folder.name
+            check_writable(work / SUMMARY)
+            state = existing_run(work, folder, **SFM_OPTIONS)
+            if state == "foreign" and not force:
+                raise FileExistsError(f"{work} holds a reconstruction (or summary.json) hardnet-desc did not write; "
+                                      f"pass {FORCE} to replace it, or remove it")
+            entry = _PlannedScene(folder.name, folder, None, work, state)
+        if entry.name in planned:
+            raise ValueError(f"{planned[entry.name].folder} and {folder} are both the scene {entry.name!r} "
+                             "(summary.json's scene, else the folder's name): give each scene its own name")
+        planned[entry.name] = entry
+    if not planned:
         raise FileNotFoundError(f"no scene folders in {scenes}")
-    return sorted(found, key=lambda s: s.name)
+    return sorted(planned.values(), key=lambda p: p.name)
+
+
+def _open_scenes(planned: Sequence[_PlannedScene], progress: bool = True) -> list[ColmapScene]:
+    """The scenes of ``_plan_scenes``, photo folders reconstructed (or their earlier reconstruction reused)."""
+    found = []
+    for entry in planned:
+        if entry.scene is not None:
+            found.append(entry.scene)
+            continue
+        if entry.state != "same":
+            colmap_reconstruct(entry.folder, entry.work, **SFM_OPTIONS, overwrite=entry.state != "none",
+                               progress=progress)
+        found.append(read_scene(entry.work, image_dir=entry.folder))
+    return found
 
 
 def largest_model(scene: ColmapScene):
@@ -180,7 +248,8 @@ def select_tracks(
             lengths.append(len(pairs))
             elements.append(pairs)
     pids, lengths = np.array(pids, np.int64), np.array(lengths, np.int64)
-    keep = _drop_near_copies(rec, elements, lengths, min_point_distance) if min_point_distance > 0 else np.arange(len(pids))
+    keep = (_drop_near_copies(rec, elements, lengths, min_point_distance) if min_point_distance > 0
+            else np.arange(len(pids)))
     distinct = len(keep)
     if max_points is not None and len(keep) > max_points:
         keep = np.sort(rng.choice(keep, size=max_points, replace=False))
@@ -232,26 +301,67 @@ def reprojection_errors(rec, tracks: Tracks) -> np.ndarray:
     return errors
 
 
-def observation_keypoints(rec, database: str | Path, tracks: Tracks) -> np.ndarray:
+def observation_keypoints(rec, database: str | Path, tracks: Tracks, model: str | Path | None = None) -> np.ndarray:
     """OpenCV keypoints ``(M, 4)`` ``(x, y, size, angle_deg)`` of the chosen observations, from the database.
 
-    Raises ``ValueError`` if the database's keypoints are not the model's (positions differ).
+    Raises ``ValueError``, naming ``database`` and ``model`` (the model's folder, for the message), if the database
+    is not the model's: a photo of the model missing, or keypoints other than the model's.
     """
+    not_its = f"{database} is not the database of the model{f' {model}' if model else ''}"
     out = np.zeros((len(tracks.point), 4))
     with open_database(database) as db:
         for image_id in np.unique(tracks.image_id):
             rows = np.flatnonzero(tracks.image_id == image_id)
             image = rec.images[int(image_id)]
-            raw = db.read_keypoints(db.read_image_with_name(image.name).image_id)[tracks.point2D_idx[rows]]
-            xy = np.array([image.points2D[int(i)].xy for i in tracks.point2D_idx[rows]], np.float64)
-            if raw.shape[1] != 6 or np.abs(raw[:, :2] - xy).max(initial=0.0) > 1e-2:
-                raise ValueError(f"{database}: keypoints of {image.name} do not match the model's (another database?)")
-            out[rows] = keypoints_from_colmap(raw)
+            entry = db.read_image_with_name(image.name)
+            if entry is None:
+                raise ValueError(f"{not_its}: it has no photo {image.name}")
+            raw = db.read_keypoints(entry.image_id)
+            idx = tracks.point2D_idx[rows]
+            xy = np.array([image.points2D[int(i)].xy for i in idx], np.float64)
+            if (raw.shape[1] != 6 or len(raw) != len(image.points2D)
+                    or np.abs(raw[idx, :2] - xy).max(initial=0.0) > 1e-2):
+                raise ValueError(f"{not_its}: its keypoints of {image.name} are not the model's")
+            out[rows] = keypoints_from_colmap(raw[idx])
     return out
 
 
+#: ``check_photo``: keypoints tried per photo, fewest a photo is checked with, and the share that must be found.
+CHECK_KEYPOINTS, CHECK_LEAST, CHECK_FOUND = 32, 16, 0.25
+
+
+def check_photo(grey: torch.Tensor, keypoints: np.ndarray, path: str | Path) -> None:
+    """Raise ``ValueError`` unless ``grey`` (``(1, 1, H, W)``, in [0, 1]) is the photo whose SIFT keypoints
+    ``keypoints`` (``(k, 4)`` OpenCV, as the database stores them) are.
+
+    OpenCV's SIFT (``colmap_like_sift``) runs on a window reaching 4 keypoint sizes (at least 16 px) around
+    each of ``CHECK_KEYPOINTS`` of them (spread over the list) and must find a keypoint within 1 px (or a
+    tenth of its size) and a quarter of its size at ``CHECK_FOUND`` of them. On the committed test scene
+    69-97 % are found in the photos reconstructed (COLMAP's SIFT or hardnet-desc sfm's; 50 % or more after
+    re-saving them as JPEG of quality 50; photos downscaled for extraction alike), 0-6 % in other or flipped
+    photos of the same size. A few milliseconds per photo; a photo with fewer than ``CHECK_LEAST`` keypoints
+    among those cut is not checked.
+    """
+    if len(keypoints) < CHECK_LEAST:
+        return
+    picked = keypoints[np.linspace(0, len(keypoints) - 1, min(CHECK_KEYPOINTS, len(keypoints))).round().astype(int)]
+    sift, found = colmap_like_sift(), 0
+    for x, y, size, _ in picked:
+        half = int(np.ceil(max(16.0, 4.0 * size)))
+        x0, y0 = max(0, int(round(x)) - half), max(0, int(round(y)) - half)
+        window = (grey[0, 0, y0 : int(round(y)) + half + 1, x0 : int(round(x)) + half + 1] * 255).round().clamp(0, 255)
+        near = np.array([(k.pt[0] + x0 - x, k.pt[1] + y0 - y, k.size)
+                         for k in sift.detect(window.to(torch.uint8).numpy(), None)]).reshape(-1, 3)
+        found += bool(((np.hypot(near[:, 0], near[:, 1]) < max(1.0, 0.1 * size))
+                       & (np.abs(np.log(near[:, 2] / size)) < 0.25)).any())
+    if found < CHECK_FOUND * len(picked):
+        raise ValueError(f"{path}: SIFT finds only {found} of {len(picked)} of the database's keypoints again in it: "
+                         "not the photo that was reconstructed (replaced since?)")
+
+
 def cut_patches(
-    image_path: str | Path, keypoints: np.ndarray, patch_scale: float, size: tuple[int, int], min_kp_size: float = 0.0
+    image_path: str | Path, keypoints: np.ndarray, patch_scale: float, size: tuple[int, int], min_kp_size: float = 0.0,
+    check: bool = False,
 ) -> np.ndarray:
     """``(k, 64, 64)`` uint8 patches of one photo, cut as ``HardNetDescriptor.compute`` cuts them (at 64x64).
 
@@ -261,13 +371,18 @@ def cut_patches(
         patch_scale: patch side in units of ``kp.size``.
         size: ``(width, height)`` the model's camera gives the photo; another size is an error.
         min_kp_size: least ``kp.size`` in pixels a patch is cut for (``hardnet_desc.core.patches``).
+        check: ``keypoints`` are the database's SIFT keypoints of the photo: make sure it is the photo they
+            were found in (``check_photo``).
     """
     image = read_image(image_path)
     if image.shape[1::-1] != tuple(size):
         raise ValueError(f"{image_path} is {image.shape[1]}x{image.shape[0]}, but the model's camera is "
                          f"{size[0]}x{size[1]}: not the photo that was reconstructed")
+    grey = to_grey_tensor(image)
+    if check:
+        check_photo(grey, keypoints, image_path)
     with torch.inference_mode():
-        p = extract_patches(to_grey_tensor(image), keypoints, patch_size=STORED_SIZE, supersample=1,
+        p = extract_patches(grey, keypoints, patch_size=STORED_SIZE, supersample=1,
                             patch_scale=patch_scale, min_kp_size=min_kp_size)
     return (p[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
 
@@ -292,12 +407,14 @@ class ScenePatches:
 
 
 def model_patches(
-    scene: ColmapScene, rec, *, patch_scale: float, min_kp_size: float = 0.0, seed: int = 0, **select
+    scene: ColmapScene, rec, *, patch_scale: float, min_kp_size: float = 0.0, seed: int = 0,
+    model: str | Path | None = None, **select
 ) -> ScenePatches:
-    """Patches of one model of ``scene`` (``select``: ``select_tracks`` options)."""
+    """Patches of one model of ``scene`` (``model``: its folder, for messages; ``select``: ``select_tracks``
+    options). Each photo is checked to be the one reconstructed (its size, and ``check_photo``)."""
     tracks = select_tracks(rec, seed=seed, **select)
     errors = reprojection_errors(rec, tracks)
-    keypoints = observation_keypoints(rec, scene.database, tracks)
+    keypoints = observation_keypoints(rec, scene.database, tracks, model)
     patches = np.zeros((len(keypoints), STORED_SIZE, STORED_SIZE), np.uint8)
     ok = np.zeros(len(keypoints), bool)
     for image_id in np.unique(tracks.image_id):
@@ -308,7 +425,7 @@ def model_patches(
         inside = (kp[:, 0] >= -0.5) & (kp[:, 0] <= w - 0.5) & (kp[:, 1] >= -0.5) & (kp[:, 1] <= h - 0.5)
         if inside.any():
             patches[rows[inside]] = cut_patches(
-                scene.image_dir / image.name, kp[inside], patch_scale, (w, h), min_kp_size
+                scene.image_dir / image.name, kp[inside], patch_scale, (w, h), min_kp_size, check=True
             )
         ok[rows] = inside
     counts = np.bincount(tracks.point[ok], minlength=len(tracks.point3D_ids))
@@ -344,7 +461,7 @@ def scene_patches(scene: ColmapScene, *, all_models: bool = False, **options) ->
     parts, records, offset, registered = [], [], 0, set()
     for rec, path in models:
         registered |= {rec.images[i].name for i in rec.reg_image_ids()}
-        part = model_patches(scene, rec, **options)
+        part = model_patches(scene, rec, model=path, **options)
         part.labels += offset
         offset = int(part.labels.max()) + 1 if len(part.labels) else offset
         parts.append(part)
@@ -400,10 +517,13 @@ def make_sfm_dataset(
         min_kp_size: least ``kp.size`` in pixels a patch is cut for; default: the bundled weights' value.
         all_models: use every model of a scene, not just the largest.
         seed: seeds the choice of points and observations and the validation pairs.
-        reconstruct: reconstruct photo folders without a model (COLMAP's SIFT, into ``out/sfm/<name>``).
+        reconstruct: reconstruct photo folders without a model (COLMAP's SIFT, into ``out/sfm/<name>``; a
+            reconstruction there from an earlier run is reused if it is of the same photos, else redone:
+            ``find_scenes``).
         progress: show a progress bar over scenes.
-        force: write into ``out`` even if its ``meta.json``, ``record.json`` or ``train/``, ``val/`` were
-            written by another program (else ``FileExistsError`` before any work; a dataset of ours is replaced).
+        force: write into ``out`` even if its ``meta.json``, ``record.json``, ``train/``, ``val/`` or
+            ``sfm/<name>`` were written by another program (else ``FileExistsError`` before any work; a dataset
+            of ours is replaced).
 
     Returns:
         The record written to ``out/record.json``.
@@ -413,17 +533,15 @@ def make_sfm_dataset(
     spec = default_patch_spec(patch_scale, min_kp_size)
     out = Path(out)
     check_dataset_folder(out, ("meta.json", "record.json"), force)
-    found = find_scenes(scenes, reconstruct=reconstruct, work_dir=out / "sfm")
+    planned = _plan_scenes(scenes, reconstruct=reconstruct, work_dir=out / "sfm", force=force)
+    _val_names([p.name for p in planned], val_scenes)  # before any reconstruction
+    found = _open_scenes(planned, progress)
     no_model = [s.name for s in found if not s.models]
     found = [s for s in found if s.models]
     names = [s.name for s in found]
-    val_names = [n for n in names if n in set(val_scenes)]
-    if val_scenes and not val_names:
-        raise ValueError(f"none of the validation scenes {list(val_scenes)} is among the scenes found: {names}")
-    if len(val_names) == len(names):
-        raise ValueError(f"every scene found is a validation scene ({names}): nothing left to train on")
-    select = {"min_track": min_track, "max_points": max_points_per_scene, "max_patches_per_point": max_patches_per_point,
-              "min_point_distance": min_point_distance}
+    val_names = _val_names(names, val_scenes)
+    select = {"min_track": min_track, "max_points": max_points_per_scene,
+              "max_patches_per_point": max_patches_per_point, "min_point_distance": min_point_distance}
     settings = {"min_track": min_track, "max_points_per_scene": max_points_per_scene,
                 "max_patches_per_point": max_patches_per_point, "min_point_distance": min_point_distance,
                 **spec_record(spec), "patch_size": STORED_SIZE, "all_models": all_models, "seed": seed,
@@ -431,24 +549,34 @@ def make_sfm_dataset(
     start = time.time()
     splits = {"train": [s for s in found if s.name not in val_names], "val": [s for s in found if s.name in val_names]}
     scene_records, totals, first_label = [], {}, 0
-    for split, chosen in splits.items():
-        if not chosen:
-            continue
-        records, ids = _write_split(chosen, out / split, [names.index(s.name) for s in chosen], first_label,
-                                    select, spec, all_models, seed, progress,
-                                    val_pairs if split == "val" else 0)
-        first_label = int(ids.max()) + 1
-        scene_records += [{"split": split, **r} for r in records]
-        totals[split] = {"scenes": len(chosen), "points": len(np.unique(ids)), "patches": len(ids),
-                         "images": sum(r["registered"] for r in records)}
+    with StagedDataset(out) as stage:  # built beside the old splits: an error or Ctrl-C leaves those as they were
+        for split, chosen in splits.items():
+            if not chosen:
+                continue
+            records, ids = _write_split(chosen, stage.folder(split), [names.index(s.name) for s in chosen],
+                                        first_label, select, spec, all_models, seed, progress,
+                                        val_pairs if split == "val" else 0, split=out / split)
+            first_label = int(ids.max()) + 1
+            scene_records += [{"split": split, **r} for r in records]
+            totals[split] = {"scenes": len(chosen), "points": len(np.unique(ids)), "patches": len(ids),
+                             "images": sum(r["registered"] for r in records)}
     scene_records.sort(key=lambda r: r["index"])
     record = _record(scene_records, totals, settings, sorted(set(val_scenes) - set(names)), time.time() - start)
     record["scenes_without_model"] = no_model
     meta = {"source": "sfm", **spec_record(spec), "record": "record.json",
             **{split: {"photos": t["images"], "points": t["points"], "patches": t["patches"]} for split, t in totals.items()}}
-    write_json(out / "meta.json", meta, force=force)
-    write_json(out / "record.json", record, force=force)  # written last: its presence marks a full build
+    stage.commit({"meta.json": meta, "record.json": record})  # record.json last: its presence marks a full build
     return record
+
+
+def _val_names(names: list[str], val_scenes: Sequence[str]) -> list[str]:
+    """The validation scenes among the scenes ``names``; ``ValueError`` if none, or if no scene is left to train on."""
+    val_names = [n for n in names if n in set(val_scenes)]
+    if val_scenes and not val_names:
+        raise ValueError(f"none of the validation scenes {list(val_scenes)} is among the scenes found: {names}")
+    if len(val_names) == len(names):
+        raise ValueError(f"every scene found is a validation scene ({names}): nothing left to train on")
+    return val_names
 
 
 def hard_pairs(
@@ -506,9 +634,10 @@ def _near_pairs(labels: np.ndarray, photo: np.ndarray, xy: np.ndarray, k: int) -
 
 def _write_split(
     scenes: list[ColmapScene], root: Path, indices: list[int], first_label: int, select: dict, spec: PatchSpec,
-    all_models: bool, seed: int, progress: bool, val_pairs: int,
+    all_models: bool, seed: int, progress: bool, val_pairs: int, split: Path | None = None,
 ) -> tuple[list[dict], np.ndarray]:
-    """Write the patches of ``scenes`` to the PhotoTour folder ``root``; their records and all labels (N,).
+    """Write the patches of ``scenes`` to the PhotoTour folder ``root`` (which becomes the split folder ``split``,
+    named in messages); their records and all labels (N,).
 
     Labels run on from ``first_label``; ``info.txt``'s second column is the scene's index. With
     ``val_pairs > 0`` an ``m50_*.txt`` pair file is written too.
@@ -528,7 +657,8 @@ def _write_split(
 
     def pair_files(ids: np.ndarray) -> dict | None:
         if not len(ids):
-            raise ValueError(f"{root}: the scenes {[s.name for s in scenes]} gave no patches (no track long enough?)")
+            raise ValueError(f"{split or root}: the scenes {[s.name for s in scenes]} gave no patches (no track long "
+                             "enough?)")
         n = min(val_pairs, len(ids))
         if not n:
             return None
@@ -539,7 +669,7 @@ def _write_split(
     torch.set_num_threads(1)  # small per-photo tensors: one thread is several times faster on a busy CPU
     try:
         ids = write_split(root, parts(), first_label=first_label, pair_files=pair_files, total=len(scenes),
-                          unit="scenes", progress=progress)
+                          unit="scenes", progress=progress, name=(split or root).name)
     finally:
         torch.set_num_threads(threads)
     return records, ids

@@ -29,13 +29,12 @@ from scipy.spatial import cKDTree
 
 from ...data.images import list_images
 from ...data.phototour import STORED_SIZE, check_count, check_dataset_folder, make_pairs
-from ...data.warps import WarpConfig, photometric, project_keypoints, random_homography
+from ...data.warps import WARP_PRESETS, WarpConfig, photometric, project_keypoints, random_homography
 from ...detection import MAX_KEYPOINTS, detect_sift
 from ...core.image import read_image, to_grey_numpy, to_grey_tensor
-from ...outputs import write_json
 from ...core.patches import PatchSpec, check_integer, check_number, extract_patches
 from ...workers import WorkerPool
-from .writer import Part, default_patch_spec, spec_record, write_split
+from .writer import Part, StagedDataset, check_outside, default_patch_spec, spec_record, write_split
 
 
 @dataclass
@@ -178,7 +177,7 @@ def make_dataset(
     seed: int = 0,
     split_seed: int | None = None,
     workers: int | None = None,
-    warp: WarpConfig | None = None,
+    warp: WarpConfig | str | None = None,
     match: MatchConfig | None = None,
     progress: bool = True,
     force: bool = False,
@@ -186,7 +185,7 @@ def make_dataset(
     """Build ``out/train`` and ``out/val`` in the PhotoTour layout from the photos in ``images``.
 
     Args:
-        images: folder searched recursively for photos.
+        images: folder searched recursively for photos; ``out`` may not lie in it.
         out: output folder; also receives ``split.json`` (which photo went where) and ``meta.json``.
         points: at most this many 3D points per photo (>= 1).
         views: warped views per photo, >= 1 (the photo itself is one more view).
@@ -194,78 +193,108 @@ def make_dataset(
             weights' value (``writer.default_patch_spec``, as for the SfM builder).
         min_kp_size: least ``kp.size`` in pixels a patch is cut for (must match inference);
             default: the bundled weights' value.
-        val_fraction: share of photos held out for validation, in (0, 1).
+        val_fraction: share of photos held out for validation, in (0, 1); both splits must keep a photo.
         val_pairs: number of pairs in the validation pair file (half matches), >= 1.
         seed: seeds the warps, the photometric changes and the validation pairs.
         split_seed: seeds the train/validation split (default: ``seed``). Fix it to draw new
             views of the same photos without moving validation photos into training.
+        workers: processes cutting patches (0 or 1: all in this process; default: up to 2).
+        warp: the views' changes: a ``WarpConfig``, or a name of ``WARP_PRESETS`` (``"default"``, ``"hard"``).
         force: write into ``out`` even if its ``meta.json``, ``split.json`` or ``train/``, ``val/`` were
             written by another program (else ``FileExistsError`` before any work; a dataset of ours is replaced).
+
+    The splits are built beside the old ones and put in place once both are complete (``StagedDataset``):
+    a failed or interrupted build leaves ``out`` as it was.
 
     Returns:
         The summary written to ``meta.json``.
 
     Raises:
-        ValueError: a count < 1 or a ``val_fraction`` outside (0, 1), before anything is written.
+        ValueError: a count < 1, a ``val_fraction`` that leaves a split without photos, ``out`` inside
+            ``images``, before anything is written; a split whose photos gave no patch, after the build
+            (``out`` left as it was).
     """
     for name, value in (("points", points), ("views", views), ("val_pairs", val_pairs)):
         check_count(value, name)
     check_integer(seed, "seed", 0)
     check_integer(split_seed, "split_seed", 0, "None: seed")
+    check_integer(workers, "workers", 0, "None: up to 2")
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}")
-    warp, match = warp or WarpConfig(), match or MatchConfig()
+    warp, match = _warp_config(warp), match or MatchConfig()
+    if not isinstance(match, MatchConfig):
+        raise TypeError(f"match must be a MatchConfig, got {type(match).__name__}")
     spec = default_patch_spec(patch_scale, min_kp_size)
+    check_outside(images, out)
     paths = list_images(images)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 photos in {images}, found {len(paths)}")
     split_seed = seed if split_seed is None else split_seed
     train, val = split_images(paths, val_fraction, split_seed)
-    if not val:
-        raise ValueError(f"val_fraction={val_fraction} leaves no validation photo out of {len(paths)}")
+    for split, files in (("validation", val), ("training", train)):
+        if not files:
+            raise ValueError(f"val_fraction={val_fraction} leaves no {split} photo out of {len(paths)}")
     out = Path(out)
     check_dataset_folder(out, ("meta.json", "split.json"), force)
-    out.mkdir(parents=True, exist_ok=True)
     root = Path(images)
-    write_json(out / "split.json", {"train": [str(p.relative_to(root)) for p in train],
-                                    "val": [str(p.relative_to(root)) for p in val]}, force=force)
-    workers = workers or min(2, os.cpu_count() or 1)
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
     summary: dict = {"images": str(root), **spec_record(spec), "points_per_image": points, "views": views,
                      "seed": seed, "split_seed": split_seed, "warp": asdict(warp), "match": asdict(match)}
-    for split, files in (("train", train), ("val", val)):
-        jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, spec, warp,
-                         match)
-                for i, p in enumerate(files)]  # info.txt's second column: the photo's index in split.json
-        n_pairs = val_pairs if split == "val" else None
-        summary[split] = {"photos": len(files), **_write_split(out / split, jobs, workers, n_pairs, seed, progress)}
-    write_json(out / "meta.json", summary, force=force)
+    with StagedDataset(out) as stage:
+        for split, files in (("train", train), ("val", val)):
+            jobs = [ImageJob(str(p), seed * 100_003 + i + (0 if split == "train" else 50_000), points, views, spec,
+                             warp, match)
+                    for i, p in enumerate(files)]  # info.txt's second column: the photo's index in split.json
+            n_pairs = val_pairs if split == "val" else None
+            summary[split] = {"photos": len(files), **_write_split(stage.folder(split), out / split, jobs, workers,
+                                                                   n_pairs, seed, progress)}
+        stage.commit({"split.json": {"train": [str(p.relative_to(root)) for p in train],
+                                     "val": [str(p.relative_to(root)) for p in val]},
+                      "meta.json": summary})
     return summary
 
 
-def _write_split(folder: Path, jobs: list[ImageJob], workers: int, val_pairs: int | None, seed: int,
+def _warp_config(warp: WarpConfig | str | None) -> WarpConfig:
+    """``warp`` as a ``WarpConfig`` (None: the default; a name: ``WARP_PRESETS[name]``)."""
+    if warp is None or isinstance(warp, WarpConfig):
+        return warp or WarpConfig()
+    if not isinstance(warp, str):
+        raise TypeError(f"warp must be a WarpConfig or one of {sorted(WARP_PRESETS)}, got {type(warp).__name__}")
+    if warp not in WARP_PRESETS:
+        raise ValueError(f"warp must be a WarpConfig or one of {sorted(WARP_PRESETS)}, got {warp!r}")
+    return WARP_PRESETS[warp]
+
+
+def _write_split(folder: Path, split: Path, jobs: list[ImageJob], workers: int, val_pairs: int | None, seed: int,
                  progress: bool) -> dict:
-    """Run the jobs of one split (in ``workers`` processes) and write their patches to ``folder``.
+    """Run the jobs of one split (in ``workers`` processes) and write their patches to ``folder``, which
+    becomes the split folder ``split`` (named in messages).
 
     Point ids are made contiguous over the split; ``val_pairs`` (for the validation split) writes
     a pair file of that many pairs, seeded by ``seed``. Returns ``{"points", "patches"}``.
+
+    Raises:
+        ValueError: the split's photos gave no patch.
     """
     def pair_files(ids: np.ndarray) -> dict | None:
+        if not len(ids):
+            raise ValueError(f"{split}: the {'validation' if val_pairs else 'training'} photos gave no patch (no "
+                             "re-detected keypoint agreed with its projection); add photos or loosen "
+                             "--match-angle/--match-scale")
         if val_pairs is None:
             return None
-        if not len(ids):
-            raise ValueError(f"{folder}: the validation photos gave no patch (no re-detected keypoint agreed with "
-                             "its projection); add photos or loosen --match-angle/--match-scale")
         n = min(val_pairs, len(ids))
         return {f"m50_{n}_{n}_0.txt": make_pairs(ids, n, seed)}
 
     ids = write_split(folder, _photo_parts(jobs, workers), pair_files=pair_files, total=len(jobs), unit="photos",
-                      progress=progress)
+                      progress=progress, name=split.name)
     return {"points": int(ids.max()) + 1 if len(ids) else 0, "patches": len(ids)}
 
 
 def _photo_parts(jobs: list[ImageJob], workers: int) -> Iterator[Part]:
     """``(patches, labels 0..P-1, photo index)`` of each job, in order, run in ``workers`` processes."""
     # spawned, not forked: a forked child of a process whose torch/OpenMP threads already ran can deadlock
+    workers = min(workers, len(jobs))
     pool = WorkerPool(workers, _init_worker) if workers > 1 else None
     with pool or nullcontext():
         results = pool.map(correspondences_from_image, jobs) if pool else map(correspondences_from_image, jobs)

@@ -1,4 +1,5 @@
-"""What both training-set builders share: the split writer and the default ``PatchSpec``.
+"""What both training-set builders share: the split writer, the staged swap of a dataset's folders
+(``StagedDataset``) and the default ``PatchSpec``.
 
 A split is a PhotoTour folder (``hardnet_desc.data.phototour``) written from parts, one per photo
 (synthetic builder) or per scene (SfM builder): each part's patches with its own point labels
@@ -8,17 +9,91 @@ A split is a PhotoTour folder (``hardnet_desc.data.phototour``) written from par
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
 from ...data.phototour import PairArrays, PhotoTourWriter
 from ...core.patches import PatchSpec
+from ...outputs import write_json
+from ...workers import sigint_ignored
 
 #: One part of a split: patches (k, 64, 64) uint8, their point labels (k,) counted from 0 within the
 #: part, and the part's index (``info.txt``'s second column).
 Part = tuple[np.ndarray, np.ndarray, int]
+
+
+#: The split folders of a dataset.
+SPLITS = ("train", "val")
+#: What a build keeps beside the dataset until it ends (``OUT/.train.partial``, ``OUT/.meta.json.partial``,
+#: ``OUT/.val.old``); ours by name: a build removes those a killed one left.
+_TEMPORARY = re.compile(r"\.(train|val)\.(partial|old)|\.\w+\.json\.partial")
+
+
+class StagedDataset:
+    """A dataset in ``out`` built beside the old one and put in place whole, so that a failed or interrupted
+    build leaves the old dataset (or the new one), never a mix of both.
+
+    Each split is written to ``folder(split)`` (``out/.train.partial``) inside the ``with`` block, which on
+    an error or Ctrl-C removes the new folders. ``commit`` then writes the JSON records beside
+    (``out/.meta.json.partial``) and, with Ctrl-C held off, replaces each old split folder with the new one
+    (an old split that was not rebuilt is removed) and renames the records into place. What a killed build
+    left, the next one removes. Check ``out`` first (``check_dataset_folder``): its splits are replaced whole.
+    """
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._cleanup()
+
+    def folder(self, split: str) -> Path:
+        """The temporary folder to build ``split`` in."""
+        return self.out / f".{split}.partial"
+
+    def commit(self, records: Mapping[str, dict]) -> None:
+        """Put the built splits in place, then the ``records`` (``{"meta.json": {...}}``, renamed in this order)."""
+        with self:  # a full disk stops here, before anything is replaced
+            for name, data in records.items():
+                write_json(self.out / f".{name}.partial", data)
+        with sigint_ignored():  # renames only
+            for split in SPLITS:
+                if (self.out / split).exists() or (self.out / split).is_symlink():
+                    (self.out / split).rename(self.out / f".{split}.old")
+                if self.folder(split).exists():
+                    self.folder(split).rename(self.out / split)
+            for name in records:
+                os.replace(self.out / f".{name}.partial", self.out / name)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for path in list(self.out.iterdir()):
+            if _TEMPORARY.fullmatch(path.name):
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+    def __enter__(self) -> StagedDataset:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            self._cleanup()
+
+
+def check_outside(source: str | Path, out: str | Path, what: str = "photo folder") -> None:
+    """Before any work: raise ``ValueError`` if the output folder ``out`` is the input folder ``source`` (a
+    ``what``) or lies inside it, where a later run would take the patch files for input, or if ``source``
+    lies in one of ``out``'s split folders, which the build replaces."""
+    src, dst = Path(source).resolve(), Path(out).resolve()
+    if src == dst or src in dst.parents:
+        raise ValueError(f"the output folder {out} {'is' if src == dst else 'lies in'} the {what} {source}: a later "
+                         "run would take its patch files for input; choose an output folder outside it")
+    if any(dst / split in (src, *src.parents) for split in SPLITS):
+        raise ValueError(f"the {what} {source} lies in a split folder of {out}, which the build replaces")
 
 
 def write_split(
@@ -30,23 +105,24 @@ def write_split(
     total: int | None = None,
     unit: str = "photos",
     progress: bool = True,
+    name: str | None = None,
 ) -> np.ndarray:
     """Write the ``parts`` to the PhotoTour folder ``folder``; returns every patch's label (N,) int64.
 
     Args:
-        folder: the split's folder (``OUT/train`` or ``OUT/val``).
+        folder: the split's folder (``StagedDataset.folder(split)``, or any folder).
         parts: ``(patches, labels, index)`` per photo or scene, in order; labels run on from
             ``first_label``, each part's after the previous part's largest.
         pair_files: called with all labels once every part is written; the pair files it returns
             (``{"m50_*.txt": (idx1, idx2, is_match)}``) are written beside the patches.
-        total, unit, progress: the progress bar over the parts (``"{folder.name} {unit}"``).
+        total, unit, progress, name: the progress bar over the parts (``"{name} {unit}"``; name: ``folder.name``).
     """
     from tqdm import tqdm
 
     writer = PhotoTourWriter(folder)
     labels: list[np.ndarray] = []
     next_label = first_label
-    for patches, local, index in tqdm(parts, total=total, desc=f"{folder.name} {unit}", disable=not progress):
+    for patches, local, index in tqdm(parts, total=total, desc=f"{name or folder.name} {unit}", disable=not progress):
         labels.append(local + next_label)
         writer.add(patches, labels[-1], index)
         next_label += int(local.max()) + 1 if len(local) else 0

@@ -1,5 +1,6 @@
 """Image reading and conversion to grey, for every accepted input form."""
 
+import shutil
 import struct
 import zlib
 
@@ -207,3 +208,21 @@ def test_cuda_image_becomes_grey_on_the_gpu(example_image):
     torch.testing.assert_close(on_gpu.cpu(), to_grey_tensor(floats), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="NaN or inf"):
         to_grey_tensor(torch.full((3, 8, 8), float("nan"), device="cuda"), "cuda")
+
+
+def test_list_images_follows_linked_folders_once(example_files, tmp_path):
+    """A folder of links to photo folders (how datasets are often assembled): the linked photos were skipped
+    without a word; each real folder is listed once, and a link back up the tree does not loop."""
+    from hardnet_desc.data.images import list_images
+
+    elsewhere, root = tmp_path / "elsewhere", tmp_path / "photos"
+    (elsewhere / "deep").mkdir(parents=True)
+    (root / "own").mkdir(parents=True)
+    shutil.copy(example_files[0], root / "own" / "a.jpg")
+    shutil.copy(example_files[1], elsewhere / "deep" / "b.jpg")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (root / "linked_again").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "loop").symlink_to(root, target_is_directory=True)
+    (root / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
+    names = [p.relative_to(root).as_posix() for p in list_images(root)]
+    assert names == ["linked/deep/b.jpg", "own/a.jpg"], names

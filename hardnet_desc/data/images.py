@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 #: File endings (lower case) that count as images.
@@ -9,8 +10,18 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tif
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files below ``folder`` (recursive), sorted. Raises ``FileNotFoundError``."""
+    """Image files below ``folder`` (recursive, into linked folders too, each real folder once), sorted.
+    Raises ``FileNotFoundError``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such image folder: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()  # the first name of a folder linked twice is the one listed
+        found += [Path(root, f) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES and Path(root, f).is_file()]
+    return sorted(found)

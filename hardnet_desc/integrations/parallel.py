@@ -229,7 +229,7 @@ def _connect_ray(address: str | None, timeout: float = 5.0) -> None:
             socket.create_connection((url.hostname, url.port), timeout=timeout).close()
     except (OSError, ValueError) as err:
         raise ConnectionError(f"no Ray cluster answers at {address} ({err})") from None
-    ray.init(address=address, log_to_driver=False)
+    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
 
 
 class _Worker:
@@ -288,13 +288,21 @@ def _run_processes(root, parts, todo, settings, workers, address, progress):
             yield from results
 
 
+def _actor_pool(ray: Any, size: int) -> dict[str, Any]:
+    """``map_batches``' argument for a pool of ``size`` actors, in the form the installed Ray does not warn about:
+    ``concurrency`` from Ray 2.9 (``compute`` warns there), ``compute`` from 2.51 (``concurrency`` warns there)."""
+    version = tuple(int(part) for part in re.findall(r"\d+", ray.__version__)[:2])
+    return {"compute": ray.data.ActorPoolStrategy(size=size)} if version >= (2, 51) else {"concurrency": size}
+
+
 def _run_ray(root, parts, todo, settings, workers, address, progress):
     import ray
+    import ray.data  # sets up Ray Data's loggers: quieted after it
     from tqdm import tqdm
 
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress bar instead of Ray Data's log lines
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our progress bar instead of Ray Data's log lines
     ray.data.DataContext.get_current().enable_progress_bars = False
     gpus = int(ray.cluster_resources().get("GPU", 0)) if settings["device"] in ("auto", "cuda") else 0
     slots = gpus or int(ray.cluster_resources().get("CPU", 1))
@@ -302,7 +310,7 @@ def _run_ray(root, parts, todo, settings, workers, address, progress):
     dataset = ray.data.from_items([{"name": n} for n in todo]).map_batches(
         _Worker,
         fn_constructor_kwargs={"root": root, "parts": parts, "settings": settings, "threads": None if gpus else 1},
-        batch_size=max(1, settings["batch_images"]), concurrency=min(workers or slots, len(todo)), **resources,
+        batch_size=max(1, settings["batch_images"]), **_actor_pool(ray, min(workers or slots, len(todo))), **resources,
     )
     with tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:
         for row in dataset.iter_rows():

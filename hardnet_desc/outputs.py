@@ -106,8 +106,9 @@ def writing(path: str | Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        message = f"cannot write {path}: {err.strerror or err}"
-        raise (OSError(err.errno, message) if err.errno else OSError(message)) from None
+        error = type(err)(f"cannot write {path}: {err.strerror or err}")  # PermissionError stays one
+        error.errno = err.errno
+        raise error from None
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

@@ -6,7 +6,7 @@ other workers and the parent then wait for it forever. A worker still starting (
 prints a traceback. And the parent, leaving a ``with`` block on KeyboardInterrupt, first runs every
 job it had submitted.
 
-``WorkerPool`` does instead:
+``WorkerPool`` does instead (on POSIX systems; Windows starts processes without inheriting an ignored SIGINT):
 
 * its processes start with SIGINT ignored (the parent ignores it for the moment it starts them,
   and a started process inherits that), so nothing is printed while they import;

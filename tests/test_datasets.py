@@ -23,7 +23,7 @@ from hardnet_desc.data.warps import HARD_WARP
 from hardnet_desc.train.augment import AugmentConfig
 from hardnet_desc.train.datasets import synthetic
 from hardnet_desc.train.datasets.synthetic import make_dataset
-from hardnet_desc.train.datasets.writer import write_split
+from hardnet_desc.train.datasets.writer import StagedDataset, write_split
 from hardnet_desc.train.sampler import MixedPairs, PairDataset, split_batch
 
 from conftest import EXAMPLE_FILES
@@ -611,3 +611,63 @@ def test_full_disk_names_the_file_and_the_reason(tmp_path):
     writer = PhotoTourWriter(tmp_path)
     with pytest.raises(OSError, match=f"cannot write {tmp_path / 'patches0000.bmp'}: No space left on device"):
         writer.add(make_patches(256), np.arange(256))
+
+
+def test_a_swap_that_fails_half_way_is_undone(crops, tmp_path, monkeypatch):
+    """A rename of the swap that fails (Windows: a file of the new folder held by a scanner) left the new train
+    split, no val split and the old meta.json: the swap is now undone, the old dataset left whole."""
+    out = tmp_path / "ds"
+    make_dataset(crops, out, **FAST)
+    before, rename = snapshot(out), Path.rename
+
+    def held(self, target):
+        if self.name == ".val.partial":
+            raise PermissionError(13, "in use by another process", str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", held)
+    with pytest.raises(PermissionError):
+        make_dataset(crops, out, seed=1, **FAST)
+    assert snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "split.json", "train", "val"]
+
+
+def test_a_swap_a_killed_process_left_is_undone_or_finished(crops, tmp_path):
+    out = tmp_path / "ds"
+    make_dataset(crops, out, **FAST)
+    before = snapshot(out)
+    # killed after the new train split went in, before the records: the old dataset comes back
+    (out / "train").rename(out / ".train.old")
+    shutil.copytree(out / ".train.old", out / "train")
+    (out / "train" / "info.txt").write_text("0 0\n")
+    (out / ".meta.json.partial").write_text("{}")
+    StagedDataset(out)
+    assert snapshot(out) == before
+    # killed after every record went in, before the clean-up: the new dataset stays
+    shutil.copytree(out / "val", out / ".val.old")
+    StagedDataset(out)
+    assert snapshot(out) == before and not (out / ".val.old").exists()
+
+
+def test_a_failed_first_build_leaves_no_folder(crops, tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic, "correspondences_from_image", lambda job: (_ for _ in ()).throw(ValueError("bad")))
+    with pytest.raises(ValueError, match="bad"):
+        make_dataset(crops, tmp_path / "new" / "ds", **FAST)
+    assert not (tmp_path / "new" / "ds").exists()
+
+
+def test_a_split_folder_of_os_files_or_a_link(crops, tmp_path):
+    """A .DS_Store that macOS's Finder left in a split folder was refused as 'not part of a PhotoTour dataset';
+    a linked split folder (patches on another disk) was replaced by a folder, the old patches left behind."""
+    out = tmp_path / "ds"
+    make_dataset(crops, out, **FAST)
+    (out / "train" / ".DS_Store").write_bytes(b"\0")
+    (out / "val" / "Thumbs.db").write_bytes(b"\0")
+    make_dataset(crops, out, seed=1, **FAST)  # rebuilt, the folders replaced whole
+    elsewhere = tmp_path / "disk" / "train"
+    shutil.move(out / "train", elsewhere)
+    (out / "train").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(FileExistsError, match="is a link"):
+        make_dataset(crops, out, **FAST)
+    make_dataset(crops, out, force=True, **FAST)
+    assert not (out / "train").is_symlink() and (out / "train" / "info.txt").is_file()

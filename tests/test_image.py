@@ -35,6 +35,8 @@ def test_read_a_float_tiff(example_image, tmp_path):
     assert image.dtype == np.float32 and image.shape == (*grey.shape, 3)
     np.testing.assert_allclose(to_grey_numpy(image), grey / 255, atol=1e-6)
     assert read_image(tmp_path / "bgra.tif").shape == example_image.shape
+    cv2.imwrite(str(tmp_path / "grey64.tif"), grey.astype(np.float64) / 255)  # cvtColor takes no float64
+    np.testing.assert_allclose(to_grey_numpy(read_image(tmp_path / "grey64.tif")), grey / 255, atol=1e-6)
     hardnet = HardNetDescriptor(device="cpu", precision="fp32")
     kps = cv2.SIFT_create(300).detect(grey, None)
     _, from_float = hardnet.compute(image, kps)
@@ -224,5 +226,7 @@ def test_list_images_follows_linked_folders_once(example_files, tmp_path):
     (root / "linked_again").symlink_to(elsewhere, target_is_directory=True)
     (elsewhere / "loop").symlink_to(root, target_is_directory=True)
     (root / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
+    (root / "all").symlink_to(root / "own", target_is_directory=True)  # the folder's own name wins over a link's
+    (root / "own" / "up").symlink_to(tmp_path, target_is_directory=True)  # a link above the folder: not followed
     names = [p.relative_to(root).as_posix() for p in list_images(root)]
     assert names == ["linked/deep/b.jpg", "own/a.jpg"], names

@@ -33,7 +33,10 @@ def read_image(path: str | Path) -> np.ndarray:
         channels = None if stored is None else (1 if stored.ndim == 2 else stored.shape[2])
         if channels not in (1, 3, 4):
             raise ValueError(f"cannot decode image file: {path}")
-        image = stored if channels == 3 else cv2.cvtColor(stored, cv2.COLOR_GRAY2BGR if channels == 1 else cv2.COLOR_BGRA2BGR)
+        if channels == 1:  # cvtColor takes no float64: repeat the channel instead
+            image = np.repeat(stored.reshape(*stored.shape[:2], 1), 3, axis=2)
+        else:
+            image = stored[:, :, :3]  # BGR of BGR or BGRA, as IMREAD_COLOR gives
     return image
 
 

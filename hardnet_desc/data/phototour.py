@@ -227,15 +227,17 @@ def read_phototour(root: str | Path, patch_size: int = PATCH_SIZE) -> PhotoTourD
 
 #: The files of a PhotoTour folder as ``PhotoTourWriter`` writes them.
 LAYOUT_FILE = re.compile(r"info\.txt|patches\d{4,}\.bmp|m50_.*\.txt")
+#: Files an operating system leaves in a folder it showed (macOS Finder, Windows Explorer): no one's data.
+OS_FILE = re.compile(r"\.DS_Store|\._.*|Thumbs\.db|desktop\.ini", re.IGNORECASE)
 
 
 def check_dataset_folder(out: str | Path, records: Sequence[str], force: bool = False) -> None:
     """Before make-dataset writes a dataset into ``out`` (which replaces its split folders whole): refuse
     (``FileExistsError``, unless ``force``) if one of its JSON ``records`` (``meta.json``, ...) there was not
     written by hardnet-desc, if ``out/train`` or ``out/val`` holds a PhotoTour folder and no record of ours
-    lies beside it (another program's dataset, such as Brown's), or if it is a file or holds anything but
-    the PhotoTour files (``LAYOUT_FILE``). ``NotADirectoryError``/``PermissionError`` if ``out`` cannot be
-    written."""
+    lies beside it (another program's dataset, such as Brown's), or if it is a link, a file, or holds anything
+    but the PhotoTour files (``LAYOUT_FILE``; ``OS_FILE`` such as macOS's ``.DS_Store`` too).
+    ``NotADirectoryError``/``PermissionError`` if ``out`` cannot be written."""
     out = Path(out)
     for name in records:
         check_output(out / name, json_is_ours, force=force)
@@ -245,9 +247,13 @@ def check_dataset_folder(out: str | Path, records: Sequence[str], force: bool = 
         if not ours and (folder / "info.txt").exists():
             raise FileExistsError(f"{folder} holds a PhotoTour dataset that hardnet-desc did not write "
                                   f"(no {' or '.join(records)} of its own in {out}); pass {FORCE} to overwrite it")
+        if folder.is_symlink():  # the build would replace the link with a folder and leave the old patches there
+            raise FileExistsError(f"{folder} is a link; the build replaces split folders whole: remove the link "
+                                  f"(or build into its target's folder), or pass {FORCE} to replace it by a folder")
         if folder.exists() and not folder.is_dir():
             raise FileExistsError(f"{folder} is a file, not a dataset folder; pass {FORCE} to replace it")
-        other = [p.name for p in (folder.iterdir() if folder.is_dir() else ()) if not LAYOUT_FILE.fullmatch(p.name)]
+        other = [p.name for p in (folder.iterdir() if folder.is_dir() else ())
+                 if not (LAYOUT_FILE.fullmatch(p.name) or OS_FILE.fullmatch(p.name))]
         if other:
             raise FileExistsError(f"{folder} holds {sorted(other)[0]}, which is not part of a PhotoTour dataset "
                                   f"(the folder is replaced whole); move it or pass {FORCE}")

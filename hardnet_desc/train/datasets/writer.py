@@ -9,7 +9,6 @@ A split is a PhotoTour folder (``hardnet_desc.data.phototour``) written from par
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping
@@ -30,9 +29,10 @@ Part = tuple[np.ndarray, np.ndarray, int]
 
 #: The split folders of a dataset.
 SPLITS = ("train", "val")
-#: What a build keeps beside the dataset until it ends (``OUT/.train.partial``, ``OUT/.meta.json.partial``,
-#: ``OUT/.val.old``); ours by name: a build removes those a killed one left.
-_TEMPORARY = re.compile(r"\.(train|val)\.(partial|old)|\.\w+\.json\.partial")
+#: What a build keeps beside the dataset until it ends (``OUT/.train.partial``, ``OUT/.meta.json.partial``, and
+#: during the swap ``OUT/.val.old``, ``OUT/.meta.json.old``); ours by name: the next build clears what a killed
+#: one left.
+_TEMPORARY = re.compile(r"\.(train|val)\.(partial|old)|\.\w+\.json\.(partial|old)")
 
 
 class StagedDataset:
@@ -41,39 +41,53 @@ class StagedDataset:
 
     Each split is written to ``folder(split)`` (``out/.train.partial``) inside the ``with`` block, which on
     an error or Ctrl-C removes the new folders. ``commit`` then writes the JSON records beside
-    (``out/.meta.json.partial``) and, with Ctrl-C held off, replaces each old split folder with the new one
-    (an old split that was not rebuilt is removed) and renames the records into place. What a killed build
-    left, the next one removes. Check ``out`` first (``check_dataset_folder``): its splits are replaced whole.
+    (``out/.meta.json.partial``) and, with Ctrl-C held off, swaps each split folder and then each record: the
+    old one renamed aside (``out/.train.old``), the new one into its place (an old split that was not rebuilt
+    is removed). A swap that fails half-way is undone; one a killed process left is undone by the next build
+    (while a record is still ``.partial`` the swap had not finished: what was set aside comes back), or
+    finished if only the clean-up was missing. Check ``out`` first (``check_dataset_folder``): its splits are
+    replaced whole. A build that fails leaves no ``out`` it created.
     """
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
+        self._made = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
-        self._cleanup()
+        self._recover()
 
     def folder(self, split: str) -> Path:
         """The temporary folder to build ``split`` in."""
         return self.out / f".{split}.partial"
 
     def commit(self, records: Mapping[str, dict]) -> None:
-        """Put the built splits in place, then the ``records`` (``{"meta.json": {...}}``, renamed in this order)."""
+        """Put the built splits in place, then the ``records`` (``{"meta.json": {...}}``, in this order)."""
         with self:  # a full disk stops here, before anything is replaced
             for name, data in records.items():
                 write_json(self.out / f".{name}.partial", data)
-        with sigint_ignored():  # renames only
-            for split in SPLITS:
-                if (self.out / split).exists() or (self.out / split).is_symlink():
-                    (self.out / split).rename(self.out / f".{split}.old")
-                if self.folder(split).exists():
-                    self.folder(split).rename(self.out / split)
-            for name in records:
-                os.replace(self.out / f".{name}.partial", self.out / name)
+        swaps = [(self.folder(split), self.out / split) for split in SPLITS]
+        swaps += [(self.out / f".{name}.partial", self.out / name) for name in records]
+        with sigint_ignored(), self:  # renames only; undone on an error
+            for new, final in swaps:
+                if final.exists() or final.is_symlink():
+                    final.rename(_aside(final))
+                if new.exists():
+                    new.rename(final)
+        self._cleanup()
+
+    def _recover(self) -> None:
+        """Undo a swap that did not finish (a record still ``.partial``), then clear the temporary files."""
+        if any(p.name.endswith(".json.partial") for p in self.out.iterdir()):
+            for final in [self.out / split for split in SPLITS] + [p.with_name(p.name[1:-4]) for p in
+                                                                   self.out.glob(".*.json.old")]:
+                if _aside(final).exists() or _aside(final).is_symlink():
+                    _remove(final)
+                    _aside(final).rename(final)
         self._cleanup()
 
     def _cleanup(self) -> None:
         for path in list(self.out.iterdir()):
             if _TEMPORARY.fullmatch(path.name):
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                _remove(path)
 
     def __enter__(self) -> StagedDataset:
         return self
@@ -81,7 +95,21 @@ class StagedDataset:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is not None:
-            self._cleanup()
+            self._recover()
+            if self._made and not any(self.out.iterdir()):
+                self.out.rmdir()
+
+
+def _aside(path: Path) -> Path:
+    """Where a swap keeps the old ``path`` until the new one is in place: ``.NAME.old`` beside it."""
+    return path.with_name(f".{path.name}.old")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def check_outside(source: str | Path, out: str | Path, what: str = "photo folder") -> None:

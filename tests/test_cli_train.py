@@ -438,3 +438,38 @@ def test_a_validation_set_at_another_patch_scale_is_refused(data_dir, tmp_path, 
     code = main(["train", str(data_dir / "train"), str(tmp_path / "run"), "--val", str(val), *FAST])
     _one_line_error(capsys, code, f"--val {val} holds patches cut at patch_scale 8 ({val.parent / 'meta.json'}), but "
                     f"{data_dir / 'train'} at patch_scale 6")
+
+
+def test_a_later_validation_set_at_another_patch_scale_names_the_training_folders(data_dir, tmp_path, capsys):
+    """With two --val sets, the second one's patch_scale error printed the first set's PhotoTourData (its repr,
+    2,410 characters) instead of the training folders: the loop overwrote their name."""
+    val = _copy_data(data_dir / "val", tmp_path / "ds8" / "val", meta=json.dumps({"patch_scale": 8.0}))
+    code = main(["train", str(data_dir / "train"), str(tmp_path / "run"), "--val", str(data_dir / "val"),
+                 "--val", str(val), *FAST])
+    err = _one_line_error(capsys, code, f"but {data_dir / 'train'} at patch_scale 6")
+    assert "PhotoTourData" not in err and len(err) < 400, err
+
+
+def test_resume_compares_the_init_file_not_how_its_path_is_spelt(data_dir, tmp_path, monkeypatch, capsys):
+    """The checkpoint kept --init as typed: resuming from another folder with the same weights named by their
+    absolute path was refused, and the message suggested a relative name that no longer resolved there."""
+    from hardnet_desc.core.weights import BUNDLED, bundled_path
+
+    here, there, out = tmp_path.resolve() / "here", tmp_path / "there", tmp_path / "run"
+    here.mkdir(), there.mkdir()
+    (here / "w.safetensors").write_bytes(bundled_path(next(iter(BUNDLED))).read_bytes())
+    args = [str(data_dir / "train"), str(out), *FAST]
+    monkeypatch.chdir(here)
+    assert main(["train", *args, "--init", "w.safetensors", "--max-steps", "1"]) == 0
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["init"] == str(here / "w.safetensors")  # recorded resolved
+    monkeypatch.chdir(there)
+    assert main(["train", *args, "--init", str(here / "w.safetensors"), "--max-steps", "2", "--resume"]) == 0, \
+        capsys.readouterr().err
+    assert json.loads((out / "model_card.json").read_text())["recipe"]["init"] == str(here / "w.safetensors")
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt["config"]["init"] = "w.safetensors"  # an older checkpoint: --init as typed, resolved from here
+    torch.save(ckpt, out / "checkpoint.pt")
+    monkeypatch.chdir(here)
+    assert main(["train", *args, "--init", "w.safetensors", "--max-steps", "3", "--resume"]) == 0, \
+        capsys.readouterr().err

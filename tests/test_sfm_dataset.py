@@ -311,7 +311,8 @@ def test_photo_folders_are_checked_before_any_reconstruction(scenes, tmp_path, c
     shutil.copy(scenes / "bundler-et" / "database.db", out / "sfm" / "b-et")  # not written by hardnet-desc
     assert main(["make-dataset", "--from-sfm", str(root), str(out), "--val-scenes", "bundler-et"]) == 2
     err = capsys.readouterr().err
-    assert "b-et holds a reconstruction (or summary.json) hardnet-desc did not write; pass --force" in err
+    assert ("b-et holds a reconstruction without hardnet-desc's summary.json: an unfinished run, or another "
+            "program's; pass --force") in err
     assert "overwrite" not in err and not (out / "sfm" / "a-et").exists()
     assert main(["make-dataset", "--from-sfm", str(root), str(out), "--val-scenes", "bundler-et", "--force",
                  "--max-points-per-scene", "50"]) == 0
@@ -388,3 +389,60 @@ def test_bad_summary_json_is_named(scenes, tmp_path, text, problem):
     (folder / "summary.json").write_text(text)
     with pytest.raises(ValueError, match=f"{folder / 'summary.json'}: .*{problem}"):
         find_scenes(tmp_path / "in")
+
+
+def test_a_chmod_of_the_photos_keeps_our_reconstruction(scenes, tmp_path):
+    """Freshness took the photos' st_ctime, which chmod, chown and cp -a move: the whole reconstruction was
+    redone for no change."""
+    from hardnet_desc.integrations.colmap import existing_run, model_folders
+
+    photos, work = tmp_path / "photos", tmp_path / "work"
+    shutil.copytree(SCENE, photos, ignore=shutil.ignore_patterns("README.md"))  # copy2: the old mtimes
+    shutil.copytree(scenes / "bundler-et", work)  # stands in for our reconstruction of them
+    ours = {"image_dir": str(photos.resolve()), "num_models": len(model_folders(work)), **sfm_dataset.SFM_OPTIONS}
+    write_json(work / "summary.json", ours, force=True)
+    assert existing_run(work, photos, **sfm_dataset.SFM_OPTIONS) == "same"
+    for photo in photos.iterdir():
+        photo.chmod(0o644)  # only the change time moves
+    assert existing_run(work, photos, **sfm_dataset.SFM_OPTIONS) == "same"
+
+
+def test_a_killed_reconstruction_of_ours_is_redone_without_force(scenes, tmp_path, monkeypatch):
+    """A reconstruction of ours killed before summary.json (OOM, kill -9) left database.db alone: the rerun
+    called it another program's and asked for --force. reconstruct now marks its run first."""
+    from hardnet_desc.integrations.colmap import existing_run, reconstruction
+
+    root, out = _photo_root(tmp_path, scenes, "et2"), tmp_path / "out"
+    work, killed = out / "sfm" / "et2", tmp_path / "killed"
+    extract = reconstruction._extract_sift
+
+    def kill(database, *args, **kwargs):  # what a kill while extracting leaves: copied, then Ctrl-C cleans up
+        extract(database, *args, **kwargs)
+        shutil.copytree(Path(database).parent, killed)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reconstruction, "_extract_sift", kill)
+    options = {"reconstruct": True, "val_scenes": ["bundler-et"], "max_points_per_scene": 50, "progress": False}
+    with pytest.raises(KeyboardInterrupt):
+        make_sfm_dataset(root, out, **options)
+    monkeypatch.undo()
+    assert sorted(p.name for p in killed.iterdir()) == ["database.db", "summary.json"]
+    assert existing_run(killed, root / "et2", **sfm_dataset.SFM_OPTIONS) == "ours"
+    with pytest.raises(FileNotFoundError, match="killed: an unfinished reconstruction"):
+        find_scenes([killed])
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(killed, work)
+    assert make_sfm_dataset(root, out, **options)["totals"]["train"]["scenes"] == 1
+    summary = json.loads((work / "summary.json").read_text())
+    assert json_is_ours(work / "summary.json") and "finished" not in summary and summary["num_models"] >= 1
+
+
+def test_out_inside_the_scenes_is_refused_before_any_work(scenes, tmp_path):
+    """Only the CLI checked that OUT lies outside the scenes: make_sfm_dataset wrote its patches into a scene
+    folder, where a later run takes them for input."""
+    root = _photo_root(tmp_path, scenes, "et2")
+    cases = ((root, root / "ds", "scenes folder"), ([root / "et2"], root / "et2" / "ds", "scene folder"))
+    for given, out, what in cases:
+        with pytest.raises(ValueError, match=f"the output folder {out} lies in the {what} "):
+            make_sfm_dataset(given, out, reconstruct=True, val_scenes=["bundler-et"], progress=False)
+        assert not out.exists() and not (root / "et2" / "_sfm").exists()

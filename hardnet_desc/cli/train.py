@@ -85,9 +85,7 @@ def run_make_dataset(args: argparse.Namespace) -> int:
 def _make_sfm_dataset(args: argparse.Namespace) -> int:
     """``make-dataset --from-sfm``."""
     from ..train.datasets.sfm import DEFAULT_VAL_SCENES, make_sfm_dataset
-    from ..train.datasets.writer import check_outside
 
-    check_outside(args.images, args.out, "scenes folder")  # a later run would take OUT for a scene
     val = DEFAULT_VAL_SCENES if args.val_scenes is None else split_list(args.val_scenes)
     options = {k: getattr(args, k) for k in SFM_SAMPLING if getattr(args, k) is not None}  # else the library's
     for k in ("max_points_per_scene", "max_patches_per_point"):

@@ -35,7 +35,8 @@ from ..fpr95 import pairs_fpr95
 from ..core.model import HardNet
 from ..outputs import check_output, json_is_ours, read_json_object, replacing, write_json
 from ..core.patches import PatchSpec, check_integer, check_number
-from ..core.weights import Weights, check_state_dict, load_weights, read_checkpoint, save_weights
+from ..core.weights import (BUNDLED, DEFAULT_WEIGHTS, Weights, check_state_dict, load_weights, read_checkpoint,
+                            save_weights)
 from .augment import AugmentConfig
 from .datasets.writer import spec_record
 from .loss import NEAR_DUPLICATE_DIST, hardest_in_batch_loss
@@ -135,7 +136,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         **{name: float(getattr(cfg, name)) for name in positive},
         data=_path_or_list(cfg.data, "data"), out=_path(cfg.out, "out"),
         val=None if cfg.val is None else _path_or_list(cfg.val, "val"),
-        init=None if cfg.init is None else _path(cfg.init, "init"),
+        init=None if cfg.init is None else _init_source(_path(cfg.init, "init")),
         max_steps=None if cfg.max_steps is None else int(cfg.max_steps),
         mix=None if cfg.mix is None else [float(f) for f in cfg.mix],
         photos_per_batch=photos if isinstance(cfg.photos_per_batch, (list, tuple)) else photos[0],
@@ -149,6 +150,14 @@ def _path(value: object, name: str) -> str:
     if not os.fspath(value):
         raise ValueError(f"{name} must name a folder, got ''")
     return os.fspath(value)
+
+
+def _init_source(init: str) -> str:
+    """``init`` as the run records it: a local file as its resolved absolute path (it names the same weights from
+    any folder), a bundled name or an ``hf://`` address as is."""
+    if init == DEFAULT_WEIGHTS or init in BUNDLED or init.startswith("hf://"):
+        return init
+    return str(_resolved(init))
 
 
 def _path_or_list(value: object, name: str) -> str | list[str]:
@@ -327,8 +336,8 @@ def _read_resumable(path: Path, cfg: TrainConfig, device: torch.device) -> dict:
             continue
         before = was_augment if f.name == "augment" else was.get(f.name, getattr(defaults, f.name))
         now = getattr(cfg, f.name)
-        if f.name == "init" and None not in (before, now) and _resolved(before) == _resolved(now):
-            continue
+        if f.name == "init" and isinstance(before, str) and now is not None and _init_source(before) == now:
+            continue  # an older checkpoint's relative --init: resolved against this folder
         if before != now:
             differ.append(f"{f.name} {_short(before)} (now {_short(now)})")
     before, now = _paths(was["data"]), _paths(cfg.data)
@@ -660,13 +669,13 @@ def read_val_sets(val: str | list[str] | None, patch_scale: float | None = None,
         if None not in (patch_scale, recorded.get(key)) and recorded[key] != patch_scale:
             raise ValueError(f"--val {path} holds patches cut at patch_scale {recorded[key]:g} ({meta_path}), but "
                              f"{data} at patch_scale {patch_scale:g}: validate on patches cut like the training data")
-        data = read_phototour(path)
-        pairs = read_pairs(files[0], len(data))
+        patches = read_phototour(path)
+        pairs = read_pairs(files[0], len(patches))
         missing = "matching" if not pairs[2].any() else "non-matching" if pairs[2].all() else None
         if missing:
             raise ValueError(f"--val {path}: {files[0]} holds no {missing} pairs; FPR95 needs matching and "
                              "non-matching ones")
-        sets[name] = (data, pairs)
+        sets[name] = (patches, pairs)
     return sets
 
 

@@ -207,6 +207,10 @@ def reconstruct(
     names = photo_names(image_dir)
     new_dir = not out_dir.exists()
     database = _prepare_out_dir(out_dir, overwrite)
+    # The run marked as ours and unfinished until the summary replaces it (a killed run: existing_run); a
+    # summary.json of another program's is replaced only with overwrite, and is not removed on failure below.
+    write_json(out_dir / SUMMARY, {"finished": False, "image_dir": str(image_dir.resolve())}, force=overwrite,
+               option=OVERWRITE)
     level = pycolmap.logging.minloglevel
     pycolmap.logging.minloglevel = level if colmap_log else max(level, 1)  # 1: WARNING
     try:
@@ -219,7 +223,7 @@ def reconstruct(
         raise
     finally:
         pycolmap.logging.minloglevel = level
-    write_json(out_dir / SUMMARY, summary.to_dict(), force=overwrite, option=OVERWRITE)  # marked: a rerun replaces it
+    write_json(out_dir / SUMMARY, summary.to_dict(), force=True)  # marked: a rerun replaces it
     return summary
 
 
@@ -245,9 +249,12 @@ def existing_run(out_dir: str | Path, image_dir: str | Path, **options: Any) -> 
     Returns:
         ``"none"``: no reconstruction; ``"same"``: that run, finished, on the photos as they are now (its
         ``summary.json`` is ours and names ``image_dir`` and ``options``, its database the same photo names, its
-        models are there, and no photo was written or replaced after it: file times), so it can be reused;
-        ``"ours"``: another run of ours, which ``overwrite`` replaces; ``"foreign"``: a reconstruction (or a
-        ``summary.json``) hardnet-desc did not write.
+        models are there, and no photo was written or replaced after it: modification times, which chmod, chown
+        and copies do not move), so it can be reused;
+        ``"ours"``: another run of ours (or one of ours that was killed: its ``summary.json`` is the mark
+        ``reconstruct`` writes first), which ``overwrite`` replaces; ``"foreign"``: a reconstruction without
+        hardnet-desc's ``summary.json`` (another program's, or one of ours from before that mark), or a
+        ``summary.json`` hardnet-desc did not write.
     """
     out_dir, image_dir = Path(out_dir), Path(image_dir)
     summary_path = out_dir / SUMMARY
@@ -260,13 +267,15 @@ def existing_run(out_dir: str | Path, image_dir: str | Path, **options: Any) -> 
         summary = None
     if summary is None:
         return "foreign"
+    if summary.get("finished") is False:
+        return "ours"
     same = (summary.get("image_dir") == str(image_dir.resolve()) and (out_dir / DATABASE).is_file()
             and all(summary.get(k) == v for k, v in options.items())
             and len(model_folders(out_dir)) == summary.get("num_models"))
     if same:
         photos = list_images(image_dir)
         written = summary_path.stat().st_mtime_ns
-        same = all(max(stat.st_mtime_ns, stat.st_ctime_ns) < written for stat in (p.stat() for p in photos))
+        same = all(p.stat().st_mtime_ns < written for p in photos)
         same = same and _database_names(out_dir / DATABASE) == {p.relative_to(image_dir).as_posix() for p in photos}
     return "same" if same else "ours"
 
@@ -381,16 +390,16 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
             raise FileExistsError(f"{out_dir} already holds a reconstruction; pass overwrite=True (--overwrite) "
                                   "or choose another output folder")
         _remove_run(out_dir)
-        (out_dir / SUMMARY).unlink(missing_ok=True)  # it described them
     out_dir.mkdir(parents=True, exist_ok=True)
     return database
 
 
 def _remove_run(out_dir: Path, new_dir: bool = False) -> None:
-    """Remove a run's database and models (a failed run's, or an earlier one's that ``overwrite`` replaces) and,
-    if the run made it (``new_dir``), the folder left empty."""
+    """Remove a run's database, models and summary (a failed run's, or an earlier one's that ``overwrite``
+    replaces) and, if the run made it (``new_dir``), the folder left empty."""
     (out_dir / DATABASE).unlink(missing_ok=True)
     shutil.rmtree(out_dir / SPARSE, ignore_errors=True)
+    (out_dir / SUMMARY).unlink(missing_ok=True)
     if new_dir and not any(out_dir.iterdir()):
         out_dir.rmdir()
 

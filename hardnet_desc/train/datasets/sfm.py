@@ -40,7 +40,7 @@ from ...integrations.colmap import (
 )
 from ...outputs import FORCE, check_writable
 from ...data.phototour import STORED_SIZE, check_count, check_dataset_folder, make_pairs
-from .writer import Part, StagedDataset, default_patch_spec, spec_record, write_split
+from .writer import Part, StagedDataset, check_outside, default_patch_spec, spec_record, write_split
 
 #: Scenes held out for validation (the same scenes ``eval-pairs`` reports on).
 DEFAULT_VAL_SCENES = (
@@ -63,6 +63,9 @@ def read_scene(folder: str | Path, image_dir: str | Path | None = None) -> Colma
     scene with no models; a folder with neither is an error (e.g. a reconstruction still running).
     """
     scene = read_scene_folder(folder, image_dir)
+    if (scene.summary or {}).get("finished") is False:
+        raise FileNotFoundError(f"{folder}: an unfinished reconstruction (its summary.json says finished: false): "
+                                "it is still running, or was stopped; reconstruct it again")
     if scene.database is None or not (scene.models or scene.summary is not None):
         raise FileNotFoundError(f"{folder}: not a reconstructed scene (needs database.db and sparse/<k>/points3D.bin, "
                                 "or summary.json if no model was found)")
@@ -146,8 +149,9 @@ def _plan_scenes(
             check_writable(work / SUMMARY)
             state = existing_run(work, folder, **SFM_OPTIONS)
             if state == "foreign" and not force:
-                raise FileExistsError(f"{work} holds a reconstruction (or summary.json) hardnet-desc did not write; "
-                                      f"pass {FORCE} to replace it, or remove it")
+                what = ("a summary.json hardnet-desc did not write" if (work / SUMMARY).exists() else
+                        "a reconstruction without hardnet-desc's summary.json: an unfinished run, or another program's")
+                raise FileExistsError(f"{work} holds {what}; pass {FORCE} to replace it")
             entry = _PlannedScene(folder.name, folder, None, work, state)
         if entry.name in planned:
             raise ValueError(f"{planned[entry.name].folder} and {folder} are both the scene {entry.name!r} "
@@ -503,9 +507,10 @@ def make_sfm_dataset(
 
     Args:
         scenes: a folder of scene folders, or a list of scene folders (see ``find_scenes``).
-        out: output folder; gets ``train/``, ``val/`` (with an ``m50_*.txt`` pair file),
-            ``record.json`` (scenes, numbers, track-length histogram, label check, settings) and
-            ``meta.json`` (patch scale and minimum keypoint size, which the trainer writes into the weight file).
+        out: output folder, outside the scene folders (else ``ValueError`` before any work); gets ``train/``,
+            ``val/`` (with an ``m50_*.txt`` pair file), ``record.json`` (scenes, numbers, track-length histogram,
+            label check, settings) and ``meta.json`` (patch scale and minimum keypoint size, which the trainer
+            writes into the weight file).
         min_track: fewest observations of a 3D point that make it a training point.
         max_points_per_scene: at most this many 3D points per scene (random choice), so one big
             scene cannot dominate; ``None`` for all.
@@ -532,6 +537,10 @@ def make_sfm_dataset(
     check_selection(min_track, max_points_per_scene, max_patches_per_point, min_point_distance, seed)
     spec = default_patch_spec(patch_scale, min_kp_size)
     out = Path(out)
+    single = isinstance(scenes, (str, Path))
+    scenes = scenes if single else list(scenes)
+    for folder in [scenes] if single else scenes:  # OUT in a scene: a later run would take it for input
+        check_outside(folder, out, "scenes folder" if single else "scene folder")
     check_dataset_folder(out, ("meta.json", "record.json"), force)
     planned = _plan_scenes(scenes, reconstruct=reconstruct, work_dir=out / "sfm", force=force)
     _val_names([p.name for p in planned], val_scenes)  # before any reconstruction

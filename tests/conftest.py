@@ -119,3 +119,14 @@ def _cwd_is_scratch(tmp_path, monkeypatch):
     ``features.h5``) or reads a relative path never touches, or depends on, the checkout or the caller's
     working directory (``python examples/match_pair.py`` leaves ``matches.png`` in the checkout)."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def photo_crops(tmp_path_factory) -> Path:
+    """Four 260 x 260 crops of the bundled photos: make-dataset runs on them in about a second."""
+    root = tmp_path_factory.mktemp("crops")
+    for k, path in enumerate(EXAMPLE_FILES):
+        img = cv2.imread(str(path))
+        for j, x in enumerate((0, 400)):
+            cv2.imwrite(str(root / f"p{k}{j}.jpg"), img[:260, x : x + 260])
+    return root

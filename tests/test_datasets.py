@@ -26,8 +26,6 @@ from hardnet_desc.train.datasets.synthetic import make_dataset
 from hardnet_desc.train.datasets.writer import StagedDataset, write_split
 from hardnet_desc.train.sampler import MixedPairs, PairDataset, split_batch
 
-from conftest import EXAMPLE_FILES
-
 N = 300  # two bmp files, the second holds 44 patches
 
 
@@ -440,17 +438,6 @@ def test_mixed_pairs_draw_the_requested_fractions(data, photo_data):
 # --------------------------------------------------------------------------- make-dataset's outputs (synthetic builder)
 
 
-@pytest.fixture(scope="module")
-def crops(tmp_path_factory):
-    """Four small crops of the bundled photos: make_dataset runs in about a second."""
-    root = tmp_path_factory.mktemp("crops")
-    for k, path in enumerate(EXAMPLE_FILES):
-        img = cv2.imread(str(path))
-        for j, x in enumerate((0, 400)):
-            cv2.imwrite(str(root / f"p{k}{j}.jpg"), img[:260, x : x + 260])
-    return root
-
-
 FAST = dict(points=60, views=2, val_fraction=0.25, val_pairs=100, workers=1, progress=False)  # 3 train, 1 val photo
 
 
@@ -460,11 +447,11 @@ def snapshot(folder):
 
 
 @pytest.mark.parametrize("error", [ValueError("cannot decode image file: p11.jpg"), KeyboardInterrupt()])
-def test_failed_or_interrupted_rebuild_leaves_the_old_dataset(crops, tmp_path, monkeypatch, error):
+def test_failed_or_interrupted_rebuild_leaves_the_old_dataset(photo_crops, tmp_path, monkeypatch, error):
     """Finding 1: a rebuild that stopped at a validation photo (a corrupt photo, Ctrl-C) had already written the new
     train split over the old one, beside the old meta.json: a mixed dataset that loads without a word."""
     out = tmp_path / "ds"
-    make_dataset(crops, out, **FAST)
+    make_dataset(photo_crops, out, **FAST)
     before = snapshot(out)
     cut, calls = synthetic.correspondences_from_image, []
 
@@ -476,22 +463,22 @@ def test_failed_or_interrupted_rebuild_leaves_the_old_dataset(crops, tmp_path, m
 
     monkeypatch.setattr(synthetic, "correspondences_from_image", fails_at_the_validation_photo)
     with pytest.raises(type(error)):
-        make_dataset(crops, out, seed=1, **FAST)
+        make_dataset(photo_crops, out, seed=1, **FAST)
     assert len(calls) == 4 and snapshot(out) == before
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "split.json", "train", "val"]  # no temporary folder
     monkeypatch.undo()
-    assert make_dataset(crops, out, seed=1, **FAST)["seed"] == 1
+    assert make_dataset(photo_crops, out, seed=1, **FAST)["seed"] == 1
     assert json.loads((out / "meta.json").read_text())["seed"] == 1 and snapshot(out) != before
 
 
-def test_a_rebuild_removes_what_a_killed_build_left(crops, tmp_path):
+def test_a_rebuild_removes_what_a_killed_build_left(photo_crops, tmp_path):
     """The temporary folders a killed build leaves (named as ours) are removed by the next; others stay."""
     out = tmp_path / "ds"
     for name in (".train.partial", ".val.old", ".cache"):
         (out / name).mkdir(parents=True)
         (out / name / "patches0000.bmp").write_bytes(b"half")
     (out / ".meta.json.partial").write_text("{}")
-    make_dataset(crops, out, **FAST)
+    make_dataset(photo_crops, out, **FAST)
     assert sorted(p.name for p in out.iterdir()) == [".cache", "meta.json", "split.json", "train", "val"]
     assert len(read_phototour(out / "train")) > 50 and (out / ".cache" / "patches0000.bmp").read_bytes() == b"half"
 
@@ -533,24 +520,24 @@ def test_failed_sfm_rebuild_leaves_the_old_dataset(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("inside", ["ds", "."])
-def test_make_dataset_refuses_an_output_folder_in_the_photo_folder(crops, tmp_path, inside):
+def test_make_dataset_refuses_an_output_folder_in_the_photo_folder(photo_crops, tmp_path, inside):
     """Finding 3: OUT inside IMAGES (or IMAGES itself): the next run listed its own patch grids as photos."""
     photos = tmp_path / "photos"
-    shutil.copytree(crops, photos)
+    shutil.copytree(photo_crops, photos)
     with pytest.raises(ValueError, match="photo folder .*: a later run would take its patch files for input"):
         make_dataset(photos, photos / inside, **FAST)
-    assert sorted(p.name for p in photos.iterdir()) == sorted(p.name for p in crops.iterdir())  # nothing written
+    assert sorted(p.name for p in photos.iterdir()) == sorted(p.name for p in photo_crops.iterdir())  # nothing written
     assert main(["make-dataset", "--from-sfm", str(tmp_path), str(tmp_path / "data")]) == 2  # OUT in SCENES_DIR
     assert not (tmp_path / "data").exists()
 
 
-def test_make_dataset_refuses_an_empty_training_split(crops, tmp_path):
+def test_make_dataset_refuses_an_empty_training_split(photo_crops, tmp_path):
     """Finding 8: a val_fraction leaving no training photo, or training photos that give no patch, made an empty
     train split (exit 0) while the same for the validation split was refused."""
     two = tmp_path / "two"
     two.mkdir()
     for name in ("p00.jpg", "p01.jpg"):
-        shutil.copy(crops / name, two / name)
+        shutil.copy(photo_crops / name, two / name)
     with pytest.raises(ValueError, match="val_fraction=0.9 leaves no training photo out of 2"):
         make_dataset(two, tmp_path / "ds", **{**FAST, "val_fraction": 0.9})
     assert not (tmp_path / "ds").exists()
@@ -559,33 +546,33 @@ def test_make_dataset_refuses_an_empty_training_split(crops, tmp_path):
     photos.mkdir()
     for k in range(3):
         cv2.imwrite(str(photos / f"flat{k}.png"), np.full((260, 260), 60 * k, np.uint8))
-    shutil.copy(crops / "p00.jpg", photos / "real.jpg")
+    shutil.copy(photo_crops / "p00.jpg", photos / "real.jpg")
     split_seed = next(s for s in range(50) if synthetic.split_images(sorted(photos.iterdir()), 0.25, s)[1][0].name
                       == "real.jpg")
     out = tmp_path / "old"
-    make_dataset(crops, out, **FAST)
+    make_dataset(photo_crops, out, **FAST)
     before = snapshot(out)
     with pytest.raises(ValueError, match="old/train: the training photos gave no patch"):
         make_dataset(photos, out, split_seed=split_seed, **FAST)
     assert snapshot(out) == before
 
 
-def test_make_dataset_refuses_a_file_for_a_split_folder_before_work(crops, tmp_path):
+def test_make_dataset_refuses_a_file_for_a_split_folder_before_work(photo_crops, tmp_path):
     """From finding 13: OUT/val a file was reported ([Errno 17] File exists) after the train split was built."""
     out = tmp_path / "ds"
     out.mkdir()
     (out / "val").write_text("mine")
     with pytest.raises(FileExistsError, match="ds/val is a file, not a dataset folder; pass --force"):
-        make_dataset(crops, out, **FAST)
+        make_dataset(photo_crops, out, **FAST)
     assert sorted(p.name for p in out.iterdir()) == ["val"] and (out / "val").read_text() == "mine"
 
 
-def test_make_dataset_workers(crops, tmp_path, monkeypatch, capsys):
+def test_make_dataset_workers(photo_crops, tmp_path, monkeypatch, capsys):
     """From finding 13: --workers -3 was taken (serial) and 0 meant the default 2 processes; 0 now runs in this
     process, as 1 does, and a negative count is refused before any work."""
     with pytest.raises(ValueError, match="workers must be >= 0"):
-        make_dataset(crops, tmp_path / "w", **{**FAST, "workers": -3})
-    assert main(["make-dataset", str(crops), str(tmp_path / "w"), "--workers", "-3"]) == 2
+        make_dataset(photo_crops, tmp_path / "w", **{**FAST, "workers": -3})
+    assert main(["make-dataset", str(photo_crops), str(tmp_path / "w"), "--workers", "-3"]) == 2
     assert "error: workers must be >= 0 (None: up to 2), got -3" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 
@@ -593,15 +580,15 @@ def test_make_dataset_workers(crops, tmp_path, monkeypatch, capsys):
         raise AssertionError("workers=0 starts no process")
 
     monkeypatch.setattr(synthetic, "WorkerPool", no_pool)
-    assert make_dataset(crops, tmp_path / "w", **{**FAST, "workers": 0})["val"]["patches"] > 0
+    assert make_dataset(photo_crops, tmp_path / "w", **{**FAST, "workers": 0})["val"]["patches"] > 0
 
 
-def test_make_dataset_takes_the_warp_names_of_the_cli(crops, tmp_path):
+def test_make_dataset_takes_the_warp_names_of_the_cli(photo_crops, tmp_path):
     """From finding 13: make_dataset(warp='hard') failed inside asdict() after writing split.json."""
     with pytest.raises(ValueError, match="warp must be a WarpConfig or one of \\['default', 'hard'\\], got 'harder'"):
-        make_dataset(crops, tmp_path / "w", warp="harder", **FAST)
+        make_dataset(photo_crops, tmp_path / "w", warp="harder", **FAST)
     assert not (tmp_path / "w").exists()
-    summary = make_dataset(crops, tmp_path / "hard", warp="hard", **FAST)
+    summary = make_dataset(photo_crops, tmp_path / "hard", warp="hard", **FAST)
     assert summary["warp"] == asdict(HARD_WARP) == json.loads((tmp_path / "hard" / "meta.json").read_text())["warp"]
 
 
@@ -613,11 +600,11 @@ def test_full_disk_names_the_file_and_the_reason(tmp_path):
         writer.add(make_patches(256), np.arange(256))
 
 
-def test_a_swap_that_fails_half_way_is_undone(crops, tmp_path, monkeypatch):
+def test_a_swap_that_fails_half_way_is_undone(photo_crops, tmp_path, monkeypatch):
     """A rename of the swap that fails (Windows: a file of the new folder held by a scanner) left the new train
     split, no val split and the old meta.json: the swap is now undone, the old dataset left whole."""
     out = tmp_path / "ds"
-    make_dataset(crops, out, **FAST)
+    make_dataset(photo_crops, out, **FAST)
     before, rename = snapshot(out), Path.rename
 
     def held(self, target):
@@ -627,14 +614,14 @@ def test_a_swap_that_fails_half_way_is_undone(crops, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "rename", held)
     with pytest.raises(PermissionError):
-        make_dataset(crops, out, seed=1, **FAST)
+        make_dataset(photo_crops, out, seed=1, **FAST)
     assert snapshot(out) == before
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "split.json", "train", "val"]
 
 
-def test_a_swap_a_killed_process_left_is_undone_or_finished(crops, tmp_path):
+def test_a_swap_a_killed_process_left_is_undone_or_finished(photo_crops, tmp_path):
     out = tmp_path / "ds"
-    make_dataset(crops, out, **FAST)
+    make_dataset(photo_crops, out, **FAST)
     before = snapshot(out)
     # killed after the new train split went in, before the records: the old dataset comes back
     (out / "train").rename(out / ".train.old")
@@ -649,25 +636,25 @@ def test_a_swap_a_killed_process_left_is_undone_or_finished(crops, tmp_path):
     assert snapshot(out) == before and not (out / ".val.old").exists()
 
 
-def test_a_failed_first_build_leaves_no_folder(crops, tmp_path, monkeypatch):
+def test_a_failed_first_build_leaves_no_folder(photo_crops, tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic, "correspondences_from_image", lambda job: (_ for _ in ()).throw(ValueError("bad")))
     with pytest.raises(ValueError, match="bad"):
-        make_dataset(crops, tmp_path / "new" / "ds", **FAST)
+        make_dataset(photo_crops, tmp_path / "new" / "ds", **FAST)
     assert not (tmp_path / "new" / "ds").exists()
 
 
-def test_a_split_folder_of_os_files_or_a_link(crops, tmp_path):
+def test_a_split_folder_of_os_files_or_a_link(photo_crops, tmp_path):
     """A .DS_Store that macOS's Finder left in a split folder was refused as 'not part of a PhotoTour dataset';
     a linked split folder (patches on another disk) was replaced by a folder, the old patches left behind."""
     out = tmp_path / "ds"
-    make_dataset(crops, out, **FAST)
+    make_dataset(photo_crops, out, **FAST)
     (out / "train" / ".DS_Store").write_bytes(b"\0")
     (out / "val" / "Thumbs.db").write_bytes(b"\0")
-    make_dataset(crops, out, seed=1, **FAST)  # rebuilt, the folders replaced whole
+    make_dataset(photo_crops, out, seed=1, **FAST)  # rebuilt, the folders replaced whole
     elsewhere = tmp_path / "disk" / "train"
     shutil.move(out / "train", elsewhere)
     (out / "train").symlink_to(elsewhere, target_is_directory=True)
     with pytest.raises(FileExistsError, match="is a link"):
-        make_dataset(crops, out, **FAST)
-    make_dataset(crops, out, force=True, **FAST)
+        make_dataset(photo_crops, out, **FAST)
+    make_dataset(photo_crops, out, force=True, **FAST)
     assert not (out / "train").is_symlink() and (out / "train" / "info.txt").is_file()

@@ -173,39 +173,28 @@ def test_eval_pairs_cli_refuses_before_any_work(tmp_path, capsys):
     refused(capsys, main(["eval-pairs", str(pairs), "--methods", "sift", "--quiet", "--json", str(out)]), out)
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    """Four small crops of the bundled photos: make-dataset runs in about a second."""
-    root = tmp_path_factory.mktemp("photos")
-    for k, path in enumerate(EXAMPLE_FILES):
-        img = cv2.imread(str(path))
-        for j, x in enumerate((0, 400)):
-            cv2.imwrite(str(root / f"p{k}{j}.jpg"), img[:260, x : x + 260])
-    return root
-
-
 MAKE = ["--points", "60", "--views", "2", "--val-fraction", "0.25", "--val-pairs", "100", "--workers", "1"]
 
 
-def test_make_dataset_keeps_a_foreign_dataset(photos, tmp_path, capsys):
+def test_make_dataset_keeps_a_foreign_dataset(photo_crops, tmp_path, capsys):
     out = tmp_path / "data"
     out.mkdir()
     meta = out / "meta.json"
     meta.write_bytes(FOREIGN)
-    refused(capsys, main(["make-dataset", str(photos), str(out), *MAKE]), meta)
+    refused(capsys, main(["make-dataset", str(photo_crops), str(out), *MAKE]), meta)
     assert sorted(p.name for p in out.iterdir()) == ["meta.json"]  # nothing written
     # another program's PhotoTour folder (no record of ours beside it) is not written into either
     meta.unlink()
     (out / "train").mkdir()
     info = out / "train" / "info.txt"
     info.write_bytes(FOREIGN)
-    code = main(["make-dataset", str(photos), str(out), *MAKE])
+    code = main(["make-dataset", str(photo_crops), str(out), *MAKE])
     assert code == 2 and "holds a PhotoTour dataset that hardnet-desc did not write" in capsys.readouterr().err
     assert info.read_bytes() == FOREIGN
     meta.write_bytes(FOREIGN)
-    assert main(["make-dataset", str(photos), str(out), *MAKE, "--force"]) == 0
+    assert main(["make-dataset", str(photo_crops), str(out), *MAKE, "--force"]) == 0
     assert json.loads(meta.read_text())["views"] == 2 and info.read_bytes() != FOREIGN
-    assert main(["make-dataset", str(photos), str(out), *MAKE, "--views", "1"]) == 0  # its own: replaced
+    assert main(["make-dataset", str(photo_crops), str(out), *MAKE, "--views", "1"]) == 0  # its own: replaced
     assert json.loads(meta.read_text())["views"] == 1
 
 
@@ -213,9 +202,9 @@ TRAIN = ["--epochs", "1", "--pairs-per-epoch", "64", "--batch-size", "32", "--pr
          "--quiet"]
 
 
-def test_train_keeps_foreign_log_and_weights(photos, tmp_path, capsys):
+def test_train_keeps_foreign_log_and_weights(photo_crops, tmp_path, capsys):
     data = tmp_path / "data"
-    assert main(["make-dataset", str(photos), str(data), *MAKE]) == 0
+    assert main(["make-dataset", str(photo_crops), str(data), *MAKE]) == 0
     out = tmp_path / "run"
     out.mkdir()
     for name in ("log.csv", "hardnet.safetensors"):

@@ -77,6 +77,13 @@ def check_number(value: float, name: str, low: float = 0.0, strict: bool = True)
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value}")
 
 
+def check_flag(value: bool, name: str, hint: str = "") -> None:
+    """Raise ``TypeError`` unless ``value`` (the argument ``name``) is True or False (numpy's bool too); ``hint``
+    follows the name in the message (e.g. the command-line option)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False{hint}, got {type(value).__name__} {value!r}")
+
+
 def check_integer(value: int | None, name: str, low: int = 0, none: str | None = None) -> None:
     """Raise unless ``value`` (the argument ``name``) is an integer >= ``low``, or ``None`` where ``none`` says
     what ``None`` means (it is named in the message): ``TypeError`` for another type, ``ValueError`` below ``low``."""

@@ -115,6 +115,14 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def weights_file(source: str) -> Path | None:
+    """The local file the weights name ``source`` stands for (``~`` expanded), or ``None`` for a bundled name or an
+    ``hf://`` address (how ``load_weights`` reads a name)."""
+    if source == DEFAULT_WEIGHTS or source in BUNDLED or source.startswith("hf://"):
+        return None
+    return Path(source).expanduser()
+
+
 def load_weights(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHTS) -> Weights:
     """Load a HardNet state dict from any supported source (see module docstring).
 
@@ -159,7 +167,7 @@ def load_weights(source: str | Path | torch.nn.Module | Weights = DEFAULT_WEIGHT
         weights = _read_file(_download_from_hub(text))
         weights.source = text
     else:
-        path = Path(text).expanduser()
+        path = weights_file(text)
         if not path.is_file():
             names = ", ".join(["default", *BUNDLED]) if BUNDLED else "none installed"
             raise WeightsError(f"weights {text!r}: no such file, and not a bundled name (bundled: {names})")

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.patches import check_flag
+
 APPLY_PROB = 0.5  # each photometric augmentation hits a patch with this probability
 # Ranges at strength 1 (they scale linearly with the strength):
 NOISE_SIGMA = 0.06  # Gaussian (read) noise std and shot-noise std at white, intensity units; 0.06 ~ 15/255
@@ -81,9 +83,7 @@ class AugmentConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
             object.__setattr__(self, name, float(value))
-        if not isinstance(self.flip_rot90, (bool, np.bool_)):
-            raise TypeError(f"flip_rot90 must be True or False (--augment), got {type(self.flip_rot90).__name__} "
-                            f"{self.flip_rot90!r}")
+        check_flag(self.flip_rot90, "flip_rot90", " (--augment)")
         object.__setattr__(self, "flip_rot90", bool(self.flip_rot90))
         bad = [f"{k}={v}" for k, v in self.strengths().items() if not 0 <= v <= MAX_STRENGTH]  # also NaN
         if bad:

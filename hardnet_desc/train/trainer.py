@@ -34,9 +34,8 @@ from ..core.device import autocast, resolve_device, resolve_precision
 from ..fpr95 import pairs_fpr95
 from ..core.model import HardNet
 from ..outputs import check_output, json_is_ours, read_json_object, replacing, write_json
-from ..core.patches import PatchSpec, check_integer, check_number
-from ..core.weights import (BUNDLED, DEFAULT_WEIGHTS, Weights, check_state_dict, load_weights, read_checkpoint,
-                            save_weights)
+from ..core.patches import PatchSpec, check_flag, check_integer, check_number
+from ..core.weights import Weights, check_state_dict, load_weights, read_checkpoint, save_weights, weights_file
 from .augment import AugmentConfig
 from .datasets.writer import spec_record
 from .loss import NEAR_DUPLICATE_DIST, hardest_in_batch_loss
@@ -119,8 +118,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise TypeError(f"mix must be a list of fractions, one per data folder, got {type(cfg.mix).__name__}")
     for f in cfg.mix or []:
         check_number(f, "mix")
-    if not isinstance(cfg.anchor_swap, (bool, np.bool_)):
-        raise TypeError(f"anchor_swap must be True or False, got {type(cfg.anchor_swap).__name__} {cfg.anchor_swap!r}")
+    check_flag(cfg.anchor_swap, "anchor_swap")
     need(cfg.batch_reduce in ("min", "average", "random"), "batch_reduce", "'min', 'average' or 'random'")
     if not isinstance(cfg.augment, AugmentConfig):
         raise TypeError(f"augment must be an AugmentConfig (AugmentConfig.parse), got {type(cfg.augment).__name__}")
@@ -155,9 +153,8 @@ def _path(value: object, name: str) -> str:
 def _init_source(init: str) -> str:
     """``init`` as the run records it: a local file as its resolved absolute path (it names the same weights from
     any folder), a bundled name or an ``hf://`` address as is."""
-    if init == DEFAULT_WEIGHTS or init in BUNDLED or init.startswith("hf://"):
-        return init
-    return str(_resolved(init))
+    path = weights_file(init)
+    return init if path is None else str(path.resolve())
 
 
 def _path_or_list(value: object, name: str) -> str | list[str]:
